@@ -1,0 +1,7 @@
+-- ready_probe: prove this connection may write (an ACL-limited user, a read-only
+-- replica or a full OOM Redis answers reads but fails here).
+-- KEYS[1] the store's probe key (self-expiring, never accumulates)
+-- ARGV    none
+-- Reply:  1
+redis.call('SET', KEYS[1], '1', 'PX', 2000)
+return 1

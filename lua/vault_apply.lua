@@ -1,0 +1,40 @@
+-- vault_apply: compare-and-apply one vault diff, fenced on the version, and log it.
+-- The diff commits only if no other writer committed since the snapshot it was computed
+-- on; the version then moves by exactly one and the change log gets one entry
+-- "<version> <commit id> <JSON array of changed token ids>" so replica caches can catch
+-- up without reading the whole vault. All writes follow the fence check.
+-- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
+-- ARGV[1] expected version ('' = never mutated)
+-- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
+-- ARGV[5] n, the number of sets; ARGV[6 .. 5+2n] token, record JSON pairs;
+-- ARGV[6+2n ..] tokens to delete
+-- Reply: {1, new version}      committed ({1, version} unchanged when the diff is empty)
+--        {2, current version}  this commit id is already logged (a re-sent call): done
+--        {0, current version|nil}  fence conflict, nothing written
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  local n = tonumber(ARGV[5])
+  if n == 0 and #ARGV == 5 then
+    return {1, cur}
+  end
+  for i = 6, 5 + 2 * n, 2 do
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+  for i = 6 + 2 * n, #ARGV do
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+  local nv = (tonumber(cur) or 0) + 1
+  redis.call('SET', KEYS[1], nv)
+  redis.call('RPUSH', KEYS[3], nv .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
+  return {1, tostring(nv)}
+end
+local since, now = tonumber(ARGV[1]) or 0, tonumber(cur)
+if now and now > since then
+  for _, e in ipairs(redis.call('LRANGE', KEYS[3], since - now, -1)) do
+    if string.match(e, '^%d+ (%S+)') == ARGV[2] then
+      return {2, cur}
+    end
+  end
+end
+return {0, cur}

@@ -1,0 +1,191 @@
+/**
+ * The audit chain's storage primitives, written once per backing: read the head, a
+ * compare-and-append fenced on the head's eventHash, and the reads that verification,
+ * export and commit resolution need. The contract's semantics (the retry schedule, the
+ * replica's cached head, resolving a lost reply) live once above this, in AuditStore,
+ * so the Redis and in-memory stores cannot drift apart.
+ */
+import { Effect } from "effect"
+import { CorruptData, type RedisError } from "./Errors.js"
+import { auditKeys, type AuditKeys } from "./Keys.js"
+import { probe, READY, type Readiness } from "./Readiness.js"
+import type { RedisClientShape } from "./RedisClient.js"
+import { Scripts } from "./Scripts.js"
+
+/** The last record's `auditIntegrity`, as the chain stores it. */
+export interface Integrity {
+  readonly alg?: string
+  readonly canonicalization?: string
+  readonly sequence: number
+  readonly previousHash: string | null
+  readonly eventHash: string
+  readonly [key: string]: unknown
+}
+
+/** One record, ready to be appended: serialized once, fenced on `expectedPrev`. */
+export interface PreparedAppend {
+  /** The head eventHash the record was built on; "" for the empty chain. */
+  readonly expectedPrev: string
+  readonly recordJson: string
+  readonly integrityJson: string
+  readonly eventHash: string
+  readonly sequence: number
+}
+
+export type AppendOutcome =
+  | { readonly _tag: "Committed" }
+  /** The very record is already in the chain: a re-sent call whose reply was lost. */
+  | { readonly _tag: "AlreadyCommitted" }
+  /** The head moved; `head` is the current one, so no extra read is needed to retry. */
+  | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string }
+
+export type BackingError = RedisError | CorruptData
+
+export interface AuditBacking {
+  readonly keys: AuditKeys
+  readonly readHead: Effect.Effect<Integrity | null, BackingError>
+  readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
+  /** Whether the record with this sequence and eventHash is in the chain. */
+  readonly isCommitted: (sequence: number, eventHash: string) => Effect.Effect<boolean, BackingError>
+  readonly length: Effect.Effect<number, BackingError>
+  /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
+  readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, BackingError>
+  readonly ready: Effect.Effect<Readiness>
+}
+
+/** Parses a stored head (auditIntegrity JSON); anything else is corrupt data at `key`. */
+export const parseIntegrity = (json: string, key: string, element?: number): Effect.Effect<Integrity, CorruptData> =>
+  Effect.try({
+    try: () => JSON.parse(json) as unknown,
+    catch: () => new CorruptData({ key, element, detail: "not JSON" })
+  }).pipe(
+    Effect.flatMap((value) =>
+      isIntegrity(value)
+        ? Effect.succeed(value)
+        : Effect.fail(new CorruptData({ key, element, detail: "not an auditIntegrity object" }))
+    )
+  )
+
+export const isIntegrity = (value: unknown): value is Integrity => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false
+  const v = value as Record<string, unknown>
+  return (
+    typeof v.eventHash === "string" &&
+    v.eventHash.length > 0 &&
+    Number.isSafeInteger(v.sequence) &&
+    (v.sequence as number) >= 1 &&
+    (v.previousHash === null || typeof v.previousHash === "string")
+  )
+}
+
+/** The record's eventHash if `json` is a stored record, else undefined. */
+const storedEventHash = (json: string): string | undefined => {
+  try {
+    const record = JSON.parse(json) as { auditIntegrity?: { eventHash?: unknown } }
+    const hash = record?.auditIntegrity?.eventHash
+    return typeof hash === "string" ? hash : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Maps a WRONGTYPE reply (a key holding the wrong Redis type) to corrupt data at that key. */
+const wrongType =
+  (key: string) =>
+  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, BackingError> =>
+    Effect.catchIf(
+      effect,
+      (e): e is Extract<RedisError, { _tag: "RedisCommandFailed" }> =>
+        e._tag === "RedisCommandFailed" && e.reply.startsWith("WRONGTYPE"),
+      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
+    )
+
+/** The chain on Redis, in haechi-store-redis's layout. */
+export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
+  const keys = auditKeys(prefix)
+  const readHead = redis.run("GET head", (c) => c.get(keys.head)).pipe(
+    wrongType(keys.head),
+    Effect.flatMap((json) => (json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head)))
+  )
+  return {
+    keys,
+    readHead,
+    append: (write) =>
+      redis
+        .script(
+          Scripts.auditAppend,
+          [keys.headHash, keys.chain, keys.head],
+          [write.expectedPrev, write.recordJson, write.integrityJson, write.eventHash, write.sequence]
+        )
+        .pipe(
+          wrongType(keys.chain),
+          Effect.flatMap((reply): Effect.Effect<AppendOutcome, BackingError> => {
+            const [status, head] = reply as [number, string | null | undefined]
+            if (status === 1) return Effect.succeed({ _tag: "Committed" })
+            if (status === 2) return Effect.succeed({ _tag: "AlreadyCommitted" })
+            if (head === null || head === undefined) {
+              return Effect.succeed({ _tag: "Conflict", head: null, headHash: "" })
+            }
+            return Effect.map(parseIntegrity(head, keys.head), (integrity) => ({
+              _tag: "Conflict" as const,
+              head: integrity,
+              headHash: integrity.eventHash
+            }))
+          })
+        ),
+    isCommitted: (sequence, eventHash) =>
+      redis
+        .run("LINDEX chain", (c) => c.lindex(keys.chain, sequence - 1))
+        .pipe(
+          wrongType(keys.chain),
+          Effect.map((json) => json !== null && storedEventHash(json) === eventHash)
+        ),
+    length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
+    readRange: (start, stop) =>
+      redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),
+    ready: probe(redis, keys.readyProbe)
+  }
+}
+
+/**
+ * The chain in this process's memory: the same primitives, atomic because each runs
+ * synchronously. Records are kept as the JSON Redis would hold, so nothing a caller
+ * does to an object after handing it over can change the chain.
+ */
+export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
+  const keys = auditKeys(prefix)
+  const chain: Array<string> = []
+  let head: { integrityJson: string; hash: string } | undefined
+  return {
+    keys,
+    readHead: Effect.suspend(() =>
+      head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head)
+    ),
+    append: (write) =>
+      Effect.suspend((): Effect.Effect<AppendOutcome, BackingError> => {
+        const current = head?.hash ?? ""
+        if (current === write.expectedPrev) {
+          chain.push(write.recordJson)
+          head = { integrityJson: write.integrityJson, hash: write.eventHash }
+          return Effect.succeed({ _tag: "Committed" })
+        }
+        const at = chain[write.sequence - 1]
+        if (current === write.eventHash || (at !== undefined && storedEventHash(at) === write.eventHash)) {
+          return Effect.succeed({ _tag: "AlreadyCommitted" })
+        }
+        return Effect.map(
+          head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head),
+          (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current })
+        )
+      }),
+    isCommitted: (sequence, eventHash) =>
+      Effect.sync(() => {
+        const at = chain[sequence - 1]
+        return at !== undefined && storedEventHash(at) === eventHash
+      }),
+    length: Effect.sync(() => chain.length),
+    readRange: (start, stop) => Effect.sync(() => chain.slice(start, stop + 1)),
+    ready: Effect.succeed(READY)
+  }
+}
+

@@ -1,0 +1,231 @@
+/**
+ * The shared audit chain, as haechi's core uses it: `transaction(build)` hands `build`
+ * the last record's integrity and a `persist` that appends with a compare-and-append
+ * fenced on the head, so the chain cannot fork whatever the lock does. A conflict
+ * re-runs `build` on the new head under a bounded `Schedule`; running out fails closed.
+ *
+ * Fast path: the store keeps the head it last saw and hands it out without a read; a
+ * stale head costs one rejected append whose reply carries the current head. One
+ * round trip per append when uncontended.
+ *
+ * Exactly once: when a reply is lost (the connection dropped after Redis appended),
+ * the append script recognises the re-sent record, and a failed call is resolved by
+ * looking the record up at its sequence before anything is built again.
+ */
+import { Chunk, Context, Effect, Layer, Metric, Option, Schedule, Stream } from "effect"
+import {
+  CommitOutcomeUnknown,
+  CorruptData,
+  FenceConflict,
+  InvalidConfig,
+  InvalidRecord,
+  type StoreError
+} from "./Errors.js"
+import {
+  memoryAuditBacking,
+  redisAuditBacking,
+  isIntegrity,
+  type AppendOutcome,
+  type AuditBacking,
+  type Integrity,
+  type PreparedAppend
+} from "./AuditBacking.js"
+import { auditKeys, checkPrefix, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
+import * as Metrics from "./Metrics.js"
+import { observed } from "./Observe.js"
+import type { Readiness } from "./Readiness.js"
+import { RedisClient } from "./RedisClient.js"
+import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { noGuard, type StoreGuard } from "./StoreGuard.js"
+
+export type { Integrity } from "./AuditBacking.js"
+
+/** What `build` gets inside a transaction. */
+export interface AuditTransaction {
+  /** The last record's `auditIntegrity`, or null for the empty chain. */
+  readonly readLastIntegrity: Effect.Effect<Integrity | null, StoreError>
+  /**
+   * Appends `record` if the head is still the one named by its `previousHash`;
+   * fails with `FenceConflict` (and `build` re-runs) if another writer got there first.
+   */
+  readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
+}
+
+export interface AuditStoreShape {
+  readonly prefix: string
+  /** Runs `build` until its record commits on the true head; returns `build`'s value. */
+  readonly transaction: <A, E, R>(
+    build: (tx: AuditTransaction) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
+  /** `{ ok: true }`, or `{ ok: false, reason }` within about 2 s when Redis is gone or read-only. */
+  readonly ready: Effect.Effect<Readiness>
+  /** The current head's integrity, read from the store (not the cache). */
+  readonly head: Effect.Effect<Integrity | null, StoreError>
+  /** The number of records in the chain. */
+  readonly length: Effect.Effect<number, StoreError>
+  /** The chain's stored JSON in order, read in pages of `pageSize`, from list index `from`. */
+  readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, StoreError>
+  /** The chain's records in order, parsed, read in pages. */
+  readonly readChain: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<Record<string, unknown>, StoreError>
+}
+
+export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
+
+export interface AuditStoreOptions {
+  /** Key prefix; default "haechi:audit:" (use a hash tag such as "{haechi:audit}:" on a cluster). */
+  readonly keyPrefix?: string
+  /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
+  readonly retry?: RetrySchedule
+  /** Wraps each transaction (the lock policy); default none. */
+  readonly guard?: StoreGuard
+}
+
+/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
+const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
+
+/** The semantics over any backing. */
+export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {}): AuditStoreShape => {
+  const prefix = backing.keys.prefix
+  const schedule = options.retry ?? defaultRetrySchedule
+  const guard = options.guard ?? noGuard
+  // The head this replica last saw; undefined when unknown. Only ever a hint: the
+  // append is fenced, so a stale value costs one rejected append, never a fork.
+  let cached: Integrity | null | undefined
+
+  const readLastIntegrity: Effect.Effect<Integrity | null, StoreError> = Effect.suspend(() =>
+    cached !== undefined
+      ? Effect.succeed(cached === null ? null : { ...cached })
+      : Effect.map(backing.readHead, (head) => {
+          cached = head
+          return head === null ? null : { ...head }
+        })
+  )
+
+  const prepare = (record: unknown): Effect.Effect<PreparedAppend, InvalidRecord> =>
+    Effect.suspend(() => {
+      const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
+      if (typeof record !== "object" || record === null || Array.isArray(record)) {
+        return invalid("a record must be a JSON object")
+      }
+      const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
+      if (!isIntegrity(integrity)) {
+        return invalid(
+          "auditIntegrity is missing or malformed (it needs eventHash, a sequence >= 1 and previousHash)"
+        )
+      }
+      if (integrity.previousHash === null && integrity.sequence !== 1) {
+        return invalid(`sequence ${integrity.sequence} has no previousHash; only sequence 1 may`)
+      }
+      if (cached && integrity.previousHash === cached.eventHash && integrity.sequence !== cached.sequence + 1) {
+        return invalid(`sequence ${integrity.sequence} does not follow the head's ${cached.sequence}`)
+      }
+      let recordJson: string | undefined
+      try {
+        recordJson = JSON.stringify(record)
+      } catch (error) {
+        return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
+      }
+      const stored = JSON.parse(recordJson) as { auditIntegrity?: unknown }
+      if (!isIntegrity(stored.auditIntegrity) || stored.auditIntegrity.eventHash !== integrity.eventHash) {
+        return invalid("its JSON form loses the auditIntegrity")
+      }
+      return Effect.succeed({
+        expectedPrev: integrity.previousHash ?? "",
+        recordJson,
+        integrityJson: JSON.stringify(stored.auditIntegrity),
+        eventHash: integrity.eventHash,
+        sequence: integrity.sequence
+      })
+    })
+
+  // A call that got no answer may or may not have appended: find out before anything
+  // is built again. Not found means it never will be: the lookup runs on the same
+  // connection after the lost call, so that call has been executed or dropped by then.
+  const appendOnce = (write: PreparedAppend): Effect.Effect<AppendOutcome, StoreError> =>
+    backing.append(write).pipe(
+      Effect.catchTag("RedisUnavailable", (lost) =>
+        backing.isCommitted(write.sequence, write.eventHash).pipe(
+          Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+          Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix, cause: lost.cause })),
+          Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit")), 1)),
+          Effect.map(
+            (committed): AppendOutcome =>
+              committed ? { _tag: "AlreadyCommitted" } : { _tag: "Conflict", head: null, headHash: "?" }
+          ),
+          Effect.tap((outcome) =>
+            Effect.sync(() => {
+              if (outcome._tag === "Conflict") cached = undefined
+            })
+          )
+        )
+      )
+    )
+
+  const persist = (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
+    Effect.flatMap(prepare(record), (write) =>
+      Effect.flatMap(appendOnce(write), (outcome) => {
+        switch (outcome._tag) {
+          case "Committed":
+          case "AlreadyCommitted":
+            cached = JSON.parse(write.integrityJson) as Integrity
+            return Effect.void
+          case "Conflict":
+            if (outcome.headHash !== "?") cached = outcome.head
+            return Effect.fail(
+              new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, actual: outcome.headHash })
+            )
+        }
+      })
+    )
+
+  const tx: AuditTransaction = { readLastIntegrity, persist }
+  const observe = (operation: string) => observed("audit", operation, prefix)
+  const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
+    const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
+    return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
+      Effect.map(backing.readRange(start, start + pageSize - 1), (page) => [
+        Chunk.unsafeFromArray(page as Array<string>),
+        page.length === pageSize ? Option.some(start + pageSize) : Option.none()
+      ] as const)
+    )
+  }
+
+  return {
+    prefix,
+    transaction: (build) =>
+      guard("audit", retryOnConflict(() => build(tx), { store: "audit", prefix, operation: "transaction", schedule }))
+        .pipe(observe("transaction")),
+    ready: backing.ready,
+    head: backing.readHead.pipe(observe("head")),
+    length: backing.length,
+    readChainJson,
+    readChain: (opts) =>
+      readChainJson(opts).pipe(
+        Stream.zipWithIndex,
+        Stream.mapEffect(([json, index]) =>
+          Effect.try({
+            try: () => JSON.parse(json) as Record<string, unknown>,
+            catch: () =>
+              new CorruptData({ key: backing.keys.chain, element: (opts?.from ?? 0) + index, detail: "not JSON" })
+          })
+        )
+      )
+  }
+}
+
+/** The store on Redis; `RedisClient` supplies the connection. */
+export const make = (options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient> =>
+  Effect.flatMap(RedisClient, (redis) =>
+    Effect.map(
+      checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_AUDIT_PREFIX, auditKeys, redis.isCluster),
+      (prefix) => makeWith(redisAuditBacking(redis, prefix), options)
+    )
+  )
+
+/** The audit store on Redis, as a layer. */
+export const layer = (options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig, RedisClient> =>
+  Layer.effect(AuditStore, make(options))
+
+/** An in-memory audit store (one process only): same contract, same atomicity. */
+export const layerMemory = (options: Omit<AuditStoreOptions, "guard"> = {}): Layer.Layer<AuditStore> =>
+  Layer.sync(AuditStore, () => makeWith(memoryAuditBacking(options.keyPrefix), options))

@@ -1,0 +1,160 @@
+/**
+ * Every way a store operation can fail, as tagged errors a caller can match on.
+ *
+ * Each error carries the fields that name the situation (the key prefix, the key,
+ * the attempt count, the cause) so a log line or a `catchTag` handler needs nothing
+ * else. None of them ever carries a payload, a URL or a password.
+ */
+import { Data } from "effect"
+
+/** Which of the two stores an error came from. */
+export type StoreKind = "audit" | "vault"
+
+/**
+ * A fenced write was rejected because another writer committed first (the chain
+ * head or the vault version moved). The operation re-runs under its retry
+ * `Schedule`; callers only see this error if they drive the primitives themselves.
+ */
+export class FenceConflict extends Data.TaggedError("FenceConflict")<{
+  readonly store: StoreKind
+  readonly prefix: string
+  /** The head hash or version the write was built on ("" = empty / never mutated). */
+  readonly expected: string
+  /** What the fence found instead, when the reply said. */
+  readonly actual?: string | undefined
+}> {
+  override get message() {
+    return `${this.store} store ${this.prefix}: fence conflict (built on "${this.expected}", found "${this.actual ?? "?"}")`
+  }
+}
+
+/** Fence conflicts outlasted the retry schedule. Nothing was written (fail closed). */
+export class RetriesExhausted extends Data.TaggedError("RetriesExhausted")<{
+  readonly store: StoreKind
+  readonly prefix: string
+  readonly operation: string
+  readonly attempts: number
+}> {
+  override get message() {
+    return `${this.store} store ${this.prefix}: ${this.operation} gave up after ${this.attempts} fence conflicts; nothing was written`
+  }
+}
+
+/** Redis could not be reached (connection refused or lost, timeout, client closed). */
+export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{
+  readonly operation: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `redis unavailable during ${this.operation}: ${describe(this.cause)}`
+  }
+}
+
+/** Redis answered with an error reply (READONLY, NOPERM, OOM, a script error, ...). */
+export class RedisCommandFailed extends Data.TaggedError("RedisCommandFailed")<{
+  readonly operation: string
+  readonly reply: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `redis refused ${this.operation}: ${this.reply}`
+  }
+}
+
+/**
+ * A write's outcome could not be established: the reply was lost and Redis could not
+ * be asked afterwards whether the write landed. The caller must not assume either way.
+ */
+export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown")<{
+  readonly store: StoreKind
+  readonly prefix: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `${this.store} store ${this.prefix}: the outcome of a commit is unknown (${describe(this.cause)})`
+  }
+}
+
+/** Data found in Redis is not what the store wrote: it is reported, never overwritten. */
+export class CorruptData extends Data.TaggedError("CorruptData")<{
+  readonly key: string
+  /** The list index, hash field or token id inside `key`, when the damage is in one element. */
+  readonly element?: string | number | undefined
+  readonly detail: string
+}> {
+  override get message() {
+    const at = this.element === undefined ? "" : ` at ${JSON.stringify(this.element)}`
+    return `corrupt data in ${this.key}${at}: ${this.detail}`
+  }
+}
+
+/** A record handed to the store is not what the contract says; nothing was written. */
+export class InvalidRecord extends Data.TaggedError("InvalidRecord")<{
+  readonly store: StoreKind
+  /** The token id, for the vault. */
+  readonly token?: string | undefined
+  readonly reason: string
+}> {
+  override get message() {
+    const what = this.store === "audit" ? "audit record" : `token record ${JSON.stringify(this.token)}`
+    return `invalid ${what}: ${this.reason}`
+  }
+}
+
+/** An option is unusable (for example a key prefix that cannot work on a Redis Cluster). */
+export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid ${this.option}: ${this.reason}`
+  }
+}
+
+/** The lock was not acquired within the wait bound; the guarded work did not run. */
+export class LockTimeout extends Data.TaggedError("LockTimeout")<{
+  readonly key: string
+  readonly waitedMs: number
+}> {
+  override get message() {
+    return `timed out after ${this.waitedMs} ms waiting for lock ${this.key}`
+  }
+}
+
+/** A held lock expired or was taken by another holder; the work under it was interrupted. */
+export class LockLost extends Data.TaggedError("LockLost")<{
+  readonly key: string
+  readonly reason: "expired" | "taken" | "unreachable"
+}> {
+  override get message() {
+    return `lost lock ${this.key} (${this.reason})`
+  }
+}
+
+/** A durable commit (WAIT / WAITAOF) was not acknowledged in time. The record is committed on the master. */
+export class DurabilityTimeout extends Data.TaggedError("DurabilityTimeout")<{
+  readonly prefix: string
+  readonly wanted: string
+  readonly acknowledged: string
+}> {
+  override get message() {
+    return `${this.prefix}: durability not reached in time (wanted ${this.wanted}, acknowledged ${this.acknowledged})`
+  }
+}
+
+/** Errors from talking to Redis. */
+export type RedisError = RedisUnavailable | RedisCommandFailed
+
+/** What a store operation can fail with, besides the caller's own errors. */
+export type StoreError =
+  | RetriesExhausted
+  | RedisError
+  | CommitOutcomeUnknown
+  | CorruptData
+  | InvalidRecord
+  | LockTimeout
+  | LockLost
+  | DurabilityTimeout
+
+const describe = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : String(cause)

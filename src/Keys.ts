@@ -1,0 +1,96 @@
+/**
+ * The key layout, shared with haechi-store-redis so a fleet can switch replica by
+ * replica: the same keys hold the same data with the same fence semantics. Keys we
+ * add (the vault's change log) are an accelerator that nothing's correctness needs.
+ *
+ * On a Redis Cluster every key of one store must live in one hash slot (the scripts
+ * touch several at once), which a hash tag in the prefix guarantees. A prefix that
+ * cannot give that is refused when the store is made, never at the first write.
+ */
+import { Effect } from "effect"
+import { InvalidConfig } from "./Errors.js"
+
+export const DEFAULT_AUDIT_PREFIX = "haechi:audit:"
+export const DEFAULT_VAULT_PREFIX = "haechi:tv:"
+
+export interface AuditKeys {
+  readonly prefix: string
+  readonly chain: string
+  readonly head: string
+  readonly headHash: string
+  readonly lock: string
+  readonly readyProbe: string
+}
+
+export interface VaultKeys {
+  readonly prefix: string
+  readonly tokens: string
+  readonly version: string
+  /** Ours: "<version> <commit id> <changed ids JSON>" per commit, trimmed to a bound. */
+  readonly log: string
+  readonly lock: string
+  readonly readyProbe: string
+}
+
+export const auditKeys = (prefix: string): AuditKeys => ({
+  prefix,
+  chain: `${prefix}chain`,
+  head: `${prefix}head`,
+  headHash: `${prefix}head:hash`,
+  lock: `${prefix}lock`,
+  readyProbe: `${prefix}ready:probe`
+})
+
+export const vaultKeys = (prefix: string): VaultKeys => ({
+  prefix,
+  tokens: `${prefix}tokens`,
+  version: `${prefix}version`,
+  log: `${prefix}log`,
+  lock: `${prefix}lock`,
+  readyProbe: `${prefix}ready:probe`
+})
+
+/**
+ * The part of a key Redis Cluster hashes: the first `{...}` with something inside,
+ * else the whole key (the cluster specification's rule).
+ */
+export const hashedPart = (key: string): string => {
+  const open = key.indexOf("{")
+  if (open === -1) return key
+  const close = key.indexOf("}", open + 1)
+  if (close === -1 || close === open + 1) return key
+  return key.slice(open + 1, close)
+}
+
+/** True when every key hashes to the same slot by construction (same hash tag). */
+export const sameSlot = (keys: ReadonlyArray<string>): boolean =>
+  keys.every((key) => hashedPart(key) === hashedPart(keys[0] ?? ""))
+
+/** Refuses a prefix that is not a string, or that would scatter a store's keys over a cluster. */
+export const checkPrefix = (
+  option: string,
+  prefix: unknown,
+  keys: (prefix: string) => object,
+  isCluster: boolean
+): Effect.Effect<string, InvalidConfig> => {
+  if (typeof prefix !== "string") {
+    return Effect.fail(new InvalidConfig({ option, reason: `must be a string, got ${typeof prefix}` }))
+  }
+  if (isCluster) {
+    const all = Object.entries(keys(prefix))
+      .filter(([name]) => name !== "prefix")
+      .map(([, key]) => String(key))
+    if (!sameSlot(all)) {
+      const tagged = `{${prefix.replace(/[{}]/g, "").replace(/:$/, "")}}:`
+      return Effect.fail(
+        new InvalidConfig({
+          option,
+          reason:
+            `"${prefix}" spreads the store's keys over several hash slots of a Redis Cluster, ` +
+            `where its scripts would fail with CROSSSLOT; put a hash tag in it, e.g. "${tagged}"`
+        })
+      )
+    }
+  }
+  return Effect.succeed(prefix)
+}

@@ -1,0 +1,42 @@
+/**
+ * Readiness as haechi's gateway surfaces it: a boolean and a short enum reason,
+ * never a key, URL or payload. A probe always answers within its bound, even when
+ * Redis is gone (a reconnecting client would otherwise hold the call forever).
+ */
+import { Duration, Effect } from "effect"
+import type { RedisClientShape } from "./RedisClient.js"
+import { Scripts } from "./Scripts.js"
+
+export type Readiness =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly reason: "redis_unreachable" | "redis_not_writable" }
+
+export const READY: Readiness = { ok: true }
+const unreachable: Readiness = { ok: false, reason: "redis_unreachable" }
+const notWritable: Readiness = { ok: false, reason: "redis_not_writable" }
+
+/**
+ * PING within `timeout`, then a write probe (a self-expiring SET in a script) on the
+ * store's own probe key: an ACL user without write rights, a read-only replica or an
+ * OOM-full Redis answers the PING but fails the probe.
+ */
+export const probe = (
+  redis: RedisClientShape,
+  probeKey: string,
+  timeout: Duration.DurationInput = "900 millis"
+): Effect.Effect<Readiness> =>
+  redis.run("PING", (c) => c.ping()).pipe(
+    Effect.timeout(timeout),
+    Effect.matchEffect({
+      onFailure: () => Effect.succeed(unreachable),
+      onSuccess: () =>
+        redis.script(Scripts.readyProbe, [probeKey], []).pipe(
+          Effect.timeout(timeout),
+          Effect.match({
+            onFailure: (error) => (error._tag === "RedisCommandFailed" ? notWritable : unreachable),
+            onSuccess: () => READY
+          })
+        )
+    }),
+    Effect.withSpan("haechi.ready", { attributes: { "haechi.key": probeKey } })
+  )

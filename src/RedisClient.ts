@@ -1,0 +1,79 @@
+/**
+ * The Redis connection as a service. Every ioredis call in this package goes through
+ * `RedisClient.run` (or `script`), which turns a rejection into one of two typed
+ * errors: `RedisCommandFailed` when Redis answered with an error reply (the command
+ * did not take effect), `RedisUnavailable` when no answer came (the command may or
+ * may not have run: fenced writes resolve that ambiguity themselves).
+ *
+ * The connection's life is the layer's scope when the layer opens it (`layer`,
+ * `layerConfig`); a client the caller owns (`layerFromClient`) is never closed here.
+ */
+import { Config, Context, Effect, Layer, Redacted } from "effect"
+import { Cluster, Redis, type RedisOptions } from "ioredis"
+import { RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
+import { callScript, type ScriptDefinition } from "./Scripts.js"
+
+/** An ioredis standalone client or cluster client. */
+export type RedisConnection = Redis | Cluster
+
+export interface RedisClientShape {
+  readonly client: RedisConnection
+  readonly isCluster: boolean
+  /** Runs one ioredis call, typing its failure. */
+  readonly run: <A>(operation: string, f: (client: RedisConnection) => Promise<A>) => Effect.Effect<A, RedisError>
+  /** Runs one registered Lua script by SHA. */
+  readonly script: (
+    script: ScriptDefinition,
+    keys: ReadonlyArray<string>,
+    args: ReadonlyArray<string | number>
+  ) => Effect.Effect<unknown, RedisError>
+}
+
+export class RedisClient extends Context.Tag("haechi-store-effect/RedisClient")<RedisClient, RedisClientShape>() {}
+
+/** True for an error reply from the server (the command was refused, not lost). */
+export const isReplyError = (error: unknown): boolean =>
+  error instanceof Error && (error.name === "ReplyError" || error.constructor?.name === "ReplyError")
+
+/** Types an ioredis rejection. */
+export const toRedisError = (operation: string, error: unknown): RedisError =>
+  isReplyError(error)
+    ? new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
+    : new RedisUnavailable({ operation, cause: error })
+
+/** Wraps a client the caller owns (each script is defined on it once, at first use). */
+export const fromClient = (client: RedisConnection): RedisClientShape => {
+  const run = <A>(operation: string, f: (client: RedisConnection) => Promise<A>) =>
+    Effect.tryPromise({ try: () => f(client), catch: (error) => toRedisError(operation, error) })
+  return {
+    client,
+    isCluster: client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true,
+    run,
+    script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args))
+  }
+}
+
+/** A layer over a client the caller owns and closes. */
+export const layerFromClient = (client: RedisConnection): Layer.Layer<RedisClient> =>
+  Layer.succeed(RedisClient, fromClient(client))
+
+/** Opens a connection for the scope's life and quits it when the scope closes. */
+export const connect = (url: string, options?: RedisOptions) =>
+  Effect.acquireRelease(
+    Effect.sync(() => fromClient(options ? new Redis(url, options) : new Redis(url))),
+    ({ client }) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+  )
+
+/** A layer that opens its own connection to `url` and quits it with the layer. */
+export const layer = (url: string, options?: RedisOptions): Layer.Layer<RedisClient> =>
+  Layer.scoped(RedisClient, connect(url, options))
+
+/** Like `layer`, with the URL from `REDIS_URL` (read as a redacted secret, never logged). */
+export const layerConfig = (
+  url: Config.Config<Redacted.Redacted> = Config.redacted("REDIS_URL"),
+  options?: RedisOptions
+) =>
+  Layer.scoped(
+    RedisClient,
+    Effect.flatMap(url, (secret) => connect(Redacted.value(secret), options))
+  )

@@ -1,0 +1,65 @@
+/**
+ * Bounded retry after fence conflicts, written once for both stores. A conflict means
+ * another writer committed, so every retry follows real progress; the schedule only
+ * bounds how long a writer keeps losing. When it runs out the operation fails closed
+ * with `RetriesExhausted` (nothing was written) and never falls back to an unfenced write.
+ */
+import { Duration, Effect, Metric, Schedule } from "effect"
+import { FenceConflict, RetriesExhausted, type StoreKind } from "./Errors.js"
+import * as Metrics from "./Metrics.js"
+
+/** A retry schedule over fence conflicts. */
+export type RetrySchedule = Schedule.Schedule<unknown, unknown>
+
+/**
+ * The default: up to 64 attempts; exponential backoff from 0.2 ms capped at 10 ms,
+ * jittered so that losing writers do not collide again in lockstep.
+ */
+export const defaultRetrySchedule: RetrySchedule = Schedule.exponential(Duration.micros(200n), 2).pipe(
+  Schedule.union(Schedule.spaced("10 millis")),
+  Schedule.jitteredWith({ min: 0.5, max: 1.5 }),
+  Schedule.intersect(Schedule.recurs(63))
+)
+
+export const isFenceConflict = (error: unknown): error is FenceConflict =>
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FenceConflict"
+
+/**
+ * Runs `attempt` (given its 1-based number) and re-runs it after each fence conflict
+ * while `schedule` allows; other errors end it at once.
+ */
+export const retryOnConflict = <A, E, R>(
+  attempt: (n: number) => Effect.Effect<A, E, R>,
+  options: {
+    readonly store: StoreKind
+    readonly prefix: string
+    readonly operation: string
+    readonly schedule: RetrySchedule
+  }
+): Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R> =>
+  Effect.suspend(() => {
+    const count = (metric: Metric.Metric.Counter<number>) =>
+      Metric.update(metric.pipe(Metric.tagged("store", options.store), Metric.tagged("operation", options.operation)), 1)
+    let attempts = 0
+    const once = Effect.suspend(() => {
+      attempts += 1
+      return attempts > 1 ? Effect.zipRight(count(Metrics.retries), attempt(attempts)) : attempt(attempts)
+    }).pipe(Effect.tapError((e) => (isFenceConflict(e) ? count(Metrics.fenceConflicts) : Effect.void)))
+    return once.pipe(
+      Effect.retry({ schedule: options.schedule, while: isFenceConflict }),
+      Effect.catchIf(isFenceConflict, () =>
+        Effect.zipRight(
+          count(Metrics.retriesExhausted),
+          Effect.fail(
+            new RetriesExhausted({
+              store: options.store,
+              prefix: options.prefix,
+              operation: options.operation,
+              attempts
+            })
+          )
+        )
+      ),
+      Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", attempts)))
+    ) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+  })
