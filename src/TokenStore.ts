@@ -1,0 +1,415 @@
+/**
+ * The shared token vault, as haechi's core uses it: `mutate(f)` hands `f` a synchronous
+ * mutable view; the diff `f` made commits with a compare-and-apply fenced on the vault's
+ * version, so no update is lost whatever the lock does. A conflict re-runs `f` over fresh
+ * state under a bounded `Schedule`; running out fails closed. If `f` fails, nothing it
+ * did persists. `read(f)` gives a view of the current vault without a lock.
+ *
+ * Each replica keeps the vault cached at a known version and brings it up to date with
+ * the diffs committed since (one round trip: the change log names the tokens, the script
+ * returns their current values), reloading in pages only when the log cannot prove it
+ * is complete. Cached records are frozen and views hand out private copies from `get`,
+ * so an in-place edit by `f` never reaches the cache unless it commits.
+ */
+import { randomBytes } from "node:crypto"
+import { Context, Effect, Layer, Metric, Schedule } from "effect"
+import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
+import { checkPrefix, DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
+import * as Metrics from "./Metrics.js"
+import { observed } from "./Observe.js"
+import type { Readiness } from "./Readiness.js"
+import { RedisClient } from "./RedisClient.js"
+import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { noGuard, type StoreGuard } from "./StoreGuard.js"
+import {
+  memoryVaultBacking,
+  redisVaultBacking,
+  type ApplyOutcome,
+  type Changes,
+  type VaultBacking,
+  type Version
+} from "./TokenBacking.js"
+
+/** A token record: a JSON object `{ type, createdAt, expiresAt, metadata, envelope, aad }`. */
+export type TokenRecord = Record<string, unknown>
+
+/** The read view: synchronous, over one version of the vault. */
+export interface ReadView {
+  /** A private copy of the record (edit it freely), or undefined. */
+  get(token: string): TokenRecord | undefined
+  /** Every `[token, record]`, as a fresh Array; its records are frozen (use `get` for a copy to edit). */
+  entries(): Array<[string, TokenRecord]>
+}
+
+/** The mutable view: changes are kept aside and committed together when `f` succeeds. */
+export interface MutableView extends ReadView {
+  /** Stages `record` for `token`; what it holds when `f` ends is what commits. */
+  set(token: string, record: TokenRecord): void
+  /** Stages the deletion of `token`; true if it existed. */
+  delete(token: string): boolean
+}
+
+export interface TokenStoreShape {
+  readonly prefix: string
+  /** Runs `f` until its diff commits on the current version; returns `f`'s value. */
+  readonly mutate: <A, E, R>(
+    f: (view: MutableView) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
+  /** Runs `f` over the current vault (as fresh as a full read), without a lock. */
+  readonly read: <A, E, R>(f: (view: ReadView) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  readonly ready: Effect.Effect<Readiness>
+  /** The stored version, size and change-log length. */
+  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, StoreError>
+}
+
+export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<TokenStore, TokenStoreShape>() {}
+
+export interface TokenStoreOptions {
+  /** Key prefix; default "haechi:tv:" (use a hash tag such as "{haechi:tv}:" on a cluster). */
+  readonly keyPrefix?: string
+  /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
+  readonly retry?: RetrySchedule
+  /** Wraps each mutation (the lock policy); default none. */
+  readonly guard?: StoreGuard
+}
+
+const DELETED = Symbol("deleted")
+type Staged = TokenRecord | typeof DELETED
+
+const deepFreeze = <A>(value: A): A => {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+  }
+  return value
+}
+
+/** A deep, mutable copy of a JSON value (faster than structuredClone for small records). */
+const copyJson = (value: unknown): unknown => {
+  if (typeof value !== "object" || value === null) return value
+  if (Array.isArray(value)) return value.map(copyJson)
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(value)) {
+    const v = (value as Record<string, unknown>)[key]
+    if (key === "__proto__") Object.defineProperty(out, key, { value: copyJson(v), enumerable: true, writable: true, configurable: true })
+    else out[key] = copyJson(v)
+  }
+  return out
+}
+
+/** One version of the vault as the cache holds it. Views capture it; it is never edited while pinned. */
+interface Snapshot {
+  readonly version: Version
+  readonly records: ReadonlyMap<string, TokenRecord>
+  readonly pairs: () => ReadonlyArray<readonly [string, TokenRecord]>
+}
+
+/**
+ * The replica's cache. Updates are synchronous and check the version they start from,
+ * so concurrent fibers can only ever move it forward along committed versions.
+ */
+class VaultCache {
+  version: Version | undefined = undefined
+  private records = new Map<string, TokenRecord>()
+  private pairs: Array<readonly [string, TokenRecord]> | undefined
+  private pins = 0
+
+  constructor(private readonly tokensKey: string) {}
+
+  private parse(token: string, json: string): TokenRecord | CorruptData {
+    try {
+      const value = JSON.parse(json) as unknown
+      if (typeof value === "object" && value !== null && !Array.isArray(value)) return deepFreeze(value as TokenRecord)
+    } catch {
+      // reported below
+    }
+    return new CorruptData({ key: this.tokensKey, element: token, detail: "the record is not a JSON object" })
+  }
+
+  /** Parses every change first, then applies all of them, so a corrupt value changes nothing. */
+  advance(from: Version, to: Version, changes: ReadonlyArray<readonly [string, string | null]>): Effect.Effect<void, CorruptData> {
+    return Effect.suspend(() => {
+      const parsed: Array<readonly [string, TokenRecord | undefined]> = []
+      for (const [token, json] of changes) {
+        const record = json === null ? undefined : this.parse(token, json)
+        if (record instanceof CorruptData) return Effect.fail(record)
+        parsed.push([token, record])
+      }
+      if (this.version !== from) return Effect.void
+      if (this.pins > 0) this.records = new Map(this.records)
+      for (const [token, record] of parsed) {
+        if (record === undefined) this.records.delete(token)
+        else this.records.set(token, record)
+      }
+      this.version = to
+      this.pairs = undefined
+      return Effect.void
+    })
+  }
+
+  replace(version: Version, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
+    return Effect.suspend(() => {
+      const records = new Map<string, TokenRecord>()
+      for (const [token, json] of entries) {
+        const record = this.parse(token, json)
+        if (record instanceof CorruptData) return Effect.fail(record)
+        records.set(token, record)
+      }
+      this.records = records
+      this.version = version
+      this.pairs = undefined
+      return Effect.void
+    })
+  }
+
+  /** Pins the current version for a view; `release` unpins it. */
+  pin(): { readonly snapshot: Snapshot; readonly release: () => void } {
+    this.pins += 1
+    const records = this.records
+    const self = this
+    const snapshot: Snapshot = {
+      version: this.version ?? "",
+      records,
+      pairs: () => {
+        if (self.records === records) {
+          self.pairs ??= Array.from(records, ([t, r]) => Object.freeze([t, r] as const))
+          return self.pairs
+        }
+        return Array.from(records, ([t, r]) => Object.freeze([t, r] as const))
+      }
+    }
+    let released = false
+    return {
+      snapshot,
+      release: () => {
+        if (!released) {
+          released = true
+          this.pins -= 1
+        }
+      }
+    }
+  }
+}
+
+const readView = (snapshot: Snapshot): ReadView => ({
+  get: (token) => {
+    const record = snapshot.records.get(token)
+    return record === undefined ? undefined : (copyJson(record) as TokenRecord)
+  },
+  entries: () => snapshot.pairs().slice() as Array<[string, TokenRecord]>
+})
+
+/** A mutable view staging changes over a pinned snapshot. */
+class StagingView implements MutableView {
+  readonly staged = new Map<string, Staged>()
+  constructor(readonly snapshot: Snapshot) {}
+  get(token: string): TokenRecord | undefined {
+    const staged = this.staged.get(token)
+    if (staged !== undefined) return staged === DELETED ? undefined : staged
+    const record = this.snapshot.records.get(token)
+    if (record === undefined) return undefined
+    // The same private copy on every get in this run, as a plain map would give.
+    const copy = copyJson(record) as TokenRecord
+    this.staged.set(token, copy)
+    this.touched.add(token)
+    return copy
+  }
+  /** Tokens only read through `get` (copies staged but not changed by `set`/`delete`). */
+  readonly touched = new Set<string>()
+  set(token: string, record: TokenRecord): void {
+    this.staged.set(token, record)
+    this.touched.delete(token)
+  }
+  delete(token: string): boolean {
+    const existed = this.get(token) !== undefined
+    this.staged.set(token, DELETED)
+    this.touched.delete(token)
+    return existed
+  }
+  entries(): Array<[string, TokenRecord]> {
+    const base = this.snapshot.pairs()
+    if (this.staged.size === 0) return base.slice() as Array<[string, TokenRecord]>
+    const out: Array<[string, TokenRecord]> = []
+    for (const pair of base) {
+      const staged = this.staged.get(pair[0])
+      if (staged === undefined) out.push(pair as [string, TokenRecord])
+      else if (staged !== DELETED) out.push([pair[0], staged])
+    }
+    for (const [token, staged] of this.staged) {
+      if (staged !== DELETED && !this.snapshot.records.has(token)) out.push([token, staged])
+    }
+    return out
+  }
+}
+
+/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
+const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
+/** A full read whose pages saw different versions is retried this often before one atomic read. */
+const PAGED_RELOAD_TRIES = 3
+
+/** The semantics over any backing. */
+export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {}): TokenStoreShape => {
+  const prefix = backing.keys.prefix
+  const schedule = options.retry ?? defaultRetrySchedule
+  const guard = options.guard ?? noGuard
+  const cache = new VaultCache(backing.keys.tokens)
+
+  const catchUp = (from: Version, changes: Changes): Effect.Effect<boolean, CorruptData> => {
+    switch (changes._tag) {
+      case "Same":
+        return Effect.succeed(true)
+      case "Reload":
+        return Effect.succeed(false)
+      case "Delta":
+        return Effect.as(cache.advance(from, changes.version, changes.changes), true)
+    }
+  }
+
+  // Pages never block Redis for long; if the pages saw different versions the log
+  // replays what changed in between, else the read is tried again, then done atomically.
+  const reload: Effect.Effect<void, StoreError> = Effect.gen(function* () {
+    yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
+    for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
+      const entries: Array<readonly [string, string]> = []
+      let first: Version | undefined
+      let last: Version = ""
+      let cursor = "0"
+      do {
+        const page = yield* backing.scan(cursor)
+        first ??= page.version
+        last = page.version
+        cursor = page.cursor
+        for (const entry of page.entries) entries.push(entry)
+      } while (cursor !== "0")
+      const start = first ?? ""
+      cache.version = undefined
+      yield* cache.replace(start, entries)
+      if (start === last) return
+      const changes = yield* backing.changes(start, "")
+      if (yield* catchUp(start, changes)) return
+    }
+    const all = yield* backing.snapshot
+    yield* cache.replace(all.version, all.entries)
+  }).pipe(Effect.withSpan("haechi.vault.reload", { attributes: { "haechi.prefix": prefix } }))
+
+  /** Brings the cache to the current version: one round trip unless a reload is needed. */
+  const sync: Effect.Effect<void, StoreError> = Effect.suspend(() => {
+    const from = cache.version
+    if (from === undefined) return reload
+    return Effect.flatMap(backing.changes(from, ""), (changes) =>
+      Effect.flatMap(catchUp(from, changes), (current) => (current ? Effect.void : reload))
+    )
+  })
+
+  const ensureLoaded = Effect.suspend(() => (cache.version === undefined ? reload : Effect.void))
+
+  const diffOf = (view: StagingView, version: Version) =>
+    Effect.suspend(() => {
+      const sets: Array<readonly [string, string]> = []
+      const deletes: Array<string> = []
+      for (const [token, staged] of view.staged) {
+        if (view.touched.has(token)) continue
+        const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "vault", token, reason }))
+        if (typeof token !== "string") return invalid("a token id must be a string")
+        if (staged === DELETED) {
+          if (view.snapshot.records.has(token)) deletes.push(token)
+          continue
+        }
+        if (typeof staged !== "object" || staged === null || Array.isArray(staged)) {
+          return invalid("a record must be a JSON object")
+        }
+        let json: string | undefined
+        try {
+          json = JSON.stringify(staged)
+        } catch (error) {
+          return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
+        }
+        sets.push([token, json])
+      }
+      return Effect.succeed({ expected: version, commitId: randomBytes(12).toString("base64url"), sets, deletes })
+    })
+
+  // A call that got no answer may or may not have committed: the log says, by commit id.
+  const applyOnce = (write: {
+    readonly expected: Version
+    readonly commitId: string
+    readonly sets: ReadonlyArray<readonly [string, string]>
+    readonly deletes: ReadonlyArray<string>
+  }): Effect.Effect<ApplyOutcome, StoreError> =>
+    backing.apply(write).pipe(
+      Effect.catchTag("RedisUnavailable", (lost) =>
+        backing.changes(write.expected, write.commitId).pipe(
+          Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+          Effect.mapError(() => new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause })),
+          Effect.flatMap((changes): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
+            if (changes._tag === "Same") return Effect.succeed({ _tag: "Conflict", version: changes.version })
+            if (changes._tag === "Reload") {
+              return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause }))
+            }
+            return Effect.succeed({ _tag: changes.found ? "AlreadyCommitted" : "Conflict", version: changes.version })
+          }),
+          Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault")), 1))
+        )
+      )
+    )
+
+  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>) =>
+    Effect.gen(function* () {
+      yield* ensureLoaded
+      const { snapshot, release } = cache.pin()
+      const view = new StagingView(snapshot)
+      const result = yield* Effect.ensuring(f(view), Effect.sync(release))
+      const write = yield* diffOf(view, snapshot.version)
+      const outcome = yield* applyOnce(write)
+      switch (outcome._tag) {
+        case "Committed": {
+          const changes = write.sets.map(([t, json]) => [t, json] as const as readonly [string, string | null])
+          for (const token of write.deletes) changes.push([token, null])
+          yield* cache.advance(snapshot.version, outcome.version, changes)
+          return result
+        }
+        case "AlreadyCommitted":
+          yield* sync
+          return result
+        case "Conflict":
+          yield* sync
+          return yield* Effect.fail(
+            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version })
+          )
+      }
+    })
+
+  const observe = (operation: string) => observed("vault", operation, prefix)
+  return {
+    prefix,
+    mutate: (f) =>
+      guard("vault", retryOnConflict(() => attempt(f), { store: "vault", prefix, operation: "mutate", schedule })).pipe(
+        observe("mutate")
+      ) as never,
+    read: (f) =>
+      Effect.gen(function* () {
+        yield* sync
+        const { snapshot, release } = cache.pin()
+        return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
+      }).pipe(observe("read")),
+    ready: backing.ready,
+    stats: backing.stats
+  }
+}
+
+/** The vault on Redis; `RedisClient` supplies the connection. */
+export const make = (options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient> =>
+  Effect.flatMap(RedisClient, (redis) =>
+    Effect.map(
+      checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_VAULT_PREFIX, vaultKeys, redis.isCluster),
+      (prefix) => makeWith(redisVaultBacking(redis, prefix), options)
+    )
+  )
+
+/** The token store on Redis, as a layer. */
+export const layer = (options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig, RedisClient> =>
+  Layer.effect(TokenStore, make(options))
+
+/** An in-memory token store (one process only): same contract, same atomicity. */
+export const layerMemory = (options: Omit<TokenStoreOptions, "guard"> = {}): Layer.Layer<TokenStore> =>
+  Layer.sync(TokenStore, () => makeWith(memoryVaultBacking(options.keyPrefix), options))

@@ -1,0 +1,166 @@
+/**
+ * The Promise facade: drop-in for haechi-store-redis, wired the same way from plain JS
+ * with an ioredis client instead of a node-redis one. Same factory names, options and
+ * defaults; the same keys and fences, so a fleet can switch replica by replica.
+ *
+ * Each factory builds its store once; a call runs one Effect on the default runtime (or
+ * the one you pass) and rejects with the original error: our tagged errors keep their
+ * class and `_tag`, and an error thrown by your `fn` comes back as it was thrown.
+ */
+import { Cause, Chunk, Effect, Exit, Runtime, Stream } from "effect"
+import { Cluster, Redis } from "ioredis"
+import * as AuditStore from "./AuditStore.js"
+import type { AuditStoreShape, Integrity } from "./AuditStore.js"
+import { InvalidConfig } from "./Errors.js"
+import { DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX } from "./Keys.js"
+import type { Readiness } from "./Readiness.js"
+import { fromClient, type RedisClientShape } from "./RedisClient.js"
+import type { RetrySchedule } from "./Retry.js"
+import { memoryAuditBacking } from "./AuditBacking.js"
+import { memoryVaultBacking } from "./TokenBacking.js"
+import * as TokenStore from "./TokenStore.js"
+import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
+import { RedisClient } from "./RedisClient.js"
+
+export * from "./Errors.js"
+export type { Readiness } from "./Readiness.js"
+export type { Integrity } from "./AuditStore.js"
+export type { MutableView, ReadView, TokenRecord } from "./TokenStore.js"
+
+/** haechi's audit store contract. */
+export interface HaechiAuditStore {
+  transaction<T>(
+    fn: (ctx: {
+      readLastIntegrity(): Promise<Integrity | null>
+      persist(record: Record<string, unknown>): Promise<void>
+    }) => Promise<T> | T
+  ): Promise<T>
+  ready(): Promise<Readiness>
+}
+
+/** haechi's token store contract. */
+export interface HaechiTokenStore {
+  mutate<T>(fn: (view: MutableView) => Promise<T> | T): Promise<T>
+  read<T>(fn: (view: ReadView) => Promise<T> | T): Promise<T>
+  ready(): Promise<Readiness>
+}
+
+export interface FacadeOptions {
+  /** Retry after fence conflicts (an Effect `Schedule`); default 64 attempts with short jittered backoff. */
+  readonly retry?: RetrySchedule
+  /** The Effect runtime to run on (for your tracer and metrics); default `Runtime.defaultRuntime`. */
+  readonly runtime?: Runtime.Runtime<never>
+}
+
+export interface RedisAuditStoreOptions extends FacadeOptions {
+  readonly client: Redis | Cluster
+  readonly keyPrefix?: string
+}
+
+export interface RedisTokenStoreOptions extends FacadeOptions {
+  readonly client: Redis | Cluster
+  readonly keyPrefix?: string
+}
+
+/** Runs an Effect to a Promise that rejects with the original failure, never a FiberFailure. */
+const runner =
+  (runtime: Runtime.Runtime<never> = Runtime.defaultRuntime) =>
+  <A>(effect: Effect.Effect<A, unknown>): Promise<A> =>
+    Runtime.runPromiseExit(runtime)(effect).then((exit) =>
+      Exit.isSuccess(exit) ? exit.value : Promise.reject(Cause.squash(exit.cause))
+    )
+
+/** A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays retryable). */
+const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknown> =>
+  Effect.tryPromise({ try: async () => fn(), catch: (error) => error })
+
+const redisClient = (factory: string, client: unknown): RedisClientShape => {
+  if (!(client instanceof Redis || client instanceof Cluster) && !looksLikeIoredis(client)) {
+    throw new InvalidConfig({
+      option: `${factory} client`,
+      reason: "an ioredis Redis or Cluster instance is required (for example new Redis(process.env.REDIS_URL))"
+    })
+  }
+  return fromClient(client as Redis | Cluster)
+}
+
+// Another copy of ioredis (a consumer on 6.x beside our 5.x) fails instanceof; duck-type it.
+const looksLikeIoredis = (client: unknown): boolean =>
+  typeof client === "object" &&
+  client !== null &&
+  typeof (client as Redis).defineCommand === "function" &&
+  typeof (client as Redis).evalsha === "function" &&
+  typeof (client as Redis).lrange === "function"
+
+const orThrow = <A>(effect: Effect.Effect<A, InvalidConfig, RedisClient>, redis: RedisClientShape): A => {
+  const exit = Effect.runSyncExit(Effect.provideService(effect, RedisClient, redis))
+  if (Exit.isSuccess(exit)) return exit.value
+  throw Cause.squash(exit.cause)
+}
+
+/** Wraps an Effect audit store in haechi's Promise contract. */
+export const toHaechiAuditStore = (store: AuditStoreShape, options: FacadeOptions = {}): HaechiAuditStore => {
+  const run = runner(options.runtime)
+  return {
+    transaction: (fn) =>
+      run(
+        store.transaction((tx) =>
+          fromCaller(() =>
+            fn({
+              readLastIntegrity: () => run(tx.readLastIntegrity),
+              persist: (record) => run(tx.persist(record))
+            })
+          )
+        )
+      ),
+    ready: () => run(store.ready)
+  }
+}
+
+/** Wraps an Effect token store in haechi's Promise contract. */
+export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOptions = {}): HaechiTokenStore => {
+  const run = runner(options.runtime)
+  return {
+    mutate: (fn) => run(store.mutate((view) => fromCaller(() => fn(view)))),
+    read: (fn) => run(store.read((view) => fromCaller(() => fn(view)))),
+    ready: () => run(store.ready)
+  }
+}
+
+/** The shared audit store on Redis: `{ transaction(fn), ready() }`, keys under `keyPrefix`. */
+export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore => {
+  const { client, keyPrefix = DEFAULT_AUDIT_PREFIX } = options ?? ({} as RedisAuditStoreOptions)
+  const redis = redisClient("createRedisAuditStore", client)
+  const store = orThrow(AuditStore.make({ keyPrefix, ...(options.retry ? { retry: options.retry } : {}) }), redis)
+  return toHaechiAuditStore(store, options)
+}
+
+/** The shared token store on Redis: `{ mutate(fn), read(fn), ready() }`, keys under `keyPrefix`. */
+export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore => {
+  const { client, keyPrefix = DEFAULT_VAULT_PREFIX } = options ?? ({} as RedisTokenStoreOptions)
+  const redis = redisClient("createRedisTokenStore", client)
+  const store = orThrow(TokenStore.make({ keyPrefix, ...(options.retry ? { retry: options.retry } : {}) }), redis)
+  return toHaechiTokenStore(store, options)
+}
+
+/** The whole chain, parsed, in order (read in pages, not one LRANGE 0 -1). */
+export const readChain = (client: Redis | Cluster, keyPrefix: string = DEFAULT_AUDIT_PREFIX): Promise<Array<Record<string, unknown>>> => {
+  const redis = redisClient("readChain", client)
+  const store = orThrow(AuditStore.make({ keyPrefix }), redis)
+  return runner()(Effect.map(Stream.runCollect(store.readChain()), Chunk.toArray))
+}
+
+/** An in-memory audit store (one process; tests and single-instance use). `_records()` returns the chain. */
+export const createMemoryAuditStore = (options: FacadeOptions = {}) => {
+  const backing = memoryAuditBacking()
+  const store = AuditStore.makeWith(backing, options)
+  const run = runner(options.runtime)
+  return {
+    ...toHaechiAuditStore(store, options),
+    _records: (): Promise<Array<Record<string, unknown>>> => run(Effect.map(Stream.runCollect(store.readChain()), Chunk.toArray))
+  }
+}
+
+/** An in-memory token store (one process; tests and single-instance use). */
+export const createMemoryTokenStore = (options: FacadeOptions = {}): HaechiTokenStore =>
+  toHaechiTokenStore(TokenStore.makeWith(memoryVaultBacking(), options), options)

@@ -1,0 +1,13 @@
+/**
+ * haechi-store-effect: haechi's shared audit chain and token vault on Redis, as Effect
+ * layers whose correctness comes from server-side fences, with in-memory twins.
+ * The Promise facade for plain JS lives in `haechi-store-effect/haechi`.
+ */
+export * as AuditStore from "./AuditStore.js"
+export * as TokenStore from "./TokenStore.js"
+export * as RedisClient from "./RedisClient.js"
+export * as Retry from "./Retry.js"
+export * as Keys from "./Keys.js"
+export * as Metrics from "./Metrics.js"
+export * from "./Errors.js"
+export type { Readiness } from "./Readiness.js"
