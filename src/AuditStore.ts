@@ -78,6 +78,8 @@ export interface AuditStoreOptions {
   readonly retry?: RetrySchedule
   /** Wraps each transaction (the lock policy); default none. */
   readonly guard?: StoreGuard
+  /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the transaction. */
+  readonly afterCommit?: Effect.Effect<void, StoreError>
 }
 
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
@@ -88,6 +90,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const prefix = backing.keys.prefix
   const schedule = options.retry ?? defaultRetrySchedule
   const guard = options.guard ?? noGuard
+  const afterCommit = options.afterCommit ?? Effect.void
   // The head this replica last saw; undefined when unknown. Only ever a hint: the
   // append is fenced, so a stale value costs one rejected append, never a fork.
   let cached: Integrity | null | undefined
@@ -168,7 +171,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
           case "Committed":
           case "AlreadyCommitted":
             cached = JSON.parse(write.integrityJson) as Integrity
-            return Effect.void
+            return afterCommit
           case "Conflict":
             if (outcome.headHash !== "?") cached = outcome.head
             return Effect.fail(

@@ -71,6 +71,8 @@ export interface TokenStoreOptions {
   readonly retry?: RetrySchedule
   /** Wraps each mutation (the lock policy); default none. */
   readonly guard?: StoreGuard
+  /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the mutation. */
+  readonly afterCommit?: Effect.Effect<void, StoreError>
 }
 
 const DELETED = Symbol("deleted")
@@ -252,6 +254,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const prefix = backing.keys.prefix
   const schedule = options.retry ?? defaultRetrySchedule
   const guard = options.guard ?? noGuard
+  const afterCommit = options.afterCommit ?? Effect.void
   const cache = new VaultCache(backing.keys.tokens)
 
   const catchUp = (from: Version, changes: Changes): Effect.Effect<boolean, CorruptData> => {
@@ -366,6 +369,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
           const changes = write.sets.map(([t, json]) => [t, json] as const as readonly [string, string | null])
           for (const token of write.deletes) changes.push([token, null])
           yield* cache.advance(snapshot.version, outcome.version, changes)
+          if (write.sets.length + write.deletes.length > 0) yield* afterCommit
           return result
         }
         case "AlreadyCommitted":
