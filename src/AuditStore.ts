@@ -166,7 +166,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 
   const persist = (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
     Effect.flatMap(prepare(record), (write) =>
-      Effect.flatMap(appendOnce(write), (outcome) => {
+      Effect.flatMap(appendOnce(write), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
         switch (outcome._tag) {
           case "Committed":
           case "AlreadyCommitted":
