@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The full test gate: ensures redis-server/redis-cli exist, typechecks (when
+# tsconfig.json exists), refuses skipped tests, then runs vitest against real Redis.
+# Extra arguments are passed to `vitest run`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
+fi
+
+if [ -f tsconfig.json ]; then
+  npx tsc -p tsconfig.json --noEmit
+fi
+
+# No test may be skipped: fail on statically skipped / conditional / todo tests.
+skip_re='\b(it|test|describe|suite)(\.[A-Za-z]+)*\.(skip|todo|skipIf|runIf)\b'
+if grep -rnE --include='*.ts' "$skip_re" test; then
+  echo "error: skipped/todo/conditional tests found (see above); no test may be skipped" >&2
+  exit 1
+fi
+
+npx vitest run "$@"
