@@ -37,6 +37,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
+import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -76,7 +77,13 @@ export interface AuditStoreOptions {
   readonly keyPrefix?: string
   /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
   readonly retry?: RetrySchedule
-  /** Wraps each transaction (the lock policy); default none. */
+  /**
+   * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
+   * show contention), "always" (haechi-store-redis's behaviour) or "never" (fences only).
+   * Correctness never depends on it.
+   */
+  readonly lock?: LockPolicy
+  /** Wraps each attempt instead of the lock policy (advanced; overrides `lock`). */
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the transaction. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
@@ -196,8 +203,9 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   return {
     prefix,
     transaction: (build) =>
-      guard("audit", retryOnConflict(() => build(tx), { store: "audit", prefix, operation: "transaction", schedule }))
-        .pipe(observe("transaction")),
+      retryOnConflict((n) => guard("audit", n, build(tx)), { store: "audit", prefix, operation: "transaction", schedule }).pipe(
+        observe("transaction")
+      ),
     ready: backing.ready,
     head: backing.readHead.pipe(observe("head")),
     length: backing.length,
@@ -218,12 +226,15 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 
 /** The store on Redis; `RedisClient` supplies the connection. */
 export const make = (options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient> =>
-  Effect.flatMap(RedisClient, (redis) =>
-    Effect.map(
-      checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_AUDIT_PREFIX, auditKeys, redis.isCluster),
-      (prefix) => makeWith(redisAuditBacking(redis, prefix), options)
-    )
-  )
+  Effect.gen(function* () {
+    const redis = yield* RedisClient
+    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_AUDIT_PREFIX, auditKeys, redis.isCluster)
+    const policy = yield* checkLockPolicy(options.lock)
+    return makeWith(redisAuditBacking(redis, prefix), {
+      ...options,
+      guard: options.guard ?? guardFor(policy, lockOf(redis), auditKeys(prefix).lock)
+    })
+  })
 
 /** The audit store on Redis, as a layer. */
 export const layer = (options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig, RedisClient> =>

@@ -21,6 +21,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
+import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -69,7 +70,13 @@ export interface TokenStoreOptions {
   readonly keyPrefix?: string
   /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
   readonly retry?: RetrySchedule
-  /** Wraps each mutation (the lock policy); default none. */
+  /**
+   * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
+   * show contention), "always" (haechi-store-redis's behaviour) or "never" (fences only).
+   * Correctness never depends on it.
+   */
+  readonly lock?: LockPolicy
+  /** Wraps each attempt instead of the lock policy (advanced; overrides `lock`). */
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the mutation. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
@@ -387,7 +394,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   return {
     prefix,
     mutate: (f) =>
-      guard("vault", retryOnConflict(() => attempt(f), { store: "vault", prefix, operation: "mutate", schedule })).pipe(
+      retryOnConflict((n) => guard("vault", n, attempt(f)), { store: "vault", prefix, operation: "mutate", schedule }).pipe(
         observe("mutate")
       ) as never,
     read: (f) =>
@@ -403,12 +410,15 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 
 /** The vault on Redis; `RedisClient` supplies the connection. */
 export const make = (options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient> =>
-  Effect.flatMap(RedisClient, (redis) =>
-    Effect.map(
-      checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_VAULT_PREFIX, vaultKeys, redis.isCluster),
-      (prefix) => makeWith(redisVaultBacking(redis, prefix), options)
-    )
-  )
+  Effect.gen(function* () {
+    const redis = yield* RedisClient
+    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_VAULT_PREFIX, vaultKeys, redis.isCluster)
+    const policy = yield* checkLockPolicy(options.lock)
+    return makeWith(redisVaultBacking(redis, prefix), {
+      ...options,
+      guard: options.guard ?? guardFor(policy, lockOf(redis), vaultKeys(prefix).lock)
+    })
+  })
 
 /** The token store on Redis, as a layer. */
 export const layer = (options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig, RedisClient> =>

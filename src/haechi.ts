@@ -21,6 +21,8 @@ import { memoryVaultBacking } from "./TokenBacking.js"
 import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
+import type { LockPolicy } from "./LockPolicy.js"
+export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
 export type { Readiness } from "./Readiness.js"
@@ -52,15 +54,15 @@ export interface FacadeOptions {
   readonly runtime?: Runtime.Runtime<never>
 }
 
-export interface RedisAuditStoreOptions extends FacadeOptions {
+export interface RedisStoreOptions extends FacadeOptions {
   readonly client: Redis | Cluster
   readonly keyPrefix?: string
+  /** When to take the Redis lock: "adaptive" (default), "always" (the reference's way) or "never". */
+  readonly lock?: LockPolicy
 }
 
-export interface RedisTokenStoreOptions extends FacadeOptions {
-  readonly client: Redis | Cluster
-  readonly keyPrefix?: string
-}
+export type RedisAuditStoreOptions = RedisStoreOptions
+export type RedisTokenStoreOptions = RedisStoreOptions
 
 /** Runs an Effect to a Promise that rejects with the original failure, never a FiberFailure. */
 const runner =
@@ -131,7 +133,7 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
 export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore => {
   const { client, keyPrefix = DEFAULT_AUDIT_PREFIX } = options ?? ({} as RedisAuditStoreOptions)
   const redis = redisClient("createRedisAuditStore", client)
-  const store = orThrow(AuditStore.make({ keyPrefix, ...(options.retry ? { retry: options.retry } : {}) }), redis)
+  const store = orThrow(AuditStore.make({ keyPrefix, retry: options.retry, lock: options.lock }), redis)
   return toHaechiAuditStore(store, options)
 }
 
@@ -139,7 +141,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
 export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore => {
   const { client, keyPrefix = DEFAULT_VAULT_PREFIX } = options ?? ({} as RedisTokenStoreOptions)
   const redis = redisClient("createRedisTokenStore", client)
-  const store = orThrow(TokenStore.make({ keyPrefix, ...(options.retry ? { retry: options.retry } : {}) }), redis)
+  const store = orThrow(TokenStore.make({ keyPrefix, retry: options.retry, lock: options.lock }), redis)
   return toHaechiTokenStore(store, options)
 }
 

@@ -1,0 +1,88 @@
+/**
+ * When a store takes its Redis lock (`${keyPrefix}lock`, haechi-store-redis's key and
+ * value format, so mixed fleets exclude each other). The lock only lowers how often
+ * fenced writes collide; correctness never depends on it, so a lease lost mid-attempt
+ * does not interrupt the attempt (its write is fenced anyway).
+ *
+ * - "always": every attempt holds the lock (the reference's behaviour).
+ * - "never": fences only.
+ * - "adaptive": an attempt runs lock-free unless it is a retry or this store saw a fence
+ *   conflict within the last `window`; uncontended writers pay no lock round trips,
+ *   contended ones queue on the lock instead of burning attempts.
+ */
+import { Duration, Effect } from "effect"
+import { InvalidConfig, type StoreKind } from "./Errors.js"
+import { isFenceConflict } from "./Retry.js"
+import { makeWith, type LockOptions, type RedisLockShape } from "./RedisLock.js"
+import type { RedisClientShape } from "./RedisClient.js"
+import type { StoreGuard } from "./StoreGuard.js"
+import { noGuard } from "./StoreGuard.js"
+
+export type LockPolicy = "always" | "never" | "adaptive"
+
+/** The stores' default policy (see the README for the measurements behind it). */
+export const DEFAULT_LOCK_POLICY: LockPolicy = "adaptive"
+
+export const LOCK_POLICIES: ReadonlyArray<LockPolicy> = ["always", "never", "adaptive"]
+
+/** How long a conflict keeps an adaptive store taking the lock. */
+export const ADAPTIVE_WINDOW: Duration.Duration = Duration.millis(500)
+
+/** The stores' lock options: the reference's TTL and wait bound, renewal, no interruption. */
+export const storeLockOptions: LockOptions = {
+  ttl: "10 seconds",
+  waitTimeout: "5 seconds",
+  onLost: "ignore"
+}
+
+/** A guard that applies `policy` with `lock` on `lockKey`. */
+export const guardFor = (
+  policy: LockPolicy,
+  lock: RedisLockShape | undefined,
+  lockKey: string,
+  options: { readonly lockOptions?: LockOptions; readonly window?: Duration.DurationInput } = {}
+): StoreGuard => {
+  if (policy === "never" || lock === undefined) return noGuard
+  const lockOptions = options.lockOptions ?? storeLockOptions
+  const locked = <A, E, R>(operation: Effect.Effect<A, E, R>) => lock.withLock(lockKey, operation, lockOptions)
+  if (policy === "always") return (_store: StoreKind, _attempt, operation) => locked(operation) as never
+  const windowMs = Duration.toMillis(Duration.decode(options.window ?? ADAPTIVE_WINDOW))
+  let contendedUntil = 0
+  return (_store, attempt, operation) =>
+    Effect.suspend(() => {
+      const observed = Effect.tapError(operation, (error) =>
+        Effect.sync(() => {
+          if (isFenceConflict(error)) contendedUntil = Date.now() + windowMs
+        })
+      )
+      return attempt > 1 || Date.now() < contendedUntil ? (locked(observed) as never) : observed
+    })
+}
+
+/** Close an idle subscriber connection this soon, so it never holds a process open for long. */
+const SUBSCRIBER_IDLE_MS = 250
+const shared = new WeakMap<object, RedisLockShape>()
+
+/**
+ * The RedisLock of a client, one per client object, shared by its stores and the
+ * `withRedisLock` facade. Its subscriber connection opens on the first wait and closes
+ * itself when idle, so it needs no scope.
+ */
+export const lockOf = (redis: RedisClientShape): RedisLockShape => {
+  let lock = shared.get(redis.client)
+  if (lock === undefined) {
+    lock = makeWith(redis, { subscriberIdleMs: SUBSCRIBER_IDLE_MS }).lock
+    shared.set(redis.client, lock)
+  }
+  return lock
+}
+
+/** Validates a `lock` option (undefined = the default policy). */
+export const checkLockPolicy = (policy: unknown): Effect.Effect<LockPolicy, InvalidConfig> =>
+  policy === undefined
+    ? Effect.succeed(DEFAULT_LOCK_POLICY)
+    : LOCK_POLICIES.includes(policy as LockPolicy)
+      ? Effect.succeed(policy as LockPolicy)
+      : Effect.fail(
+          new InvalidConfig({ option: "lock", reason: `must be "always", "never" or "adaptive", got ${JSON.stringify(policy)}` })
+        )
