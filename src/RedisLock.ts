@@ -1,0 +1,472 @@
+/**
+ * A Redis lock as a scoped resource, with renewal, fencing numbers and push wake-ups.
+ *
+ * Guarantees:
+ * - Fail closed: `acquire` either returns a lease or fails (`LockTimeout`, a Redis
+ *   error, `InvalidConfig`); work guarded by `withLock` never runs without the lock.
+ * - A lease is released with a compare-and-delete when its scope closes (success,
+ *   failure or interruption), so a holder never frees another holder's lock.
+ * - While the scope is open a fiber extends the TTL with a compare-and-extend. A lease
+ *   the holder can no longer vouch for (the key is gone or someone else's, or its TTL
+ *   ran out without a confirmed extension) is reported on `lease.lost` at once, and
+ *   `withLock` interrupts the work and fails with `LockLost`.
+ * - Every acquisition of a key gets a fencing number that is strictly greater than any
+ *   earlier holder's (an INCR in the acquire script), for writers that fence on it.
+ * - Wire compatible with haechi-store-redis: the lock key's value is a random token set
+ *   with `SET key token NX PX ttl`, so holders of either library exclude each other and
+ *   each one's compare-and-delete release works on the other's lock.
+ *
+ * Like the reference, a TTL lock cannot give perfect mutual exclusion (a paused holder
+ * can outlive its TTL before it notices); the stores' server-side fences are what keep
+ * data correct. The lock reduces contention and, through `lost`, stops stale work early.
+ *
+ * Waiting does not spin: the release script PUBLISHes on `<lock key>:released`, and
+ * waiters listen on one subscriber connection per RedisLock (`client.duplicate()`,
+ * opened on the first wait). A bounded poll (`retrySchedule`) covers a missed message,
+ * a holder whose TTL lapsed, and haechi-store-redis holders, which never publish.
+ */
+import { randomBytes } from "node:crypto"
+import {
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Metric,
+  Option,
+  Queue,
+  Schedule,
+  Scope
+} from "effect"
+import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
+import { hashedPart } from "./Keys.js"
+import * as Metrics from "./Metrics.js"
+import { RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
+import { Scripts } from "./Scripts.js"
+
+// ---------------------------------------------------------------------------
+// options
+
+/** Options of one acquisition. Every field is optional; the defaults are below. */
+export interface LockOptions {
+  /**
+   * How long the lock outlives a holder that stops renewing it (a crash, a partition).
+   * Default 10 seconds, like haechi-store-redis. At least 1 ms.
+   */
+  readonly ttl?: Duration.DurationInput
+  /**
+   * How often the holder extends the TTL. Default a third of `ttl`. A value at or above
+   * `ttl` (or `Duration.infinity`) effectively disables renewal: the lease is then
+   * reported lost once `ttl` has run out.
+   */
+  readonly renewEvery?: Duration.DurationInput
+  /**
+   * How long `acquire` may wait for a held lock before failing with `LockTimeout`.
+   * Default 5 seconds, like haechi-store-redis. `0` tries exactly once.
+   */
+  readonly waitTimeout?: Duration.DurationInput
+  /**
+   * The fallback poll while waiting: the delay before re-trying when no release message
+   * woke the waiter. Each re-try (woken or polled) takes one step; a schedule that ends
+   * fails the wait with `LockTimeout`. Default: every 50 ms, jittered (40-60 ms).
+   */
+  readonly retrySchedule?: Schedule.Schedule<unknown>
+  /**
+   * What `withLock` does when the lease is lost: `"fail"` (default) interrupts the work
+   * and fails with `LockLost`; `"ignore"` lets the work finish, for pure
+   * contention-reduction use over writes that are fenced anyway.
+   */
+  readonly onLost?: "fail" | "ignore"
+}
+
+export const DEFAULT_TTL: Duration.Duration = Duration.seconds(10)
+export const DEFAULT_WAIT_TIMEOUT: Duration.Duration = Duration.seconds(5)
+export const DEFAULT_RETRY_SCHEDULE: Schedule.Schedule<unknown> = Schedule.spaced(Duration.millis(50)).pipe(
+  Schedule.jittered
+)
+
+/** Options after validation, in milliseconds. */
+export interface ResolvedLockOptions {
+  readonly ttlMs: number
+  readonly renewMs: number
+  readonly waitMs: number
+  readonly retrySchedule: Schedule.Schedule<unknown>
+  readonly onLost: "fail" | "ignore"
+}
+
+const invalid = (option: string, reason: string) => Effect.fail(new InvalidConfig({ option, reason }))
+
+const duration = (option: string, input: unknown): Effect.Effect<number, InvalidConfig> =>
+  Option.match(Duration.decodeUnknown(input), {
+    onNone: () => invalid(option, `must be a Duration (e.g. "5 seconds" or a number of ms), got ${String(input)}`),
+    onSome: (d) => Effect.succeed(Duration.toMillis(d))
+  })
+
+/** Validates options and fills in the defaults; a bad option fails with `InvalidConfig` naming it. */
+export const resolveOptions = (options: LockOptions = {}): Effect.Effect<ResolvedLockOptions, InvalidConfig> =>
+  Effect.gen(function*() {
+    if (typeof options !== "object" || options === null) {
+      return yield* invalid("options", "must be an object")
+    }
+    const ttlMs = options.ttl === undefined ? Duration.toMillis(DEFAULT_TTL) : yield* duration("ttl", options.ttl)
+    if (!Number.isFinite(ttlMs) || ttlMs < 1) {
+      return yield* invalid("ttl", `must be a finite duration of at least 1 ms, got ${ttlMs} ms`)
+    }
+    const renewMs = options.renewEvery === undefined ? ttlMs / 3 : yield* duration("renewEvery", options.renewEvery)
+    if (!(renewMs > 0)) {
+      return yield* invalid("renewEvery", `must be a positive duration, got ${renewMs} ms`)
+    }
+    const waitMs = options.waitTimeout === undefined
+      ? Duration.toMillis(DEFAULT_WAIT_TIMEOUT)
+      : yield* duration("waitTimeout", options.waitTimeout)
+    const retrySchedule = options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE
+    if (!Schedule.isSchedule(retrySchedule)) {
+      return yield* invalid("retrySchedule", "must be a Schedule")
+    }
+    const onLost = options.onLost ?? "fail"
+    if (onLost !== "fail" && onLost !== "ignore") {
+      return yield* invalid("onLost", `must be "fail" or "ignore", got ${JSON.stringify(onLost)}`)
+    }
+    return { ttlMs: Math.ceil(ttlMs), renewMs, waitMs, retrySchedule, onLost }
+  })
+
+// ---------------------------------------------------------------------------
+// keys
+
+/**
+ * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
+ * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
+ */
+export const fenceKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
+
+/** The channel the release script publishes on. */
+export const releaseChannelOf = (key: string): string => `${key}:released`
+
+const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, InvalidConfig> => {
+  if (typeof key !== "string" || key.length === 0) {
+    return invalid("key", "must be a non-empty string")
+  }
+  // A key without a hash tag but with a '}' cannot get a same-slot fence key this way.
+  if (isCluster && hashedPart(fenceKeyOf(key)) !== hashedPart(key)) {
+    return invalid(
+      "key",
+      `"${key}" contains "}" without a valid hash tag, so its fence counter cannot share its cluster slot; ` +
+        `put a hash tag in it, e.g. "{${key.replace(/[{}]/g, "")}}"`
+    )
+  }
+  return Effect.succeed(key)
+}
+
+// ---------------------------------------------------------------------------
+// the service
+
+/** A held lock. It lasts as long as the scope `acquire` ran in. */
+export interface Lease {
+  readonly key: string
+  /** Our random token, the lock key's value while we hold it. */
+  readonly token: string
+  /** Strictly greater than the fence of every earlier holder of `key`. */
+  readonly fence: number
+  /** Never succeeds; fails with `LockLost` as soon as the lease is known to be lost. */
+  readonly lost: Effect.Effect<never, LockLost>
+}
+
+export interface RedisLockShape {
+  /**
+   * Waits for the lock on `key` (at most `waitTimeout`) and holds it until the scope
+   * closes, renewing it meanwhile. Fails with `LockTimeout` when the wait runs out (fail
+   * closed), with a Redis error if Redis fails, with `InvalidConfig` for bad options.
+   */
+  readonly acquire: (
+    key: string,
+    options?: LockOptions
+  ) => Effect.Effect<Lease, LockTimeout | RedisError | InvalidConfig, Scope.Scope>
+  /**
+   * Runs `effect` holding the lock on `key` and releases it afterwards. If the lease is
+   * lost, `effect` is interrupted and the whole fails with `LockLost` (unless
+   * `onLost: "ignore"`). The work never runs if the lock was not acquired.
+   */
+  readonly withLock: <A, E, R>(
+    key: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: LockOptions
+  ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, Exclude<R, Scope.Scope>>
+}
+
+export class RedisLock extends Context.Tag("haechi-store-effect/RedisLock")<RedisLock, RedisLockShape>() {}
+
+/** Longest time one acquire attempt may take when the wait bound is shorter. */
+const ATTEMPT_FLOOR_MS = 1000
+/** Longest time a release may take (or the TTL if shorter) before it is abandoned. */
+const RELEASE_BOUND_MS = 1000
+
+/** A RedisLock over a client, plus `close` for its subscriber connection. */
+export interface RedisLockHandle {
+  readonly lock: RedisLockShape
+  /** Closes the subscriber connection; later waits only poll. */
+  readonly close: Effect.Effect<void>
+}
+
+export interface MakeWithOptions {
+  /**
+   * Close the subscriber connection once no one has waited for this long (it reopens on
+   * the next wait). Default: keep it until `close` (what `make`/`layer` do).
+   */
+  readonly subscriberIdleMs?: number
+}
+
+/**
+ * Builds a RedisLock directly over a `RedisClientShape`, without a layer (the Promise
+ * facade caches one per client). Never fails; the subscriber opens on the first wait.
+ */
+export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}): RedisLockHandle => {
+  const wakeups = subscriber(redis.client, config.subscriberIdleMs)
+
+  const release = (key: string, token: string, ttlMs: number) =>
+    redis.script(Scripts.lockRelease, [key], [token, releaseChannelOf(key)]).pipe(
+      // The release only frees the lock early; the TTL frees it regardless. So a release
+      // that gets no answer in time is abandoned rather than holding up the scope
+      // (finalizers run uninterruptibly: only the call itself may be abandoned).
+      Effect.interruptible,
+      Effect.timeout(Duration.millis(Math.min(ttlMs, RELEASE_BOUND_MS))),
+      Effect.withSpan("haechi.lock.release", { attributes: { "lock.key": key } }),
+      Effect.ignore
+    )
+
+  const reply = (operation: string, value: unknown): Effect.Effect<number, RedisCommandFailed> =>
+    typeof value === "number" && Number.isSafeInteger(value)
+      ? Effect.succeed(value)
+      : Effect.fail(new RedisCommandFailed({ operation, reply: `unexpected reply ${String(value)}`, cause: value }))
+
+  /** Extends the TTL for as long as the scope is open; reports a loss on `lost`. */
+  const keepAlive = (
+    key: string,
+    token: string,
+    o: ResolvedLockOptions,
+    sentAt: number,
+    lost: Deferred.Deferred<never, LockLost>
+  ) =>
+    Effect.gen(function*() {
+      const errorRetryMs = Math.min(o.renewMs, Math.max(o.ttlMs / 10, 10))
+      let validUntil = sentAt + o.ttlMs
+      let nextRenewAt = sentAt + o.renewMs
+      let unreachable = false
+      const lose = (reason: LockLost["reason"]) =>
+        Effect.zipRight(
+          Effect.logWarning(`lock ${key} lost (${reason})`),
+          Effect.zipRight(Metric.increment(Metrics.locksLost), Deferred.fail(lost, new LockLost({ key, reason })))
+        )
+      for (;;) {
+        const now = yield* Clock.currentTimeMillis
+        if (now >= validUntil) return yield* lose(unreachable ? "unreachable" : "expired")
+        if (now < nextRenewAt) {
+          yield* Effect.sleep(Duration.millis(Math.min(nextRenewAt, validUntil) - now))
+          continue
+        }
+        const result = yield* redis.script(Scripts.lockExtend, [key], [token, o.ttlMs]).pipe(
+          Effect.flatMap((value) => reply("lock extend", value)),
+          Effect.timeout(Duration.millis(validUntil - now)),
+          Effect.either
+        )
+        if (result._tag === "Right") {
+          if (result.right === 0) return yield* lose("expired")
+          if (result.right !== 1) return yield* lose("taken")
+          validUntil = now + o.ttlMs
+          nextRenewAt = now + o.renewMs
+          unreachable = false
+        } else {
+          unreachable = true
+          nextRenewAt = (yield* Clock.currentTimeMillis) + errorRetryMs
+        }
+      }
+    })
+
+  const acquire = (key: string, fenceKey: string, o: ResolvedLockOptions) =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const token = randomBytes(16).toString("hex")
+      const start = yield* Clock.currentTimeMillis
+      const deadline = start + o.waitMs
+      const timedOut = Effect.gen(function*() {
+        const waitedMs = (yield* Clock.currentTimeMillis) - start
+        yield* Metric.update(Metrics.lockWait, waitedMs)
+        return yield* new LockTimeout({ key, waitedMs })
+      })
+
+      // One SET NX attempt. Any outcome but a clean "held by someone else" registers the
+      // release: a lost reply may hide a SET that landed, and the release only ever
+      // deletes our own token.
+      const attempt = Effect.gen(function*() {
+        const sentAt = yield* Clock.currentTimeMillis
+        const bound = Math.max(deadline - sentAt, ATTEMPT_FLOOR_MS)
+        const call = redis.script(Scripts.lockAcquire, [key, fenceKey], [token, o.ttlMs]).pipe(
+          Effect.flatMap((value) => reply("lock acquire", value))
+        )
+        const fence = yield* Number.isFinite(bound)
+          ? Effect.timeoutFail(call, { duration: Duration.millis(bound), onTimeout: () => "timeout" as const })
+          : call
+        return { fence, sentAt }
+      }).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) && exit.value.fence === 0
+            ? Effect.void
+            : Scope.addFinalizer(scope, release(key, token, o.ttlMs))
+        ),
+        Effect.catchIf((e): e is "timeout" => e === "timeout", () => timedOut)
+      )
+
+      const wait = Effect.gen(function*() {
+        if ((yield* Clock.currentTimeMillis) >= deadline) return yield* timedOut // e.g. waitTimeout 0
+        const wakeup = yield* wakeups.listen(releaseChannelOf(key))
+        const driver = yield* Schedule.driver(o.retrySchedule)
+        for (;;) {
+          const now = yield* Clock.currentTimeMillis
+          if (now >= deadline) return yield* timedOut
+          const why = yield* Effect.raceAll([
+            Queue.take(wakeup).pipe(Effect.as("wake" as const)),
+            driver.next(undefined).pipe(Effect.as("poll" as const), Effect.orElseSucceed(() => "done" as const)),
+            Number.isFinite(deadline) ? Effect.sleep(Duration.millis(deadline - now)).pipe(Effect.as("deadline" as const)) : Effect.never
+          ])
+          if (why === "done") return yield* timedOut
+          const got = yield* attempt
+          if (got.fence > 0) return got
+        }
+      }).pipe(Effect.scoped)
+
+      const first = yield* attempt
+      const { fence, sentAt } = first.fence > 0 ? first : yield* wait
+      const waitedMs = (yield* Clock.currentTimeMillis) - start
+      yield* Metric.update(Metrics.lockWait, waitedMs)
+      yield* Effect.annotateCurrentSpan({ "lock.fence": fence, "lock.waited_ms": waitedMs })
+
+      const lost = yield* Deferred.make<never, LockLost>()
+      // Forked after the release finalizer, so the scope stops renewing before releasing.
+      yield* Effect.forkIn(keepAlive(key, token, o, sentAt, lost), scope)
+      const lease: Lease = { key, token, fence, lost: Deferred.await(lost) }
+      return lease
+    }).pipe(Effect.withSpan("haechi.lock.acquire", { attributes: { "lock.key": key } }))
+
+  const checked = (key: string, options: LockOptions | undefined) =>
+    Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))
+
+  const lock: RedisLockShape = {
+    acquire: (key, options) =>
+      Effect.flatMap(checked(key, options), ([key, o]) => acquire(key, fenceKeyOf(key), o)),
+    withLock: (key, effect, options) =>
+      Effect.flatMap(checked(key, options), ([key, o]) =>
+        Effect.scoped(
+          Effect.flatMap(acquire(key, fenceKeyOf(key), o), (lease) =>
+            o.onLost === "ignore" ? effect : Effect.raceFirst(effect, lease.lost)
+          )
+        ))
+  }
+  return { lock, close: wakeups.close }
+}
+
+/** A RedisLock whose subscriber connection is closed with the scope. */
+export const make: Effect.Effect<RedisLockShape, never, RedisClient | Scope.Scope> = Effect.gen(function*() {
+  const redis = yield* RedisClient
+  const { lock } = yield* Effect.acquireRelease(Effect.sync(() => makeWith(redis)), (handle) => handle.close)
+  return lock
+})
+
+/** The RedisLock service over the RedisClient; its subscriber lives as long as the layer. */
+export const layer: Layer.Layer<RedisLock, never, RedisClient> = Layer.scoped(RedisLock, make)
+
+// ---------------------------------------------------------------------------
+// release notifications
+
+interface Channel {
+  readonly waiters: Set<Queue.Queue<void>>
+  ready: boolean
+}
+
+/**
+ * Release notifications over one dedicated subscriber connection, opened on the first
+ * `listen`. A waiter is woken by a message on its channel and, once, when its
+ * subscription becomes active (a release may have happened just before). Any failure
+ * here only costs latency: the waiters' poll covers it.
+ */
+const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
+  const channels = new Map<string, Channel>()
+  let connection: RedisConnection | undefined
+  let closed = false
+  let idleTimer: ReturnType<typeof setTimeout> | undefined
+
+  const disconnect = () => {
+    const c = connection
+    connection = undefined
+    channels.forEach((entry) => (entry.ready = false))
+    c?.disconnect()
+  }
+
+  const open = (): RedisConnection | undefined => {
+    if (closed) return undefined
+    if (connection === undefined) {
+      const c = client.duplicate()
+      c.on("error", () => {})
+      c.on("message", (channel: string) => {
+        channels.get(channel)?.waiters.forEach((queue) => queue.unsafeOffer(undefined))
+      })
+      connection = c
+    }
+    return connection
+  }
+
+  const add = (name: string, queue: Queue.Queue<void>) => {
+    if (idleTimer !== undefined) {
+      clearTimeout(idleTimer)
+      idleTimer = undefined
+    }
+    const existing = channels.get(name)
+    if (existing !== undefined) {
+      existing.waiters.add(queue)
+      if (existing.ready) queue.unsafeOffer(undefined)
+      return
+    }
+    const entry: Channel = { waiters: new Set([queue]), ready: false }
+    channels.set(name, entry)
+    const c = open()
+    c?.subscribe(name).then(
+      () => {
+        if (channels.get(name) === entry && connection === c) {
+          entry.ready = true
+          entry.waiters.forEach((q) => q.unsafeOffer(undefined))
+        }
+      },
+      () => {}
+    )
+  }
+
+  const remove = (name: string, queue: Queue.Queue<void>) => {
+    const entry = channels.get(name)
+    if (entry === undefined || !entry.waiters.delete(queue) || entry.waiters.size > 0) return
+    channels.delete(name)
+    connection?.unsubscribe(name).catch(() => {})
+    if (channels.size === 0 && idleMs !== undefined && connection !== undefined) {
+      idleTimer = setTimeout(() => {
+        idleTimer = undefined
+        if (channels.size === 0) disconnect()
+      }, idleMs)
+      idleTimer.unref?.()
+    }
+  }
+
+  /** A queue that receives a wake-up per release of `name`, for the scope's life. */
+  const listen = (name: string): Effect.Effect<Queue.Queue<void>, never, Scope.Scope> =>
+    Effect.acquireRelease(
+      Effect.flatMap(Queue.sliding<void>(1), (queue) => Effect.sync(() => (add(name, queue), queue))),
+      (queue) => Effect.sync(() => remove(name, queue))
+    )
+
+  const close = Effect.sync(() => {
+    closed = true
+    if (idleTimer !== undefined) clearTimeout(idleTimer)
+    disconnect()
+  })
+
+  return { listen, close }
+}
