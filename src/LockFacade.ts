@@ -19,22 +19,14 @@
  */
 import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
 import type { Cluster, Redis } from "ioredis"
+import { lockOf } from "./LockPolicy.js"
 import { fromClient } from "./RedisClient.js"
-import { makeWith, type RedisLockShape } from "./RedisLock.js"
 
-/** Close a facade's idle subscriber connection this soon, so it never holds a process open for long. */
-const SUBSCRIBER_IDLE_MS = 250
-
-const locks = new WeakMap<object, RedisLockShape>()
-
-const lockFor = (client: Redis | Cluster): RedisLockShape => {
-  let lock = locks.get(client)
-  if (lock === undefined) {
-    lock = makeWith(fromClient(client), { subscriberIdleMs: SUBSCRIBER_IDLE_MS }).lock
-    locks.set(client, lock)
-  }
-  return lock
-}
+/**
+ * The client's RedisLock, built once per client object and shared with the stores made
+ * on the same client (one subscriber connection, which closes itself when idle).
+ */
+const lockFor = (client: Redis | Cluster) => lockOf(fromClient(client))
 
 /** The first failure of `cause` as it was raised (a defect or an interruption otherwise). */
 const original = (cause: Cause.Cause<unknown>): unknown =>
