@@ -123,47 +123,44 @@ export const memoryLayers: StoreKind = {
   }
 }
 
-export const redisLayers: StoreKind = {
-  name: "Effect layers, on Redis",
-  redis: true,
-  audits: async (n, name = "audit") => {
-    const prefix = uniquePrefix(name)
-    const stores = await Promise.all(
-      times(n, () =>
-        buildAudit(
-          AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
-        )
-      )
-    )
-    return { prefix, stores: stores.map((s) => asCore(toHaechiAuditStore(s))), records: redisRecords(prefix) }
-  },
-  vaults: async (n, name = "vault") => {
-    const prefix = uniquePrefix(name)
-    const stores = await Promise.all(
-      times(n, () =>
-        buildVault(
-          TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
-        )
-      )
-    )
-    return { prefix, stores: stores.map((s) => toHaechiTokenStore(s)), tokens: redisTokens(prefix) }
-  }
-}
+/** How a Redis replica is made: the Effect layers, or the Promise facade. */
+export type ReplicaStyle = "layer" | "facade"
 
-export const redisFacade: StoreKind = {
-  name: "Promise facade, on Redis",
+/** One audit replica over `client` (its own store instance), keys under `prefix`. */
+export const redisAuditReplica = async (style: ReplicaStyle, client: Redis, prefix: string): Promise<AuditStoreUnderTest> =>
+  style === "layer"
+    ? asCore(
+        toHaechiAuditStore(
+          await buildAudit(AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+        )
+      )
+    : asCore(createRedisAuditStore({ client, keyPrefix: prefix }))
+
+/** One vault replica over `client` (its own store instance), keys under `prefix`. */
+export const redisVaultReplica = async (style: ReplicaStyle, client: Redis, prefix: string): Promise<HaechiTokenStore> =>
+  style === "layer"
+    ? toHaechiTokenStore(
+        await buildVault(TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+      )
+    : createRedisTokenStore({ client, keyPrefix: prefix })
+
+const redisKind = (name: string, style: ReplicaStyle): StoreKind => ({
+  name,
   redis: true,
-  audits: async (n, name = "audit") => {
-    const prefix = uniquePrefix(name)
-    const stores = times(n, () => asCore(createRedisAuditStore({ client: connect(), keyPrefix: prefix })))
+  audits: async (n, label = "audit") => {
+    const prefix = uniquePrefix(label)
+    const stores = await Promise.all(times(n, () => redisAuditReplica(style, connect(), prefix)))
     return { prefix, stores, records: redisRecords(prefix) }
   },
-  vaults: async (n, name = "vault") => {
-    const prefix = uniquePrefix(name)
-    const stores = times(n, () => createRedisTokenStore({ client: connect(), keyPrefix: prefix }))
+  vaults: async (n, label = "vault") => {
+    const prefix = uniquePrefix(label)
+    const stores = await Promise.all(times(n, () => redisVaultReplica(style, connect(), prefix)))
     return { prefix, stores, tokens: redisTokens(prefix) }
   }
-}
+})
+
+export const redisLayers: StoreKind = redisKind("Effect layers, on Redis", "layer")
+export const redisFacade: StoreKind = redisKind("Promise facade, on Redis", "facade")
 
 export const memoryFacade: StoreKind = {
   name: "Promise facade, in memory",
