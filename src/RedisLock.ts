@@ -232,7 +232,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       // (finalizers run uninterruptibly: only the call itself may be abandoned).
       Effect.interruptible,
       Effect.timeout(Duration.millis(Math.min(ttlMs, RELEASE_BOUND_MS))),
-      Effect.withSpan("haechi.lock.release", { attributes: { "lock.key": key } }),
+      Effect.withSpan("haechi.lock.release", { attributes: { "haechi.lock.key": key } }),
       Effect.ignore
     )
 
@@ -340,14 +340,16 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       const { fence, sentAt } = first.fence > 0 ? first : yield* wait
       const waitedMs = (yield* Clock.currentTimeMillis) - start
       yield* Metric.update(Metrics.lockWait, waitedMs)
-      yield* Effect.annotateCurrentSpan({ "lock.fence": fence, "lock.waited_ms": waitedMs })
+      yield* Effect.annotateCurrentSpan({ "haechi.lock.fence": fence, "haechi.lock.waited_ms": waitedMs })
 
       const lost = yield* Deferred.make<never, LockLost>()
-      // Forked after the release finalizer, so the scope stops renewing before releasing.
-      yield* Effect.forkIn(keepAlive(key, token, o, sentAt, lost), scope)
+      // Forked after the release finalizer, so the scope stops renewing before releasing;
+      // interruptible even when acquired in an uninterruptible region (acquireRelease),
+      // where a child would otherwise inherit it and keep the scope from closing.
+      yield* Effect.forkIn(Effect.interruptible(keepAlive(key, token, o, sentAt, lost)), scope)
       const lease: Lease = { key, token, fence, lost: Deferred.await(lost) }
       return lease
-    }).pipe(Effect.withSpan("haechi.lock.acquire", { attributes: { "lock.key": key } }))
+    }).pipe(Effect.withSpan("haechi.lock.acquire", { attributes: { "haechi.lock.key": key } }))
 
   const checked = (key: string, options: LockOptions | undefined) =>
     Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))

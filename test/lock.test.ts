@@ -153,6 +153,20 @@ describe("RedisLock: mutual exclusion", () => {
       yield* Fiber.interrupt(holder)
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
     }))
+
+  it.live("a lease acquired in an uninterruptible region (acquireRelease) still renews and releases", () =>
+    Effect.gen(function*() {
+      const key = lockKey("uninterruptible")
+      const scope = yield* Scope.make()
+      const lease = yield* Effect.acquireRelease(A.lock.acquire(key, { ttl: "150 millis" }), () => Effect.void).pipe(
+        Scope.extend(scope)
+      )
+      yield* Effect.sleep("300 millis")
+      expect(yield* Effect.promise(() => raw.get(key))).toBe(lease.token)
+      const closed = yield* Effect.exit(Effect.timeout(Scope.close(scope, Exit.void), "2 seconds"))
+      expect(Exit.isSuccess(closed)).toBe(true)
+      expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
+    }))
 })
 
 describe("RedisLock: renewal and loss", () => {
