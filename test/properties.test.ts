@@ -1,5 +1,6 @@
 /**
- * Properties of the fences under real concurrency on real Redis, with NO lock:
+ * Properties of the fences under real concurrency on real Redis, with NO lock (every
+ * replica is made with `lock: "never"`):
  * N replicas (each its own ioredis connection and its own store instance, Effect layer or
  * Promise facade) race with random start times and random delays inside `fn`. Whatever
  * the interleaving, the audit chain verifies with every event exactly once (no fork, no
@@ -137,6 +138,9 @@ const session = () => {
   }
 }
 
+/** Fences only: these properties must hold with no lock at all. */
+const noLock = { lock: "never" } as const
+
 const styleOf = (i: number): ReplicaStyle => (i % 2 === 0 ? "layer" : "facade")
 
 /** The store with a delay inside `fn` between readLastIntegrity and persist; counts attempts. */
@@ -225,7 +229,7 @@ describe("audit chain under racing replicas, no lock", () => {
             const sinks = await Promise.all(
               writers.map(async (w, i) =>
                 createAuditSink({
-                  store: delayedAudit(await redisAuditReplica(styleOf(i), s.client(), prefix), cycle(w.delays), attempts)
+                  store: delayedAudit(await redisAuditReplica(styleOf(i), s.client(), prefix, noLock), cycle(w.delays), attempts)
                 })
               )
             )
@@ -276,7 +280,7 @@ describe("token vault under racing replicas, no lock", () => {
           const s = session()
           try {
             const stores = await Promise.all(
-              writers.map(async (w, i) => delayedVault(await redisVaultReplica(styleOf(i), s.client(), prefix), cycle(w.delays)))
+              writers.map(async (w, i) => delayedVault(await redisVaultReplica(styleOf(i), s.client(), prefix, noLock), cycle(w.delays)))
             )
             const now = () => Date.parse("2030-01-01T00:00:00Z")
             const results = await Promise.all(
@@ -311,7 +315,7 @@ describe("token vault under racing replicas, no lock", () => {
             const ops = writers.reduce((n, w) => n + w.ops.length, 0)
             expect(await inspect.get(`${prefix}version`)).toBe(String(ops))
             // A fresh replica sees exactly the same vault.
-            const fresh = await redisVaultReplica("layer", s.client(), prefix)
+            const fresh = await redisVaultReplica("layer", s.client(), prefix, noLock)
             expect(await fresh.read((view) => view.entries().length)).toBe(Object.keys(all).length)
             // And each tokenized value reveals through any racing replica.
             const reader = createTokenVault({ store: stores[0]!, now })
@@ -343,7 +347,7 @@ describe("two writers that both believe they hold the lock (a lapsed TTL)", () =
     const prefix = uniquePrefix("lapsed-audit")
     const s = session()
     try {
-      const stores = await Promise.all([0, 1].map(() => redisAuditReplica(style, s.client(), prefix)))
+      const stores = await Promise.all([0, 1].map(() => redisAuditReplica(style, s.client(), prefix, noLock)))
       await createAuditSink({ store: stores[0]! }).record({ id: "before" })
       const arrive = barrier(2)
       const heads: Array<number | undefined> = []
@@ -378,7 +382,7 @@ describe("two writers that both believe they hold the lock (a lapsed TTL)", () =
     const prefix = uniquePrefix("lapsed-vault")
     const s = session()
     try {
-      const stores = await Promise.all([0, 1].map(() => redisVaultReplica(style, s.client(), prefix)))
+      const stores = await Promise.all([0, 1].map(() => redisVaultReplica(style, s.client(), prefix, noLock)))
       const arrive = barrier(2)
       const seen: Array<number> = []
       const bump = (store: HaechiTokenStore, mine: string) => {
@@ -414,8 +418,8 @@ describe("replicas with a stale cache", () => {
         const s = session()
         try {
           const attempts = { n: 0 }
-          const stale = createAuditSink({ store: delayedAudit(await redisAuditReplica(style, s.client(), prefix), () => 0, attempts) })
-          const busy = createAuditSink({ store: await redisAuditReplica("layer", s.client(), prefix) })
+          const stale = createAuditSink({ store: delayedAudit(await redisAuditReplica(style, s.client(), prefix, noLock), () => 0, attempts) })
+          const busy = createAuditSink({ store: await redisAuditReplica("layer", s.client(), prefix, noLock) })
           await stale.record({ id: "stale-1" })
           for (let i = 0; i < others; i++) await busy.record({ id: `busy-${i}` })
           const record = await stale.record({ id: "stale-2" })
@@ -442,8 +446,8 @@ describe("replicas with a stale cache", () => {
           const prefix = uniquePrefix("stale-vault")
           const s = session()
           try {
-            const stale = await redisVaultReplica(style, s.client(), prefix)
-            const busy = await redisVaultReplica("layer", s.client(), prefix)
+            const stale = await redisVaultReplica(style, s.client(), prefix, noLock)
+            const busy = await redisVaultReplica("layer", s.client(), prefix, noLock)
             await stale.mutate(async (view) => view.set("counter", increment(view)))
             for (let i = 0; i < others; i++) {
               await busy.mutate(async (view) => {
@@ -477,8 +481,8 @@ describe("replicas with a stale cache", () => {
     const prefix = uniquePrefix("stale-log")
     const s = session()
     try {
-      const stale = await redisVaultReplica("facade", s.client(), prefix)
-      const busy = await redisVaultReplica("layer", s.client(), prefix)
+      const stale = await redisVaultReplica("facade", s.client(), prefix, noLock)
+      const busy = await redisVaultReplica("layer", s.client(), prefix, noLock)
       await stale.mutate(async (view) => view.set("counter", increment(view)))
       const commits = 1_050
       for (let i = 0; i < commits; i++) await busy.mutate(async (view) => view.set("counter", increment(view)))
@@ -499,8 +503,8 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
     const s = session()
     try {
       const refClient = s.client()
-      const a = await redisVaultReplica("layer", s.client(), prefix)
-      const b = await redisVaultReplica("facade", s.client(), prefix)
+      const a = await redisVaultReplica("layer", s.client(), prefix, noLock)
+      const b = await redisVaultReplica("facade", s.client(), prefix, noLock)
       await a.mutate(async (view) => view.set("counter", increment(view)))
       await b.read((view) => view.entries())
       // The reference writer: version 1 -> 2, no log entry.
@@ -566,9 +570,9 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
                   return
                 }
                 const sink = createAuditSink({
-                  store: delayedAudit(await redisAuditReplica(w.kind, client, auditPrefix), delay, { n: 0 })
+                  store: delayedAudit(await redisAuditReplica(w.kind, client, auditPrefix, noLock), delay, { n: 0 })
                 })
-                const vault = delayedVault(await redisVaultReplica(w.kind, client, vaultPrefix), delay)
+                const vault = delayedVault(await redisVaultReplica(w.kind, client, vaultPrefix, noLock), delay)
                 // Warm the cache first, so it is stale by the time the reference commits.
                 await vault.read((view) => view.entries())
                 await sleep(w.start)

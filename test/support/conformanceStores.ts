@@ -26,6 +26,7 @@ import {
   toHaechiAuditStore,
   toHaechiTokenStore,
   type HaechiAuditStore,
+  type LockPolicy,
   type HaechiTokenStore
 } from "../../src/haechi.js"
 import type { AuditStore as CoreAuditStore } from "./haechiCore.js"
@@ -126,23 +127,42 @@ export const memoryLayers: StoreKind = {
 /** How a Redis replica is made: the Effect layers, or the Promise facade. */
 export type ReplicaStyle = "layer" | "facade"
 
+/** Options a replica is made with; `lock` defaults to the stores' own default policy. */
+export interface ReplicaOptions {
+  readonly lock?: LockPolicy
+}
+
 /** One audit replica over `client` (its own store instance), keys under `prefix`. */
-export const redisAuditReplica = async (style: ReplicaStyle, client: Redis, prefix: string): Promise<AuditStoreUnderTest> =>
+export const redisAuditReplica = async (
+  style: ReplicaStyle,
+  client: Redis,
+  prefix: string,
+  options: ReplicaOptions = {}
+): Promise<AuditStoreUnderTest> =>
   style === "layer"
     ? asCore(
         toHaechiAuditStore(
-          await buildAudit(AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+          await buildAudit(
+            AuditStore.layer({ keyPrefix: prefix, ...options }).pipe(Layer.provide(RedisClient.layerFromClient(client)))
+          )
         )
       )
-    : asCore(createRedisAuditStore({ client, keyPrefix: prefix }))
+    : asCore(createRedisAuditStore({ client, keyPrefix: prefix, ...options }))
 
 /** One vault replica over `client` (its own store instance), keys under `prefix`. */
-export const redisVaultReplica = async (style: ReplicaStyle, client: Redis, prefix: string): Promise<HaechiTokenStore> =>
+export const redisVaultReplica = async (
+  style: ReplicaStyle,
+  client: Redis,
+  prefix: string,
+  options: ReplicaOptions = {}
+): Promise<HaechiTokenStore> =>
   style === "layer"
     ? toHaechiTokenStore(
-        await buildVault(TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+        await buildVault(
+          TokenStore.layer({ keyPrefix: prefix, ...options }).pipe(Layer.provide(RedisClient.layerFromClient(client)))
+        )
       )
-    : createRedisTokenStore({ client, keyPrefix: prefix })
+    : createRedisTokenStore({ client, keyPrefix: prefix, ...options })
 
 const redisKind = (name: string, style: ReplicaStyle): StoreKind => ({
   name,
