@@ -1,0 +1,85 @@
+// The two implementations under test, opened the same way: ours (../dist/haechi.js over an
+// ioredis client) and the reference haechi-store-redis (over a node-redis 5 client), each
+// with its own connection, on the same keys.
+import { createClient } from "redis"
+import { Redis } from "ioredis"
+import * as reference from "haechi-store-redis"
+
+export const AUDIT_PREFIX = "bench:audit:"
+export const VAULT_PREFIX = "bench:tv:"
+export const LOCK_KEY = "bench:lock"
+
+let oursModule
+/** ../dist/haechi.js, loaded once (the bench builds it first). */
+export const ours = async () => (oursModule ??= await import(new URL("../dist/haechi.js", import.meta.url).href))
+
+/**
+ * Our `withRedisLock`: from ../dist/haechi.js, or from BENCH_LOCK_MODULE (a path relative to
+ * the repository root) when set. Undefined when not exported (yet).
+ */
+export const oursWithRedisLock = async () => {
+  const override = process.env.BENCH_LOCK_MODULE
+  const mod = override ? await import(new URL(`../${override}`, import.meta.url).href) : await ours()
+  return typeof mod.withRedisLock === "function" ? mod.withRedisLock : undefined
+}
+
+export const openIoredis = async (port) => {
+  const client = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 2, lazyConnect: true })
+  await client.connect()
+  return client
+}
+
+export const openNodeRedis = async (port) => {
+  const client = createClient({ url: `redis://127.0.0.1:${port}` })
+  client.on("error", () => {})
+  await client.connect()
+  return client
+}
+
+const closeIoredis = async (client) => {
+  await client.quit().catch(() => client.disconnect())
+}
+const closeNodeRedis = async (client) => {
+  await (typeof client.close === "function" ? client.close() : client.quit()).catch(() => client.destroy?.())
+}
+
+/**
+ * Opens `impl` ("ours" | "ref") on its own client. `lock` (ours only) is passed to
+ * createRedisAuditStore as the lock policy option when given.
+ */
+export const open = async (impl, port, { lock } = {}) => {
+  if (impl === "ours") {
+    const mod = await ours()
+    const client = await openIoredis(port)
+    return {
+      impl,
+      client,
+      audit: () => mod.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX, ...(lock ? { lock } : {}) }),
+      vault: () => mod.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
+      close: () => closeIoredis(client)
+    }
+  }
+  if (impl === "ref") {
+    const client = await openNodeRedis(port)
+    return {
+      impl,
+      client,
+      audit: () => reference.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX }),
+      vault: () => reference.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
+      close: () => closeNodeRedis(client)
+    }
+  }
+  throw new Error(`unknown implementation ${impl}`)
+}
+
+/** A lock client and `withRedisLock(client, key, fn, opts)` for `impl`, or undefined if ours has none. */
+export const openLock = async (impl, port) => {
+  if (impl === "ours") {
+    const withRedisLock = await oursWithRedisLock()
+    if (!withRedisLock) return undefined
+    const client = await openIoredis(port)
+    return { client, withRedisLock, close: () => closeIoredis(client) }
+  }
+  const client = await openNodeRedis(port)
+  return { client, withRedisLock: reference.withRedisLock, close: () => closeNodeRedis(client) }
+}

@@ -1,0 +1,461 @@
+// The benchmark orchestrator: ours (../dist/haechi.js) against the reference
+// haechi-store-redis, driven by bench/core.mjs the way haechi's core drives a store.
+//
+//   node bench/run.mjs --port <redis port> [--quick] [--only=audit,replicas,tokenize,reveal,account,memory,lock]
+//                      [--rounds=N] [--cpu-prof[=ours|ref|both]]
+//
+// Every measurement runs in a fresh worker process; the two implementations alternate
+// within each round (ours first in odd rounds, the reference first in even ones) against
+// the same Redis, which is flushed (and the vault pre-loaded) before every run. Figures
+// are medians over the rounds. Prints a markdown table and writes bench/results/latest.json.
+import { fork } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import { flush, preloadRecords, preloadVault, verifyStoredChain } from "./admin.mjs"
+import { openIoredis, oursWithRedisLock } from "./impls.mjs"
+import { median, quantile } from "./stats.mjs"
+
+const argv = process.argv.slice(2)
+const flag = (name) => {
+  const hit = argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`))
+  if (hit === undefined) return undefined
+  return hit.includes("=") ? hit.slice(hit.indexOf("=") + 1) : true
+}
+const port = Number(flag("port"))
+if (!Number.isInteger(port) || port <= 0) throw new Error("--port=<redis port> is required (bench/run.sh starts the server)")
+const quick = flag("quick") === true
+const only = typeof flag("only") === "string" ? new Set(flag("only").split(",")) : undefined
+const profile = flag("cpu-prof") === true ? "ours" : flag("cpu-prof")
+const IMPLS = ["ours", "ref"]
+const SIZES = [0, 1000, 10000, 50000]
+const POLICIES = ["always", "never", "adaptive"]
+
+const cfg = quick
+  ? { rounds: 1, auditMs: 1000, replicaMs: 1500, vaultMs: 1000, revealMs: 800, accountOps: 10, accountMs: 1500, auditAccountOps: 100, lockOps: 30, lockMs: 1500 }
+  : { rounds: 3, auditMs: 2500, replicaMs: 2500, vaultMs: 2000, revealMs: 1500, accountOps: 20, accountMs: 5000, auditAccountOps: 300, lockOps: 80, lockMs: 3000 }
+if (typeof flag("rounds") === "string") cfg.rounds = Math.max(1, Number(flag("rounds")))
+const REPLICAS = 4
+const HARD_LIMIT_MS = 120_000 // no worker may outlive this, whatever it is doing
+
+const resultsDir = new URL("./results/", import.meta.url)
+mkdirSync(resultsDir, { recursive: true })
+const profDir = new URL("./results/prof/", import.meta.url)
+
+const log = (...parts) => process.stderr.write(parts.join(" ") + "\n")
+
+/** Runs one worker to completion and returns its result (throws on failure or timeout). */
+const runWorker = (params, { onReady, expose } = {}) =>
+  new Promise((resolve, reject) => {
+    const execArgv = []
+    if (expose) execArgv.push("--expose-gc")
+    if (profile && (profile === "both" || profile === params.impl)) {
+      mkdirSync(profDir, { recursive: true })
+      execArgv.push("--cpu-prof", `--cpu-prof-dir=${profDir.pathname}`, `--cpu-prof-name=${params.mode}-${params.impl}-${params.label ?? ""}-${Date.now()}.cpuprofile`)
+    }
+    const child = fork(new URL("./worker.mjs", import.meta.url), [], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] })
+    let settled = false
+    const timer = setTimeout(() => {
+      if (!settled) {
+        settled = true
+        child.kill("SIGKILL")
+        reject(new Error(`${params.mode}/${params.impl} exceeded ${HARD_LIMIT_MS} ms`))
+      }
+    }, HARD_LIMIT_MS)
+    child.on("message", (msg) => {
+      if (msg.ready) return onReady?.(child, msg)
+      settled = true
+      clearTimeout(timer)
+      if (msg.ok) resolve(msg.result)
+      else reject(new Error(`${params.mode}/${params.impl}: ${msg.error}`))
+    })
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      if (!settled) {
+        settled = true
+        reject(new Error(`${params.mode}/${params.impl} exited with ${code} before answering`))
+      }
+    })
+    child.send({ port, ...params })
+  })
+
+/** The two implementations in alternating order for round `r`. */
+const order = (r) => (r % 2 === 0 ? IMPLS : [...IMPLS].reverse())
+
+const admin = await openIoredis(port)
+const started = Date.now()
+const loadAtStart = os.loadavg().map((l) => Number(l.toFixed(2)))
+const raw = {}
+const push = (key, impl, value) => {
+  raw[key] ??= { ours: [], ref: [] }
+  raw[key][impl].push(value)
+}
+const wanted = (name) => !only || only.has(name)
+let lastMark = Date.now()
+const mark = (name) => {
+  if (!wanted(name)) return
+  log(`-- ${name}: ${((Date.now() - lastMark) / 1000).toFixed(1)} s (total ${((Date.now() - started) / 1000).toFixed(0)} s)`)
+  lastMark = Date.now()
+}
+const safely = async (label, f) => {
+  try {
+    return await f()
+  } catch (error) {
+    log(`  ! ${label}: ${error.message.split("\n")[0]}`)
+    return { failed: String(error.message).slice(0, 500) }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// audit: one sink
+
+if (wanted("audit")) {
+  for (let r = 0; r < cfg.rounds; r++) {
+    for (const impl of order(r)) {
+      await flush(admin)
+      const res = await safely(`audit ${impl}`, () => runWorker({ mode: "audit", impl, warmup: 50, maxOps: 100_000, maxMs: cfg.auditMs }))
+      if (!res.failed) res.chain = await verifyStoredChain(admin)
+      push("audit", impl, res)
+      log(`audit 1 sink   ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 3)} ms chain ${res.chain?.valid ? "ok" : res.chain?.reason ?? "-"}`)
+    }
+  }
+}
+
+mark("audit")
+
+// ---------------------------------------------------------------------------
+// audit: 4 replica processes on one chain (ours by default and under each lock policy)
+
+/** Forks the replicas, lets them warm up, starts them together, then verifies the chain. */
+const replicas = async (impl, lock) => {
+  await flush(admin)
+  const children = []
+  let readyCount = 0
+  let go
+  const allReady = new Promise((resolve) => (go = resolve))
+  const results = Array.from({ length: REPLICAS }, (_, i) =>
+    runWorker(
+      { mode: "replica", impl, lock, replica: `r${i}`, warmup: 5, label: lock ?? "default" },
+      {
+        onReady: (child) => {
+          children.push(child)
+          if (++readyCount === REPLICAS) go()
+        }
+      }
+    )
+  )
+  const failed = Promise.allSettled(results).then(() => "settled")
+  if ((await Promise.race([allReady.then(() => "ready"), failed])) === "ready") {
+    for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
+  }
+  const settled = await Promise.allSettled(results)
+  const bad = settled.find((s) => s.status === "rejected")
+  if (bad) throw bad.reason
+  const per = settled.map((s) => s.value)
+  const latencies = per.flatMap((p) => p.latencies)
+  const ops = per.reduce((n, p) => n + p.ops, 0)
+  const errors = per.reduce((n, p) => n + p.errors, 0)
+  const ms = Math.max(...per.map((p) => p.ms))
+  const chain = await verifyStoredChain(admin)
+  const expected = per.reduce((n, p) => n + p.ops + p.warmupOk, 0)
+  return {
+    opsPerSec: (ops / ms) * 1000,
+    ops,
+    errors,
+    firstError: per.find((p) => p.firstError)?.firstError,
+    perReplica: per.map((p) => p.ops),
+    p50: quantile(latencies, 0.5),
+    p99: quantile(latencies, 0.99),
+    max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity),
+    chain: { ...chain, expected, complete: chain.records === expected }
+  }
+}
+
+let lockProbe
+if (wanted("replicas")) {
+  lockProbe = await safely("lock policy probe", () => runWorker({ mode: "probe-lock", impl: "ours" }))
+  log(`lock policies: ${JSON.stringify(lockProbe)}`)
+  for (let r = 0; r < cfg.rounds; r++) {
+    const variants = [...order(r).map((impl) => [impl, undefined]), ...POLICIES.map((p) => ["ours", p])]
+    for (const [impl, lock] of variants) {
+      const res = await safely(`replicas ${impl} ${lock ?? ""}`, () => replicas(impl, lock))
+      push(lock ? `replicas:${lock}` : "replicas", impl, res)
+      log(
+        `audit 4 procs  ${impl.padEnd(4)} ${(lock ?? "default").padEnd(8)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms` +
+          ` errors ${res.errors ?? "-"} chain ${res.chain?.valid && res.chain?.complete ? `ok (${res.chain.records})` : JSON.stringify(res.chain ?? res.failed)}`
+      )
+    }
+  }
+}
+
+mark("replicas")
+
+// ---------------------------------------------------------------------------
+// token vault: tokenize at each pre-loaded size, reveal at 0 and 50k
+
+const vaultRun = async (impl, size, phase, maxMs) => {
+  await flush(admin)
+  const { tokens } = await preloadVault(admin, size)
+  const sample = tokens.filter((_, i) => i % Math.max(1, Math.floor(tokens.length / 2000)) === 0)
+  const res = await runWorker({ mode: "vault", impl, phase, tokens: sample, warmup: size >= 10000 ? 1 : 20, maxOps: 100_000, maxMs, label: `${phase}${size}` })
+  if (phase === "tokenize") {
+    const stored = await admin.hlen("bench:tv:tokens")
+    res.stored = stored
+    res.lost = size + res.tokenized - stored
+  }
+  return res
+}
+
+if (wanted("tokenize") || wanted("reveal")) await preloadRecords(50000)
+if (wanted("tokenize")) {
+  for (const size of SIZES) {
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (const impl of order(r)) {
+        const res = await safely(`tokenize ${impl} ${size}`, () => vaultRun(impl, size, "tokenize", cfg.vaultMs))
+        push(`tokenize:${size}`, impl, res)
+        log(`tokenize @${String(size).padEnd(6)} ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms lost ${res.lost ?? "-"}`)
+      }
+    }
+  }
+}
+mark("tokenize")
+if (wanted("reveal")) {
+  for (const size of [0, 50000]) {
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (const impl of order(r)) {
+        const res = await safely(`reveal ${impl} ${size}`, () => vaultRun(impl, size, "reveal", cfg.revealMs))
+        push(`reveal:${size}`, impl, res)
+        log(`reveal   @${String(size).padEnd(6)} ${impl.padEnd(4)} round ${r + 1}: p50 ${fmt(res.p50, 3)} ms (${res.ops} ops) wrong ${res.wrong ?? "-"}`)
+      }
+    }
+  }
+}
+
+mark("reveal")
+
+// ---------------------------------------------------------------------------
+// Redis accounting per operation (one round: the counts are deterministic)
+
+if (wanted("account")) {
+  for (const impl of IMPLS) {
+    await flush(admin)
+    const res = await safely(`account audit ${impl}`, () =>
+      runWorker({ mode: "account", impl, what: "audit", tokens: [], warmup: 20, ops: cfg.auditAccountOps, maxMs: cfg.accountMs })
+    )
+    push("account:audit", impl, res)
+    log(`account audit  ${impl.padEnd(4)}: ${JSON.stringify(res.append ?? res)}`)
+  }
+  for (const size of [1000, 50000]) {
+    for (const impl of IMPLS) {
+      await flush(admin)
+      const { tokens } = await preloadVault(admin, size)
+      const res = await safely(`account vault ${impl} ${size}`, () =>
+        runWorker({ mode: "account", impl, what: "vault", tokens: tokens.slice(0, 500), warmup: size >= 10000 ? 1 : 10, ops: cfg.accountOps, maxMs: cfg.accountMs, label: `account${size}` })
+      )
+      push(`account:${size}`, impl, res)
+      log(`account @${size} ${impl.padEnd(4)}: tokenize ${JSON.stringify(res.tokenize ?? res)} reveal ${JSON.stringify(res.reveal ?? "")}`)
+    }
+  }
+}
+
+mark("account")
+
+// ---------------------------------------------------------------------------
+// memory per replica for a 50k-token vault
+
+let jsonBytes
+if (wanted("memory")) {
+  for (const impl of IMPLS) {
+    await flush(admin)
+    ;({ jsonBytes } = await preloadVault(admin, 50000))
+    const res = await safely(`memory ${impl}`, () => runWorker({ mode: "memory", impl }, { expose: true }))
+    push("memory", impl, res)
+    log(`memory 50k     ${impl.padEnd(4)}: ${JSON.stringify(res)} (vault JSON ${mb(jsonBytes)})`)
+  }
+}
+
+mark("memory")
+
+// ---------------------------------------------------------------------------
+// lock hand-off (issue 3)
+
+let lockSource
+if (wanted("lock")) {
+  lockSource = (await oursWithRedisLock().catch(() => undefined))
+    ? process.env.BENCH_LOCK_MODULE ?? "dist/haechi.js"
+    : undefined
+  for (let r = 0; r < cfg.rounds; r++) {
+    for (const impl of order(r)) {
+      await flush(admin)
+      const res = await safely(`lock ${impl}`, () => runWorker({ mode: "lock", impl, warmup: 3, maxOps: cfg.lockOps, maxMs: cfg.lockMs }))
+      push("lock", impl, res)
+      log(`lock hand-off  ${impl.padEnd(4)} round ${r + 1}: ${res.available === false ? "n/a (withRedisLock not exported)" : `p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms`}`)
+    }
+  }
+}
+
+mark("lock")
+
+await flush(admin)
+await admin.quit()
+
+// ---------------------------------------------------------------------------
+// the table
+
+function fmt(value, digits = 0) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "n/a"
+  return value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+function mb(bytes) {
+  return typeof bytes === "number" && Number.isFinite(bytes) ? `${(bytes / 1048576).toFixed(1)} MB` : "n/a"
+}
+
+/** The median of `pick` over the rounds of `key` for `impl` (failed runs left out). */
+const med = (key, impl, pick) => median((raw[key]?.[impl] ?? []).filter((r) => r && !r.failed && r.available !== false).map(pick))
+const problems = (key, impl) => {
+  const runs = raw[key]?.[impl] ?? []
+  const notes = []
+  const failed = runs.filter((r) => r?.failed).length
+  if (failed) notes.push(`${failed} run(s) failed`)
+  const errors = runs.reduce((n, r) => n + (r?.errors ?? 0), 0)
+  if (errors) notes.push(`${errors} op errors`)
+  if (runs.some((r) => r?.chain && !(r.chain.valid && (r.chain.complete ?? true)))) notes.push("CHAIN INVALID")
+  if (runs.some((r) => r?.lost)) notes.push("LOST TOKENS")
+  if (runs.some((r) => r?.wrong)) notes.push("WRONG REVEAL")
+  return notes.length ? ` ⚠ ${notes.join(", ")}` : ""
+}
+const rows = []
+const row = (figure, key, pick, { digits = 0, unit = "", better = "higher", refKey = key, refPick = pick, note } = {}) => {
+  if (!raw[key] && !raw[refKey]) return
+  const a = med(key, "ours", pick)
+  const b = med(refKey, "ref", refPick)
+  const ratio = Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? a / b : NaN
+  rows.push({
+    figure,
+    ours: a,
+    ref: b,
+    ratio,
+    better,
+    cells: [
+      figure,
+      `${fmt(a, digits)}${unit}${problems(key, "ours")}${note ? ` ${note}` : ""}`,
+      `${fmt(b, digits)}${unit}${problems(refKey, "ref")}`,
+      Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "n/a"
+    ]
+  })
+}
+
+row("audit appends/s, one sink", "audit", (r) => r.opsPerSec)
+row("audit append p50, one sink (ms, lower is better)", "audit", (r) => r.p50, { digits: 3, better: "lower" })
+row(`audit appends/s, ${REPLICAS} replica processes (total)`, "replicas", (r) => r.opsPerSec)
+row(`audit append p50, ${REPLICAS} replicas (ms)`, "replicas", (r) => r.p50, { digits: 2, better: "lower" })
+row(`audit append p99, ${REPLICAS} replicas (ms)`, "replicas", (r) => r.p99, { digits: 2, better: "lower" })
+if (raw.replicas) {
+  const chainCell = (impl) => {
+    const runs = raw.replicas[impl].filter((r) => r.chain)
+    const ok = runs.every((r) => r.chain.valid && r.chain.complete)
+    return `${ok ? "valid" : "INVALID"}, ${runs.map((r) => r.chain.records).join("/")} records`
+  }
+  rows.push({ figure: "4-replica chain verified", cells: ["4-replica chain verified (seq 1..n, links, hashes, count)", chainCell("ours"), chainCell("ref"), ""] })
+}
+for (const size of SIZES) row(`tokenize/s, ${fmt(size)} tokens pre-loaded`, `tokenize:${size}`, (r) => r.opsPerSec)
+for (const size of [0, 50000]) row(`reveal p50 (ms), ${fmt(size)} tokens`, `reveal:${size}`, (r) => r.p50, { digits: 3, better: "lower" })
+const acct = (key, phase, field) => (r) => r[phase]?.[field]
+const rtCell = (key, phase) => [(r) => r[phase]?.roundTrips, (r) => r[phase]?.statsCalls]
+for (const [label, key, phase] of [
+  ["audit append", "account:audit", "append"],
+  ["tokenize @1k", "account:1000", "tokenize"],
+  ["tokenize @50k", "account:50000", "tokenize"],
+  ["reveal @1k", "account:1000", "reveal"],
+  ["reveal @50k", "account:50000", "reveal"]
+]) {
+  if (!raw[key]) continue
+  const [sent, all] = rtCell(key, phase)
+  const a = [med(key, "ours", sent), med(key, "ours", all)]
+  const b = [med(key, "ref", sent), med(key, "ref", all)]
+  rows.push({
+    figure: `Redis round trips per ${label}`,
+    ours: a[0],
+    ref: b[0],
+    ratio: a[0] / b[0],
+    better: "lower",
+    cells: [
+      `Redis round trips per ${label} (commandstats calls incl. in-script)`,
+      `${fmt(a[0], 2)} (${fmt(a[1], 1)})${problems(key, "ours")}`,
+      `${fmt(b[0], 2)} (${fmt(b[1], 1)})${problems(key, "ref")}`,
+      Number.isFinite(a[0] / b[0]) ? `${(a[0] / b[0]).toFixed(2)}×` : "n/a"
+    ]
+  })
+}
+for (const [label, key, phase] of [
+  ["audit append", "account:audit", "append"],
+  ["tokenize @1k", "account:1000", "tokenize"],
+  ["tokenize @50k", "account:50000", "tokenize"],
+  ["reveal @1k", "account:1000", "reveal"],
+  ["reveal @50k", "account:50000", "reveal"]
+]) {
+  row(`Redis time per ${label} (µs)`, key, acct(key, phase, "redisUsec"), { digits: 0, better: "lower" })
+}
+if (raw.memory) {
+  row("memory per replica, 50k vault: retained heap (MB)", "memory", (r) => r.heapDelta / 1048576, { digits: 1, better: "lower" })
+  row("memory per replica, 50k vault: RSS after (MB)", "memory", (r) => r.rssDelta / 1048576, { digits: 1, better: "lower" })
+  row("memory per replica, 50k vault: peak RSS during first mutate (MB)", "memory", (r) => (r.peakRssDelta ?? NaN) / 1048576, { digits: 1, better: "lower" })
+  row("first tokenize on a cold replica, 50k vault (ms)", "memory", (r) => r.firstMs, { digits: 0, better: "lower" })
+  rows.push({ figure: "vault JSON size (50k tokens)", cells: ["vault JSON size, 50k tokens (ids + records)", mb(jsonBytes), mb(jsonBytes), ""] })
+}
+if (raw.lock) {
+  const na = lockSource ? "" : " (not exported by dist/haechi.js)"
+  for (const [label, pick] of [
+    ["p50", (r) => r.p50],
+    ["p99", (r) => r.p99]
+  ]) {
+    row(`lock hand-off ${label} (ms, holder's fn ends → waiter's fn starts)`, "lock", pick, { digits: 2, better: "lower", note: lockSource ? "" : na })
+  }
+}
+if (raw.replicas) {
+  for (const policy of POLICIES) {
+    const probe = lockProbe?.policies?.[policy]
+    const honoured = probe?.honoured === true
+    const tag = honoured ? `lock: "${policy}" honoured` : `lock: "${policy}" NOT honoured → n/a`
+    for (const [label, pick, digits, better] of [
+      ["appends/s", (r) => r.opsPerSec, 0, "higher"],
+      ["p99 (ms)", (r) => r.p99, 2, "lower"]
+    ]) {
+      if (honoured) {
+        row(`${REPLICAS} replicas, ours lock "${policy}" vs reference: ${label}`, `replicas:${policy}`, pick, { digits, better, refKey: "replicas" })
+      } else {
+        const b = med("replicas", "ref", pick)
+        rows.push({ figure: `${REPLICAS} replicas, ours lock "${policy}": ${label}`, ours: NaN, ref: b, cells: [`${REPLICAS} replicas, ours lock "${policy}" vs reference: ${label}`, `n/a (${tag})`, fmt(b, digits), "n/a"] })
+      }
+    }
+  }
+}
+
+const machine = {
+  loadAverage: { start: loadAtStart, end: os.loadavg().map((l) => Number(l.toFixed(2))) },
+  cpu: os.cpus()[0]?.model,
+  cores: os.cpus().length,
+  memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+  node: process.version,
+  platform: `${os.type()} ${os.release()}`
+}
+const header = ["figure", "ours (haechi-store-effect)", "reference (haechi-store-redis 0.1.2)", "ours / ref"]
+const table = [
+  `| ${header.join(" | ")} |`,
+  `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+  ...rows.map((r) => `| ${r.cells.join(" | ")} |`)
+].join("\n")
+const elapsed = (Date.now() - started) / 1000
+const footer =
+  `\n${quick ? "Quick run" : "Full run"}: ${cfg.rounds} round(s), medians over rounds; ${machine.cores}× ${machine.cpu}, ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
+  `one local redis-server (no persistence); ${elapsed.toFixed(0)} s; load average ${machine.loadAverage.start[0]} at the start, ${machine.loadAverage.end[0]} at the end.` +
+  (raw.lock && !lockSource ? "\nLock hand-off (ours): n/a, `withRedisLock` is not exported by dist/haechi.js yet." : "") +
+  (lockProbe && !lockProbe.failed
+    ? `\nLock policies of ours: ${POLICIES.map((p) => `${p} ${lockProbe.policies[p]?.honoured ? "honoured" : "not honoured"}`).join(", ")} (bogus policy ${lockProbe.bogus}).`
+    : "")
+
+process.stdout.write(`\n${table}\n${footer}\n`)
+writeFileSync(
+  new URL("./latest.json", resultsDir),
+  JSON.stringify({ quick, config: cfg, machine, startedAt: new Date(started).toISOString(), seconds: elapsed, lockProbe, lockSource: lockSource ?? null, rows: rows.map(({ cells, ...r }) => r), raw }, null, 1)
+)
+log(`\nwrote bench/results/latest.json`)

@@ -1,0 +1,49 @@
+// Small statistics helpers.
+
+/** The q-quantile (0..1) of `values` by nearest rank; NaN when empty. */
+export const quantile = (values, q) => {
+  if (values.length === 0) return NaN
+  const sorted = Float64Array.from(values).sort()
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
+  return sorted[rank]
+}
+
+export const median = (values) => {
+  const finite = values.filter((v) => typeof v === "number" && Number.isFinite(v))
+  if (finite.length === 0) return NaN
+  const sorted = finite.sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+export const now = () => performance.now()
+
+/**
+ * Runs `op` serially until `maxOps` ops or `maxMs` milliseconds (at least one op), timing each.
+ * Returns `{ ops, errors, ms, latencies, firstError }`; a failed op counts as an error, not a latency.
+ */
+export const runFor = async (op, { maxOps, maxMs }) => {
+  const latencies = []
+  let errors = 0
+  let firstError
+  const start = now()
+  let ops = 0
+  while (ops + errors < maxOps && (ops + errors === 0 || now() - start < maxMs)) {
+    const t0 = now()
+    try {
+      await op(ops)
+      latencies.push(now() - t0)
+      ops += 1
+    } catch (error) {
+      errors += 1
+      firstError ??= String(error?.message ?? error).slice(0, 200)
+    }
+  }
+  return { ops, errors, ms: now() - start, latencies, firstError }
+}
+
+export const summarize = (latencies) => ({
+  p50: quantile(latencies, 0.5),
+  p99: quantile(latencies, 0.99),
+  max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity)
+})

@@ -1,0 +1,231 @@
+// One measurement in a fresh process, so no case inherits another's heap, JIT state or
+// cached vault. The parent (run.mjs) sends `{ mode, impl, port, ... }` over IPC and gets
+// the figures back; a replica of the 4-process audit case also waits for a "go".
+import { setTimeout as sleep } from "node:timers/promises"
+import { buildRecord, createAuditSink, createTokenVault, plaintextOf, sampleEvent } from "./core.mjs"
+import { commandStats, slowlogStart, slowlogStop, statsDelta } from "./admin.mjs"
+import { AUDIT_PREFIX, LOCK_KEY, open, openIoredis, openLock, ours } from "./impls.mjs"
+import { now, runFor, summarize } from "./stats.mjs"
+
+const message = () => new Promise((resolve) => process.once("message", resolve))
+
+const throughput = (run) => ({
+  ops: run.ops,
+  errors: run.errors,
+  firstError: run.firstError,
+  ms: run.ms,
+  opsPerSec: (run.ops / run.ms) * 1000,
+  ...summarize(run.latencies)
+})
+
+/** One sink appending serially. */
+const audit = async ({ impl, port, warmup, maxOps, maxMs }) => {
+  const store = await open(impl, port)
+  const sink = createAuditSink({ store: store.audit() })
+  await runFor(() => sink.record(sampleEvent()), { maxOps: warmup, maxMs: 5000 })
+  const run = await runFor(() => sink.record(sampleEvent()), { maxOps, maxMs })
+  await store.close()
+  return throughput(run)
+}
+
+/** One replica of the 4-process case: its own client and sink on the shared chain. */
+const replica = async ({ impl, port, lock, replica: name, warmup }) => {
+  const store = await open(impl, port, { lock })
+  const sink = createAuditSink({ store: store.audit() })
+  const warm = await runFor(() => sink.record(sampleEvent(name)), { maxOps: warmup, maxMs: 5000 })
+  process.send({ ready: true, warmupOk: warm.ops })
+  const { maxOps, maxMs } = await message()
+  const run = await runFor(() => sink.record(sampleEvent(name)), { maxOps, maxMs })
+  await store.close()
+  return { ops: run.ops, errors: run.errors, firstError: run.firstError, ms: run.ms, latencies: run.latencies, warmupOk: warm.ops }
+}
+
+/** tokenize (phase "tokenize") or reveal (phase "reveal") over a pre-loaded vault. */
+const vault = async ({ impl, port, phase, tokens, warmup, maxOps, maxMs }) => {
+  const store = await open(impl, port)
+  const v = createTokenVault({ store: store.vault() })
+  // Warm-up also loads our replica cache: the cold load is measured by the memory case.
+  const mine = []
+  const warm = await runFor(async () => mine.push(await v.tokenize()), { maxOps: warmup, maxMs: 10_000 })
+  const pool = tokens.length > 0 ? tokens : mine
+  let wrong = 0
+  const op =
+    phase === "tokenize"
+      ? () => v.tokenize()
+      : async (i) => {
+          const token = pool[(i * 7919) % pool.length]
+          if ((await v.reveal(token)) !== plaintextOf(token)) wrong += 1
+        }
+  if (phase === "reveal") await runFor(op, { maxOps: warmup, maxMs: 10_000 })
+  const run = await runFor(op, { maxOps, maxMs })
+  await store.close()
+  return { ...throughput(run), wrong, tokenized: warm.ops + (phase === "tokenize" ? run.ops : 0) }
+}
+
+/**
+ * Redis accounting per operation: commands the client sent (round trips) and their server
+ * time from the slowlog, and INFO commandstats deltas (which also count script-internal calls).
+ */
+const account = async ({ impl, port, what, tokens, warmup, ops, maxMs }) => {
+  const store = await open(impl, port)
+  const admin = await openIoredis(port)
+  const phases = {}
+  const measure = async (name, op) => {
+    const before = await commandStats(admin)
+    await slowlogStart(admin)
+    const run = await runFor(op, { maxOps: ops, maxMs })
+    const log = await slowlogStop(admin)
+    const delta = statsDelta(before, await commandStats(admin))
+    phases[name] = {
+      ops: run.ops,
+      errors: run.errors,
+      roundTrips: log.sent / run.ops,
+      scriptCalls: log.scripted / run.ops,
+      redisUsec: log.sentUsec / run.ops,
+      statsCalls: delta.calls / run.ops,
+      statsUsec: delta.usec / run.ops,
+      sentByCommand: Object.fromEntries(Object.entries(log.byCommand).map(([k, n]) => [k, n / run.ops])),
+      statsByCommand: Object.fromEntries(Object.entries(delta.byCommand).map(([k, s]) => [k, { calls: s.calls / run.ops, usec: s.usec / run.ops }])),
+      p50: summarize(run.latencies).p50
+    }
+  }
+  if (what === "audit") {
+    const sink = createAuditSink({ store: store.audit() })
+    await runFor(() => sink.record(sampleEvent()), { maxOps: warmup, maxMs: 10_000 })
+    await measure("append", () => sink.record(sampleEvent()))
+  } else {
+    const v = createTokenVault({ store: store.vault() })
+    const mine = []
+    await runFor(async () => mine.push(await v.tokenize()), { maxOps: warmup, maxMs: 10_000 })
+    const pool = tokens.length > 0 ? tokens : mine
+    await runFor((i) => v.reveal(pool[i % pool.length]), { maxOps: warmup, maxMs: 10_000 })
+    await measure("tokenize", () => v.tokenize())
+    await measure("reveal", (i) => v.reveal(pool[(i * 7919) % pool.length]))
+  }
+  await admin.quit()
+  await store.close()
+  return phases
+}
+
+/** Heap and RSS a replica holds for a pre-loaded vault after its first mutate. */
+const memory = async ({ impl, port }) => {
+  const gc = globalThis.gc
+  if (typeof gc !== "function") throw new Error("the memory case needs --expose-gc")
+  const store = await open(impl, port)
+  const tokenStore = store.vault()
+  const v = createTokenVault({ store: tokenStore })
+  const settle = () => {
+    gc()
+    gc()
+    return process.memoryUsage()
+  }
+  const before = settle()
+  const maxRssBefore = process.resourceUsage().maxRSS * 1024
+  const t0 = now()
+  await v.tokenize()
+  const firstMs = now() - t0
+  const maxRssAfter = process.resourceUsage().maxRSS * 1024
+  const after = settle()
+  const t1 = now()
+  await v.tokenize()
+  const secondMs = now() - t1
+  const retained = { store: tokenStore, v }
+  const result = {
+    heapDelta: after.heapUsed - before.heapUsed,
+    rssDelta: after.rss - before.rss,
+    externalDelta: after.external - before.external,
+    peakRssDelta: maxRssAfter > maxRssBefore ? maxRssAfter - before.rss : undefined,
+    firstMs,
+    secondMs,
+    kept: typeof retained.store.mutate
+  }
+  await store.close()
+  return result
+}
+
+/** Lock hand-off: the holder's fn ends, the waiting holder's fn starts; `undefined` if ours has no lock. */
+const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
+  const holder = await openLock(impl, port)
+  if (!holder) return { available: false }
+  const waiter = await openLock(impl, port)
+  const round = async () => {
+    let released = 0
+    let acquired = 0
+    let waiting
+    await holder.withRedisLock(holder.client, LOCK_KEY, async () => {
+      waiting = waiter.withRedisLock(waiter.client, LOCK_KEY, async () => {
+        acquired = now()
+      })
+      // A uniformly random hold, so a polling waiter is caught at a random phase of its poll.
+      await sleep(5 + Math.random() * 40)
+      released = now()
+    })
+    await waiting
+    return acquired - released
+  }
+  for (let i = 0; i < warmup; i++) await round()
+  const samples = []
+  const run = await runFor(async () => samples.push(await round()), { maxOps, maxMs })
+  await holder.close()
+  await waiter.close()
+  return { available: true, ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
+}
+
+/**
+ * Which of our lock policies the audit store honours: a bogus policy must be refused (or the
+ * store must expose the policy), and a transaction under "always" must run with a lock key
+ * held, under "never" without.
+ */
+const probeLock = async ({ port }) => {
+  const mod = await ours()
+  const client = await openIoredis(port)
+  const admin = await openIoredis(port)
+  const oneTransaction = async (store) => {
+    let held = false
+    await store.transaction(async ({ readLastIntegrity, persist }) => {
+      held = (await admin.keys("*lock*")).length > 0
+      const record = buildRecord(sampleEvent(), await readLastIntegrity())
+      await persist(record)
+      return record
+    })
+    return held
+  }
+  let validated = false
+  let bogus
+  try {
+    await oneTransaction(mod.createRedisAuditStore({ client, keyPrefix: `${AUDIT_PREFIX}probe:`, lock: "no-such-policy" }))
+    bogus = "accepted silently"
+  } catch (error) {
+    const text = `${error?.message ?? ""} ${error?.option ?? ""} ${error?.reason ?? ""}`
+    validated = /lock/i.test(text)
+    bogus = `refused: ${text.trim().slice(0, 160)}`
+  }
+  const policies = {}
+  for (const policy of ["always", "never", "adaptive"]) {
+    await admin.flushall()
+    try {
+      const store = mod.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX, lock: policy })
+      const exposes = [store.lock, store.lockPolicy, store.policy].includes(policy)
+      const held = await oneTransaction(store)
+      const known = validated || exposes
+      const honoured = policy === "always" ? held : policy === "never" ? known && !held : known
+      policies[policy] = { accepted: true, exposes, lockHeldUncontended: held, honoured }
+    } catch (error) {
+      policies[policy] = { accepted: false, honoured: false, error: String(error?.message ?? error).slice(0, 200) }
+    }
+  }
+  await admin.flushall()
+  await admin.quit()
+  await client.quit()
+  return { validated, bogus, policies }
+}
+
+const modes = { audit, replica, vault, account, memory, lock: lockHandoff, "probe-lock": probeLock }
+
+const params = await message()
+try {
+  const result = await modes[params.mode](params)
+  process.send({ ok: true, result }, () => process.exit(0))
+} catch (error) {
+  process.send({ ok: false, error: String(error?.stack ?? error) }, () => process.exit(1))
+}
