@@ -196,6 +196,22 @@ describe.each(allKinds)("$name", (kind) => {
       expect(ids.slice(0, 6)).toEqual(["a0", "b0", "a1", "b1", "a2", "b2"])
     })
 
+    it("records the same event from two replicas twice (another writer's identical record is not a re-send)", async () => {
+      const { stores, records } = await kind.audits(2, "identical")
+      const [a, b] = [createAuditSink({ store: stores[0]! }), createAuditSink({ store: stores[1]! })]
+      await b.record({ type: "boot" })
+      // Both replicas emit the very same event; b still believes the head is its own record,
+      // so it builds exactly the record a just appended: the fence must send it round again.
+      const event = { type: "heartbeat", node: "gateway" }
+      const fromA = await a.record(event)
+      const fromB = await b.record(event)
+      expect(fromA.auditIntegrity.sequence).toBe(2)
+      expect(fromB.auditIntegrity.sequence).toBe(3)
+      const stored = await records()
+      expect(stored.map((r) => r["type"])).toEqual(["boot", "heartbeat", "heartbeat"])
+      expect(verifyAuditChain(stored)).toMatchObject({ valid: true, records: 3 })
+    })
+
     it("re-runs fn on the new head when another replica appended after fn read the head", async () => {
       const { stores, records } = await kind.audits(2, "rerun")
       await createAuditSink({ store: stores[1]! }).record({ id: "first" })
