@@ -1,0 +1,318 @@
+/**
+ * Verification and export of the audit chain where it lives, in bounded memory.
+ *
+ * Guarantees:
+ * - `verifyStore` accepts a stored chain exactly when haechi's verifier accepts its
+ *   records (the `json-stable-v1` rules of `Chain`) AND the chain ends at or after the
+ *   head the store recorded when verification started, passing through that head. So
+ *   beyond what a file verifier can see, a truncated tail (LTRIM) and a head that does
+ *   not name a record of the chain are caught.
+ * - It stops at the first failure and names it: the failing sequence, its list index
+ *   and the reason (haechi's reasons; see `Chain.describeFailure`). Bad data is a
+ *   `{ valid: false }` result, never an error; errors are the store's own (Redis).
+ * - Memory is bounded by a few pages whatever the chain's length: the list is read in
+ *   pages (LRANGE), the next page is fetched while the current one is hashed, and only
+ *   one fold state (a few numbers and one hash) is carried from record to record.
+ * - With a trusted checkpoint only its own record and what follows it are read.
+ * - `exportJsonl` streams the stored records, one per line and in order, as JSONL that
+ *   haechi's file verifier reads; it also holds only a few pages at a time.
+ *
+ * Records appended while a verification runs are read and verified too (they must
+ * chain on); the store's head is read once, before the list, as the point the chain
+ * must reach.
+ */
+import { Chunk, Effect, Stream } from "effect"
+import { AuditStore, type Integrity } from "./AuditStore.js"
+import {
+  type ChainState,
+  type Checkpoint,
+  chainResult,
+  computeEventHash,
+  initialChainState,
+  stepJson,
+  type VerifyFailureReason,
+  VerifyFailureReason as Reason,
+  type VerifyResult
+} from "./Chain.js"
+import { CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
+
+export type { Checkpoint, VerifyResult } from "./Chain.js"
+
+/** Default LRANGE page: large enough to keep Redis round trips off the critical path. */
+export const DEFAULT_PAGE_SIZE = 2000
+
+export interface VerifyStoreOptions {
+  /**
+   * A trusted checkpoint: a sequence and the `eventHash` recorded for it earlier (for
+   * example the `headSequence`/`headHash` of a previous run). Only its record (list
+   * index `sequence - 1`, which must still hash to `eventHash`) and the records after
+   * it are read. `{ sequence: 0, eventHash: null }` is the same as none.
+   */
+  readonly from?: Checkpoint | undefined
+  /** Records per LRANGE; default `DEFAULT_PAGE_SIZE`. */
+  readonly pageSize?: number | undefined
+  /**
+   * Called after each page with the list elements read so far and the number the list
+   * held when verification started (from the start point on; it may grow).
+   */
+  readonly onProgress?: ((read: number, total: number) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * Verifies the chain of the `AuditStore` in context, in place.
+ *
+ * Succeeds with `Chain.VerifyResult`: `{ valid: true, records, headHash, headSequence }`
+ * where `records` counts the records verified after the checkpoint (all of them without
+ * one); or `{ valid: false, failedSequence, index, reason, … }` for the first failure,
+ * where `index` is the failing element's 0-based index in the Redis list. Store-level
+ * failures use haechi's reasons: a list that ends before the recorded head (or before
+ * the checkpoint) fails at the first missing sequence with `SequenceMismatch` whose
+ * `actual` is `undefined`; a record at the head's sequence (or the checkpoint's) whose
+ * hash is not the recorded one fails there with `EventHashMismatch` whose `expected` is
+ * the recorded hash.
+ *
+ * Fails with `InvalidConfig` for a malformed checkpoint or page size, or with the
+ * store's error (Redis unreachable, a key of the wrong type).
+ */
+export const verifyStore = (
+  options: VerifyStoreOptions = {}
+): Effect.Effect<VerifyResult, StoreError | InvalidConfig, AuditStore> =>
+  Effect.gen(function* () {
+    const from = yield* checkCheckpoint(options.from)
+    const pageSize = yield* checkPageSize(options.pageSize)
+    const store = yield* AuditStore
+    // The head first: the list can only grow past it while we read.
+    const head = yield* store.head
+    const length = yield* store.length
+    const checkpointSequence = from?.sequence ?? 0
+    const startIndex = checkpointSequence > 0 ? checkpointSequence - 1 : 0
+    const total = Math.max(0, length - startIndex)
+    const progress = options.onProgress
+
+    const fold = new Fold(from, head)
+    let read = 0
+    yield* store.readChainJson({ pageSize, from: startIndex }).pipe(
+      Stream.chunks,
+      Stream.buffer({ capacity: 1 }),
+      Stream.runForEachWhile((page) => {
+        fold.page(page)
+        read += page.length
+        const open = fold.open
+        return progress === undefined ? Effect.succeed(open) : Effect.as(progress(read, total), open)
+      })
+    )
+    const result = fold.result()
+    yield* Effect.annotateCurrentSpan({
+      "haechi.verify.valid": result.valid,
+      "haechi.verify.records": result.records,
+      "haechi.verify.read": read,
+      ...(result.valid ? {} : { "haechi.verify.failed_sequence": result.failedSequence })
+    })
+    return result
+  }).pipe(
+    Effect.withSpan("haechi.audit.verify", {
+      attributes: { "haechi.verify.from": options.from?.sequence ?? 0 }
+    })
+  )
+
+export interface ExportOptions {
+  /** Records per LRANGE; default `DEFAULT_PAGE_SIZE`. */
+  readonly pageSize?: number | undefined
+  /** Called after each page with the records exported so far and the list's length at the start. */
+  readonly onProgress?: ((exported: number, total: number) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * The stored chain as JSONL: a stream of text blocks, one per page, each holding that
+ * page's records one per line (every line ends with "\n"), in list order, from the
+ * first record to the end of the list. Stored text is passed through unchanged; an
+ * element spread over several lines (never written by a store) is re-serialized onto
+ * one, and one that is not JSON fails the stream with `CorruptData` (it cannot be one
+ * JSONL line). Fails with the store's error otherwise.
+ */
+export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, StoreError | InvalidConfig, AuditStore> =>
+  Stream.unwrap(
+    Effect.gen(function* () {
+      const pageSize = yield* checkPageSize(options.pageSize)
+      const store = yield* AuditStore
+      const total = yield* store.length
+      const progress = options.onProgress
+      let exported = 0
+      return store.readChainJson({ pageSize }).pipe(
+        Stream.chunks,
+        Stream.buffer({ capacity: 1 }),
+        Stream.mapEffect((page) => {
+          const start = exported
+          exported += page.length
+          const block = Effect.suspend(() => jsonlBlock(page, start, store.prefix))
+          return progress === undefined ? block : Effect.tap(block, () => progress(exported, total))
+        })
+      )
+    })
+  ).pipe(Stream.withSpan("haechi.audit.export"))
+
+// ---------------------------------------------------------------------------
+// internals
+
+const lineBreak = /[\r\n]/
+
+const jsonlBlock = (page: Chunk.Chunk<string>, start: number, prefix: string): Effect.Effect<string, CorruptData> => {
+  const lines = Chunk.toReadonlyArray(page)
+  let out = ""
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!
+    if (lineBreak.test(line)) {
+      try {
+        line = JSON.stringify(JSON.parse(line))
+      } catch {
+        return Effect.fail(
+          new CorruptData({ key: `${prefix}chain`, element: start + i, detail: "not JSON, and spread over several lines" })
+        )
+      }
+    }
+    out += line + "\n"
+  }
+  return Effect.succeed(out)
+}
+
+const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Checkpoint | undefined, InvalidConfig> => {
+  if (from === undefined) return Effect.succeed(undefined)
+  try {
+    initialChainState({ from })
+  } catch (error) {
+    return Effect.fail(new InvalidConfig({ option: "from", reason: error instanceof Error ? error.message : String(error) }))
+  }
+  if (from.sequence > 0 && (typeof from.eventHash !== "string" || from.eventHash.length === 0)) {
+    return Effect.fail(new InvalidConfig({ option: "from", reason: "checkpoint eventHash must be a non-empty string" }))
+  }
+  return Effect.succeed(from.sequence === 0 ? undefined : from)
+}
+
+const checkPageSize = (pageSize: number | undefined): Effect.Effect<number, InvalidConfig> =>
+  pageSize === undefined
+    ? Effect.succeed(DEFAULT_PAGE_SIZE)
+    : Number.isSafeInteger(pageSize) && pageSize >= 1
+      ? Effect.succeed(pageSize)
+      : Effect.fail(new InvalidConfig({ option: "pageSize", reason: "must be a positive integer" }))
+
+const closed = (state: ChainState, failure: VerifyFailureReason): ChainState => ({
+  expectedSequence: state.expectedSequence,
+  previousHash: state.previousHash,
+  records: state.records,
+  failure
+})
+
+/**
+ * The fold over the list, page by page: the checkpoint's own record first (when there
+ * is a checkpoint), then `Chain.stepJson` per record, with the recorded head checked
+ * when the fold passes its sequence. Plain loops: this is the hot path.
+ */
+class Fold {
+  private state: ChainState
+  /** The checkpoint whose record must come first; undefined once it has been checked. */
+  private pending: Checkpoint | undefined
+  /** A failure at the checkpoint's record, which precedes the fold proper. */
+  private checkpointFailure: VerifyFailureReason | undefined
+  private readonly headSequence: number
+  private readonly headHash: string | null
+
+  constructor(
+    private readonly from: Checkpoint | undefined,
+    head: Integrity | null
+  ) {
+    this.state = initialChainState(from === undefined ? undefined : { from })
+    this.pending = from
+    this.headSequence = head?.sequence ?? 0
+    this.headHash = head?.eventHash ?? null
+  }
+
+  get open(): boolean {
+    return this.checkpointFailure === undefined && this.state.failure === undefined
+  }
+
+  page(page: Chunk.Chunk<string>): void {
+    const texts = Chunk.toReadonlyArray(page)
+    let i = 0
+    if (this.pending !== undefined && texts.length > 0) {
+      this.checkpointFailure = checkpointRecord(texts[0]!, this.pending, this.headSequence, this.headHash)
+      this.pending = undefined
+      i = 1
+    }
+    let state = this.state
+    const headSequence = this.headSequence
+    for (; i < texts.length && state.failure === undefined; i++) {
+      const next = stepJson(state, texts[i]!)
+      if (
+        next.failure === undefined &&
+        next.expectedSequence - 1 === headSequence &&
+        next.previousHash !== this.headHash
+      ) {
+        state = closed(state, Reason.EventHashMismatch({ expected: this.headHash ?? "", actual: next.previousHash }))
+      } else {
+        state = next
+      }
+    }
+    this.state = state
+  }
+
+  result(): VerifyResult {
+    const from = this.from
+    const base = from === undefined ? 0 : from.sequence
+    if (this.pending !== undefined || this.checkpointFailure !== undefined) {
+      // The checkpoint's own record is missing or is not what the checkpoint recorded.
+      const sequence = (from as Checkpoint).sequence
+      return {
+        valid: false,
+        records: 0,
+        failedSequence: sequence,
+        index: sequence - 1,
+        reason: this.checkpointFailure ?? Reason.SequenceMismatch({ expected: sequence, actual: undefined }),
+        headHash: null,
+        headSequence: sequence - 1
+      }
+    }
+    let state = this.state
+    if (state.failure === undefined && state.expectedSequence - 1 < this.headSequence) {
+      // The list ends before the head the store recorded: its tail is missing.
+      state = closed(state, Reason.SequenceMismatch({ expected: state.expectedSequence, actual: undefined }))
+    }
+    const result = chainResult(state)
+    return result.valid ? result : { ...result, index: base + result.index }
+  }
+}
+
+/**
+ * Checks the checkpoint's own record: it must be a record with the checkpoint's
+ * sequence whose content hashes to its stored `eventHash`, which must be the
+ * checkpoint's (and the recorded head's, when it is the head). Returns the failure.
+ */
+const checkpointRecord = (
+  text: string,
+  from: Checkpoint,
+  headSequence: number,
+  headHash: string | null
+): VerifyFailureReason | undefined => {
+  let record: unknown
+  try {
+    record = JSON.parse(text)
+  } catch {
+    return Reason.Unparseable()
+  }
+  if (typeof record !== "object" || record === null || Array.isArray(record)) return Reason.NotAnObject()
+  const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
+  if (!integrity || typeof integrity !== "object") return Reason.MissingAuditIntegrity()
+  const fields = integrity as { sequence?: unknown; eventHash?: unknown }
+  if (fields.sequence !== from.sequence) return Reason.SequenceMismatch({ expected: from.sequence, actual: fields.sequence })
+  let computed: string
+  try {
+    computed = computeEventHash(record as { auditIntegrity: object })
+  } catch {
+    return Reason.Uncanonicalizable()
+  }
+  if (fields.eventHash !== computed) return Reason.EventHashMismatch({ expected: computed, actual: fields.eventHash })
+  if (computed !== from.eventHash) return Reason.EventHashMismatch({ expected: from.eventHash ?? "", actual: computed })
+  if (from.sequence === headSequence && computed !== headHash) {
+    return Reason.EventHashMismatch({ expected: headHash ?? "", actual: computed })
+  }
+  return undefined
+}
