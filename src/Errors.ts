@@ -142,6 +142,18 @@ export class DurabilityTimeout extends Data.TaggedError("DurabilityTimeout")<{
   }
 }
 
+/**
+ * The Redis configuration can lose acknowledged records: its eviction policy can evict
+ * the stores' keys, or it persists nothing (start-up checks with `onProblem: "fail"`).
+ */
+export class UnsafeRedisConfig extends Data.TaggedError("UnsafeRedisConfig")<{
+  readonly problems: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `unsafe Redis configuration: ${this.problems.join("; ")}`
+  }
+}
+
 /** Errors from talking to Redis. */
 export type RedisError = RedisUnavailable | RedisCommandFailed
 
