@@ -35,6 +35,8 @@ import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
+import type { DurabilityOptions } from "./Durability.js"
+import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
 import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
@@ -87,6 +89,18 @@ export interface AuditStoreOptions {
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the transaction. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
+  /**
+   * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
+   * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
+   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
+   */
+  readonly durability?: DurabilityOptions
+  /**
+   * Redis only: check the server's eviction policy and persistence when the store is
+   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
+   * `UnsafeRedisConfig`; default "off".
+   */
+  readonly startupChecks?: StartupChecksMode
 }
 
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
@@ -225,20 +239,34 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 }
 
 /** The store on Redis; `RedisClient` supplies the connection. */
-export const make = (options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient> =>
-  Effect.gen(function* () {
+export function make(options?: AuditStoreOptions & PlainOptions): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
+export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient>
+export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
+  return Effect.gen(function* () {
     const redis = yield* RedisClient
     const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_AUDIT_PREFIX, auditKeys, redis.isCluster)
     const policy = yield* checkLockPolicy(options.lock)
+    // Durability and start-up checks: validated, then checked against the server, now.
+    const pre = yield* preflight(redis, options, { prefix, probeKey: auditKeys(prefix).readyProbe })
+    if (pre.run !== undefined) yield* pre.run
+    const afterCommit =
+      pre.afterCommit === undefined || options.afterCommit === undefined
+        ? (pre.afterCommit ?? options.afterCommit)
+        : Effect.zipRight(pre.afterCommit, options.afterCommit)
     return makeWith(redisAuditBacking(redis, prefix), {
       ...options,
-      guard: options.guard ?? guardFor(policy, lockOf(redis), auditKeys(prefix).lock)
+      guard: options.guard ?? guardFor(policy, lockOf(redis), auditKeys(prefix).lock),
+      afterCommit
     })
   })
+}
 
 /** The audit store on Redis, as a layer. */
-export const layer = (options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig, RedisClient> =>
-  Layer.effect(AuditStore, make(options))
+export function layer(options?: AuditStoreOptions & PlainOptions): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
+export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient>
+export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient> {
+  return Layer.effect(AuditStore, make(options))
+}
 
 /** An in-memory audit store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<AuditStoreOptions, "guard"> = {}): Layer.Layer<AuditStore> =>

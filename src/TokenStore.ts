@@ -19,6 +19,8 @@ import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
+import type { DurabilityOptions } from "./Durability.js"
+import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
 import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
@@ -80,6 +82,18 @@ export interface TokenStoreOptions {
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the mutation. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
+  /**
+   * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
+   * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
+   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
+   */
+  readonly durability?: DurabilityOptions
+  /**
+   * Redis only: check the server's eviction policy and persistence when the store is
+   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
+   * `UnsafeRedisConfig`; default "off".
+   */
+  readonly startupChecks?: StartupChecksMode
 }
 
 const DELETED = Symbol("deleted")
@@ -409,20 +423,34 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 }
 
 /** The vault on Redis; `RedisClient` supplies the connection. */
-export const make = (options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient> =>
-  Effect.gen(function* () {
+export function make(options?: TokenStoreOptions & PlainOptions): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient>
+export function make(options?: TokenStoreOptions): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient>
+export function make(options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient> {
+  return Effect.gen(function* () {
     const redis = yield* RedisClient
     const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_VAULT_PREFIX, vaultKeys, redis.isCluster)
     const policy = yield* checkLockPolicy(options.lock)
+    // Durability and start-up checks: validated, then checked against the server, now.
+    const pre = yield* preflight(redis, options, { prefix, probeKey: vaultKeys(prefix).readyProbe })
+    if (pre.run !== undefined) yield* pre.run
+    const afterCommit =
+      pre.afterCommit === undefined || options.afterCommit === undefined
+        ? (pre.afterCommit ?? options.afterCommit)
+        : Effect.zipRight(pre.afterCommit, options.afterCommit)
     return makeWith(redisVaultBacking(redis, prefix), {
       ...options,
-      guard: options.guard ?? guardFor(policy, lockOf(redis), vaultKeys(prefix).lock)
+      guard: options.guard ?? guardFor(policy, lockOf(redis), vaultKeys(prefix).lock),
+      afterCommit
     })
   })
+}
 
 /** The token store on Redis, as a layer. */
-export const layer = (options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig, RedisClient> =>
-  Layer.effect(TokenStore, make(options))
+export function layer(options?: TokenStoreOptions & PlainOptions): Layer.Layer<TokenStore, InvalidConfig, RedisClient>
+export function layer(options?: TokenStoreOptions): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient>
+export function layer(options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient> {
+  return Layer.effect(TokenStore, make(options))
+}
 
 /** An in-memory token store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<TokenStoreOptions, "guard"> = {}): Layer.Layer<TokenStore> =>

@@ -12,7 +12,8 @@ import { Cluster, Redis } from "ioredis"
 import * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
 import { InvalidConfig } from "./Errors.js"
-import { DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX } from "./Keys.js"
+import type { DurabilityOptions } from "./Durability.js"
+import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import type { Readiness } from "./Readiness.js"
 import { fromClient, type RedisClientShape } from "./RedisClient.js"
 import type { RetrySchedule } from "./Retry.js"
@@ -22,10 +23,13 @@ import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
 import type { LockPolicy } from "./LockPolicy.js"
+import { preflight, type StartupChecksMode } from "./StartupChecks.js"
 export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
 export type { Readiness } from "./Readiness.js"
+export type { DurabilityOptions } from "./Durability.js"
+export type { StartupChecksMode } from "./StartupChecks.js"
 export type { Integrity } from "./AuditStore.js"
 export type { MutableView, ReadView, TokenRecord } from "./TokenStore.js"
 
@@ -59,6 +63,33 @@ export interface RedisStoreOptions extends FacadeOptions {
   readonly keyPrefix?: string
   /** When to take the Redis lock: "adaptive" (default), "always" (the reference's way) or "never". */
   readonly lock?: LockPolicy
+  /**
+   * Opt-in durable commits: a commit is acknowledged only once `replicas` replicas
+   * (`WAIT`) and/or the AOF (`aof`, `WAITAOF`, Redis >= 7.2) have it within `timeout`,
+   * else the call rejects with `DurabilityTimeout`. See `checked()`.
+   */
+  readonly durability?: DurabilityOptions
+  /**
+   * Check the server's eviction policy and persistence before first use: "warn" logs
+   * problems, "fail" rejects with `UnsafeRedisConfig`; default "off". See `checked()`.
+   */
+  readonly startupChecks?: StartupChecksMode
+}
+
+/**
+ * The Redis stores' start-up gate. The factories are synchronous, so what `durability`
+ * and `startupChecks` need from the server (see StartupChecks.ts) is checked before the
+ * first operation instead: every call but `ready()` awaits `checked()` first, and nothing
+ * is written until it has passed.
+ */
+export interface Checked {
+  /**
+   * Resolves once the start-up checks and durability's server checks have passed (then
+   * never runs them again); rejects with `UnsafeRedisConfig`, `InvalidConfig` (for
+   * example `durability.aof` on Redis < 7.2) or a Redis error, and tries again on the
+   * next call. Await it at start-up to fail fast; resolves at once when nothing is asked.
+   */
+  checked(): Promise<void>
 }
 
 export type RedisAuditStoreOptions = RedisStoreOptions
@@ -94,7 +125,7 @@ const looksLikeIoredis = (client: unknown): boolean =>
   typeof (client as Redis).evalsha === "function" &&
   typeof (client as Redis).lrange === "function"
 
-const orThrow = <A>(effect: Effect.Effect<A, InvalidConfig, RedisClient>, redis: RedisClientShape): A => {
+const orThrow = <A, E>(effect: Effect.Effect<A, E, RedisClient>, redis: RedisClientShape): A => {
   const exit = Effect.runSyncExit(Effect.provideService(effect, RedisClient, redis))
   if (Exit.isSuccess(exit)) return exit.value
   throw Cause.squash(exit.cause)
@@ -129,20 +160,59 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
   }
 }
 
-/** The shared audit store on Redis: `{ transaction(fn), ready() }`, keys under `keyPrefix`. */
-export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore => {
-  const { client, keyPrefix = DEFAULT_AUDIT_PREFIX } = options ?? ({} as RedisAuditStoreOptions)
-  const redis = redisClient("createRedisAuditStore", client)
-  const store = orThrow(AuditStore.make({ keyPrefix, retry: options.retry, lock: options.lock }), redis)
-  return toHaechiAuditStore(store, options)
+/** `check` run before first use, until it passes once; concurrent first calls share one run. */
+const startupGate = (run: <A>(effect: Effect.Effect<A, unknown>) => Promise<A>, check: Effect.Effect<void, unknown> | undefined) => {
+  let passed = check === undefined
+  let pending: Promise<void> | undefined
+  const checked = (): Promise<void> => {
+    if (passed || check === undefined) return Promise.resolve()
+    pending ??= run(check).then(
+      () => void (passed = true),
+      (error: unknown) => {
+        pending = undefined
+        throw error
+      }
+    )
+    return pending
+  }
+  return { checked, gated: <A>(f: () => Promise<A>): Promise<A> => (passed ? f() : checked().then(f)) }
 }
 
-/** The shared token store on Redis: `{ mutate(fn), read(fn), ready() }`, keys under `keyPrefix`. */
-export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore => {
+/** The shared audit store on Redis: `{ transaction(fn), ready(), checked() }`, keys under `keyPrefix`. */
+export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore & Checked => {
+  const { client, keyPrefix = DEFAULT_AUDIT_PREFIX } = options ?? ({} as RedisAuditStoreOptions)
+  const redis = redisClient("createRedisAuditStore", client)
+  // (A keyPrefix that is not a string is refused by make, just below.)
+  const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: auditKeys(keyPrefix).readyProbe } : { prefix: "", probeKey: "" }
+  const pre = orThrow(preflight(redis, options, target), redis)
+  const store = orThrow(
+    AuditStore.make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }),
+    redis
+  )
+  const inner = toHaechiAuditStore(store, options)
+  const { checked, gated } = startupGate(runner(options.runtime), pre.run)
+  return { transaction: (fn) => gated(() => inner.transaction(fn)), ready: inner.ready, checked }
+}
+
+/** The shared token store on Redis: `{ mutate(fn), read(fn), ready(), checked() }`, keys under `keyPrefix`. */
+export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore & Checked => {
   const { client, keyPrefix = DEFAULT_VAULT_PREFIX } = options ?? ({} as RedisTokenStoreOptions)
   const redis = redisClient("createRedisTokenStore", client)
-  const store = orThrow(TokenStore.make({ keyPrefix, retry: options.retry, lock: options.lock }), redis)
-  return toHaechiTokenStore(store, options)
+  // (A keyPrefix that is not a string is refused by make, just below.)
+  const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: vaultKeys(keyPrefix).readyProbe } : { prefix: "", probeKey: "" }
+  const pre = orThrow(preflight(redis, options, target), redis)
+  const store = orThrow(
+    TokenStore.make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }),
+    redis
+  )
+  const inner = toHaechiTokenStore(store, options)
+  const { checked, gated } = startupGate(runner(options.runtime), pre.run)
+  return {
+    mutate: (fn) => gated(() => inner.mutate(fn)),
+    read: (fn) => gated(() => inner.read(fn)),
+    ready: inner.ready,
+    checked
+  }
 }
 
 /** The whole chain, parsed, in order (read in pages, not one LRANGE 0 -1). */
