@@ -1,28 +1,33 @@
 -- audit_append: compare-and-append one record to the audit chain, fenced on the head.
 -- The record commits only if the head is still the one it was built on, so the chain
--- cannot fork. All writes follow the fence check: a rejected call writes nothing.
+-- cannot fork. Key types are checked before the first write, so a call either writes
+-- everything or nothing.
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
+-- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
 -- ARGV[1] expected head hash ('' = empty chain)
--- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON
--- ARGV[4] its eventHash ARGV[5] its sequence
--- Reply: {1, chain length}   committed
---        {2}                 this very record is already in the chain (a re-sent or
---                            retried call whose first reply was lost): do not append again
---        {0, head JSON|nil}  fence conflict; the current head, so the caller needs no read
+-- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
+-- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
+-- Reply: {1}                  committed
+--        {2}                  this call already committed (a re-sent call whose reply was
+--                             lost): do not append again
+--        {0, head JSON | nil} fence conflict; the current head, so the retry needs no read
+--        {3, key}             a key holds the wrong Redis type; nothing written
+for i, want in ipairs({'string', 'list', 'string', 'hash'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= want then return {3, KEYS[i]} end
+end
 local cur = redis.call('GET', KEYS[1])
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  local len = redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('SET', KEYS[3], ARGV[3])
   redis.call('SET', KEYS[1], ARGV[4])
-  return {1, len}
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+  redis.call('HDEL', KEYS[4], tonumber(ARGV[5]) - 1000)
+  return {1}
 end
-if cur == ARGV[4] then
-  return {2}
-end
-local at = redis.call('LINDEX', KEYS[2], tonumber(ARGV[5]) - 1)
-if at and string.find(at, '"eventHash":"' .. ARGV[4] .. '"', 1, true) then
+if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[6] then
   return {2}
 end
 return {0, redis.call('GET', KEYS[3])}

@@ -30,6 +30,8 @@ export interface PreparedAppend {
   readonly integrityJson: string
   readonly eventHash: string
   readonly sequence: number
+  /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
+  readonly commitId: string
 }
 
 export type AppendOutcome =
@@ -45,8 +47,8 @@ export interface AuditBacking {
   readonly keys: AuditKeys
   readonly readHead: Effect.Effect<Integrity | null, BackingError>
   readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
-  /** Whether the record with this sequence and eventHash is in the chain. */
-  readonly isCommitted: (sequence: number, eventHash: string) => Effect.Effect<boolean, BackingError>
+  /** Whether the append with this commit id committed (at this sequence). */
+  readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
   readonly length: Effect.Effect<number, BackingError>
   /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
   readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, BackingError>
@@ -78,17 +80,6 @@ export const isIntegrity = (value: unknown): value is Integrity => {
   )
 }
 
-/** The record's eventHash if `json` is a stored record, else undefined. */
-const storedEventHash = (json: string): string | undefined => {
-  try {
-    const record = JSON.parse(json) as { auditIntegrity?: { eventHash?: unknown } }
-    const hash = record?.auditIntegrity?.eventHash
-    return typeof hash === "string" ? hash : undefined
-  } catch {
-    return undefined
-  }
-}
-
 /** Maps a WRONGTYPE reply (a key holding the wrong Redis type) to corrupt data at that key. */
 const wrongType =
   (key: string) =>
@@ -114,8 +105,8 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       redis
         .script(
           Scripts.auditAppend,
-          [keys.headHash, keys.chain, keys.head],
-          [write.expectedPrev, write.recordJson, write.integrityJson, write.eventHash, write.sequence]
+          [keys.headHash, keys.chain, keys.head, keys.commits],
+          [write.expectedPrev, write.recordJson, write.integrityJson, write.eventHash, write.sequence, write.commitId]
         )
         .pipe(
           wrongType(keys.chain),
@@ -123,6 +114,9 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             const [status, head] = reply as [number, string | null | undefined]
             if (status === 1) return Effect.succeed({ _tag: "Committed" })
             if (status === 2) return Effect.succeed({ _tag: "AlreadyCommitted" })
+            if (status === 3) {
+              return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
+            }
             if (head === null || head === undefined) {
               return Effect.succeed({ _tag: "Conflict", head: null, headHash: "" })
             }
@@ -133,12 +127,12 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             }))
           })
         ),
-    isCommitted: (sequence, eventHash) =>
+    isCommitted: (sequence, commitId) =>
       redis
-        .run("LINDEX chain", (c) => c.lindex(keys.chain, sequence - 1))
+        .run("HGET commits", (c) => c.hget(keys.commits, String(sequence)))
         .pipe(
-          wrongType(keys.chain),
-          Effect.map((json) => json !== null && storedEventHash(json) === eventHash)
+          wrongType(keys.commits),
+          Effect.map((id) => id === commitId)
         ),
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
@@ -155,6 +149,7 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
 export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
   const keys = auditKeys(prefix)
   const chain: Array<string> = []
+  const commits = new Map<number, string>()
   let head: { integrityJson: string; hash: string } | undefined
   return {
     keys,
@@ -167,10 +162,11 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
         if (current === write.expectedPrev) {
           chain.push(write.recordJson)
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
+          commits.set(write.sequence, write.commitId)
+          commits.delete(write.sequence - 1000)
           return Effect.succeed({ _tag: "Committed" })
         }
-        const at = chain[write.sequence - 1]
-        if (current === write.eventHash || (at !== undefined && storedEventHash(at) === write.eventHash)) {
+        if (commits.get(write.sequence) === write.commitId) {
           return Effect.succeed({ _tag: "AlreadyCommitted" })
         }
         return Effect.map(
@@ -178,11 +174,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current })
         )
       }),
-    isCommitted: (sequence, eventHash) =>
-      Effect.sync(() => {
-        const at = chain[sequence - 1]
-        return at !== undefined && storedEventHash(at) === eventHash
-      }),
+    isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),
     length: Effect.sync(() => chain.length),
     readRange: (start, stop) => Effect.sync(() => chain.slice(start, stop + 1)),
     ready: Effect.succeed(READY)

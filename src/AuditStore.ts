@@ -12,6 +12,7 @@
  * the append script recognises the re-sent record, and a failed call is resolved by
  * looking the record up at its sequence before anything is built again.
  */
+import { randomBytes } from "node:crypto"
 import { Chunk, Context, Effect, Layer, Metric, Option, Schedule, Stream } from "effect"
 import {
   CommitOutcomeUnknown,
@@ -158,7 +159,8 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         recordJson,
         integrityJson: JSON.stringify(stored.auditIntegrity),
         eventHash: integrity.eventHash,
-        sequence: integrity.sequence
+        sequence: integrity.sequence,
+        commitId: randomBytes(12).toString("base64url")
       })
     })
 
@@ -168,7 +170,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const appendOnce = (write: PreparedAppend): Effect.Effect<AppendOutcome, StoreError> =>
     backing.append(write).pipe(
       Effect.catchTag("RedisUnavailable", (lost) =>
-        backing.isCommitted(write.sequence, write.eventHash).pipe(
+        backing.isCommitted(write.sequence, write.commitId).pipe(
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
           Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix, cause: lost.cause })),
           Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit")), 1)),
@@ -244,7 +246,7 @@ export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape
 export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
-    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_AUDIT_PREFIX, auditKeys, redis.isCluster)
+    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix === undefined ? DEFAULT_AUDIT_PREFIX : options.keyPrefix, auditKeys, redis.isCluster)
     const policy = yield* checkLockPolicy(options.lock)
     // Durability and start-up checks: validated, then checked against the server, now.
     const pre = yield* preflight(redis, options, { prefix, probeKey: auditKeys(prefix).readyProbe })

@@ -18,6 +18,8 @@ export interface AuditKeys {
   readonly chain: string
   readonly head: string
   readonly headHash: string
+  /** Ours: sequence -> commit id of our appends (the last 1,000), to recognise a re-sent append. */
+  readonly commits: string
   readonly lock: string
   readonly readyProbe: string
 }
@@ -37,6 +39,7 @@ export const auditKeys = (prefix: string): AuditKeys => ({
   chain: `${prefix}chain`,
   head: `${prefix}head`,
   headHash: `${prefix}head:hash`,
+  commits: `${prefix}commits`,
   lock: `${prefix}lock`,
   readyProbe: `${prefix}ready:probe`
 })

@@ -21,16 +21,13 @@ import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./LockPolicy.js"
 import { fromClient } from "./RedisClient.js"
+import { originalFailure } from "./Run.js"
 
 /**
  * The client's RedisLock, built once per client object and shared with the stores made
  * on the same client (one subscriber connection, which closes itself when idle).
  */
 const lockFor = (client: Redis | Cluster) => lockOf(fromClient(client))
-
-/** The first failure of `cause` as it was raised (a defect or an interruption otherwise). */
-const original = (cause: Cause.Cause<unknown>): unknown =>
-  Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause))
 
 /**
  * Runs `fn` holding the Redis lock `lockKey` and resolves with its result. Rejects with
@@ -81,5 +78,5 @@ export async function withRedisLock<T>(
   )
   const exit = await Effect.runPromiseExit(program)
   if (Exit.isSuccess(exit)) return exit.value
-  throw original(exit.cause)
+  throw originalFailure(exit.cause)
 }

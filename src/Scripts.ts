@@ -24,7 +24,7 @@ const define = (file: string, keys: number, readOnly = false): ScriptDefinition 
 
 /** The scripts this package defines; locks add theirs through the same registry. */
 export const Scripts = {
-  auditAppend: define("audit_append", 3),
+  auditAppend: define("audit_append", 4),
   readyProbe: define("ready_probe", 1),
   vaultApply: define("vault_apply", 3),
   vaultChanges: define("vault_changes", 3, true),

@@ -111,6 +111,9 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
         wrongType(keys.tokens),
         Effect.flatMap((reply) => {
           const [status, version] = reply as [number, string | null]
+          if (status === 3) {
+            return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
+          }
           return Effect.map(parseVersion(version, keys.version), (v): ApplyOutcome =>
             status === 1
               ? { _tag: "Committed", version: v }

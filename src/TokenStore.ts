@@ -428,7 +428,7 @@ export function make(options?: TokenStoreOptions): Effect.Effect<TokenStoreShape
 export function make(options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
-    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix ?? DEFAULT_VAULT_PREFIX, vaultKeys, redis.isCluster)
+    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix === undefined ? DEFAULT_VAULT_PREFIX : options.keyPrefix, vaultKeys, redis.isCluster)
     const policy = yield* checkLockPolicy(options.lock)
     // Durability and start-up checks: validated, then checked against the server, now.
     const pre = yield* preflight(redis, options, { prefix, probeKey: vaultKeys(prefix).readyProbe })

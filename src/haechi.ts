@@ -22,6 +22,7 @@ import { memoryVaultBacking } from "./TokenBacking.js"
 import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
+import { promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"
 import { preflight, type StartupChecksMode } from "./StartupChecks.js"
 export type { LockPolicy } from "./LockPolicy.js"
@@ -95,13 +96,7 @@ export interface Checked {
 export type RedisAuditStoreOptions = RedisStoreOptions
 export type RedisTokenStoreOptions = RedisStoreOptions
 
-/** Runs an Effect to a Promise that rejects with the original failure, never a FiberFailure. */
-const runner =
-  (runtime: Runtime.Runtime<never> = Runtime.defaultRuntime) =>
-  <A>(effect: Effect.Effect<A, unknown>): Promise<A> =>
-    Runtime.runPromiseExit(runtime)(effect).then((exit) =>
-      Exit.isSuccess(exit) ? exit.value : Promise.reject(Cause.squash(exit.cause))
-    )
+const runner = promiseRunner
 
 /** A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays retryable). */
 const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknown> =>
@@ -126,9 +121,7 @@ const looksLikeIoredis = (client: unknown): boolean =>
   typeof (client as Redis).lrange === "function"
 
 const orThrow = <A, E>(effect: Effect.Effect<A, E, RedisClient>, redis: RedisClientShape): A => {
-  const exit = Effect.runSyncExit(Effect.provideService(effect, RedisClient, redis))
-  if (Exit.isSuccess(exit)) return exit.value
-  throw Cause.squash(exit.cause)
+  return runSyncOrThrow(Effect.provideService(effect, RedisClient, redis))
 }
 
 /** Wraps an Effect audit store in haechi's Promise contract. */
@@ -216,7 +209,10 @@ export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTo
 }
 
 /** The whole chain, parsed, in order (read in pages, not one LRANGE 0 -1). */
-export const readChain = (client: Redis | Cluster, keyPrefix: string = DEFAULT_AUDIT_PREFIX): Promise<Array<Record<string, unknown>>> => {
+export const readChain = async (
+  client: Redis | Cluster,
+  keyPrefix: string = DEFAULT_AUDIT_PREFIX
+): Promise<Array<Record<string, unknown>>> => {
   const redis = redisClient("readChain", client)
   const store = orThrow(AuditStore.make({ keyPrefix }), redis)
   return runner()(Effect.map(Stream.runCollect(store.readChain()), Chunk.toArray))

@@ -1,0 +1,25 @@
+/**
+ * Running an Effect for a Promise caller: the promise rejects with the failure exactly
+ * as it was raised (our tagged error instances, or whatever the caller's `fn` threw),
+ * never a FiberFailure and never the span-annotated proxy Effect keeps internally.
+ */
+import { Cause, Effect, Exit, Option, Runtime } from "effect"
+
+/** The failure of `cause` as it was raised; a defect or interruption otherwise. */
+export const originalFailure = (cause: Cause.Cause<unknown>): unknown =>
+  Cause.originalError(Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause)))
+
+/** Runs effects on `runtime`, rejecting with `originalFailure`. */
+export const promiseRunner =
+  (runtime: Runtime.Runtime<never> = Runtime.defaultRuntime) =>
+  <A>(effect: Effect.Effect<A, unknown>): Promise<A> =>
+    Runtime.runPromiseExit(runtime)(effect).then((exit) =>
+      Exit.isSuccess(exit) ? exit.value : Promise.reject(originalFailure(exit.cause))
+    )
+
+/** Runs a synchronous effect, throwing `originalFailure`. */
+export const runSyncOrThrow = <A>(effect: Effect.Effect<A, unknown>): A => {
+  const exit = Effect.runSyncExit(effect)
+  if (Exit.isSuccess(exit)) return exit.value
+  throw originalFailure(exit.cause)
+}
