@@ -1,0 +1,344 @@
+/**
+ * The `haechi-store` executable end to end, as a SUBPROCESS (`node dist/bin.js …` after
+ * `npm run build`), against real redis-servers: the shared one, a private one with an
+ * ACL user that needs a password, and a free port with nothing listening.
+ *
+ * Checked: exit codes (0 valid / 1 invalid / 2 usage / 3 cannot run), the last line of
+ * verify, the export file (verified line by line by an independent oracle), stats --json
+ * numbers, the in-memory demo with no REDIS_URL, one-line errors without a stack trace,
+ * a fast failure on an unreachable Redis, and that a password never appears in output.
+ */
+import { spawn } from "node:child_process"
+import { createHash, randomBytes } from "node:crypto"
+import { existsSync } from "node:fs"
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Effect, Layer } from "effect"
+import { Redis } from "ioredis"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as AuditLog from "../src/AuditLog.js"
+import * as AuditStore from "../src/AuditStore.js"
+import * as RedisClient from "../src/RedisClient.js"
+import * as TokenStore from "../src/TokenStore.js"
+import { uniquePrefix } from "./support/keys.js"
+import { freePort, startRedis, type RedisServer } from "./support/redisServer.js"
+import { sharedRedis } from "./support/shared.js"
+
+const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
+const bin = join(root, "dist", "bin.js")
+
+interface Run {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+  readonly ms: number
+}
+
+/** Runs a command; REDIS_URL is removed from the environment unless given in `env`. */
+const exec = (command: string, args: ReadonlyArray<string>, env: Record<string, string> = {}, timeoutMs = 60_000) =>
+  new Promise<Run>((done, fail) => {
+    const { REDIS_URL: _drop, ...inherited } = process.env
+    const started = Date.now()
+    const child = spawn(command, [...args], {
+      cwd: root,
+      env: { ...inherited, ...env, npm_config_update_notifier: "false" },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs)
+    child.on("error", fail)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      done({ code, stdout, stderr, ms: Date.now() - started })
+    })
+  })
+
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => exec(process.execPath, [bin, ...args], env)
+
+const lines = (text: string) => text.split("\n").filter((line) => line.length > 0)
+const lastLine = (text: string) => lines(text).at(-1) ?? ""
+
+/** One line on stderr, nothing that looks like a stack trace. */
+const expectOneLineError = (run: Run) => {
+  expect(lines(run.stderr), run.stderr).toHaveLength(1)
+  expect(run.stderr).toMatch(/^haechi-store: \S/)
+  expect(run.stderr).not.toMatch(/\n\s+at |Error:|FiberFailure|\{$/m)
+}
+
+// The contract page's chain rules, written the naive way (no code shared with src/).
+const refCanonical = (value: unknown): string | undefined => {
+  if (Array.isArray(value)) return `[${value.map((item) => refCanonical(item)).join(",")}]`
+  if (value && typeof value === "object") {
+    const object = value as Record<string, unknown>
+    return `{${Object.keys(object)
+      .sort()
+      .map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`)
+      .join(",")}}`
+  }
+  return JSON.stringify(value)
+}
+
+const refVerifyLines = (texts: ReadonlyArray<string>) => {
+  let previous: string | null = null
+  let count = 0
+  for (const text of texts) {
+    const record = JSON.parse(text)
+    const { eventHash, ...rest } = record.auditIntegrity
+    const hash = createHash("sha256").update(refCanonical({ ...record, auditIntegrity: rest })!).digest("base64url")
+    if (rest.sequence !== count + 1 || (rest.previousHash ?? null) !== previous || hash !== eventHash) break
+    previous = hash
+    count++
+  }
+  return { valid: count === texts.length, records: count }
+}
+
+let url: string
+let redis: Redis
+let dir: string
+
+/** Writes `n` audit records under `prefix` through AuditLog; returns their eventHashes. */
+const writeChain = async (prefix: string, n: number): Promise<Array<string>> => {
+  const records = await Effect.runPromise(
+    Effect.flatMap(AuditLog.AuditLog, (log) =>
+      Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => log.record({ type: "cli.test", i }))
+    ).pipe(
+      Effect.provide(
+        AuditLog.layer.pipe(
+          Layer.provide(AuditStore.layer({ keyPrefix: prefix })),
+          Layer.provide(RedisClient.layer(url))
+        )
+      )
+    )
+  )
+  return records.map((record) => record.auditIntegrity.eventHash)
+}
+
+beforeAll(async () => {
+  url = sharedRedis().url
+  redis = new Redis(url)
+  dir = await mkdtemp(join(tmpdir(), "haechi-cli-"))
+  const build = await exec("npm", ["run", "build", "--silent"], {}, 170_000)
+  if (build.code !== 0) throw new Error(`npm run build failed (${build.code}):\n${build.stdout}\n${build.stderr}`)
+}, 180_000)
+
+afterAll(async () => {
+  await redis?.quit()
+  if (dir) await rm(dir, { recursive: true, force: true })
+})
+
+describe("verify", () => {
+  it("exits 0 with valid and the record count on the last line", async () => {
+    const prefix = uniquePrefix("cli-verify")
+    const hashes = await writeChain(prefix, 50)
+    const run = await cli(["verify", "--url", url, "--prefix", prefix])
+    expect(run.code, run.stderr).toBe(0)
+    expect(lastLine(run.stdout)).toBe(`valid: 50 records (head 50 ${hashes[49]})`)
+    expect(run.stderr).toBe("")
+    // REDIS_URL works as the default for --url.
+    const fromEnv = await cli(["verify", "--prefix", prefix], { REDIS_URL: url })
+    expect(fromEnv.code).toBe(0)
+    expect(lastLine(fromEnv.stdout)).toMatch(/^valid: 50 records/)
+  })
+
+  it("exits 1 with the failing sequence and reason after tampering", async () => {
+    const prefix = uniquePrefix("cli-tamper")
+    await writeChain(prefix, 50)
+    const record = JSON.parse((await redis.lindex(`${prefix}chain`, 20))!)
+    record.i = 1000
+    await redis.lset(`${prefix}chain`, 20, JSON.stringify(record))
+    const run = await cli(["verify", "--url", url, "--prefix", prefix])
+    expect(run.code).toBe(1)
+    expect(lastLine(run.stdout)).toMatch(/^invalid at sequence 21 \(list index 20\): event hash mismatch/)
+    expect(run.stderr).toBe("")
+
+    await redis.ltrim(`${prefix}chain`, 0, 9)
+    const truncated = await cli(["verify", "--url", url, "--prefix", prefix])
+    expect(truncated.code).toBe(1)
+    expect(lastLine(truncated.stdout)).toMatch(/^invalid at sequence 11 \(list index 10\): sequence mismatch \(record missing\)/)
+  })
+
+  it("verifies from a checkpoint given as --from-sequence and --from-hash", async () => {
+    const prefix = uniquePrefix("cli-checkpoint")
+    const hashes = await writeChain(prefix, 50)
+    await redis.lset(`${prefix}chain`, 5, "damage before the checkpoint")
+    const run = await cli(["verify", "--url", url, "--prefix", prefix, "--from-sequence", "40", "--from-hash", hashes[39]!])
+    expect(run.code, run.stderr).toBe(0)
+    expect(lastLine(run.stdout)).toBe(`valid: 10 records after checkpoint 40 (head 50 ${hashes[49]})`)
+    const wrong = await cli(["verify", "--url", url, "--prefix", prefix, "--from-sequence", "40", "--from-hash", hashes[38]!])
+    expect(wrong.code).toBe(1)
+    expect(lastLine(wrong.stdout)).toMatch(/^invalid at sequence 40 .*event hash mismatch/)
+  })
+})
+
+describe("export", () => {
+  it("writes JSONL whose lines are the stored records, in order, and verify", async () => {
+    const prefix = uniquePrefix("cli-export")
+    await writeChain(prefix, 45)
+    const out = join(dir, "chain.jsonl")
+    const run = await cli(["export", "--out", out, "--url", url, "--prefix", prefix, "--page-size", "10"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(lastLine(run.stdout)).toBe(`exported 45 records to ${out}`)
+    const text = await readFile(out, "utf8")
+    expect(text.endsWith("\n")).toBe(true)
+    const fileLines = text.split("\n").slice(0, -1)
+    expect(fileLines).toEqual(await redis.lrange(`${prefix}chain`, 0, -1))
+    expect(refVerifyLines(fileLines)).toEqual({ valid: true, records: 45 })
+    // Only the finished file is left behind (no temporary file).
+    expect(await readdir(dir)).toEqual(["chain.jsonl"])
+  })
+
+  it("fails with one line and leaves no file when the target cannot be written", async () => {
+    const prefix = uniquePrefix("cli-export-fail")
+    await writeChain(prefix, 3)
+    const out = join(dir, "no-such-dir", "chain.jsonl")
+    const run = await cli(["export", "--out", out, "--url", url, "--prefix", prefix])
+    expect(run.code).toBe(3)
+    expectOneLineError(run)
+    expect(existsSync(out)).toBe(false)
+  })
+})
+
+describe("stats", () => {
+  it("--json parses and has the right numbers, never the lock's token", async () => {
+    const auditPrefix = uniquePrefix("cli-stats-audit")
+    const vaultPrefix = uniquePrefix("cli-stats-vault")
+    const hashes = await writeChain(auditPrefix, 12)
+    await Effect.runPromise(
+      Effect.gen(function* () {
+        const vault = yield* TokenStore.TokenStore
+        for (const token of ["tok_a", "tok_b", "tok_c"]) {
+          yield* vault.mutate((view) => Effect.sync(() => view.set(token, { type: "email", expiresAt: null })))
+        }
+        yield* vault.mutate((view) => Effect.sync(() => void view.delete("tok_b")))
+      }).pipe(Effect.provide(TokenStore.layer({ keyPrefix: vaultPrefix }).pipe(Layer.provide(RedisClient.layer(url)))))
+    )
+    const lockToken = `secret-lock-token-${randomBytes(6).toString("hex")}`
+    await redis.set(`${auditPrefix}lock`, lockToken, "PX", 30_000)
+    const run = await cli(["stats", "--json", "--url", url, "--audit-prefix", auditPrefix, "--vault-prefix", vaultPrefix])
+    expect(run.code, run.stderr).toBe(0)
+    const stats = JSON.parse(lastLine(run.stdout))
+    expect(stats).toMatchObject({
+      audit: { prefix: auditPrefix, length: 12, headSequence: 12, headHash: hashes[11], lock: { state: "held" } },
+      vault: {
+        prefix: vaultPrefix,
+        size: 2,
+        version: 4,
+        changeLog: { length: 4, fromVersion: 1, toVersion: 4 },
+        lock: { state: "free", ttlMs: null }
+      }
+    })
+    expect(stats.audit.lock.ttlMs).toBeGreaterThan(0)
+    expect(stats.audit.lock.ttlMs).toBeLessThanOrEqual(30_000)
+    expect(run.stdout + run.stderr).not.toContain(lockToken)
+
+    const text = await cli(["stats", "--url", url, "--audit-prefix", auditPrefix, "--vault-prefix", vaultPrefix])
+    expect(text.code).toBe(0)
+    expect(text.stdout).toContain(`12 records, head 12 ${hashes[11]}`)
+    expect(text.stdout).toContain("2 tokens, version 4, change log 4 entries (versions 1-4)")
+    expect(text.stdout).not.toContain(lockToken)
+  })
+})
+
+describe("demo", () => {
+  it("runs on the in-memory stores with no REDIS_URL, exits 0 and prints a summary", async () => {
+    const run = await cli(["demo"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toBe("")
+    expect(run.stdout).toMatch(/^demo: 4 replicas, 200 events on the in-memory stores/m)
+    expect(run.stdout).toMatch(/^tokens: \d+ created, \d+ reused, \d+ expired and pruned; vault holds \d+ at version \d+$/m)
+    expect(run.stdout).toMatch(/^chain valid: 200 records \(head 200 [A-Za-z0-9_-]{43}\)$/m)
+    expect(lastLine(run.stdout)).toMatch(/^elapsed \d+\.\d\d s, \d+ events\/s$/)
+  })
+
+  it("runs replicas on Redis with --url, each with its own connection, and the chain verifies", async () => {
+    const run = await cli(["demo", "--url", url, "--replicas", "3", "--events", "60", "--keep"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toMatch(/^chain valid: 60 records/m)
+    const prefix = /under (\S+) and (\S+) \(kept\)/.exec(run.stdout)
+    expect(prefix).not.toBe(null)
+    const [, auditPrefix, vaultPrefix] = prefix!
+    const verify = await cli(["verify", "--url", url, "--prefix", auditPrefix!])
+    expect(lastLine(verify.stdout)).toMatch(/^valid: 60 records/)
+    expect(await redis.hlen(`${vaultPrefix}tokens`)).toBeGreaterThan(0)
+    await redis.del(...["chain", "head", "head:hash"].map((k) => `${auditPrefix}${k}`), ...["tokens", "version", "log"].map((k) => `${vaultPrefix}${k}`))
+  })
+})
+
+describe("errors", () => {
+  it("a bad argument exits 2 with one line on stderr and no stack trace", async () => {
+    for (const args of [
+      ["demo", "--replicas", "abc"],
+      ["demo", "--replicas", "0"],
+      ["verify", "--bogus"],
+      ["frobnicate"],
+      [],
+      ["export", "--url", url],
+      ["verify", "--url", url, "--from-sequence", "3"],
+      ["verify", "--url", url, "--from-sequence", "3", "--from-hash", "short"],
+      ["verify", "--url", "not a url"],
+      ["verify"]
+    ]) {
+      const run = await cli(args)
+      expect({ args, code: run.code }).toEqual({ args, code: 2 })
+      expect(run.stdout).toBe("")
+      expectOneLineError(run)
+    }
+  })
+
+  it("an unreachable Redis fails fast with one line, never showing the password", async () => {
+    const port = await freePort()
+    const password = `pw-${randomBytes(8).toString("hex")}`
+    const target = `redis://:${password}@127.0.0.1:${port}`
+    for (const [args, env] of [
+      [["verify", "--url", target], {}],
+      [["stats", "--json"], { REDIS_URL: target }],
+      [["export", "--out", join(dir, "never.jsonl")], { REDIS_URL: target }],
+      [["demo"], { REDIS_URL: target }]
+    ] as Array<[Array<string>, Record<string, string>]>) {
+      const run = await cli(args, env)
+      expect({ args, code: run.code }).toEqual({ args, code: 3 })
+      expect(run.ms).toBeLessThan(10_000)
+      expectOneLineError(run)
+      expect(run.stderr).toContain(`redis://:***@127.0.0.1:${port}`)
+      expect(run.stdout + run.stderr).not.toContain(password)
+    }
+    expect(existsSync(join(dir, "never.jsonl"))).toBe(false)
+  })
+
+  describe("with a password-protected user", () => {
+    let server: RedisServer
+    const password = `pw-${randomBytes(8).toString("hex")}`
+    beforeAll(async () => {
+      server = await startRedis({ config: [`user op on >${password} ~* &* +@all`] })
+    })
+    afterAll(async () => {
+      await server?.stop()
+    })
+
+    it("works with the right password and fails with one line on a wrong one, printing neither", async () => {
+      const good = `redis://op:${password}@127.0.0.1:${server.port}`
+      const ok = await cli(["stats", "--json"], { REDIS_URL: good })
+      expect(ok.code, ok.stderr).toBe(0)
+      expect(JSON.parse(lastLine(ok.stdout)).audit.length).toBe(0)
+      expect(ok.stdout + ok.stderr).not.toContain(password)
+
+      const wrongPassword = `wrong-${randomBytes(8).toString("hex")}`
+      const bad = await cli(["verify", "--url", `redis://op:${wrongPassword}@127.0.0.1:${server.port}`])
+      expect(bad.code).toBe(3)
+      expectOneLineError(bad)
+      expect(bad.stderr).toContain(`redis://op:***@127.0.0.1:${server.port}`)
+      expect(bad.stdout + bad.stderr).not.toContain(wrongPassword)
+    })
+  })
+
+  it("--help exits 0 and lists the commands", async () => {
+    const run = await cli(["--help"])
+    expect(run.code).toBe(0)
+    for (const command of ["verify", "export", "stats", "demo"]) expect(run.stdout).toContain(command)
+  })
+})
