@@ -66,16 +66,27 @@ const serial = () => {
   }
 }
 
-/** haechi's createAuditSink({ store }).record(event), as the contracts page states it. */
+/**
+ * haechi's createAuditSink({ store }).record(event), as the contracts page states it.
+ * `counts` (the bench's own) tallies how often the store ran `fn` and how often persist rejected.
+ */
 export const createAuditSink = ({ store }) => {
   const enqueue = serial()
+  const counts = { attempts: 0, rejected: 0 }
   return {
+    counts,
     record: (event) =>
       enqueue(() =>
         store.transaction(async ({ readLastIntegrity, persist }) => {
+          counts.attempts += 1
           const previous = await readLastIntegrity()
           const record = buildRecord(event, previous)
-          await persist(record)
+          try {
+            await persist(record)
+          } catch (error) {
+            counts.rejected += 1
+            throw error
+          }
           return record
         })
       )

@@ -4,6 +4,7 @@
 import { createClient } from "redis"
 import { Redis } from "ioredis"
 import * as reference from "haechi-store-redis"
+import { createMemoryTokenStore } from "haechi-store-redis/memory"
 
 export const AUDIT_PREFIX = "bench:audit:"
 export const VAULT_PREFIX = "bench:tv:"
@@ -44,7 +45,7 @@ const closeNodeRedis = async (client) => {
 }
 
 /**
- * Opens `impl` ("ours" | "ref") on its own client. `lock` (ours only) is passed to
+ * Opens `impl` ("ours" | "ref" | "floor") on its own client. `lock` (ours only) is passed to
  * createRedisAuditStore as the lock policy option when given.
  */
 export const open = async (impl, port, { lock } = {}) => {
@@ -67,6 +68,25 @@ export const open = async (impl, port, { lock } = {}) => {
       audit: () => reference.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX }),
       vault: () => reference.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
       close: () => closeNodeRedis(client)
+    }
+  }
+  if (impl === "floor") {
+    // The core over a plain in-process Map (the reference's memory store), filled from the
+    // pre-loaded vault: what the core's own work costs with no shared store at all.
+    const client = await openIoredis(port)
+    const store = createMemoryTokenStore()
+    const all = await client.hgetall(`${VAULT_PREFIX}tokens`)
+    await store.mutate((view) => {
+      for (const [token, json] of Object.entries(all)) view.set(token, JSON.parse(json))
+    })
+    return {
+      impl,
+      client,
+      audit: () => {
+        throw new Error("the floor has no audit store")
+      },
+      vault: () => store,
+      close: () => closeIoredis(client)
     }
   }
   throw new Error(`unknown implementation ${impl}`)

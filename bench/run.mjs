@@ -87,7 +87,7 @@ const loadAtStart = os.loadavg().map((l) => Number(l.toFixed(2)))
 const raw = {}
 const push = (key, impl, value) => {
   raw[key] ??= { ours: [], ref: [] }
-  raw[key][impl].push(value)
+  ;(raw[key][impl] ??= []).push(value)
 }
 const wanted = (name) => !only || only.has(name)
 let lastMark = Date.now()
@@ -125,49 +125,72 @@ mark("audit")
 // ---------------------------------------------------------------------------
 // audit: 4 replica processes on one chain (ours by default and under each lock policy)
 
-/** Forks the replicas, lets them warm up, starts them together, then verifies the chain. */
-const replicas = async (impl, lock) => {
-  await flush(admin)
-  const children = []
-  let readyCount = 0
-  let go
-  const allReady = new Promise((resolve) => (go = resolve))
-  const results = Array.from({ length: REPLICAS }, (_, i) =>
-    runWorker(
-      { mode: "replica", impl, lock, replica: `r${i}`, warmup: 5, label: lock ?? "default" },
-      {
-        onReady: (child) => {
-          children.push(child)
-          if (++readyCount === REPLICAS) go()
-        }
-      }
-    )
-  )
-  const failed = Promise.allSettled(results).then(() => "settled")
-  if ((await Promise.race([allReady.then(() => "ready"), failed])) === "ready") {
+/** Resolves with the first message of `child` that `predicate` accepts; rejects if it exits or fails first. */
+const nextMessage = (child, predicate, timeoutMs) =>
+  new Promise((resolve, reject) => {
+    const done = (f, value) => {
+      child.off("message", onMessage)
+      child.off("exit", onExit)
+      clearTimeout(timer)
+      f(value)
+    }
+    const onMessage = (m) => {
+      if (m && m.ok === false) done(reject, new Error(m.error))
+      else if (predicate(m)) done(resolve, m)
+    }
+    const onExit = (code) => done(reject, new Error(`replica exited with ${code}`))
+    const timer = setTimeout(() => done(reject, new Error(`replica silent for ${timeoutMs} ms`)), timeoutMs)
+    child.on("message", onMessage)
+    child.on("exit", onExit)
+  })
+
+/** Four replica processes kept for a round; each variant opens its own clients and sinks in them. */
+const replicaPool = async () => {
+  const children = Array.from({ length: REPLICAS }, (_, i) => {
+    const child = fork(new URL("./worker.mjs", import.meta.url), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+    child.send({ port, mode: "replica", replica: `r${i}` })
+    return child
+  })
+  const close = () => {
+    for (const child of children) {
+      if (child.exitCode === null && child.connected) child.send({ exit: true })
+      setTimeout(() => child.exitCode === null && child.kill("SIGKILL"), 3000).unref()
+    }
+  }
+  try {
+    await Promise.all(children.map((c) => nextMessage(c, (m) => m.up, 30_000)))
+  } catch (error) {
+    close()
+    throw error
+  }
+  /** Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain. */
+  const run = async (impl, lock) => {
+    await flush(admin)
+    for (const child of children) child.send({ impl, port, lock, warmup: 5 })
+    await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
+    const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, cfg.replicaMs + 60_000)))).map((m) => m.result)
+    const latencies = per.flatMap((p) => p.latencies)
+    const sum = (f) => per.reduce((n, p) => n + f(p), 0)
+    const ops = sum((p) => p.ops)
+    const ms = Math.max(...per.map((p) => p.ms))
+    const chain = await verifyStoredChain(admin)
+    const expected = sum((p) => p.ops + p.warmupOk)
+    return {
+      opsPerSec: (ops / ms) * 1000,
+      ops,
+      errors: sum((p) => p.errors),
+      firstError: per.find((p) => p.firstError)?.firstError,
+      perReplica: per.map((p) => p.ops),
+      attemptsPerAppend: sum((p) => p.attempts) / Math.max(1, ops),
+      cpuUsPerAppend: sum((p) => p.cpuUs) / Math.max(1, ops),
+      p50: quantile(latencies, 0.5),
+      p99: quantile(latencies, 0.99),
+      max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity),
+      chain: { ...chain, expected, complete: chain.records === expected }
+    }
   }
-  const settled = await Promise.allSettled(results)
-  const bad = settled.find((s) => s.status === "rejected")
-  if (bad) throw bad.reason
-  const per = settled.map((s) => s.value)
-  const latencies = per.flatMap((p) => p.latencies)
-  const ops = per.reduce((n, p) => n + p.ops, 0)
-  const errors = per.reduce((n, p) => n + p.errors, 0)
-  const ms = Math.max(...per.map((p) => p.ms))
-  const chain = await verifyStoredChain(admin)
-  const expected = per.reduce((n, p) => n + p.ops + p.warmupOk, 0)
-  return {
-    opsPerSec: (ops / ms) * 1000,
-    ops,
-    errors,
-    firstError: per.find((p) => p.firstError)?.firstError,
-    perReplica: per.map((p) => p.ops),
-    p50: quantile(latencies, 0.5),
-    p99: quantile(latencies, 0.99),
-    max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity),
-    chain: { ...chain, expected, complete: chain.records === expected }
-  }
+  return { run, close }
 }
 
 let lockProbe
@@ -176,14 +199,26 @@ if (wanted("replicas")) {
   log(`lock policies: ${JSON.stringify(lockProbe)}`)
   for (let r = 0; r < cfg.rounds; r++) {
     const variants = [...order(r).map((impl) => [impl, undefined]), ...POLICIES.map((p) => ["ours", p])]
+    let pool
     for (const [impl, lock] of variants) {
-      const res = await safely(`replicas ${impl} ${lock ?? ""}`, () => replicas(impl, lock))
+      const res = await safely(`replicas ${impl} ${lock ?? ""}`, async () => {
+        pool ??= await replicaPool()
+        try {
+          return await pool.run(impl, lock)
+        } catch (error) {
+          pool.close()
+          pool = undefined
+          throw error
+        }
+      })
       push(lock ? `replicas:${lock}` : "replicas", impl, res)
       log(
         `audit 4 procs  ${impl.padEnd(4)} ${(lock ?? "default").padEnd(8)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms` +
+          ` attempts/append ${fmt(res.attemptsPerAppend, 2)} cpu/append ${fmt(res.cpuUsPerAppend)} µs per replica ${JSON.stringify(res.perReplica ?? [])}` +
           ` errors ${res.errors ?? "-"} chain ${res.chain?.valid && res.chain?.complete ? `ok (${res.chain.records})` : JSON.stringify(res.chain ?? res.failed)}`
       )
     }
+    pool?.close()
   }
 }
 
@@ -212,9 +247,13 @@ if (wanted("tokenize")) {
       for (const impl of order(r)) {
         const res = await safely(`tokenize ${impl} ${size}`, () => vaultRun(impl, size, "tokenize", cfg.vaultMs))
         push(`tokenize:${size}`, impl, res)
-        log(`tokenize @${String(size).padEnd(6)} ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms lost ${res.lost ?? "-"}`)
+        log(`tokenize @${String(size).padEnd(6)} ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms cpu ${fmt(res.cpuUsPerOp)} µs/op lost ${res.lost ?? "-"}`)
       }
     }
+    // The core's own cost at this size: the same driver over an in-process Map, no Redis.
+    const res = await safely(`tokenize floor ${size}`, () => vaultRun("floor", size, "tokenize", cfg.vaultMs / 2))
+    push(`tokenize:${size}`, "floor", res)
+    log(`tokenize @${String(size).padEnd(6)} core over an in-process Map: ${fmt(res.opsPerSec)}/s cpu ${fmt(res.cpuUsPerOp)} µs/op`)
   }
 }
 mark("tokenize")
@@ -311,6 +350,10 @@ function mb(bytes) {
 
 /** The median of `pick` over the rounds of `key` for `impl` (failed runs left out). */
 const med = (key, impl, pick) => median((raw[key]?.[impl] ?? []).filter((r) => r && !r.failed && r.available !== false).map(pick))
+const floorNote = (key, pick, digits, unit) => {
+  const f = med(key, "floor", pick)
+  return Number.isFinite(f) ? ` [core alone, in-process Map: ${fmt(f, digits)}${unit}]` : ""
+}
 const problems = (key, impl) => {
   const runs = raw[key]?.[impl] ?? []
   const notes = []
@@ -357,8 +400,17 @@ if (raw.replicas) {
   }
   rows.push({ figure: "4-replica chain verified", cells: ["4-replica chain verified (seq 1..n, links, hashes, count)", chainCell("ours"), chainCell("ref"), ""] })
 }
-for (const size of SIZES) row(`tokenize/s, ${fmt(size)} tokens pre-loaded`, `tokenize:${size}`, (r) => r.opsPerSec)
+row("client CPU per audit append, one sink (µs)", "audit", (r) => r.cpuUsPerOp, { better: "lower" })
+row(`audit attempts per append, ${REPLICAS} replicas (fn runs / commit)`, "replicas", (r) => r.attemptsPerAppend, { digits: 2, better: "lower" })
+row(`client CPU per append, ${REPLICAS} replicas (µs, all replicas)`, "replicas", (r) => r.cpuUsPerAppend, { better: "lower" })
+for (const size of SIZES) {
+  row(`tokenize/s, ${fmt(size)} tokens pre-loaded${floorNote(`tokenize:${size}`, (r) => r.opsPerSec, 0, "/s")}`, `tokenize:${size}`, (r) => r.opsPerSec)
+}
+for (const size of SIZES) {
+  row(`client CPU per tokenize (µs), ${fmt(size)} tokens${floorNote(`tokenize:${size}`, (r) => r.cpuUsPerOp, 0, " µs")}`, `tokenize:${size}`, (r) => r.cpuUsPerOp, { better: "lower" })
+}
 for (const size of [0, 50000]) row(`reveal p50 (ms), ${fmt(size)} tokens`, `reveal:${size}`, (r) => r.p50, { digits: 3, better: "lower" })
+for (const size of [0, 50000]) row(`client CPU per reveal (µs), ${fmt(size)} tokens`, `reveal:${size}`, (r) => r.cpuUsPerOp, { better: "lower" })
 const acct = (key, phase, field) => (r) => r[phase]?.[field]
 const rtCell = (key, phase) => [(r) => r[phase]?.roundTrips, (r) => r[phase]?.statsCalls]
 for (const [label, key, phase] of [

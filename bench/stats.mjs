@@ -20,12 +20,14 @@ export const now = () => performance.now()
 
 /**
  * Runs `op` serially until `maxOps` ops or `maxMs` milliseconds (at least one op), timing each.
- * Returns `{ ops, errors, ms, latencies, firstError }`; a failed op counts as an error, not a latency.
+ * Returns `{ ops, errors, ms, cpuUs, latencies, firstError }`: `cpuUs` is this process's CPU
+ * time (user + system) over the run; a failed op counts as an error, not a latency.
  */
 export const runFor = async (op, { maxOps, maxMs }) => {
   const latencies = []
   let errors = 0
   let firstError
+  const cpu0 = process.cpuUsage()
   const start = now()
   let ops = 0
   while (ops + errors < maxOps && (ops + errors === 0 || now() - start < maxMs)) {
@@ -39,7 +41,9 @@ export const runFor = async (op, { maxOps, maxMs }) => {
       firstError ??= String(error?.message ?? error).slice(0, 200)
     }
   }
-  return { ops, errors, ms: now() - start, latencies, firstError }
+  const ms = now() - start
+  const cpu = process.cpuUsage(cpu0)
+  return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
 }
 
 export const summarize = (latencies) => ({

@@ -15,6 +15,7 @@ const throughput = (run) => ({
   firstError: run.firstError,
   ms: run.ms,
   opsPerSec: (run.ops / run.ms) * 1000,
+  cpuUsPerOp: run.cpuUs / Math.max(1, run.ops),
   ...summarize(run.latencies)
 })
 
@@ -28,16 +29,38 @@ const audit = async ({ impl, port, warmup, maxOps, maxMs }) => {
   return throughput(run)
 }
 
-/** One replica of the 4-process case: its own client and sink on the shared chain. */
-const replica = async ({ impl, port, lock, replica: name, warmup }) => {
-  const store = await open(impl, port, { lock })
-  const sink = createAuditSink({ store: store.audit() })
-  const warm = await runFor(() => sink.record(sampleEvent(name)), { maxOps: warmup, maxMs: 5000 })
-  process.send({ ready: true, warmupOk: warm.ops })
-  const { maxOps, maxMs } = await message()
-  const run = await runFor(() => sink.record(sampleEvent(name)), { maxOps, maxMs })
-  await store.close()
-  return { ops: run.ops, errors: run.errors, firstError: run.firstError, ms: run.ms, latencies: run.latencies, warmupOk: warm.ops }
+/**
+ * One replica process of the 4-process case, kept for a whole round: for each variant it
+ * opens its own client and sink on the shared chain, warms up, says ready, waits for "go",
+ * appends until the deadline, reports and closes; "exit" ends it.
+ */
+const replica = async ({ replica: name }) => {
+  process.send({ up: true })
+  for (;;) {
+    const task = await message()
+    if (task.exit) return { done: true }
+    const store = await open(task.impl, task.port, { lock: task.lock })
+    const sink = createAuditSink({ store: store.audit() })
+    const warm = await runFor(() => sink.record(sampleEvent(name)), { maxOps: task.warmup, maxMs: 2000 })
+    process.send({ ready: true })
+    const { maxOps, maxMs } = await message()
+    const before = { ...sink.counts }
+    const run = await runFor(() => sink.record(sampleEvent(name)), { maxOps, maxMs })
+    await store.close()
+    process.send({
+      result: {
+        ops: run.ops,
+        errors: run.errors,
+        firstError: run.firstError,
+        ms: run.ms,
+        cpuUs: run.cpuUs,
+        attempts: sink.counts.attempts - before.attempts,
+        rejected: sink.counts.rejected - before.rejected,
+        latencies: run.latencies,
+        warmupOk: warm.ops
+      }
+    })
+  }
 }
 
 /** tokenize (phase "tokenize") or reveal (phase "reveal") over a pre-loaded vault. */
