@@ -31,7 +31,7 @@ const SIZES = [0, 1000, 10000, 50000]
 const POLICIES = ["always", "never", "adaptive"]
 
 const cfg = quick
-  ? { rounds: 1, auditMs: 1000, replicaMs: 1500, vaultMs: 1000, revealMs: 800, accountOps: 10, accountMs: 1500, auditAccountOps: 100, lockOps: 30, lockMs: 1500 }
+  ? { rounds: 1, auditMs: 1000, replicaMs: 1500, vaultMs: 800, revealMs: 600, accountOps: 8, accountMs: 1200, auditAccountOps: 100, lockOps: 30, lockMs: 1500 }
   : { rounds: 3, auditMs: 2500, replicaMs: 2500, vaultMs: 2000, revealMs: 1500, accountOps: 20, accountMs: 5000, auditAccountOps: 300, lockOps: 80, lockMs: 3000 }
 if (typeof flag("rounds") === "string") cfg.rounds = Math.max(1, Number(flag("rounds")))
 const REPLICAS = 4
@@ -379,8 +379,8 @@ const row = (figure, key, pick, { digits = 0, unit = "", better = "higher", refK
     ratio,
     better,
     cells: [
-      figure,
-      `${fmt(a, digits)}${unit}${problems(key, "ours")}${note ? ` ${note}` : ""}`,
+      `${figure} ${better === "higher" ? "↑" : "↓"}`,
+      `${fmt(a, digits)}${unit}${problems(key, "ours")}${note ? ` ${note}` : ""}`.trim(),
       `${fmt(b, digits)}${unit}${problems(refKey, "ref")}`,
       Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "n/a"
     ]
@@ -431,7 +431,7 @@ for (const [label, key, phase] of [
     ratio: a[0] / b[0],
     better: "lower",
     cells: [
-      `Redis round trips per ${label} (commandstats calls incl. in-script)`,
+      `Redis round trips per ${label} (commandstats calls incl. in-script) ↓`,
       `${fmt(a[0], 2)} (${fmt(a[1], 1)})${problems(key, "ours")}`,
       `${fmt(b[0], 2)} (${fmt(b[1], 1)})${problems(key, "ref")}`,
       Number.isFinite(a[0] / b[0]) ? `${(a[0] / b[0]).toFixed(2)}×` : "n/a"
@@ -445,7 +445,7 @@ for (const [label, key, phase] of [
   ["reveal @1k", "account:1000", "reveal"],
   ["reveal @50k", "account:50000", "reveal"]
 ]) {
-  row(`Redis time per ${label} (µs)`, key, acct(key, phase, "redisUsec"), { digits: 0, better: "lower" })
+  row(`Redis time per ${label} (µs, each command at its median)`, key, acct(key, phase, "redisUsec"), { digits: 0, better: "lower" })
 }
 if (raw.memory) {
   row("memory per replica, 50k vault: retained heap (MB)", "memory", (r) => r.heapDelta / 1048576, { digits: 1, better: "lower" })
@@ -460,7 +460,7 @@ if (raw.lock) {
     ["p50", (r) => r.p50],
     ["p99", (r) => r.p99]
   ]) {
-    row(`lock hand-off ${label} (ms, holder's fn ends → waiter's fn starts)`, "lock", pick, { digits: 2, better: "lower", note: lockSource ? "" : na })
+    row(`lock hand-off ${label} (ms, holder's fn ends → waiter's fn starts)`, "lock", pick, { digits: 2, better: "lower", note: na.trim() })
   }
 }
 if (raw.replicas) {
@@ -476,7 +476,7 @@ if (raw.replicas) {
         row(`${REPLICAS} replicas, ours lock "${policy}" vs reference: ${label}`, `replicas:${policy}`, pick, { digits, better, refKey: "replicas" })
       } else {
         const b = med("replicas", "ref", pick)
-        rows.push({ figure: `${REPLICAS} replicas, ours lock "${policy}": ${label}`, ours: NaN, ref: b, cells: [`${REPLICAS} replicas, ours lock "${policy}" vs reference: ${label}`, `n/a (${tag})`, fmt(b, digits), "n/a"] })
+        rows.push({ figure: `${REPLICAS} replicas, ours lock "${policy}": ${label}`, ours: NaN, ref: b, cells: [`${REPLICAS} replicas, ours lock "${policy}" vs reference: ${label} ${better === "higher" ? "↑" : "↓"}`, `n/a (${tag})`, fmt(b, digits), "n/a"] })
       }
     }
   }
@@ -490,7 +490,7 @@ const machine = {
   node: process.version,
   platform: `${os.type()} ${os.release()}`
 }
-const header = ["figure", "ours (haechi-store-effect)", "reference (haechi-store-redis 0.1.2)", "ours / ref"]
+const header = ["figure (↑ higher is better, ↓ lower is better)", "ours (haechi-store-effect)", "reference (haechi-store-redis 0.1.2)", "ours / ref"]
 const table = [
   `| ${header.join(" | ")} |`,
   `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,

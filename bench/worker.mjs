@@ -104,7 +104,8 @@ const account = async ({ impl, port, what, tokens, warmup, ops, maxMs }) => {
       errors: run.errors,
       roundTrips: log.sent / run.ops,
       scriptCalls: log.scripted / run.ops,
-      redisUsec: log.sentUsec / run.ops,
+      redisUsec: log.sentUsecMedian / run.ops,
+      redisUsecMean: log.sentUsec / run.ops,
       statsCalls: delta.calls / run.ops,
       statsUsec: delta.usec / run.ops,
       sentByCommand: Object.fromEntries(Object.entries(log.byCommand).map(([k, n]) => [k, n / run.ops])),
@@ -221,7 +222,7 @@ const probeLock = async ({ port }) => {
   } catch (error) {
     const text = `${error?.message ?? ""} ${error?.option ?? ""} ${error?.reason ?? ""}`
     validated = /lock/i.test(text)
-    bogus = `refused: ${text.trim().slice(0, 160)}`
+    bogus = `refused (${String(error?.message ?? error).slice(0, 120)})`
   }
   const policies = {}
   for (const policy of ["always", "never", "adaptive"]) {
