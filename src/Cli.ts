@@ -277,8 +277,8 @@ const prefixOption = (name: string, fallback: string, what: string) =>
 
 const pageSizeOption = Options.integer("page-size").pipe(
   Options.withPseudoName("N"),
-  Options.withDescription("records per LRANGE (default 2000)"),
-  Options.withDefault(2000)
+  Options.withDescription("records per LRANGE (default 1000)"),
+  Options.withDefault(1000)
 )
 
 const hashPattern = /^[A-Za-z0-9_-]{43}$/

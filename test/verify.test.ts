@@ -12,6 +12,8 @@
  *   failing one, so the failing sequence is that index + 1.
  */
 import { createHash, randomBytes } from "node:crypto"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { Chunk, Effect, Layer, Stream } from "effect"
 import fc from "fast-check"
 import { Redis } from "ioredis"
@@ -190,6 +192,44 @@ describe("verifyStore on chains written through the store", () => {
     expect(result.valid).toBe(true)
     expect(result.records).toBeGreaterThanOrEqual(50)
     expect((await verify(prefix)).records).toBe(100)
+  })
+
+  it("holds a bounded amount of memory whatever the chain's length", async () => {
+    // A valid chain of 30,000 ~1 kB records, written directly (fast) with the head keys
+    // the store's append script would set.
+    const prefix = uniquePrefix("verify-memory")
+    let previous: AuditIntegrity | null = null
+    for (let start = 0; start < 30_000; start += 2_000) {
+      const texts: Array<string> = []
+      for (let i = start; i < start + 2_000; i++) {
+        const record = buildNextRecord({ ...event(i), pad: "x".repeat(900) }, previous)
+        previous = record.auditIntegrity
+        texts.push(JSON.stringify(record))
+      }
+      await redis.rpush(`${prefix}chain`, ...texts)
+    }
+    await redis.set(`${prefix}head`, JSON.stringify(previous))
+    await redis.set(`${prefix}head:hash`, previous!.eventHash)
+    // A full GC before each sample, so the samples are what verification keeps alive.
+    setFlagsFromString("--expose-gc")
+    const gc = runInNewContext("gc") as () => void
+    const samples: Array<number> = []
+    const result = await verify(prefix, {
+      pageSize: 500,
+      onProgress: (read) =>
+        Effect.sync(() => {
+          if (read % 5_000 === 0) {
+            gc()
+            samples.push(process.memoryUsage().heapUsed)
+          }
+        })
+    })
+    expect(result).toMatchObject({ valid: true, records: 30_000 })
+    expect(samples.length).toBeGreaterThanOrEqual(6)
+    // 25,000 records (~25 MB of JSON) pass between the first sample and the last.
+    const growth = samples.at(-1)! - samples[0]!
+    expect(growth).toBeLessThan(8 * 1024 * 1024)
+    await redis.del(`${prefix}chain`)
   })
 
   it("refuses a malformed checkpoint or page size with InvalidConfig", async () => {
