@@ -168,10 +168,13 @@ const canonicalUnsigned = (record: object, integrity: object): string => {
 /**
  * Key plans: for an object's own keys (in their enumeration order), the keys sorted by
  * JS default sort and each one's label `JSON.stringify(key) + ":"`. Audit records share
- * a handful of shapes, so plans are cached in a trie over the key sequence; that skips a
- * sort and a `JSON.stringify` per key. The cache is bounded: past `maxPlanNodes` nodes it
- * is dropped and rebuilt, and objects with more than `maxPlanKeys` keys are planned
- * without it. It only memoizes a pure function of the key list: outputs never depend on it.
+ * a handful of shapes, so plans are memoized in a trie over the exact key sequence; a
+ * hit skips a sort and a `JSON.stringify` per key. This only memoizes a pure function
+ * of the key list, so outputs never depend on it. Bounds: past `maxPlanNodes` nodes the
+ * trie is dropped and rebuilt; objects with more than `maxPlanKeys` keys bypass it; and
+ * when more than a quarter of a window of lookups miss (shapes that never repeat, e.g.
+ * random keys) the trie is bypassed for the next `planBypassWindows` windows, so such
+ * input costs what it would cost without a cache.
  */
 interface KeyPlan {
   readonly keys: ReadonlyArray<string>
@@ -185,8 +188,14 @@ interface PlanNode {
 
 const maxPlanNodes = 8192
 const maxPlanKeys = 64
+const planWindow = 1024
+const planBypassWindows = 8
+
 let planRoot: PlanNode = { next: undefined, plan: undefined }
 let planNodes = 0
+let windowLookups = 0
+let windowMisses = 0
+let bypassLeft = 0
 
 const makePlan = (keys: ReadonlyArray<string>): KeyPlan => {
   const sorted = keys.slice().sort()
@@ -195,6 +204,15 @@ const makePlan = (keys: ReadonlyArray<string>): KeyPlan => {
 
 const planFor = (keys: ReadonlyArray<string>): KeyPlan => {
   if (keys.length > maxPlanKeys) return makePlan(keys)
+  if (bypassLeft > 0) {
+    bypassLeft--
+    return makePlan(keys)
+  }
+  if (++windowLookups === planWindow) {
+    if (windowMisses * 4 > planWindow) bypassLeft = planBypassWindows * planWindow
+    windowLookups = 0
+    windowMisses = 0
+  }
   let node = planRoot
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!
@@ -203,6 +221,7 @@ const planFor = (keys: ReadonlyArray<string>): KeyPlan => {
       if (planNodes >= maxPlanNodes) {
         planRoot = { next: undefined, plan: undefined }
         planNodes = 0
+        windowMisses++
         return makePlan(keys)
       }
       next = { next: undefined, plan: undefined }
@@ -211,7 +230,11 @@ const planFor = (keys: ReadonlyArray<string>): KeyPlan => {
     }
     node = next
   }
-  return (node.plan ??= makePlan(keys))
+  if (node.plan === undefined) {
+    windowMisses++
+    node.plan = makePlan(keys)
+  }
+  return node.plan
 }
 
 const sha256Base64Url: (text: string) => string =
