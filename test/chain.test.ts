@@ -298,6 +298,21 @@ describe("canonicalize", () => {
     expect(canonicalize(reversed)).toBe(text)
   })
 
+  it("stays exact while shapes churn (memoized key plans reset and bypass)", () => {
+    // 30k objects of never-repeating shapes overflow and bypass the plan memo; objects of
+    // a recurring shape are interleaved and must come out right before, during and after.
+    const wrong: Array<number> = []
+    for (let i = 0; i < 30_000; i++) {
+      const churn = { [`k${i}`]: i, [`j${i % 7}`]: [i], z: { [`n${i}`]: null } }
+      if (canonicalize(churn) !== refCanonical(churn)) wrong.push(i)
+      if (i % 1000 === 0) {
+        const stable = { b: i, a: { y: [i], x: "s" }, [`k${i - 1}`]: 0 }
+        if (canonicalize(stable) !== refCanonical(stable)) wrong.push(-i)
+      }
+    }
+    expect(wrong).toEqual([])
+  })
+
   it("handles __proto__ as an ordinary own key", () => {
     const record = JSON.parse("{\"__proto__\":{\"x\":1},\"a\":1}")
     expect(canonicalize(record)).toBe("{\"__proto__\":{\"x\":1},\"a\":1}")
