@@ -364,6 +364,41 @@ const verifyCommand = Command.make(
 // ---------------------------------------------------------------------------
 // export
 
+/**
+ * Writes lines (each followed by "\n") to a new file at `path`: each chunk of lines is
+ * encoded into one reused buffer, written whenever it fills and at the chunk's end, so
+ * a long export leaves no trail of strings or byte arrays behind for the GC.
+ */
+const writeLines =
+  (fs: FileSystem.FileSystem, path: string) =>
+  <E, R>(lines: Stream.Stream<string, E, R>) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const file = yield* fs.open(path, { flag: "w" })
+        const size = 1 << 20
+        const scratch = Buffer.allocUnsafe(size)
+        yield* Stream.runForEachChunk(lines, (chunk) =>
+          Effect.gen(function* () {
+            let used = 0
+            for (const line of chunk) {
+              const needed = Buffer.byteLength(line, "utf8") + 1
+              if (used + needed > size) {
+                if (used > 0) yield* file.writeAll(scratch.subarray(0, used))
+                used = 0
+              }
+              if (needed > size) {
+                yield* file.writeAll(Buffer.from(line + "\n", "utf8"))
+                continue
+              }
+              used += scratch.write(line, used, "utf8")
+              scratch[used++] = 0x0a
+            }
+            if (used > 0) yield* file.writeAll(scratch.subarray(0, used))
+          })
+        )
+      })
+    )
+
 const exportCommand = Command.make(
   "export",
   {
@@ -389,8 +424,7 @@ const exportCommand = Command.make(
             return bar.update(n, total)
           }
         }).pipe(
-          Stream.encodeText,
-          Stream.run(fs.sink(temporary)),
+          writeLines(fs, temporary),
           Effect.zipRight(fs.rename(temporary, out)),
           Effect.onError(() => Effect.ignore(fs.remove(temporary))),
           Effect.ensuring(bar.finish),

@@ -129,12 +129,14 @@ export interface ExportOptions {
 }
 
 /**
- * The stored chain as JSONL: a stream of text blocks, one per page, each holding that
- * page's records one per line (every line ends with "\n"), in list order, from the
- * first record to the end of the list. Stored text is passed through unchanged; an
- * element spread over several lines (never written by a store) is re-serialized onto
- * one, and one that is not JSON fails the stream with `CorruptData` (it cannot be one
- * JSONL line). Fails with the store's error otherwise.
+ * The stored chain as JSONL lines: one element per record, in list order, from the
+ * first record to the end of the list, each the record's stored JSON (a JSONL file is
+ * these lines, each followed by "\n"). Emitted a page per chunk. Stored text is passed
+ * through unchanged; an element spread over several lines (never written by a store)
+ * is re-serialized onto one, and one that is not JSON fails the stream with
+ * `CorruptData` (it cannot be one JSONL line). Fails with the store's error otherwise.
+ * Keeping lines apart (rather than one string per page) lets a writer encode them into
+ * a reused buffer, leaving no page-sized strings behind for the GC.
  */
 export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, StoreError | InvalidConfig, AuditStore> =>
   Stream.unwrap(
@@ -146,13 +148,15 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
       let exported = 0
       return store.readChainJson({ pageSize }).pipe(
         Stream.chunks,
+        Stream.filter((page) => Chunk.isNonEmpty(page)),
         Stream.buffer({ capacity: 1 }),
         Stream.mapEffect((page) => {
           const start = exported
           exported += page.length
-          const block = Effect.suspend(() => jsonlBlock(page, start, store.prefix))
-          return progress === undefined ? block : Effect.tap(block, () => progress(exported, total))
-        })
+          const lines = Effect.suspend(() => oneLineEach(page, start, store.prefix))
+          return progress === undefined ? lines : Effect.tap(lines, () => progress(exported, total))
+        }),
+        Stream.flattenChunks
       )
     })
   ).pipe(Stream.withSpan("haechi.audit.export"))
@@ -162,23 +166,26 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
 
 const lineBreak = /[\r\n]/
 
-const jsonlBlock = (page: Chunk.Chunk<string>, start: number, prefix: string): Effect.Effect<string, CorruptData> => {
+/** The page with every element on one line (unchanged unless it spans several). */
+const oneLineEach = (
+  page: Chunk.Chunk<string>,
+  start: number,
+  prefix: string
+): Effect.Effect<Chunk.Chunk<string>, CorruptData> => {
   const lines = Chunk.toReadonlyArray(page)
-  let out = ""
+  let out: Array<string> | undefined
   for (let i = 0; i < lines.length; i++) {
-    let line = lines[i]!
-    if (lineBreak.test(line)) {
-      try {
-        line = JSON.stringify(JSON.parse(line))
-      } catch {
-        return Effect.fail(
-          new CorruptData({ key: `${prefix}chain`, element: start + i, detail: "not JSON, and spread over several lines" })
-        )
-      }
+    const line = lines[i]!
+    if (!lineBreak.test(line)) continue
+    try {
+      ;(out ??= lines.slice())[i] = JSON.stringify(JSON.parse(line))
+    } catch {
+      return Effect.fail(
+        new CorruptData({ key: `${prefix}chain`, element: start + i, detail: "not JSON, and spread over several lines" })
+      )
     }
-    out += line + "\n"
   }
-  return Effect.succeed(out)
+  return Effect.succeed(out === undefined ? page : Chunk.unsafeFromArray(out))
 }
 
 const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Checkpoint | undefined, InvalidConfig> => {

@@ -190,6 +190,16 @@ describe("export", () => {
     expect(refVerifyLines(fileLines)).toEqual({ valid: true, records: 45 })
     // Only the finished file is left behind (no temporary file).
     expect(await readdir(dir)).toEqual(["chain.jsonl"])
+
+    // A chain whose length is a multiple of the page size, and an empty one.
+    const full = await cli(["export", "--out", out, "--url", url, "--prefix", prefix, "--page-size", "15"])
+    expect(full.code, full.stderr).toBe(0)
+    expect((await readFile(out, "utf8")).split("\n").slice(0, -1)).toEqual(fileLines)
+    const empty = await cli(["export", "--out", out, "--url", url, "--prefix", uniquePrefix("cli-export-empty")])
+    expect(empty.code, empty.stderr).toBe(0)
+    expect(lastLine(empty.stdout)).toBe(`exported 0 records to ${out}`)
+    expect(await readFile(out, "utf8")).toBe("")
+    await rm(out)
   })
 
   it("fails with one line and leaves no file when the target cannot be written", async () => {

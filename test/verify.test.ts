@@ -533,21 +533,36 @@ describe("exportJsonl", () => {
   it("streams the stored records one per line, in order, as haechi's file verifier reads them", async () => {
     const prefix = uniquePrefix("export")
     const texts = await writeChain(prefix, 31)
-    const blocks = await withStore(prefix, Effect.map(Stream.runCollect(exportJsonl({ pageSize: 7 })), Chunk.toArray))
-    expect(blocks).toHaveLength(5)
-    const file = blocks.join("")
-    expect(file.endsWith("\n")).toBe(true)
-    const lines = file.split("\n").slice(0, -1)
+    const pages = await withStore(
+      prefix,
+      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 7 }))), (chunks) => Chunk.toArray(chunks).map(Chunk.toArray))
+    )
+    expect(pages.map((page) => page.length)).toEqual([7, 7, 7, 7, 3])
+    const lines = pages.flat()
     expect(lines).toEqual(texts)
+    expect(lines.every((line) => !line.includes("\n"))).toBe(true)
     expect(oracle(lines, null)).toEqual({ valid: true, records: 31 })
+  })
+
+  it("never emits an empty page (the list's length a multiple of the page size)", async () => {
+    const prefix = uniquePrefix("export-full-pages")
+    const texts = await writeChain(prefix, 20)
+    const pages = await withStore(
+      prefix,
+      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 10 }))), (chunks) => Chunk.toArray(chunks).map(Chunk.toArray))
+    )
+    expect(pages.map((page) => page.length)).toEqual([10, 10])
+    expect(pages.flat()).toEqual(texts)
+    const empty = await withStore(uniquePrefix("export-empty"), Effect.map(Stream.runCollect(exportJsonl()), Chunk.toArray))
+    expect(empty).toEqual([])
   })
 
   it("puts a stored element spread over lines back on one line, and refuses one that is not JSON", async () => {
     const prefix = uniquePrefix("export-lines")
     const texts = await writeChain(prefix, 3)
     await redis.lset(`${prefix}chain`, 1, JSON.stringify(JSON.parse(texts[1]!), null, 2))
-    const file = (await withStore(prefix, Effect.map(Stream.runCollect(exportJsonl()), Chunk.toArray))).join("")
-    expect(file.split("\n").slice(0, -1)).toEqual(texts)
+    const lines = await withStore(prefix, Effect.map(Stream.runCollect(exportJsonl()), Chunk.toArray))
+    expect(lines).toEqual(texts)
     await redis.lset(`${prefix}chain`, 2, "not\njson")
     const error = await withStore(prefix, Effect.flip(Stream.runDrain(exportJsonl())))
     expect(error).toMatchObject({ _tag: "CorruptData", element: 2 })
