@@ -388,7 +388,7 @@ const row = (figure, key, pick, { digits = 0, unit = "", better = "higher", refK
 }
 
 row("audit appends/s, one sink", "audit", (r) => r.opsPerSec)
-row("audit append p50, one sink (ms, lower is better)", "audit", (r) => r.p50, { digits: 3, better: "lower" })
+row("audit append p50, one sink (ms)", "audit", (r) => r.p50, { digits: 3, better: "lower" })
 row(`audit appends/s, ${REPLICAS} replica processes (total)`, "replicas", (r) => r.opsPerSec)
 row(`audit append p50, ${REPLICAS} replicas (ms)`, "replicas", (r) => r.p50, { digits: 2, better: "lower" })
 row(`audit append p99, ${REPLICAS} replicas (ms)`, "replicas", (r) => r.p99, { digits: 2, better: "lower" })
@@ -501,6 +501,7 @@ const footer =
   `\n${quick ? "Quick run" : "Full run"}: ${cfg.rounds} round(s), medians over rounds; ${machine.cores}× ${machine.cpu}, ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
   `one local redis-server (no persistence); ${elapsed.toFixed(0)} s; load average ${machine.loadAverage.start[0]} at the start, ${machine.loadAverage.end[0]} at the end.` +
   (raw.lock && !lockSource ? "\nLock hand-off (ours): n/a, `withRedisLock` is not exported by dist/haechi.js yet." : "") +
+  (raw.lock && lockSource && lockSource !== "dist/haechi.js" ? `\nLock hand-off (ours): withRedisLock taken from ${lockSource} (BENCH_LOCK_MODULE).` : "") +
   (lockProbe && !lockProbe.failed
     ? `\nLock policies of ours: ${POLICIES.map((p) => `${p} ${lockProbe.policies[p]?.honoured ? "honoured" : "not honoured"}`).join(", ")} (bogus policy ${lockProbe.bogus}).`
     : "")
