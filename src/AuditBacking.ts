@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { CorruptData, type RedisError } from "./Errors.js"
 import { auditKeys, type AuditKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"
-import type { RedisClientShape } from "./RedisClient.js"
+import { wrongType, type RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
 /** The last record's `auditIntegrity`, as the chain stores it. */
@@ -79,17 +79,6 @@ export const isIntegrity = (value: unknown): value is Integrity => {
     (v.previousHash === null || typeof v.previousHash === "string")
   )
 }
-
-/** Maps a WRONGTYPE reply (a key holding the wrong Redis type) to corrupt data at that key. */
-const wrongType =
-  (key: string) =>
-  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, BackingError> =>
-    Effect.catchIf(
-      effect,
-      (e): e is Extract<RedisError, { _tag: "RedisCommandFailed" }> =>
-        e._tag === "RedisCommandFailed" && e.reply.startsWith("WRONGTYPE"),
-      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
-    )
 
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {

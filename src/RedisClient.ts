@@ -10,7 +10,7 @@
  */
 import { Config, Context, Effect, Layer, Redacted } from "effect"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
-import { RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
+import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { callScript, type ScriptDefinition } from "./Scripts.js"
 
 /** An ioredis standalone client or cluster client. */
@@ -40,6 +40,16 @@ export const toRedisError = (operation: string, error: unknown): RedisError =>
   isReplyError(error)
     ? new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
     : new RedisUnavailable({ operation, cause: error })
+
+/** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
+export const wrongType =
+  (key: string) =>
+  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
+    Effect.catchIf(
+      effect,
+      (e): e is RedisCommandFailed => e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE"),
+      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
+    )
 
 /** Wraps a client the caller owns (each script is defined on it once, at first use). */
 export const fromClient = (client: RedisConnection): RedisClientShape => {

@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { CorruptData, type RedisError } from "./Errors.js"
 import { vaultKeys, type VaultKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"
-import type { RedisClientShape } from "./RedisClient.js"
+import { wrongType, type RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
 /** The vault's version: "" before the first commit, then "1", "2", ... (haechi-store-redis's counter). */
@@ -74,16 +74,6 @@ const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, Corrupt
     ? Effect.succeed(text)
     : Effect.fail(new CorruptData({ key, detail: "the version is not a non-negative integer" }))
 }
-
-const wrongType =
-  (key: string) =>
-  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, BackingError> =>
-    Effect.catchIf(
-      effect,
-      (e): e is Extract<RedisError, { _tag: "RedisCommandFailed" }> =>
-        e._tag === "RedisCommandFailed" && (e.reply.startsWith("WRONGTYPE") || e.reply.includes("WRONGTYPE")),
-      () => Effect.fail(new CorruptData({ key, detail: "a vault key holds the wrong Redis type" }))
-    )
 
 const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> => {
   const out: Array<readonly [string, string]> = []
