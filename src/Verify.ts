@@ -85,6 +85,7 @@ export const verifyStore = (
     const from = yield* checkCheckpoint(options.from)
     const pageSize = yield* checkPageSize(options.pageSize)
     const store = yield* AuditStore
+    yield* Effect.annotateCurrentSpan("haechi.prefix", store.prefix)
     // The head first: the list can only grow past it while we read.
     const head = yield* store.head
     const length = yield* store.length
@@ -143,6 +144,7 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
     Effect.gen(function* () {
       const pageSize = yield* checkPageSize(options.pageSize)
       const store = yield* AuditStore
+      yield* Effect.annotateCurrentSpan("haechi.prefix", store.prefix)
       const total = yield* store.length
       const progress = options.onProgress
       let exported = 0
