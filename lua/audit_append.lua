@@ -1,7 +1,7 @@
 -- audit_append: compare-and-append one record to the audit chain, fenced on the head.
 -- The record commits only if the head is still the one it was built on, so the chain
--- cannot fork. Key types are checked before the first write, so a call either writes
--- everything or nothing.
+-- cannot fork. A call writes everything or nothing: a key of the wrong type fails the
+-- GET or the RPUSH before any write, and `commits`, written last, is checked first.
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
@@ -13,11 +13,9 @@
 --        {2}                  this call already committed (a re-sent call whose reply was
 --                             lost): do not append again
 --        {0, head JSON | nil} fence conflict; the current head, so the retry needs no read
---        {3, key}             a key holds the wrong Redis type; nothing written
-for i, want in ipairs({'string', 'list', 'string', 'hash'}) do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'none' and t ~= want then return {3, KEYS[i]} end
-end
+--        {3, key}             `commits` holds the wrong Redis type; nothing written
+local t = redis.call('TYPE', KEYS[4]).ok
+if t ~= 'none' and t ~= 'hash' then return {3, KEYS[4]} end
 local cur = redis.call('GET', KEYS[1])
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
   redis.call('RPUSH', KEYS[2], ARGV[2])

@@ -2,8 +2,9 @@
 -- The diff commits only if no other writer committed since the snapshot it was computed
 -- on; the version then moves by exactly one and the change log gets one entry
 -- "<version> <commit id> <JSON array of changed token ids>" so replica caches can catch
--- up without reading the whole vault. Key types are checked before the first write, so
--- a call either writes everything or nothing.
+-- up without reading the whole vault. A call writes everything or nothing: a key of the
+-- wrong type fails the GET or the first HSET before any write, and `log`, written last,
+-- is checked first.
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
 -- ARGV[1] expected version ('' = never mutated)
 -- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
@@ -12,11 +13,9 @@
 -- Reply: {1, new version}      committed ({1, version} unchanged when the diff is empty)
 --        {2, current version}  this commit id is already logged (a re-sent call): done
 --        {0, current version|nil}  fence conflict, nothing written
---        {3, key}              a key holds the wrong Redis type; nothing written
-for i, want in ipairs({'string', 'hash', 'list'}) do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'none' and t ~= want then return {3, KEYS[i]} end
-end
+--        {3, key}              `log` holds the wrong Redis type; nothing written
+local t = redis.call('TYPE', KEYS[3]).ok
+if t ~= 'none' and t ~= 'list' then return {3, KEYS[3]} end
 local cur = redis.call('GET', KEYS[1])
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
   local n = tonumber(ARGV[5])

@@ -28,6 +28,8 @@ export interface PreparedAppend {
   readonly expectedPrev: string
   readonly recordJson: string
   readonly integrityJson: string
+  /** A private copy of the record's integrity (the next head once committed). */
+  readonly integrity: Integrity
   readonly eventHash: string
   readonly sequence: number
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */

@@ -38,7 +38,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { DurabilityOptions } from "./Durability.js"
 import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { countConflict, defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 
@@ -86,7 +86,7 @@ export interface AuditStoreOptions {
    * Correctness never depends on it.
    */
   readonly lock?: LockPolicy
-  /** Wraps each attempt instead of the lock policy (advanced; overrides `lock`). */
+  /** Decides when the operation holds a lock, instead of the lock policy (advanced; overrides `lock`). */
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the transaction. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
@@ -150,14 +150,12 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       } catch (error) {
         return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
       }
-      const stored = JSON.parse(recordJson) as { auditIntegrity?: unknown }
-      if (!isIntegrity(stored.auditIntegrity) || stored.auditIntegrity.eventHash !== integrity.eventHash) {
-        return invalid("its JSON form loses the auditIntegrity")
-      }
+      if (typeof recordJson !== "string") return invalid("not JSON-serializable")
       return Effect.succeed({
         expectedPrev: integrity.previousHash ?? "",
         recordJson,
-        integrityJson: JSON.stringify(stored.auditIntegrity),
+        integrityJson: JSON.stringify(integrity),
+        integrity: { ...integrity },
         eventHash: integrity.eventHash,
         sequence: integrity.sequence,
         commitId: randomBytes(12).toString("base64url")
@@ -193,7 +191,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         switch (outcome._tag) {
           case "Committed":
           case "AlreadyCommitted":
-            cached = JSON.parse(write.integrityJson) as Integrity
+            cached = write.integrity
             return afterCommit
           case "Conflict":
             if (outcome.headHash !== "?") cached = outcome.head
@@ -205,7 +203,9 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     )
 
   const tx: AuditTransaction = { readLastIntegrity, persist }
-  const observe = (operation: string) => observed("audit", operation, prefix)
+  const observeTransaction = observed("audit", "transaction", prefix)
+  const observeHead = observed("audit", "head", prefix)
+  const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
   const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
     const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
     return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
@@ -219,11 +219,16 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   return {
     prefix,
     transaction: (build) =>
-      retryOnConflict((n) => guard("audit", n, build(tx)), { store: "audit", prefix, operation: "transaction", schedule }).pipe(
-        observe("transaction")
-      ),
+      guard({
+        once: build(tx).pipe(countConflict(retryOptions)),
+        retrying: (fresh) =>
+          Effect.zipRight(
+            fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,
+            retryOnConflict(() => build(tx), retryOptions)
+          )
+      }).pipe(observeTransaction) as never,
     ready: backing.ready,
-    head: backing.readHead.pipe(observe("head")),
+    head: backing.readHead.pipe(observeHead),
     length: backing.length,
     readChainJson,
     readChain: (opts) =>

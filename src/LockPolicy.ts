@@ -4,19 +4,19 @@
  * fenced writes collide; correctness never depends on it, so a lease lost mid-attempt
  * does not interrupt the attempt (its write is fenced anyway).
  *
- * - "always": every attempt holds the lock (the reference's behaviour).
+ * - "always": every operation holds the lock across its attempts (the reference's way).
  * - "never": fences only.
- * - "adaptive": an attempt runs lock-free unless it is a retry or this store saw a fence
- *   conflict within the last `window`; uncontended writers pay no lock round trips,
- *   contended ones queue on the lock instead of burning attempts.
+ * - "adaptive": an operation first tries once lock-free; after a fence conflict it (and
+ *   every operation of this store for the next `window`) retries holding the lock, so
+ *   uncontended writers pay no lock round trips and contended ones queue on the lock
+ *   instead of burning attempts.
  */
 import { Duration, Effect } from "effect"
-import { InvalidConfig, type StoreKind } from "./Errors.js"
+import { InvalidConfig, type StoreError } from "./Errors.js"
 import { isFenceConflict } from "./Retry.js"
 import { makeWith, type LockOptions, type RedisLockShape } from "./RedisLock.js"
 import type { RedisClientShape } from "./RedisClient.js"
-import type { StoreGuard } from "./StoreGuard.js"
-import { noGuard } from "./StoreGuard.js"
+import { noGuard, type GuardedOperation, type StoreGuard } from "./StoreGuard.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
 
@@ -44,19 +44,23 @@ export const guardFor = (
 ): StoreGuard => {
   if (policy === "never" || lock === undefined) return noGuard
   const lockOptions = options.lockOptions ?? storeLockOptions
-  const locked = <A, E, R>(operation: Effect.Effect<A, E, R>) => lock.withLock(lockKey, operation, lockOptions)
-  if (policy === "always") return (_store: StoreKind, _attempt, operation) => locked(operation) as never
+  // The lock is held across all retries of one operation, and the operation refreshes
+  // what it cached once it has the lock.
+  // (The lock options are fixed and valid, so withLock's InvalidConfig cannot happen.)
+  const underLock = <A, E, R>(operation: GuardedOperation<A, E, R>) =>
+    lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<A, E | StoreError, R>
+  if (policy === "always") return underLock
   const windowMs = Duration.toMillis(Duration.decode(options.window ?? ADAPTIVE_WINDOW))
   let contendedUntil = 0
-  return (_store, attempt, operation) =>
-    Effect.suspend(() => {
-      const observed = Effect.tapError(operation, (error) =>
-        Effect.sync(() => {
-          if (isFenceConflict(error)) contendedUntil = Date.now() + windowMs
-        })
-      )
-      return attempt > 1 || Date.now() < contendedUntil ? (locked(observed) as never) : observed
-    })
+  return <A, E, R>(operation: GuardedOperation<A, E, R>) =>
+    Effect.suspend(() =>
+      Date.now() < contendedUntil
+        ? underLock(operation)
+        : Effect.catchIf(operation.once, isFenceConflict, () => {
+            contendedUntil = Date.now() + windowMs
+            return underLock(operation)
+          })
+    ) as Effect.Effect<A, E | StoreError, R>
 }
 
 /** Close an idle subscriber connection this soon, so it never holds a process open for long. */

@@ -1,34 +1,36 @@
 /**
  * One span and one latency sample per store operation, with the outcome on the span,
- * so every operation shows up the same way in traces and metrics.
+ * so every operation shows up the same way in traces and metrics. Built once per
+ * store and operation: the hot path allocates no metric keys and captures no stack.
  */
 import { Cause, Effect, Exit, Metric, Option } from "effect"
 import type { StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 
-export const observed =
-  (store: StoreKind, operation: string, prefix: string) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+export const observed = (store: StoreKind, operation: string, prefix: string) => {
+  const latency = Metrics.operationLatency.pipe(Metric.tagged("store", store), Metric.tagged("operation", operation))
+  const span = {
+    attributes: { "haechi.store": store, "haechi.prefix": prefix },
+    captureStackTrace: false
+  } as const
+  const name = `haechi.${store}.${operation}`
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.suspend(() => {
       const started = performance.now()
       return effect.pipe(
         Effect.onExit((exit) =>
           Effect.zipRight(
-            Metric.update(
-              Metrics.operationLatency.pipe(Metric.tagged("store", store), Metric.tagged("operation", operation)),
-              performance.now() - started
-            ),
+            Metric.update(latency, performance.now() - started),
             Effect.annotateCurrentSpan(
               "haechi.outcome",
               Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)
             )
           )
         ),
-        Effect.withSpan(`haechi.${store}.${operation}`, {
-          attributes: { "haechi.store": store, "haechi.prefix": prefix }
-        })
+        Effect.withSpan(name, span)
       )
     })
+}
 
 const failureTag = <E>(cause: Cause.Cause<E>): string =>
   Option.match(Cause.failureOption(cause), {

@@ -12,12 +12,18 @@ import * as Metrics from "./Metrics.js"
 export type RetrySchedule = Schedule.Schedule<unknown, unknown>
 
 /**
- * The default: up to 64 attempts; exponential backoff from 0.2 ms capped at 10 ms,
- * jittered so that losing writers do not collide again in lockstep.
+ * The default: up to 64 attempts. The first two retries are immediate, because the
+ * conflict's reply carried the current state and waiting would only make it stale; then
+ * exponential backoff from 0.5 ms capped at 10 ms, jittered so that losing writers do not
+ * collide again in lockstep.
  */
-export const defaultRetrySchedule: RetrySchedule = Schedule.exponential(Duration.micros(200n), 2).pipe(
-  Schedule.union(Schedule.spaced("10 millis")),
-  Schedule.jitteredWith({ min: 0.5, max: 1.5 }),
+export const defaultRetrySchedule: RetrySchedule = Schedule.recurs(2).pipe(
+  Schedule.andThen(
+    Schedule.exponential(Duration.micros(500n), 2).pipe(
+      Schedule.union(Schedule.spaced("10 millis")),
+      Schedule.jitteredWith({ min: 0.5, max: 1.5 })
+    )
+  ),
   Schedule.intersect(Schedule.recurs(63))
 )
 
@@ -38,8 +44,7 @@ export const retryOnConflict = <A, E, R>(
   }
 ): Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R> =>
   Effect.suspend(() => {
-    const count = (metric: Metric.Metric.Counter<number>) =>
-      Metric.update(metric.pipe(Metric.tagged("store", options.store), Metric.tagged("operation", options.operation)), 1)
+    const count = (metric: Metric.Metric.Counter<number>) => Metric.update(counters(options)(metric), 1)
     let attempts = 0
     const once = Effect.suspend(() => {
       attempts += 1
@@ -63,3 +68,30 @@ export const retryOnConflict = <A, E, R>(
       Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", attempts)))
     ) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
   })
+
+const tagged = new Map<string, Map<Metric.Metric.Counter<number>, Metric.Metric.Counter<number>>>()
+
+/** The counters tagged with store and operation, built once per pair. */
+const counters =
+  (options: { readonly store: StoreKind; readonly operation: string }) =>
+  (metric: Metric.Metric.Counter<number>): Metric.Metric.Counter<number> => {
+    const key = `${options.store}/${options.operation}`
+    let byMetric = tagged.get(key)
+    if (byMetric === undefined) tagged.set(key, (byMetric = new Map()))
+    let counter = byMetric.get(metric)
+    if (counter === undefined) {
+      counter = metric.pipe(
+        Metric.tagged("store", options.store),
+        Metric.tagged("operation", options.operation)
+      ) as Metric.Metric.Counter<number>
+      byMetric.set(metric, counter)
+    }
+    return counter
+  }
+
+/** Counts a fence conflict of a single attempt run outside `retryOnConflict`. */
+export const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.tapError(effect, (e) =>
+      isFenceConflict(e) ? Metric.update(counters(options)(Metrics.fenceConflicts), 1) : Effect.void
+    )

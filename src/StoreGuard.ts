@@ -1,16 +1,23 @@
 /**
- * What wraps each attempt of a store operation from the outside: the lock policy. A
- * guard may reduce contention; it never decides correctness, which the fences alone carry.
+ * What wraps a store operation from the outside: the lock policy. A guard decides when
+ * the operation runs under the lock; it never decides correctness, which the fences
+ * alone carry.
  */
 import type { Effect } from "effect"
-import type { StoreError, StoreKind } from "./Errors.js"
+import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
 
-/** Wraps attempt number `attempt` (1-based) of an operation on `store`. */
-export type StoreGuard = <A, E, R>(
-  store: StoreKind,
-  attempt: number,
-  operation: Effect.Effect<A, E, R>
-) => Effect.Effect<A, E | StoreError, R>
+/** An operation as a guard sees it. */
+export interface GuardedOperation<A, E, R> {
+  /** One lock-free attempt; losing the race fails with `FenceConflict`. */
+  readonly once: Effect.Effect<A, E | FenceConflict, R>
+  /**
+   * The bounded retry loop. With `fresh`, cached state is brought up to date first (the
+   * caller just waited for a lock, so what it cached is likely stale).
+   */
+  readonly retrying: (fresh: boolean) => Effect.Effect<A, E | RetriesExhausted, R>
+}
+
+export type StoreGuard = <A, E, R>(operation: GuardedOperation<A, E, R>) => Effect.Effect<A, E | StoreError, R>
 
 /** No lock: the fences alone. */
-export const noGuard: StoreGuard = (_store, _attempt, operation) => operation
+export const noGuard: StoreGuard = (operation) => operation.retrying(false)

@@ -21,7 +21,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { DurabilityOptions } from "./Durability.js"
 import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { countConflict, defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 import {
@@ -78,7 +78,7 @@ export interface TokenStoreOptions {
    * Correctness never depends on it.
    */
   readonly lock?: LockPolicy
-  /** Wraps each attempt instead of the lock policy (advanced; overrides `lock`). */
+  /** Decides when the operation holds a lock, instead of the lock policy (advanced; overrides `lock`). */
   readonly guard?: StoreGuard
   /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the mutation. */
   readonly afterCommit?: Effect.Effect<void, StoreError>
@@ -123,18 +123,23 @@ const copyJson = (value: unknown): unknown => {
 /** One version of the vault as the cache holds it. Views capture it; it is never edited while pinned. */
 interface Snapshot {
   readonly version: Version
-  readonly records: ReadonlyMap<string, TokenRecord>
+  readonly records: { get(token: string): TokenRecord | undefined; has(token: string): boolean }
+  /** Every frozen `[token, record]` pair of this version (shared: copy before handing out). */
   readonly pairs: () => ReadonlyArray<readonly [string, TokenRecord]>
 }
 
+type Pair = readonly [string, TokenRecord]
+
 /**
- * The replica's cache. Updates are synchronous and check the version they start from,
- * so concurrent fibers can only ever move it forward along committed versions.
+ * The replica's cache: the pairs in an array (so `entries()` is one copy of it) and each
+ * token's position in it, both updated in place per change. Updates are synchronous and
+ * check the version they start from, so concurrent fibers only ever move it forward
+ * along committed versions; a version pinned by a running view is copied, not edited.
  */
 class VaultCache {
   version: Version | undefined = undefined
-  private records = new Map<string, TokenRecord>()
-  private pairs: Array<readonly [string, TokenRecord]> | undefined
+  private positions = new Map<string, number>()
+  private pairs: Array<Pair> = []
   private pins = 0
 
   constructor(private readonly tokensKey: string) {}
@@ -149,6 +154,26 @@ class VaultCache {
     return new CorruptData({ key: this.tokensKey, element: token, detail: "the record is not a JSON object" })
   }
 
+  private put(token: string, record: TokenRecord | undefined): void {
+    const at = this.positions.get(token)
+    if (record !== undefined) {
+      const pair: Pair = Object.freeze([token, record] as const)
+      if (at === undefined) {
+        this.positions.set(token, this.pairs.length)
+        this.pairs.push(pair)
+      } else {
+        this.pairs[at] = pair
+      }
+    } else if (at !== undefined) {
+      const last = this.pairs.pop() as Pair
+      if (at < this.pairs.length) {
+        this.pairs[at] = last
+        this.positions.set(last[0], at)
+      }
+      this.positions.delete(token)
+    }
+  }
+
   /** Parses every change first, then applies all of them, so a corrupt value changes nothing. */
   advance(from: Version, to: Version, changes: ReadonlyArray<readonly [string, string | null]>): Effect.Effect<void, CorruptData> {
     return Effect.suspend(() => {
@@ -159,28 +184,38 @@ class VaultCache {
         parsed.push([token, record])
       }
       if (this.version !== from) return Effect.void
-      if (this.pins > 0) this.records = new Map(this.records)
-      for (const [token, record] of parsed) {
-        if (record === undefined) this.records.delete(token)
-        else this.records.set(token, record)
+      if (this.pins > 0) {
+        // Views still read the old version: leave it to them.
+        this.positions = new Map(this.positions)
+        this.pairs = this.pairs.slice()
+        this.pins = 0
       }
+      for (const [token, record] of parsed) this.put(token, record)
       this.version = to
-      this.pairs = undefined
       return Effect.void
     })
   }
 
   replace(version: Version, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
     return Effect.suspend(() => {
-      const records = new Map<string, TokenRecord>()
+      const positions = new Map<string, number>()
+      const pairs: Array<Pair> = []
       for (const [token, json] of entries) {
         const record = this.parse(token, json)
         if (record instanceof CorruptData) return Effect.fail(record)
-        records.set(token, record)
+        const at = positions.get(token)
+        const pair: Pair = Object.freeze([token, record] as const)
+        if (at === undefined) {
+          positions.set(token, pairs.length)
+          pairs.push(pair)
+        } else {
+          pairs[at] = pair
+        }
       }
-      this.records = records
+      this.positions = positions
+      this.pairs = pairs
+      this.pins = 0
       this.version = version
-      this.pairs = undefined
       return Effect.void
     })
   }
@@ -188,27 +223,26 @@ class VaultCache {
   /** Pins the current version for a view; `release` unpins it. */
   pin(): { readonly snapshot: Snapshot; readonly release: () => void } {
     this.pins += 1
-    const records = this.records
-    const self = this
+    const positions = this.positions
+    const pairs = this.pairs
     const snapshot: Snapshot = {
       version: this.version ?? "",
-      records,
-      pairs: () => {
-        if (self.records === records) {
-          self.pairs ??= Array.from(records, ([t, r]) => Object.freeze([t, r] as const))
-          return self.pairs
-        }
-        return Array.from(records, ([t, r]) => Object.freeze([t, r] as const))
-      }
+      records: {
+        get: (token) => {
+          const at = positions.get(token)
+          return at === undefined ? undefined : (pairs[at] as Pair)[1]
+        },
+        has: (token) => positions.has(token)
+      },
+      pairs: () => pairs
     }
     let released = false
     return {
       snapshot,
       release: () => {
-        if (!released) {
-          released = true
-          this.pins -= 1
-        }
+        // A copy made since the pin already freed the pinned arrays from further edits.
+        if (!released && this.pairs === pairs) this.pins -= 1
+        released = true
       }
     }
   }
@@ -404,19 +438,22 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       }
     })
 
-  const observe = (operation: string) => observed("vault", operation, prefix)
+  const observeMutate = observed("vault", "mutate", prefix)
+  const observeRead = observed("vault", "read", prefix)
+  const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
   return {
     prefix,
     mutate: (f) =>
-      retryOnConflict((n) => guard("vault", n, attempt(f)), { store: "vault", prefix, operation: "mutate", schedule }).pipe(
-        observe("mutate")
-      ) as never,
+      guard({
+        once: attempt(f).pipe(countConflict(retryOptions)),
+        retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
+      }).pipe(observeMutate) as never,
     read: (f) =>
       Effect.gen(function* () {
         yield* sync
         const { snapshot, release } = cache.pin()
         return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
-      }).pipe(observe("read")),
+      }).pipe(observeRead),
     ready: backing.ready,
     stats: backing.stats
   }

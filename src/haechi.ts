@@ -28,6 +28,7 @@ import { preflight, type StartupChecksMode } from "./StartupChecks.js"
 export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
+export { withRedisLock } from "./LockFacade.js"
 export type { Readiness } from "./Readiness.js"
 export type { DurabilityOptions } from "./Durability.js"
 export type { StartupChecksMode } from "./StartupChecks.js"
