@@ -12,7 +12,7 @@
  * the append script recognises the re-sent record, and a failed call is resolved by
  * looking the record up at its sequence before anything is built again.
  */
-import { randomBytes } from "node:crypto"
+import { nextCommitId } from "./CommitId.js"
 import { Chunk, Context, Effect, Layer, Metric, Option, Schedule, Stream } from "effect"
 import {
   CommitOutcomeUnknown,
@@ -78,7 +78,7 @@ export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<Au
 export interface AuditStoreOptions {
   /** Key prefix; default "haechi:audit:" (use a hash tag such as "{haechi:audit}:" on a cluster). */
   readonly keyPrefix?: string
-  /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
+  /** Retry after fence conflicts; default `defaultRetrySchedule` (128 attempts: four immediate, then short jittered backoff). */
   readonly retry?: RetrySchedule
   /**
    * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
@@ -158,7 +158,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         integrity: { ...integrity },
         eventHash: integrity.eventHash,
         sequence: integrity.sequence,
-        commitId: randomBytes(12).toString("base64url")
+        commitId: nextCommitId()
       })
     })
 

@@ -12,19 +12,19 @@ import * as Metrics from "./Metrics.js"
 export type RetrySchedule = Schedule.Schedule<unknown, unknown>
 
 /**
- * The default: up to 64 attempts. The first two retries are immediate, because the
- * conflict's reply carried the current state and waiting would only make it stale; then
- * exponential backoff from 0.5 ms capped at 10 ms, jittered so that losing writers do not
- * collide again in lockstep.
+ * The default: up to 128 attempts. The first four retries are immediate, because the
+ * conflict's reply carried the current state and waiting would only make it stale (and
+ * hand the race to the writer that just won); then short exponential backoff from
+ * 0.2 ms capped at 2 ms, jittered so that losing writers do not collide in lockstep.
  */
-export const defaultRetrySchedule: RetrySchedule = Schedule.recurs(2).pipe(
+export const defaultRetrySchedule: RetrySchedule = Schedule.recurs(4).pipe(
   Schedule.andThen(
-    Schedule.exponential(Duration.micros(500n), 2).pipe(
-      Schedule.union(Schedule.spaced("10 millis")),
+    Schedule.exponential(Duration.micros(200n), 2).pipe(
+      Schedule.union(Schedule.spaced("2 millis")),
       Schedule.jitteredWith({ min: 0.5, max: 1.5 })
     )
   ),
-  Schedule.intersect(Schedule.recurs(63))
+  Schedule.intersect(Schedule.recurs(127))
 )
 
 export const isFenceConflict = (error: unknown): error is FenceConflict =>
@@ -50,20 +50,29 @@ export const retryOnConflict = <A, E, R>(
       attempts += 1
       return attempts > 1 ? Effect.zipRight(count(Metrics.retries), attempt(attempts)) : attempt(attempts)
     }).pipe(Effect.tapError((e) => (isFenceConflict(e) ? count(Metrics.fenceConflicts) : Effect.void)))
-    return once.pipe(
-      Effect.retry({ schedule: options.schedule, while: isFenceConflict }),
-      Effect.catchIf(isFenceConflict, () =>
-        Effect.zipRight(
-          count(Metrics.retriesExhausted),
-          Effect.fail(
-            new RetriesExhausted({
-              store: options.store,
-              prefix: options.prefix,
-              operation: options.operation,
-              attempts
-            })
-          )
+    const exhausted = () =>
+      Effect.zipRight(
+        count(Metrics.retriesExhausted),
+        Effect.fail(
+          new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts })
         )
+      )
+    // The schedule's driver is only built once a first attempt lost; it sees every
+    // conflict, the first included, exactly as `Effect.retry` would.
+    return once.pipe(
+      Effect.catchIf(isFenceConflict, (first) =>
+        Effect.gen(function* () {
+          const driver = yield* Schedule.driver(options.schedule)
+          let conflict: unknown = first
+          for (;;) {
+            const proceed = yield* Effect.either(driver.next(conflict))
+            if (proceed._tag === "Left") return yield* exhausted()
+            const result = yield* Effect.either(once)
+            if (result._tag === "Right") return result.right
+            if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
+            conflict = result.left
+          }
+        })
       ),
       Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", attempts)))
     ) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>

@@ -3,7 +3,7 @@
  * as it was raised (our tagged error instances, or whatever the caller's `fn` threw),
  * never a FiberFailure and never the span-annotated proxy Effect keeps internally.
  */
-import { Cause, Effect, Exit, Option, Runtime } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, Runtime } from "effect"
 
 /** The failure of `cause` as it was raised; a defect or interruption otherwise. */
 export const originalFailure = (cause: Cause.Cause<unknown>): unknown =>
@@ -22,4 +22,25 @@ export const runSyncOrThrow = <A>(effect: Effect.Effect<A, unknown>): A => {
   const exit = Effect.runSyncExit(effect)
   if (Exit.isSuccess(exit)) return exit.value
   throw originalFailure(exit.cause)
+}
+
+/**
+ * Like `promiseRunner`, but runs synchronously as far as it can: an effect that needs no
+ * I/O (a cached value) settles without scheduling a fiber; one that does is joined.
+ */
+export const fastPromiseRunner = (runtime: Runtime.Runtime<never> = Runtime.defaultRuntime) => {
+  const runSync = Runtime.runSyncExit(runtime)
+  const runPromise = Runtime.runPromiseExit(runtime)
+  const settle = <A>(exit: Exit.Exit<A, unknown>): Promise<A> =>
+    Exit.isSuccess(exit) ? Promise.resolve(exit.value) : Promise.reject(originalFailure(exit.cause))
+  return <A>(effect: Effect.Effect<A, unknown>): Promise<A> => {
+    const exit = runSync(effect)
+    if (Exit.isFailure(exit)) {
+      const died = Cause.dieOption(exit.cause)
+      if (Option.isSome(died) && Runtime.isAsyncFiberException(died.value)) {
+        return runPromise(Fiber.join(died.value.fiber as Fiber.Fiber<A, unknown>)).then(settle)
+      }
+    }
+    return settle(exit)
+  }
 }

@@ -11,7 +11,7 @@
  * is complete. Cached records are frozen and views hand out private copies from `get`,
  * so an in-place edit by `f` never reaches the cache unless it commits.
  */
-import { randomBytes } from "node:crypto"
+import { nextCommitId } from "./CommitId.js"
 import { Context, Effect, Layer, Metric, Schedule } from "effect"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
 import { checkPrefix, DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
@@ -70,7 +70,7 @@ export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<To
 export interface TokenStoreOptions {
   /** Key prefix; default "haechi:tv:" (use a hash tag such as "{haechi:tv}:" on a cluster). */
   readonly keyPrefix?: string
-  /** Retry after fence conflicts; default `defaultRetrySchedule` (64 attempts, short jittered backoff). */
+  /** Retry after fence conflicts; default `defaultRetrySchedule` (128 attempts: four immediate, then short jittered backoff). */
   readonly retry?: RetrySchedule
   /**
    * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
@@ -384,7 +384,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         }
         sets.push([token, json])
       }
-      return Effect.succeed({ expected: version, commitId: randomBytes(12).toString("base64url"), sets, deletes })
+      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes })
     })
 
   // A call that got no answer may or may not have committed: the log says, by commit id.

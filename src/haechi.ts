@@ -22,7 +22,7 @@ import { memoryVaultBacking } from "./TokenBacking.js"
 import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
-import { promiseRunner, runSyncOrThrow } from "./Run.js"
+import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"
 import { preflight, type StartupChecksMode } from "./StartupChecks.js"
 export type { LockPolicy } from "./LockPolicy.js"
@@ -54,7 +54,7 @@ export interface HaechiTokenStore {
 }
 
 export interface FacadeOptions {
-  /** Retry after fence conflicts (an Effect `Schedule`); default 64 attempts with short jittered backoff. */
+  /** Retry after fence conflicts (an Effect `Schedule`); default 128 attempts: four immediate, then short jittered backoff. */
   readonly retry?: RetrySchedule
   /** The Effect runtime to run on (for your tracer and metrics); default `Runtime.defaultRuntime`. */
   readonly runtime?: Runtime.Runtime<never>
@@ -128,13 +128,14 @@ const orThrow = <A, E>(effect: Effect.Effect<A, E, RedisClient>, redis: RedisCli
 /** Wraps an Effect audit store in haechi's Promise contract. */
 export const toHaechiAuditStore = (store: AuditStoreShape, options: FacadeOptions = {}): HaechiAuditStore => {
   const run = runner(options.runtime)
+  const runFast = fastPromiseRunner(options.runtime)
   return {
     transaction: (fn) =>
       run(
         store.transaction((tx) =>
           fromCaller(() =>
             fn({
-              readLastIntegrity: () => run(tx.readLastIntegrity),
+              readLastIntegrity: () => runFast(tx.readLastIntegrity),
               persist: (record) => run(tx.persist(record))
             })
           )
