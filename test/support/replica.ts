@@ -44,6 +44,11 @@ export const errorTag = (error: unknown): string =>
       ? error.name
       : String(error)
 
+/** With DEBUG_FAULTS=1 in the environment, each failed call is printed with its message. */
+const debugFailure = (what: string, error: unknown) => {
+  if (process.env["DEBUG_FAULTS"]) console.log(`[debug] ${what} failed: ${String(error)}`)
+}
+
 /** One replica: haechi's audit sink and token vault over facade stores on `client`. */
 export const replica = (
   name: string,
@@ -72,6 +77,7 @@ export const replica = (
         ledger.ackedEvents.push(id)
         return true
       } catch (error) {
+        debugFailure(id, error)
         ledger.failedEvents.push({ id, error: errorTag(error) })
         return false
       }
@@ -84,6 +90,7 @@ export const replica = (
         ledger.ackedTokens.push({ token, value, reused })
         return true
       } catch (error) {
+        debugFailure(value, error)
         ledger.failedTokens.push({ value, error: errorTag(error) })
         return false
       }
@@ -93,14 +100,18 @@ export const replica = (
 
 export type Replica = ReturnType<typeof replica>
 
-/** Runs `replicas` each in its own loop (record, tokenize, record, ...) until `stop()` says so. */
-export const runLoops = async (replicas: ReadonlyArray<Replica>, stop: () => boolean, pauseMs = 0): Promise<void> => {
+/**
+ * Runs `replicas` each in its own loop (record, tokenize, record, ...) until `stop()` says
+ * so. Each step yields to the event loop, and a failed call backs off `backoffMs` as a real
+ * writer would: a client that fails at once while Redis is down would otherwise spin on
+ * microtasks and starve every timer in the process.
+ */
+export const runLoops = async (replicas: ReadonlyArray<Replica>, stop: () => boolean, backoffMs = 20): Promise<void> => {
   await Promise.all(
     replicas.map(async (r) => {
       for (let i = 0; !stop(); i++) {
-        if (i % 2 === 0) await r.record()
-        else await r.tokenize()
-        if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs))
+        const ok = i % 2 === 0 ? await r.record() : await r.tokenize()
+        await (ok ? new Promise((resolve) => setImmediate(resolve)) : sleep(backoffMs))
       }
     })
   )
