@@ -126,15 +126,26 @@ export const supportsWaitAof = (redis: RedisClientShape): Effect.Effect<boolean,
   })
 
 /**
- * What `plan` needs from the server, checked once: `aof: true` needs `WAITAOF` (Redis
- * >= 7.2). Fails with `InvalidConfig` (naming the server's version) when it is missing.
+ * What `plan` needs from the server: `aof: true` needs `WAITAOF` (Redis >= 7.2, the
+ * version asked once per client) and `appendonly yes`. Fails with `InvalidConfig` (naming
+ * the server's version) when either is missing.
  */
 export const prepare = (redis: RedisClientShape, durability: DurabilityPlan): Effect.Effect<void, InvalidConfig | RedisError> =>
   durability.aof
     ? Effect.flatMap(redisVersion(redis), (version) =>
         Effect.flatMap(supportsWaitAof(redis), (ok) =>
           ok
-            ? Effect.void
+            ? // WAITAOF with numlocal 1 is an error reply while appendonly is off.
+              Effect.flatMap(redis.run("INFO persistence", (c) => c.info("persistence")), (info) =>
+                /^aof_enabled:1/m.test(info)
+                  ? Effect.void
+                  : Effect.fail(
+                      new InvalidConfig({
+                        option: "durability.aof",
+                        reason: "the server has appendonly off, so there is no AOF fsync to wait for; set appendonly yes"
+                      })
+                    )
+              )
             : Effect.fail(
                 new InvalidConfig({
                   option: "durability.aof",
