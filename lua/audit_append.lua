@@ -6,16 +6,21 @@
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
 -- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
+-- KEYS[5] lock       (the store's lock key)
 -- ARGV[1] expected head hash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
+-- ARGV[7] '1' when this is a lock-free attempt that must yield to a lock holder, else 
 -- Reply: {1}                  committed
 --        {2}                  this call already committed (a re-sent call whose reply was
 --                             lost): do not append again
 --        {0, head JSON | nil} fence conflict; the current head, so the retry needs no read
 --        {3, key}             `commits` holds the wrong Redis type; nothing written
+--        {4}                  another writer holds the lock and ARGV[7] asked to yield: nothing
+--                             written (liveness only; the fence alone keeps the chain whole)
 local t = redis.call('TYPE', KEYS[4]).ok
 if t ~= 'none' and t ~= 'hash' then return {3, KEYS[4]} end
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then return {4} end
 local cur = redis.call('GET', KEYS[1])
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
   redis.call('RPUSH', KEYS[2], ARGV[2])

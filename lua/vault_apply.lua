@@ -5,27 +5,30 @@
 -- up without reading the whole vault. A call writes everything or nothing: a key of the
 -- wrong type fails the GET or the first HSET before any write, and `log`, written last,
 -- is checked first.
--- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
+-- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] the store's lock
 -- ARGV[1] expected version ('' = never mutated)
 -- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
--- ARGV[5] n, the number of sets; ARGV[6 .. 5+2n] token, record JSON pairs;
--- ARGV[6+2n ..] tokens to delete
+-- ARGV[5] '1' when this is a lock-free attempt that must yield to a lock holder, else ''
+-- ARGV[6] n, the number of sets; ARGV[7 .. 6+2n] token, record JSON pairs;
+-- ARGV[7+2n ..] tokens to delete
 -- Reply: {1, new version}      committed ({1, version} unchanged when the diff is empty)
 --        {2, current version}  this commit id is already logged (a re-sent call): done
 --        {0, current version|nil}  fence conflict, nothing written
 --        {3, key}              `log` holds the wrong Redis type; nothing written
+--        {4, current version|nil}  another writer holds the lock and ARGV[5] asked to yield
 local t = redis.call('TYPE', KEYS[3]).ok
 if t ~= 'none' and t ~= 'list' then return {3, KEYS[3]} end
 local cur = redis.call('GET', KEYS[1])
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then return {4, cur} end
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  local n = tonumber(ARGV[5])
-  if n == 0 and #ARGV == 5 then
+  local n = tonumber(ARGV[6])
+  if n == 0 and #ARGV == 6 then
     return {1, cur}
   end
-  for i = 6, 5 + 2 * n, 2 do
+  for i = 7, 6 + 2 * n, 2 do
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   end
-  for i = 6 + 2 * n, #ARGV do
+  for i = 7 + 2 * n, #ARGV do
     redis.call('HDEL', KEYS[2], ARGV[i])
   end
   local nv = (tonumber(cur) or 0) + 1

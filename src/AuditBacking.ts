@@ -34,6 +34,8 @@ export interface PreparedAppend {
   readonly sequence: number
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
   readonly commitId: string
+  /** A lock-free attempt that must not write while another writer holds the store's lock. */
+  readonly yieldToLock: boolean
 }
 
 export type AppendOutcome =
@@ -42,6 +44,8 @@ export type AppendOutcome =
   | { readonly _tag: "AlreadyCommitted" }
   /** The head moved; `head` is the current one, so no extra read is needed to retry. */
   | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string }
+  /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
+  | { readonly _tag: "LockHeld" }
 
 export type BackingError = RedisError | CorruptData
 
@@ -96,8 +100,16 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       redis
         .script(
           Scripts.auditAppend,
-          [keys.headHash, keys.chain, keys.head, keys.commits],
-          [write.expectedPrev, write.recordJson, write.integrityJson, write.eventHash, write.sequence, write.commitId]
+          [keys.headHash, keys.chain, keys.head, keys.commits, keys.lock],
+          [
+            write.expectedPrev,
+            write.recordJson,
+            write.integrityJson,
+            write.eventHash,
+            write.sequence,
+            write.commitId,
+            write.yieldToLock ? "1" : ""
+          ]
         )
         .pipe(
           wrongType(keys.chain),
@@ -105,6 +117,7 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             const [status, head] = reply as [number, string | null | undefined]
             if (status === 1) return Effect.succeed({ _tag: "Committed" })
             if (status === 2) return Effect.succeed({ _tag: "AlreadyCommitted" })
+            if (status === 4) return Effect.succeed({ _tag: "LockHeld" })
             if (status === 3) {
               return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
             }

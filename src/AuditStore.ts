@@ -126,7 +126,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         })
   )
 
-  const prepare = (record: unknown): Effect.Effect<PreparedAppend, InvalidRecord> =>
+  const prepare = (record: unknown, yieldToLock: boolean): Effect.Effect<PreparedAppend, InvalidRecord> =>
     Effect.suspend(() => {
       const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
       if (typeof record !== "object" || record === null || Array.isArray(record)) {
@@ -158,7 +158,8 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         integrity: { ...integrity },
         eventHash: integrity.eventHash,
         sequence: integrity.sequence,
-        commitId: nextCommitId()
+        commitId: nextCommitId(),
+        yieldToLock
       })
     })
 
@@ -185,14 +186,16 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       )
     )
 
-  const persist = (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
-    Effect.flatMap(prepare(record), (write) =>
+  const persist = (yieldToLock: boolean) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
+    Effect.flatMap(prepare(record, yieldToLock), (write) =>
       Effect.flatMap(appendOnce(write), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
         switch (outcome._tag) {
           case "Committed":
           case "AlreadyCommitted":
             cached = write.integrity
             return afterCommit
+          case "LockHeld":
+            return Effect.fail(new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, actual: "locked" }))
           case "Conflict":
             if (outcome.headHash !== "?") cached = outcome.head
             return Effect.fail(
@@ -202,7 +205,9 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       })
     )
 
-  const tx: AuditTransaction = { readLastIntegrity, persist }
+  const tx: AuditTransaction = { readLastIntegrity, persist: persist(false) }
+  // The lock-free first try of the adaptive policy: it yields to a writer holding the lock.
+  const yieldingTx: AuditTransaction = { readLastIntegrity, persist: persist(true) }
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
@@ -220,7 +225,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     prefix,
     transaction: (build) =>
       guard({
-        once: build(tx).pipe(countConflict(retryOptions)),
+        once: build(yieldingTx).pipe(countConflict(retryOptions)),
         retrying: (fresh) =>
           Effect.zipRight(
             fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,

@@ -24,9 +24,9 @@ const define = (file: string, keys: number, readOnly = false): ScriptDefinition 
 
 /** The scripts this package defines; locks add theirs through the same registry. */
 export const Scripts = {
-  auditAppend: define("audit_append", 4),
+  auditAppend: define("audit_append", 5),
   readyProbe: define("ready_probe", 1),
-  vaultApply: define("vault_apply", 3),
+  vaultApply: define("vault_apply", 4),
   vaultChanges: define("vault_changes", 3, true),
   vaultScan: define("vault_scan", 2, true),
   lockAcquire: define("lock_acquire", 2),

@@ -21,6 +21,8 @@ export interface VaultWrite {
   readonly commitId: string
   readonly sets: ReadonlyArray<readonly [token: string, recordJson: string]>
   readonly deletes: ReadonlyArray<string>
+  /** A lock-free attempt that must not write while another writer holds the store's lock. */
+  readonly yieldToLock: boolean
 }
 
 export type ApplyOutcome =
@@ -28,6 +30,8 @@ export type ApplyOutcome =
   /** This commit id is already logged: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted"; readonly version: Version }
   | { readonly _tag: "Conflict"; readonly version: Version }
+  /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
+  | { readonly _tag: "LockHeld"; readonly version: Version }
 
 export type Changes =
   | { readonly _tag: "Same"; readonly version: Version }
@@ -85,6 +89,7 @@ const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> =>
 export const redisVaultBacking = (redis: RedisClientShape, prefix: string): VaultBacking => {
   const keys = vaultKeys(prefix)
   const three = [keys.version, keys.tokens, keys.log]
+  const applyKeys = [...three, keys.lock]
   return {
     keys,
     apply: (write) => {
@@ -93,11 +98,12 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
         write.commitId,
         JSON.stringify([...write.sets.map(([token]) => token), ...write.deletes]),
         LOG_BOUND,
+        write.yieldToLock ? "1" : "",
         write.sets.length
       ]
       for (const [token, json] of write.sets) args.push(token, json)
       for (const token of write.deletes) args.push(token)
-      return redis.script(Scripts.vaultApply, three, args).pipe(
+      return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
         wrongType(keys.tokens),
         Effect.flatMap((reply) => {
           const [status, version] = reply as [number, string | null]
@@ -109,7 +115,9 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
               ? { _tag: "Committed", version: v }
               : status === 2
                 ? { _tag: "AlreadyCommitted", version: v }
-                : { _tag: "Conflict", version: v }
+                : status === 4
+                  ? { _tag: "LockHeld", version: v }
+                  : { _tag: "Conflict", version: v }
           )
         })
       )

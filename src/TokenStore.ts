@@ -30,6 +30,7 @@ import {
   type ApplyOutcome,
   type Changes,
   type VaultBacking,
+  type VaultWrite,
   type Version
 } from "./TokenBacking.js"
 
@@ -361,7 +362,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 
   const ensureLoaded = Effect.suspend(() => (cache.version === undefined ? reload : Effect.void))
 
-  const diffOf = (view: StagingView, version: Version) =>
+  const diffOf = (view: StagingView, version: Version, yieldToLock: boolean) =>
     Effect.suspend(() => {
       const sets: Array<readonly [string, string]> = []
       const deletes: Array<string> = []
@@ -384,16 +385,11 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         }
         sets.push([token, json])
       }
-      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes })
+      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes, yieldToLock })
     })
 
   // A call that got no answer may or may not have committed: the log says, by commit id.
-  const applyOnce = (write: {
-    readonly expected: Version
-    readonly commitId: string
-    readonly sets: ReadonlyArray<readonly [string, string]>
-    readonly deletes: ReadonlyArray<string>
-  }): Effect.Effect<ApplyOutcome, StoreError> =>
+  const applyOnce = (write: VaultWrite): Effect.Effect<ApplyOutcome, StoreError> =>
     backing.apply(write).pipe(
       Effect.catchTag("RedisUnavailable", (lost) =>
         backing.changes(write.expected, write.commitId).pipe(
@@ -411,13 +407,13 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       )
     )
 
-  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>) =>
+  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, yieldToLock = false) =>
     Effect.gen(function* () {
       yield* ensureLoaded
       const { snapshot, release } = cache.pin()
       const view = new StagingView(snapshot)
       const result = yield* Effect.ensuring(f(view), Effect.sync(release))
-      const write = yield* diffOf(view, snapshot.version)
+      const write = yield* diffOf(view, snapshot.version, yieldToLock)
       const outcome = yield* applyOnce(write)
       switch (outcome._tag) {
         case "Committed": {
@@ -430,6 +426,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         case "AlreadyCommitted":
           yield* sync
           return result
+        case "LockHeld":
+          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: "locked" }))
         case "Conflict":
           yield* sync
           return yield* Effect.fail(
@@ -445,7 +443,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
     prefix,
     mutate: (f) =>
       guard({
-        once: attempt(f).pipe(countConflict(retryOptions)),
+        // The lock-free first try of the adaptive policy: it yields to a writer holding the lock.
+        once: attempt(f, true).pipe(countConflict(retryOptions)),
         retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
       }).pipe(observeMutate) as never,
     read: (f) =>
