@@ -38,7 +38,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { DurabilityOptions } from "./Durability.js"
 import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { defaultRetrySchedule, lockFreeTries, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 
@@ -225,7 +225,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     prefix,
     transaction: (build) =>
       guard({
-        once: build(yieldingTx).pipe(countConflict(retryOptions)),
+        lockFree: (attempts) => lockFreeTries(build(yieldingTx), attempts, retryOptions),
         retrying: (fresh) =>
           Effect.zipRight(
             fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,

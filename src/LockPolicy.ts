@@ -6,10 +6,14 @@
  *
  * - "always": every operation holds the lock across its attempts (the reference's way).
  * - "never": fences only.
- * - "adaptive": an operation first tries once lock-free; after a fence conflict it (and
- *   every operation of this store for the next `window`) retries holding the lock, so
- *   uncontended writers pay no lock round trips and contended ones queue on the lock
- *   instead of burning attempts.
+ * - "adaptive": fences first, the lock as a backstop against starvation. An operation
+ *   makes up to `ADAPTIVE_TRIES` immediate lock-free attempts; a writer that loses them
+ *   all (it keeps arriving just after others commit) takes the lock and retries holding
+ *   it, and while it holds the lock the others' lock-free attempts yield to it (checked
+ *   in the same script as the fence: they pause about a millisecond and try again), so
+ *   it gets through. Uncontended and ordinarily contended writers pay no lock round trips.
+ *   Measured with 4 replica processes on one chain: "never" lets the fastest replica
+ *   starve the others into RetriesExhausted; "adaptive" keeps all of them progressing.
  */
 import { Duration, Effect } from "effect"
 import { InvalidConfig, type StoreError } from "./Errors.js"
@@ -25,8 +29,8 @@ export const DEFAULT_LOCK_POLICY: LockPolicy = "adaptive"
 
 export const LOCK_POLICIES: ReadonlyArray<LockPolicy> = ["always", "never", "adaptive"]
 
-/** How long a conflict keeps an adaptive store taking the lock. */
-export const ADAPTIVE_WINDOW: Duration.Duration = Duration.millis(500)
+/** Lock-free attempts an adaptive operation makes before it takes the lock. */
+export const ADAPTIVE_TRIES = 8
 
 /** The stores' lock options: the reference's TTL and wait bound, renewal, no interruption. */
 export const storeLockOptions: LockOptions = {
@@ -40,7 +44,7 @@ export const guardFor = (
   policy: LockPolicy,
   lock: RedisLockShape | undefined,
   lockKey: string,
-  options: { readonly lockOptions?: LockOptions; readonly window?: Duration.DurationInput } = {}
+  options: { readonly lockOptions?: LockOptions; readonly tries?: number } = {}
 ): StoreGuard => {
   if (policy === "never" || lock === undefined) return noGuard
   const lockOptions = options.lockOptions ?? storeLockOptions
@@ -50,17 +54,13 @@ export const guardFor = (
   const underLock = <A, E, R>(operation: GuardedOperation<A, E, R>) =>
     lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<A, E | StoreError, R>
   if (policy === "always") return underLock
-  const windowMs = Duration.toMillis(Duration.decode(options.window ?? ADAPTIVE_WINDOW))
-  let contendedUntil = 0
+  const tries = options.tries ?? ADAPTIVE_TRIES
   return <A, E, R>(operation: GuardedOperation<A, E, R>) =>
-    Effect.suspend(() =>
-      Date.now() < contendedUntil
-        ? underLock(operation)
-        : Effect.catchIf(operation.once, isFenceConflict, () => {
-            contendedUntil = Date.now() + windowMs
-            return underLock(operation)
-          })
-    ) as Effect.Effect<A, E | StoreError, R>
+    Effect.catchIf(operation.lockFree(tries), isFenceConflict, () => underLock(operation)) as Effect.Effect<
+      A,
+      E | StoreError,
+      R
+    >
 }
 
 /** Close an idle subscriber connection this soon, so it never holds a process open for long. */

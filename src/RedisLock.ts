@@ -232,7 +232,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       // (finalizers run uninterruptibly: only the call itself may be abandoned).
       Effect.interruptible,
       Effect.timeout(Duration.millis(Math.min(ttlMs, RELEASE_BOUND_MS))),
-      Effect.withSpan("haechi.lock.release", { attributes: { "haechi.lock.key": key } }),
+      Effect.withSpan("haechi.lock.release", { attributes: { "haechi.lock.key": key }, captureStackTrace: false }),
       Effect.ignore
     )
 
@@ -349,7 +349,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       yield* Effect.forkIn(Effect.interruptible(keepAlive(key, token, o, sentAt, lost)), scope)
       const lease: Lease = { key, token, fence, lost: Deferred.await(lost) }
       return lease
-    }).pipe(Effect.withSpan("haechi.lock.acquire", { attributes: { "haechi.lock.key": key } }))
+    }).pipe(Effect.withSpan("haechi.lock.acquire", { attributes: { "haechi.lock.key": key }, captureStackTrace: false }))
 
   const checked = (key: string, options: LockOptions | undefined) =>
     Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))

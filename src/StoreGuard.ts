@@ -8,8 +8,12 @@ import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
 
 /** An operation as a guard sees it. */
 export interface GuardedOperation<A, E, R> {
-  /** One lock-free attempt; losing the race fails with `FenceConflict`. */
-  readonly once: Effect.Effect<A, E | FenceConflict, R>
+  /**
+   * Up to `attempts` immediate lock-free attempts that yield to a writer holding the
+   * lock: losing them all, or finding the lock held, fails with `FenceConflict`
+   * (`actual: "locked"` for the latter).
+   */
+  readonly lockFree: (attempts: number) => Effect.Effect<A, E | FenceConflict, R>
   /**
    * The bounded retry loop. With `fresh`, cached state is brought up to date first (the
    * caller just waited for a lock, so what it cached is likely stale).

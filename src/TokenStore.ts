@@ -21,7 +21,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { DurabilityOptions } from "./Durability.js"
 import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict, type RetrySchedule } from "./Retry.js"
+import { defaultRetrySchedule, lockFreeTries, retryOnConflict, type RetrySchedule } from "./Retry.js"
 import { noGuard, type StoreGuard } from "./StoreGuard.js"
 import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
 import {
@@ -444,7 +444,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
     mutate: (f) =>
       guard({
         // The lock-free first try of the adaptive policy: it yields to a writer holding the lock.
-        once: attempt(f, true).pipe(countConflict(retryOptions)),
+        lockFree: (attempts) => lockFreeTries(attempt(f, true), attempts, retryOptions),
         retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
       }).pipe(observeMutate) as never,
     read: (f) =>
