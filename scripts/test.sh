@@ -23,4 +23,15 @@ if grep -rnE --include='*.ts' "$skip_re" test; then
   exit 1
 fi
 
-npx vitest run "$@"
+# The verbose reporter for people, a JSON one for the plain closing line CI reads.
+report="$(mktemp -t vitest-report.XXXXXX.json)"
+trap 'rm -f "$report"' EXIT
+status=0
+npx vitest run --reporter=verbose --reporter=json --outputFile.json="$report" "$@" || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
+  const skipped = r.numPendingTests + r.numTodoTests
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""))
+  if (skipped > 0) { console.error("error: tests were skipped at run time; no test may be skipped"); process.exit(1) }
+' "$report" || status=1
+exit "$status"
