@@ -31,16 +31,15 @@ import {
   type Integrity,
   type PreparedAppend
 } from "./AuditBacking.js"
-import { auditKeys, checkPrefix, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
+import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
-import type { DurabilityOptions } from "./Durability.js"
-import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { defaultRetrySchedule, lockFreeTries, retryOnConflict, type RetrySchedule } from "./Retry.js"
-import { noGuard, type StoreGuard } from "./StoreGuard.js"
-import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
+import type { PlainOptions, StartupError } from "./StartupChecks.js"
+import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { defaultRetrySchedule, lockFreeTries, retryOnConflict } from "./Retry.js"
+import { noGuard } from "./StoreGuard.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -75,33 +74,9 @@ export interface AuditStoreShape {
 
 export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
 
-export interface AuditStoreOptions {
+export interface AuditStoreOptions extends StoreOptions {
   /** Key prefix; default "haechi:audit:" (use a hash tag such as "{haechi:audit}:" on a cluster). */
   readonly keyPrefix?: string
-  /** Retry after fence conflicts; default `defaultRetrySchedule` (128 attempts: four immediate, then short jittered backoff). */
-  readonly retry?: RetrySchedule
-  /**
-   * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
-   * show contention), "always" (haechi-store-redis's behaviour) or "never" (fences only).
-   * Correctness never depends on it.
-   */
-  readonly lock?: LockPolicy
-  /** Decides when the operation holds a lock, instead of the lock policy (advanced; overrides `lock`). */
-  readonly guard?: StoreGuard
-  /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the transaction. */
-  readonly afterCommit?: Effect.Effect<void, StoreError>
-  /**
-   * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
-   * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
-   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
-   */
-  readonly durability?: DurabilityOptions
-  /**
-   * Redis only: check the server's eviction policy and persistence when the store is
-   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
-   * `UnsafeRedisConfig`; default "off".
-   */
-  readonly startupChecks?: StartupChecksMode
 }
 
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
@@ -256,20 +231,8 @@ export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape
 export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
-    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix === undefined ? DEFAULT_AUDIT_PREFIX : options.keyPrefix, auditKeys, redis.isCluster)
-    const policy = yield* checkLockPolicy(options.lock)
-    // Durability and start-up checks: validated, then checked against the server, now.
-    const pre = yield* preflight(redis, options, { prefix, probeKey: auditKeys(prefix).readyProbe })
-    if (pre.run !== undefined) yield* pre.run
-    const afterCommit =
-      pre.afterCommit === undefined || options.afterCommit === undefined
-        ? (pre.afterCommit ?? options.afterCommit)
-        : Effect.zipRight(pre.afterCommit, options.afterCommit)
-    return makeWith(redisAuditBacking(redis, prefix), {
-      ...options,
-      guard: options.guard ?? guardFor(policy, lockOf(redis), auditKeys(prefix).lock),
-      afterCommit
-    })
+    const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
+    return makeWith(redisAuditBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
   })
 }
 

@@ -17,7 +17,7 @@
  * `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag` work), or
  * whatever `fn` threw.
  */
-import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
+import { Duration, Effect, Exit, Schedule } from "effect"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./LockPolicy.js"
 import { fromClient } from "./RedisClient.js"

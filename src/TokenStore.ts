@@ -14,16 +14,15 @@
 import { nextCommitId } from "./CommitId.js"
 import { Context, Effect, Layer, Metric, Schedule } from "effect"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
-import { checkPrefix, DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
+import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
-import type { DurabilityOptions } from "./Durability.js"
-import { preflight, type PlainOptions, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
-import { defaultRetrySchedule, lockFreeTries, retryOnConflict, type RetrySchedule } from "./Retry.js"
-import { noGuard, type StoreGuard } from "./StoreGuard.js"
-import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
+import type { PlainOptions, StartupError } from "./StartupChecks.js"
+import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { defaultRetrySchedule, lockFreeTries, retryOnConflict } from "./Retry.js"
+import { noGuard } from "./StoreGuard.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -68,33 +67,9 @@ export interface TokenStoreShape {
 
 export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<TokenStore, TokenStoreShape>() {}
 
-export interface TokenStoreOptions {
+export interface TokenStoreOptions extends StoreOptions {
   /** Key prefix; default "haechi:tv:" (use a hash tag such as "{haechi:tv}:" on a cluster). */
   readonly keyPrefix?: string
-  /** Retry after fence conflicts; default `defaultRetrySchedule` (128 attempts: four immediate, then short jittered backoff). */
-  readonly retry?: RetrySchedule
-  /**
-   * When to take the store's Redis lock: "adaptive" (default: only after fence conflicts
-   * show contention), "always" (haechi-store-redis's behaviour) or "never" (fences only).
-   * Correctness never depends on it.
-   */
-  readonly lock?: LockPolicy
-  /** Decides when the operation holds a lock, instead of the lock policy (advanced; overrides `lock`). */
-  readonly guard?: StoreGuard
-  /** Runs after each commit (durability: WAIT / WAITAOF); its failure fails the mutation. */
-  readonly afterCommit?: Effect.Effect<void, StoreError>
-  /**
-   * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
-   * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
-   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
-   */
-  readonly durability?: DurabilityOptions
-  /**
-   * Redis only: check the server's eviction policy and persistence when the store is
-   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
-   * `UnsafeRedisConfig`; default "off".
-   */
-  readonly startupChecks?: StartupChecksMode
 }
 
 const DELETED = Symbol("deleted")
@@ -464,20 +439,8 @@ export function make(options?: TokenStoreOptions): Effect.Effect<TokenStoreShape
 export function make(options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
-    const prefix = yield* checkPrefix("keyPrefix", options.keyPrefix === undefined ? DEFAULT_VAULT_PREFIX : options.keyPrefix, vaultKeys, redis.isCluster)
-    const policy = yield* checkLockPolicy(options.lock)
-    // Durability and start-up checks: validated, then checked against the server, now.
-    const pre = yield* preflight(redis, options, { prefix, probeKey: vaultKeys(prefix).readyProbe })
-    if (pre.run !== undefined) yield* pre.run
-    const afterCommit =
-      pre.afterCommit === undefined || options.afterCommit === undefined
-        ? (pre.afterCommit ?? options.afterCommit)
-        : Effect.zipRight(pre.afterCommit, options.afterCommit)
-    return makeWith(redisVaultBacking(redis, prefix), {
-      ...options,
-      guard: options.guard ?? guardFor(policy, lockOf(redis), vaultKeys(prefix).lock),
-      afterCommit
-    })
+    const setup = yield* setupRedisStore(redis, options, DEFAULT_VAULT_PREFIX, vaultKeys)
+    return makeWith(redisVaultBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
   })
 }
 

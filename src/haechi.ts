@@ -7,7 +7,7 @@
  * the one you pass) and rejects with the original error: our tagged errors keep their
  * class and `_tag`, and an error thrown by your `fn` comes back as it was thrown.
  */
-import { Cause, Chunk, Effect, Exit, Runtime, Stream } from "effect"
+import { Chunk, Effect, Runtime, Stream } from "effect"
 import { Cluster, Redis } from "ioredis"
 import * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
@@ -20,7 +20,7 @@ import type { RetrySchedule } from "./Retry.js"
 import { memoryAuditBacking } from "./AuditBacking.js"
 import { memoryVaultBacking } from "./TokenBacking.js"
 import * as TokenStore from "./TokenStore.js"
-import type { MutableView, ReadView, TokenRecord, TokenStoreShape } from "./TokenStore.js"
+import type { MutableView, ReadView, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
 import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"

@@ -1,0 +1,69 @@
+/**
+ * The options both stores share, and the one place that turns them into a Redis store's
+ * setup: a checked key prefix, the lock policy's guard, and the durable-commit step,
+ * with the server-side checks run when the store is made, before anything is written.
+ */
+import { Effect } from "effect"
+import type { DurabilityOptions } from "./Durability.js"
+import type { InvalidConfig, StoreError } from "./Errors.js"
+import { checkPrefix } from "./Keys.js"
+import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
+import type { RedisClientShape } from "./RedisClient.js"
+import type { RetrySchedule } from "./Retry.js"
+import { preflight, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
+import type { StoreGuard } from "./StoreGuard.js"
+
+export interface StoreOptions {
+  /** Retry after fence conflicts; default `defaultRetrySchedule` (128 attempts: four immediate, then short jittered backoff). */
+  readonly retry?: RetrySchedule
+  /**
+   * When to take the store's Redis lock: "adaptive" (default: fences first, the lock
+   * only for a writer that keeps losing), "always" (haechi-store-redis's behaviour) or
+   * "never" (fences only). Correctness never depends on it.
+   */
+  readonly lock?: LockPolicy
+  /** Decides when the operation holds a lock, instead of the lock policy (advanced; overrides `lock`). */
+  readonly guard?: StoreGuard
+  /** Runs after each commit (after the durability step); its failure fails the operation. */
+  readonly afterCommit?: Effect.Effect<void, StoreError>
+  /**
+   * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
+   * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
+   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
+   */
+  readonly durability?: DurabilityOptions
+  /**
+   * Redis only: check the server's eviction policy and persistence when the store is
+   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
+   * `UnsafeRedisConfig`; default "off".
+   */
+  readonly startupChecks?: StartupChecksMode
+}
+
+/** Prefix, guard and commit step of a Redis store, checked and ready. */
+export const setupRedisStore = <K extends { readonly lock: string; readonly readyProbe: string }>(
+  redis: RedisClientShape,
+  options: StoreOptions & { readonly keyPrefix?: string },
+  defaultPrefix: string,
+  keysOf: (prefix: string) => K
+): Effect.Effect<
+  { readonly prefix: string; readonly guard: StoreGuard; readonly afterCommit: Effect.Effect<void, StoreError> | undefined },
+  InvalidConfig | StartupError
+> =>
+  Effect.gen(function* () {
+    const prefix = yield* checkPrefix(
+      "keyPrefix",
+      options.keyPrefix === undefined ? defaultPrefix : options.keyPrefix,
+      keysOf,
+      redis.isCluster
+    )
+    const keys = keysOf(prefix)
+    const policy = yield* checkLockPolicy(options.lock)
+    const pre = yield* preflight(redis, options, { prefix, probeKey: keys.readyProbe })
+    if (pre.run !== undefined) yield* pre.run
+    const afterCommit =
+      pre.afterCommit === undefined || options.afterCommit === undefined
+        ? (pre.afterCommit ?? options.afterCommit)
+        : Effect.zipRight(pre.afterCommit, options.afterCommit)
+    return { prefix, guard: options.guard ?? guardFor(policy, lockOf(redis), keys.lock), afterCommit }
+  })
