@@ -5,7 +5,7 @@
  * replica's cached head, resolving a lost reply) live once above this, in AuditStore,
  * so the Redis and in-memory stores cannot drift apart.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { CorruptData, type RedisError } from "./Errors.js"
 import { auditKeys, type AuditKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"

@@ -17,7 +17,9 @@
  *   Redis will hold; a value JSON cannot represent (a bigint, a cycle) or an event that
  *   is not a JSON object is refused with `InvalidRecord` and nothing is written.
  */
-import { Context, Effect, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
 import { type AuditIntegrity, type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"

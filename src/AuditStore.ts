@@ -13,7 +13,14 @@
  * looking the record up at its sequence before anything is built again.
  */
 import { nextCommitId } from "./CommitId.js"
-import { Chunk, Context, Effect, Layer, Metric, Option, Schedule, Stream } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import {
   CommitOutcomeUnknown,
   CorruptData,

@@ -21,7 +21,10 @@
  * (`verifyChain`).
  */
 import * as NodeCrypto from "node:crypto"
-import { Data, Effect, Schema, Stream } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
 
 // ---------------------------------------------------------------------------
 // Format

@@ -22,17 +22,15 @@ import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as FileSystem from "@effect/platform/FileSystem"
-import {
-  Cause,
-  Config,
-  Console,
-  Data,
-  Effect,
-  Layer,
-  Option,
-  Redacted,
-  Stream
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
 import { Redis } from "ioredis"
 import * as AuditStore from "./AuditStore.js"
 import { type Checkpoint, describeFailure, type VerifyResult } from "./Chain.js"

@@ -13,7 +13,10 @@
  * prefix, deleted at the end unless kept.
  */
 import { createCipheriv, createHash, randomBytes } from "node:crypto"
-import { Effect, Metric, MetricState, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricState from "effect/MetricState"
+import type * as Scope from "effect/Scope"
 import { memoryAuditBacking } from "./AuditBacking.js"
 import * as AuditLog from "./AuditLog.js"
 import * as AuditStore from "./AuditStore.js"

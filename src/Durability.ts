@@ -19,7 +19,9 @@
  * replicas lag, which also delays every other command queued on that connection; give
  * durable stores their own client, or keep `timeout` short.
  */
-import { Duration, Effect, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
 import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { hashedPart } from "./Keys.js"

@@ -5,7 +5,7 @@
  * the attempt count, the cause) so a log line or a `catchTag` handler needs nothing
  * else. None of them ever carries a payload, a URL or a password.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** Which of the two stores an error came from. */
 export type StoreKind = "audit" | "vault"

@@ -7,7 +7,7 @@
  * touch several at once), which a hash tag in the prefix guarantees. A prefix that
  * cannot give that is refused when the store is made, never at the first write.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { InvalidConfig } from "./Errors.js"
 
 export const DEFAULT_AUDIT_PREFIX = "haechi:audit:"

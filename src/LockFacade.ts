@@ -17,7 +17,10 @@
  * `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag` work), or
  * whatever `fn` threw.
  */
-import { Duration, Effect, Exit, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./LockPolicy.js"
 import { fromClient } from "./RedisClient.js"

@@ -15,7 +15,7 @@
  *   Measured with 4 replica processes on one chain: "never" lets the fastest replica
  *   starve the others into RetriesExhausted; "adaptive" keeps all of them progressing.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { InvalidConfig, type StoreError } from "./Errors.js"
 import { isFenceConflict } from "./Retry.js"
 import { makeWith, type LockOptions, type RedisLockShape } from "./RedisLock.js"

@@ -2,7 +2,8 @@
  * The metrics every store operation reports, with `store` and `prefix` tags where
  * they apply. Export them with @effect/opentelemetry (see the README).
  */
-import { Metric, MetricBoundaries } from "effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
 
 const latencyBoundaries = MetricBoundaries.exponential({ start: 0.05, factor: 2, count: 16 })
 

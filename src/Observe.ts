@@ -3,7 +3,11 @@
  * so every operation shows up the same way in traces and metrics. Built once per
  * store and operation: the hot path allocates no metric keys and captures no stack.
  */
-import { Cause, Effect, Exit, Metric, Option } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import type { StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 

@@ -3,7 +3,8 @@
  * never a key, URL or payload. A probe always answers within its bound, even when
  * Redis is gone (a reconnecting client would otherwise hold the call forever).
  */
-import { Duration, Effect } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import type { RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 

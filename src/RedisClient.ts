@@ -8,7 +8,11 @@
  * The connection's life is the layer's scope when the layer opens it (`layer`,
  * `layerConfig`); a client the caller owns (`layerFromClient`) is never closed here.
  */
-import { Config, Context, Effect, Layer, Redacted } from "effect"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { callScript, type ScriptDefinition } from "./Scripts.js"

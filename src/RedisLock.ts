@@ -26,20 +26,18 @@
  * a holder whose TTL lapsed, and haechi-store-redis holders, which never publish.
  */
 import { randomBytes } from "node:crypto"
-import {
-  Clock,
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Layer,
-  Metric,
-  Option,
-  Queue,
-  Schedule,
-  Scope
-} from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"

@@ -4,7 +4,10 @@
  * bounds how long a writer keeps losing. When it runs out the operation fails closed
  * with `RetriesExhausted` (nothing was written) and never falls back to an unfenced write.
  */
-import { Duration, Effect, Metric, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
 import { FenceConflict, RetriesExhausted, type StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 

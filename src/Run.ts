@@ -3,7 +3,12 @@
  * as it was raised (our tagged error instances, or whatever the caller's `fn` threw),
  * never a FiberFailure and never the span-annotated proxy Effect keeps internally.
  */
-import { Cause, Effect, Exit, Fiber, Option, Runtime } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 
 /** The failure of `cause` as it was raised; a defect or interruption otherwise. */
 export const originalFailure = (cause: Cause.Cause<unknown>): unknown =>

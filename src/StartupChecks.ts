@@ -13,7 +13,7 @@
  * the Promise facade runs before its first operation: the start-up checks and the
  * server-side needs of `durability` (see Durability.ts).
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { Cluster } from "ioredis"
 import * as Durability from "./Durability.js"
 import {

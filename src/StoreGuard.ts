@@ -3,7 +3,7 @@
  * the operation runs under the lock; it never decides correctness, which the fences
  * alone carry.
  */
-import type { Effect } from "effect"
+import type * as Effect from "effect/Effect"
 import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
 
 /** An operation as a guard sees it. */

@@ -3,7 +3,7 @@
  * setup: a checked key prefix, the lock policy's guard, and the durable-commit step,
  * with the server-side checks run when the store is made, before anything is written.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { DurabilityOptions } from "./Durability.js"
 import type { InvalidConfig, StoreError } from "./Errors.js"
 import { checkPrefix } from "./Keys.js"

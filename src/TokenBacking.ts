@@ -5,7 +5,7 @@
  * (synchronous views, the replica cache, retries, resolving a lost reply) lives once
  * above this, in TokenStore.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { CorruptData, type RedisError } from "./Errors.js"
 import { vaultKeys, type VaultKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"

@@ -12,7 +12,11 @@
  * so an in-place edit by `f` never reaches the cache unless it commits.
  */
 import { nextCommitId } from "./CommitId.js"
-import { Context, Effect, Layer, Metric, Schedule } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"

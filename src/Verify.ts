@@ -21,7 +21,9 @@
  * chain on); the store's head is read once, before the list, as the point the chain
  * must reach.
  */
-import { Chunk, Effect, Stream } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import { AuditStore, type Integrity } from "./AuditStore.js"
 import {
   type ChainState,

@@ -6,7 +6,8 @@
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Effect, Exit } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { ExitCode, main } from "./Cli.js"
 
 NodeRuntime.runMain(main(process.argv).pipe(Effect.provide(NodeContext.layer)), {

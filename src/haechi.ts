@@ -7,7 +7,10 @@
  * the one you pass) and rejects with the original error: our tagged errors keep their
  * class and `_tag`, and an error thrown by your `fn` comes back as it was thrown.
  */
-import { Chunk, Effect, Runtime, Stream } from "effect"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Runtime from "effect/Runtime"
+import * as Stream from "effect/Stream"
 import { Cluster, Redis } from "ioredis"
 import * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
