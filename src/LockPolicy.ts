@@ -32,9 +32,13 @@ export const LOCK_POLICIES: ReadonlyArray<LockPolicy> = ["always", "never", "ada
 /** Lock-free attempts an adaptive operation makes before it takes the lock. */
 export const ADAPTIVE_TRIES = 8
 
-/** The stores' lock options: the reference's TTL and wait bound, renewal, no interruption. */
+/**
+ * The stores' lock options: the reference's wait bound, a 2 s TTL renewed every ~0.7 s
+ * (the reference's 10 s TTL without renewal means a crashed holder stalls every writer
+ * for 10 s; a renewed short TTL bounds that stall at 2 s), no interruption on loss.
+ */
 export const storeLockOptions: LockOptions = {
-  ttl: "10 seconds",
+  ttl: "2 seconds",
   waitTimeout: "5 seconds",
   onLost: "ignore"
 }
