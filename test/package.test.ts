@@ -1,6 +1,6 @@
 /**
  * The published package works for a consumer: `npm run build`, `npm pack` into a temp
- * dir, a blank ESM project that installs the tarball and ioredis@5 from the registry, and
+ * dir, a blank ESM project that installs the tarball and ioredis@5 (then ioredis@6) from the registry, and
  * a script that imports `haechi-store-effect` and `haechi-store-effect/haechi` and uses
  * the in-memory stores end to end, then the Redis stores on the shared server (which
  * needs the shipped `lua/` scripts to be found from `dist/`).
@@ -132,5 +132,17 @@ describe("the packed package", () => {
       PREFIX: uniquePrefix("package")
     })
     expect(stdout).toContain("consumer ok")
-  }, 180_000)
+
+    // A consumer on ioredis 6 (the peer range is >=5 <7): same package, same program.
+    await sh("npm", ["install", "ioredis@6", "--no-audit", "--no-fund"], project)
+    const installed = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as {
+      version: string
+    }
+    expect(installed.version).toMatch(/^6\./)
+    const six = await sh("node", ["consumer.mjs"], project, {
+      REDIS_URL: sharedRedis().url,
+      PREFIX: uniquePrefix("package6")
+    })
+    expect(six.stdout).toContain("consumer ok")
+  }, 240_000)
 })
