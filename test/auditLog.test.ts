@@ -5,7 +5,6 @@
  * never has two transactions in flight, and a chain shared with a haechi-style sink
  * (test/support/haechiCore.ts driving the store's Promise contract) stays one chain.
  */
-import { createHash } from "node:crypto"
 import { Cause, Effect, Exit, Layer } from "effect"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -16,34 +15,9 @@ import * as RedisClient from "../src/RedisClient.js"
 import { createAuditSink, type AuditStore as HaechiAuditStore } from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
+import { refVerify } from "./support/oracle.js"
 
-// The contract page's rules, written the naive way (no code shared with src/).
-const refCanonical = (value: unknown): string | undefined => {
-  if (Array.isArray(value)) return `[${value.map((item) => refCanonical(item)).join(",")}]`
-  if (value && typeof value === "object") {
-    const object = value as Record<string, unknown>
-    return `{${Object.keys(object)
-      .sort()
-      .map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`)
-      .join(",")}}`
-  }
-  return JSON.stringify(value)
-}
 
-const refVerify = (records: ReadonlyArray<any>): { valid: boolean; records: number } => {
-  let previous: string | null = null
-  let count = 0
-  for (const record of records) {
-    const integrity = record?.auditIntegrity
-    if (!integrity || integrity.sequence !== count + 1 || (integrity.previousHash ?? null) !== previous) break
-    const { eventHash, ...rest } = integrity
-    const hash = createHash("sha256").update(refCanonical({ ...record, auditIntegrity: rest })!).digest("base64url")
-    if (hash !== eventHash || integrity.alg !== "sha256" || integrity.canonicalization !== "json-stable-v1") break
-    previous = hash
-    count++
-  }
-  return { valid: count === records.length, records: count }
-}
 
 let url: string
 let redis: Redis

@@ -9,7 +9,7 @@
  * a fast failure on an unreachable Redis, and that a password never appears in output.
  */
 import { spawn } from "node:child_process"
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -25,6 +25,7 @@ import * as TokenStore from "../src/TokenStore.js"
 import { uniquePrefix } from "./support/keys.js"
 import { freePort, startRedis, type RedisServer } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
+import { refVerify } from "./support/oracle.js"
 
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
 const bin = join(root, "dist", "bin.js")
@@ -70,32 +71,8 @@ const expectOneLineError = (run: Run) => {
   expect(run.stderr).not.toMatch(/\n\s+at |Error:|FiberFailure|\{$/m)
 }
 
-// The contract page's chain rules, written the naive way (no code shared with src/).
-const refCanonical = (value: unknown): string | undefined => {
-  if (Array.isArray(value)) return `[${value.map((item) => refCanonical(item)).join(",")}]`
-  if (value && typeof value === "object") {
-    const object = value as Record<string, unknown>
-    return `{${Object.keys(object)
-      .sort()
-      .map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`)
-      .join(",")}}`
-  }
-  return JSON.stringify(value)
-}
 
-const refVerifyLines = (texts: ReadonlyArray<string>) => {
-  let previous: string | null = null
-  let count = 0
-  for (const text of texts) {
-    const record = JSON.parse(text)
-    const { eventHash, ...rest } = record.auditIntegrity
-    const hash = createHash("sha256").update(refCanonical({ ...record, auditIntegrity: rest })!).digest("base64url")
-    if (rest.sequence !== count + 1 || (rest.previousHash ?? null) !== previous || hash !== eventHash) break
-    previous = hash
-    count++
-  }
-  return { valid: count === texts.length, records: count }
-}
+const refVerifyLines = (texts: ReadonlyArray<string>) => refVerify(texts.map((text) => JSON.parse(text)))
 
 let url: string
 let redis: Redis

@@ -11,7 +11,7 @@
  *   from the original chain (or the new length, when the list is a prefix of it) is the
  *   failing one, so the failing sequence is that index + 1.
  */
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { Chunk, Effect, Layer, Stream } from "effect"
@@ -24,26 +24,12 @@ import * as RedisClient from "../src/RedisClient.js"
 import { exportJsonl, verifyStore, type VerifyStoreOptions } from "../src/Verify.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
+import { refHash } from "./support/oracle.js"
 
 // ---------------------------------------------------------------------------
 // The oracle: the contract page's rules, written the naive way.
 
-const refCanonical = (value: unknown): string | undefined => {
-  if (Array.isArray(value)) return `[${value.map((item) => refCanonical(item)).join(",")}]`
-  if (value && typeof value === "object") {
-    const object = value as Record<string, unknown>
-    return `{${Object.keys(object)
-      .sort()
-      .map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`)
-      .join(",")}}`
-  }
-  return JSON.stringify(value)
-}
 
-const refHash = (record: any): string => {
-  const { eventHash: _omit, ...rest } = record.auditIntegrity
-  return createHash("sha256").update(refCanonical({ ...record, auditIntegrity: rest })!).digest("base64url")
-}
 
 interface Expected {
   readonly valid: boolean
