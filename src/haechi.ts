@@ -176,35 +176,49 @@ const startupGate = (run: <A>(effect: Effect.Effect<A, unknown>) => Promise<A>, 
   return { checked, gated: <A>(f: () => Promise<A>): Promise<A> => (passed ? f() : checked().then(f)) }
 }
 
+/**
+ * What both Redis factories do: check the client, validate the options (synchronously:
+ * bad ones throw), build the store once, and gate first use behind the server checks.
+ */
+const redisStore = <S>(
+  factory: string,
+  options: RedisStoreOptions,
+  defaultPrefix: string,
+  probeKeyOf: (prefix: string) => string,
+  make: (o: AuditStore.AuditStoreOptions & TokenStore.TokenStoreOptions) => Effect.Effect<S, unknown, RedisClient>
+) => {
+  const { client, keyPrefix = defaultPrefix } = options ?? ({} as RedisStoreOptions)
+  const redis = redisClient(factory, client)
+  // (A keyPrefix that is not a string is refused by make, just below.)
+  const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: probeKeyOf(keyPrefix) } : { prefix: "", probeKey: "" }
+  const pre = orThrow(preflight(redis, options, target), redis)
+  const store = orThrow(make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }), redis)
+  return { store, ...startupGate(runner(options.runtime), pre.run) }
+}
+
 /** The shared audit store on Redis: `{ transaction(fn), ready(), checked() }`, keys under `keyPrefix`. */
 export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore & Checked => {
-  const { client, keyPrefix = DEFAULT_AUDIT_PREFIX } = options ?? ({} as RedisAuditStoreOptions)
-  const redis = redisClient("createRedisAuditStore", client)
-  // (A keyPrefix that is not a string is refused by make, just below.)
-  const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: auditKeys(keyPrefix).readyProbe } : { prefix: "", probeKey: "" }
-  const pre = orThrow(preflight(redis, options, target), redis)
-  const store = orThrow(
-    AuditStore.make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }),
-    redis
+  const { store, checked, gated } = redisStore(
+    "createRedisAuditStore",
+    options,
+    DEFAULT_AUDIT_PREFIX,
+    (prefix) => auditKeys(prefix).readyProbe,
+    AuditStore.make
   )
   const inner = toHaechiAuditStore(store, options)
-  const { checked, gated } = startupGate(runner(options.runtime), pre.run)
   return { transaction: (fn) => gated(() => inner.transaction(fn)), ready: inner.ready, checked }
 }
 
 /** The shared token store on Redis: `{ mutate(fn), read(fn), ready(), checked() }`, keys under `keyPrefix`. */
 export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore & Checked => {
-  const { client, keyPrefix = DEFAULT_VAULT_PREFIX } = options ?? ({} as RedisTokenStoreOptions)
-  const redis = redisClient("createRedisTokenStore", client)
-  // (A keyPrefix that is not a string is refused by make, just below.)
-  const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: vaultKeys(keyPrefix).readyProbe } : { prefix: "", probeKey: "" }
-  const pre = orThrow(preflight(redis, options, target), redis)
-  const store = orThrow(
-    TokenStore.make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }),
-    redis
+  const { store, checked, gated } = redisStore(
+    "createRedisTokenStore",
+    options,
+    DEFAULT_VAULT_PREFIX,
+    (prefix) => vaultKeys(prefix).readyProbe,
+    TokenStore.make
   )
   const inner = toHaechiTokenStore(store, options)
-  const { checked, gated } = startupGate(runner(options.runtime), pre.run)
   return {
     mutate: (fn) => gated(() => inner.mutate(fn)),
     read: (fn) => gated(() => inner.read(fn)),
