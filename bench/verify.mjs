@@ -195,6 +195,26 @@ const measure = (what, url, pageSize, out, nodeFlags = []) =>
     proc.on("close", (code) => (code === 0 ? done(JSON.parse(stdout.trim().split("\n").at(-1))) : fail(new Error(`${what} child exited ${code}`))))
   })
 
+/** Runs the built CLI under /usr/bin/time: wall time, the largest process's peak RSS, its last line. */
+const measureCli = (cliArgs) =>
+  new Promise((done, fail) => {
+    const started = performance.now()
+    const proc = spawn("/usr/bin/time", ["-f", "maxrss %M", process.execPath, join(root, "dist", "bin.js"), ...cliArgs], {
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    proc.stdout.setEncoding("utf8").on("data", (chunk) => (stdout += chunk))
+    proc.stderr.setEncoding("utf8").on("data", (chunk) => (stderr += chunk))
+    proc.on("error", fail)
+    proc.on("close", (code) => {
+      const ms = performance.now() - started
+      const rss = /maxrss (\d+)/.exec(stderr)
+      if (code !== 0 || !rss) return fail(new Error(`haechi-store ${cliArgs[0]} exited ${code}: ${stderr.trim()}`))
+      done({ ms, maxRssKb: Number(rss[1]), last: stdout.trim().split("\n").at(-1) })
+    })
+  })
+
 const parent = async () => {
   const n = Number(option("records", "1000000"))
   const pageSize = Number(option("page-size", "1000"))
@@ -248,6 +268,17 @@ const parent = async () => {
         `peak RSS ${rssMb.toFixed(0)} MB${r.bytes ? `, ${(r.bytes / 1024 / 1024).toFixed(0)} MB written` : ""}${target}`
     )
     if (what !== "core" && r.records !== n) throw new Error(`${what} saw ${r.records} records, expected ${n}`)
+  }
+  // The CLI as shipped: `haechi-store verify` caps V8's heap itself (src/bin.ts).
+  const cli = await measureCli(["verify", "--url", redis.url, "--prefix", PREFIX])
+  {
+    const rate = n / (cli.ms / 1000)
+    const rssMb = cli.maxRssKb / 1024
+    console.log(
+      `haechi-store verify (the CLI as shipped): ${n} records in ${(cli.ms / 1000).toFixed(2)} s, ` +
+        `${Math.round(rate).toLocaleString("en-US")} records/s, peak RSS ${rssMb.toFixed(0)} MB  ` +
+        `[${rate >= 100_000 && rssMb < 150 ? "meets" : "MISSES"} >= 100,000 records/s and < 150 MB]; last line: ${cli.last}`
+    )
   }
   const { loadavg, cpus } = await import("node:os")
   console.log(`load average ${loadavg().map((l) => l.toFixed(1)).join(" ")} on ${cpus().length} CPUs (figures are for this machine at this load)`)
