@@ -382,7 +382,16 @@ export const layer: Layer.Layer<RedisLock, never, RedisClient> = Layer.scoped(Re
 interface Channel {
   readonly waiters: Set<Queue.Queue<void>>
   ready: boolean
+  /** Set while the channel has no waiters and stays subscribed a little longer. */
+  linger?: ReturnType<typeof setTimeout> | undefined
 }
+
+/**
+ * How long a channel stays subscribed after its last waiter left: under contention the
+ * same lock is waited for again at once, and a warm subscription saves a SUBSCRIBE and
+ * an UNSUBSCRIBE per wait.
+ */
+const CHANNEL_LINGER_MS = 1000
 
 /**
  * Release notifications over one dedicated subscriber connection, opened on the first
@@ -423,6 +432,10 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     }
     const existing = channels.get(name)
     if (existing !== undefined) {
+      if (existing.linger !== undefined) {
+        clearTimeout(existing.linger)
+        existing.linger = undefined
+      }
       existing.waiters.add(queue)
       if (existing.ready) queue.unsafeOffer(undefined)
       return
@@ -444,8 +457,17 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
   const remove = (name: string, queue: Queue.Queue<void>) => {
     const entry = channels.get(name)
     if (entry === undefined || !entry.waiters.delete(queue) || entry.waiters.size > 0) return
-    channels.delete(name)
-    connection?.unsubscribe(name).catch(() => {})
+    entry.linger = setTimeout(() => {
+      entry.linger = undefined
+      if (entry.waiters.size > 0 || channels.get(name) !== entry) return
+      channels.delete(name)
+      connection?.unsubscribe(name).catch(() => {})
+      idleAfterLastChannel()
+    }, CHANNEL_LINGER_MS)
+    entry.linger.unref?.()
+  }
+
+  const idleAfterLastChannel = () => {
     if (channels.size === 0 && idleMs !== undefined && connection !== undefined) {
       idleTimer = setTimeout(() => {
         idleTimer = undefined
@@ -465,6 +487,7 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
   const close = Effect.sync(() => {
     closed = true
     if (idleTimer !== undefined) clearTimeout(idleTimer)
+    channels.forEach((entry) => entry.linger !== undefined && clearTimeout(entry.linger))
     disconnect()
   })
 
