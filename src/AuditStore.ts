@@ -8,9 +8,10 @@
  * stale head costs one rejected append whose reply carries the current head. One
  * round trip per append when uncontended.
  *
- * Exactly once: when a reply is lost (the connection dropped after Redis appended),
- * the append script recognises the re-sent record, and a failed call is resolved by
- * looking the record up at its sequence before anything is built again.
+ * Exactly once: each append call carries a commit id (the script keeps the ids of the
+ * last 1,000 appends by sequence). When a reply is lost, a re-sent call is recognised
+ * by its id, and a failed call is resolved by looking its id up at its sequence before
+ * anything is built again. Two replicas that build identical records still both land.
  */
 import { nextCommitId } from "./CommitId.js"
 import * as Chunk from "effect/Chunk"
