@@ -17,8 +17,6 @@ import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
 import { refVerify } from "./support/oracle.js"
 
-
-
 let url: string
 let redis: Redis
 

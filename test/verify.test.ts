@@ -30,7 +30,6 @@ import { refHash } from "./support/oracle.js"
 // The oracle: the contract page's rules, written the naive way.
 
 
-
 interface Expected {
   readonly valid: boolean
   readonly records: number
