@@ -178,7 +178,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
             cached = write.integrity
             return afterCommit
           case "LockHeld":
-            return Effect.fail(new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, actual: "locked" }))
+            return Effect.fail(new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, lockHeld: true }))
           case "Conflict":
             if (outcome.headHash !== "?") cached = outcome.head
             return Effect.fail(

@@ -22,9 +22,13 @@ export class FenceConflict extends Data.TaggedError("FenceConflict")<{
   readonly expected: string
   /** What the fence found instead, when the reply said. */
   readonly actual?: string | undefined
+  /** The write was a lock-free attempt that yielded to another writer holding the lock. */
+  readonly lockHeld?: boolean | undefined
 }> {
   override get message() {
-    return `${this.store} store ${this.prefix}: fence conflict (built on "${this.expected}", found "${this.actual ?? "?"}")`
+    return this.lockHeld
+      ? `${this.store} store ${this.prefix}: yielded to the holder of the store's lock (nothing written)`
+      : `${this.store} store ${this.prefix}: fence conflict (built on "${this.expected}", found "${this.actual ?? "?"}")`
   }
 }
 

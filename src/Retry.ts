@@ -102,7 +102,7 @@ const counters =
   }
 
 /** Counts a fence conflict of a single attempt run outside `retryOnConflict`. */
-export const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
+const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.tapError(effect, (e) =>
       isFenceConflict(e) ? Metric.update(counters(options)(Metrics.fenceConflicts), 1) : Effect.void
@@ -111,7 +111,7 @@ export const countConflict = (options: { readonly store: StoreKind; readonly ope
 /**
  * Up to `attempts` lock-free tries of `attempt`: re-run at once after a lost race (the
  * conflict's reply carried the new state), and after a short jittered pause when a lock
- * holder made it yield ("locked": a starving writer is getting its turn; it holds the
+ * holder made it yield (`lockHeld`: a starving writer is getting its turn; it holds the
  * lock for about one operation). Fails with the last conflict when the tries run out.
  */
 export const lockFreeTries = <A, E, R>(
@@ -126,6 +126,6 @@ export const lockFreeTries = <A, E, R>(
       if (result._tag === "Right") return result.right
       const error = result.left
       if (!isFenceConflict(error) || n >= attempts) return yield* Effect.fail(error)
-      if (error.actual === "locked") yield* Effect.sleep(Duration.micros(BigInt(500 + Math.floor(Math.random() * 1000))))
+      if (error.lockHeld) yield* Effect.sleep(Duration.micros(BigInt(500 + Math.floor(Math.random() * 1000))))
     }
   })

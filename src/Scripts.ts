@@ -34,8 +34,6 @@ export const Scripts = {
   lockExtend: define("lock_extend", 1)
 } as const
 
-export type ScriptName = keyof typeof Scripts
-
 const sources = new Map<string, string>()
 
 /** The text of a script, read once from `lua/` (shipped with the package). */
@@ -54,7 +52,7 @@ const registered = new WeakMap<object, Set<string>>()
  * Defines `script` on `client` the first time it is used there. A client the caller
  * owns may be shared by several stores; each script is defined on it once.
  */
-export const ensureScript = (client: Redis | Cluster, script: ScriptDefinition): void => {
+const ensureScript = (client: Redis | Cluster, script: ScriptDefinition): void => {
   let names = registered.get(client)
   if (names === undefined) {
     names = new Set()

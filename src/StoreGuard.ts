@@ -11,7 +11,7 @@ export interface GuardedOperation<A, E, R> {
   /**
    * Up to `attempts` immediate lock-free attempts that yield to a writer holding the
    * lock: losing them all, or finding the lock held, fails with `FenceConflict`
-   * (`actual: "locked"` for the latter).
+   * (with `lockHeld` for the latter).
    */
   readonly lockFree: (attempts: number) => Effect.Effect<A, E | FenceConflict, R>
   /**

@@ -406,7 +406,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
           yield* sync
           return result
         case "LockHeld":
-          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: "locked" }))
+          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true }))
         case "Conflict":
           yield* sync
           return yield* Effect.fail(
