@@ -74,7 +74,13 @@ export const layerFromClient = (client: RedisConnection): Layer.Layer<RedisClien
 /** Opens a connection for the scope's life and quits it when the scope closes. */
 export const connect = (url: string, options?: RedisOptions) =>
   Effect.acquireRelease(
-    Effect.sync(() => fromClient(options ? new Redis(url, options) : new Redis(url))),
+    Effect.sync(() => {
+      const client = options ? new Redis(url, options) : new Redis(url)
+      // Connection errors reach callers as RedisUnavailable on their commands; without a
+      // listener ioredis would also print each one as an "Unhandled error event".
+      client.on("error", () => {})
+      return fromClient(client)
+    }),
     ({ client }) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
   )
 
