@@ -1,6 +1,6 @@
 /**
- * The `haechi-store` executable end to end, as a SUBPROCESS (`node dist/bin.js …` after
- * `npm run build`), against real redis-servers: the shared one, a private one with an
+ * The `haechi-store` executable end to end, as a SUBPROCESS (`node dist/bin.js …`, with
+ * dist/ built once by the global setup), against real redis-servers: the shared one, a private one with an
  * ACL user that needs a password, and a free port with nothing listening.
  *
  * Checked: exit codes (0 valid / 1 invalid / 2 usage / 3 cannot run), the last line of
@@ -99,8 +99,7 @@ beforeAll(async () => {
   url = sharedRedis().url
   redis = new Redis(url)
   dir = await mkdtemp(join(tmpdir(), "haechi-cli-"))
-  const build = await exec("npm", ["run", "build", "--silent"], {}, 170_000)
-  if (build.code !== 0) throw new Error(`npm run build failed (${build.code}):\n${build.stdout}\n${build.stderr}`)
+  // dist/ was built once by the global setup.
 }, 180_000)
 
 afterAll(async () => {

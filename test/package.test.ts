@@ -1,5 +1,5 @@
 /**
- * The published package works for a consumer: `npm run build`, `npm pack` into a temp
+ * The published package works for a consumer: dist/ (built by the global setup), `npm pack` into a temp
  * dir, a blank ESM project that installs the tarball and ioredis@5 (then ioredis@6) from the registry, and
  * a script that imports `haechi-store-effect` and `haechi-store-effect/haechi` and uses
  * the in-memory stores end to end, then the Redis stores on the shared server (which
@@ -107,7 +107,7 @@ describe("the packed package", () => {
     const project = await mkdtemp(join(tmpdir(), "haechi-consumer-"))
     dirs.push(pack, project)
 
-    await sh("npm", ["run", "build", "--silent"], root)
+    // dist/ was built once by the global setup (a build here could race the CLI tests').
     const { stdout: packed } = await sh("npm", ["pack", "--json", "--pack-destination", pack], root)
     const [info] = JSON.parse(packed) as Array<{ filename: string; files: Array<{ path: string }> }>
     const files = info!.files.map((f) => f.path)
