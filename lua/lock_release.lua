@@ -1,14 +1,29 @@
--- lock_release: compare-and-delete. Deletes the lock only while it still holds OUR
--- token, so a holder whose TTL lapsed never frees a later holder's lock (the same
--- check as haechi-store-redis's release, which therefore also works on our locks).
--- On a real release it publishes on the key's release channel to wake waiters at once.
--- KEYS[1] the lock key
+-- lock_release: compare-and-delete, or hand the lock straight to the next waiter.
+-- Acts only while the lock still holds OUR token, so a holder whose TTL lapsed never
+-- frees a later holder's lock (the same check as haechi-store-redis's release, which
+-- therefore also works on our locks). A waiter past its deadline gave up and is skipped.
+-- The next waiter gets the lock with its own TTL and a fresh fence, and the message
+-- "<its token> <fence>" tells it so without a round trip; with no one waiting the lock
+-- is deleted and the message is empty (anyone may try now). Also called by a waiter
+-- that gives up: it leaves the queue, and hands the lock on if it was just given it.
+-- KEYS[1] the lock key   KEYS[2] its fence counter   KEYS[3] its waiters (as in lock_acquire)
 -- ARGV[1] our token   ARGV[2] the release channel ("<lock key>:released")
--- Reply: 1  released (and published)
---        0  not ours any more (expired or taken): nothing deleted, nothing published
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[1])
-  return 1
+-- ARGV[3] our waiter entry ("<token> <ttl ms>", '' = none)
+-- Reply: 2  handed to the next waiter (and published)
+--        1  released (and published)
+--        0  not ours (expired or taken): nothing changed but our leaving the queue
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local next = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if next then
+  redis.call('ZREM', KEYS[3], next)
+  local token, ttl = string.match(next, '^(%S+) (%d+)$')
+  redis.call('SET', KEYS[1], token, 'PX', ttl)
+  redis.call('PUBLISH', ARGV[2], token .. ' ' .. redis.call('INCR', KEYS[2]))
+  return 2
 end
-return 0
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], '')
+return 1

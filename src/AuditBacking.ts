@@ -11,6 +11,7 @@ import { auditKeys, type AuditKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"
 import { wrongType, type RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
+import { claimArgs, type LockClaim } from "./StoreGuard.js"
 
 /** The last record's `auditIntegrity`, as the chain stores it. */
 export interface Integrity {
@@ -34,16 +35,22 @@ export interface PreparedAppend {
   readonly sequence: number
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
   readonly commitId: string
-  /** A lock-free attempt that must not write while another writer holds the store's lock. */
-  readonly yieldToLock: boolean
+  /**
+   * Set for a lock-free attempt: it must not write while another writer holds the
+   * store's lock, and it takes or gives back the lock as the claim says.
+   */
+  readonly claim: LockClaim | undefined
 }
 
 export type AppendOutcome =
   | { readonly _tag: "Committed" }
   /** The very record is already in the chain: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted" }
-  /** The head moved; `head` is the current one, so no extra read is needed to retry. */
-  | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string }
+  /**
+   * The head moved; `head` is the current one, so no extra read is needed to retry.
+   * `tookLock`: the attempt's claim asked for the lock and now holds it.
+   */
+  | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string; readonly tookLock: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
 
@@ -108,26 +115,28 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             write.eventHash,
             write.sequence,
             write.commitId,
-            write.yieldToLock ? "1" : ""
+            ...claimArgs(write.claim)
           ]
         )
         .pipe(
           wrongType(keys.chain),
           Effect.flatMap((reply): Effect.Effect<AppendOutcome, BackingError> => {
-            const [status, head] = reply as [number, string | null | undefined]
+            const [status, head, took] = reply as [number, string | null | undefined, number | undefined]
             if (status === 1) return Effect.succeed({ _tag: "Committed" })
             if (status === 2) return Effect.succeed({ _tag: "AlreadyCommitted" })
             if (status === 4) return Effect.succeed({ _tag: "LockHeld" })
             if (status === 3) {
               return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
             }
+            const tookLock = took === 1
             if (head === null || head === undefined) {
-              return Effect.succeed({ _tag: "Conflict", head: null, headHash: "" })
+              return Effect.succeed({ _tag: "Conflict", head: null, headHash: "", tookLock })
             }
             return Effect.map(parseIntegrity(head, keys.head), (integrity) => ({
               _tag: "Conflict" as const,
               head: integrity,
-              headHash: integrity.eventHash
+              headHash: integrity.eventHash,
+              tookLock
             }))
           })
         ),
@@ -175,7 +184,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
         }
         return Effect.map(
           head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head),
-          (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current })
+          (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current, tookLock: false })
         )
       }),
     isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),

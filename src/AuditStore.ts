@@ -46,8 +46,8 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
-import { defaultRetrySchedule, lockFreeTries, retryOnConflict } from "./Retry.js"
-import { noGuard } from "./StoreGuard.js"
+import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { noGuard, type LockClaim } from "./StoreGuard.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -109,7 +109,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         })
   )
 
-  const prepare = (record: unknown, yieldToLock: boolean): Effect.Effect<PreparedAppend, InvalidRecord> =>
+  const prepare = (record: unknown, claim: LockClaim | undefined): Effect.Effect<PreparedAppend, InvalidRecord> =>
     Effect.suspend(() => {
       const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
       if (typeof record !== "object" || record === null || Array.isArray(record)) {
@@ -142,7 +142,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
         eventHash: integrity.eventHash,
         sequence: integrity.sequence,
         commitId: nextCommitId(),
-        yieldToLock
+        claim
       })
     })
 
@@ -158,7 +158,10 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
           Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit")), 1)),
           Effect.map(
             (committed): AppendOutcome =>
-              committed ? { _tag: "AlreadyCommitted" } : { _tag: "Conflict", head: null, headHash: "?" }
+              // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+              committed
+                ? { _tag: "AlreadyCommitted" }
+                : { _tag: "Conflict", head: null, headHash: "?", tookLock: write.claim?.ask === true }
           ),
           Effect.tap((outcome) =>
             Effect.sync(() => {
@@ -169,9 +172,14 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       )
     )
 
-  const persist = (yieldToLock: boolean) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
-    Effect.flatMap(prepare(record, yieldToLock), (write) =>
+  const persist = (claim: LockClaim | undefined) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
+    Effect.flatMap(prepare(record, claim), (write) =>
       Effect.flatMap(appendOnce(write), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
+        // Committing gave the claimed lock back (in the script); a rejection may have taken it.
+        if (claim !== undefined) {
+          if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock
+          else if (outcome._tag !== "LockHeld") claim.held = false
+        }
         switch (outcome._tag) {
           case "Committed":
           case "AlreadyCommitted":
@@ -188,9 +196,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       })
     )
 
-  const tx: AuditTransaction = { readLastIntegrity, persist: persist(false) }
-  // The lock-free first try of the adaptive policy: it yields to a writer holding the lock.
-  const yieldingTx: AuditTransaction = { readLastIntegrity, persist: persist(true) }
+  const tx: AuditTransaction = { readLastIntegrity, persist: persist(undefined) }
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
@@ -208,7 +214,8 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     prefix,
     transaction: (build) =>
       guard({
-        lockFree: (attempts) => lockFreeTries(build(yieldingTx), attempts, retryOptions),
+        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+        attempt: (claim) => countConflict(retryOptions)(build({ readLastIntegrity, persist: persist(claim) })),
         retrying: (fresh) =>
           Effect.zipRight(
             fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,

@@ -12,6 +12,7 @@ import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
@@ -31,6 +32,16 @@ export interface RedisClientShape {
     keys: ReadonlyArray<string>,
     args: ReadonlyArray<string | number>
   ) => Effect.Effect<unknown, RedisError>
+  /**
+   * Like `script`, but gives up waiting for the reply after `ms`: `None` then (the call
+   * may still run on the server). A timer, not a fiber, so it is cheap on hot paths.
+   */
+  readonly scriptWithin: (
+    script: ScriptDefinition,
+    keys: ReadonlyArray<string>,
+    args: ReadonlyArray<string | number>,
+    ms: number
+  ) => Effect.Effect<Option.Option<unknown>, RedisError>
 }
 
 export class RedisClient extends Context.Tag("haechi-store-effect/RedisClient")<RedisClient, RedisClientShape>() {}
@@ -63,7 +74,39 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
     client,
     isCluster: client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true,
     run,
-    script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args))
+    script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args)),
+    scriptWithin: (script, keys, args, ms) =>
+      Effect.async<Option.Option<unknown>, RedisError>((resume) => {
+        let settled = false
+        const timer = setTimeout(() => {
+          settled = true
+          resume(Effect.succeed(Option.none()))
+        }, Math.max(0, ms))
+        let call: Promise<unknown>
+        try {
+          call = callScript(client, script, keys, args)
+        } catch (error) {
+          call = Promise.reject(error)
+        }
+        call.then(
+          (value) => {
+            if (settled) return
+            settled = true
+            clearTimeout(timer)
+            resume(Effect.succeed(Option.some(value)))
+          },
+          (error: unknown) => {
+            if (settled) return
+            settled = true
+            clearTimeout(timer)
+            resume(Effect.fail(toRedisError(script.name, error)))
+          }
+        )
+        return Effect.sync(() => {
+          settled = true
+          clearTimeout(timer)
+        })
+      })
   }
 }
 

@@ -35,8 +35,9 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { hashedPart } from "./Keys.js"
@@ -140,15 +141,25 @@ export const resolveOptions = (options: LockOptions = {}): Effect.Effect<Resolve
 export const fenceKeyOf = (key: string): string =>
   hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
 
+/** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
+export const waitersKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
+
 /** The channel the release script publishes on. */
 export const releaseChannelOf = (key: string): string => `${key}:released`
+
+/** The fence of a hand-off message ("<token> <fence>") addressed to `token`, else 0. */
+const handedFence = (message: string, token: string): number =>
+  message.length > token.length && message.startsWith(token) && message[token.length] === " "
+    ? Number(message.slice(token.length + 1)) || 0
+    : 0
 
 const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, InvalidConfig> => {
   if (typeof key !== "string" || key.length === 0) {
     return invalid("key", "must be a non-empty string")
   }
   // A key without a hash tag but with a '}' cannot get a same-slot fence key this way.
-  if (isCluster && hashedPart(fenceKeyOf(key)) !== hashedPart(key)) {
+  if (isCluster && (hashedPart(fenceKeyOf(key)) !== hashedPart(key) || hashedPart(waitersKeyOf(key)) !== hashedPart(key))) {
     return invalid(
       "key",
       `"${key}" contains "}" without a valid hash tag, so its fence counter cannot share its cluster slot; ` +
@@ -206,6 +217,8 @@ export interface RedisLockHandle {
   readonly lock: RedisLockShape
   /** Closes the subscriber connection; later waits only poll. */
   readonly close: Effect.Effect<void>
+  /** Wake-ups at each release of the lock `key` (by this library's release, commit or script). */
+  readonly releases: (key: string) => Wakeup
 }
 
 export interface MakeWithOptions {
@@ -221,15 +234,18 @@ export interface MakeWithOptions {
  * facade caches one per client). Never fails; the subscriber opens on the first wait.
  */
 export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}): RedisLockHandle => {
+  const lockKeys = (key: string) => [key, fenceKeyOf(key), waitersKeyOf(key)]
   const wakeups = subscriber(redis.client, config.subscriberIdleMs)
 
   const release = (key: string, token: string, ttlMs: number) =>
-    redis.script(Scripts.lockRelease, [key], [token, releaseChannelOf(key)]).pipe(
-      // The release only frees the lock early; the TTL frees it regardless. So a release
-      // that gets no answer in time is abandoned rather than holding up the scope
-      // (finalizers run uninterruptibly: only the call itself may be abandoned).
-      Effect.interruptible,
-      Effect.timeout(Duration.millis(Math.min(ttlMs, RELEASE_BOUND_MS))),
+    // The release only frees the lock early; the TTL frees it regardless. So a release
+    // that gets no answer in time is abandoned rather than holding up the scope.
+    redis.scriptWithin(
+      Scripts.lockRelease,
+      lockKeys(key),
+      [token, releaseChannelOf(key), `${token} ${ttlMs}`],
+      Math.min(ttlMs, RELEASE_BOUND_MS)
+    ).pipe(
       Effect.withSpan("haechi.lock.release", { attributes: { "haechi.lock.key": key }, captureStackTrace: false }),
       Effect.ignore
     )
@@ -264,9 +280,10 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
           yield* Effect.sleep(Duration.millis(Math.min(nextRenewAt, validUntil) - now))
           continue
         }
-        const result = yield* redis.script(Scripts.lockExtend, [key], [token, o.ttlMs]).pipe(
-          Effect.flatMap((value) => reply("lock extend", value)),
-          Effect.timeout(Duration.millis(validUntil - now)),
+        const result = yield* redis.scriptWithin(Scripts.lockExtend, [key], [token, o.ttlMs], validUntil - now).pipe(
+          Effect.flatMap((value): Effect.Effect<number, RedisCommandFailed | "timeout"> =>
+            Option.isNone(value) ? Effect.fail("timeout" as const) : reply("lock extend", value.value)
+          ),
           Effect.either
         )
         if (result._tag === "Right") {
@@ -282,7 +299,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       }
     })
 
-  const acquire = (key: string, fenceKey: string, o: ResolvedLockOptions) =>
+  const acquire = (key: string, o: ResolvedLockOptions) =>
     Effect.gen(function*() {
       const scope = yield* Effect.scope
       const token = randomBytes(16).toString("hex")
@@ -300,12 +317,18 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       const attempt = Effect.gen(function*() {
         const sentAt = yield* Clock.currentTimeMillis
         const bound = Math.max(deadline - sentAt, ATTEMPT_FLOOR_MS)
-        const call = redis.script(Scripts.lockAcquire, [key, fenceKey], [token, o.ttlMs]).pipe(
-          Effect.flatMap((value) => reply("lock acquire", value))
+        // Queue up for a hand-off for as long as we may wait (capped at a day).
+        const queueMs = Math.ceil(Math.min(deadline - sentAt, 86_400_000))
+        const fence = yield* redis.scriptWithin(
+          Scripts.lockAcquire,
+          lockKeys(key),
+          [token, o.ttlMs, queueMs > 0 ? queueMs : ""],
+          Math.min(bound, 2_147_483_647)
+        ).pipe(
+          Effect.flatMap((value): Effect.Effect<number, RedisCommandFailed | "timeout"> =>
+            Option.isNone(value) ? Effect.fail("timeout" as const) : reply("lock acquire", value.value)
+          )
         )
-        const fence = yield* Number.isFinite(bound)
-          ? Effect.timeoutFail(call, { duration: Duration.millis(bound), onTimeout: () => "timeout" as const })
-          : call
         return { fence, sentAt }
       }).pipe(
         Effect.onExit((exit) =>
@@ -316,26 +339,36 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         Effect.catchIf((e): e is "timeout" => e === "timeout", () => timedOut)
       )
 
+      // Waits for a release message, or the poll schedule's next step, or the deadline,
+      // whichever comes first: one timer and one callback per wait, no fibers.
       const wait = Effect.gen(function*() {
         if ((yield* Clock.currentTimeMillis) >= deadline) return yield* timedOut // e.g. waitTimeout 0
-        const wakeup = yield* wakeups.listen(releaseChannelOf(key))
-        const driver = yield* Schedule.driver(o.retrySchedule)
-        for (;;) {
-          const now = yield* Clock.currentTimeMillis
-          if (now >= deadline) return yield* timedOut
-          const why = yield* Effect.raceAll([
-            Queue.take(wakeup).pipe(Effect.as("wake" as const)),
-            driver.next(undefined).pipe(Effect.as("poll" as const), Effect.orElseSucceed(() => "done" as const)),
-            Number.isFinite(deadline) ? Effect.sleep(Duration.millis(deadline - now)).pipe(Effect.as("deadline" as const)) : Effect.never
-          ])
-          if (why === "done") return yield* timedOut
-          const got = yield* attempt
-          if (got.fence > 0) return got
-        }
-      }).pipe(Effect.scoped)
+        const wakeup = wakeups.open(releaseChannelOf(key), token)
+        return yield* Effect.gen(function*() {
+          let state = o.retrySchedule.initial
+          for (;;) {
+            const now = yield* Clock.currentTimeMillis
+            if (now >= deadline) return yield* timedOut
+            const [next, , decision] = yield* o.retrySchedule.step(now, undefined, state)
+            if (ScheduleDecision.isDone(decision)) return yield* timedOut
+            state = next
+            const pollAt = Math.max(ScheduleIntervals.start(decision.intervals), now)
+            const woken = yield* wakeup.next(Math.min(pollAt, deadline) - now)
+            // Handed to us by the release: ours already, no round trip.
+            const handed = woken === undefined ? 0 : handedFence(woken, token)
+            if (handed > 0) {
+              yield* Scope.addFinalizer(scope, release(key, token, o.ttlMs))
+              return { fence: handed, sentAt: yield* Clock.currentTimeMillis }
+            }
+            const got = yield* attempt
+            if (got.fence > 0) return got
+          }
+        }).pipe(Effect.ensuring(Effect.sync(wakeup.close)))
+      })
 
       const first = yield* attempt
-      const { fence, sentAt } = first.fence > 0 ? first : yield* wait
+      // Giving up leaves the queue at once (and passes on a hand-off that raced the give-up).
+      const { fence, sentAt } = first.fence > 0 ? first : yield* Effect.onError(wait, () => release(key, token, o.ttlMs))
       const waitedMs = (yield* Clock.currentTimeMillis) - start
       yield* Metric.update(Metrics.lockWait, waitedMs)
       yield* Effect.annotateCurrentSpan({ "haechi.lock.fence": fence, "haechi.lock.waited_ms": waitedMs })
@@ -354,16 +387,16 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
 
   const lock: RedisLockShape = {
     acquire: (key, options) =>
-      Effect.flatMap(checked(key, options), ([key, o]) => acquire(key, fenceKeyOf(key), o)),
+      Effect.flatMap(checked(key, options), ([key, o]) => acquire(key, o)),
     withLock: (key, effect, options) =>
       Effect.flatMap(checked(key, options), ([key, o]) =>
         Effect.scoped(
-          Effect.flatMap(acquire(key, fenceKeyOf(key), o), (lease) =>
+          Effect.flatMap(acquire(key, o), (lease) =>
             o.onLost === "ignore" ? effect : Effect.raceFirst(effect, lease.lost)
           )
         ))
   }
-  return { lock, close: wakeups.close }
+  return { lock, close: wakeups.close, releases: (key) => wakeups.open(releaseChannelOf(key), undefined) }
 }
 
 /** A RedisLock whose subscriber connection is closed with the scope. */
@@ -379,23 +412,53 @@ export const layer: Layer.Layer<RedisLock, never, RedisClient> = Layer.scoped(Re
 // ---------------------------------------------------------------------------
 // release notifications
 
+/** One waiter's wake-ups on one channel, for as long as it waits. */
+export interface Wakeup {
+  /**
+   * Completes at the first wake-up since the previous `next` (at once if one came
+   * meanwhile), or after `ms`, whichever is first. A wake-up is a release that freed the
+   * lock, a hand-off to this waiter (the message, "<token> <fence>"; it wins over a
+   * plain one), or the subscription becoming active (a release may have come before);
+   * hand-offs to others do not wake. Yields the message ("" for a plain wake-up), or
+   * undefined when `ms` ran out.
+   */
+  readonly next: (ms: number) => Effect.Effect<string | undefined>
+  /** Stops listening (idempotent). */
+  readonly close: () => void
+}
+
+interface Listener {
+  /** The waiter's token, whose hand-offs wake it (others' do not). */
+  readonly token: string | undefined
+  /** A wake-up that arrived while nobody was waiting on it; the next `next` returns it at once. */
+  pending: string | undefined
+  wake: ((message: string) => void) | undefined
+}
+
 interface Channel {
-  readonly waiters: Set<Queue.Queue<void>>
+  readonly listeners: Set<Listener>
   ready: boolean
-  /** Set while the channel has no waiters and stays subscribed a little longer. */
+  /** Set while the channel has no listeners and stays subscribed a little longer. */
   linger?: ReturnType<typeof setTimeout> | undefined
 }
 
 /**
- * How long a channel stays subscribed after its last waiter left: under contention the
+ * How long a channel stays subscribed after its last listener left: under contention the
  * same lock is waited for again at once, and a warm subscription saves a SUBSCRIBE and
  * an UNSUBSCRIBE per wait.
  */
 const CHANNEL_LINGER_MS = 1000
 
+const notify = (listener: Listener, message: string) => {
+  if (message !== "" && (listener.token === undefined || handedFence(message, listener.token) === 0)) return
+  const wake = listener.wake
+  if (wake !== undefined) wake(message)
+  else if (!listener.pending) listener.pending = message
+}
+
 /**
  * Release notifications over one dedicated subscriber connection, opened on the first
- * `listen`. A waiter is woken by a message on its channel and, once, when its
+ * `open`. A listener is woken by a message on its channel and, once, when its
  * subscription becomes active (a release may have happened just before). Any failure
  * here only costs latency: the waiters' poll covers it.
  */
@@ -412,20 +475,20 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     c?.disconnect()
   }
 
-  const open = (): RedisConnection | undefined => {
+  const connect = (): RedisConnection | undefined => {
     if (closed) return undefined
     if (connection === undefined) {
       const c = client.duplicate()
       c.on("error", () => {})
-      c.on("message", (channel: string) => {
-        channels.get(channel)?.waiters.forEach((queue) => queue.unsafeOffer(undefined))
+      c.on("message", (channel: string, message: string) => {
+        channels.get(channel)?.listeners.forEach((listener) => notify(listener, message))
       })
       connection = c
     }
     return connection
   }
 
-  const add = (name: string, queue: Queue.Queue<void>) => {
+  const add = (name: string, listener: Listener) => {
     if (idleTimer !== undefined) {
       clearTimeout(idleTimer)
       idleTimer = undefined
@@ -436,30 +499,31 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
         clearTimeout(existing.linger)
         existing.linger = undefined
       }
-      existing.waiters.add(queue)
-      if (existing.ready) queue.unsafeOffer(undefined)
+      existing.listeners.add(listener)
+      // A release may have come between the caller's failed attempt and now: try again at once.
+      if (existing.ready) listener.pending = ""
       return
     }
-    const entry: Channel = { waiters: new Set([queue]), ready: false }
+    const entry: Channel = { listeners: new Set([listener]), ready: false }
     channels.set(name, entry)
-    const c = open()
+    const c = connect()
     c?.subscribe(name).then(
       () => {
         if (channels.get(name) === entry && connection === c) {
           entry.ready = true
-          entry.waiters.forEach((q) => q.unsafeOffer(undefined))
+          entry.listeners.forEach((listener) => notify(listener, ""))
         }
       },
       () => {}
     )
   }
 
-  const remove = (name: string, queue: Queue.Queue<void>) => {
+  const remove = (name: string, listener: Listener) => {
     const entry = channels.get(name)
-    if (entry === undefined || !entry.waiters.delete(queue) || entry.waiters.size > 0) return
+    if (entry === undefined || !entry.listeners.delete(listener) || entry.listeners.size > 0) return
     entry.linger = setTimeout(() => {
       entry.linger = undefined
-      if (entry.waiters.size > 0 || channels.get(name) !== entry) return
+      if (entry.listeners.size > 0 || channels.get(name) !== entry) return
       channels.delete(name)
       connection?.unsubscribe(name).catch(() => {})
       idleAfterLastChannel()
@@ -477,12 +541,41 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     }
   }
 
-  /** A queue that receives a wake-up per release of `name`, for the scope's life. */
-  const listen = (name: string): Effect.Effect<Queue.Queue<void>, never, Scope.Scope> =>
-    Effect.acquireRelease(
-      Effect.flatMap(Queue.sliding<void>(1), (queue) => Effect.sync(() => (add(name, queue), queue))),
-      (queue) => Effect.sync(() => remove(name, queue))
-    )
+  /** Starts listening on `name` for the waiter with `token`; `close` the result when done. */
+  const open = (name: string, token: string | undefined): Wakeup => {
+    const listener: Listener = { token, pending: undefined, wake: undefined }
+    let open = true
+    add(name, listener)
+    return {
+      next: (ms) =>
+        Effect.async<string | undefined>((resume) => {
+          if (listener.pending !== undefined || !open) {
+            const message = listener.pending ?? ""
+            listener.pending = undefined
+            return resume(Effect.succeed(message))
+          }
+          const timer = setTimeout(() => {
+            listener.wake = undefined
+            resume(Effect.succeed(undefined))
+          }, Math.max(0, ms))
+          listener.wake = (message) => {
+            listener.wake = undefined
+            clearTimeout(timer)
+            resume(Effect.succeed(message))
+          }
+          return Effect.sync(() => {
+            listener.wake = undefined
+            clearTimeout(timer)
+          })
+        }),
+      close: () => {
+        if (!open) return
+        open = false
+        listener.wake = undefined
+        remove(name, listener)
+      }
+    }
+  }
 
   const close = Effect.sync(() => {
     closed = true
@@ -491,5 +584,5 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     disconnect()
   })
 
-  return { listen, close }
+  return { open, close }
 }

@@ -102,30 +102,8 @@ const counters =
   }
 
 /** Counts a fence conflict of a single attempt run outside `retryOnConflict`. */
-const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
+export const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.tapError(effect, (e) =>
       isFenceConflict(e) ? Metric.update(counters(options)(Metrics.fenceConflicts), 1) : Effect.void
     )
-
-/**
- * Up to `attempts` lock-free tries of `attempt`: re-run at once after a lost race (the
- * conflict's reply carried the new state), and after a short jittered pause when a lock
- * holder made it yield (`lockHeld`: a starving writer is getting its turn; it holds the
- * lock for about one operation). Fails with the last conflict when the tries run out.
- */
-export const lockFreeTries = <A, E, R>(
-  attempt: Effect.Effect<A, E, R>,
-  attempts: number,
-  options: { readonly store: StoreKind; readonly operation: string }
-): Effect.Effect<A, E, R> =>
-  Effect.gen(function* () {
-    const counted = countConflict(options)(attempt)
-    for (let n = 1; ; n++) {
-      const result = yield* Effect.either(counted)
-      if (result._tag === "Right") return result.right
-      const error = result.left
-      if (!isFenceConflict(error) || n >= attempts) return yield* Effect.fail(error)
-      if (error.lockHeld) yield* Effect.sleep(Duration.micros(BigInt(500 + Math.floor(Math.random() * 1000))))
-    }
-  })

@@ -29,8 +29,8 @@ export const Scripts = {
   vaultApply: define("vault_apply", 4),
   vaultChanges: define("vault_changes", 3, true),
   vaultScan: define("vault_scan", 2, true),
-  lockAcquire: define("lock_acquire", 2),
-  lockRelease: define("lock_release", 1),
+  lockAcquire: define("lock_acquire", 3),
+  lockRelease: define("lock_release", 3),
   lockExtend: define("lock_extend", 1)
 } as const
 

@@ -6,14 +6,37 @@
 import type * as Effect from "effect/Effect"
 import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
 
+/**
+ * The store's lock as one operation's lock-free attempts use it, inside the fenced
+ * script itself: an attempt yields to another holder, may take the lock when its fence
+ * rejects it (`ask`), and gives it back when it commits. So taking the lock costs no
+ * round trip of its own, and the writer holding it goes next.
+ */
+export interface LockClaim {
+  /** The value the lock key holds while this operation has it (random per operation). */
+  readonly token: string
+  /** How long the lock outlives a holder that neither commits nor releases it. */
+  readonly ttlMs: number
+  /** Where releasing the lock is announced (waiters of `RedisLock` listen there). */
+  readonly channel: string
+  /** Set by the guard: take the lock should the next attempt be rejected. */
+  ask: boolean
+  /** Set by the store: the lock is ours (a rejected attempt took it; committing gives it back). */
+  held: boolean
+}
+
+/** A fenced script's lock arguments: yield, claim token, TTL to take the lock with, release channel. */
+export const claimArgs = (claim: LockClaim | undefined): [string, string, string, string] =>
+  claim === undefined ? ["", "", "", ""] : ["1", claim.token, claim.ask ? String(claim.ttlMs) : "", claim.channel]
+
 /** An operation as a guard sees it. */
 export interface GuardedOperation<A, E, R> {
   /**
-   * Up to `attempts` immediate lock-free attempts that yield to a writer holding the
-   * lock: losing them all, or finding the lock held, fails with `FenceConflict`
-   * (with `lockHeld` for the latter).
+   * Lock-free attempts, each yielding to a writer holding the lock, under `claim` when
+   * given. `attempt` runs one; losing fails with `FenceConflict` (with `lockHeld` when
+   * it yielded).
    */
-  readonly lockFree: (attempts: number) => Effect.Effect<A, E | FenceConflict, R>
+  readonly attempt: (claim: LockClaim | undefined) => Effect.Effect<A, E | FenceConflict, R>
   /**
    * The bounded retry loop. With `fresh`, cached state is brought up to date first (the
    * caller just waited for a lock, so what it cached is likely stale).

@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import type { DurabilityOptions } from "./Durability.js"
 import type { InvalidConfig, StoreError } from "./Errors.js"
 import { checkPrefix } from "./Keys.js"
-import { checkLockPolicy, guardFor, lockOf, type LockPolicy } from "./LockPolicy.js"
+import { checkLockPolicy, guardFor, type LockPolicy } from "./LockPolicy.js"
 import type { RedisClientShape } from "./RedisClient.js"
 import type { RetrySchedule } from "./Retry.js"
 import { preflight, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
@@ -65,5 +65,5 @@ export const setupRedisStore = <K extends { readonly lock: string; readonly read
       pre.afterCommit === undefined || options.afterCommit === undefined
         ? (pre.afterCommit ?? options.afterCommit)
         : Effect.zipRight(pre.afterCommit, options.afterCommit)
-    return { prefix, guard: options.guard ?? guardFor(policy, lockOf(redis), keys.lock), afterCommit }
+    return { prefix, guard: options.guard ?? guardFor(policy, redis, keys.lock), afterCommit }
   })

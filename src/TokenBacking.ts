@@ -11,6 +11,7 @@ import { vaultKeys, type VaultKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"
 import { wrongType, type RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
+import { claimArgs, type LockClaim } from "./StoreGuard.js"
 
 /** The vault's version: "" before the first commit, then "1", "2", ... (haechi-store-redis's counter). */
 export type Version = string
@@ -21,15 +22,19 @@ export interface VaultWrite {
   readonly commitId: string
   readonly sets: ReadonlyArray<readonly [token: string, recordJson: string]>
   readonly deletes: ReadonlyArray<string>
-  /** A lock-free attempt that must not write while another writer holds the store's lock. */
-  readonly yieldToLock: boolean
+  /**
+   * Set for a lock-free attempt: it must not write while another writer holds the
+   * store's lock, and it takes or gives back the lock as the claim says.
+   */
+  readonly claim: LockClaim | undefined
 }
 
 export type ApplyOutcome =
   | { readonly _tag: "Committed"; readonly version: Version }
   /** This commit id is already logged: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted"; readonly version: Version }
-  | { readonly _tag: "Conflict"; readonly version: Version }
+  /** `tookLock`: the attempt's claim asked for the lock and now holds it. */
+  | { readonly _tag: "Conflict"; readonly version: Version; readonly tookLock: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld"; readonly version: Version }
 
@@ -98,7 +103,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
         write.commitId,
         JSON.stringify([...write.sets.map(([token]) => token), ...write.deletes]),
         LOG_BOUND,
-        write.yieldToLock ? "1" : "",
+        ...claimArgs(write.claim),
         write.sets.length
       ]
       for (const [token, json] of write.sets) args.push(token, json)
@@ -106,7 +111,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
         wrongType(keys.tokens),
         Effect.flatMap((reply) => {
-          const [status, version] = reply as [number, string | null]
+          const [status, version, took] = reply as [number, string | null, number | undefined]
           if (status === 3) {
             return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
           }
@@ -117,7 +122,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
                 ? { _tag: "AlreadyCommitted", version: v }
                 : status === 4
                   ? { _tag: "LockHeld", version: v }
-                  : { _tag: "Conflict", version: v }
+                  : { _tag: "Conflict", version: v, tookLock: took === 1 }
           )
         })
       )
@@ -217,7 +222,7 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
           const seen = changes(write.expected, write.commitId)
           return seen._tag === "Delta" && seen.found
             ? { _tag: "AlreadyCommitted", version: current() }
-            : { _tag: "Conflict", version: current() }
+            : { _tag: "Conflict", version: current(), tookLock: false }
         }
         if (write.sets.length === 0 && write.deletes.length === 0) return { _tag: "Committed", version: current() }
         for (const [token, json] of write.sets) tokens.set(token, json)

@@ -25,8 +25,8 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
-import { defaultRetrySchedule, lockFreeTries, retryOnConflict } from "./Retry.js"
-import { noGuard } from "./StoreGuard.js"
+import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { noGuard, type LockClaim } from "./StoreGuard.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -341,7 +341,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 
   const ensureLoaded = Effect.suspend(() => (cache.version === undefined ? reload : Effect.void))
 
-  const diffOf = (view: StagingView, version: Version, yieldToLock: boolean) =>
+  const diffOf = (view: StagingView, version: Version, claim: LockClaim | undefined) =>
     Effect.suspend(() => {
       const sets: Array<readonly [string, string]> = []
       const deletes: Array<string> = []
@@ -364,7 +364,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         }
         sets.push([token, json])
       }
-      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes, yieldToLock })
+      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes, claim })
     })
 
   // A call that got no answer may or may not have committed: the log says, by commit id.
@@ -375,25 +375,36 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
           Effect.mapError(() => new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause })),
           Effect.flatMap((changes): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
-            if (changes._tag === "Same") return Effect.succeed({ _tag: "Conflict", version: changes.version })
+            // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+            const tookLock = write.claim?.ask === true
+            if (changes._tag === "Same") return Effect.succeed({ _tag: "Conflict", version: changes.version, tookLock })
             if (changes._tag === "Reload") {
               return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause }))
             }
-            return Effect.succeed({ _tag: changes.found ? "AlreadyCommitted" : "Conflict", version: changes.version })
+            return Effect.succeed(
+              changes.found
+                ? { _tag: "AlreadyCommitted" as const, version: changes.version }
+                : { _tag: "Conflict" as const, version: changes.version, tookLock }
+            )
           }),
           Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault")), 1))
         )
       )
     )
 
-  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, yieldToLock = false) =>
+  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, claim?: LockClaim) =>
     Effect.gen(function* () {
       yield* ensureLoaded
       const { snapshot, release } = cache.pin()
       const view = new StagingView(snapshot)
       const result = yield* Effect.ensuring(f(view), Effect.sync(release))
-      const write = yield* diffOf(view, snapshot.version, yieldToLock)
+      const write = yield* diffOf(view, snapshot.version, claim)
       const outcome = yield* applyOnce(write)
+      // Committing gave the claimed lock back (in the script); a rejection may have taken it.
+      if (claim !== undefined) {
+        if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock
+        else if (outcome._tag !== "LockHeld") claim.held = false
+      }
       switch (outcome._tag) {
         case "Committed": {
           const changes = write.sets.map(([t, json]) => [t, json] as const as readonly [string, string | null])
@@ -422,8 +433,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
     prefix,
     mutate: (f) =>
       guard({
-        // The lock-free first try of the adaptive policy: it yields to a writer holding the lock.
-        lockFree: (attempts) => lockFreeTries(attempt(f, true), attempts, retryOptions),
+        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+        attempt: (claim) => countConflict(retryOptions)(attempt(f, claim)),
         retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
       }).pipe(observeMutate) as never,
     read: (f) =>

@@ -11,7 +11,7 @@ import { afterAll, beforeAll } from "vitest"
 import { InvalidConfig, LockLost, LockTimeout } from "../src/Errors.js"
 import { withRedisLock } from "../src/LockFacade.js"
 import { fromClient, layerFromClient } from "../src/RedisClient.js"
-import { fenceKeyOf, layer, makeWith, RedisLock, type RedisLockHandle } from "../src/RedisLock.js"
+import { fenceKeyOf, layer, makeWith, RedisLock, waitersKeyOf, type RedisLockHandle } from "../src/RedisLock.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 import { keySlot, startRedis, tcpProxy, type RedisServer, type TcpProxy } from "./support/redisServer.js"
 import { sharedCluster } from "./support/shared.js"
@@ -346,6 +346,58 @@ describe("RedisLock: waiting", () => {
       expect(yield* Effect.promise(() => raw.get(key))).toBe("someone")
     }))
 
+  it.live("the release hands the lock straight to the queued waiter: no gap a third writer could take", () =>
+    Effect.gen(function*() {
+      const key = lockKey("handoff-queue")
+      const holding = yield* Deferred.make<void>()
+      const letGo = yield* Deferred.make<void>()
+      const holder = yield* A.lock.withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(letGo))).pipe(Effect.fork)
+      yield* Deferred.await(holding)
+      const holderToken = yield* Effect.promise(() => raw.get(key))
+      let waiterToken: string | null = null
+      let waiterFence = 0
+      const waiter = yield* Effect.scoped(
+        Effect.flatMap(B.lock.acquire(key, { retrySchedule: Schedule.spaced("10 seconds") }), (lease) =>
+          Effect.promise(async () => {
+            waiterToken = await raw.get(key)
+            waiterFence = lease.fence
+            return lease.token
+          }))
+      ).pipe(Effect.fork)
+      // The waiter queued itself (its first attempt found the lock held).
+      for (let i = 0; i < 100 && (yield* Effect.promise(() => raw.zcard(`{${key}}:waiters`))) === 0; i++) {
+        yield* Effect.sleep("5 millis")
+      }
+      expect(yield* Effect.promise(() => raw.zcard(`{${key}}:waiters`))).toBe(1)
+      yield* Deferred.succeed(letGo, undefined)
+      yield* Fiber.join(holder)
+      // At once after the holder's release the key already holds someone else's token:
+      // a plain SET NX (a third writer, or a reference replica) cannot slip in between.
+      expect(yield* Effect.promise(() => raw.set(key, "third", "PX", 1000, "NX"))).toBeNull()
+      const token = yield* Fiber.join(waiter)
+      expect(waiterToken).toBe(token)
+      expect(token).not.toBe(holderToken)
+      expect(waiterFence).toBe(Number(yield* Effect.promise(() => raw.get(fenceKeyOf(key)))))
+      expect(yield* Effect.promise(() => raw.exists(key, `{${key}}:waiters`))).toBe(0)
+    }))
+
+  it.live("a waiter that gave up leaves the queue, and a release skips waiters past their deadline", () =>
+    Effect.gen(function*() {
+      const key = lockKey("queue-leave")
+      const waiters = `{${key}}:waiters`
+      yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
+      const e = failure(yield* Effect.exit(A.lock.withLock(key, Effect.void, { waitTimeout: "60 millis" })))
+      expect(e).toBeInstanceOf(LockTimeout)
+      expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
+      // A waiter that died without leaving (its deadline is in the past) is not handed the lock.
+      yield* Effect.promise(() => raw.zadd(waiters, 1, "ghost 10000"))
+      const holderDone = yield* Deferred.make<void>()
+      yield* Effect.promise(() => raw.del(key))
+      yield* A.lock.withLock(key, Deferred.succeed(holderDone, undefined))
+      expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
+      expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
+    }))
+
   it.live("an interrupted waiter leaves no lock behind", () =>
     Effect.gen(function*() {
       const key = lockKey("waiter-interrupt")
@@ -440,10 +492,12 @@ describe("RedisLock: service, options, cluster", () => {
       expect(yield* Effect.promise(() => raw.exists(key, fenceKeyOf(key)))).toBe(0)
     }))
 
-  it("derives the fence key in the lock key's hash slot", () => {
+  it("derives the fence and waiters keys in the lock key's hash slot", () => {
     for (const key of ["haechi:audit:lock", "{haechi:tv}:lock", "a{b}c", "x{y", "plain"]) {
       expect(keySlot(fenceKeyOf(key))).toBe(keySlot(key))
+      expect(keySlot(waitersKeyOf(key))).toBe(keySlot(key))
     }
+    expect(waitersKeyOf("{haechi:tv}:lock")).toBe("{haechi:tv}:lock:waiters")
     expect(fenceKeyOf("{haechi:tv}:lock")).toBe("{haechi:tv}:lock:fence")
     expect(fenceKeyOf("haechi:audit:lock")).toBe("{haechi:audit:lock}:fence")
   })

@@ -9,6 +9,10 @@ import { Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore, type LockPolicy } from "../src/haechi.js"
 import { createAuditSink, createTokenVault, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
+import { Effect } from "effect"
+import { buildNextRecord } from "../src/Chain.js"
+import { fromClient } from "../src/RedisClient.js"
+import { Scripts } from "../src/Scripts.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const connect = () => new Redis(sharedRedis().url)
@@ -58,6 +62,96 @@ describe("store lock policies", () => {
     }
   })
 
+  it("an adaptive writer that keeps losing takes the lock in the script that rejects it; others yield; failing gives it back", async () => {
+    const client = connect()
+    const other = connect()
+    const keyPrefix = uniquePrefix("policy-claim")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive" })
+      const rival = createAuditSink({ store: createRedisAuditStore({ client: other, keyPrefix, lock: "never" }) as never })
+      const adaptiveRival = createAuditSink({ store: createRedisAuditStore({ client: other, keyPrefix, lock: "adaptive" }) as never })
+      await rival.record({ warm: true })
+      const seen: Array<string | null> = []
+      let runs = 0
+      const outcome = store.transaction(async ({ readLastIntegrity, persist }) => {
+        runs += 1
+        seen.push(await client.get(lockKey))
+        if (runs === 4) {
+          // We hold the lock now: an adaptive rival yields (writes nothing) while we do.
+          const before = await client.llen(`${keyPrefix}chain`)
+          const yielding = adaptiveRival.record({ yields: true })
+          await new Promise((r) => setTimeout(r, 50))
+          expect(await client.llen(`${keyPrefix}chain`)).toBe(before)
+          void yielding.catch(() => {})
+          throw new Error("stop after taking the lock")
+        }
+        const record = buildNextRecord({ mine: runs }, (await readLastIntegrity()) as never)
+        await rival.record({ rival: runs }) // moves the head: our persist loses the race
+        await persist(record as never)
+      })
+      await expect(outcome).rejects.toThrow("stop after taking the lock")
+      // Lock-free for CLAIM_AFTER (2) lost races, then the third rejection took the lock.
+      expect(seen.slice(0, 3)).toEqual([null, null, null])
+      expect(seen[3]).toMatch(/^[0-9a-f]{32}$/)
+      // Failing gave it back (compare-and-delete), and the yielding rival then got through.
+      expect(await client.get(lockKey)).toBeNull()
+      for (let i = 0; i < 100 && (await client.lrange(`${keyPrefix}chain`, -1, -1))[0]?.includes('"yields"') !== true; i++) {
+        await new Promise((r) => setTimeout(r, 10))
+      }
+      const chain = (await client.lrange(`${keyPrefix}chain`, 0, -1)).map((line) => JSON.parse(line))
+      expect(verifyAuditChain(chain).valid).toBe(true)
+      expect(chain.at(-1).yields).toBe(true)
+    } finally {
+      await Promise.all([client.quit(), other.quit()])
+    }
+  })
+
+  it("the claim lives in the fence script: a rejected attempt takes the lock, its commit gives it back and announces it", async () => {
+    const client = connect()
+    const sub = connect()
+    const keyPrefix = uniquePrefix("claim-script")
+    const lockKey = `${keyPrefix}lock`
+    const channel = `${lockKey}:released`
+    try {
+      const redis = fromClient(client)
+      const keys = [`${keyPrefix}head:hash`, `${keyPrefix}chain`, `${keyPrefix}head`, `${keyPrefix}commits`, lockKey]
+      const first = buildNextRecord({ n: 1 }, null)
+      const second = buildNextRecord({ n: 2 }, first.auditIntegrity as never)
+      const args = (record: typeof first, expected: string, claim: readonly [string, string, string, string]) => [
+        expected,
+        JSON.stringify(record),
+        JSON.stringify(record.auditIntegrity),
+        (record.auditIntegrity as { eventHash: string }).eventHash,
+        (record.auditIntegrity as { sequence: number }).sequence,
+        `commit-${(record.auditIntegrity as { sequence: number }).sequence}-${Math.random()}`,
+        ...claim
+      ]
+      const run = (a: Array<string | number>) => Effect.runPromise(redis.script(Scripts.auditAppend, keys, a))
+      expect(await run(args(first, "", ["", "", "", ""]))).toEqual([1])
+      const messages: Array<string> = []
+      await sub.subscribe(channel)
+      sub.on("message", (_c: string, m: string) => messages.push(m))
+      // Built on a stale head (the empty chain) and asking for the lock: rejected, and the lock is ours.
+      const stale = buildNextRecord({ n: "stale" }, null)
+      const reply = (await run(args(stale, "", ["1", "tok-a", "1000", channel]))) as Array<unknown>
+      expect(reply[0]).toBe(0)
+      expect(reply[2]).toBe(1)
+      expect(await client.get(lockKey)).toBe("tok-a")
+      expect(await client.pttl(lockKey)).toBeGreaterThan(0)
+      // Another lock-free attempt yields (nothing written), even on the right head.
+      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-b", "", channel]))).toEqual([4])
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+      // The holder commits: the lock is deleted and a plain release ("") is announced.
+      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-a", "1000", channel]))).toEqual([1])
+      expect(await client.exists(lockKey)).toBe(0)
+      for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
+      expect(messages).toEqual([""])
+    } finally {
+      await Promise.all([client.quit(), sub.quit()])
+    }
+  })
+
   for (const policy of ["never", "always", "adaptive"] as Array<LockPolicy>) {
     it(`"${policy}": 4 racing replicas keep one valid chain and lose no token`, async () => {
       const clients = Array.from({ length: 4 }, connect)
@@ -87,6 +181,8 @@ describe("store lock policies", () => {
         expect(await clients[0]!.hlen(`${vaultPrefix}tokens`)).toBe(4 * perReplica)
         const all = tokens.flat()
         expect(new Set(all).size).toBe(4 * perReplica)
+        // No lock is left behind, whoever took it (a waiter, or a claim in a fenced script).
+        expect(await clients[0]!.exists(`${auditPrefix}lock`, `${vaultPrefix}lock`)).toBe(0)
       } finally {
         await Promise.all(clients.map((c) => c.quit()))
       }
