@@ -46,16 +46,16 @@ const closeNodeRedis = async (client) => {
 
 /**
  * Opens `impl` ("ours" | "ref" | "floor") on its own client. `lock` (ours only) is passed to
- * createRedisAuditStore as the lock policy option when given.
+ * createRedisAuditStore as the lock policy option when given; `auditPrefix` moves the chain.
  */
-export const open = async (impl, port, { lock } = {}) => {
+export const open = async (impl, port, { lock, auditPrefix = AUDIT_PREFIX } = {}) => {
   if (impl === "ours") {
     const mod = await ours()
     const client = await openIoredis(port)
     return {
       impl,
       client,
-      audit: () => mod.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX, ...(lock ? { lock } : {}) }),
+      audit: () => mod.createRedisAuditStore({ client, keyPrefix: auditPrefix, ...(lock ? { lock } : {}) }),
       vault: () => mod.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
       close: () => closeIoredis(client)
     }
@@ -65,7 +65,7 @@ export const open = async (impl, port, { lock } = {}) => {
     return {
       impl,
       client,
-      audit: () => reference.createRedisAuditStore({ client, keyPrefix: AUDIT_PREFIX }),
+      audit: () => reference.createRedisAuditStore({ client, keyPrefix: auditPrefix }),
       vault: () => reference.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
       close: () => closeNodeRedis(client)
     }

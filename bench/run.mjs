@@ -31,8 +31,8 @@ const SIZES = [0, 1000, 10000, 50000]
 const POLICIES = ["always", "never", "adaptive"]
 
 const cfg = quick
-  ? { rounds: 1, auditMs: 1000, replicaMs: 1500, vaultMs: 800, revealMs: 600, accountOps: 8, accountMs: 1200, auditAccountOps: 100, lockOps: 30, lockMs: 1500 }
-  : { rounds: 3, auditMs: 2500, replicaMs: 2500, vaultMs: 2000, revealMs: 1500, accountOps: 20, accountMs: 5000, auditAccountOps: 300, lockOps: 80, lockMs: 3000 }
+  ? { rounds: 1, auditMs: 1000, replicaMs: 1500, vaultMs: 800, revealMs: 600, accountOps: 8, accountMs: 1200, auditAccountOps: 100, lockOps: 100, lockMs: 2000 }
+  : { rounds: 3, auditMs: 2500, replicaMs: 2500, vaultMs: 2000, revealMs: 1500, accountOps: 20, accountMs: 5000, auditAccountOps: 300, lockOps: 400, lockMs: 8000 }
 if (typeof flag("rounds") === "string") cfg.rounds = Math.max(1, Number(flag("rounds")))
 const REPLICAS = 4
 const HARD_LIMIT_MS = 120_000 // no worker may outlive this, whatever it is doing
@@ -163,10 +163,13 @@ const replicaPool = async () => {
     close()
     throw error
   }
-  /** Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain. */
-  const run = async (impl, lock) => {
+  /**
+   * Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain;
+   * with `separate`, each replica appends to a chain of its own (not verified here).
+   */
+  const run = async (impl, lock, separate = false) => {
     await flush(admin)
-    for (const child of children) child.send({ impl, port, lock, warmup: 5 })
+    for (const child of children) child.send({ impl, port, lock, separate, warmup: 5 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
     const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, cfg.replicaMs + 60_000)))).map((m) => m.result)
@@ -174,7 +177,7 @@ const replicaPool = async () => {
     const sum = (f) => per.reduce((n, p) => n + f(p), 0)
     const ops = sum((p) => p.ops)
     const ms = Math.max(...per.map((p) => p.ms))
-    const chain = await verifyStoredChain(admin)
+    const chain = separate ? undefined : await verifyStoredChain(admin)
     const expected = sum((p) => p.ops + p.warmupOk)
     return {
       opsPerSec: (ops / ms) * 1000,
@@ -187,7 +190,7 @@ const replicaPool = async () => {
       p50: quantile(latencies, 0.5),
       p99: quantile(latencies, 0.99),
       max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity),
-      chain: { ...chain, expected, complete: chain.records === expected }
+      chain: chain === undefined ? undefined : { ...chain, expected, complete: chain.records === expected }
     }
   }
   return { run, close }
@@ -198,13 +201,17 @@ if (wanted("replicas")) {
   lockProbe = await safely("lock policy probe", () => runWorker({ mode: "probe-lock", impl: "ours" }))
   log(`lock policies: ${JSON.stringify(lockProbe)}`)
   for (let r = 0; r < cfg.rounds; r++) {
-    const variants = [...order(r).map((impl) => [impl, undefined]), ...POLICIES.map((p) => ["ours", p])]
+    const variants = [
+      ...order(r).map((impl) => [impl, undefined]),
+      ...POLICIES.map((p) => ["ours", p]),
+      ...order(r).map((impl) => [impl, "separate"])
+    ]
     let pool
     for (const [impl, lock] of variants) {
       const res = await safely(`replicas ${impl} ${lock ?? ""}`, async () => {
         pool ??= await replicaPool()
         try {
-          return await pool.run(impl, lock)
+          return await pool.run(impl, lock === "separate" ? undefined : lock, lock === "separate")
         } catch (error) {
           pool.close()
           pool = undefined
@@ -215,7 +222,7 @@ if (wanted("replicas")) {
       log(
         `audit 4 procs  ${impl.padEnd(4)} ${(lock ?? "default").padEnd(8)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms` +
           ` attempts/append ${fmt(res.attemptsPerAppend, 2)} cpu/append ${fmt(res.cpuUsPerAppend)} µs per replica ${JSON.stringify(res.perReplica ?? [])}` +
-          ` errors ${res.errors ?? "-"} chain ${res.chain?.valid && res.chain?.complete ? `ok (${res.chain.records})` : JSON.stringify(res.chain ?? res.failed)}`
+          ` errors ${res.errors ?? "-"} chain ${lock === "separate" ? "(one per replica)" : res.chain?.valid && res.chain?.complete ? `ok (${res.chain.records})` : JSON.stringify(res.chain ?? res.failed)}`
       )
     }
     pool?.close()
@@ -325,7 +332,7 @@ if (wanted("lock")) {
   for (let r = 0; r < cfg.rounds; r++) {
     for (const impl of order(r)) {
       await flush(admin)
-      const res = await safely(`lock ${impl}`, () => runWorker({ mode: "lock", impl, warmup: 3, maxOps: cfg.lockOps, maxMs: cfg.lockMs }))
+      const res = await safely(`lock ${impl}`, () => runWorker({ mode: "lock", impl, warmup: quick ? 50 : 200, maxOps: cfg.lockOps, maxMs: cfg.lockMs }))
       push("lock", impl, res)
       log(`lock hand-off  ${impl.padEnd(4)} round ${r + 1}: ${res.available === false ? "n/a (withRedisLock not exported)" : `p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms`}`)
     }
@@ -401,6 +408,8 @@ if (raw.replicas) {
   rows.push({ figure: "4-replica chain verified", cells: ["4-replica chain verified (seq 1..n, links, hashes, count)", chainCell("ours"), chainCell("ref"), ""] })
 }
 row("client CPU per audit append, one sink (µs)", "audit", (r) => r.cpuUsPerOp, { better: "lower" })
+row(`control: ${REPLICAS} replica processes, each on a chain of its own (nothing shared): appends/s`, "replicas:separate", (r) => r.opsPerSec)
+row(`control: ${REPLICAS} replica processes, each on a chain of its own: p99 (ms)`, "replicas:separate", (r) => r.p99, { digits: 2, better: "lower" })
 row(`audit attempts per append, ${REPLICAS} replicas (fn runs / commit)`, "replicas", (r) => r.attemptsPerAppend, { digits: 2, better: "lower" })
 row(`client CPU per append, ${REPLICAS} replicas (µs, all replicas)`, "replicas", (r) => r.cpuUsPerAppend, { better: "lower" })
 for (const size of SIZES) {

@@ -39,7 +39,9 @@ const replica = async ({ replica: name }) => {
   for (;;) {
     const task = await message()
     if (task.exit) return { done: true }
-    const store = await open(task.impl, task.port, { lock: task.lock })
+    // `separate`: each replica on a chain of its own (nothing shared: the machine's floor).
+    const auditPrefix = task.separate ? `${AUDIT_PREFIX}${name}:` : AUDIT_PREFIX
+    const store = await open(task.impl, task.port, { lock: task.lock, auditPrefix })
     const sink = createAuditSink({ store: store.audit() })
     const warm = await runFor(() => sink.record(sampleEvent(name)), { maxOps: task.warmup, maxMs: 2000 })
     process.send({ ready: true })
@@ -172,7 +174,8 @@ const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
   const holder = await openLock(impl, port)
   if (!holder) return { available: false }
   const waiter = await openLock(impl, port)
-  const round = async () => {
+  // A uniformly random hold of 2-22 ms spans a whole 20 ms poll period of the reference.
+  const round = async (hold = () => 2 + Math.random() * 20) => {
     let released = 0
     let acquired = 0
     let waiting
@@ -181,13 +184,15 @@ const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
         acquired = now()
       })
       // A uniformly random hold, so a polling waiter is caught at a random phase of its poll.
-      await sleep(5 + Math.random() * 40)
+      await sleep(hold())
       released = now()
     })
     await waiting
     return acquired - released
   }
-  for (let i = 0; i < warmup; i++) await round()
+  // Warm-up rounds hold briefly: they only bring both libraries' code to a steady state
+  // (a lock in service runs hot), which the measured rounds then sample.
+  for (let i = 0; i < warmup; i++) await round(() => Math.random() * 2)
   const samples = []
   const run = await runFor(async () => samples.push(await round()), { maxOps, maxMs })
   await holder.close()

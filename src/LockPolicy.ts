@@ -37,7 +37,7 @@ export const DEFAULT_LOCK_POLICY: LockPolicy = "adaptive"
 export const LOCK_POLICIES: ReadonlyArray<LockPolicy> = ["always", "never", "adaptive"]
 
 /** Lost races in a row after which an adaptive attempt asks to take the lock if rejected again. */
-export const CLAIM_AFTER = 2
+export const CLAIM_AFTER = 5
 /** Lost races an adaptive operation accepts before it waits for the lock (a backstop). */
 export const ADAPTIVE_TRIES = 16
 /** Times an adaptive operation yields to another holder before it waits for the lock instead. */

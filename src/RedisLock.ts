@@ -341,9 +341,9 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
 
       // Waits for a release message, or the poll schedule's next step, or the deadline,
       // whichever comes first: one timer and one callback per wait, no fibers.
-      const wait = Effect.gen(function*() {
+      const wait = (early: Wakeup | undefined) => Effect.gen(function*() {
         if ((yield* Clock.currentTimeMillis) >= deadline) return yield* timedOut // e.g. waitTimeout 0
-        const wakeup = wakeups.open(releaseChannelOf(key), token)
+        const wakeup = early ?? wakeups.open(releaseChannelOf(key), token)
         return yield* Effect.gen(function*() {
           let state = o.retrySchedule.initial
           for (;;) {
@@ -366,9 +366,17 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         }).pipe(Effect.ensuring(Effect.sync(wakeup.close)))
       })
 
-      const first = yield* attempt
+      // On a channel already subscribed, listen before the first attempt, so a hand-off
+      // that comes right after it is not missed. (On a new one, the subscription becoming
+      // active wakes the waiter, which then tries again: nothing is missed either.)
+      const early = wakeups.isLive(releaseChannelOf(key)) ? wakeups.open(releaseChannelOf(key), token) : undefined
+      const first = yield* Effect.onExit(attempt, (exit) =>
+        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(() => early?.close())
+      )
       // Giving up leaves the queue at once (and passes on a hand-off that raced the give-up).
-      const { fence, sentAt } = first.fence > 0 ? first : yield* Effect.onError(wait, () => release(key, token, o.ttlMs))
+      const { fence, sentAt } = first.fence > 0
+        ? first
+        : yield* Effect.onError(wait(early), () => release(key, token, o.ttlMs))
       const waitedMs = (yield* Clock.currentTimeMillis) - start
       yield* Metric.update(Metrics.lockWait, waitedMs)
       yield* Effect.annotateCurrentSpan({ "haechi.lock.fence": fence, "haechi.lock.waited_ms": waitedMs })
@@ -500,8 +508,6 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
         existing.linger = undefined
       }
       existing.listeners.add(listener)
-      // A release may have come between the caller's failed attempt and now: try again at once.
-      if (existing.ready) listener.pending = ""
       return
     }
     const entry: Channel = { listeners: new Set([listener]), ready: false }
@@ -577,6 +583,9 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     }
   }
 
+  /** Whether `name` is subscribed already (a listener opened now misses nothing from here on). */
+  const isLive = (name: string): boolean => channels.get(name)?.ready === true
+
   const close = Effect.sync(() => {
     closed = true
     if (idleTimer !== undefined) clearTimeout(idleTimer)
@@ -584,5 +593,5 @@ const subscriber = (client: RedisConnection, idleMs: number | undefined) => {
     disconnect()
   })
 
-  return { open, close }
+  return { open, isLive, close }
 }

@@ -11,6 +11,7 @@ import { createAuditSink, createTokenVault, verifyAuditChain } from "./support/h
 import { sharedRedis } from "./support/shared.js"
 import { Effect } from "effect"
 import { buildNextRecord } from "../src/Chain.js"
+import { CLAIM_AFTER } from "../src/LockPolicy.js"
 import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/Scripts.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -77,7 +78,7 @@ describe("store lock policies", () => {
       const outcome = store.transaction(async ({ readLastIntegrity, persist }) => {
         runs += 1
         seen.push(await client.get(lockKey))
-        if (runs === 4) {
+        if (runs === CLAIM_AFTER + 2) {
           // We hold the lock now: an adaptive rival yields (writes nothing) while we do.
           const before = await client.llen(`${keyPrefix}chain`)
           const yielding = adaptiveRival.record({ yields: true })
@@ -91,9 +92,9 @@ describe("store lock policies", () => {
         await persist(record as never)
       })
       await expect(outcome).rejects.toThrow("stop after taking the lock")
-      // Lock-free for CLAIM_AFTER (2) lost races, then the third rejection took the lock.
-      expect(seen.slice(0, 3)).toEqual([null, null, null])
-      expect(seen[3]).toMatch(/^[0-9a-f]{32}$/)
+      // Lock-free for CLAIM_AFTER lost races, then the next rejection took the lock.
+      expect(seen.slice(0, CLAIM_AFTER + 1)).toEqual(Array(CLAIM_AFTER + 1).fill(null))
+      expect(seen[CLAIM_AFTER + 1]).toMatch(/^[0-9a-f]{32}$/)
       // Failing gave it back (compare-and-delete), and the yielding rival then got through.
       expect(await client.get(lockKey)).toBeNull()
       for (let i = 0; i < 100 && (await client.lrange(`${keyPrefix}chain`, -1, -1))[0]?.includes('"yields"') !== true; i++) {
