@@ -12,7 +12,7 @@ import type { StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 
 export const observed = (store: StoreKind, operation: string, prefix: string) => {
-  const latency = Metrics.operationLatency.pipe(Metric.tagged("store", store), Metric.tagged("operation", operation))
+  const latency = Metrics.withTags(Metrics.keys.operationLatency, { store, operation })
   const span = {
     attributes: { "haechi.store": store, "haechi.prefix": prefix },
     captureStackTrace: false

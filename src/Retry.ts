@@ -47,15 +47,15 @@ export const retryOnConflict = <A, E, R>(
   }
 ): Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R> =>
   Effect.suspend(() => {
-    const count = (metric: Metric.Metric.Counter<number>) => Metric.update(counters(options)(metric), 1)
+    const count = (name: CounterName) => Metric.update(counters(options)(name), 1)
     let attempts = 0
     const once = Effect.suspend(() => {
       attempts += 1
-      return attempts > 1 ? Effect.zipRight(count(Metrics.retries), attempt(attempts)) : attempt(attempts)
-    }).pipe(Effect.tapError((e) => (isFenceConflict(e) ? count(Metrics.fenceConflicts) : Effect.void)))
+      return attempts > 1 ? Effect.zipRight(count("retries"), attempt(attempts)) : attempt(attempts)
+    }).pipe(Effect.tapError((e) => (isFenceConflict(e) ? count("fenceConflicts") : Effect.void)))
     const exhausted = () =>
       Effect.zipRight(
-        count(Metrics.retriesExhausted),
+        count("retriesExhausted"),
         Effect.fail(
           new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts })
         )
@@ -81,22 +81,18 @@ export const retryOnConflict = <A, E, R>(
     ) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
   })
 
-const tagged = new Map<string, Map<Metric.Metric.Counter<number>, Metric.Metric.Counter<number>>>()
+type CounterName = "fenceConflicts" | "retries" | "retriesExhausted"
+const tagged = new Map<string, Metric.Metric.Counter<number>>()
 
-/** The counters tagged with store and operation, built once per pair. */
+/** The counter tagged with store and operation, built once per triple. */
 const counters =
   (options: { readonly store: StoreKind; readonly operation: string }) =>
-  (metric: Metric.Metric.Counter<number>): Metric.Metric.Counter<number> => {
-    const key = `${options.store}/${options.operation}`
-    let byMetric = tagged.get(key)
-    if (byMetric === undefined) tagged.set(key, (byMetric = new Map()))
-    let counter = byMetric.get(metric)
+  (name: CounterName): Metric.Metric.Counter<number> => {
+    const key = `${options.store}/${options.operation}/${name}`
+    let counter = tagged.get(key)
     if (counter === undefined) {
-      counter = metric.pipe(
-        Metric.tagged("store", options.store),
-        Metric.tagged("operation", options.operation)
-      ) as Metric.Metric.Counter<number>
-      byMetric.set(metric, counter)
+      counter = Metrics.withTags(Metrics.keys[name], { store: options.store, operation: options.operation })
+      tagged.set(key, counter)
     }
     return counter
   }
@@ -105,5 +101,5 @@ const counters =
 export const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.tapError(effect, (e) =>
-      isFenceConflict(e) ? Metric.update(counters(options)(Metrics.fenceConflicts), 1) : Effect.void
+      isFenceConflict(e) ? Metric.update(counters(options)("fenceConflicts"), 1) : Effect.void
     )

@@ -538,8 +538,11 @@ describe("RedisLock: service, options, cluster", () => {
           yield* Fiber.join(waiter)
           samples.push(ranAt - releasedAt)
         }
+        // Six acquisitions; a waiter whose own attempt raced its hand-off takes one more
+        // fence number (still strictly greater), so at least six.
         const fence = yield* Effect.promise(() => c1.get(fenceKeyOf(key)))
-        expect(Number(fence)).toBe(6)
+        expect(Number(fence)).toBeGreaterThanOrEqual(6)
+        expect(Number(fence)).toBeLessThanOrEqual(9)
       }
       console.log(`cluster hand-off latency (ms): ${fmt(samples)}`)
       // Woken by the release message (the 10 s poll is past the 5 s waitTimeout). Loose
