@@ -112,7 +112,7 @@ if (wanted("audit")) {
   for (let r = 0; r < cfg.rounds; r++) {
     for (const impl of order(r)) {
       await flush(admin)
-      const res = await safely(`audit ${impl}`, () => runWorker({ mode: "audit", impl, warmup: 50, maxOps: 100_000, maxMs: cfg.auditMs }))
+      const res = await safely(`audit ${impl}`, () => runWorker({ mode: "audit", impl, warmup: 2000, maxOps: 100_000, maxMs: cfg.auditMs }))
       if (!res.failed) res.chain = await verifyStoredChain(admin)
       push("audit", impl, res)
       log(`audit 1 sink   ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 3)} ms chain ${res.chain?.valid ? "ok" : res.chain?.reason ?? "-"}`)
@@ -169,7 +169,7 @@ const replicaPool = async () => {
    */
   const run = async (impl, lock, separate = false) => {
     await flush(admin)
-    for (const child of children) child.send({ impl, port, lock, separate, warmup: 5 })
+    for (const child of children) child.send({ impl, port, lock, separate, warmup: 300 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
     const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, cfg.replicaMs + 60_000)))).map((m) => m.result)

@@ -89,7 +89,7 @@ export const guardFor = (
     })
   return <A, E, R>(operation: GuardedOperation<A, E, R>) =>
     Effect.suspend(() => {
-      const claim: LockClaim = { token: randomBytes(16).toString("hex"), ttlMs: CLAIM_TTL_MS, channel, ask: false, held: false }
+      const claim: LockClaim = { token: "", ttlMs: CLAIM_TTL_MS, channel, ask: false, held: false }
       // Listening for releases starts at the first yield and lasts the operation.
       let wakeup: Wakeup | undefined
       const lockFree = Effect.gen(function* () {
@@ -107,7 +107,10 @@ export const guardFor = (
             continue
           }
           if (++lost >= tries) return yield* Effect.fail(error)
-          claim.ask = lost >= CLAIM_AFTER
+          if (lost >= CLAIM_AFTER && !claim.ask) {
+            claim.ask = true
+            claim.token = randomBytes(16).toString("hex")
+          }
         }
       })
       return lockFree.pipe(

@@ -13,8 +13,8 @@ import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
  * round trip of its own, and the writer holding it goes next.
  */
 export interface LockClaim {
-  /** The value the lock key holds while this operation has it (random per operation). */
-  readonly token: string
+  /** The value the lock key holds while this operation has it: random, made when first asked for ("" until then). */
+  token: string
   /** How long the lock outlives a holder that neither commits nor releases it. */
   readonly ttlMs: number
   /** Where releasing the lock is announced (waiters of `RedisLock` listen there). */
