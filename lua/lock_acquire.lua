@@ -24,6 +24,8 @@ if ARGV[3] ~= '' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[3]), member)
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]))
+  -- The queue outlives its longest-waiting member (then it is only stale entries).
+  local keep = tonumber(ARGV[3]) + tonumber(ARGV[2])
+  if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
 end
 return 0

@@ -398,6 +398,24 @@ describe("RedisLock: waiting", () => {
       expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
     }))
 
+  it.live("the queue outlives its longest-waiting member, whatever shorter waits join later", () =>
+    Effect.gen(function*() {
+      const key = lockKey("queue-ttl")
+      const waiters = `{${key}}:waiters`
+      yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
+      const long = yield* Effect.fork(
+        A.lock.withLock(key, Effect.void, { waitTimeout: "30 seconds", retrySchedule: Schedule.spaced("20 seconds") })
+      )
+      for (let i = 0; i < 100 && (yield* Effect.promise(() => raw.zcard(waiters))) === 0; i++) {
+        yield* Effect.sleep("5 millis")
+      }
+      expect(failure(yield* Effect.exit(B.lock.withLock(key, Effect.void, { waitTimeout: "50 millis" })))).toBeInstanceOf(LockTimeout)
+      expect(yield* Effect.promise(() => raw.pttl(waiters))).toBeGreaterThan(30_000) // 30 s wait + 10 s TTL, not 50 ms + 10 s
+      expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(1)
+      yield* Fiber.interrupt(long)
+      expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
+    }))
+
   it.live("an interrupted waiter leaves no lock behind", () =>
     Effect.gen(function*() {
       const key = lockKey("waiter-interrupt")
