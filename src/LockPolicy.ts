@@ -16,13 +16,13 @@
  *   yielding (a reference replica, or a holder that stalls) falls back to waiting for the
  *   lock with `RedisLock` and retrying under it.
  *   Measured with 4 replica processes on one chain (README): "never" lets the fastest
- *   replica starve the others into RetriesExhausted; waiting for the lock on every
- *   contended operation convoys; the claim keeps every replica progressing at the
- *   throughput and tail latency of "never".
+ *   replica starve the others into RetriesExhausted; "always" convoys through the lock;
+ *   the claim keeps every replica progressing, with no failures and the lowest p99 of
+ *   the three, at about 0.8x the throughput of "never".
  */
+import { randomBytes } from "node:crypto"
 import * as Effect from "effect/Effect"
 import { InvalidConfig, type StoreError } from "./Errors.js"
-import { randomBytes } from "node:crypto"
 import { isFenceConflict } from "./Retry.js"
 import { fenceKeyOf, makeWith, releaseChannelOf, waitersKeyOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
 import type { RedisClientShape } from "./RedisClient.js"
