@@ -1,0 +1,65 @@
+// A quick probe of N replica processes appending to one audit chain with ours, for tuning
+// the lock policy (the full comparison with the reference is `npm run bench`).
+//   node bench/replicas.mjs <redis port> [policy=adaptive] [replicas=4] [seconds=3] [warm-up appends=1500]
+// SEPARATE=1 gives each replica a chain of its own (nothing shared: the machine's floor);
+// PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/.
+// Flushes the server's data first: point it at a throwaway redis-server.
+import { fork } from "node:child_process"
+import { Redis } from "ioredis"
+import { fileURLToPath } from "node:url"
+
+const [port, policy = "adaptive", n = "4", secs = "3", warm = "1500"] = process.argv.slice(2)
+if (!Number(port)) throw new Error("usage: node bench/replicas.mjs <redis port> [policy] [replicas] [seconds] [warm-up]")
+
+if (process.send) {
+  const mod = await import(new URL("../dist/haechi.js", import.meta.url).href)
+  const core = await import(new URL("./core.mjs", import.meta.url).href)
+  const client = new Redis({ port: Number(port), lazyConnect: true })
+  await client.connect()
+  const keyPrefix = process.env.SEPARATE ? `probe${process.pid}:` : "probe:"
+  const sink = core.createAuditSink({ store: mod.createRedisAuditStore({ client, keyPrefix, lock: policy }) })
+  const name = `w${process.pid}`
+  for (let i = 0; i < Number(warm); i++) await sink.record(core.sampleEvent(name)).catch(() => {})
+  process.send({ ready: true })
+  await new Promise((resolve) => process.once("message", resolve))
+  const latencies = []
+  let errors = 0
+  const cpu0 = process.cpuUsage()
+  const end = performance.now() + Number(secs) * 1000
+  while (performance.now() < end) {
+    const started = performance.now()
+    try {
+      await sink.record(core.sampleEvent(name))
+    } catch {
+      errors += 1
+    }
+    latencies.push(performance.now() - started)
+  }
+  const cpu = process.cpuUsage(cpu0)
+  process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, latencies })
+  await client.quit()
+  process.exit(0)
+} else {
+  const admin = new Redis({ port: Number(port) })
+  await admin.flushall()
+  const profDir = fileURLToPath(new URL("./results/prof-replicas/", import.meta.url))
+  const execArgv = process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []
+  const kids = Array.from({ length: Number(n) }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), { execArgv }))
+  const next = (kid) => new Promise((resolve, reject) => {
+    kid.once("message", resolve)
+    kid.once("exit", (code) => reject(new Error(`replica exited with ${code}`)))
+  })
+  await Promise.all(kids.map(next))
+  const results = Promise.all(kids.map(next))
+  kids.forEach((kid) => kid.send("go"))
+  const per = await results
+  const all = per.flatMap((r) => r.latencies).sort((a, b) => a - b)
+  const ops = per.reduce((sum, r) => sum + r.ops, 0)
+  const q = (p) => all[Math.floor(p * (all.length - 1))].toFixed(2)
+  console.log(
+    `${policy}${process.env.SEPARATE ? " (separate chains)" : ""}, ${n} replicas: ${Math.round(ops / Number(secs))} appends/s, ` +
+      `p50 ${q(0.5)} p99 ${q(0.99)} max ${q(1)} ms, failed ${per.map((r) => r.errors).join("/")}, ` +
+      `client CPU ${Math.round(per.reduce((sum, r) => sum + r.cpuUs, 0) / ops)} µs/append, per replica ${per.map((r) => r.ops).join("/")}`
+  )
+  await admin.quit()
+}
