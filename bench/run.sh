@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark suite: ours against haechi-store-redis, on a throwaway local redis-server.
-#   npm run bench              # full run, about 4-5 minutes on 2 cores
+#   npm run bench              # full run, about 5-6 minutes on 2 cores
 #   npm run bench -- --quick   # about a minute
 #   npm run bench -- --only=tokenize,reveal --cpu-prof   # a subset; profiles ours into bench/results/prof
 #   npm run bench -- --no-build                          # benchmark dist/ as it is
