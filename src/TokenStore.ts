@@ -176,28 +176,46 @@ class VaultCache {
     })
   }
 
-  replace(version: Version, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
-    return Effect.suspend(() => {
-      const positions = new Map<string, number>()
-      const pairs: Array<Pair> = []
-      for (const [token, json] of entries) {
-        const record = this.parse(token, json)
-        if (record instanceof CorruptData) return Effect.fail(record)
-        const at = positions.get(token)
-        const pair: Pair = Object.freeze([token, record] as const)
-        if (at === undefined) {
-          positions.set(token, pairs.length)
-          pairs.push(pair)
-        } else {
-          pairs[at] = pair
-        }
+  /**
+   * A replacement built page by page: each page's JSON is parsed as it arrives and can
+   * be collected at once, instead of the whole vault's text being held until the end.
+   * Nothing changes in the cache until `commit`.
+   */
+  builder(): {
+    readonly add: (entries: Iterable<readonly [string, string]>) => Effect.Effect<void, CorruptData>
+    readonly commit: (version: Version) => void
+  } {
+    const positions = new Map<string, number>()
+    const pairs: Array<Pair> = []
+    return {
+      add: (entries) =>
+        Effect.suspend(() => {
+          for (const [token, json] of entries) {
+            const record = this.parse(token, json)
+            if (record instanceof CorruptData) return Effect.fail(record)
+            const at = positions.get(token)
+            const pair: Pair = Object.freeze([token, record] as const)
+            if (at === undefined) {
+              positions.set(token, pairs.length)
+              pairs.push(pair)
+            } else {
+              pairs[at] = pair
+            }
+          }
+          return Effect.void
+        }),
+      commit: (version) => {
+        this.positions = positions
+        this.pairs = pairs
+        this.pins = 0
+        this.version = version
       }
-      this.positions = positions
-      this.pairs = pairs
-      this.pins = 0
-      this.version = version
-      return Effect.void
-    })
+    }
+  }
+
+  replace(version: Version, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
+    const next = this.builder()
+    return Effect.map(next.add(entries), () => next.commit(version))
   }
 
   /** Pins the current version for a view; `release` unpins it. */
@@ -308,7 +326,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const reload: Effect.Effect<void, StoreError> = Effect.gen(function* () {
     yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
     for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
-      const entries: Array<readonly [string, string]> = []
+      const next = cache.builder()
       let first: Version | undefined
       let last: Version = ""
       let cursor = "0"
@@ -317,11 +335,10 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         first ??= page.version
         last = page.version
         cursor = page.cursor
-        for (const entry of page.entries) entries.push(entry)
+        yield* next.add(page.entries)
       } while (cursor !== "0")
       const start = first ?? ""
-      cache.version = undefined
-      yield* cache.replace(start, entries)
+      next.commit(start)
       if (start === last) return
       const changes = yield* backing.changes(start, "")
       if (yield* catchUp(start, changes)) return
