@@ -47,7 +47,7 @@ import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
 import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
-import { noGuard, type LockClaim } from "./StoreGuard.js"
+import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -175,11 +175,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const persist = (claim: LockClaim | undefined) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
     Effect.flatMap(prepare(record, claim), (write) =>
       Effect.flatMap(appendOnce(write), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
-        // Committing gave the claimed lock back (in the script); a rejection may have taken it.
-        if (claim !== undefined) {
-          if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock
-          else if (outcome._tag !== "LockHeld") claim.held = false
-        }
+        noteClaim(claim, outcome)
         switch (outcome._tag) {
           case "Committed":
           case "AlreadyCommitted":

@@ -24,9 +24,8 @@ import { randomBytes } from "node:crypto"
 import * as Effect from "effect/Effect"
 import { InvalidConfig, type StoreError } from "./Errors.js"
 import { isFenceConflict } from "./Retry.js"
-import { fenceKeyOf, makeWith, releaseChannelOf, waitersKeyOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
+import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
 import type { RedisClientShape } from "./RedisClient.js"
-import { Scripts } from "./Scripts.js"
 import { noGuard, type GuardedOperation, type LockClaim, type StoreGuard } from "./StoreGuard.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
@@ -83,9 +82,7 @@ export const guardFor = (
     Effect.suspend(() => {
       if (!claim.held) return Effect.void
       claim.held = false
-      return Effect.ignore(
-        redis.script(Scripts.lockRelease, [lockKey, fenceKeyOf(lockKey), waitersKeyOf(lockKey)], [claim.token, channel, ""])
-      )
+      return handle.releaseToken(lockKey, claim.token)
     })
   return <A, E, R>(operation: GuardedOperation<A, E, R>) =>
     Effect.suspend(() => {

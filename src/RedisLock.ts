@@ -162,7 +162,7 @@ const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, Inval
   if (isCluster && (hashedPart(fenceKeyOf(key)) !== hashedPart(key) || hashedPart(waitersKeyOf(key)) !== hashedPart(key))) {
     return invalid(
       "key",
-      `"${key}" contains "}" without a valid hash tag, so its fence counter cannot share its cluster slot; ` +
+      `"${key}" contains "}" without a valid hash tag, so its fence counter and waiter queue cannot share its cluster slot; ` +
         `put a hash tag in it, e.g. "{${key.replace(/[{}]/g, "")}}"`
     )
   }
@@ -219,6 +219,11 @@ export interface RedisLockHandle {
   readonly close: Effect.Effect<void>
   /** Wake-ups at each release of the lock `key` (by this library's release, commit or script). */
   readonly releases: (key: string) => Wakeup
+  /**
+   * Releases `key` if it still holds `token` (compare-and-delete, or hand-off to the next
+   * waiter), for a lock taken outside `acquire` (a store's fenced script). Never fails.
+   */
+  readonly releaseToken: (key: string, token: string) => Effect.Effect<void>
 }
 
 export interface MakeWithOptions {
@@ -237,13 +242,14 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
   const lockKeys = (key: string) => [key, fenceKeyOf(key), waitersKeyOf(key)]
   const wakeups = subscriber(redis.client, config.subscriberIdleMs)
 
-  const release = (key: string, token: string, ttlMs: number) =>
+  /** `queued`: our waiter entry's TTL, when we may have queued (the release also leaves the queue). */
+  const release = (key: string, token: string, ttlMs: number, queued = true) =>
     // The release only frees the lock early; the TTL frees it regardless. So a release
     // that gets no answer in time is abandoned rather than holding up the scope.
     redis.scriptWithin(
       Scripts.lockRelease,
       lockKeys(key),
-      [token, releaseChannelOf(key), `${token} ${ttlMs}`],
+      [token, releaseChannelOf(key), queued ? `${token} ${ttlMs}` : ""],
       Math.min(ttlMs, RELEASE_BOUND_MS)
     ).pipe(
       Effect.withSpan("haechi.lock.release", { attributes: { "haechi.lock.key": key }, captureStackTrace: false }),
@@ -404,7 +410,12 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
           )
         ))
   }
-  return { lock, close: wakeups.close, releases: (key) => wakeups.open(releaseChannelOf(key), undefined) }
+  return {
+    lock,
+    close: wakeups.close,
+    releases: (key) => wakeups.open(releaseChannelOf(key), undefined),
+    releaseToken: (key, token) => release(key, token, RELEASE_BOUND_MS, false)
+  }
 }
 
 /** A RedisLock whose subscriber connection is closed with the scope. */

@@ -29,6 +29,20 @@ export interface LockClaim {
 export const claimArgs = (claim: LockClaim | undefined): [string, string, string, string] =>
   claim === undefined ? ["", "", "", ""] : ["1", claim.token, claim.ask ? String(claim.ttlMs) : "", claim.channel]
 
+/**
+ * Keeps `claim.held` in step with what a fenced script did: committing (or finding the
+ * commit already made) gave a claimed lock back; a rejection may have taken it; a yield
+ * changed nothing.
+ */
+export const noteClaim = (
+  claim: LockClaim | undefined,
+  outcome: { readonly _tag: string; readonly tookLock?: boolean }
+): void => {
+  if (claim === undefined) return
+  if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock === true
+  else if (outcome._tag !== "LockHeld") claim.held = false
+}
+
 /** An operation as a guard sees it. */
 export interface GuardedOperation<A, E, R> {
   /**

@@ -26,7 +26,7 @@ import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
 import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
-import { noGuard, type LockClaim } from "./StoreGuard.js"
+import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -417,11 +417,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       const result = yield* Effect.ensuring(f(view), Effect.sync(release))
       const write = yield* diffOf(view, snapshot.version, claim)
       const outcome = yield* applyOnce(write)
-      // Committing gave the claimed lock back (in the script); a rejection may have taken it.
-      if (claim !== undefined) {
-        if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock
-        else if (outcome._tag !== "LockHeld") claim.held = false
-      }
+      noteClaim(claim, outcome)
       switch (outcome._tag) {
         case "Committed": {
           const changes = write.sets.map(([t, json]) => [t, json] as const as readonly [string, string | null])

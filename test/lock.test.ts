@@ -381,6 +381,32 @@ describe("RedisLock: waiting", () => {
       expect(yield* Effect.promise(() => raw.exists(key, `{${key}}:waiters`))).toBe(0)
     }))
 
+  it.live("on a live release channel a contended hand-off costs one command per acquire and per release", () =>
+    Effect.gen(function*() {
+      const key = lockKey("commands")
+      const round = Effect.gen(function*() {
+        const holding = yield* Deferred.make<void>()
+        const holder = yield* A.lock.withLock(
+          key,
+          Effect.zipRight(Deferred.succeed(holding, undefined), Effect.sleep("30 millis"))
+        ).pipe(Effect.fork)
+        yield* Deferred.await(holding)
+        const waiter = yield* B.lock.withLock(key, Effect.void, { retrySchedule: Schedule.spaced("10 seconds") }).pipe(Effect.fork)
+        yield* Fiber.join(holder)
+        yield* Fiber.join(waiter)
+      })
+      yield* round // B's subscription is live (and lingers) from here on
+      const evalshaCalls = Effect.promise(async () => {
+        const line = (await raw.info("commandstats")).split("\n").find((l) => l.startsWith("cmdstat_evalsha:"))
+        return Number(/calls=(\d+)/.exec(line ?? "")?.[1] ?? 0)
+      })
+      const before = yield* evalshaCalls
+      yield* round
+      // Holder: acquire + release (a hand-off). Waiter: one queued acquire, woken by the
+      // hand-off message (no second attempt), then its release.
+      expect((yield* evalshaCalls) - before).toBe(4)
+    }))
+
   it.live("a waiter that gave up leaves the queue, and a release skips waiters past their deadline", () =>
     Effect.gen(function*() {
       const key = lockKey("queue-leave")

@@ -14,6 +14,8 @@ import { buildNextRecord } from "../src/Chain.js"
 import { CLAIM_AFTER } from "../src/LockPolicy.js"
 import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/Scripts.js"
+import type { LockClaim } from "../src/StoreGuard.js"
+import { redisVaultBacking } from "../src/TokenBacking.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const connect = () => new Redis(sharedRedis().url)
@@ -146,6 +148,40 @@ describe("store lock policies", () => {
       // The holder commits: the lock is deleted and a plain release ("") is announced.
       expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-a", "1000", channel]))).toEqual([1])
       expect(await client.exists(lockKey)).toBe(0)
+      for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
+      expect(messages).toEqual([""])
+    } finally {
+      await Promise.all([client.quit(), sub.quit()])
+    }
+  })
+
+  it("the vault's fence script takes a claimed lock when it rejects, others yield to it, and its commit gives it back", async () => {
+    const client = connect()
+    const sub = connect()
+    const keyPrefix = uniquePrefix("claim-vault")
+    const lockKey = `${keyPrefix}lock`
+    const channel = `${lockKey}:released`
+    try {
+      const backing = redisVaultBacking(fromClient(client), keyPrefix)
+      const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask, held: false })
+      const apply = (expected: string, token: string, claim: LockClaim | undefined) =>
+        Effect.runPromise(backing.apply({ expected, commitId: `c-${Math.random()}`, sets: [[token, '{"type":"t"}']], deletes: [], claim }))
+      expect(await apply("", "first", undefined)).toEqual({ _tag: "Committed", version: "1" })
+      const messages: Array<string> = []
+      await sub.subscribe(channel)
+      sub.on("message", (_c: string, m: string) => messages.push(m))
+      // A stale version, asking for the lock: rejected, and the lock is ours.
+      const mine = claimOf("tok-a", true)
+      const rejected = await apply("", "stale", mine)
+      expect(rejected).toEqual({ _tag: "Conflict", version: "1", tookLock: true })
+      expect(await client.get(lockKey)).toBe("tok-a")
+      // Another lock-free attempt on the right version yields, writing nothing.
+      expect(await apply("1", "other", claimOf("tok-b", false))).toEqual({ _tag: "LockHeld", version: "1" })
+      expect(await client.hexists(`${keyPrefix}tokens`, "other")).toBe(0)
+      // The holder commits: its write lands, the lock is gone and the release is announced.
+      expect(await apply("1", "mine", mine)).toEqual({ _tag: "Committed", version: "2" })
+      expect(await client.exists(lockKey)).toBe(0)
+      expect(await client.hexists(`${keyPrefix}tokens`, "mine")).toBe(1)
       for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
       expect(messages).toEqual([""])
     } finally {
