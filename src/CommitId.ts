@@ -1,7 +1,13 @@
 /**
- * Commit ids: unique per write call across every replica, cheap to make. A random
- * per-process part (so two processes never collide) and a counter (so no call in this
- * process repeats one), instead of fresh random bytes per call.
+ * Unique ids, cheap to make.
+ *
+ * Commit ids are unique per write call across every replica: a random per-process part
+ * (so two processes never collide) and a counter (so no call in this process repeats
+ * one), instead of fresh random bytes per call.
+ *
+ * Lock tokens are 128 random bits as 32 hex characters, like haechi-store-redis's, taken
+ * from a pool filled 4 KiB at a time: one `randomBytes` call per lock cycle cost about
+ * 13 µs of a 300 µs cycle.
  */
 import { randomBytes } from "node:crypto"
 
@@ -10,3 +16,19 @@ let counter = 0
 
 /** A new id with no spaces (it is stored in space-separated log entries). */
 export const nextCommitId = (): string => `${processPart}${(counter++).toString(36)}`
+
+const TOKEN_BYTES = 16
+const POOL_BYTES = 4096
+let pool = randomBytes(POOL_BYTES)
+let offset = 0
+
+/** A fresh random lock token (32 hex characters); no pool byte is used twice. */
+export const randomToken = (): string => {
+  if (offset + TOKEN_BYTES > POOL_BYTES) {
+    pool = randomBytes(POOL_BYTES)
+    offset = 0
+  }
+  const token = pool.toString("hex", offset, offset + TOKEN_BYTES)
+  offset += TOKEN_BYTES
+  return token
+}

@@ -23,6 +23,7 @@ import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./LockPolicy.js"
+import type { LockOptions } from "./RedisLock.js"
 import { fromClient } from "./RedisClient.js"
 import { originalFailure } from "./Run.js"
 
@@ -31,6 +32,26 @@ import { originalFailure } from "./Run.js"
  * on the same client (one subscriber connection, which closes itself when idle).
  */
 const lockFor = (client: Redis | Cluster) => lockOf(fromClient(client))
+
+/** Options per (ttlMs, retryMs, timeoutMs), frozen so RedisLock resolves each once. */
+const optionsCache = new Map<string, LockOptions>()
+const OPTIONS_CACHE_SIZE = 64
+
+const lockOptionsFor = (ttlMs: number, retryMs: number, timeoutMs: number): LockOptions => {
+  const id = `${ttlMs} ${retryMs} ${timeoutMs}`
+  let options = optionsCache.get(id)
+  if (options === undefined) {
+    if (optionsCache.size >= OPTIONS_CACHE_SIZE) optionsCache.clear()
+    options = Object.freeze({
+      ttl: Duration.millis(ttlMs),
+      waitTimeout: Duration.millis(timeoutMs),
+      retrySchedule: Schedule.spaced(Duration.millis(retryMs)),
+      onLost: "ignore"
+    } as const)
+    optionsCache.set(id, options)
+  }
+  return options
+}
 
 /**
  * Runs `fn` holding the Redis lock `lockKey` and resolves with its result. Rejects with
@@ -72,12 +93,7 @@ export async function withRedisLock<T>(
   const program = lockFor(client).withLock(
     lockKey,
     Effect.tryPromise({ try: async () => fn(), catch: (error) => error }),
-    {
-      ttl: Duration.millis(ttlMs),
-      waitTimeout: Duration.millis(timeoutMs),
-      retrySchedule: Schedule.spaced(Duration.millis(retryMs)),
-      onLost: "ignore"
-    }
+    lockOptionsFor(ttlMs, retryMs, timeoutMs)
   )
   const exit = await Effect.runPromiseExit(program)
   if (Exit.isSuccess(exit)) return exit.value

@@ -20,8 +20,8 @@
  *   the claim keeps every replica progressing, with no failures and the lowest median
  *   p99 of the three, at about 0.8-0.9x the throughput of "never".
  */
-import { randomBytes } from "node:crypto"
 import * as Effect from "effect/Effect"
+import { randomToken } from "./CommitId.js"
 import { InvalidConfig, type StoreError } from "./Errors.js"
 import { isFenceConflict } from "./Retry.js"
 import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
@@ -51,11 +51,11 @@ export const CLAIM_TTL_MS = 1000
  * (the reference's 10 s TTL without renewal means a crashed holder stalls every writer
  * for 10 s; a renewed short TTL bounds that stall at 2 s), no interruption on loss.
  */
-export const storeLockOptions: LockOptions = {
+export const storeLockOptions: LockOptions = Object.freeze({
   ttl: "2 seconds",
   waitTimeout: "5 seconds",
   onLost: "ignore"
-}
+})
 
 /** A guard that applies `policy` with the client's lock on `lockKey`. */
 export const guardFor = (
@@ -106,7 +106,7 @@ export const guardFor = (
           if (++lost >= tries) return yield* Effect.fail(error)
           if (lost >= CLAIM_AFTER && !claim.ask) {
             claim.ask = true
-            claim.token = randomBytes(16).toString("hex")
+            claim.token = randomToken()
           }
         }
       })

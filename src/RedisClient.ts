@@ -81,7 +81,7 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
         const timer = setTimeout(() => {
           settled = true
           resume(Effect.succeed(Option.none()))
-        }, Math.max(0, ms))
+        }, Math.min(Math.max(0, ms), 2_147_483_647))
         let call: Promise<unknown>
         try {
           call = callScript(client, script, keys, args)

@@ -45,6 +45,14 @@ afterAll(async () => {
 
 const lockKey = (name: string) => `${uniquePrefix(name)}lock`
 
+/** Script calls (EVALSHA, and EVAL after a NOSCRIPT) the private server has run so far. */
+const evalshaCalls = Effect.promise(async () =>
+  (await raw.info("commandstats"))
+    .split("\n")
+    .filter((l) => l.startsWith("cmdstat_evalsha:") || l.startsWith("cmdstat_eval:"))
+    .reduce((calls, l) => calls + Number(/calls=(\d+)/.exec(l)?.[1] ?? 0), 0)
+)
+
 /** The typed failure of an exit, if it failed with one. */
 const failure = <A, E>(exit: Exit.Exit<A, E>): E | undefined =>
   Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
@@ -227,6 +235,27 @@ describe("RedisLock: renewal and loss", () => {
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
     }))
 
+  it.live("a TTL beyond Node's longest timer holds the lock without an early renewal or a timer warning", () =>
+    Effect.gen(function*() {
+      const key = lockKey("long-ttl")
+      const warnings: Array<string> = []
+      const onWarning = (warning: Error) => warnings.push(warning.name)
+      process.on("warning", onWarning)
+      const before = yield* evalshaCalls
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const lease = yield* A.lock.acquire(key, { ttl: "90 days" }) // renewal due in 30 days
+          yield* Effect.sleep("50 millis")
+          expect(yield* Effect.promise(() => raw.get(key))).toBe(lease.token)
+          expect(yield* Effect.promise(() => raw.pttl(key))).toBeGreaterThan(89 * 86_400_000)
+        })
+      ).pipe(Effect.ensuring(Effect.sync(() => process.off("warning", onWarning))))
+      expect(warnings).toEqual([])
+      // The acquire and the release: no extension fired early.
+      expect((yield* evalshaCalls) - before).toBe(2)
+      expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
+    }))
+
   it.live("Redis unreachable for longer than the TTL loses the lease (unreachable)", () =>
     Effect.gen(function*() {
       const proxy = yield* Effect.acquireRelease(Effect.promise(() => tcpProxy(server.port)), (p) =>
@@ -396,10 +425,6 @@ describe("RedisLock: waiting", () => {
         yield* Fiber.join(waiter)
       })
       yield* round // B's subscription is live (and lingers) from here on
-      const evalshaCalls = Effect.promise(async () => {
-        const line = (await raw.info("commandstats")).split("\n").find((l) => l.startsWith("cmdstat_evalsha:"))
-        return Number(/calls=(\d+)/.exec(line ?? "")?.[1] ?? 0)
-      })
       const before = yield* evalshaCalls
       yield* round
       // Holder: acquire + release (a hand-off). Waiter: one queued acquire, woken by the
