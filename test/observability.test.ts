@@ -18,6 +18,7 @@ interface Recorded {
   readonly name: string
   readonly attributes: Map<string, unknown>
   ended?: Exit.Exit<unknown, unknown>
+  parent: string | undefined
 }
 
 /** A tracer that keeps every span it is asked for. */
@@ -25,7 +26,7 @@ const recordingTracer = () => {
   const spans: Array<Recorded> = []
   const tracer = Tracer.make({
     span: (name, parent, context, links, startTime, kind) => {
-      const recorded: Recorded = { name, attributes: new Map() }
+      const recorded: Recorded = { name, attributes: new Map(), parent: Option.getOrUndefined(parent)?.spanId }
       spans.push(recorded)
       const span: Tracer.Span = {
         _tag: "Span",
@@ -103,7 +104,13 @@ describe("observability", () => {
       expect(Exit.isFailure(exit)).toBe(true)
       const span = spans.find((s) => s.name === "haechi.vault.mutate")
       expect(span?.attributes.get("haechi.outcome")).toBe("InvalidRecord")
-      expect(spans.some((s) => s.name === "haechi.lock.acquire")).toBe(true)
+      // The lock's span: a child of the store operation's, with the fence and the wait, ended.
+      const lockSpan = spans.find((s) => s.name === "haechi.lock.acquire")
+      expect(lockSpan?.parent).toBe(String(spans.indexOf(span!) + 1))
+      expect(lockSpan?.attributes.get("haechi.lock.key")).toBe(`${keyPrefix}lock`)
+      expect(lockSpan?.attributes.get("haechi.lock.fence")).toBeGreaterThan(0)
+      expect(lockSpan?.attributes.get("haechi.lock.waited_ms")).toBeGreaterThanOrEqual(0)
+      expect(lockSpan?.ended && Exit.isSuccess(lockSpan.ended)).toBe(true)
       expect(histogramCount(waits) - waitsBefore).toBeGreaterThanOrEqual(1)
       expect(Option.isNone(Option.fromNullable(yield* Effect.promise(() => client.get(`${keyPrefix}lock`))))).toBe(true)
     }).pipe(Effect.scoped))
