@@ -2,6 +2,7 @@
 // the lock policy (the full comparison with the reference is `npm run bench`).
 //   node bench/replicas.mjs <redis port> [policy=adaptive] [replicas=4] [seconds=3] [warm-up appends=1500]
 // SEPARATE=1 gives each replica a chain of its own (nothing shared: the machine's floor);
+// RATE=<appends/s> offers that total load open-loop (Poisson arrivals) instead of flat out;
 // PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/.
 // Flushes the server's data first: point it at a throwaway redis-server.
 import { fork } from "node:child_process"
@@ -26,8 +27,17 @@ if (process.send) {
   let errors = 0
   const cpu0 = process.cpuUsage()
   const end = performance.now() + Number(secs) * 1000
+  // RATE: open loop, Poisson arrivals at RATE/replicas per second each, latency from arrival.
+  const rate = Number(process.env.RATE ?? 0) / Number(n)
+  let arrival = performance.now()
   while (performance.now() < end) {
-    const started = performance.now()
+    if (rate > 0) {
+      arrival += (-Math.log(1 - Math.random()) / rate) * 1000
+      if (arrival >= end) break
+      const wait = arrival - performance.now()
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    }
+    const started = rate > 0 ? arrival : performance.now()
     try {
       await sink.record(core.sampleEvent(name))
     } catch {
@@ -43,7 +53,7 @@ if (process.send) {
   const admin = new Redis({ port: Number(port) })
   await admin.flushall()
   const profDir = fileURLToPath(new URL("./results/prof-replicas/", import.meta.url))
-  const execArgv = process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []
+  const execArgv = [...(process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...(process.env.TRACE_GC ? ["--trace-gc"] : [])]
   const kids = Array.from({ length: Number(n) }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), { execArgv }))
   const next = (kid) => new Promise((resolve, reject) => {
     kid.once("message", resolve)

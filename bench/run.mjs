@@ -35,6 +35,8 @@ const cfg = quick
   : { rounds: 3, auditMs: 2500, replicaMs: 2500, vaultMs: 2000, revealMs: 1500, accountOps: 20, accountMs: 5000, auditAccountOps: 300, lockOps: 400, lockMs: 8000 }
 if (typeof flag("rounds") === "string") cfg.rounds = Math.max(1, Number(flag("rounds")))
 const REPLICAS = 4
+/** Total appends/s offered in the open-loop row: a moderate load, under a third of either library's saturated rate here. */
+const PACED_RATE = 500
 const HARD_LIMIT_MS = 120_000 // no worker may outlive this, whatever it is doing
 
 const resultsDir = new URL("./results/", import.meta.url)
@@ -167,9 +169,9 @@ const replicaPool = async () => {
    * Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain;
    * with `separate`, each replica appends to a chain of its own (not verified here).
    */
-  const run = async (impl, lock, separate = false) => {
+  const run = async (impl, lock, separate = false, rate = undefined) => {
     await flush(admin)
-    for (const child of children) child.send({ impl, port, lock, separate, warmup: 300 })
+    for (const child of children) child.send({ impl, port, lock, separate, rate, warmup: 300 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
     const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, cfg.replicaMs + 60_000)))).map((m) => m.result)
@@ -204,14 +206,16 @@ if (wanted("replicas")) {
     const variants = [
       ...order(r).map((impl) => [impl, undefined]),
       ...POLICIES.map((p) => ["ours", p]),
-      ...order(r).map((impl) => [impl, "separate"])
+      ...order(r).map((impl) => [impl, "separate"]),
+      ...order(r).map((impl) => [impl, "paced"])
     ]
     let pool
     for (const [impl, lock] of variants) {
       const res = await safely(`replicas ${impl} ${lock ?? ""}`, async () => {
         pool ??= await replicaPool()
         try {
-          return await pool.run(impl, lock === "separate" ? undefined : lock, lock === "separate")
+          const policy = lock === "separate" || lock === "paced" ? undefined : lock
+          return await pool.run(impl, policy, lock === "separate", lock === "paced" ? PACED_RATE / REPLICAS : undefined)
         } catch (error) {
           pool.close()
           pool = undefined
@@ -336,6 +340,10 @@ if (wanted("lock")) {
       push("lock", impl, res)
       log(`lock hand-off  ${impl.padEnd(4)} round ${r + 1}: ${res.available === false ? "n/a (withRedisLock not exported)" : `p50 ${fmt(res.p50, 2)} p99 ${fmt(res.p99, 2)} ms`}`)
     }
+    await flush(admin)
+    const floor = await safely("lock floor", () => runWorker({ mode: "lock-floor", impl: "ours", warmup: quick ? 50 : 200, maxOps: cfg.lockOps, maxMs: cfg.lockMs }))
+    push("lock:floor", "ours", floor)
+    log(`lock hand-off  floor round ${r + 1}: p50 ${fmt(floor.p50, 2)} p99 ${fmt(floor.p99, 2)} ms (bare ioredis, no library)`)
   }
 }
 
@@ -408,6 +416,8 @@ if (raw.replicas) {
   rows.push({ figure: "4-replica chain verified", cells: ["4-replica chain verified (seq 1..n, links, hashes, count)", chainCell("ours"), chainCell("ref"), ""] })
 }
 row("client CPU per audit append, one sink (µs)", "audit", (r) => r.cpuUsPerOp, { better: "lower" })
+row(`${REPLICAS} replicas at ${PACED_RATE} appends/s offered (open loop, Poisson arrivals): p50 (ms, from arrival)`, "replicas:paced", (r) => r.p50, { digits: 2, better: "lower" })
+row(`${REPLICAS} replicas at ${PACED_RATE} appends/s offered (open loop, Poisson arrivals): p99 (ms, from arrival)`, "replicas:paced", (r) => r.p99, { digits: 2, better: "lower" })
 row(`control: ${REPLICAS} replica processes, each on a chain of its own (nothing shared): appends/s`, "replicas:separate", (r) => r.opsPerSec)
 row(`control: ${REPLICAS} replica processes, each on a chain of its own: p99 (ms)`, "replicas:separate", (r) => r.p99, { digits: 2, better: "lower" })
 row(`audit attempts per append, ${REPLICAS} replicas (fn runs / commit)`, "replicas", (r) => r.attemptsPerAppend, { digits: 2, better: "lower" })
@@ -470,6 +480,18 @@ if (raw.lock) {
     ["p99", (r) => r.p99]
   ]) {
     row(`lock hand-off ${label} (ms, holder's fn ends → waiter's fn starts)`, "lock", pick, { digits: 2, better: "lower", note: na.trim() })
+  }
+  if (raw["lock:floor"]) {
+    const floor = (pick) => fmt(med("lock:floor", "ours", pick), 2)
+    rows.push({
+      figure: "lock hand-off floor",
+      cells: [
+        "lock hand-off floor, p50 / p99 (ms): bare ioredis, the release script hands over and PUBLISHes, no library",
+        `${floor((r) => r.p50)} / ${floor((r) => r.p99)}`,
+        "",
+        ""
+      ]
+    })
   }
 }
 if (raw.replicas) {

@@ -46,6 +46,39 @@ export const runFor = async (op, { maxOps, maxMs }) => {
   return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
 }
 
+/**
+ * Runs `op` open-loop for `maxMs`: arrivals are a Poisson process of `rate` per second, each
+ * op starts at its arrival or, if the previous one is still running, right after it. A
+ * latency is measured from the arrival, not from the start, so a slow op also counts the
+ * wait it caused the ones behind it (no coordinated omission). Same result shape as runFor.
+ */
+export const runPaced = async (op, { rate, maxMs }) => {
+  const latencies = []
+  let errors = 0
+  let firstError
+  const cpu0 = process.cpuUsage()
+  const start = now()
+  let arrival = start
+  let ops = 0
+  for (;;) {
+    arrival += (-Math.log(1 - Math.random()) / rate) * 1000
+    if (arrival - start >= maxMs) break
+    const wait = arrival - now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    try {
+      await op(ops)
+      latencies.push(now() - arrival)
+      ops += 1
+    } catch (error) {
+      errors += 1
+      firstError ??= String(error?.message ?? error).slice(0, 200)
+    }
+  }
+  const ms = now() - start
+  const cpu = process.cpuUsage(cpu0)
+  return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
+}
+
 export const summarize = (latencies) => ({
   p50: quantile(latencies, 0.5),
   p99: quantile(latencies, 0.99),

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises"
 import { buildRecord, createAuditSink, createTokenVault, plaintextOf, sampleEvent } from "./core.mjs"
 import { commandStats, slowlogStart, slowlogStop, statsDelta } from "./admin.mjs"
 import { AUDIT_PREFIX, LOCK_KEY, open, openIoredis, openLock, ours } from "./impls.mjs"
-import { now, runFor, summarize } from "./stats.mjs"
+import { now, runFor, runPaced, summarize } from "./stats.mjs"
 
 const message = () => new Promise((resolve) => process.once("message", resolve))
 
@@ -47,7 +47,9 @@ const replica = async ({ replica: name }) => {
     process.send({ ready: true })
     const { maxOps, maxMs } = await message()
     const before = { ...sink.counts }
-    const run = await runFor(() => sink.record(sampleEvent(name)), { maxOps, maxMs })
+    const append = () => sink.record(sampleEvent(name))
+    // `rate`: open-loop at that many appends/s per replica instead of as fast as possible.
+    const run = task.rate ? await runPaced(append, { rate: task.rate, maxMs }) : await runFor(append, { maxOps, maxMs })
     await store.close()
     process.send({
       result: {
@@ -200,6 +202,67 @@ const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
   return { available: true, ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
 }
 
+// The floor's scripts: the waiter queues its token; the release hands the lock to the first
+// queued token and announces it, or deletes it. The least a queued hand-off can do.
+const FLOOR_QUEUE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', 10000) then return 1 end redis.call('RPUSH', KEYS[2], ARGV[1]) return 0"
+const FLOOR_RELEASE =
+  "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end local t = redis.call('LPOP', KEYS[2]) " +
+  "if t then redis.call('SET', KEYS[1], t, 'PX', 10000) redis.call('PUBLISH', ARGV[2], t) else redis.call('DEL', KEYS[1]) end return 1"
+
+/**
+ * The hand-off floor of this machine and Redis, with no library: bare ioredis, the same
+ * rounds as `lockHandoff`, where the holder's release script hands the lock to the queued
+ * waiter and PUBLISHes its token, and the waiter's fn starts on that message. One round
+ * trip and a pub/sub delivery; what a hand-off costs beyond this is the library's.
+ */
+const lockFloor = async ({ port, warmup, maxOps, maxMs }) => {
+  const holder = await openIoredis(port)
+  const waiter = await openIoredis(port)
+  const sub = await openIoredis(port)
+  const key = `{${LOCK_KEY}:floor}`
+  const queue = `${key}:queue`
+  const channel = `${key}:released`
+  for (const client of [holder, waiter]) {
+    client.defineCommand("floorQueue", { numberOfKeys: 2, lua: FLOOR_QUEUE })
+    client.defineCommand("floorRelease", { numberOfKeys: 2, lua: FLOOR_RELEASE })
+  }
+  const handed = new Map()
+  sub.on("message", (_channel, token) => handed.get(token)?.())
+  await sub.subscribe(channel)
+  let n = 0
+  const withFloorLock = async (client, fn) => {
+    const token = `t${n++}`
+    // Listening before queueing: the hand-off can arrive before the queue call's reply.
+    const handOff = new Promise((resolve) => handed.set(token, resolve))
+    if ((await client.floorQueue(key, queue, token)) !== 1) await handOff
+    handed.delete(token)
+    try {
+      return await fn()
+    } finally {
+      await client.floorRelease(key, queue, token, channel)
+    }
+  }
+  const round = async (hold = () => 2 + Math.random() * 20) => {
+    let released = 0
+    let acquired = 0
+    let waiting
+    await withFloorLock(holder, async () => {
+      waiting = withFloorLock(waiter, async () => {
+        acquired = now()
+      })
+      await sleep(hold())
+      released = now()
+    })
+    await waiting
+    return acquired - released
+  }
+  for (let i = 0; i < warmup; i++) await round(() => Math.random() * 2)
+  const samples = []
+  const run = await runFor(async () => samples.push(await round()), { maxOps, maxMs })
+  await Promise.all([holder, waiter, sub].map((c) => c.quit()))
+  return { ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
+}
+
 /**
  * Which of our lock policies the audit store honours: a bogus policy must be refused (or the
  * store must expose the policy), and a transaction under "always" must run with a lock key
@@ -249,7 +312,7 @@ const probeLock = async ({ port }) => {
   return { validated, bogus, policies }
 }
 
-const modes = { audit, replica, vault, account, memory, lock: lockHandoff, "probe-lock": probeLock }
+const modes = { audit, replica, vault, account, memory, lock: lockHandoff, "lock-floor": lockFloor, "probe-lock": probeLock }
 
 const params = await message()
 try {
