@@ -3,7 +3,7 @@
 //   node bench/replicas.mjs <redis port> [policy=adaptive] [replicas=4] [seconds=3] [warm-up appends=1500]
 // SEPARATE=1 gives each replica a chain of its own (nothing shared: the machine's floor);
 // RATE=<appends/s> offers that total load open-loop (Poisson arrivals) instead of flat out;
-// PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/.
+// DIST=<dir> benchmarks another build of dist/ (an A/B); PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/.
 // Flushes the server's data first: point it at a throwaway redis-server.
 import { fork } from "node:child_process"
 import { Redis } from "ioredis"
@@ -13,7 +13,7 @@ const [port, policy = "adaptive", n = "4", secs = "3", warm = "1500"] = process.
 if (!Number(port)) throw new Error("usage: node bench/replicas.mjs <redis port> [policy] [replicas] [seconds] [warm-up]")
 
 if (process.send) {
-  const mod = await import(new URL("../dist/haechi.js", import.meta.url).href)
+  const mod = await import(process.env.DIST ? `${process.env.DIST}/haechi.js` : new URL("../dist/haechi.js", import.meta.url).href)
   const core = await import(new URL("./core.mjs", import.meta.url).href)
   const client = new Redis({ port: Number(port), lazyConnect: true })
   await client.connect()
