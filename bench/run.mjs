@@ -169,12 +169,12 @@ const replicaPool = async () => {
    * Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain;
    * with `separate`, each replica appends to a chain of its own (not verified here).
    */
-  const run = async (impl, lock, separate = false, rate = undefined) => {
+  const run = async (impl, lock, separate = false, rate = undefined, maxMs = cfg.replicaMs) => {
     await flush(admin)
     for (const child of children) child.send({ impl, port, lock, separate, rate, warmup: 300 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
-    for (const child of children) child.send({ maxOps: 1_000_000, maxMs: cfg.replicaMs })
-    const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, cfg.replicaMs + 60_000)))).map((m) => m.result)
+    for (const child of children) child.send({ maxOps: 1_000_000, maxMs })
+    const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, maxMs + 60_000)))).map((m) => m.result)
     const latencies = per.flatMap((p) => p.latencies)
     const sum = (f) => per.reduce((n, p) => n + f(p), 0)
     const ops = sum((p) => p.ops)
@@ -212,7 +212,13 @@ if (wanted("replicas")) {
     let pool
     for (const [impl, lock] of variants) {
       const res = await safely(`replicas ${impl} ${lock ?? ""}`, async () => {
-        pool ??= await replicaPool()
+        if (pool === undefined) {
+          pool = await replicaPool()
+          // Fresh processes: one unrecorded contended run of each library first, so that no
+          // variant is measured while the processes still compile (the first one on a fresh
+          // pool ran at about two thirds of the same variant run later).
+          for (const warm of IMPLS) await pool.run(warm, undefined, false, undefined, cfg.replicaMs / 2)
+        }
         try {
           const policy = lock === "separate" || lock === "paced" ? undefined : lock
           return await pool.run(impl, policy, lock === "separate", lock === "paced" ? PACED_RATE / REPLICAS : undefined)
