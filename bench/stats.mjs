@@ -19,22 +19,24 @@ export const median = (values) => {
 export const now = () => performance.now()
 
 /**
- * Runs `op` serially until `maxOps` ops or `maxMs` milliseconds (at least one op), timing each.
- * Returns `{ ops, errors, ms, cpuUs, latencies, firstError }`: `cpuUs` is this process's CPU
- * time (user + system) over the run; a failed op counts as an error, not a latency.
+ * Runs `op` serially while `next(ops + errors, start)` gives the time it is due (undefined
+ * ends the run), waiting until then, and times each op from that time. A failed op counts
+ * as an error, not a latency. Returns `{ ops, errors, ms, cpuUs, latencies, firstError }`:
+ * `cpuUs` is this process's CPU time (user + system) over the run.
  */
-export const runFor = async (op, { maxOps, maxMs }) => {
+const runUntil = async (op, next) => {
   const latencies = []
   let errors = 0
   let firstError
   const cpu0 = process.cpuUsage()
   const start = now()
   let ops = 0
-  while (ops + errors < maxOps && (ops + errors === 0 || now() - start < maxMs)) {
-    const t0 = now()
+  for (let due = next(0, start); due !== undefined; due = next(ops + errors, start)) {
+    const wait = due - now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
     try {
       await op(ops)
-      latencies.push(now() - t0)
+      latencies.push(now() - due)
       ops += 1
     } catch (error) {
       errors += 1
@@ -46,37 +48,22 @@ export const runFor = async (op, { maxOps, maxMs }) => {
   return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
 }
 
+/** Runs `op` back to back until `maxOps` ops or `maxMs` milliseconds (at least one op). */
+export const runFor = (op, { maxOps, maxMs }) =>
+  runUntil(op, (done, start) => (done < maxOps && (done === 0 || now() - start < maxMs) ? now() : undefined))
+
 /**
  * Runs `op` open-loop for `maxMs`: arrivals are a Poisson process of `rate` per second, each
  * op starts at its arrival or, if the previous one is still running, right after it. A
  * latency is measured from the arrival, not from the start, so a slow op also counts the
- * wait it caused the ones behind it (no coordinated omission). Same result shape as runFor.
+ * wait it caused the ones behind it (no coordinated omission).
  */
-export const runPaced = async (op, { rate, maxMs }) => {
-  const latencies = []
-  let errors = 0
-  let firstError
-  const cpu0 = process.cpuUsage()
-  const start = now()
-  let arrival = start
-  let ops = 0
-  for (;;) {
-    arrival += (-Math.log(1 - Math.random()) / rate) * 1000
-    if (arrival - start >= maxMs) break
-    const wait = arrival - now()
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-    try {
-      await op(ops)
-      latencies.push(now() - arrival)
-      ops += 1
-    } catch (error) {
-      errors += 1
-      firstError ??= String(error?.message ?? error).slice(0, 200)
-    }
-  }
-  const ms = now() - start
-  const cpu = process.cpuUsage(cpu0)
-  return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
+export const runPaced = (op, { rate, maxMs }) => {
+  let arrival
+  return runUntil(op, (_done, start) => {
+    arrival = (arrival ?? start) + (-Math.log(1 - Math.random()) / rate) * 1000
+    return arrival - start < maxMs ? arrival : undefined
+  })
 }
 
 export const summarize = (latencies) => ({

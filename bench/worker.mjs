@@ -171,35 +171,49 @@ const memory = async ({ impl, port }) => {
   return result
 }
 
-/** Lock hand-off: the holder's fn ends, the waiting holder's fn starts; `undefined` if ours has no lock. */
-const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
-  const holder = await openLock(impl, port)
-  if (!holder) return { available: false }
-  const waiter = await openLock(impl, port)
-  // A uniformly random hold of 2-22 ms spans a whole 20 ms poll period of the reference.
+/**
+ * Hand-off rounds between two lockers (`(fn) => Promise`, each on its own client): the
+ * holder takes the lock, the waiter starts waiting, the holder lets go; each sample is the
+ * time from the end of the holder's fn to the start of the waiter's.
+ */
+const handOffRounds = async (holderLock, waiterLock, { warmup, maxOps, maxMs }) => {
+  // A uniformly random hold of 2-22 ms spans a whole 20 ms poll period of the reference,
+  // so a polling waiter is caught at a random phase of its poll.
   const round = async (hold = () => 2 + Math.random() * 20) => {
     let released = 0
     let acquired = 0
     let waiting
-    await holder.withRedisLock(holder.client, LOCK_KEY, async () => {
-      waiting = waiter.withRedisLock(waiter.client, LOCK_KEY, async () => {
+    await holderLock(async () => {
+      waiting = waiterLock(async () => {
         acquired = now()
       })
-      // A uniformly random hold, so a polling waiter is caught at a random phase of its poll.
       await sleep(hold())
       released = now()
     })
     await waiting
     return acquired - released
   }
-  // Warm-up rounds hold briefly: they only bring both libraries' code to a steady state
-  // (a lock in service runs hot), which the measured rounds then sample.
+  // Warm-up rounds hold briefly: they only bring the code to a steady state (a lock in
+  // service runs hot), which the measured rounds then sample.
   for (let i = 0; i < warmup; i++) await round(() => Math.random() * 2)
   const samples = []
   const run = await runFor(async () => samples.push(await round()), { maxOps, maxMs })
+  return { ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
+}
+
+/** Lock hand-off with `withRedisLock`; `available: false` if ours has no lock. */
+const lockHandoff = async ({ impl, port, warmup, maxOps, maxMs }) => {
+  const holder = await openLock(impl, port)
+  if (!holder) return { available: false }
+  const waiter = await openLock(impl, port)
+  const result = await handOffRounds(
+    (fn) => holder.withRedisLock(holder.client, LOCK_KEY, fn),
+    (fn) => waiter.withRedisLock(waiter.client, LOCK_KEY, fn),
+    { warmup, maxOps, maxMs }
+  )
   await holder.close()
   await waiter.close()
-  return { available: true, ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
+  return { available: true, ...result }
 }
 
 // The floor's scripts: the waiter queues its token; the release hands the lock to the first
@@ -242,25 +256,13 @@ const lockFloor = async ({ port, warmup, maxOps, maxMs }) => {
       await client.floorRelease(key, queue, token, channel)
     }
   }
-  const round = async (hold = () => 2 + Math.random() * 20) => {
-    let released = 0
-    let acquired = 0
-    let waiting
-    await withFloorLock(holder, async () => {
-      waiting = withFloorLock(waiter, async () => {
-        acquired = now()
-      })
-      await sleep(hold())
-      released = now()
-    })
-    await waiting
-    return acquired - released
-  }
-  for (let i = 0; i < warmup; i++) await round(() => Math.random() * 2)
-  const samples = []
-  const run = await runFor(async () => samples.push(await round()), { maxOps, maxMs })
+  const result = await handOffRounds((fn) => withFloorLock(holder, fn), (fn) => withFloorLock(waiter, fn), {
+    warmup,
+    maxOps,
+    maxMs
+  })
   await Promise.all([holder, waiter, sub].map((c) => c.quit()))
-  return { ops: run.ops, errors: run.errors, firstError: run.firstError, ...summarize(samples) }
+  return result
 }
 
 /**
