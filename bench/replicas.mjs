@@ -37,7 +37,8 @@ if (process.send) {
       const wait = arrival - performance.now()
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
     }
-    const started = rate > 0 ? arrival : performance.now()
+    // From the arrival, or from the start if a timer fired early (as stats.mjs's runPaced).
+    const started = rate > 0 ? Math.min(arrival, performance.now()) : performance.now()
     try {
       await sink.record(core.sampleEvent(name))
     } catch {

@@ -20,7 +20,8 @@ export const now = () => performance.now()
 
 /**
  * Runs `op` serially while `next(ops + errors, start)` gives the time it is due (undefined
- * ends the run), waiting until then, and times each op from that time. A failed op counts
+ * ends the run), waiting until then, and times each op from that time (or from its start,
+ * if that came first). A failed op counts
  * as an error, not a latency. Returns `{ ops, errors, ms, cpuUs, latencies, firstError }`:
  * `cpuUs` is this process's CPU time (user + system) over the run.
  */
@@ -34,9 +35,12 @@ const runUntil = async (op, next) => {
   for (let due = next(0, start); due !== undefined; due = next(ops + errors, start)) {
     const wait = due - now()
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    // A timer may fire up to a millisecond early: an op that starts before it is due is
+    // timed from its start, never from a later due time (no negative latency).
+    const started = now()
     try {
       await op(ops)
-      latencies.push(now() - due)
+      latencies.push(now() - Math.min(due, started))
       ops += 1
     } catch (error) {
       errors += 1
