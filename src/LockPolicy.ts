@@ -22,7 +22,7 @@
  */
 import * as Effect from "effect/Effect"
 import { randomToken } from "./CommitId.js"
-import { InvalidConfig, type StoreError } from "./Errors.js"
+import { InvalidConfig, type FenceConflict, type StoreError } from "./Errors.js"
 import { isFenceConflict } from "./Retry.js"
 import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
 import type { RedisClientShape } from "./RedisClient.js"
@@ -89,31 +89,35 @@ export const guardFor = (
       const claim: LockClaim = { token: "", ttlMs: CLAIM_TTL_MS, channel, ask: false, held: false }
       // Listening for releases starts at the first yield and lasts the operation.
       let wakeup: Wakeup | undefined
-      const lockFree = Effect.gen(function* () {
+      // After the first attempt lost: go on losing, yielding or claiming, up to the bounds.
+      const contended = (first: FenceConflict) => Effect.gen(function* () {
+        let error = first
         let lost = 0
         let yields = 0
         for (;;) {
-          const result = yield* Effect.either(operation.attempt(claim))
-          if (result._tag === "Right") return result.right
-          const error = result.left
-          if (!isFenceConflict(error)) return yield* Effect.fail(error)
           if (error.lockHeld) {
             if (++yields > ADAPTIVE_YIELDS) return yield* Effect.fail(error)
             wakeup ??= handle.releases(lockKey)
             yield* wakeup.next(YIELD_WAIT_MS)
-            continue
+          } else {
+            if (++lost >= tries) return yield* Effect.fail(error)
+            if (lost >= CLAIM_AFTER && !claim.ask) {
+              claim.ask = true
+              claim.token = randomToken()
+            }
           }
-          if (++lost >= tries) return yield* Effect.fail(error)
-          if (lost >= CLAIM_AFTER && !claim.ask) {
-            claim.ask = true
-            claim.token = randomToken()
-          }
+          const result = yield* Effect.either(operation.attempt(claim))
+          if (result._tag === "Right") return result.right
+          if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
+          error = result.left
         }
-      })
-      return lockFree.pipe(
+      }).pipe(
         Effect.ensuring(Effect.suspend(() => (wakeup?.close(), giveBack(claim)))),
         Effect.catchIf(isFenceConflict, () => underLock(operation))
-      ) as Effect.Effect<A, E | StoreError, R>
+      )
+      // The first attempt cannot hold a claim (it never asks), so an uncontended operation
+      // is just its attempt.
+      return Effect.catchIf(operation.attempt(claim), isFenceConflict, contended) as Effect.Effect<A, E | StoreError, R>
     })
 }
 

@@ -18,20 +18,19 @@ export const observed = (store: StoreKind, operation: string, prefix: string) =>
     captureStackTrace: false
   } as const
   const name = `haechi.${store}.${operation}`
+  // The span is annotated through its handle: looking it up as the current span again
+  // cost a context read per operation.
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.suspend(() => {
+    Effect.useSpan(name, span, (current) => {
       const started = performance.now()
-      return effect.pipe(
-        Effect.onExit((exit) =>
-          Effect.zipRight(
-            Metric.update(latency, performance.now() - started),
-            Effect.annotateCurrentSpan(
-              "haechi.outcome",
-              Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)
-            )
+      return Effect.withParentSpan(effect, current).pipe(
+        Effect.onExit((exit) => {
+          current.attribute(
+            "haechi.outcome",
+            Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)
           )
-        ),
-        Effect.withSpan(name, span)
+          return Metric.update(latency, performance.now() - started)
+        })
       )
     })
 }
