@@ -203,9 +203,9 @@ if (wanted("replicas")) {
   lockProbe = await safely("lock policy probe", () => runWorker({ mode: "probe-lock", impl: "ours" }))
   log(`lock policies: ${JSON.stringify(lockProbe)}`)
   for (let r = 0; r < cfg.rounds; r++) {
-    // Each library gets processes of its own: run in processes that had just run the other
-    // library, ours' default-policy row came out about a quarter below the identical
-    // adaptive row measured later in the same processes.
+    // Each library gets processes of its own, so neither runs in processes warmed (or
+    // littered) by the other. (The first row measured on a pool still comes out 10-20%
+    // slower than later ones, whichever option it is: the processes' age; see README.)
     for (const impl of order(r)) {
       const variants = impl === "ours" ? [undefined, ...POLICIES, "separate", "paced"] : [undefined, "separate", "paced"]
       let pool

@@ -66,6 +66,9 @@ export const wrongType =
       () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
     )
 
+/** Node's longest timer delay; a longer one would fire at once. */
+export const MAX_TIMER_MS = 2_147_483_647
+
 /** Wraps a client the caller owns (each script is defined on it once, at first use). */
 export const fromClient = (client: RedisConnection): RedisClientShape => {
   const run = <A>(operation: string, f: (client: RedisConnection) => Promise<A>) =>
@@ -81,7 +84,7 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
         const timer = setTimeout(() => {
           settled = true
           resume(Effect.succeed(Option.none()))
-        }, Math.min(Math.max(0, ms), 2_147_483_647))
+        }, Math.min(Math.max(0, ms), MAX_TIMER_MS))
         let call: Promise<unknown>
         try {
           call = callScript(client, script, keys, args)

@@ -44,7 +44,7 @@ import { randomToken } from "./CommitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
-import { RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
+import { MAX_TIMER_MS, RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
 // ---------------------------------------------------------------------------
@@ -269,8 +269,6 @@ export interface RedisLockShape {
 
 export class RedisLock extends Context.Tag("haechi-store-effect/RedisLock")<RedisLock, RedisLockShape>() {}
 
-/** Node's longest timer; a longer delay would fire at once. (The renewal sleeps on from there.) */
-const MAX_TIMER_MS = 2_147_483_647
 /** Longest time one acquire attempt may take when the wait bound is shorter. */
 const ATTEMPT_FLOOR_MS = 1000
 /** Longest time a release may take (or the TTL if shorter) before it is abandoned. */
@@ -411,7 +409,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
             Scripts.lockAcquire,
             lockKeys(key),
             [token, o.ttlMs, queueMs > 0 ? queueMs : ""],
-            Math.min(bound, MAX_TIMER_MS)
+            bound
           ).pipe(
             Effect.flatMap((value): Effect.Effect<Attempt, LockTimeout | RedisCommandFailed> =>
               Option.isNone(value)
@@ -464,6 +462,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         // carries and where it would otherwise keep `stopRenewal` from finishing.
         const runtime = yield* Effect.runtime<never>()
         const lost = lossSignal()
+        // (A renewal due beyond Node's longest timer starts early and sleeps on from there.)
         renewalStart = setTimeout(() => {
           renewal = Runtime.runFork(runtime, Effect.interruptible(keepAlive(key, token, o, sentAt, lost)))
         }, Math.min(Math.max(0, sentAt + Math.min(o.renewMs, o.ttlMs) - clock.unsafeCurrentTimeMillis()), MAX_TIMER_MS))
