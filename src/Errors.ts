@@ -105,6 +105,46 @@ export class InvalidRecord extends Data.TaggedError("InvalidRecord")<{
   }
 }
 
+/**
+ * The chain's head keys and its list disagree (a head key lost or rewritten, the list
+ * cut or replaced): appending could fork or restart the chain, so nothing is written and
+ * the keys are left as they are for an operator to inspect.
+ */
+export class ChainBroken extends Data.TaggedError("ChainBroken")<{
+  readonly prefix: string
+  /** The keys that disagree, by full name. */
+  readonly keys: ReadonlyArray<string>
+  /** What disagrees, for example "head:hash is missing while chain holds 12 records". */
+  readonly detail: string
+}> {
+  override get message() {
+    return `audit store ${this.prefix}: chain broken (${this.detail}; keys ${this.keys.join(", ")}); nothing was written`
+  }
+}
+
+/** A point of the chain a replica saw: the record at `sequence` had `eventHash`. */
+export interface ChainPoint {
+  readonly sequence: number
+  readonly eventHash: string
+}
+
+/**
+ * The chain no longer continues what this replica saw: it is shorter than the head the
+ * replica last saw, empty, or holds another record at that sequence (a failover to a
+ * lagging replica, FLUSHALL, eviction, a restored snapshot). `current` is null for an
+ * empty chain.
+ */
+export class ChainRewound extends Data.TaggedError("ChainRewound")<{
+  readonly prefix: string
+  readonly seen: ChainPoint
+  readonly current: ChainPoint | null
+}> {
+  override get message() {
+    const now = this.current === null ? "an empty chain" : `sequence ${this.current.sequence} (${this.current.eventHash})`
+    return `audit store ${this.prefix}: the chain was rewound: this replica saw sequence ${this.seen.sequence} (${this.seen.eventHash}), Redis now holds ${now}`
+  }
+}
+
 /** An option is unusable (for example a key prefix that cannot work on a Redis Cluster). */
 export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
   readonly option: string
@@ -168,6 +208,8 @@ export type StoreError =
   | CommitOutcomeUnknown
   | CorruptData
   | InvalidRecord
+  | ChainBroken
+  | ChainRewound
   | LockTimeout
   | LockLost
   | DurabilityTimeout

@@ -62,6 +62,18 @@ export const vaultReloads = Metric.counter("haechi_store_vault_reloads_total", {
   incremental: true
 })
 
+/** Audit chains found rewound below the head a replica saw (see `ChainRewound`). */
+export const chainRewinds = Metric.counter("haechi_store_chain_rewinds_total", {
+  description: "audit chains found rewound below the head this replica saw",
+  incremental: true
+})
+
+/** Vault caches found no longer backed by Redis (a lower version, lost keys, another commit): dropped and reloaded. */
+export const vaultRewinds = Metric.counter("haechi_store_vault_rewinds_total", {
+  description: "vault caches that Redis no longer backs (rewound or lost state), dropped and reloaded",
+  incremental: true
+})
+
 /** Store operation latency in milliseconds. */
 export const operationLatency = Metric.fromMetricKey(keys.operationLatency)
 
