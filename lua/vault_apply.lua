@@ -1,6 +1,9 @@
 -- vault_apply: compare-and-apply one vault diff, fenced on the version, and log it.
 -- The diff commits only if no other writer committed since the snapshot it was computed
--- on; the version then moves by exactly one and the change log gets one entry
+-- on, and only if Redis still holds that snapshot's history: the same token count, and
+-- the commit the snapshot saw still logged at its version (a version restored from an
+-- older snapshot and climbed back by other writers carries another commit). The version
+-- then moves by exactly one and the change log gets one entry
 -- "<version> <commit id> <JSON array of changed token ids>" so replica caches can catch
 -- up without reading the whole vault. A call writes everything or nothing: a key of the
 -- wrong type fails the GET or the first HSET before any write, and `log`, written last,
@@ -9,64 +12,84 @@
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] the store's lock
 -- ARGV[1] expected version ('' = never mutated)
 -- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
--- ARGV[5] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
--- ARGV[6] the attempt's claim token ('' = none): while the lock holds it, the attempt does
---         not yield, and committing releases it (DEL and PUBLISH on ARGV[8])
--- ARGV[7] a TTL in ms: take the lock with ARGV[6] should the fence reject ('' = do not)
--- ARGV[8] the lock's release channel
--- ARGV[9] n, the number of sets; ARGV[10 .. 9+2n] token, record JSON pairs;
--- ARGV[10+2n ..] tokens to delete
+-- ARGV[5] the commit id the snapshot saw logged at ARGV[1] ('' = none: never mutated, or
+--         a version written without a log entry, which must then still have none)
+-- ARGV[6] the snapshot's token count
+-- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
+-- ARGV[8] the attempt's claim token ('' = none): while the lock holds it, the attempt does
+--         not yield, and committing releases it (DEL and PUBLISH on ARGV[10])
+-- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject ('' = do not)
+-- ARGV[10] the lock's release channel
+-- ARGV[11] n, the number of sets; ARGV[12 .. 11+2n] token, record JSON pairs;
+-- ARGV[12+2n ..] tokens to delete
 -- Reply: {1, new version}      committed ({1, version} unchanged when the diff is empty)
 --        {2, current version}  this commit id is already logged (a re-sent call): done
 --        {0, current version|nil, took}  fence conflict, nothing written but the lock:
---                              took = 1 when the lock is now ARGV[6]'s
+--                              took = 1 when the lock is now ARGV[8]'s
+--        {5, current version|nil, took}  the version matches but Redis no longer holds the
+--                              snapshot's history (rewound); otherwise as {0, ...}
 --        {3, key}              `log` holds the wrong Redis type; nothing written
---        {4, current version|nil}  another writer holds the lock and ARGV[5] asked to yield
-local t = redis.call('TYPE', KEYS[3]).ok
-if t ~= 'none' and t ~= 'list' then return {3, KEYS[3]} end
-local cur = redis.call('GET', KEYS[1])
+--        {4, current version|nil}  another writer holds the lock and ARGV[7] asked to yield
+local versionKey, tokensKey, logKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local expected, commitId, seen = ARGV[1], ARGV[2], ARGV[5]
+local t = redis.call('TYPE', logKey).ok
+if t ~= 'none' and t ~= 'list' then return {3, logKey} end
+local cur = redis.call('GET', versionKey)
 local lock = false
-if ARGV[5] == '1' then
-  lock = redis.call('GET', KEYS[4])
-  if lock and lock ~= ARGV[6] then return {4, cur} end
+if ARGV[7] == '1' then
+  lock = redis.call('GET', lockKey)
+  if lock and lock ~= ARGV[8] then return {4, cur} end
 end
 local function release()
   if lock then
-    redis.call('DEL', KEYS[4])
-    redis.call('PUBLISH', ARGV[8], '')
+    redis.call('DEL', lockKey)
+    redis.call('PUBLISH', ARGV[10], '')
   end
 end
-if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  local n = tonumber(ARGV[9])
-  if n == 0 and #ARGV == 9 then
-    release()
-    return {1, cur}
-  end
-  for i = 10, 9 + 2 * n, 2 do
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  end
-  for i = 10 + 2 * n, #ARGV do
-    redis.call('HDEL', KEYS[2], ARGV[i])
-  end
-  local nv = (tonumber(cur) or 0) + 1
-  redis.call('SET', KEYS[1], nv)
-  redis.call('RPUSH', KEYS[3], nv .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
-  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[4]), -1)
-  release()
-  return {1, tostring(nv)}
+-- Whether the vault at the expected version is the one the snapshot was read from.
+local function continues()
+  if redis.call('HLEN', tokensKey) ~= tonumber(ARGV[6]) then return false end
+  if expected == '' then return true end
+  local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')
+  if seen == '' then return v ~= expected end
+  return v == expected and commit == seen
 end
-local since, now = tonumber(ARGV[1]) or 0, tonumber(cur)
-if now and now > since then
-  for _, e in ipairs(redis.call('LRANGE', KEYS[3], since - now, -1)) do
-    if string.match(e, '^%d+ (%S+)') == ARGV[2] then
+local status = 0
+if (cur == false and expected == '') or cur == expected then
+  if continues() then
+    local n = tonumber(ARGV[11])
+    if n == 0 and #ARGV == 11 then
       release()
-      return {2, cur}
+      return {1, cur}
+    end
+    for i = 12, 11 + 2 * n, 2 do
+      redis.call('HSET', tokensKey, ARGV[i], ARGV[i + 1])
+    end
+    for i = 12 + 2 * n, #ARGV do
+      redis.call('HDEL', tokensKey, ARGV[i])
+    end
+    local nv = (tonumber(cur) or 0) + 1
+    redis.call('SET', versionKey, nv)
+    redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. ARGV[3])
+    redis.call('LTRIM', logKey, -tonumber(ARGV[4]), -1)
+    release()
+    return {1, tostring(nv)}
+  end
+  status = 5
+else
+  local since, now = tonumber(expected) or 0, tonumber(cur)
+  if now and now > since then
+    for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
+      if string.match(e, '^%d+ (%S+)') == commitId then
+        release()
+        return {2, cur}
+      end
     end
   end
 end
 local took = 0
-if ARGV[5] == '1' and ARGV[7] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
+if ARGV[7] == '1' and ARGV[9] ~= '' then
+  redis.call('SET', lockKey, ARGV[8], 'PX', ARGV[9])
   took = 1
 end
-return {0, cur, took}
+return {status, cur, took}

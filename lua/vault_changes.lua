@@ -1,46 +1,93 @@
--- vault_changes: what changed in the vault since a version, read atomically.
--- A replica's cache at version V becomes exactly the current vault by taking, for every
--- token the log names after V, its current value. The log proves it is complete only if
--- its entries after V are contiguous up to the current version; a writer that bumps the
--- version without logging (haechi-store-redis) or a trimmed log means 'reload'.
+-- vault_changes: what changed in the vault since a version, read atomically, with the
+-- proof that Redis still continues the history a replica's cache saw.
+-- A cache at version V that saw commit C logged at V becomes exactly the current vault by
+-- taking, for every token the log names after V, its current value, but only while Redis
+-- still carries C at V: the latest entry for V names C and the entries after it are
+-- V+1 .. the current version, in order. Every entry pushed after C's is for a later
+-- version, so while fewer than ARGV[4] commits followed it an unbroken history keeps it:
+-- a lower version, no entry for V or another commit at V is a rewind (a failover to a
+-- lagging replica, FLUSHALL, eviction, a restored snapshot). A gap (haechi-store-redis
+-- bumps the version without logging), a trimmed log or an entry that does not decode
+-- means 'reload'. `size` lets the replica check its token count against Redis's.
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
 -- ARGV[1] known version ('' = never mutated)
--- ARGV[2] a commit id to look for among the entries after ARGV[1] ('' = none)
--- ARGV[3] most entries worth replaying before a reload is cheaper
--- Reply: {current version|nil, 'same'}
---        {current version|nil, 'reload'}
---        {current version, 'delta', found (1/0), token, value|nil, token, value|nil, ...}
-local cur = redis.call('GET', KEYS[1])
-local since, now = tonumber(ARGV[1]) or 0, tonumber(cur) or 0
+-- ARGV[2] the commit id the cache saw logged at ARGV[1] ('' = none: never mutated, or a
+--         version written without a log entry)
+-- ARGV[3] a commit id to look for among the entries after ARGV[1] ('' = none)
+-- ARGV[4] most entries worth replaying before a reload is cheaper (the log's bound)
+-- Reply: {version|nil, status, size, detail, found, token, value|nil, token, value|nil, ...}
+--   size: HLEN of tokens; found: 1 when ARGV[3] is logged after ARGV[1], else 0
+--   'same', 'delta' (then the changed tokens): detail = the commit id logged at the
+--            current version ('' = none)
+--   'reload'  detail = '' (a gap, a trimmed log) or the version of an entry that does not decode
+--   'rewound' detail = the commit id now logged at ARGV[1] ('' = none)
+local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
+local known, seen, wanted, bound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local cur = redis.call('GET', versionKey)
+local size = redis.call('HLEN', tokensKey)
 if cur ~= false and tonumber(cur) == nil then
-  return {cur, 'reload'}
+  return {cur, 'reload', size, '', 0}
 end
-if now == since then
-  return {cur, 'same'}
+local since, now = tonumber(known) or 0, tonumber(cur) or 0
+if now < since then
+  return {cur, 'rewound', size, '', 0}
 end
-if now < since or now - since > tonumber(ARGV[3]) then
-  return {cur, 'reload'}
+if now - since >= bound then
+  return {cur, 'reload', size, '', 0}
 end
-local entries = redis.call('LRANGE', KEYS[3], since - now, -1)
-if #entries ~= now - since then
-  return {cur, 'reload'}
+local proving = seen ~= '' and since > 0
+local count = now - since + (proving and 1 or 0)
+local entries = count > 0 and redis.call('LRANGE', logKey, -count, -1) or {}
+local function parse(entry)
+  local v, commit, ids = string.match(entry, '^(%d+) (%S+) (.*)$')
+  return tonumber(v), commit, ids
 end
-local reply, seen, found = {cur, 'delta', 0}, {}, 0
-for i, e in ipairs(entries) do
-  local v, commit, ids = string.match(e, '^(%d+) (%S+) (.*)$')
-  if tonumber(v) ~= since + i then
-    return {cur, 'reload'}
-  end
-  if commit == ARGV[2] then
-    found = 1
-  end
-  for _, id in ipairs(cjson.decode(ids)) do
-    if not seen[id] then
-      seen[id] = true
-      reply[#reply + 1] = id
-      reply[#reply + 1] = redis.call('HGET', KEYS[2], id)
+local start = 0
+if proving then
+  for i = #entries, 1, -1 do
+    local v, commit = parse(entries[i])
+    if v == since then
+      if commit ~= seen then
+        return {cur, 'rewound', size, commit, 0}
+      end
+      start = i
+      break
     end
   end
+  if start == 0 then
+    return {cur, 'rewound', size, '', 0}
+  end
 end
-reply[3] = found
+if #entries - start ~= now - since then
+  return {cur, 'reload', size, '', 0}
+end
+local reply, named, found = {cur, 'delta', size, proving and seen or '', 0}, {}, 0
+for i = start + 1, #entries do
+  local v, commit, ids = parse(entries[i])
+  if v ~= since + i - start then
+    return {cur, 'reload', size, '', 0}
+  end
+  if commit == wanted then
+    found = 1
+  end
+  local decoded, list = pcall(cjson.decode, ids)
+  if not decoded or type(list) ~= 'table' then
+    return {cur, 'reload', size, tostring(v), 0}
+  end
+  for _, id in ipairs(list) do
+    if type(id) ~= 'string' then
+      return {cur, 'reload', size, tostring(v), 0}
+    end
+    if not named[id] then
+      named[id] = true
+      reply[#reply + 1] = id
+      reply[#reply + 1] = redis.call('HGET', tokensKey, id)
+    end
+  end
+  reply[4] = commit
+end
+if now == since then
+  reply[2] = 'same'
+end
+reply[5] = found
 return reply

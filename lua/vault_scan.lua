@@ -1,7 +1,12 @@
--- vault_scan: one page of a full vault read, with the version it was read at, so a
--- paged reload never blocks Redis for long and can prove which version it saw.
--- KEYS[1] version  KEYS[2] tokens (hash)
+-- vault_scan: one page of a full vault read, with the version it was read at and the
+-- commit logged at that version, so a paged reload never blocks Redis for long and can
+-- prove which version (and whose history) it saw.
+-- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
 -- ARGV[1] HSCAN cursor  ARGV[2] page size hint
--- Reply: {version|nil, next cursor, {token, record JSON, ...}}
-local page = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', ARGV[2])
-return {redis.call('GET', KEYS[1]), page[1], page[2]}
+-- Reply: {version|nil, next cursor, {token, record JSON, ...}, commit}
+--   commit: the id logged at the version ('' = none: never mutated, or written without logging)
+local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
+local page = redis.call('HSCAN', tokensKey, ARGV[1], 'COUNT', ARGV[2])
+local version = redis.call('GET', versionKey)
+local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')
+return {version, page[1], page[2], (v ~= nil and v == version) and commit or ''}

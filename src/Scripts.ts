@@ -28,7 +28,7 @@ export const Scripts = {
   readyProbe: define("ready_probe", 1),
   vaultApply: define("vault_apply", 4),
   vaultChanges: define("vault_changes", 3, true),
-  vaultScan: define("vault_scan", 2, true),
+  vaultScan: define("vault_scan", 3, true),
   lockAcquire: define("lock_acquire", 3),
   lockRelease: define("lock_release", 3),
   lockExtend: define("lock_extend", 1)

@@ -1,9 +1,11 @@
 /**
  * The token vault's storage primitives, written once per backing: a compare-and-apply
  * of a diff fenced on the version (logging the changed token ids), the changes since a
- * version, and a paged full read that reports the version of each page. The contract
- * (synchronous views, the replica cache, retries, resolving a lost reply) lives once
- * above this, in TokenStore.
+ * version, and a paged full read that reports the version of each page. Each primitive
+ * also carries the proof that Redis still continues the history a cache saw (the commit
+ * id logged at its version, the token count), so a rewound Redis is seen with no extra
+ * round trip. The contract (synchronous views, the replica cache, retries, resolving a
+ * lost reply) lives once above this, in TokenStore.
  */
 import * as Effect from "effect/Effect"
 import { CorruptData, type RedisError } from "./Errors.js"
@@ -16,9 +18,23 @@ import { claimArgs, type LockClaim } from "./StoreGuard.js"
 /** The vault's version: "" before the first commit, then "1", "2", ... (haechi-store-redis's counter). */
 export type Version = string
 
+/** Where a cache stands: a version, and the commit logged at it ("" = none). */
+export interface VaultPoint {
+  readonly version: Version
+  /**
+   * The commit id logged at `version`; "" for the never-mutated vault and for a version
+   * written without a log entry (by haechi-store-redis), which no commit id can prove.
+   */
+  readonly commit: string
+}
+
 export interface VaultWrite {
   /** The version the diff was computed on. */
   readonly expected: Version
+  /** The commit logged at `expected` when the snapshot was read ("" = none). */
+  readonly expectedCommit: string
+  /** How many tokens the snapshot held. */
+  readonly expectedSize: number
   readonly commitId: string
   readonly sets: ReadonlyArray<readonly [token: string, recordJson: string]>
   readonly deletes: ReadonlyArray<string>
@@ -33,18 +49,33 @@ export type ApplyOutcome =
   | { readonly _tag: "Committed"; readonly version: Version }
   /** This commit id is already logged: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted"; readonly version: Version }
-  /** `tookLock`: the attempt's claim asked for the lock and now holds it. */
-  | { readonly _tag: "Conflict"; readonly version: Version; readonly tookLock: boolean }
+  /**
+   * `tookLock`: the attempt's claim asked for the lock and now holds it. `rewound`: the
+   * version matched but Redis no longer holds the snapshot's history (nothing written).
+   */
+  | { readonly _tag: "Conflict"; readonly version: Version; readonly tookLock: boolean; readonly rewound: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld"; readonly version: Version }
 
+/** `size` is always Redis's token count now, to check a cache against. */
 export type Changes =
-  | { readonly _tag: "Same"; readonly version: Version }
-  /** The log cannot prove it is complete since the known version: read the vault in full. */
-  | { readonly _tag: "Reload"; readonly version: Version }
+  | { readonly _tag: "Same"; readonly version: Version; readonly commit: string; readonly size: number }
+  /**
+   * The log cannot prove it is complete since the known version (a gap, a trimmed log):
+   * read the vault in full. `unreadable`: the version of a log entry that does not decode.
+   */
+  | { readonly _tag: "Reload"; readonly version: Version; readonly size: number; readonly unreadable?: string }
+  /**
+   * Redis no longer continues the history the cache saw: a lower version, or the commit
+   * the cache saw is no longer logged at its version (`commitThere`: what is, "" = none).
+   */
+  | { readonly _tag: "Rewound"; readonly version: Version; readonly size: number; readonly commitThere: string }
   | {
       readonly _tag: "Delta"
       readonly version: Version
+      /** The commit logged at `version`. */
+      readonly commit: string
+      readonly size: number
       /** Whether the commit id asked about is among the changes. */
       readonly found: boolean
       /** Each changed token with its current record JSON, null when deleted. */
@@ -53,6 +84,8 @@ export type Changes =
 
 export interface ScanPage {
   readonly version: Version
+  /** The commit logged at `version` ("" = none). */
+  readonly commit: string
   readonly cursor: string
   readonly entries: ReadonlyArray<readonly [string, string]>
 }
@@ -62,11 +95,15 @@ export type BackingError = RedisError | CorruptData
 export interface VaultBacking {
   readonly keys: VaultKeys
   readonly apply: (write: VaultWrite) => Effect.Effect<ApplyOutcome, BackingError>
-  readonly changes: (known: Version, commitId: string) => Effect.Effect<Changes, BackingError>
+  /** The changes since `known`, proved against the commit it saw; `commitId`: a commit to look for. */
+  readonly changes: (known: VaultPoint, commitId: string) => Effect.Effect<Changes, BackingError>
   /** One page of a full read; start with cursor "0", done when the returned cursor is "0". */
   readonly scan: (cursor: string) => Effect.Effect<ScanPage, BackingError>
   /** The whole vault at one version, atomically (the fallback when paged reads cannot settle). */
-  readonly snapshot: Effect.Effect<{ readonly version: Version; readonly entries: ReadonlyArray<readonly [string, string]> }, BackingError>
+  readonly snapshot: Effect.Effect<
+    { readonly version: Version; readonly commit: string; readonly entries: ReadonlyArray<readonly [string, string]> },
+    BackingError
+  >
   readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, BackingError>
   readonly ready: Effect.Effect<Readiness>
 }
@@ -82,6 +119,12 @@ const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, Corrupt
   return /^\d+$/.test(text)
     ? Effect.succeed(text)
     : Effect.fail(new CorruptData({ key, detail: "the version is not a non-negative integer" }))
+}
+
+/** The commit id of the log's last entry when that entry is for `version`, else "". */
+const commitLoggedAt = (version: Version, last: unknown): string => {
+  const match = typeof last === "string" ? /^(\d+) (\S+)/.exec(last) : null
+  return match !== null && version !== "" && match[1] === version ? (match[2] as string) : ""
 }
 
 const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> => {
@@ -103,6 +146,8 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
         write.commitId,
         JSON.stringify([...write.sets.map(([token]) => token), ...write.deletes]),
         LOG_BOUND,
+        write.expectedCommit,
+        write.expectedSize,
         ...claimArgs(write.claim),
         write.sets.length
       ]
@@ -122,52 +167,65 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
                 ? { _tag: "AlreadyCommitted", version: v }
                 : status === 4
                   ? { _tag: "LockHeld", version: v }
-                  : { _tag: "Conflict", version: v, tookLock: took === 1 }
+                  : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === 5 }
           )
         })
       )
     },
     changes: (known, commitId) =>
-      redis.script(Scripts.vaultChanges, three, [known, commitId, LOG_BOUND]).pipe(
+      redis.script(Scripts.vaultChanges, three, [known.version, known.commit, commitId, LOG_BOUND]).pipe(
         wrongType(keys.log),
         Effect.flatMap((reply) => {
-          const [version, status, found, ...flat] = reply as [string | null, string, number, ...Array<string | null>]
-          if (status === "reload" && version !== null && !/^\d+$/.test(version)) {
-            return Effect.fail(new CorruptData({ key: keys.version, detail: "the version is not a non-negative integer" }))
-          }
+          const [version, status, size, detail, found, ...flat] = reply as [
+            string | null,
+            string,
+            number,
+            string,
+            number,
+            ...Array<string | null>
+          ]
           return Effect.map(parseVersion(version, keys.version), (v): Changes => {
-            if (status === "same") return { _tag: "Same", version: v }
-            if (status === "reload") return { _tag: "Reload", version: v }
+            switch (status) {
+              case "same":
+                return { _tag: "Same", version: v, commit: detail, size }
+              case "reload":
+                return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
+              case "rewound":
+                return { _tag: "Rewound", version: v, size, commitThere: detail }
+            }
             const changes: Array<readonly [string, string | null]> = []
             for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
-            return { _tag: "Delta", version: v, found: found === 1, changes }
+            return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
           })
         })
       ),
     scan: (cursor) =>
-      redis.script(Scripts.vaultScan, [keys.version, keys.tokens], [cursor, SCAN_PAGE]).pipe(
+      redis.script(Scripts.vaultScan, three, [cursor, SCAN_PAGE]).pipe(
         wrongType(keys.tokens),
         Effect.flatMap((reply) => {
-          const [version, next, flat] = reply as [string | null, string, Array<string>]
+          const [version, next, flat, commit] = reply as [string | null, string, Array<string>, string]
           return Effect.map(parseVersion(version, keys.version), (v) => ({
             version: v,
+            commit: String(commit ?? ""),
             cursor: String(next),
             entries: pairs(flat)
           }))
         })
       ),
     snapshot: redis
-      .run("MULTI GET version HGETALL tokens", (c) => c.multi().get(keys.version).hgetall(keys.tokens).exec())
+      .run("MULTI GET version HGETALL tokens LINDEX log", (c) =>
+        c.multi().get(keys.version).hgetall(keys.tokens).lindex(keys.log, -1).exec()
+      )
       .pipe(
         Effect.flatMap((results) => {
-          const [[versionError, version] = [null, null], [tokensError, tokens] = [null, {}]] = (results ?? []) as Array<
-            [Error | null, unknown]
-          >
-          if (versionError || tokensError) {
+          const [[versionError, version] = [null, null], [tokensError, tokens] = [null, {}], [logError, last] = [null, null]] =
+            (results ?? []) as Array<[Error | null, unknown]>
+          if (versionError || tokensError || logError) {
             return Effect.fail(new CorruptData({ key: keys.tokens, detail: "a vault key holds the wrong Redis type" }))
           }
           return Effect.map(parseVersion(version, keys.version), (v) => ({
             version: v,
+            commit: commitLoggedAt(v, last),
             entries: Object.entries(tokens as Record<string, string>)
           }))
         })
@@ -194,12 +252,30 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
   const log: Array<{ readonly version: number; readonly commitId: string; readonly ids: ReadonlyArray<string> }> = []
   let version = 0
   const current = (): Version => (version === 0 ? "" : String(version))
-  const changes = (known: Version, commitId: string): Changes => {
-    const since = known === "" ? 0 : Number(known)
-    if (since === version) return { _tag: "Same", version: current() }
-    const entries = log.slice(log.length - (version - since))
-    if (since > version || version - since > LOG_BOUND || entries.length !== version - since) {
-      return { _tag: "Reload", version: current() }
+  const lastCommit = (): string => {
+    const last = log[log.length - 1]
+    return last !== undefined && last.version === version ? last.commitId : ""
+  }
+  // The same proof as vault_changes.lua (see there for why each case means what it does).
+  const changes = (known: VaultPoint, commitId: string): Changes => {
+    const since = known.version === "" ? 0 : Number(known.version)
+    const size = tokens.size
+    if (version < since) return { _tag: "Rewound", version: current(), size, commitThere: "" }
+    if (version - since >= LOG_BOUND) return { _tag: "Reload", version: current(), size }
+    const proving = known.commit !== "" && since > 0
+    const window = log.slice(Math.max(0, log.length - (version - since + (proving ? 1 : 0))))
+    let start = 0
+    if (proving) {
+      let at = window.length - 1
+      while (at >= 0 && window[at]!.version !== since) at--
+      if (at === -1) return { _tag: "Rewound", version: current(), size, commitThere: "" }
+      const entry = window[at]!
+      if (entry.commitId !== known.commit) return { _tag: "Rewound", version: current(), size, commitThere: entry.commitId }
+      start = at + 1
+    }
+    const entries = window.slice(start)
+    if (entries.length !== version - since || entries.some((entry, i) => entry.version !== since + i + 1)) {
+      return { _tag: "Reload", version: current(), size }
     }
     const seen = new Set<string>()
     const out: Array<readonly [string, string | null]> = []
@@ -212,18 +288,30 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
         out.push([id, tokens.get(id) ?? null])
       }
     }
-    return { _tag: "Delta", version: current(), found, changes: out }
+    const commit = proving || entries.length > 0 ? lastCommit() : ""
+    return version === since
+      ? { _tag: "Same", version: current(), commit, size }
+      : { _tag: "Delta", version: current(), commit, size, found, changes: out }
+  }
+  const continues = (write: VaultWrite): boolean => {
+    if (tokens.size !== write.expectedSize) return false
+    if (write.expected === "") return true
+    const last = log[log.length - 1]
+    return write.expectedCommit === ""
+      ? last?.version !== version
+      : last?.version === version && last.commitId === write.expectedCommit
   }
   return {
     keys,
     apply: (write) =>
       Effect.sync((): ApplyOutcome => {
         if (write.expected !== current()) {
-          const seen = changes(write.expected, write.commitId)
+          const seen = changes({ version: write.expected, commit: write.expectedCommit }, write.commitId)
           return seen._tag === "Delta" && seen.found
             ? { _tag: "AlreadyCommitted", version: current() }
-            : { _tag: "Conflict", version: current(), tookLock: false }
+            : { _tag: "Conflict", version: current(), tookLock: false, rewound: false }
         }
+        if (!continues(write)) return { _tag: "Conflict", version: current(), tookLock: false, rewound: true }
         if (write.sets.length === 0 && write.deletes.length === 0) return { _tag: "Committed", version: current() }
         for (const [token, json] of write.sets) tokens.set(token, json)
         for (const token of write.deletes) tokens.delete(token)
@@ -233,8 +321,8 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
         return { _tag: "Committed", version: current() }
       }),
     changes: (known, commitId) => Effect.sync(() => changes(known, commitId)),
-    scan: () => Effect.sync(() => ({ version: current(), cursor: "0", entries: [...tokens] })),
-    snapshot: Effect.sync(() => ({ version: current(), entries: [...tokens] })),
+    scan: () => Effect.sync(() => ({ version: current(), commit: lastCommit(), cursor: "0", entries: [...tokens] })),
+    snapshot: Effect.sync(() => ({ version: current(), commit: lastCommit(), entries: [...tokens] })),
     stats: Effect.sync(() => ({ version: current(), size: tokens.size, logLength: log.length })),
     ready: Effect.succeed(READY)
   }

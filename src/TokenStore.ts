@@ -10,6 +10,13 @@
  * returns their current values), reloading in pages only when the log cannot prove it
  * is complete. Cached records are frozen and views hand out private copies from `get`,
  * so an in-place edit by `f` never reaches the cache unless it commits.
+ *
+ * A cache is used only while Redis proves it still continues the history the cache saw
+ * (the commit id logged at its version, and the token count), in the same script call:
+ * a rewound Redis (a failover to a lagging replica, FLUSHALL, eviction, a restored
+ * snapshot, a key deleted by hand) drops the cache, is counted and logged, and the
+ * vault is read again in full, so no read or mutate is ever answered from state Redis
+ * no longer holds. Only records that JSON stores exactly as given are written.
  */
 import { nextCommitId } from "./CommitId.js"
 import * as Context from "effect/Context"
@@ -25,6 +32,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
 import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import {
@@ -33,6 +41,7 @@ import {
   type ApplyOutcome,
   type Changes,
   type VaultBacking,
+  type VaultPoint,
   type VaultWrite,
   type Version
 } from "./TokenBacking.js"
@@ -103,6 +112,9 @@ const copyJson = (value: unknown): unknown => {
 /** One version of the vault as the cache holds it. Views capture it; it is never edited while pinned. */
 interface Snapshot {
   readonly version: Version
+  /** The commit logged at `version` ("" = none), and the token count: the apply's proof. */
+  readonly commit: string
+  readonly size: number
   readonly records: { get(token: string): TokenRecord | undefined; has(token: string): boolean }
   /** Every frozen `[token, record]` pair of this version (shared: copy before handing out). */
   readonly pairs: () => ReadonlyArray<readonly [string, TokenRecord]>
@@ -118,6 +130,8 @@ type Pair = readonly [string, TokenRecord]
  */
 class VaultCache {
   version: Version | undefined = undefined
+  /** The commit logged at `version` ("" = none: never mutated, or a version written without logging). */
+  commit = ""
   private positions = new Map<string, number>()
   private pairs: Array<Pair> = []
   private pins = 0
@@ -154,8 +168,34 @@ class VaultCache {
     }
   }
 
-  /** Parses every change first, then applies all of them, so a corrupt value changes nothing. */
-  advance(from: Version, to: Version, changes: ReadonlyArray<readonly [string, string | null]>): Effect.Effect<void, CorruptData> {
+  get size(): number {
+    return this.positions.size
+  }
+
+  /** Where the cache stands, when it holds a version. */
+  point(): VaultPoint | undefined {
+    return this.version === undefined ? undefined : { version: this.version, commit: this.commit }
+  }
+
+  /** Forgets everything: the next use reloads (views already running keep their version). */
+  drop(): void {
+    this.version = undefined
+    this.commit = ""
+    this.positions = new Map()
+    this.pairs = []
+    this.pins = 0
+  }
+
+  /**
+   * Parses every change first, then applies all of them, so a corrupt value changes
+   * nothing. With `size` (Redis's token count at `to`), changes that would leave the
+   * cache holding another number of tokens are not applied: false.
+   */
+  advance(
+    from: Version,
+    to: { readonly version: Version; readonly commit: string; readonly size?: number },
+    changes: ReadonlyArray<readonly [string, string | null]>
+  ): Effect.Effect<boolean, CorruptData> {
     return Effect.suspend(() => {
       const parsed: Array<readonly [string, TokenRecord | undefined]> = []
       for (const [token, json] of changes) {
@@ -163,7 +203,12 @@ class VaultCache {
         if (record instanceof CorruptData) return Effect.fail(record)
         parsed.push([token, record])
       }
-      if (this.version !== from) return Effect.void
+      if (this.version !== from) return Effect.succeed(true)
+      if (to.size !== undefined) {
+        let size = this.positions.size
+        for (const [token, record] of parsed) size += (record !== undefined ? 1 : 0) - (this.positions.has(token) ? 1 : 0)
+        if (size !== to.size) return Effect.succeed(false)
+      }
       if (this.pins > 0) {
         // Views still read the old version: leave it to them.
         this.positions = new Map(this.positions)
@@ -171,8 +216,9 @@ class VaultCache {
         this.pins = 0
       }
       for (const [token, record] of parsed) this.put(token, record)
-      this.version = to
-      return Effect.void
+      this.version = to.version
+      this.commit = to.commit
+      return Effect.succeed(true)
     })
   }
 
@@ -183,7 +229,7 @@ class VaultCache {
    */
   builder(): {
     readonly add: (entries: Iterable<readonly [string, string]>) => Effect.Effect<void, CorruptData>
-    readonly commit: (version: Version) => void
+    readonly commit: (at: VaultPoint) => void
   } {
     const positions = new Map<string, number>()
     const pairs: Array<Pair> = []
@@ -204,18 +250,19 @@ class VaultCache {
           }
           return Effect.void
         }),
-      commit: (version) => {
+      commit: (at) => {
         this.positions = positions
         this.pairs = pairs
         this.pins = 0
-        this.version = version
+        this.version = at.version
+        this.commit = at.commit
       }
     }
   }
 
-  replace(version: Version, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
+  replace(at: VaultPoint, entries: Iterable<readonly [string, string]>): Effect.Effect<void, CorruptData> {
     const next = this.builder()
-    return Effect.map(next.add(entries), () => next.commit(version))
+    return Effect.map(next.add(entries), () => next.commit(at))
   }
 
   /** Pins the current version for a view; `release` unpins it. */
@@ -225,6 +272,8 @@ class VaultCache {
     const pairs = this.pairs
     const snapshot: Snapshot = {
       version: this.version ?? "",
+      commit: this.commit,
+      size: positions.size,
       records: {
         get: (token) => {
           const at = positions.get(token)
@@ -297,6 +346,14 @@ class StagingView implements MutableView {
   }
 }
 
+const kindOf = (value: unknown): string => {
+  if (value === null) return "null"
+  if (Array.isArray(value)) return "an array"
+  if (typeof value !== "object") return `a ${typeof value}`
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name
+  return `a ${typeof name === "string" && name !== "" ? name : "non-plain"} object`
+}
+
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
 const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 /** A full read whose pages saw different versions is retried this often before one atomic read. */
@@ -309,56 +366,126 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const guard = options.guard ?? noGuard
   const afterCommit = options.afterCommit ?? Effect.void
   const cache = new VaultCache(backing.keys.tokens)
+  const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
 
-  const catchUp = (from: Version, changes: Changes): Effect.Effect<boolean, CorruptData> => {
+  /** A cache Redis no longer backs: counted, logged with both points, and dropped. */
+  const rewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
+    Effect.zipRight(
+      Metric.update(rewinds, 1),
+      Effect.logWarning(
+        `vault store ${prefix}: Redis no longer holds the vault this replica cached ` +
+          `(cached version ${seen.version || "none"}${seen.commit === "" ? "" : `, commit ${seen.commit}`}; ` +
+          `Redis now at version ${now || "none"}: ${detail}); the cache is dropped and the vault read again`
+      ).pipe(Effect.annotateLogs({ "haechi.prefix": prefix, "haechi.cached_version": seen.version, "haechi.version": now }))
+    ).pipe(Effect.zipLeft(Effect.sync(() => cache.drop())))
+
+  const numeric = (version: Version): number => (version === "" ? 0 : Number(version))
+
+  /** A reload that lands below, or on another commit at, where the cache stood saw a rewind. */
+  const checkLanding = (before: VaultPoint | undefined): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const after = cache.point()
+      if (before === undefined || after === undefined) return Effect.void
+      if (numeric(after.version) < numeric(before.version)) {
+        return rewound(before, after.version, "the version went down")
+      }
+      if (after.version === before.version && after.commit !== before.commit) {
+        return rewound(before, after.version, `another commit at that version (${after.commit || "none logged"})`)
+      }
+      return Effect.void
+    })
+
+  /**
+   * Applies what the change log proved (true), or says a full read is needed (false);
+   * a rewind is counted and drops the cache.
+   */
+  const catchUp = (from: VaultPoint, changes: Changes): Effect.Effect<boolean, CorruptData> => {
     switch (changes._tag) {
       case "Same":
-        return Effect.succeed(true)
+        return cache.version === from.version && cache.size !== changes.size
+          ? Effect.as(rewound(from, changes.version, `Redis holds ${changes.size} tokens, the cache ${cache.size}`), false)
+          : Effect.succeed(true)
       case "Reload":
-        return Effect.succeed(false)
+        return changes.unreadable === undefined
+          ? Effect.succeed(false)
+          : Effect.as(
+              Effect.logWarning(
+                `vault store ${prefix}: the change log entry for version ${changes.unreadable} does not decode; reading the vault in full`
+              ),
+              false
+            )
+      case "Rewound":
+        return Effect.as(
+          rewound(
+            from,
+            changes.version,
+            numeric(changes.version) < numeric(from.version)
+              ? "the version went down"
+              : `the commit it saw is no longer logged at version ${from.version} (${changes.commitThere || "none is"})`
+          ),
+          false
+        )
       case "Delta":
-        return Effect.as(cache.advance(from, changes.version, changes.changes), true)
+        return Effect.flatMap(
+          cache.advance(from.version, { version: changes.version, commit: changes.commit, size: changes.size }, changes.changes),
+          (applied) =>
+            applied
+              ? Effect.succeed(true)
+              : Effect.as(rewound(from, changes.version, `Redis holds ${changes.size} tokens, which the log does not explain`), false)
+        )
     }
   }
 
   // Pages never block Redis for long; if the pages saw different versions the log
   // replays what changed in between, else the read is tried again, then done atomically.
-  const reload: Effect.Effect<void, StoreError> = Effect.gen(function* () {
-    yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
-    for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
-      const next = cache.builder()
-      let first: Version | undefined
-      let last: Version = ""
-      let cursor = "0"
-      do {
-        const page = yield* backing.scan(cursor)
-        first ??= page.version
-        last = page.version
-        cursor = page.cursor
-        yield* next.add(page.entries)
-      } while (cursor !== "0")
-      const start = first ?? ""
-      next.commit(start)
-      if (start === last) return
-      const changes = yield* backing.changes(start, "")
-      if (yield* catchUp(start, changes)) return
-    }
-    const all = yield* backing.snapshot
-    yield* cache.replace(all.version, all.entries)
-  }).pipe(Effect.withSpan("haechi.vault.reload", { attributes: { "haechi.prefix": prefix } }))
+  // `before`: where the cache stood, to tell a rewind that happened meanwhile.
+  const reload = (before: VaultPoint | undefined): Effect.Effect<void, StoreError> =>
+    Effect.gen(function* () {
+      yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
+      for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
+        const next = cache.builder()
+        let first: VaultPoint | undefined
+        let last: Version = ""
+        let cursor = "0"
+        do {
+          const page = yield* backing.scan(cursor)
+          first ??= { version: page.version, commit: page.commit }
+          last = page.version
+          cursor = page.cursor
+          yield* next.add(page.entries)
+        } while (cursor !== "0")
+        const start = first ?? { version: "", commit: "" }
+        next.commit(start)
+        if (start.version === last) return yield* checkLanding(before)
+        const changes = yield* backing.changes(start, "")
+        if (changes._tag === "Rewound") continue
+        if (yield* catchUp(start, changes)) return yield* checkLanding(before)
+      }
+      const all = yield* backing.snapshot
+      yield* cache.replace({ version: all.version, commit: all.commit }, all.entries)
+      yield* checkLanding(before)
+    }).pipe(Effect.withSpan("haechi.vault.reload", { attributes: { "haechi.prefix": prefix } }))
+
+  /**
+   * A cache that no commit id proves (none yet, or its version was written without
+   * logging, by haechi-store-redis) is read again before each use, as that writer does.
+   */
+  const unproven = (): boolean => cache.version === undefined || (cache.version !== "" && cache.commit === "")
 
   /** Brings the cache to the current version: one round trip unless a reload is needed. */
   const sync: Effect.Effect<void, StoreError> = Effect.suspend(() => {
-    const from = cache.version
-    if (from === undefined) return reload
+    const from = cache.point()
+    if (from === undefined || unproven()) return reload(from)
     return Effect.flatMap(backing.changes(from, ""), (changes) =>
-      Effect.flatMap(catchUp(from, changes), (current) => (current ? Effect.void : reload))
+      Effect.flatMap(catchUp(from, changes), (current) =>
+        current ? Effect.void : reload(changes._tag === "Reload" ? from : undefined)
+      )
     )
   })
 
-  const ensureLoaded = Effect.suspend(() => (cache.version === undefined ? reload : Effect.void))
+  const ensureUsable = Effect.suspend(() => (unproven() ? reload(cache.point()) : Effect.void))
 
-  const diffOf = (view: StagingView, version: Version, claim: LockClaim | undefined) =>
+  const diffOf = (view: StagingView, snapshot: Snapshot, claim: LockClaim | undefined) =>
     Effect.suspend(() => {
       const sets: Array<readonly [string, string]> = []
       const deletes: Array<string> = []
@@ -366,13 +493,16 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         if (view.touched.has(token)) continue
         const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "vault", token, reason }))
         if (typeof token !== "string") return invalid("a token id must be a string")
+        if (!isWellFormed(token)) {
+          return invalid("a token id with a lone UTF-16 surrogate cannot be stored (Redis would hold another id)")
+        }
         if (staged === DELETED) {
           if (view.snapshot.records.has(token)) deletes.push(token)
           continue
         }
-        if (typeof staged !== "object" || staged === null || Array.isArray(staged)) {
-          return invalid("a record must be a JSON object")
-        }
+        if (!isPlainObject(staged)) return invalid(`a record must be a plain JSON object, not ${kindOf(staged)}`)
+        const problem = jsonProblem(staged)
+        if (problem !== undefined) return invalid(`JSON would not store the record as it is: ${problem}`)
         let json: string | undefined
         try {
           json = JSON.stringify(staged)
@@ -381,27 +511,38 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         }
         sets.push([token, json])
       }
-      return Effect.succeed({ expected: version, commitId: nextCommitId(), sets, deletes, claim })
+      return Effect.succeed({
+        expected: snapshot.version,
+        expectedCommit: snapshot.commit,
+        expectedSize: snapshot.size,
+        commitId: nextCommitId(),
+        sets,
+        deletes,
+        claim
+      })
     })
 
   // A call that got no answer may or may not have committed: the log says, by commit id.
   const applyOnce = (write: VaultWrite): Effect.Effect<ApplyOutcome, StoreError> =>
     backing.apply(write).pipe(
       Effect.catchTag("RedisUnavailable", (lost) =>
-        backing.changes(write.expected, write.commitId).pipe(
+        backing.changes({ version: write.expected, commit: write.expectedCommit }, write.commitId).pipe(
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
           Effect.mapError(() => new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause })),
           Effect.flatMap((changes): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
             // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
             const tookLock = write.claim?.ask === true
-            if (changes._tag === "Same") return Effect.succeed({ _tag: "Conflict", version: changes.version, tookLock })
-            if (changes._tag === "Reload") {
+            if (changes._tag === "Same") {
+              return Effect.succeed({ _tag: "Conflict", version: changes.version, tookLock, rewound: false })
+            }
+            // A history that cannot be replayed, or was rewound, cannot say whether the commit landed.
+            if (changes._tag === "Reload" || changes._tag === "Rewound") {
               return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause }))
             }
             return Effect.succeed(
               changes.found
                 ? { _tag: "AlreadyCommitted" as const, version: changes.version }
-                : { _tag: "Conflict" as const, version: changes.version, tookLock }
+                : { _tag: "Conflict" as const, version: changes.version, tookLock, rewound: false }
             )
           }),
           Effect.tap(() => Metric.update(Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault")), 1))
@@ -411,19 +552,20 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 
   const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, claim?: LockClaim) =>
     Effect.gen(function* () {
-      yield* ensureLoaded
+      yield* ensureUsable
       const { snapshot, release } = cache.pin()
       const view = new StagingView(snapshot)
       const result = yield* Effect.ensuring(f(view), Effect.sync(release))
-      const write = yield* diffOf(view, snapshot.version, claim)
+      const write = yield* diffOf(view, snapshot, claim)
       const outcome = yield* applyOnce(write)
       noteClaim(claim, outcome)
       switch (outcome._tag) {
         case "Committed": {
+          if (write.sets.length + write.deletes.length === 0) return result
           const changes = write.sets.map(([t, json]) => [t, json] as const as readonly [string, string | null])
           for (const token of write.deletes) changes.push([token, null])
-          yield* cache.advance(snapshot.version, outcome.version, changes)
-          if (write.sets.length + write.deletes.length > 0) yield* afterCommit
+          yield* cache.advance(snapshot.version, { version: outcome.version, commit: write.commitId }, changes)
+          yield* afterCommit
           return result
         }
         case "AlreadyCommitted":
@@ -432,7 +574,12 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         case "LockHeld":
           return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true }))
         case "Conflict":
-          yield* sync
+          // A rewind found by the fence drops the cache: the next attempt reads the vault again.
+          if (outcome.rewound && cache.version === snapshot.version) {
+            yield* rewound(snapshot, outcome.version, "the fence found another history at that version")
+          } else {
+            yield* sync
+          }
           return yield* Effect.fail(
             new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version })
           )

@@ -164,8 +164,15 @@ describe("store lock policies", () => {
     try {
       const backing = redisVaultBacking(fromClient(client), keyPrefix)
       const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask, held: false })
-      const apply = (expected: string, token: string, claim: LockClaim | undefined) =>
-        Effect.runPromise(backing.apply({ expected, commitId: `c-${Math.random()}`, sets: [[token, '{"type":"t"}']], deletes: [], claim }))
+      // The fence's proof of continuity: the commit logged at the expected version, and the token count.
+      const seen = { commit: "", size: 0 }
+      const apply = async (expected: string, token: string, claim: LockClaim | undefined) => {
+        const commitId = `c-${Math.random()}`
+        const write = { expected, expectedCommit: seen.commit, expectedSize: seen.size, commitId, claim }
+        const outcome = await Effect.runPromise(backing.apply({ ...write, sets: [[token, '{"type":"t"}']], deletes: [] }))
+        if (outcome._tag === "Committed") Object.assign(seen, { commit: commitId, size: seen.size + 1 })
+        return outcome
+      }
       expect(await apply("", "first", undefined)).toEqual({ _tag: "Committed", version: "1" })
       const messages: Array<string> = []
       await sub.subscribe(channel)
@@ -173,7 +180,7 @@ describe("store lock policies", () => {
       // A stale version, asking for the lock: rejected, and the lock is ours.
       const mine = claimOf("tok-a", true)
       const rejected = await apply("", "stale", mine)
-      expect(rejected).toEqual({ _tag: "Conflict", version: "1", tookLock: true })
+      expect(rejected).toEqual({ _tag: "Conflict", version: "1", tookLock: true, rewound: false })
       expect(await client.get(lockKey)).toBe("tok-a")
       // Another lock-free attempt on the right version yields, writing nothing.
       expect(await apply("1", "other", claimOf("tok-b", false))).toEqual({ _tag: "LockHeld", version: "1" })
