@@ -196,6 +196,9 @@ const tokenRecord = (token: string) => ({
 
 const reloads = (prefix: string) =>
   Effect.runSync(Metric.value(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)))).count
+/** An honest reference write may cause a reload, never a counted rewind. */
+const rewinds = (prefix: string) =>
+  Effect.runSync(Metric.value(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix)))).count
 
 const readChain = async (client: Redis, prefix: string) =>
   (await client.lrange(`${prefix}chain`, 0, -1)).map((json) => JSON.parse(json) as Record<string, unknown>)
@@ -528,6 +531,7 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
       await refMutate(refClient, prefix, async (view) => view.set("counter", increment(view)))
       await b.mutate(async (view) => view.set("counter", increment(view)))
       expect(await a.read((view) => view.get("counter"))).toMatchObject({ n: 6 })
+      expect(rewinds(prefix)).toBe(0)
     } finally {
       await s.close()
     }
@@ -594,6 +598,7 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
             expect(JSON.parse(all["counter"]!)).toMatchObject({ n: total })
             expect(Object.keys(all).sort()).toEqual([...perWriter.flat(), "counter"].sort())
             expect(await inspect.get(`${vaultPrefix}version`)).toBe(String(total))
+            expect(rewinds(vaultPrefix)).toBe(0)
           } finally {
             await s.close()
           }
