@@ -1,0 +1,104 @@
+// Per-operation cost of the vault's fast path on one replica: a haechi-style tokenize
+// (prune over entries(), then one set) and a reveal (read + get), on a warm cache, against
+// a throwaway redis-server. DIST= runs another build of dist/; DIST=a,b alternates rounds of
+// two builds in one process (A/B on a busy machine) and prints each one's median round.
+// Usage: node bench/vaultops.mjs [tokens=1000] [ops per round=1000] [rounds=5]
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { createServer } from "node:net"
+import { performance } from "node:perf_hooks"
+import { pathToFileURL } from "node:url"
+import { Redis } from "ioredis"
+
+const dists = (process.env.DIST ?? "").split(",").filter((d) => d !== "")
+const builds = dists.length === 0 ? [new URL("../dist/", import.meta.url).href] : dists.map((d) => pathToFileURL(`${d}/`).href)
+const [preload = 1000, ops = 1000, rounds = 5] = process.argv.slice(2).map(Number)
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+const port = await freePort()
+const server = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+const client = new Redis(port, "127.0.0.1", { lazyConnect: true })
+client.on("error", () => {})
+for (let i = 0; i < 50; i++) {
+  try {
+    await client.connect()
+    break
+  } catch {
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const record = (token) => ({
+  type: "email",
+  createdAt: new Date().toISOString(),
+  expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+  metadata: { fingerprint: randomBytes(16).toString("hex") },
+  envelope: { alg: "test", iv: randomBytes(12).toString("base64url"), ciphertext: randomBytes(24).toString("base64url") },
+  aad: { purpose: "token-vault", token, type: "email", context: {} }
+})
+
+const connections = []
+/** One build's store on its own prefix, pre-loaded, with haechi-shaped tokenize and reveal. */
+const setup = async (build, n) => {
+  const { createRedisTokenStore } = await import(`${build}haechi.js`)
+  // A connection per build: each defines its own scripts under the same command names.
+  const own = new Redis(port, "127.0.0.1")
+  own.on("error", () => {})
+  connections.push(own)
+  const store = createRedisTokenStore({ client: own, keyPrefix: `bench:tv:${n}:`, startupChecks: "off" })
+  const ids = []
+  for (let i = 0; i < preload; i += 500) {
+    await store.mutate((view) => {
+      for (let j = i; j < Math.min(preload, i + 500); j++) {
+        const id = `tok_email_${j}`
+        ids.push(id)
+        view.set(id, record(id))
+      }
+    })
+  }
+  // The vault stays at `preload` tokens: each tokenize replaces the one it made before.
+  let last
+  const tokenize = () =>
+    store.mutate(async (view) => {
+      const now = Date.now()
+      for (const [t] of view.entries().filter(([, r]) => r.expiresAt && Date.parse(r.expiresAt) < now)) view.delete(t)
+      if (last !== undefined) view.delete(last)
+      last = `tok_email_${randomBytes(8).toString("hex")}`
+      view.set(last, record(last))
+    })
+  const reveal = () => store.read((view) => view.get(ids[Math.floor(Math.random() * ids.length)] ?? last))
+  return { tokenize, reveal }
+}
+
+const time = async (op) => {
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  for (let i = 0; i < ops; i++) await op()
+  const cpu = process.cpuUsage(cpu0)
+  return { wall: ((performance.now() - t0) * 1000) / ops, cpu: (cpu.user + cpu.system) / ops }
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+const subjects = await Promise.all(builds.map((b, n) => setup(b, n)))
+for (const s of subjects) for (let i = 0; i < 300; i++) await s.tokenize(), await s.reveal() // warm-up
+const results = subjects.map(() => ({ tokenize: [], reveal: [] }))
+for (let r = 0; r < rounds; r++) {
+  for (const [n, s] of subjects.entries()) {
+    results[n].tokenize.push(await time(s.tokenize))
+    results[n].reveal.push(await time(s.reveal))
+  }
+}
+console.log(`${preload} tokens, ${rounds} rounds of ${ops} ops, medians:`)
+for (const [n, build] of builds.entries()) {
+  const line = (name) =>
+    `${name} ${median(results[n][name].map((x) => x.wall)).toFixed(0)} µs wall / ${median(results[n][name].map((x) => x.cpu)).toFixed(0)} µs CPU`
+  console.log(`  ${dists[n] ?? "dist"}: ${line("tokenize")}; ${line("reveal")}`)
+}
+await Promise.all([client, ...connections].map((c) => c.quit()))
+server.kill()
