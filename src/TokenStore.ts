@@ -493,12 +493,13 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         if (view.touched.has(token)) continue
         const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "vault", token, reason }))
         if (typeof token !== "string") return invalid("a token id must be a string")
-        if (!isWellFormed(token)) {
-          return invalid("a token id with a lone UTF-16 surrogate cannot be stored (Redis would hold another id)")
-        }
         if (staged === DELETED) {
+          // (Only ids read back from Redis are deleted, and those are well-formed.)
           if (view.snapshot.records.has(token)) deletes.push(token)
           continue
+        }
+        if (!isWellFormed(token)) {
+          return invalid("a token id with a lone UTF-16 surrogate cannot be stored (Redis would hold another id)")
         }
         if (!isPlainObject(staged)) return invalid(`a record must be a plain JSON object, not ${kindOf(staged)}`)
         const problem = jsonProblem(staged)
