@@ -317,6 +317,7 @@ describe("token vault under racing replicas, no lock", () => {
             // Exactly one version step per committed mutation: none lost, none applied twice.
             const ops = writers.reduce((n, w) => n + w.ops.length, 0)
             expect(await inspect.get(`${prefix}version`)).toBe(String(ops))
+            expect(rewinds(prefix)).toBe(0)
             // A fresh replica sees exactly the same vault.
             const fresh = await redisVaultReplica("layer", s.client(), prefix, noLock)
             expect(await fresh.read((view) => view.entries().length)).toBe(Object.keys(all).length)
