@@ -34,6 +34,7 @@ export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
 export { withRedisLock } from "./LockFacade.js"
+export type { LockContext } from "./LockFacade.js"
 export type { Readiness } from "./Readiness.js"
 export type { DurabilityOptions } from "./Durability.js"
 export type { StartupChecksMode } from "./StartupChecks.js"
