@@ -2,8 +2,10 @@
  * The Redis connection as a service. Every ioredis call in this package goes through
  * `RedisClient.run` (or `script`), which turns a rejection into one of two typed
  * errors: `RedisCommandFailed` when Redis answered with an error reply (the command
- * did not take effect), `RedisUnavailable` when no answer came (the command may or
- * may not have run: fenced writes resolve that ambiguity themselves).
+ * did not take effect; a Cluster client giving up after TRYAGAIN/ASK/MOVED redirections
+ * during a slot migration counts, with that reply), `RedisUnavailable` when no answer
+ * came (the command may or may not have run: fenced writes resolve that ambiguity
+ * themselves).
  *
  * The connection's life is the layer's scope when the layer opens it (`layer`,
  * `layerConfig`); a client the caller owns (`layerFromClient`) is never closed here.
