@@ -39,6 +39,7 @@ import {
   type Integrity,
   type PreparedAppend
 } from "./AuditBacking.js"
+import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
@@ -87,6 +88,9 @@ export interface AuditStoreOptions extends StoreOptions {
   readonly keyPrefix?: string
 }
 
+/** Whether an append took effect (for the deadline: after it, a timeout cannot say "nothing committed"). */
+const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed" || outcome._tag === "AlreadyCommitted"
+
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
 const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 
@@ -96,6 +100,8 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const schedule = options.retry ?? defaultRetrySchedule
   const guard = options.guard ?? noGuard
   const afterCommit = options.afterCommit ?? Effect.void
+  const timeoutMs = unsafeTimeoutMsOf(options.timeout)
+  const bounded = (operation: string) => within({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   // The head this replica last saw; undefined when unknown. Only ever a hint: the
   // append is fenced, so a stale value costs one rejected append, never a fork.
   let cached: Integrity | null | undefined
@@ -174,7 +180,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 
   const persist = (claim: LockClaim | undefined) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
     Effect.flatMap(prepare(record, claim), (write) =>
-      Effect.flatMap(appendOnce(write), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
+      Effect.flatMap(committing(appendOnce(write), landed), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
         noteClaim(claim, outcome)
         switch (outcome._tag) {
           case "Committed":
@@ -195,11 +201,15 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const tx: AuditTransaction = { readLastIntegrity, persist: persist(undefined) }
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
+  const boundTransaction = bounded("transaction")
+  const boundHead = bounded("head")
+  const boundLength = bounded("length")
+  const boundPage = bounded("chain page")
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
   const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
     const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
     return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
-      Effect.map(backing.readRange(start, start + pageSize - 1), (page) => [
+      Effect.map(boundPage(backing.readRange(start, start + pageSize - 1)), (page) => [
         Chunk.unsafeFromArray(page as Array<string>),
         page.length === pageSize ? Option.some(start + pageSize) : Option.none()
       ] as const)
@@ -217,10 +227,10 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
             fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,
             retryOnConflict(() => build(tx), retryOptions)
           )
-      }).pipe(observeTransaction) as never,
+      }).pipe(boundTransaction, observeTransaction) as never,
     ready: backing.ready,
-    head: backing.readHead.pipe(observeHead),
-    length: backing.length,
+    head: backing.readHead.pipe(boundHead, observeHead),
+    length: boundLength(backing.length),
     readChainJson,
     readChain: (opts) =>
       readChainJson(opts).pipe(

@@ -11,7 +11,9 @@
  *   every message is scrubbed of it before it is printed. `--url` defaults to
  *   `REDIS_URL`, read as a redacted Config.
  * - An unreachable Redis fails fast: one connection attempt with a short connect
- *   timeout, awaited before any work; no reconnection; one try per request.
+ *   timeout, awaited before any work; no reconnection; one try per request. A Redis that
+ *   stops answering (a frozen link, a paused or sleeping server) fails each read within
+ *   `--timeout` (default 10 s).
  * - Long work (verify, export, demo) shows a progress bar when stdout is a terminal,
  *   and a plain progress line every few seconds otherwise.
  * - `export` streams (a few pages in memory) into a temporary file renamed over FILE
@@ -36,8 +38,9 @@ import * as AuditStore from "./AuditStore.js"
 import { type Checkpoint, describeFailure, type VerifyResult } from "./Chain.js"
 import { runDemo, type DemoSummary } from "./Demo.js"
 import { DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, auditKeys, vaultKeys } from "./Keys.js"
-import { RedisClient, fromClient, type RedisClientShape } from "./RedisClient.js"
+import { RedisClient, fromClient, quitWithin, type RedisClientShape } from "./RedisClient.js"
 import { RedisUnavailable } from "./Errors.js"
+import { timeoutAfter } from "./internal/deadline.js"
 import * as TokenStore from "./TokenStore.js"
 import { exportJsonl, verifyStore } from "./Verify.js"
 
@@ -143,7 +146,7 @@ const connectTo = (t: RedisTarget): Effect.Effect<RedisClientShape, RedisUnavail
       )
       return Effect.sync(() => client.disconnect())
     }),
-    (client) => Effect.promise(() => client.quit().then(() => undefined, () => client.disconnect()))
+    (client) => Effect.promise(() => quitWithin(client))
   ).pipe(Effect.map(fromClient))
 
 const redisLayer = (t: RedisTarget): Layer.Layer<RedisClient, RedisUnavailable> => Layer.scoped(RedisClient, connectTo(t))
@@ -185,6 +188,8 @@ const toFailure = (error: unknown, scrub: (text: string) => string, shown: strin
     }
     case "RedisCommandFailed":
       return new CliFailure({ line: scrub(`Redis${where} refused: ${messageOf(error)}`), code: ExitCode.failed })
+    case "OperationTimeout":
+      return new CliFailure({ line: scrub(`no answer from Redis${where}: ${messageOf(error)}`), code: ExitCode.failed })
     case "InvalidConfig":
       return new CliFailure({ line: scrub(messageOf(error)), code: ExitCode.usage })
     case "SystemError":
@@ -279,6 +284,12 @@ const pageSizeOption = Options.integer("page-size").pipe(
   Options.withDefault(1000)
 )
 
+const timeoutOption = Options.integer("timeout").pipe(
+  Options.withPseudoName("MS"),
+  Options.withDescription("how long each read may wait for Redis, in ms (default 10000)"),
+  Options.withDefault(10_000)
+)
+
 const hashPattern = /^[A-Za-z0-9_-]{43}$/
 
 const checkpointOf = (
@@ -339,16 +350,17 @@ const verifyCommand = Command.make(
       Options.withDescription("trusted checkpoint: the eventHash of --from-sequence"),
       Options.optional
     ),
-    pageSize: pageSizeOption
+    pageSize: pageSizeOption,
+    timeout: timeoutOption
   },
-  ({ url, prefix, fromSequence, fromHash, pageSize }) =>
+  ({ url, prefix, fromSequence, fromHash, pageSize, timeout }) =>
     Effect.gen(function* () {
       const from = yield* checkpointOf(fromSequence, fromHash)
       const bar = progress("verify", "records")
       const result = yield* withRedis(url, () =>
         verifyStore({ from, pageSize, onProgress: bar.update }).pipe(
           Effect.ensuring(bar.finish),
-          Effect.provide(AuditStore.layer({ keyPrefix: prefix }))
+          Effect.provide(AuditStore.layer({ keyPrefix: prefix, timeout }))
         )
       )
       if (result.valid && result.headHash !== null) {
@@ -406,9 +418,10 @@ const exportCommand = Command.make(
     ),
     url: urlOption,
     prefix: prefixOption("prefix", DEFAULT_AUDIT_PREFIX, "audit store"),
-    pageSize: pageSizeOption
+    pageSize: pageSizeOption,
+    timeout: timeoutOption
   },
-  ({ out, url, prefix, pageSize }) =>
+  ({ out, url, prefix, pageSize, timeout }) =>
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
       const temporary = `${out}.tmp-${process.pid}`
@@ -426,7 +439,7 @@ const exportCommand = Command.make(
           Effect.zipRight(fs.rename(temporary, out)),
           Effect.onError(() => Effect.ignore(fs.remove(temporary))),
           Effect.ensuring(bar.finish),
-          Effect.provide(AuditStore.layer({ keyPrefix: prefix })),
+          Effect.provide(AuditStore.layer({ keyPrefix: prefix, timeout })),
           Effect.withSpan("haechi.cli.export")
         )
       )
@@ -461,8 +474,8 @@ export interface LockStatus {
   readonly ttlMs: number | null
 }
 
-const lockStatus = (redis: RedisClientShape, key: string) =>
-  Effect.map(redis.run("PTTL lock", (c) => c.pttl(key)), (ttl): LockStatus =>
+const lockStatus = (redis: RedisClientShape, key: string, timeout: number) =>
+  Effect.map(timeoutAfter("PTTL lock", timeout)(redis.run("PTTL lock", (c) => c.pttl(key))), (ttl): LockStatus =>
     ttl === -2 ? { state: "free", ttlMs: null } : { state: "held", ttlMs: ttl >= 0 ? ttl : null }
   )
 
@@ -471,30 +484,32 @@ const logVersion = (entry: string | null): number | null => {
   return match === null ? null : Number(match[1])
 }
 
-const readStats = (auditPrefix: string, vaultPrefix: string) =>
+const readStats = (auditPrefix: string, vaultPrefix: string, timeout: number) =>
   Effect.gen(function* () {
     const redis = yield* RedisClient
-    const audit = yield* AuditStore.make({ keyPrefix: auditPrefix })
-    const vault = yield* TokenStore.make({ keyPrefix: vaultPrefix })
+    const audit = yield* AuditStore.make({ keyPrefix: auditPrefix, timeout })
+    const vault = yield* TokenStore.make({ keyPrefix: vaultPrefix, timeout })
     const head = yield* audit.head
     const length = yield* audit.length
     const v = yield* vault.stats
     const vk = vaultKeys(vaultPrefix)
-    const [first, last] = yield* redis.run("LINDEX log", (c) => Promise.all([c.lindex(vk.log, 0), c.lindex(vk.log, -1)]))
+    const [first, last] = yield* timeoutAfter("LINDEX log", timeout)(
+      redis.run("LINDEX log", (c) => Promise.all([c.lindex(vk.log, 0), c.lindex(vk.log, -1)]))
+    )
     return {
       audit: {
         prefix: auditPrefix,
         length,
         headSequence: head?.sequence ?? null,
         headHash: head?.eventHash ?? null,
-        lock: yield* lockStatus(redis, auditKeys(auditPrefix).lock)
+        lock: yield* lockStatus(redis, auditKeys(auditPrefix).lock, timeout)
       },
       vault: {
         prefix: vaultPrefix,
         size: v.size,
         version: v.version === "" ? 0 : Number(v.version),
         changeLog: { length: v.logLength, fromVersion: logVersion(first), toVersion: logVersion(last) },
-        lock: yield* lockStatus(redis, vk.lock)
+        lock: yield* lockStatus(redis, vk.lock, timeout)
       }
     } satisfies Stats
   }).pipe(Effect.withSpan("haechi.cli.stats"))
@@ -508,11 +523,12 @@ const statsCommand = Command.make(
     url: urlOption,
     auditPrefix: prefixOption("audit-prefix", DEFAULT_AUDIT_PREFIX, "audit store"),
     vaultPrefix: prefixOption("vault-prefix", DEFAULT_VAULT_PREFIX, "token vault"),
-    json: Options.boolean("json").pipe(Options.withDescription("print one JSON object"))
+    json: Options.boolean("json").pipe(Options.withDescription("print one JSON object")),
+    timeout: timeoutOption
   },
-  ({ url, auditPrefix, vaultPrefix, json }) =>
+  ({ url, auditPrefix, vaultPrefix, json, timeout }) =>
     Effect.gen(function* () {
-      const stats = yield* withRedis(url, () => readStats(auditPrefix, vaultPrefix))
+      const stats = yield* withRedis(url, () => readStats(auditPrefix, vaultPrefix, timeout))
       if (json) return yield* Console.log(JSON.stringify(stats))
       const a = stats.audit
       const v = stats.vault

@@ -79,6 +79,21 @@ export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown
   }
 }
 
+/**
+ * An operation did not finish within its deadline (the `timeout` option, on real time).
+ * Nothing it sent can have committed; where a commit may have landed the operation fails
+ * with `CommitOutcomeUnknown` instead (this error is then its `cause`).
+ */
+export class OperationTimeout extends Data.TaggedError("OperationTimeout")<{
+  /** What did not finish, e.g. "audit transaction" or "lock acquire jobs:nightly". */
+  readonly operation: string
+  readonly timeoutMs: number
+}> {
+  override get message() {
+    return `${this.operation} did not finish within ${this.timeoutMs} ms`
+  }
+}
+
 /** Data found in Redis is not what the store wrote: it is reported, never overwritten. */
 export class CorruptData extends Data.TaggedError("CorruptData")<{
   readonly key: string
@@ -213,6 +228,7 @@ export type StoreError =
   | LockTimeout
   | LockLost
   | DurabilityTimeout
+  | OperationTimeout
 
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : String(cause)

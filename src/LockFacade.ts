@@ -10,12 +10,15 @@
  *
  * Added: the TTL is renewed while `fn` runs, so a long `fn` no longer lets a second
  * writer in; waiters are woken by the release instead of only polling every `retryMs`.
- * A lease lost anyway (Redis unreachable past the TTL) does not interrupt `fn`: like the
- * reference, the lock here only reduces contention over writes fenced on the server.
+ * A lease lost anyway (Redis unreachable past the TTL, an event loop blocked past it) is
+ * never silent: `fn({ signal })` gets an AbortSignal that fires at the loss, and once
+ * `fn` settles the promise rejects with `LockLost`. `fn` is not interrupted (a `fn` that
+ * ignores its argument runs as before): the lock only reduces contention over writes
+ * fenced on the server. The lock's timing runs on real time, never an Effect Clock.
  *
  * Failures reject with the original error, never an Effect wrapper: `LockTimeout`,
- * `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag` work), or
- * whatever `fn` threw.
+ * `LockLost`, `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag`
+ * work), or whatever `fn` threw.
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -46,22 +49,29 @@ const lockOptionsFor = (ttlMs: number, retryMs: number, timeoutMs: number): Lock
       ttl: Duration.millis(ttlMs),
       waitTimeout: Duration.millis(timeoutMs),
       retrySchedule: Schedule.spaced(Duration.millis(retryMs)),
-      onLost: "ignore"
+      onLost: "after"
     } as const)
     optionsCache.set(id, options)
   }
   return options
 }
 
+/** What `fn` gets: `signal` aborts (its `reason` a `LockLost`) as soon as the lease is known to be lost. */
+export interface LockContext {
+  readonly signal: AbortSignal
+}
+
 /**
  * Runs `fn` holding the Redis lock `lockKey` and resolves with its result. Rejects with
  * `LockTimeout` if the lock is not acquired within `timeoutMs` (then `fn` did not run),
- * with a Redis error if Redis fails before `fn` runs, or with `fn`'s own error.
+ * with a Redis error if Redis fails before `fn` runs, with `LockLost` if the lease was
+ * lost before `fn` settled (`fn`'s own result or error is then dropped), or with `fn`'s
+ * own error.
  */
 export async function withRedisLock<T>(
   client: Redis | Cluster,
   lockKey: string,
-  fn: () => Promise<T>,
+  fn: (context: LockContext) => Promise<T>,
   { ttlMs = 10000, retryMs = 20, timeoutMs = 5000 }: { ttlMs?: number; retryMs?: number; timeoutMs?: number } = {}
 ): Promise<T> {
   const c = client as unknown as Record<string, unknown> | null | undefined
@@ -90,9 +100,17 @@ export async function withRedisLock<T>(
     throw new Error("withRedisLock timeoutMs must be a non-negative integer")
   }
 
-  const program = lockFor(client).withLock(
+  const program = lockFor(client).withLease(
     lockKey,
-    Effect.tryPromise({ try: async () => fn(), catch: (error) => error }),
+    (lease) => {
+      // The AbortController is made only if `fn` reads `signal`.
+      const context: LockContext = {
+        get signal() {
+          return lease.signal
+        }
+      }
+      return Effect.tryPromise({ try: async () => fn(context), catch: (error) => error })
+    },
     lockOptionsFor(ttlMs, retryMs, timeoutMs)
   )
   const exit = await Effect.runPromiseExit(program)

@@ -2,8 +2,10 @@
  * The Redis connection as a service. Every ioredis call in this package goes through
  * `RedisClient.run` (or `script`), which turns a rejection into one of two typed
  * errors: `RedisCommandFailed` when Redis answered with an error reply (the command
- * did not take effect), `RedisUnavailable` when no answer came (the command may or
- * may not have run: fenced writes resolve that ambiguity themselves).
+ * did not take effect; a Cluster client giving up after TRYAGAIN/ASK/MOVED redirections
+ * during a slot migration counts, with that reply), `RedisUnavailable` when no answer
+ * came (the command may or may not have run: fenced writes resolve that ambiguity
+ * themselves).
  *
  * The connection's life is the layer's scope when the layer opens it (`layer`,
  * `layerConfig`); a client the caller owns (`layerFromClient`) is never closed here.
@@ -50,11 +52,30 @@ export class RedisClient extends Context.Tag("haechi-store-effect/RedisClient")<
 export const isReplyError = (error: unknown): boolean =>
   error instanceof Error && (error.name === "ReplyError" || error.constructor?.name === "ReplyError")
 
+/**
+ * The cluster reply that ended a Cluster client's redirections, when it gave up on one
+ * (`maxRedirections`): TRYAGAIN, ASK, MOVED or CLUSTERDOWN, the first line, else undefined.
+ * Each of those means the node refused the command, so it did not run: a slot migration
+ * or a failover in progress, not an unreachable Redis.
+ */
+export const redirectionReply = (error: unknown): string | undefined => {
+  if (!(error instanceof Error)) return undefined
+  const match = /^Too many Cluster redirections\. Last error: (?:ReplyError: )?((?:TRYAGAIN|ASK|MOVED|CLUSTERDOWN)\b[^\n]*)/.exec(
+    error.message
+  )
+  return match?.[1]
+}
+
 /** Types an ioredis rejection. */
-export const toRedisError = (operation: string, error: unknown): RedisError =>
-  isReplyError(error)
-    ? new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
+export const toRedisError = (operation: string, error: unknown): RedisError => {
+  if (isReplyError(error)) {
+    return new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
+  }
+  const refused = redirectionReply(error)
+  return refused !== undefined
+    ? new RedisCommandFailed({ operation, reply: `${refused} (the cluster client gave up redirecting)`, cause: error })
     : new RedisUnavailable({ operation, cause: error })
+}
 
 /** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
 export const wrongType =
@@ -117,6 +138,32 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
 export const layerFromClient = (client: RedisConnection): Layer.Layer<RedisClient> =>
   Layer.succeed(RedisClient, fromClient(client))
 
+/** How long a closing connection waits for QUIT's answer before it just disconnects. */
+export const QUIT_BOUND_MS = 1000
+
+/**
+ * QUIT (pending replies are delivered first), or a plain disconnect when Redis does not
+ * answer within `ms`: a frozen link or a paused Redis never holds a closing scope.
+ */
+export const quitWithin = (client: RedisConnection, ms = QUIT_BOUND_MS): Promise<void> =>
+  new Promise<void>((done) => {
+    const timer = setTimeout(() => {
+      client.disconnect()
+      done()
+    }, ms)
+    client.quit().then(
+      () => {
+        clearTimeout(timer)
+        done()
+      },
+      () => {
+        clearTimeout(timer)
+        client.disconnect()
+        done()
+      }
+    )
+  })
+
 /** Opens a connection for the scope's life and quits it when the scope closes. */
 export const connect = (url: string, options?: RedisOptions) =>
   Effect.acquireRelease(
@@ -127,7 +174,7 @@ export const connect = (url: string, options?: RedisOptions) =>
       client.on("error", () => {})
       return fromClient(client)
     }),
-    ({ client }) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+    ({ client }) => Effect.promise(() => quitWithin(client))
   )
 
 /** A layer that opens its own connection to `url` and quits it with the layer. */

@@ -10,6 +10,11 @@
  *   the holder can no longer vouch for (the key is gone or someone else's, or its TTL
  *   ran out without a confirmed extension) is reported on `lease.lost` at once, and
  *   `withLock` interrupts the work and fails with `LockLost`.
+ * - A loss is never silent: `lease.signal` aborts with the `LockLost`, and `withLock`
+ *   (unless `onLost: "ignore"`) also checks the lease when the work ends, so a loss no
+ *   renewal could see (an event loop blocked past the TTL runs no timer) is reported.
+ * - Timing (waits, deadlines, renewals) runs on real time, never the caller's Effect
+ *   Clock: Redis's TTL runs on real time, so a TestClock must not stretch ours.
  * - Every acquisition of a key gets a fencing number that is strictly greater than any
  *   earlier holder's (an INCR in the acquire script), for writers that fence on it.
  * - Wire compatible with haechi-store-redis: the lock key's value is a random token set
@@ -25,7 +30,6 @@
  * opened on the first wait). A bounded poll (`retrySchedule`) covers a missed message,
  * a holder whose TTL lapsed, and haechi-store-redis holders, which never publish.
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -42,6 +46,7 @@ import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import { randomToken } from "./CommitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
+import { now, sleep } from "./internal/deadline.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { MAX_TIMER_MS, RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
@@ -76,10 +81,13 @@ export interface LockOptions {
   readonly retrySchedule?: Schedule.Schedule<unknown>
   /**
    * What `withLock` does when the lease is lost: `"fail"` (default) interrupts the work
-   * and fails with `LockLost`; `"ignore"` lets the work finish, for pure
-   * contention-reduction use over writes that are fenced anyway.
+   * and fails with `LockLost`; `"after"` lets the work finish (`lease.signal` tells it),
+   * then fails with `LockLost`; `"ignore"` lets the work finish and succeed, for pure
+   * contention-reduction use over writes that are fenced anyway. "fail" and "after" also
+   * check the lease when the work ends, so a loss no renewal saw (an event loop blocked
+   * past the TTL) is reported too.
    */
-  readonly onLost?: "fail" | "ignore"
+  readonly onLost?: "fail" | "after" | "ignore"
 }
 
 export const DEFAULT_TTL: Duration.Duration = Duration.seconds(10)
@@ -94,7 +102,7 @@ export interface ResolvedLockOptions {
   readonly renewMs: number
   readonly waitMs: number
   readonly retrySchedule: Schedule.Schedule<unknown>
-  readonly onLost: "fail" | "ignore"
+  readonly onLost: "fail" | "after" | "ignore"
 }
 
 const invalid = (option: string, reason: string) => Effect.fail(new InvalidConfig({ option, reason }))
@@ -143,8 +151,8 @@ const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, 
       return yield* invalid("retrySchedule", "must be a Schedule")
     }
     const onLost = options.onLost ?? "fail"
-    if (onLost !== "fail" && onLost !== "ignore") {
-      return yield* invalid("onLost", `must be "fail" or "ignore", got ${JSON.stringify(onLost)}`)
+    if (onLost !== "fail" && onLost !== "after" && onLost !== "ignore") {
+      return yield* invalid("onLost", `must be "fail", "after" or "ignore", got ${JSON.stringify(onLost)}`)
     }
     return { ttlMs: Math.ceil(ttlMs), renewMs, waitMs, retrySchedule, onLost }
   })
@@ -190,37 +198,71 @@ const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, Inval
 // ---------------------------------------------------------------------------
 // loss
 
-/** A lease's loss: set once by its renewal, awaited by the work it guards. */
+/**
+ * A lease's state: until when it is vouched for, and its loss, set once (by its renewal,
+ * or by `check` when the work ends), awaited by the work it guards.
+ */
 interface LossSignal {
-  readonly fail: (error: LockLost) => Effect.Effect<void>
+  /** Real time until which the last confirmed acquire or extension keeps the lock ours. */
+  validUntil: number
+  /** Sets the loss (once: it is logged, counted and announced). */
+  readonly fail: (reason: LockLost["reason"]) => Effect.Effect<void>
   /** Fails with the loss once it is set; never succeeds. */
   readonly await: Effect.Effect<never, LockLost>
+  /** Aborted with the `LockLost` when the loss is set (made on first use). */
+  readonly signal: AbortSignal
+  /**
+   * Fails with the loss if it is set or the lease is past `validUntil` now: the renewal
+   * cannot have vouched for it (an event loop blocked past the TTL runs no timer).
+   */
+  readonly check: Effect.Effect<void, LockLost>
 }
 
 /** A plain callback list: a Deferred per lease cost about 14 µs of a 300 µs lock cycle. */
-const lossSignal = (): LossSignal => {
-  let loss: Effect.Effect<never, LockLost> | undefined
+const lossSignal = (key: string, validUntil: number): LossSignal => {
+  let loss: LockLost | undefined
+  let controller: AbortController | undefined
   const waiters = new Set<(loss: Effect.Effect<never, LockLost>) => void>()
-  return {
-    fail: (error) =>
-      Effect.sync(() => {
-        if (loss !== undefined) return
-        loss = Effect.fail(error)
-        waiters.forEach((resume) => resume(loss!))
-        waiters.clear()
-      }),
+  const set = (reason: LockLost["reason"]) => {
+    if (loss !== undefined) return false
+    loss = new LockLost({ key, reason })
+    const failed = Effect.fail(loss)
+    waiters.forEach((resume) => resume(failed))
+    waiters.clear()
+    controller?.abort(loss)
+    return true
+  }
+  const announce = (reason: LockLost["reason"]) =>
+    Effect.zipRight(Effect.logWarning(`lock ${key} lost (${reason})`), Metric.increment(Metrics.locksLost))
+  const state: LossSignal = {
+    validUntil,
+    fail: (reason) => Effect.suspend(() => (set(reason) ? announce(reason) : Effect.void)),
     await: Effect.async<never, LockLost>((resume) => {
-      if (loss !== undefined) return resume(loss)
+      if (loss !== undefined) return resume(Effect.fail(loss))
       waiters.add(resume)
       return Effect.sync(() => {
         waiters.delete(resume)
       })
+    }),
+    get signal() {
+      if (controller === undefined) {
+        controller = new AbortController()
+        if (loss !== undefined) controller.abort(loss)
+      }
+      return controller.signal
+    },
+    check: Effect.suspend(() => {
+      if (loss === undefined && now() >= state.validUntil) return Effect.zipRight(state.fail("expired"), Effect.fail(loss!))
+      return loss === undefined ? Effect.void : Effect.fail(loss)
     })
   }
+  return state
 }
 
 // ---------------------------------------------------------------------------
 // the service
+
+const realClock = { unsafeCurrentTimeMillis: now }
 
 /** An acquire attempt's fence (0: held by someone else) and when it was sent. */
 interface Attempt {
@@ -228,10 +270,11 @@ interface Attempt {
   readonly sentAt: number
 }
 
-/** A lease and the effect that gives it back. */
+/** A lease, the effect that gives it back, and its check when the work ends. */
 interface Held {
   readonly lease: Lease
   readonly release: Effect.Effect<void>
+  readonly check: Effect.Effect<void, LockLost>
 }
 
 /** A held lock. It lasts as long as the scope `acquire` ran in. */
@@ -243,6 +286,8 @@ export interface Lease {
   readonly fence: number
   /** Never succeeds; fails with `LockLost` as soon as the lease is known to be lost. */
   readonly lost: Effect.Effect<never, LockLost>
+  /** Aborted (its `reason` the `LockLost`) as soon as the lease is known to be lost, for work that can stop early. */
+  readonly signal: AbortSignal
 }
 
 export interface RedisLockShape {
@@ -263,6 +308,15 @@ export interface RedisLockShape {
   readonly withLock: <A, E, R>(
     key: string,
     effect: Effect.Effect<A, E, R>,
+    options?: LockOptions
+  ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
+  /**
+   * Like `withLock`, handing the lease to `use` (its `fence` for writes fenced on it, its
+   * `signal` for work that can stop early).
+   */
+  readonly withLease: <A, E, R>(
+    key: string,
+    use: (lease: Lease) => Effect.Effect<A, E, R>,
     options?: LockOptions
   ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
 }
@@ -336,22 +390,18 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
   ) =>
     Effect.gen(function*() {
       const errorRetryMs = Math.min(o.renewMs, Math.max(o.ttlMs / 10, 10))
-      let validUntil = sentAt + o.ttlMs
       let nextRenewAt = sentAt + o.renewMs
       let unreachable = false
-      const lose = (reason: LockLost["reason"]) =>
-        Effect.zipRight(
-          Effect.logWarning(`lock ${key} lost (${reason})`),
-          Effect.zipRight(Metric.increment(Metrics.locksLost), lost.fail(new LockLost({ key, reason })))
-        )
+      const lose = lost.fail
       for (;;) {
-        const now = yield* Clock.currentTimeMillis
-        if (now >= validUntil) return yield* lose(unreachable ? "unreachable" : "expired")
-        if (now < nextRenewAt) {
-          yield* Effect.sleep(Duration.millis(Math.min(nextRenewAt, validUntil) - now))
+        const at = now()
+        const validUntil = lost.validUntil
+        if (at >= validUntil) return yield* lose(unreachable ? "unreachable" : "expired")
+        if (at < nextRenewAt) {
+          yield* sleep(Math.min(nextRenewAt, validUntil) - at)
           continue
         }
-        const result = yield* redis.scriptWithin(Scripts.lockExtend, [key], [token, o.ttlMs], validUntil - now).pipe(
+        const result = yield* redis.scriptWithin(Scripts.lockExtend, [key], [token, o.ttlMs], validUntil - at).pipe(
           Effect.flatMap((value): Effect.Effect<number, RedisCommandFailed | "timeout"> =>
             Option.isNone(value) ? Effect.fail("timeout" as const) : reply("lock extend", value.value)
           ),
@@ -360,12 +410,12 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         if (result._tag === "Right") {
           if (result.right === 0) return yield* lose("expired")
           if (result.right !== 1) return yield* lose("taken")
-          validUntil = now + o.ttlMs
-          nextRenewAt = now + o.renewMs
+          lost.validUntil = at + o.ttlMs
+          nextRenewAt = at + o.renewMs
           unreachable = false
         } else {
           unreachable = true
-          nextRenewAt = (yield* Clock.currentTimeMillis) + errorRetryMs
+          nextRenewAt = now() + errorRetryMs
         }
       }
     })
@@ -390,7 +440,9 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       const giveBack = Effect.zipRight(stopRenewal, release(key, token, o.ttlMs))
 
       const held = (span: Tracer.Span) => Effect.gen(function*() {
-        const clock = yield* Effect.clock
+        // Real time, never the caller's Clock: Redis's TTL runs on real time, so waits,
+        // deadlines and renewals measured on a TestClock would let two holders overlap.
+        const clock = realClock
         const start = clock.unsafeCurrentTimeMillis()
         const deadline = start + o.waitMs
         const timedOut = Effect.suspend(() => {
@@ -461,13 +513,21 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         // acquired in an uninterruptible region (acquireRelease), whose flags the runtime
         // carries and where it would otherwise keep `stopRenewal` from finishing.
         const runtime = yield* Effect.runtime<never>()
-        const lost = lossSignal()
+        const lost = lossSignal(key, sentAt + o.ttlMs)
         // (A renewal due beyond Node's longest timer starts early and sleeps on from there.)
         renewalStart = setTimeout(() => {
           renewal = Runtime.runFork(runtime, Effect.interruptible(keepAlive(key, token, o, sentAt, lost)))
         }, Math.min(Math.max(0, sentAt + Math.min(o.renewMs, o.ttlMs) - clock.unsafeCurrentTimeMillis()), MAX_TIMER_MS))
-        const lease: Lease = { key, token, fence, lost: lost.await }
-        return { lease, release: giveBack }
+        const lease: Lease = {
+          key,
+          token,
+          fence,
+          lost: lost.await,
+          get signal() {
+            return lost.signal
+          }
+        }
+        return { lease, release: giveBack, check: lost.check }
       })
       // A span that is not made the current one: nothing under it makes spans, and
       // providing it as the parent cost more than the rest of the span.
@@ -481,6 +541,24 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
   const checked = (key: string, options: LockOptions | undefined) =>
     Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))
 
+  // "fail" and "after" also check the lease when the work ends: a loss the renewal had no
+  // chance to see (no timer runs while the event loop is blocked) is never silent.
+  const guarded = <A, E, R>(o: ResolvedLockOptions, held: Held, work: Effect.Effect<A, E, R>) =>
+    o.onLost === "ignore"
+      ? work
+      : Effect.flatMap(Effect.exit(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work), (exit) =>
+          Effect.zipRight(held.check, exit)
+        )
+
+  const withLease: RedisLockShape["withLease"] = (key, use, options) =>
+    Effect.flatMap(checked(key, options), ([key, o]) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(acquireHeld(key, o)), (held) =>
+          Effect.ensuring(restore(guarded(o, held, Effect.suspend(() => use(held.lease)))), held.release)
+        )
+      )
+    )
+
   const lock: RedisLockShape = {
     acquire: (key, options) =>
       Effect.flatMap(checked(key, options), ([key, o]) =>
@@ -491,15 +569,8 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
               (held) => Effect.as(Scope.addFinalizer(scope, held.release), held.lease)
             )
           ))),
-    withLock: (key, effect, options) =>
-      Effect.flatMap(checked(key, options), ([key, o]) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(acquireHeld(key, o)), (held) =>
-            Effect.ensuring(
-              restore(o.onLost === "ignore" ? effect : Effect.raceFirst(effect, held.lease.lost)),
-              held.release
-            ))
-        ))
+    withLock: (key, effect, options) => withLease(key, () => effect, options),
+    withLease
   }
   return {
     lock,

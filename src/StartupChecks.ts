@@ -19,10 +19,12 @@ import * as Durability from "./Durability.js"
 import {
   type DurabilityTimeout,
   InvalidConfig,
+  type OperationTimeout,
   type RedisCommandFailed,
   type RedisError,
   UnsafeRedisConfig
 } from "./Errors.js"
+import { timeoutAfter, timeoutMsOf } from "./internal/deadline.js"
 import { fromClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
 
 /** What the stores do with the start-up checks: log problems, fail on them, or skip the checks. */
@@ -167,7 +169,7 @@ export interface Preflight {
    * The checks to run before the first operation: the start-up checks and what
    * `durability` needs from the server. Undefined when there is nothing to check.
    */
-  readonly run: Effect.Effect<void, InvalidConfig | UnsafeRedisConfig | RedisError> | undefined
+  readonly run: Effect.Effect<void, InvalidConfig | UnsafeRedisConfig | RedisError | OperationTimeout> | undefined
 }
 
 /**
@@ -179,10 +181,11 @@ export const preflight = (
   options: {
     readonly durability?: Durability.DurabilityOptions | undefined
     readonly startupChecks?: StartupChecksMode | undefined
+    readonly timeout?: unknown
   },
   target: Durability.DurabilityTarget
 ): Effect.Effect<Preflight, InvalidConfig> =>
-  Effect.flatMap(Durability.plan(options.durability), (durability) => {
+  Effect.flatMap(Effect.zip(Durability.plan(options.durability), timeoutMsOf(options.timeout)), ([durability, timeoutMs]) => {
     const mode = options.startupChecks ?? "off"
     if (mode !== "off" && mode !== "warn" && mode !== "fail") {
       return Effect.fail(
@@ -194,12 +197,16 @@ export const preflight = (
     if (durability?.aof) checks.push(Durability.prepare(redis, durability))
     return Effect.succeed({
       afterCommit: durability === undefined ? undefined : Durability.step(redis, durability, target),
-      run: checks.length === 0 ? undefined : Effect.asVoid(Effect.all(checks, { discard: true }))
+      // Bounded like every operation: a frozen or paused Redis cannot hold the first call.
+      run:
+        checks.length === 0
+          ? undefined
+          : Effect.all(checks, { discard: true }).pipe(timeoutAfter("startup checks", timeoutMs))
     })
   })
 
 /** How making a store can fail beyond `InvalidConfig` when it checks the server. */
-export type StartupError = UnsafeRedisConfig | RedisError
+export type StartupError = UnsafeRedisConfig | RedisError | OperationTimeout
 
 /**
  * Store options that need nothing from the server at creation (no `durability`, no

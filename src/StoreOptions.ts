@@ -3,9 +3,11 @@
  * setup: a checked key prefix, the lock policy's guard, and the durable-commit step,
  * with the server-side checks run when the store is made, before anything is written.
  */
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { DurabilityOptions } from "./Durability.js"
 import type { InvalidConfig, StoreError } from "./Errors.js"
+import { timeoutMsOf } from "./internal/deadline.js"
 import { checkPrefix } from "./Keys.js"
 import { checkLockPolicy, guardFor, type LockPolicy } from "./LockPolicy.js"
 import type { RedisClientShape } from "./RedisClient.js"
@@ -38,6 +40,13 @@ export interface StoreOptions {
    * `UnsafeRedisConfig`; default "off".
    */
   readonly startupChecks?: StartupChecksMode
+  /**
+   * The deadline of each operation (`transaction`, `mutate`, `read`, `head`, `length`,
+   * `stats`, each page of `readChain`), on real time, never the Effect Clock: default 10
+   * seconds, a finite duration of at least 1 ms (a number is ms). Past it the operation
+   * fails with `OperationTimeout`, or `CommitOutcomeUnknown` where a commit may have landed.
+   */
+  readonly timeout?: Duration.DurationInput
 }
 
 /** Prefix, guard and commit step of a Redis store, checked and ready. */
@@ -58,6 +67,7 @@ export const setupRedisStore = <K extends { readonly lock: string; readonly read
       redis.isCluster
     )
     const keys = keysOf(prefix)
+    yield* timeoutMsOf(options.timeout)
     const policy = yield* checkLockPolicy(options.lock)
     const pre = yield* preflight(redis, options, { prefix, probeKey: keys.readyProbe })
     if (pre.run !== undefined) yield* pre.run

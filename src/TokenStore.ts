@@ -25,6 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
+import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
@@ -367,6 +368,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const afterCommit = options.afterCommit ?? Effect.void
   const cache = new VaultCache(backing.keys.tokens)
   const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
+  const timeoutMs = unsafeTimeoutMsOf(options.timeout)
+  const bounded = (operation: string) => within({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs })
 
   /** A cache Redis no longer backs: counted, logged with both points, and dropped. */
   const rewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
@@ -558,7 +561,10 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       const view = new StagingView(snapshot)
       const result = yield* Effect.ensuring(f(view), Effect.sync(release))
       const write = yield* diffOf(view, snapshot, claim)
-      const outcome = yield* applyOnce(write)
+      // (An empty diff writes nothing, so a deadline during it cannot leave a commit behind.)
+      const outcome = yield* (write.sets.length + write.deletes.length === 0
+        ? applyOnce(write)
+        : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted"))
       noteClaim(claim, outcome)
       switch (outcome._tag) {
         case "Committed": {
@@ -589,6 +595,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
 
   const observeMutate = observed("vault", "mutate", prefix)
   const observeRead = observed("vault", "read", prefix)
+  const boundMutate = bounded("mutate")
+  const boundRead = bounded("read")
   const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
   return {
     prefix,
@@ -597,15 +605,15 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
         attempt: (claim) => countConflict(retryOptions)(attempt(f, claim)),
         retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
-      }).pipe(observeMutate) as never,
+      }).pipe(boundMutate, observeMutate) as never,
     read: (f) =>
       Effect.gen(function* () {
         yield* sync
         const { snapshot, release } = cache.pin()
         return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
-      }).pipe(observeRead),
+      }).pipe(boundRead, observeRead),
     ready: backing.ready,
-    stats: backing.stats
+    stats: bounded("stats")(backing.stats)
   }
 }
 

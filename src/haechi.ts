@@ -8,6 +8,7 @@
  * class and `_tag`, and an error thrown by your `fn` comes back as it was thrown.
  */
 import * as Chunk from "effect/Chunk"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
@@ -25,6 +26,7 @@ import { memoryVaultBacking } from "./TokenBacking.js"
 import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
+import { linked } from "./internal/deadline.js"
 import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"
 import { preflight, type StartupChecksMode } from "./StartupChecks.js"
@@ -32,6 +34,7 @@ export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
 export { withRedisLock } from "./LockFacade.js"
+export type { LockContext } from "./LockFacade.js"
 export type { Readiness } from "./Readiness.js"
 export type { DurabilityOptions } from "./Durability.js"
 export type { StartupChecksMode } from "./StartupChecks.js"
@@ -79,6 +82,13 @@ export interface RedisStoreOptions extends FacadeOptions {
    * problems, "fail" rejects with `UnsafeRedisConfig`; default "off". See `checked()`.
    */
   readonly startupChecks?: StartupChecksMode
+  /**
+   * The deadline of every call (`transaction`, `mutate`, `read`, and the start-up checks
+   * before the first one), on real time: default 10 s; a number is ms. Past it the call
+   * rejects with `OperationTimeout`, or `CommitOutcomeUnknown` where a commit may have
+   * landed. Pair it with the client's `commandTimeout` (see the README).
+   */
+  readonly timeout?: Duration.DurationInput
 }
 
 /**
@@ -131,17 +141,22 @@ const orThrow = <A, E>(effect: Effect.Effect<A, E, RedisClient>, redis: RedisCli
 /** Wraps an Effect audit store in haechi's Promise contract. */
 export const toHaechiAuditStore = (store: AuditStoreShape, options: FacadeOptions = {}): HaechiAuditStore => {
   const run = runner(options.runtime)
-  const runFast = fastPromiseRunner(options.runtime)
   return {
     transaction: (fn) =>
       run(
         store.transaction((tx) =>
-          fromCaller(() =>
-            fn({
-              readLastIntegrity: () => runFast(tx.readLastIntegrity),
-              persist: (record) => run(tx.persist(record))
-            })
-          )
+          // `fn`'s calls run on the transaction's own runtime, so they count against its
+          // deadline (a persist in flight then fails it with CommitOutcomeUnknown) and end with it.
+          Effect.flatMap(Effect.runtime<never>(), (inside) => {
+            const runInside = promiseRunner(inside)
+            const runInsideFast = fastPromiseRunner(inside)
+            return fromCaller(() =>
+              fn({
+                readLastIntegrity: () => runInsideFast(linked(tx.readLastIntegrity)),
+                persist: (record) => runInside(linked(tx.persist(record)))
+              })
+            )
+          })
         )
       ),
     ready: () => run(store.ready)
@@ -192,7 +207,10 @@ const redisStore = <S>(
   // (A keyPrefix that is not a string is refused by make, just below.)
   const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: probeKeyOf(keyPrefix) } : { prefix: "", probeKey: "" }
   const pre = orThrow(preflight(redis, options, target), redis)
-  const store = orThrow(make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit }), redis)
+  const store = orThrow(
+    make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit, timeout: options.timeout }),
+    redis
+  )
   return { store, ...startupGate(runner(options.runtime), pre.run) }
 }
 

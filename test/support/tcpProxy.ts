@@ -17,12 +17,18 @@
  *               lost bytes are destroyed when the mode leaves "blackhole", so commands
  *               sent during the blackhole were never seen by the server;
  * - "refuse"    new connections are reset right after accept; existing ones keep working;
+ * - "dropReplies" bytes client->server are delivered, server->client discarded, the
+ *               sockets stay open (Redis runs every command, no reply ever comes);
+ *               connections that lost bytes are destroyed when the mode leaves it;
  * - cutAfterNextRequest(): one-shot, see below;
- * - delayReplies(ms): every server->client chunk is delivered `ms` later (order kept).
+ * - delayReplies(ms): every server->client chunk is delivered `ms` later (order kept);
+ * - freeze() / thaw(): = "stall" / "forward": a frozen link (no bytes either way, sockets
+ *   open) that heals, so replies held meanwhile arrive after the client gave up;
+ * - freezeWhen(text): one-shot, freezes at the first request that contains `text`.
  */
 import * as net from "node:net"
 
-export type ProxyMode = "forward" | "stall" | "blackhole" | "refuse"
+export type ProxyMode = "forward" | "stall" | "blackhole" | "refuse" | "dropReplies"
 
 export interface TcpProxy {
   readonly host: "127.0.0.1"
@@ -40,6 +46,17 @@ export interface TcpProxy {
   cutAfterNextRequest(): void
   /** Delay each server->client chunk by `ms` (0 = off). */
   delayReplies(ms: number): void
+  /** = setMode("stall"): nothing moves either way, every socket stays open. */
+  freeze(): void
+  /** = setMode("forward"): what was held is delivered, in order. */
+  thaw(): void
+  /**
+   * One-shot: the first client->server chunk (on any connection) containing `text`
+   * (case-insensitive: ioredis sends command names in lower case) freezes the proxy. With `passRequest` that chunk still reaches Redis first (the
+   * command runs, its reply is held); without, it is held too (Redis never sees it
+   * until `thaw`). Resolves when it has frozen.
+   */
+  freezeWhen(text: string, options?: { readonly passRequest?: boolean }): Promise<void>
   /** = setMode("blackhole"). */
   dropAll(): void
   /** = setMode("forward"). */
@@ -70,6 +87,7 @@ export async function tcpProxy(targetPort: number, targetHost = "127.0.0.1"): Pr
   let mode: ProxyMode = "forward"
   let replyDelayMs = 0
   let cutArmed = false
+  let freezeArmed: { readonly text: string; readonly passRequest: boolean; readonly done: () => void } | undefined
   const conns = new Set<Conn>()
 
   const destroy = (c: Conn) => {
@@ -112,6 +130,19 @@ export async function tcpProxy(targetPort: number, targetHost = "127.0.0.1"): Pr
     }
     client.on("data", (data) => {
       if (mode === "blackhole") return void (c.lost = true)
+      const freeze = freezeArmed
+      if (freeze !== undefined && mode === "forward" && data.toString("latin1").toLowerCase().includes(freeze.text)) {
+        freezeArmed = undefined
+        if (freeze.passRequest) {
+          pump(c)
+          c.upstream.write(data)
+          setMode("stall")
+        } else {
+          setMode("stall")
+          c.toServer.push({ at: 0, data })
+        }
+        return freeze.done()
+      }
       if (cutArmed) {
         cutArmed = false
         c.cut = true
@@ -121,7 +152,7 @@ export async function tcpProxy(targetPort: number, targetHost = "127.0.0.1"): Pr
     })
     upstream.on("data", (data) => {
       if (c.cut) return destroy(c) // the server has executed and answered: drop reply + connection
-      if (mode === "blackhole") return void (c.lost = true)
+      if (mode === "blackhole" || mode === "dropReplies") return void (c.lost = true)
       c.toClient.push({ at: Date.now() + replyDelayMs, data })
       pump(c)
     })
@@ -133,10 +164,11 @@ export async function tcpProxy(targetPort: number, targetHost = "127.0.0.1"): Pr
   })
   const { port } = server.address() as net.AddressInfo
 
-  const setMode = (next: ProxyMode) => {
+  function setMode(next: ProxyMode) {
+    const keepsLoss = next === "blackhole" || (next === "dropReplies" && mode === "dropReplies")
     mode = next
     for (const c of [...conns]) {
-      if (next !== "blackhole" && c.lost) destroy(c)
+      if (!keepsLoss && c.lost) destroy(c)
       else pump(c)
     }
   }
@@ -151,6 +183,12 @@ export async function tcpProxy(targetPort: number, targetHost = "127.0.0.1"): Pr
     setMode,
     cutAfterNextRequest: () => void (cutArmed = true),
     delayReplies: (ms) => void (replyDelayMs = ms),
+    freeze: () => setMode("stall"),
+    thaw: () => setMode("forward"),
+    freezeWhen: (text, options = {}) =>
+      new Promise<void>((done) => {
+        freezeArmed = { text: text.toLowerCase(), passRequest: options.passRequest === true, done }
+      }),
     dropAll: () => setMode("blackhole"),
     resume: () => setMode("forward"),
     closeAllConnections,
