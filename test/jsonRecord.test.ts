@@ -20,7 +20,7 @@ const samePrototype = (a: object, b: object): boolean => {
 const same = (a: unknown, b: unknown): boolean => {
   if (typeof a !== typeof b) return false
   if (typeof a !== "object" || a === null || b === null) return a === b
-  if (!samePrototype(a, b)) return false
+  if (!samePrototype(a, b as object)) return false
   if (Array.isArray(a)) {
     const other = b as Array<unknown>
     if (a.length !== other.length) return false
