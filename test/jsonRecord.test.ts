@@ -7,6 +7,7 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { isPlainObject, isWellFormed, jsonProblem, MAX_JSON_DEPTH } from "../src/internal/jsonRecord.js"
+import { hostile, loneSurrogate } from "./support/hostileValues.js"
 
 /** A null-prototype object and `{}` are the same JSON object; any other prototype must match. */
 const samePrototype = (a: object, b: object): boolean => {
@@ -54,30 +55,6 @@ const depthOf = (value: unknown): number =>
   typeof value !== "object" || value === null
     ? 0
     : 1 + Math.max(0, ...Object.keys(value).map((k) => depthOf((value as Record<string, unknown>)[k])))
-
-const loneSurrogate = fc.constantFrom("\uD800", "a\uDBFFb", "\uDC00", "x\uDFFF")
-
-/** Values JSON does not keep as they are, each with what the check must say about it. */
-const hostile: fc.Arbitrary<{ readonly value: unknown; readonly says: RegExp }> = fc.oneof(
-  fc.constant({ value: undefined, says: /^undefined value at / }),
-  fc.constant({ value: () => 1, says: /^function value at / }),
-  fc.constant({ value: Symbol("s"), says: /^symbol value at / }),
-  fc.constant({ value: 10n, says: /^bigint value at / }),
-  fc.constantFrom(NaN, Infinity, -Infinity).map((n) => ({ value: n, says: /\(JSON stores it as null\)$/ })),
-  fc.date({ noInvalidDate: true }).map((d) => ({ value: d, says: /^a Date object at / })),
-  fc.constantFrom(new String("boxed"), new Number(1), new Boolean(false)).map((v) => ({ value: v, says: /object at / })),
-  fc.constant({ value: new Map([["a", 1]]), says: /^a Map object at / }),
-  // eslint-disable-next-line no-sparse-arrays
-  fc.constant({ value: [1, , 3], says: /^a sparse array or an array with extra properties at / }),
-  fc.constant({ value: Object.assign([1], { extra: 2 }), says: /^a sparse array or an array with extra properties at / }),
-  fc.constant({ value: { toJSON: () => "x" }, says: /^an own toJSON method at / }),
-  fc.constant({ value: { [Symbol("k")]: 1 }, says: /^a symbol-keyed property at / }),
-  // An object literal's __proto__ sets the prototype: not a plain object.
-  fc.constant({ value: { __proto__: { a: 1 } }, says: /object at / }),
-  fc.constant({ value: Object.create({ inherited: 1 }), says: /object at / }),
-  loneSurrogate.map((s) => ({ value: s, says: /^a lone UTF-16 surrogate in the string at / })),
-  loneSurrogate.map((s) => ({ value: { [s]: 1 }, says: /^a lone UTF-16 surrogate in a key at / }))
-)
 
 /** A path of object keys (some not identifiers) and array indexes into a JSON value. */
 const step = fc.oneof(
