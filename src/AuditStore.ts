@@ -8,6 +8,15 @@
  * stale head costs one rejected append whose reply carries the current head. One
  * round trip per append when uncontended.
  *
+ * Continuity (checked by the fenced append itself, so still one round trip): a record
+ * commits only if the head keys agree with the list (else `ChainBroken`, nothing
+ * written, never a new genesis on a non-empty list), it is the head's successor (else
+ * `InvalidRecord`, whatever this replica cached), and the chain still holds the latest
+ * head this replica saw (else a rewind: counted, logged, then `onRewind` records the gap
+ * in the chain or fails with `ChainRewound`). Nothing found inconsistent is overwritten.
+ * Before that, a record JSON would not store as it was hashed is `InvalidRecord` naming
+ * the path (`jsonProblem`); `verifyRecords: "full"` also recomputes its eventHash.
+ *
  * Exactly once: each append call carries a commit id (the script keeps the ids of the
  * last 1,000 appends by sequence). When a reply is lost, a re-sent call is recognised
  * by its id, and a failed call is resolved by looking its id up at its sequence before

@@ -207,6 +207,29 @@ describe('verifyRecords: "full"', () => {
   })
 })
 
+describe("the in-memory stores make the same checks", () => {
+  it("not-successor records, hostile records and persist twice are refused there too, nothing kept", async () => {
+    const store = createMemoryAuditStore()
+    const sink = createAuditSink({ store: store as never })
+    const head = (await sink.record({ id: "one" })).auditIntegrity
+    const refused = [
+      await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "skip" }, { ...head, sequence: 5 })))),
+      await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "nowhere" }, { ...head, eventHash: "Q".repeat(43) })))),
+      await rejection(sink.record({ bad: [1, , 2] }))
+    ]
+    for (const error of refused) expectTag(error, "InvalidRecord")
+    const twice = await rejection(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const next = buildNextRecord({ id: "two" }, (await readLastIntegrity()) as AuditIntegrity)
+        await persist(next)
+        await persist(buildNextRecord({ id: "three" }, next.auditIntegrity))
+      })
+    )
+    expectTag(twice, "PersistCalledTwice", { first: "committed" })
+    expect((await store._records()).map((r) => r["id"])).toEqual(["one", "two"])
+  })
+})
+
 describe.each(styles)("persist twice in one transaction (%s)", (style) => {
   it("the second call is PersistCalledTwice and writes nothing, sequential or concurrent", async () => {
     const client = inspect()
