@@ -443,7 +443,7 @@ describe("property: writers racing with a rewind injected at any point", () => {
           })
         }
       ),
-      { numRuns: 25 }
+      { numRuns: 40 }
     )
   }, 240_000)
 })
