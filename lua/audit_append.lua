@@ -1,7 +1,13 @@
 -- audit_append: compare-and-append one record to the audit chain, fenced on the head.
--- The record commits only if the head is still the one it was built on, so the chain
--- cannot fork. A call writes everything or nothing: a key of the wrong type fails the
--- GET or the RPUSH before any write, and `commits`, written last, is checked first.
+-- The record commits only if the head is still the one it was built on, the head keys
+-- agree with the list, the record is the head's successor, and the chain still holds
+-- what the caller last saw: so the chain cannot fork, restart on a non-empty list, or
+-- be built on after a rewind. A call writes everything or nothing: a key of the wrong
+-- type fails a read or the RPUSH before any write, and `commits`, written last, is
+-- checked first. Nothing is ever repaired here: inconsistent keys are reported as found.
+-- Fast path: the head keys and LLEN only; the list's elements are read only where the
+-- fence says "empty" or disagrees (or the caller last saw a head other than the one the
+-- record was built on).
 -- A lock-free attempt may also take or give back the store's lock here, so the adaptive
 -- policy's lock costs no round trip of its own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
@@ -9,7 +15,7 @@
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
 -- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
 -- KEYS[5] lock       (the store's lock key)
--- ARGV[1] expected head hash ('' = empty chain)
+-- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
 -- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
@@ -17,44 +23,121 @@
 --         not yield, and committing releases it (DEL and PUBLISH on ARGV[10])
 -- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject ('' = do not)
 -- ARGV[10] the lock's release channel
+-- ARGV[11] the sequence of the head the caller last saw, ARGV[12] its eventHash
+--          ('' or absent = none): the chain must still hold that record
 -- Reply: {1}                  committed
 --        {2}                  this call already committed (a re-sent call whose reply was
 --                             lost): do not append again
---        {0, head JSON | nil, took}  fence conflict; the current head, so the retry needs no
+--        {0, head JSON | nil, took}  fence conflict on a head that continues the chain the
+--                             record was built on; the current head, so the retry needs no
 --                             read; took = 1 when the lock is now ARGV[8]'s
 --        {3, key}             `commits` holds the wrong Redis type; nothing written
 --        {4}                  another writer holds the lock and ARGV[7] asked to yield: nothing
 --                             written (liveness only; the fence alone keeps the chain whole)
-local t = redis.call('TYPE', KEYS[4]).ok
-if t ~= 'none' and t ~= 'hash' then return {3, KEYS[4]} end
+--        {5, what, LLEN, head sequence | nil}  the head keys disagree with the list; nothing
+--                             written. what: 'hash_missing' (head:hash absent, chain or head
+--                             present), 'head_missing', 'head_unreadable', 'hash_mismatch'
+--                             (head's eventHash is not head:hash), 'length_mismatch' (head's
+--                             sequence is not LLEN), 'last_mismatch' (the last element is
+--                             not the head's record)
+--        {6, head JSON | nil} the chain no longer holds the head ARGV[11..12] (rewound); nothing written
+--        {7, head JSON | nil} the record's parent (sequence ARGV[5] - 1, hash ARGV[1]) is not a
+--                             record of the chain: it skips ahead, or names no record; nothing written
+local headHashKey, chainKey, headKey, commitsKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local expected, sequence, commitId = ARGV[1], tonumber(ARGV[5]), ARGV[6]
+local seenSeq, seenHash = tonumber(ARGV[11] or ''), ARGV[12] or ''
+
+local t = redis.call('TYPE', commitsKey).ok
+if t ~= 'none' and t ~= 'hash' then return {3, commitsKey} end
 local lock = false
 if ARGV[7] == '1' then
-  lock = redis.call('GET', KEYS[5])
+  lock = redis.call('GET', lockKey)
   if lock and lock ~= ARGV[8] then return {4} end
 end
+
+-- A decoded JSON object, or nil (not JSON, not an object, or beyond cjson).
+local function decoded(json)
+  local ok, value = pcall(cjson.decode, json)
+  if ok and type(value) == 'table' then return value end
+  return nil
+end
+-- The auditIntegrity of a stored record, or nil.
+local function integrityOf(json)
+  local record = json and decoded(json)
+  if record and type(record.auditIntegrity) == 'table' then return record.auditIntegrity end
+  return nil
+end
+
+-- The head keys against the list: nil when they agree, else the reply naming what does not.
+local cur = redis.call('GET', headHashKey)
+local headJson = redis.call('GET', headKey)
+local len = redis.call('LLEN', chainKey)
+local head, last = nil, nil
+local function disagreement(readLast)
+  if cur == false then
+    if len > 0 or headJson then return 'hash_missing' end
+    return nil
+  end
+  if not headJson then return 'head_missing' end
+  head = decoded(headJson)
+  if head == nil or type(head.sequence) ~= 'number' or type(head.eventHash) ~= 'string' then
+    head = nil
+    return 'head_unreadable'
+  end
+  if head.eventHash ~= cur then return 'hash_mismatch' end
+  if head.sequence ~= len then return 'length_mismatch' end
+  if readLast then
+    last = integrityOf(redis.call('LINDEX', chainKey, -1))
+    if last == nil or last.eventHash ~= cur then return 'last_mismatch' end
+  end
+  return nil
+end
+
+-- Whether the chain holds the record `hash` at sequence `seq` (0 and '' = the empty chain).
+local function holds(seq, hash)
+  if seq == 0 then return hash == '' end
+  if seq == nil or seq < 0 or seq > len or hash == '' then return false end
+  if seq == len then return hash == cur end
+  if seq == len - 1 and last ~= nil then return last.previousHash == hash end
+  local at = integrityOf(redis.call('LINDEX', chainKey, seq - 1))
+  return at ~= nil and at.eventHash == hash
+end
+
 local function release()
   if lock then
-    redis.call('DEL', KEYS[5])
+    redis.call('DEL', lockKey)
     redis.call('PUBLISH', ARGV[10], '')
   end
 end
-local cur = redis.call('GET', KEYS[1])
-if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('SET', KEYS[3], ARGV[3])
-  redis.call('SET', KEYS[1], ARGV[4])
-  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
-  redis.call('HDEL', KEYS[4], tonumber(ARGV[5]) - 1000)
+local function broken(what)
+  return {5, what, len, head and head.sequence or false}
+end
+
+if (cur == false and expected == '') or cur == expected then
+  local what = disagreement(false)
+  if what then return broken(what) end
+  local headSeq = head and head.sequence or 0
+  if sequence ~= headSeq + 1 then return {7, headJson} end
+  if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return {6, headJson} end
+  redis.call('RPUSH', chainKey, ARGV[2])
+  redis.call('SET', headKey, ARGV[3])
+  redis.call('SET', headHashKey, ARGV[4])
+  redis.call('HSET', commitsKey, ARGV[5], commitId)
+  redis.call('HDEL', commitsKey, sequence - 1000)
   release()
   return {1}
 end
-if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[6] then
+if redis.call('HGET', commitsKey, ARGV[5]) == commitId then
   release()
   return {2}
 end
+local what = disagreement(true)
+if what then return broken(what) end
+if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
+if not holds(sequence - 1, expected) then return {7, headJson} end
 local took = 0
 if ARGV[7] == '1' and ARGV[9] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9])
+  redis.call('SET', lockKey, ARGV[8], 'PX', ARGV[9])
   took = 1
 end
-return {0, redis.call('GET', KEYS[3]), took}
+return {0, headJson, took}

@@ -1,12 +1,15 @@
 /**
  * The audit chain's storage primitives, written once per backing: read the head, a
- * compare-and-append fenced on the head's eventHash, and the reads that verification,
- * export and commit resolution need. The contract's semantics (the retry schedule, the
+ * compare-and-append fenced on the head's eventHash (which also proves the head keys
+ * agree with the list, the record is the head's successor, and the chain still holds
+ * the head the caller last saw), and the reads that verification, export and commit
+ * resolution need. The contract's semantics (the retry schedule, the
  * replica's cached head, resolving a lost reply) live once above this, in AuditStore,
  * so the Redis and in-memory stores cannot drift apart.
  */
 import * as Effect from "effect/Effect"
-import { CorruptData, type RedisError } from "./Errors.js"
+import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "./Errors.js"
+import { disagreementError, type HeadKeys } from "./internal/chainHead.js"
 import { auditKeys, type AuditKeys } from "./Keys.js"
 import { probe, READY, type Readiness } from "./Readiness.js"
 import { wrongType, type RedisClientShape } from "./RedisClient.js"
@@ -36,6 +39,11 @@ export interface PreparedAppend {
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
   readonly commitId: string
   /**
+   * The head this replica last saw (null: none). The chain must still hold it, else the
+   * append is `Rewound`; checked without reading the list when the record is built on it.
+   */
+  readonly seen: ChainPoint | null
+  /**
    * Set for a lock-free attempt: it must not write while another writer holds the
    * store's lock, and it takes or gives back the lock as the claim says.
    */
@@ -53,8 +61,16 @@ export type AppendOutcome =
   | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string; readonly tookLock: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
+  /** The chain no longer holds `seen` (rewound); `head` is the current one. Nothing written. */
+  | { readonly _tag: "Rewound"; readonly head: Integrity | null }
+  /**
+   * The record's parent (its sequence - 1 and previousHash) is not a record of the chain:
+   * it skips ahead of the head, or names a record the chain does not hold. Nothing written.
+   */
+  | { readonly _tag: "NotSuccessor"; readonly head: Integrity | null }
 
-export type BackingError = RedisError | CorruptData
+/** `ChainBroken`: the head keys disagree with the list (nothing written). */
+export type BackingError = RedisError | CorruptData | ChainBroken
 
 export interface AuditBacking {
   readonly keys: AuditKeys
@@ -65,6 +81,8 @@ export interface AuditBacking {
   readonly length: Effect.Effect<number, BackingError>
   /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
   readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, BackingError>
+  /** The head keys and the list's end, read at one instant (for verification). */
+  readonly readHeadKeys: Effect.Effect<HeadKeys, BackingError>
   readonly ready: Effect.Effect<Readiness>
 }
 
@@ -115,29 +133,35 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             write.eventHash,
             write.sequence,
             write.commitId,
-            ...claimArgs(write.claim)
+            ...claimArgs(write.claim),
+            write.seen === null ? "" : write.seen.sequence,
+            write.seen === null ? "" : write.seen.eventHash
           ]
         )
         .pipe(
           wrongType(keys.chain),
           Effect.flatMap((reply): Effect.Effect<AppendOutcome, BackingError> => {
-            const [status, head, took] = reply as [number, string | null | undefined, number | undefined]
-            if (status === 1) return Effect.succeed({ _tag: "Committed" })
-            if (status === 2) return Effect.succeed({ _tag: "AlreadyCommitted" })
-            if (status === 4) return Effect.succeed({ _tag: "LockHeld" })
-            if (status === 3) {
-              return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
+            const [status, head, took, headSequence] = reply as [number, string | null | undefined, number | undefined, unknown]
+            switch (status) {
+              case 1:
+                return Effect.succeed({ _tag: "Committed" })
+              case 2:
+                return Effect.succeed({ _tag: "AlreadyCommitted" })
+              case 3:
+                return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
+              case 4:
+                return Effect.succeed({ _tag: "LockHeld" })
+              case 5:
+                return Effect.fail(
+                  disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
+                )
             }
-            const tookLock = took === 1
-            if (head === null || head === undefined) {
-              return Effect.succeed({ _tag: "Conflict", head: null, headHash: "", tookLock })
-            }
-            return Effect.map(parseIntegrity(head, keys.head), (integrity) => ({
-              _tag: "Conflict" as const,
-              head: integrity,
-              headHash: integrity.eventHash,
-              tookLock
-            }))
+            const current = head === null || head === undefined ? Effect.succeed(null) : parseIntegrity(head, keys.head)
+            return Effect.map(current, (integrity): AppendOutcome => {
+              if (status === 6) return { _tag: "Rewound", head: integrity }
+              if (status === 7) return { _tag: "NotSuccessor", head: integrity }
+              return { _tag: "Conflict", head: integrity, headHash: integrity?.eventHash ?? "", tookLock: took === 1 }
+            })
           })
         ),
     isCommitted: (sequence, commitId) =>
@@ -150,6 +174,25 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
       redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),
+    readHeadKeys: redis
+      .run("MULTI head keys", (c) =>
+        c.multi().get(keys.head).get(keys.headHash).llen(keys.chain).lindex(keys.chain, -1).exec()
+      )
+      .pipe(
+        Effect.flatMap((replies) => {
+          const failed = (replies ?? []).find(([error]) => error !== null)
+          if (replies === null || failed !== undefined) {
+            return Effect.fail(new CorruptData({ key: keys.chain, detail: `the head keys could not be read (${failed?.[0]?.message ?? "aborted"})` }))
+          }
+          const [headJson, headHash, length, lastJson] = replies.map(([, value]) => value)
+          return Effect.succeed({
+            headJson: (headJson as string | null) ?? null,
+            headHash: (headHash as string | null) ?? null,
+            length: Number(length),
+            lastJson: (lastJson as string | null) ?? null
+          })
+        })
+      ),
     ready: probe(redis, keys.readyProbe)
   }
 }
@@ -162,18 +205,29 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
 export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
   const keys = auditKeys(prefix)
   const chain: Array<string> = []
+  // hashes[i] is the eventHash of chain[i]: what "the chain holds (sequence, hash)" looks at.
+  const hashes: Array<string> = []
   const commits = new Map<number, string>()
   let head: { integrityJson: string; hash: string } | undefined
+  const holds = (sequence: number, hash: string): boolean =>
+    sequence === 0 ? hash === "" : hashes[sequence - 1] === hash
+  const currentHead = () => (head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head))
   return {
     keys,
-    readHead: Effect.suspend(() =>
-      head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head)
-    ),
+    readHead: Effect.suspend(currentHead),
+    // The same checks, in the same order, as lua/audit_append.lua (the head keys cannot disagree here).
     append: (write) =>
       Effect.suspend((): Effect.Effect<AppendOutcome, BackingError> => {
         const current = head?.hash ?? ""
+        const seen = write.seen
+        const outcome = (tag: "Rewound" | "NotSuccessor") => Effect.map(currentHead(), (h): AppendOutcome => ({ _tag: tag, head: h }))
         if (current === write.expectedPrev) {
+          if (write.sequence !== chain.length + 1) return outcome("NotSuccessor")
+          if (seen !== null && seen.eventHash !== write.expectedPrev && !holds(seen.sequence, seen.eventHash)) {
+            return outcome("Rewound")
+          }
           chain.push(write.recordJson)
+          hashes.push(write.eventHash)
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
           commits.set(write.sequence, write.commitId)
           commits.delete(write.sequence - 1000)
@@ -182,14 +236,19 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
         if (commits.get(write.sequence) === write.commitId) {
           return Effect.succeed({ _tag: "AlreadyCommitted" })
         }
-        return Effect.map(
-          head === undefined ? Effect.succeed(null) : parseIntegrity(head.integrityJson, keys.head),
-          (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current, tookLock: false })
-        )
+        if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
+        if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")
+        return Effect.map(currentHead(), (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current, tookLock: false }))
       }),
     isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),
     length: Effect.sync(() => chain.length),
     readRange: (start, stop) => Effect.sync(() => chain.slice(start, stop + 1)),
+    readHeadKeys: Effect.sync(() => ({
+      headJson: head?.integrityJson ?? null,
+      headHash: head?.hash ?? null,
+      length: chain.length,
+      lastJson: chain.at(-1) ?? null
+    })),
     ready: Effect.succeed(READY)
   }
 }

@@ -15,7 +15,10 @@
  * - An event is normalized through JSON before it is hashed (`undefined` fields are
  *   dropped, a `Date` becomes its ISO string), so the hash is computed over exactly what
  *   Redis will hold; a value JSON cannot represent (a bigint, a cycle) or an event that
- *   is not a JSON object is refused with `InvalidRecord` and nothing is written.
+ *   is not a JSON object is refused with `InvalidRecord` and nothing is written, as is
+ *   one whose JSON Redis would not keep as it is (a lone surrogate, deep nesting).
+ * - The store checks each record's place in the chain inside its fenced append, and
+ *   sees rewinds (`ChainRewound`, `onRewind`), whatever this log's caller does.
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -23,6 +26,7 @@ import * as Layer from "effect/Layer"
 import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
 import { type AuditIntegrity, type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"
+import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
 
 export type { AuditRecord } from "./Chain.js"
 
@@ -37,24 +41,27 @@ export interface AuditLogShape {
 
 export class AuditLog extends Context.Tag("haechi-store-effect/AuditLog")<AuditLog, AuditLogShape>() {}
 
-/** The event as Redis will hold it (a fresh plain object), or why it cannot be stored. */
+/**
+ * The event as Redis will hold it (a fresh plain object, through JSON), or why it cannot
+ * be stored: what JSON cannot represent, or what even JSON's own output would not keep
+ * as it is (a lone surrogate, nesting too deep for Redis's cjson; see `jsonProblem`).
+ */
 const normalize = (event: unknown): Effect.Effect<Record<string, unknown>, InvalidRecord> =>
   Effect.suspend(() => {
     const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
     if (typeof event !== "object" || event === null || Array.isArray(event)) {
       return invalid("an audit event must be a JSON object")
     }
-    let json: string | undefined
+    let value: unknown
     try {
-      json = JSON.stringify(event)
+      const json = JSON.stringify(event)
+      value = json === undefined ? undefined : (JSON.parse(json) as unknown)
     } catch (error) {
       return invalid(`the event is not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
     }
-    const value = json === undefined ? undefined : (JSON.parse(json) as unknown)
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      return invalid("the event does not serialize to a JSON object")
-    }
-    return Effect.succeed(value as Record<string, unknown>)
+    if (!isPlainObject(value)) return invalid("the event does not serialize to a JSON object")
+    const problem = jsonProblem(value)
+    return problem === undefined ? Effect.succeed(value) : invalid(problem)
   })
 
 /** An audit log over `store`: one instance, one semaphore. */

@@ -8,6 +8,15 @@
  * stale head costs one rejected append whose reply carries the current head. One
  * round trip per append when uncontended.
  *
+ * Continuity (checked by the fenced append itself, so still one round trip): a record
+ * commits only if the head keys agree with the list (else `ChainBroken`, nothing
+ * written, never a new genesis on a non-empty list), it is the head's successor (else
+ * `InvalidRecord`, whatever this replica cached), and the chain still holds the latest
+ * head this replica saw (else a rewind: counted, logged, then `onRewind` records the gap
+ * in the chain or fails with `ChainRewound`). Nothing found inconsistent is overwritten.
+ * Before that, a record JSON would not store as it was hashed is `InvalidRecord` naming
+ * the path (`jsonProblem`); `verifyRecords: "full"` also recomputes its eventHash.
+ *
  * Exactly once: each append call carries a commit id (the script keeps the ids of the
  * last 1,000 appends by sequence). When a reply is lost, a re-sent call is recognised
  * by its id, and a failed call is resolved by looking its id up at its sequence before
@@ -15,21 +24,30 @@
  */
 import { nextCommitId } from "./CommitId.js"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
+import { type AuditIntegrity, buildNextRecord, computeEventHash } from "./Chain.js"
 import {
+  ChainRewound,
+  type ChainPoint,
   CommitOutcomeUnknown,
   CorruptData,
   FenceConflict,
   InvalidConfig,
   InvalidRecord,
+  PersistCalledTwice,
   type StoreError
 } from "./Errors.js"
+import type { HeadKeys } from "./internal/chainHead.js"
+import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
+import { rewindEvent } from "./internal/rewindRecord.js"
 import {
   memoryAuditBacking,
   redisAuditBacking,
@@ -75,6 +93,8 @@ export interface AuditStoreShape {
   readonly head: Effect.Effect<Integrity | null, StoreError>
   /** The number of records in the chain. */
   readonly length: Effect.Effect<number, StoreError>
+  /** The head keys and the list's end, read at one instant (see `internal/chainHead`). */
+  readonly headKeys: Effect.Effect<HeadKeys, StoreError>
   /** The chain's stored JSON in order, read in pages of `pageSize`, from list index `from`. */
   readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, StoreError>
   /** The chain's records in order, parsed, read in pages. */
@@ -83,9 +103,59 @@ export interface AuditStoreShape {
 
 export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
 
+/**
+ * What a replica does when the chain no longer holds a head it saw (`ChainRewound`):
+ * "record" appends, on the current head, a record naming the lost head and when it was
+ * detected, then goes on; "fail" fails every append with `ChainRewound` until the chain
+ * holds that head again (or the process restarts).
+ */
+export type OnRewind = "record" | "fail"
+
+/**
+ * What is checked of a record before it is persisted: "chain" (default) its place in
+ * the chain (inside the fenced script) and that JSON stores it as it is; "full" also
+ * recomputes its eventHash (json-stable-v1) and refuses a mismatch.
+ */
+export type VerifyRecords = "chain" | "full"
+
 export interface AuditStoreOptions extends StoreOptions {
   /** Key prefix; default "haechi:audit:" (use a hash tag such as "{haechi:audit}:" on a cluster). */
   readonly keyPrefix?: string
+  /** On a rewound chain: "record" (default) or "fail"; see `OnRewind`. */
+  readonly onRewind?: OnRewind
+  /** "chain" (default) or "full"; see `VerifyRecords`. */
+  readonly verifyRecords?: VerifyRecords
+}
+
+/** `InvalidConfig` for an `onRewind` or `verifyRecords` the store does not know, else undefined. */
+export const checkAuditOptions = (options: AuditStoreOptions): InvalidConfig | undefined => {
+  const { onRewind, verifyRecords } = options
+  if (onRewind !== undefined && onRewind !== "record" && onRewind !== "fail") {
+    return new InvalidConfig({ option: "onRewind", reason: `must be "record" or "fail", got ${JSON.stringify(onRewind) ?? typeof onRewind}` })
+  }
+  if (verifyRecords !== undefined && verifyRecords !== "chain" && verifyRecords !== "full") {
+    return new InvalidConfig({
+      option: "verifyRecords",
+      reason: `must be "chain" or "full", got ${JSON.stringify(verifyRecords) ?? typeof verifyRecords}`
+    })
+  }
+  return undefined
+}
+
+const pointOf = (head: Integrity | null): ChainPoint | null =>
+  head === null ? null : { sequence: head.sequence, eventHash: head.eventHash }
+
+const samePoint = (a: ChainPoint, b: ChainPoint | null): boolean =>
+  b !== null && a.sequence === b.sequence && a.eventHash === b.eventHash
+
+/** Why a record whose parent is not a record of the chain was refused. */
+const notSuccessor = (write: PreparedAppend, head: Integrity | null): string => {
+  const headSequence = head?.sequence ?? 0
+  if (write.expectedPrev === (head?.eventHash ?? "")) {
+    return `sequence ${write.sequence} does not follow the head's ${headSequence}`
+  }
+  if (write.sequence - 1 > headSequence) return `sequence ${write.sequence} skips ahead of the head's ${headSequence}`
+  return `previousHash ${write.expectedPrev} is not the eventHash of the chain's record ${write.sequence - 1}`
 }
 
 /** Whether an append took effect (for the deadline: after it, a timeout cannot say "nothing committed"). */
@@ -94,60 +164,81 @@ const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed"
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
 const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 
-/** The semantics over any backing. */
+/** The semantics over any backing. Throws `InvalidConfig` for an unusable `onRewind` or `verifyRecords`. */
 export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {}): AuditStoreShape => {
+  const invalidOption = checkAuditOptions(options)
+  if (invalidOption !== undefined) throw invalidOption
   const prefix = backing.keys.prefix
   const schedule = options.retry ?? defaultRetrySchedule
   const guard = options.guard ?? noGuard
   const afterCommit = options.afterCommit ?? Effect.void
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const bounded = (operation: string) => within({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
-  // The head this replica last saw; undefined when unknown. Only ever a hint: the
-  // append is fenced, so a stale value costs one rejected append, never a fork.
-  let cached: Integrity | null | undefined
+  const onRewind: OnRewind = options.onRewind ?? "record"
+  const fullCheck = options.verifyRecords === "full"
+  const rewindCounter = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
+  // What `readLastIntegrity` hands out; undefined when it must be read. Only ever a hint:
+  // the append is fenced, so a stale value costs one rejected append, never a fork.
+  let hint: Integrity | null | undefined
+  // The latest head this replica has proof Redis held: every append asks the script to
+  // check the chain still holds it (free when the record is built on it), so a rewind
+  // is seen however the head was learned since. Never cleared by re-reading the head.
+  let seen: ChainPoint | null = null
+  // The last rewind reported (counted and logged once, however many attempts meet it).
+  let reported: ChainPoint | null = null
+
+  /** A head learned from a commit or from a reply the script checked against `seen`. */
+  const learn = (head: Integrity | null) => {
+    hint = head
+    seen = pointOf(head)
+  }
 
   const readLastIntegrity: Effect.Effect<Integrity | null, StoreError> = Effect.suspend(() =>
-    cached !== undefined
-      ? Effect.succeed(cached === null ? null : { ...cached })
+    hint !== undefined
+      ? Effect.succeed(hint === null ? null : { ...hint })
       : Effect.map(backing.readHead, (head) => {
-          cached = head
+          hint = head
+          seen ??= pointOf(head)
           return head === null ? null : { ...head }
         })
   )
 
-  const prepare = (record: unknown, claim: LockClaim | undefined): Effect.Effect<PreparedAppend, InvalidRecord> =>
+  const prepare = (
+    record: unknown,
+    claim: LockClaim | undefined,
+    seenNow: ChainPoint | null
+  ): Effect.Effect<PreparedAppend, InvalidRecord> =>
     Effect.suspend(() => {
       const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
-      if (typeof record !== "object" || record === null || Array.isArray(record)) {
-        return invalid("a record must be a JSON object")
-      }
-      const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
+      if (!isPlainObject(record)) return invalid("a record must be a plain JSON object")
+      const integrity = record.auditIntegrity
       if (!isIntegrity(integrity)) {
         return invalid(
           "auditIntegrity is missing or malformed (it needs eventHash, a sequence >= 1 and previousHash)"
         )
       }
-      if (integrity.previousHash === null && integrity.sequence !== 1) {
-        return invalid(`sequence ${integrity.sequence} has no previousHash; only sequence 1 may`)
+      if ((integrity.previousHash === null) !== (integrity.sequence === 1)) {
+        return invalid(`sequence ${integrity.sequence} with previousHash ${JSON.stringify(integrity.previousHash)}: only sequence 1 has previousHash null`)
       }
-      if (cached && integrity.previousHash === cached.eventHash && integrity.sequence !== cached.sequence + 1) {
-        return invalid(`sequence ${integrity.sequence} does not follow the head's ${cached.sequence}`)
+      // What JSON would not store as it is would be hashed by the caller over one thing
+      // and kept as another: refused, so every stored record verifies.
+      const problem = jsonProblem(record)
+      if (problem !== undefined) return invalid(problem)
+      if (fullCheck) {
+        const computed = computeEventHash(record as { auditIntegrity: object })
+        if (computed !== integrity.eventHash) {
+          return invalid(`eventHash ${integrity.eventHash} is not the record's json-stable-v1 hash (${computed})`)
+        }
       }
-      let recordJson: string | undefined
-      try {
-        recordJson = JSON.stringify(record)
-      } catch (error) {
-        return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
-      }
-      if (typeof recordJson !== "string") return invalid("not JSON-serializable")
       return Effect.succeed({
         expectedPrev: integrity.previousHash ?? "",
-        recordJson,
+        recordJson: JSON.stringify(record),
         integrityJson: JSON.stringify(integrity),
         integrity: { ...integrity },
         eventHash: integrity.eventHash,
         sequence: integrity.sequence,
         commitId: nextCommitId(),
+        seen: seenNow,
         claim
       })
     })
@@ -168,37 +259,113 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
               committed
                 ? { _tag: "AlreadyCommitted" }
                 : { _tag: "Conflict", head: null, headHash: "?", tookLock: write.claim?.ask === true }
-          ),
-          Effect.tap((outcome) =>
-            Effect.sync(() => {
-              if (outcome._tag === "Conflict") cached = undefined
-            })
           )
         )
       )
     )
 
-  const persist = (claim: LockClaim | undefined) => (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
-    Effect.flatMap(prepare(record, claim), (write) =>
-      Effect.flatMap(committing(appendOnce(write), landed), (outcome): Effect.Effect<void, FenceConflict | StoreError> => {
-        noteClaim(claim, outcome)
-        switch (outcome._tag) {
-          case "Committed":
-          case "AlreadyCommitted":
-            cached = write.integrity
-            return afterCommit
-          case "LockHeld":
-            return Effect.fail(new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, lockHeld: true }))
-          case "Conflict":
-            if (outcome.headHash !== "?") cached = outcome.head
-            return Effect.fail(
-              new FenceConflict({ store: "audit", prefix, expected: write.expectedPrev, actual: outcome.headHash })
-            )
-        }
-      })
-    )
+  const conflict = (write: PreparedAppend, outcome: AppendOutcome) =>
+    new FenceConflict({
+      store: "audit",
+      prefix,
+      expected: write.expectedPrev,
+      ...(outcome._tag === "LockHeld" ? { lockHeld: true } : outcome._tag === "Conflict" ? { actual: outcome.headHash } : {})
+    })
 
-  const tx: AuditTransaction = { readLastIntegrity, persist: persist(undefined) }
+  /** One fenced append of a prepared record, and what it teaches about the head. */
+  const settle = (write: PreparedAppend, outcome: AppendOutcome): Effect.Effect<void, FenceConflict | StoreError> => {
+    switch (outcome._tag) {
+      case "Committed":
+      case "AlreadyCommitted":
+        noteClaim(write.claim, outcome)
+        learn(write.integrity)
+        return afterCommit
+      case "LockHeld":
+        noteClaim(write.claim, outcome)
+        return Effect.fail(conflict(write, outcome))
+      case "Conflict":
+        noteClaim(write.claim, outcome)
+        // The script checked the reply's head continues `seen`; "?" is a lost reply's.
+        if (outcome.headHash === "?") hint = undefined
+        else learn(outcome.head)
+        return Effect.fail(conflict(write, outcome))
+      // (Neither touched the lock: a claim this operation holds stays held and is given back by the guard.)
+      case "Rewound":
+        return rewound(write.seen ?? { sequence: 0, eventHash: "" }, outcome.head, write.claim)
+      case "NotSuccessor": {
+        const parent = { sequence: write.sequence - 1, eventHash: write.expectedPrev }
+        // A parent this replica saw in Redis and that the chain no longer holds is a rewind.
+        if (parent.sequence >= 1 && (samePoint(parent, seen) || samePoint(parent, pointOf(hint ?? null)))) {
+          return rewound(parent, outcome.head, write.claim)
+        }
+        return Effect.fail(new InvalidRecord({ store: "audit", reason: notSuccessor(write, outcome.head) }))
+      }
+    }
+  }
+
+  /** The chain no longer holds `lost`: counted and logged once, then the `onRewind` policy. */
+  const rewound = (lost: ChainPoint, current: Integrity | null, claim: LockClaim | undefined) => {
+    const error = new ChainRewound({ prefix, seen: lost, current: pointOf(current) })
+    const report = samePoint(lost, reported)
+      ? Effect.void
+      : Effect.zipRight(
+          Effect.sync(() => (reported = lost)),
+          Effect.zipRight(
+            Metric.increment(rewindCounter),
+            Effect.logError(error.message).pipe(
+              Effect.annotateLogs({ "haechi.prefix": prefix, "haechi.on_rewind": onRewind })
+            )
+          )
+        )
+    hint = undefined
+    return Effect.zipRight(report, onRewind === "fail" ? Effect.fail(error) : recordRewind(error, current, claim))
+  }
+
+  /**
+   * `onRewind: "record"`: appends, on the current head, a record naming the lost head, so
+   * the gap is part of the chain; then a fence conflict re-runs the caller's build on it.
+   */
+  const recordRewind = (
+    error: ChainRewound,
+    current: Integrity | null,
+    claim: LockClaim | undefined
+  ): Effect.Effect<never, FenceConflict | StoreError> =>
+    Effect.gen(function* () {
+      const detectedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+      const event = rewindEvent({ lost: error.seen, resumedOn: error.current, detectedAt })
+      const gap = buildNextRecord(event, current as AuditIntegrity | null)
+      const write = yield* prepare(gap, claim, error.current)
+      const outcome = yield* committing(appendOnce(write), landed)
+      if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)
+      if (outcome._tag === "Conflict" && outcome.headHash !== "?") {
+        // Not learned as `seen`: the lost head stays the one to prove, so the next attempt records it again.
+        noteClaim(claim, outcome)
+        hint = outcome.head
+        return yield* Effect.fail(conflict(write, outcome))
+      }
+      yield* settle(write, outcome)
+      yield* Effect.logWarning(`audit store ${prefix}: recorded the rewind at sequence ${write.sequence}`)
+      // The caller's record was built on the lost head: rebuild it on the new one.
+      return yield* Effect.fail(new FenceConflict({ store: "audit", prefix, expected: error.seen.eventHash, actual: write.eventHash }))
+    })
+
+  const persist = (claim: LockClaim | undefined, state: { first: "pending" | "committed" | "failed" | undefined }) =>
+  (record: unknown): Effect.Effect<void, FenceConflict | StoreError> =>
+    Effect.suspend(() => {
+      if (state.first !== undefined) return Effect.fail(new PersistCalledTwice({ prefix, first: state.first }))
+      state.first = "pending"
+      return Effect.flatMap(prepare(record, claim, seen), (write) =>
+        Effect.flatMap(committing(appendOnce(write), landed), (outcome) => settle(write, outcome))
+      ).pipe(
+        Effect.onExit((exit) => Effect.sync(() => (state.first = Exit.isSuccess(exit) ? "committed" : "failed")))
+      )
+    })
+
+  /** A transaction's view: one `persist` per attempt (each re-run of `build` gets a new one). */
+  const txFor = (claim: LockClaim | undefined): AuditTransaction => ({
+    readLastIntegrity,
+    persist: persist(claim, { first: undefined })
+  })
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
   const boundTransaction = bounded("transaction")
@@ -221,16 +388,17 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     transaction: (build) =>
       guard({
         // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => countConflict(retryOptions)(build({ readLastIntegrity, persist: persist(claim) })),
+        attempt: (claim) => countConflict(retryOptions)(build(txFor(claim))),
         retrying: (fresh) =>
           Effect.zipRight(
-            fresh ? Effect.sync(() => (cached = undefined)) : Effect.void,
-            retryOnConflict(() => build(tx), retryOptions)
+            fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
+            retryOnConflict(() => build(txFor(undefined)), retryOptions)
           )
       }).pipe(boundTransaction, observeTransaction) as never,
     ready: backing.ready,
     head: backing.readHead.pipe(boundHead, observeHead),
     length: boundLength(backing.length),
+    headKeys: bounded("head keys")(backing.readHeadKeys),
     readChainJson,
     readChain: (opts) =>
       readChainJson(opts).pipe(
@@ -252,6 +420,8 @@ export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape
 export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
+    const invalid = checkAuditOptions(options)
+    if (invalid !== undefined) return yield* Effect.fail(invalid)
     const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
     return makeWith(redisAuditBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
   })

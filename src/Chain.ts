@@ -293,6 +293,11 @@ export type VerifyFailureReason = Data.TaggedEnum<{
   EventHashMismatch: { readonly expected: string; readonly actual: unknown }
   /** The record holds a value that cannot be canonicalized (a bigint, a cycle). */
   Uncanonicalizable: {}
+  /**
+   * Store-level (never from a record): the head keys disagree with the list, or are
+   * missing on a non-empty list. `keys` names them, `detail` says what disagrees.
+   */
+  HeadKeysDisagree: { readonly keys: ReadonlyArray<string>; readonly detail: string }
 }>
 
 /** Constructors and matchers for `VerifyFailureReason`. */
@@ -319,6 +324,8 @@ export const describeFailure = (reason: VerifyFailureReason): string => {
       return "event hash mismatch"
     case "Uncanonicalizable":
       return "uncanonicalizable"
+    case "HeadKeysDisagree":
+      return "head keys disagree with the list"
   }
 }
 

@@ -42,7 +42,7 @@ import { RedisClient, fromClient, quitWithin, type RedisClientShape } from "./Re
 import { RedisUnavailable } from "./Errors.js"
 import { timeoutAfter } from "./internal/deadline.js"
 import * as TokenStore from "./TokenStore.js"
-import { exportJsonl, verifyStore } from "./Verify.js"
+import { exportJsonl, type RecordedRewind, verifyStore } from "./Verify.js"
 
 export const NAME = "haechi-store"
 export const VERSION = "0.1.0"
@@ -317,6 +317,9 @@ export const describeResult = (result: VerifyResult, from: Checkpoint | undefine
     return `valid: ${result.records} records${after} (${head})`
   }
   const reason = result.reason
+  if (reason._tag === "HeadKeysDisagree") {
+    return `invalid: chain broken: ${reason.detail} (keys ${reason.keys.join(", ")}); the list's ${result.records} records verify`
+  }
   let detail = ""
   switch (reason._tag) {
     case "SequenceMismatch":
@@ -328,6 +331,15 @@ export const describeResult = (result: VerifyResult, from: Checkpoint | undefine
       break
   }
   return `invalid at sequence ${result.failedSequence} (list index ${result.index}): ${describeFailure(reason)}${detail}; ${result.records} records verified before it`
+}
+
+/** One recorded rewind (`onRewind: "record"`), as `verify` lists it. */
+export const describeRewind = (rewind: RecordedRewind): string => {
+  const on = rewind.resumedOn
+  return (
+    `recorded rewind at sequence ${(on?.sequence ?? 0) + 1}: a replica had seen head ${rewind.lost.sequence} ${rewind.lost.eventHash}, ` +
+    `the chain resumed on ${on === null ? "an empty chain" : `head ${on.sequence} ${on.eventHash}`} (detected ${rewind.detectedAt})`
+  )
 }
 
 const short = (value: unknown): string => {
@@ -363,6 +375,7 @@ const verifyCommand = Command.make(
           Effect.provide(AuditStore.layer({ keyPrefix: prefix, timeout }))
         )
       )
+      for (const rewind of result.rewinds ?? []) yield* Console.log(describeRewind(rewind))
       if (result.valid && result.headHash !== null) {
         yield* Console.log(`next time: --from-sequence ${result.headSequence} --from-hash ${result.headHash}`)
       }

@@ -160,6 +160,21 @@ export class ChainRewound extends Data.TaggedError("ChainRewound")<{
   }
 }
 
+/**
+ * `persist` was called a second time in one audit transaction (haechi's core calls it
+ * once): the second record was not written. `first` says what became of the first one.
+ */
+export class PersistCalledTwice extends Data.TaggedError("PersistCalledTwice")<{
+  readonly prefix: string
+  /** The first call's outcome when the second came: still running, committed, or failed. */
+  readonly first: "pending" | "committed" | "failed"
+}> {
+  override get message() {
+    const first = this.first === "committed" ? "was committed" : this.first === "failed" ? "failed" : "was still running"
+    return `audit store ${this.prefix}: persist was called twice in one transaction (the first record ${first}); the second was not written`
+  }
+}
+
 /** An option is unusable (for example a key prefix that cannot work on a Redis Cluster). */
 export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
   readonly option: string
@@ -225,6 +240,7 @@ export type StoreError =
   | InvalidRecord
   | ChainBroken
   | ChainRewound
+  | PersistCalledTwice
   | LockTimeout
   | LockLost
   | DurabilityTimeout

@@ -14,6 +14,11 @@
  *   pages (LRANGE), the next page is fetched while the current one is hashed, and only
  *   one fold state (a few numbers and one hash) is carried from record to record.
  * - With a trusted checkpoint only its own record and what follows it are read.
+ * - The head keys are checked against the list first, at one instant (the rule of
+ *   `internal/chainHead`): `head`/`head:hash` missing on a non-empty list, or disagreeing
+ *   with it, is `{ valid: false }` with reason `HeadKeysDisagree` naming the keys (after
+ *   the list itself verified; a failing record is reported first).
+ * - Records appended by `onRewind: "record"` are listed in `rewinds` (absent when none).
  * - `exportJsonl` streams the stored records, one per line and in order, as JSONL that
  *   haechi's file verifier reads; it also holds only a few pages at a time.
  *
@@ -36,9 +41,20 @@ import {
   VerifyFailureReason as Reason,
   type VerifyResult
 } from "./Chain.js"
-import { CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
+import { parseIntegrity } from "./AuditBacking.js"
+import { ChainBroken, CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
+import { disagreementError, headKeysDisagreement } from "./internal/chainHead.js"
+import { recordedRewind, type RecordedRewind } from "./internal/rewindRecord.js"
+import { auditKeys } from "./Keys.js"
 
 export type { Checkpoint, VerifyResult } from "./Chain.js"
+export type { RecordedRewind } from "./internal/rewindRecord.js"
+
+/** A stored chain's verification: the chain's result, and the rewinds it records (when any). */
+export type StoreVerifyResult = VerifyResult & {
+  /** The records `onRewind: "record"` appended, in order; absent when there are none. */
+  readonly rewinds?: ReadonlyArray<RecordedRewind>
+}
 
 /**
  * Default LRANGE page: large enough to keep round trips off the critical path (the next
@@ -82,15 +98,21 @@ export interface VerifyStoreOptions {
  */
 export const verifyStore = (
   options: VerifyStoreOptions = {}
-): Effect.Effect<VerifyResult, StoreError | InvalidConfig, AuditStore> =>
+): Effect.Effect<StoreVerifyResult, StoreError | InvalidConfig, AuditStore> =>
   Effect.gen(function* () {
     const from = yield* checkCheckpoint(options.from)
     const pageSize = yield* checkPageSize(options.pageSize)
     const store = yield* AuditStore
     yield* Effect.annotateCurrentSpan("haechi.prefix", store.prefix)
-    // The head first: the list can only grow past it while we read.
-    const head = yield* store.head
-    const length = yield* store.length
+    // The head first (with the list's end, at one instant): the list can only grow past it while we read.
+    const keys = auditKeys(store.prefix)
+    const snapshot = yield* store.headKeys
+    const disagreement = headKeysDisagreement(snapshot)
+    const broken =
+      disagreement === undefined ? undefined : disagreementError(keys, disagreement, snapshot.length, headSequenceOf(snapshot.headJson))
+    if (broken instanceof CorruptData) return yield* Effect.fail(broken)
+    const head = snapshot.headJson === null ? null : yield* parseIntegrity(snapshot.headJson, keys.head)
+    const length = snapshot.length
     const checkpointSequence = from?.sequence ?? 0
     const startIndex = checkpointSequence > 0 ? checkpointSequence - 1 : 0
     const total = Math.max(0, length - startIndex)
@@ -110,7 +132,7 @@ export const verifyStore = (
         return progress === undefined ? Effect.void : progress(read, total)
       })
     )
-    const result = fold.result()
+    const result = withHeadKeys(fold.result(), broken, fold.rewinds)
     yield* Effect.annotateCurrentSpan({
       "haechi.verify.valid": result.valid,
       "haechi.verify.records": result.records,
@@ -167,6 +189,35 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
 
 // ---------------------------------------------------------------------------
 // internals
+
+const headSequenceOf = (json: string | null): number | null => {
+  try {
+    const sequence = json === null ? undefined : (JSON.parse(json) as { sequence?: unknown } | null)?.sequence
+    return typeof sequence === "number" ? sequence : null
+  } catch {
+    return null
+  }
+}
+
+/** The list's result, failed with `HeadKeysDisagree` when the list verified but the head keys do not agree with it. */
+const withHeadKeys = (
+  result: VerifyResult,
+  broken: ChainBroken | undefined,
+  rewinds: ReadonlyArray<RecordedRewind>
+): StoreVerifyResult => {
+  const listed = rewinds.length > 0 ? { rewinds } : {}
+  if (!result.valid || broken === undefined) return { ...result, ...listed }
+  return {
+    valid: false,
+    records: result.records,
+    failedSequence: result.headSequence + 1,
+    index: result.headSequence,
+    reason: Reason.HeadKeysDisagree({ keys: broken.keys, detail: broken.detail }),
+    headHash: result.headHash,
+    headSequence: result.headSequence,
+    ...listed
+  }
+}
 
 const lineBreak = /[\r\n]/
 
@@ -232,6 +283,8 @@ class Fold {
   private checkpointFailure: VerifyFailureReason | undefined
   private readonly headSequence: number
   private readonly headHash: string | null
+  /** The rewind records met so far (in verified records only). */
+  readonly rewinds: Array<RecordedRewind> = []
 
   constructor(
     private readonly from: Checkpoint | undefined,
@@ -258,7 +311,10 @@ class Fold {
     let state = this.state
     const headSequence = this.headSequence
     for (; i < texts.length && state.failure === undefined; i++) {
-      const next = stepJson(state, texts[i]!)
+      const text = texts[i]!
+      const next = stepJson(state, text)
+      const rewind = next.failure === undefined ? recordedRewind(text) : undefined
+      if (rewind !== undefined) this.rewinds.push(rewind)
       if (
         next.failure === undefined &&
         next.expectedSequence - 1 === headSequence &&

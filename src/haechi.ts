@@ -107,7 +107,19 @@ export interface Checked {
   checked(): Promise<void>
 }
 
-export type RedisAuditStoreOptions = RedisStoreOptions
+/** What the audit stores check of a chain and a record (see the README's continuity section). */
+export interface AuditChecks {
+  /**
+   * When the chain no longer holds a head this replica saw (a failover to a lagging
+   * replica, FLUSHALL, a restored snapshot): "record" (default) appends a record naming
+   * the lost head and goes on; "fail" rejects every append with `ChainRewound`.
+   */
+  readonly onRewind?: AuditStore.OnRewind
+  /** "chain" (default), or "full": also recompute each record's eventHash before persisting it. */
+  readonly verifyRecords?: AuditStore.VerifyRecords
+}
+
+export type RedisAuditStoreOptions = RedisStoreOptions & AuditChecks
 export type RedisTokenStoreOptions = RedisStoreOptions
 
 const runner = promiseRunner
@@ -200,7 +212,8 @@ const redisStore = <S>(
   options: RedisStoreOptions,
   defaultPrefix: string,
   probeKeyOf: (prefix: string) => string,
-  make: (o: AuditStore.AuditStoreOptions & TokenStore.TokenStoreOptions) => Effect.Effect<S, unknown, RedisClient>
+  make: (o: AuditStore.AuditStoreOptions & TokenStore.TokenStoreOptions) => Effect.Effect<S, unknown, RedisClient>,
+  extra: AuditChecks = {}
 ) => {
   const { client, keyPrefix = defaultPrefix } = options ?? ({} as RedisStoreOptions)
   const redis = redisClient(factory, client)
@@ -208,7 +221,7 @@ const redisStore = <S>(
   const target = typeof keyPrefix === "string" ? { prefix: keyPrefix, probeKey: probeKeyOf(keyPrefix) } : { prefix: "", probeKey: "" }
   const pre = orThrow(preflight(redis, options, target), redis)
   const store = orThrow(
-    make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit, timeout: options.timeout }),
+    make({ keyPrefix, retry: options.retry, lock: options.lock, afterCommit: pre.afterCommit, timeout: options.timeout, ...extra }),
     redis
   )
   return { store, ...startupGate(runner(options.runtime), pre.run) }
@@ -221,7 +234,8 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
     options,
     DEFAULT_AUDIT_PREFIX,
     (prefix) => auditKeys(prefix).readyProbe,
-    AuditStore.make
+    AuditStore.make,
+    { onRewind: options?.onRewind, verifyRecords: options?.verifyRecords }
   )
   const inner = toHaechiAuditStore(store, options)
   return { transaction: (fn) => gated(() => inner.transaction(fn)), ready: inner.ready, checked }
@@ -256,7 +270,7 @@ export const readChain = async (
 }
 
 /** An in-memory audit store (one process; tests and single-instance use). `_records()` returns the chain. */
-export const createMemoryAuditStore = (options: FacadeOptions = {}) => {
+export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}) => {
   const backing = memoryAuditBacking()
   const store = AuditStore.makeWith(backing, options)
   const run = runner(options.runtime)
