@@ -48,6 +48,7 @@ import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
 import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
+import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -85,6 +86,8 @@ export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<Au
 export interface AuditStoreOptions extends StoreOptions {
   /** Key prefix; default "haechi:audit:" (use a hash tag such as "{haechi:audit}:" on a cluster). */
   readonly keyPrefix?: string
+  /** Redis only: refuse (before the store is handed out) a chain that does not hold the newest signed checkpoint; see Checkpoint.ts. */
+  readonly witness?: WitnessOptions
 }
 
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
@@ -237,20 +240,21 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 }
 
 /** The store on Redis; `RedisClient` supplies the connection. */
-export function make(options?: AuditStoreOptions & PlainOptions): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
-export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient>
-export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
+export function make(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
+export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
     const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
+    if (options.witness !== undefined) yield* checkWitness(redis, auditKeys(setup.prefix), options.witness)
     return makeWith(redisAuditBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
   })
 }
 
 /** The audit store on Redis, as a layer. */
-export function layer(options?: AuditStoreOptions & PlainOptions): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
-export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient>
-export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient> {
+export function layer(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
+export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Layer.effect(AuditStore, make(options))
 }
 
