@@ -40,6 +40,7 @@ import { RedisClient, fromClient, type RedisClientShape } from "./RedisClient.js
 import { RedisUnavailable } from "./Errors.js"
 import * as TokenStore from "./TokenStore.js"
 import { exportJsonl, verifyStore } from "./Verify.js"
+import { makeCheckpointCommands, verifyOptions as checkpointVerifyOptions } from "./CliCheckpoint.js"
 
 export const NAME = "haechi-store"
 export const VERSION = "0.1.0"
@@ -324,6 +325,15 @@ const short = (value: unknown): string => {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
 }
 
+const checkpointCommands = makeCheckpointCommands({
+  urlOption,
+  prefixOption: prefixOption("prefix", DEFAULT_AUDIT_PREFIX, "audit store"),
+  withRedis,
+  progress,
+  fail: (line, code) => new CliFailure({ line, code }),
+  describeResult
+})
+
 const verifyCommand = Command.make(
   "verify",
   {
@@ -339,10 +349,17 @@ const verifyCommand = Command.make(
       Options.withDescription("trusted checkpoint: the eventHash of --from-sequence"),
       Options.optional
     ),
-    pageSize: pageSizeOption
+    pageSize: pageSizeOption,
+    ...checkpointVerifyOptions
   },
-  ({ url, prefix, fromSequence, fromHash, pageSize }) =>
+  ({ url, prefix, fromSequence, fromHash, pageSize, checkpoints, publicKey, fromCheckpoint }) =>
     Effect.gen(function* () {
+      if (Option.isSome(checkpoints) || Option.isSome(publicKey) || fromCheckpoint) {
+        if (Option.isSome(fromSequence) || Option.isSome(fromHash)) {
+          return yield* Effect.fail(new CliFailure({ line: "--from-sequence/--from-hash and --checkpoints do not go together", code: ExitCode.usage }))
+        }
+        return yield* checkpointCommands.runVerify({ url, prefix, pageSize, checkpoints, publicKey, fromCheckpoint })
+      }
       const from = yield* checkpointOf(fromSequence, fromHash)
       const bar = progress("verify", "records")
       const result = yield* withRedis(url, () =>
@@ -597,11 +614,11 @@ const demoCommand = Command.make(
 
 const root = Command.make("haechi-store", {}, () =>
   Effect.fail(
-    new CliFailure({ line: "a command is required: verify, export, stats or demo (see --help)", code: ExitCode.usage })
+    new CliFailure({ line: "a command is required: verify, export, stats, demo, keygen or checkpoint (see --help)", code: ExitCode.usage })
   )
 ).pipe(
   Command.withDescription("verify, export and inspect haechi's shared stores on Redis"),
-  Command.withSubcommands([verifyCommand, exportCommand, statsCommand, demoCommand])
+  Command.withSubcommands([verifyCommand, exportCommand, statsCommand, demoCommand, checkpointCommands.keygen, checkpointCommands.checkpoint])
 )
 
 const cli = Command.run(root, { name: NAME, version: VERSION })
