@@ -298,6 +298,32 @@ describe("the checkpointer", () => {
   })
 })
 
+describe("the in-memory checkpointer", () => {
+  it("signs an in-memory store's head with the same rules (fence in memory)", async () => {
+    const notes: Array<Checkpoint.SignedCheckpoint> = []
+    const outcomes = await Effect.runPromise(
+      Effect.gen(function* () {
+        const log = yield* AuditLog.AuditLog
+        const checkpointer = yield* Checkpoint.Checkpoint
+        const out: Array<string> = []
+        for (const n of [3, 0, 2]) {
+          for (let i = 0; i < n; i++) yield* log.record({ i })
+          out.push((yield* checkpointer.checkpoint)._tag)
+        }
+        return out
+      }).pipe(
+        Effect.provide(
+          Layer.mergeAll(AuditLog.layer, Checkpoint.layerMemory({ key: signer, sink: Checkpoint.functionSink((c) => void notes.push(c)) })).pipe(
+            Layer.provideMerge(AuditStore.layerMemory())
+          )
+        )
+      )
+    )
+    expect(outcomes).toEqual(["Signed", "Unchanged", "Signed"])
+    expect(notes.map((c) => c.size)).toEqual([3, 5])
+  })
+})
+
 describe("replicas as witnesses", () => {
   const witnessed = (prefix: string, latest: string | undefined, verifierKey = signer.verifierKey) =>
     Effect.runPromiseExit(
