@@ -67,6 +67,7 @@ import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
 import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
+import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
 export type { Integrity } from "./AuditBacking.js"
 
@@ -125,6 +126,8 @@ export interface AuditStoreOptions extends StoreOptions {
   readonly onRewind?: OnRewind
   /** "chain" (default) or "full"; see `VerifyRecords`. */
   readonly verifyRecords?: VerifyRecords
+  /** Redis only: refuse (before the store is handed out) a chain that does not hold the newest signed checkpoint; see Checkpoint.ts. */
+  readonly witness?: WitnessOptions
 }
 
 /** `InvalidConfig` for an `onRewind` or `verifyRecords` the store does not know, else undefined. */
@@ -415,22 +418,23 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
 }
 
 /** The store on Redis; `RedisClient` supplies the connection. */
-export function make(options?: AuditStoreOptions & PlainOptions): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
-export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient>
-export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError, RedisClient> {
+export function make(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
+export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
     const invalid = checkAuditOptions(options)
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
+    if (options.witness !== undefined) yield* checkWitness(redis, auditKeys(setup.prefix), options.witness)
     return makeWith(redisAuditBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
   })
 }
 
 /** The audit store on Redis, as a layer. */
-export function layer(options?: AuditStoreOptions & PlainOptions): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
-export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient>
-export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError, RedisClient> {
+export function layer(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
+export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Layer.effect(AuditStore, make(options))
 }
 

@@ -43,6 +43,7 @@ import { RedisUnavailable } from "./Errors.js"
 import { timeoutAfter } from "./internal/deadline.js"
 import * as TokenStore from "./TokenStore.js"
 import { exportJsonl, type RecordedRewind, verifyStore } from "./Verify.js"
+import { makeCheckpointCommands, verifyOptions as checkpointVerifyOptions } from "./CliCheckpoint.js"
 
 export const NAME = "haechi-store"
 export const VERSION = "0.1.0"
@@ -347,6 +348,15 @@ const short = (value: unknown): string => {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
 }
 
+const checkpointCommands = makeCheckpointCommands({
+  urlOption,
+  prefixOption: prefixOption("prefix", DEFAULT_AUDIT_PREFIX, "audit store"),
+  withRedis,
+  progress,
+  fail: (line, code) => new CliFailure({ line, code }),
+  describeResult
+})
+
 const verifyCommand = Command.make(
   "verify",
   {
@@ -363,10 +373,17 @@ const verifyCommand = Command.make(
       Options.optional
     ),
     pageSize: pageSizeOption,
-    timeout: timeoutOption
+    timeout: timeoutOption,
+    ...checkpointVerifyOptions
   },
-  ({ url, prefix, fromSequence, fromHash, pageSize, timeout }) =>
+  ({ url, prefix, fromSequence, fromHash, pageSize, timeout, checkpoints, publicKey, fromCheckpoint }) =>
     Effect.gen(function* () {
+      if (Option.isSome(checkpoints) || Option.isSome(publicKey) || fromCheckpoint) {
+        if (Option.isSome(fromSequence) || Option.isSome(fromHash)) {
+          return yield* Effect.fail(new CliFailure({ line: "--from-sequence/--from-hash and --checkpoints do not go together", code: ExitCode.usage }))
+        }
+        return yield* checkpointCommands.runVerify({ url, prefix, pageSize, checkpoints, publicKey, fromCheckpoint })
+      }
       const from = yield* checkpointOf(fromSequence, fromHash)
       const bar = progress("verify", "records")
       const result = yield* withRedis(url, () =>
@@ -626,11 +643,11 @@ const demoCommand = Command.make(
 
 const root = Command.make("haechi-store", {}, () =>
   Effect.fail(
-    new CliFailure({ line: "a command is required: verify, export, stats or demo (see --help)", code: ExitCode.usage })
+    new CliFailure({ line: "a command is required: verify, export, stats, demo, keygen or checkpoint (see --help)", code: ExitCode.usage })
   )
 ).pipe(
   Command.withDescription("verify, export and inspect haechi's shared stores on Redis"),
-  Command.withSubcommands([verifyCommand, exportCommand, statsCommand, demoCommand])
+  Command.withSubcommands([verifyCommand, exportCommand, statsCommand, demoCommand, checkpointCommands.keygen, checkpointCommands.checkpoint])
 )
 
 const cli = Command.run(root, { name: NAME, version: VERSION })

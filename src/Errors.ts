@@ -248,3 +248,73 @@ export type StoreError =
 
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : String(cause)
+
+// ---------------------------------------------------------------------------
+// Checkpoints (see Checkpoint.ts)
+
+/**
+ * A checkpoint key could not be used: a key file that is missing, unreadable or not a
+ * signing key, or a verifier key that is malformed. Names where the key came from and
+ * what is wrong with it; never any key material.
+ */
+export class CheckpointKeyInvalid extends Data.TaggedError("CheckpointKeyInvalid")<{
+  /** The key file's path, or "verifier key". */
+  readonly source: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `checkpoint key ${this.source}: ${this.reason}`
+  }
+}
+
+/**
+ * A signed checkpoint note was refused: it does not parse strictly as a C2SP signed note
+ * with a checkpoint body, or it carries no valid signature by the trusted key, or a
+ * signature by that key fails to verify (an altered note). `note` is its 1-based position
+ * in the text or file it was read from.
+ */
+export class CheckpointNoteRejected extends Data.TaggedError("CheckpointNoteRejected")<{
+  readonly note?: number | undefined
+  readonly reason: string
+}> {
+  override get message() {
+    return `checkpoint note${this.note === undefined ? "" : ` ${this.note}`} refused: ${this.reason}`
+  }
+}
+
+/** A checkpoint as this package signs it: the chain had `size` records, the last with `hash`. */
+export interface CheckpointPoint {
+  readonly origin: string
+  readonly size: number
+  readonly hash: string
+}
+
+/**
+ * The chain does not hold a signed checkpoint: it is shorter than the checkpoint's size,
+ * or the record at that sequence is not the checkpointed one (a rewrite, a truncation, a
+ * chain replaced after FLUSHALL). A witness store refuses to append to it, and the
+ * checkpointer refuses to sign past it. `found` is what the chain holds at that
+ * sequence (null when it is shorter).
+ */
+export class ChainMissesCheckpoint extends Data.TaggedError("ChainMissesCheckpoint")<{
+  readonly prefix: string
+  readonly checkpoint: CheckpointPoint
+  readonly found: ChainPoint | null
+}> {
+  override get message() {
+    const c = this.checkpoint
+    const found =
+      this.found === null ? "the chain is shorter" : `sequence ${this.found.sequence} has ${this.found.eventHash}`
+    return `audit store ${this.prefix}: the chain does not hold checkpoint ${c.origin} ${c.size} ${c.hash} (${found}); nothing was written`
+  }
+}
+
+/** A checkpoint sink (a file, stdout, the caller's function) failed to take a note. */
+export class CheckpointSinkFailed extends Data.TaggedError("CheckpointSinkFailed")<{
+  readonly sink: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `checkpoint sink ${this.sink} failed: ${describe(this.cause)}`
+  }
+}

@@ -22,6 +22,8 @@ export interface AuditKeys {
   readonly commits: string
   readonly lock: string
   readonly readyProbe: string
+  /** Ours: "<size> <eventHash>" of the last signed checkpoint, the checkpointers' fence. */
+  readonly checkpoint: string
 }
 
 export interface VaultKeys {
@@ -41,7 +43,8 @@ export const auditKeys = (prefix: string): AuditKeys => ({
   headHash: `${prefix}head:hash`,
   commits: `${prefix}commits`,
   lock: `${prefix}lock`,
-  readyProbe: `${prefix}ready:probe`
+  readyProbe: `${prefix}ready:probe`,
+  checkpoint: `${prefix}checkpoint`
 })
 
 export const vaultKeys = (prefix: string): VaultKeys => ({

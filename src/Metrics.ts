@@ -89,3 +89,15 @@ export const locksLost = Metric.counter("haechi_store_locks_lost_total", {
   description: "locks lost while held",
   incremental: true
 })
+
+/** Checkpoint notes signed and handed to a sink (see Checkpoint.ts). */
+export const checkpointsSigned = Metric.counter("haechi_store_checkpoints_signed_total", {
+  description: "checkpoint notes signed and handed to a sink",
+  incremental: true
+})
+
+/** Scheduled checkpoints that failed (the chain did not verify or did not hold a checkpoint, Redis, the sink). */
+export const checkpointFailures = Metric.counter("haechi_store_checkpoint_failures_total", {
+  description: "scheduled checkpoints that failed; nothing was signed",
+  incremental: true
+})

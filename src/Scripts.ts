@@ -31,7 +31,8 @@ export const Scripts = {
   vaultScan: define("vault_scan", 3, true),
   lockAcquire: define("lock_acquire", 3),
   lockRelease: define("lock_release", 3),
-  lockExtend: define("lock_extend", 1)
+  lockExtend: define("lock_extend", 1),
+  checkpointAdvance: define("checkpoint_advance", 2)
 } as const
 
 const sources = new Map<string, string>()

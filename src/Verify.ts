@@ -43,7 +43,10 @@ import {
 } from "./Chain.js"
 import { parseIntegrity } from "./AuditBacking.js"
 import { ChainBroken, CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
+import type { AuditStoreShape } from "./AuditStore.js"
 import { disagreementError, headKeysDisagreement } from "./internal/chainHead.js"
+import { bySize, firstAtOrAfter, pinCheck } from "./internal/checkpoint/against.js"
+import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 import { recordedRewind, type RecordedRewind } from "./internal/rewindRecord.js"
 import { auditKeys } from "./Keys.js"
 
@@ -389,3 +392,97 @@ const checkpointRecord = (
   }
   return undefined
 }
+
+// ---------------------------------------------------------------------------
+// against signed checkpoints (see Checkpoint.ts)
+
+/** Why a verification against checkpoints failed at `checkpoint`. */
+export type CheckpointFailure =
+  /** The record at the checkpoint's sequence carries another eventHash (`found`; null: none). */
+  | { readonly _tag: "NotHeld"; readonly found: string | null }
+  /** The chain ends before the checkpoint's sequence (it has `length` verified records). */
+  | { readonly _tag: "Shorter"; readonly length: number }
+  /** The chain itself fails (see `chain`) at or before the checkpoint's sequence. */
+  | { readonly _tag: "ChainInvalid" }
+
+export type CheckpointedResult =
+  | {
+    readonly valid: true
+    /** The chain's own verification (from the newest checkpoint with `fromCheckpoint`). */
+    readonly chain: VerifyResult
+    /** Distinct checkpoints checked against the chain. */
+    readonly checkpoints: number
+    readonly newest: SignedCheckpoint | undefined
+  }
+  | {
+    readonly valid: false
+    readonly chain: VerifyResult
+    /** The checkpoint the chain breaks; undefined when it fails only after the newest one. */
+    readonly checkpoint: SignedCheckpoint | undefined
+    readonly failure: CheckpointFailure
+  }
+
+export interface VerifyCheckpointsOptions {
+  /**
+   * Start from the newest checkpoint: its record must hold its hash, and only what
+   * follows it is read and verified (the older checkpoints' signatures were checked when
+   * they were opened, their positions are not re-read).
+   */
+  readonly fromCheckpoint?: boolean | undefined
+  readonly pageSize?: number | undefined
+  readonly onProgress?: ((read: number, total: number) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * Verifies the chain of the `AuditStore` in context like `verifyStore`, and against
+ * `checkpoints` (opened and signature-checked, e.g. by `Checkpoint.openAll`): the chain
+ * must hold exactly each checkpoint's hash at its sequence and be at least as long as the
+ * newest. A failure names the checkpoint it breaks: the first one at or after the first
+ * record that fails, differs or is missing. Bounded memory, as `verifyStore`; the
+ * checkpoints themselves are held (a few dozen bytes each).
+ */
+export const verifyCheckpoints = (
+  checkpoints: ReadonlyArray<SignedCheckpoint>,
+  options: VerifyCheckpointsOptions = {}
+): Effect.Effect<CheckpointedResult, StoreError | InvalidConfig, AuditStore> =>
+  Effect.gen(function* () {
+    const sorted = bySize(checkpoints)
+    const newest = sorted.at(-1)
+    const store = yield* AuditStore
+    const fromNewest = options.fromCheckpoint === true && newest !== undefined
+    const pinned = fromNewest ? sorted.filter((c) => c === newest) : sorted
+    const from = fromNewest ? { sequence: newest.size, eventHash: newest.hash } : undefined
+    const start = from === undefined ? 0 : from.sequence - 1
+    const { check, state } = pinCheck(pinned, start)
+    const checked: AuditStoreShape = {
+      ...store,
+      readChainJson: (opts) => Stream.takeWhile(store.readChainJson(opts), check)
+    }
+    const chain = yield* verifyStore({ from, pageSize: options.pageSize, onProgress: options.onProgress }).pipe(
+      Effect.provideService(AuditStore, checked)
+    )
+    // (The check runs as pages are read, which is a page ahead of the fold: a failure the
+    // fold found earlier in the chain comes first.)
+    const broken = state.broken
+    if (broken !== undefined && (chain.valid || chain.failedSequence >= broken.checkpoint.size)) {
+      return { valid: false, chain, checkpoint: broken.checkpoint, failure: { _tag: "NotHeld", found: broken.found } } as const
+    }
+    if (!chain.valid) {
+      const sequence = chain.failedSequence
+      const missing = chain.reason._tag === "SequenceMismatch" && chain.reason.actual === undefined
+      const failure: CheckpointFailure =
+        from !== undefined && sequence === from.sequence
+          ? missing ? { _tag: "Shorter", length: sequence - 1 } : { _tag: "NotHeld", found: null }
+          : { _tag: "ChainInvalid" }
+      return { valid: false, chain, checkpoint: firstAtOrAfter(pinned, sequence), failure } as const
+    }
+    if (newest !== undefined && chain.headSequence < newest.size) {
+      return {
+        valid: false,
+        chain,
+        checkpoint: firstAtOrAfter(pinned, chain.headSequence + 1),
+        failure: { _tag: "Shorter", length: chain.headSequence }
+      } as const
+    }
+    return { valid: true, chain, checkpoints: pinned.length, newest } as const
+  }).pipe(Effect.withSpan("haechi.audit.verify_checkpoints", { attributes: { "haechi.verify.checkpoints": checkpoints.length } }))

@@ -30,7 +30,13 @@ import { linked } from "./internal/deadline.js"
 import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"
 import { preflight, type StartupChecksMode } from "./StartupChecks.js"
+import * as Checkpoint from "./Checkpoint.js"
+import { checkWitness } from "./internal/checkpoint/witness.js"
+import { CheckpointNoteRejected } from "./Errors.js"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 export type { LockPolicy } from "./LockPolicy.js"
+export type { SignedCheckpoint, CheckpointOutcome } from "./Checkpoint.js"
 
 export * from "./Errors.js"
 export { withRedisLock } from "./LockFacade.js"
@@ -119,7 +125,19 @@ export interface AuditChecks {
   readonly verifyRecords?: AuditStore.VerifyRecords
 }
 
-export type RedisAuditStoreOptions = RedisStoreOptions & AuditChecks
+export interface RedisAuditStoreOptions extends RedisStoreOptions, AuditChecks {
+  /**
+   * Replicas as witnesses: `checked()` (and so the first call) also reads the newest
+   * signed checkpoint from `latest()` (a note, or a whole checkpoints file's text;
+   * undefined when there is none yet), verifies it with `verifierKey`, and rejects with
+   * `ChainMissesCheckpoint` when the chain is shorter or holds another record at its
+   * sequence: nothing is ever appended to such a chain.
+   */
+  readonly witness?: {
+    readonly verifierKey: string
+    readonly latest: () => Promise<string | undefined> | string | undefined
+  }
+}
 export type RedisTokenStoreOptions = RedisStoreOptions
 
 const runner = promiseRunner
@@ -238,7 +256,22 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
     { onRewind: options?.onRewind, verifyRecords: options?.verifyRecords }
   )
   const inner = toHaechiAuditStore(store, options)
-  return { transaction: (fn) => gated(() => inner.transaction(fn)), ready: inner.ready, checked }
+  const witness = options.witness
+  if (witness === undefined) return { transaction: (fn) => gated(() => inner.transaction(fn)), ready: inner.ready, checked }
+  // The witness check joins the start-up gate: nothing is written before it has passed.
+  const latest = Effect.tryPromise({
+    try: async () => witness.latest(),
+    catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${cause instanceof Error ? cause.message : String(cause)}` })
+  })
+  const witnessed = startupGate(
+    runner(options.runtime),
+    checkWitness(redisClient("createRedisAuditStore", options.client), auditKeys(store.prefix), { verifierKey: witness.verifierKey, latest })
+  )
+  return {
+    transaction: (fn) => gated(() => witnessed.gated(() => inner.transaction(fn))),
+    ready: inner.ready,
+    checked: () => checked().then(witnessed.checked)
+  }
 }
 
 /** The shared token store on Redis: `{ mutate(fn), read(fn), ready(), checked() }`, keys under `keyPrefix`. */
@@ -283,3 +316,68 @@ export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}
 /** An in-memory token store (one process; tests and single-instance use). */
 export const createMemoryTokenStore = (options: FacadeOptions = {}): HaechiTokenStore =>
   toHaechiTokenStore(TokenStore.makeWith(memoryVaultBacking(), options), options)
+
+export interface CheckpointerOptions extends FacadeOptions {
+  readonly client: Redis | Cluster
+  readonly keyPrefix?: string
+  /** The path of a key file written by `haechi-store keygen` (mode 0600), or a private key text. */
+  readonly key: string
+  /** Where notes go: "stdout", `{ file }` (appended, fsynced) or your function (object storage, a witness, git). */
+  readonly sink: "stdout" | { readonly file: string } | ((checkpoint: Checkpoint.SignedCheckpoint) => Promise<void> | void)
+  /** Sign when the chain has grown by this many records. */
+  readonly everyRecords?: number
+  /** Sign every this many seconds when the chain has grown. */
+  readonly everySeconds?: number
+  /** The newest checkpoint note known outside Redis, to start from; default the file sink's last note. */
+  readonly trusted?: string
+}
+
+export interface Checkpointer {
+  /** The signing key's verifier key, for verifiers and witnesses. */
+  readonly verifierKey: string
+  /** Signs the current head now if it is new (see `Checkpoint.CheckpointShape.checkpoint`). */
+  checkpoint(): Promise<Checkpoint.CheckpointOutcome>
+  /** The newest checkpoint this checkpointer holds. */
+  latest(): Promise<Checkpoint.SignedCheckpoint | undefined>
+  /** Stops the schedule. */
+  close(): Promise<void>
+}
+
+/**
+ * A checkpointer on the audit chain under `keyPrefix`: signs the head every
+ * `everyRecords` records and/or `everySeconds` seconds into `sink`, fenced in Redis so
+ * that checkpointers on several replicas never sign two heads for one size. Rejects with
+ * `CheckpointKeyInvalid` for a missing, unreadable or wrong key, `CheckpointNoteRejected`
+ * when the sink's newest note does not verify with the key.
+ */
+export const startCheckpointer = async (options: CheckpointerOptions): Promise<Checkpointer> => {
+  const redis = redisClient("startCheckpointer", options.client)
+  const run = runner(options.runtime)
+  const sink =
+    options.sink === "stdout"
+      ? Checkpoint.stdoutSink
+      : typeof options.sink === "function"
+        ? Checkpoint.functionSink(options.sink)
+        : Checkpoint.fileSink(options.sink.file)
+  const key = options.key.startsWith("PRIVATE+KEY+") ? await run(Checkpoint.signerFromKey(options.key)) : options.key
+  const scope = await run(Scope.make())
+  const made = await run(
+    Checkpoint.make({ key, sink, everyRecords: options.everyRecords, everySeconds: options.everySeconds, trusted: options.trusted }).pipe(
+      Effect.provideServiceEffect(AuditStore.AuditStore, AuditStore.make({ keyPrefix: options.keyPrefix ?? DEFAULT_AUDIT_PREFIX })),
+      Effect.provideService(RedisClient, redis),
+      Effect.provideService(Scope.Scope, scope),
+      Effect.exit
+    )
+  )
+  if (Exit.isFailure(made)) {
+    await run(Scope.close(scope, Exit.void))
+    return run(Effect.failCause(made.cause))
+  }
+  const checkpointer = made.value
+  return {
+    verifierKey: checkpointer.verifierKey,
+    checkpoint: () => run(checkpointer.checkpoint),
+    latest: () => run(checkpointer.latest),
+    close: () => run(Scope.close(scope, Exit.void))
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Where signed checkpoints go: an append-only file, stdout, or the caller's function
+ * (object storage with a retention lock, a witness, a git repository...).
+ *
+ * Guarantees:
+ * - The file sink appends each note whole with one write to a file opened O_APPEND and
+ *   fsyncs it before the emit succeeds; it never rewrites or truncates the file.
+ * - `readLastNote` reads only the file's tail (a few KiB), whatever its length, and
+ *   returns the last note in it as text; it does not verify it (the caller does).
+ */
+import { constants as fsConstants } from "node:fs"
+import { open } from "node:fs/promises"
+import * as Effect from "effect/Effect"
+import { CheckpointSinkFailed } from "../../Errors.js"
+import type { SignedCheckpoint } from "./checkpoints.js"
+import { SIGNATURE_PREFIX } from "./note.js"
+
+export interface CheckpointSink {
+  /** For errors: "file <path>", "stdout", "function". */
+  readonly name: string
+  readonly emit: (checkpoint: SignedCheckpoint) => Effect.Effect<void, CheckpointSinkFailed>
+  /** The newest note the sink holds, when it can tell (a file can). */
+  readonly latest?: Effect.Effect<string | undefined, CheckpointSinkFailed> | undefined
+}
+
+/** Appends each note to `path` (created with mode 0644 if missing), fsynced. */
+export const fileSink = (path: string): CheckpointSink => {
+  const name = `file ${path}`
+  return {
+    name,
+    emit: (checkpoint) =>
+      Effect.tryPromise({
+        try: async () => {
+          const file = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND, 0o644)
+          try {
+            await file.write(checkpoint.note)
+            await file.sync()
+          } finally {
+            await file.close()
+          }
+        },
+        catch: (cause) => new CheckpointSinkFailed({ sink: name, cause })
+      }),
+    latest: Effect.tryPromise({
+      try: () => readLastNote(path, true),
+      catch: (cause) => new CheckpointSinkFailed({ sink: name, cause })
+    })
+  }
+}
+
+/** Writes each note to stdout. */
+export const stdoutSink: CheckpointSink = {
+  name: "stdout",
+  emit: (checkpoint) =>
+    Effect.async<void, CheckpointSinkFailed>((resume) => {
+      process.stdout.write(checkpoint.note, (error) =>
+        resume(error ? Effect.fail(new CheckpointSinkFailed({ sink: "stdout", cause: error })) : Effect.void)
+      )
+    })
+}
+
+/** Hands each checkpoint to `f`; a rejection or a throw fails the emit. */
+export const functionSink = (f: (checkpoint: SignedCheckpoint) => Promise<void> | void): CheckpointSink => ({
+  name: "function",
+  emit: (checkpoint) =>
+    Effect.tryPromise({
+      try: async () => f(checkpoint),
+      catch: (cause) => new CheckpointSinkFailed({ sink: "function", cause })
+    })
+})
+
+const TAIL_BYTES = 16 * 1024
+
+/**
+ * The last note of a checkpoints file (its signature lines, the blank line and the three
+ * body lines before it), read from the tail only; undefined for an empty file, or for a
+ * missing one when `missingIsEmpty`. A tail that does not end in a note is returned as
+ * it is, so that opening it fails and says why.
+ */
+export const readLastNote = async (path: string, missingIsEmpty: boolean): Promise<string | undefined> => {
+  let file
+  try {
+    file = await open(path, "r")
+  } catch (error) {
+    if (missingIsEmpty && (error as { code?: string }).code === "ENOENT") return undefined
+    throw error
+  }
+  try {
+    const { size } = await file.stat()
+    if (size === 0) return undefined
+    const length = Math.min(size, TAIL_BYTES)
+    const buffer = Buffer.alloc(length)
+    await file.read(buffer, 0, length, size - length)
+    let text = buffer.toString("utf8")
+    // A tail that starts mid-file starts mid-line (or mid-character): drop that line.
+    if (length < size) text = text.slice(text.indexOf("\n") + 1)
+    if (!text.endsWith("\n")) return text
+    const lines = text.slice(0, -1).split("\n")
+    let start = lines.length
+    while (start > 0 && lines[start - 1]!.startsWith(SIGNATURE_PREFIX)) start--
+    start -= 4
+    if (start < 0 || start === lines.length - 4 || lines[start + 3] !== "") return text
+    return lines.slice(start).join("\n") + "\n"
+  } finally {
+    await file.close()
+  }
+}
