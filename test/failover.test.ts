@@ -6,6 +6,7 @@
  * driven as haechi's core drives them) appends and tokenizes, the Redis replica is frozen
  * and its replication link cut, the primary is killed (-9) and the replica promoted. An
  * idle store replica waits until Redis has climbed past what it saw (the ABA case).
+ * Sentinel also runs once with the fail-closed rewind policy (`onRewind: "fail"`).
  * See test/support/failover.ts for what is counted and how.
  *
  * What must hold in every scenario: no fork, no stale reveal, no silent rewind (a store
@@ -34,7 +35,8 @@ import { summary } from "./support/replica.js"
 
 /** WAIT for one replica; a short timeout keeps the writes during the lag (never acknowledged) quick. */
 const DURABLE = { replicas: 1, timeout: "500 millis" } as const
-const SCENARIO_TIMEOUT_MS = 60_000
+/** Generous: every wait inside a scenario is bounded on its own, and a scenario takes 4-10 s. */
+const SCENARIO_TIMEOUT_MS = 90_000
 
 const isAlive = (pid: number) => {
   try {
@@ -49,6 +51,8 @@ const print = (scenario: string, f: FailoverFigures) =>
   summary(scenario, {
     recordsAcked: f.recordsAcked,
     tokensAcked: f.tokensAcked,
+    recordsAckedBeforeKill: f.recordsAckedBeforeKill,
+    tokensAckedBeforeKill: f.tokensAckedBeforeKill,
     recordsLost: f.recordsLost,
     tokensLost: f.tokensLost,
     chainAtKill: f.chainAtKill,
@@ -63,6 +67,8 @@ const print = (scenario: string, f: FailoverFigures) =>
     rewoundReplicas: f.rewoundMembers,
     toldByError: f.rewindErrors,
     toldByRecordedGap: f.rewindsRecorded,
+    chainRewindsCounted: f.chainRewindsCounted,
+    vaultRewindsCounted: f.vaultRewindsCounted,
     lagMs: f.lagMs,
     failoverMs: f.failoverMs,
     failedBy: JSON.stringify(f.failedBy)
@@ -88,6 +94,9 @@ const expectContinuity = (f: FailoverFigures, durable: boolean) => {
   expect(f.silentAuditRewinds).toBe(0)
   expect(f.silentVaultRewinds).toBe(0)
   expect(f.rewindErrors + f.rewindsRecorded).toBe(f.rewoundMembers)
+  // ... and counted: every rewound replica's chain, and at least the idle replica's vault.
+  expect(f.chainRewindsCounted).toBeGreaterThanOrEqual(f.rewoundMembers)
+  expect(f.vaultRewindsCounted).toBeGreaterThanOrEqual(1)
   expect(f.vaultInconsistencies).toEqual([])
   // Writers fail closed around the failover, and the fleet writes on afterwards.
   for (const tag of Object.keys(f.failedBy)) expect(FAILOVER_ERRORS).toContain(tag)
@@ -99,8 +108,12 @@ const expectContinuity = (f: FailoverFigures, durable: boolean) => {
 // Sentinel
 
 describe("Redis Sentinel: failover to a lagging replica while replicas append and tokenize", () => {
-  for (const durable of [false, true]) {
-    const title = durable ? "with durability { replicas: 1 }: no acknowledged loss" : "without durability: losses counted"
+  const scenarios = [
+    { durable: false, onRewind: undefined, title: "without durability: losses counted" },
+    { durable: true, onRewind: undefined, title: "with durability { replicas: 1 }: no acknowledged loss" },
+    { durable: false, onRewind: "fail", title: 'onRewind: "fail": every rewound replica is refused with a typed error, no gap recorded' }
+  ] as const
+  for (const { durable, onRewind, title } of scenarios) {
     it(
       `${title}; no fork, no stale reveal, no silent rewind`,
       async () => {
@@ -122,11 +135,18 @@ describe("Redis Sentinel: failover to a lagging replica while replicas append an
           }
           const figures = await runFailover(target, {
             prefixes: { audit: uniquePrefix("sentinel-audit"), vault: uniquePrefix("sentinel-tv") },
-            durability: durable ? DURABLE : undefined
+            durability: durable ? DURABLE : undefined,
+            audit: onRewind === undefined ? undefined : { onRewind }
           })
-          print(`sentinel failover, ${durable ? "durable" : "not durable"}`, figures)
+          print(`sentinel failover, ${durable ? "durable" : "not durable"}${onRewind ? `, onRewind ${onRewind}` : ""}`, figures)
           expect((await set.masterPorts()).filter((p) => p === set.replica.port).length).toBeGreaterThanOrEqual(2)
           expectContinuity(figures, durable)
+          if (onRewind === "fail") {
+            expect({ toldByError: figures.rewindErrors, recorded: figures.rewindsRecorded }).toEqual({
+              toldByError: figures.rewoundMembers,
+              recorded: 0
+            })
+          }
         } finally {
           await set.stop()
         }

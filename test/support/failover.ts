@@ -17,7 +17,7 @@
  *   whatever happens; it throws (failing the test) only when the harness itself could
  *   not do its part (no lag, no promotion in time), never because of what the stores did.
  */
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import { Redis } from "ioredis"
 import * as AuditStore from "../../src/AuditStore.js"
 import type { DurabilityOptions } from "../../src/Durability.js"
@@ -29,6 +29,7 @@ import {
   type HaechiAuditStore,
   type HaechiTokenStore
 } from "../../src/haechi.js"
+import * as Metrics from "../../src/Metrics.js"
 import { layerFromClient } from "../../src/RedisClient.js"
 import * as TokenStore from "../../src/TokenStore.js"
 import type { AuditIntegrity } from "../../src/Chain.js"
@@ -101,22 +102,25 @@ export interface FleetMember {
 export interface MemberOptions {
   readonly style: StoreStyle
   readonly durability?: DurabilityOptions | undefined
+  /** More audit-store options, passed through as they are (for example a rewind policy). */
+  readonly audit?: Readonly<Record<string, unknown>> | undefined
 }
 
 const storesFor = async (
   client: Client,
   prefixes: { readonly audit: string; readonly vault: string },
-  { durability, style }: MemberOptions
+  { audit: more = {}, durability, style }: MemberOptions
 ): Promise<{ audit: HaechiAuditStore; vault: HaechiTokenStore }> => {
   const shared = durability === undefined ? {} : { durability }
   if (style === "facade") {
     return {
-      audit: createRedisAuditStore({ client, keyPrefix: prefixes.audit, ...shared }),
+      audit: createRedisAuditStore({ ...more, client, keyPrefix: prefixes.audit, ...shared }),
       vault: createRedisTokenStore({ client, keyPrefix: prefixes.vault, ...shared })
     }
   }
   const layer = layerFromClient(client)
-  const audit = await Effect.runPromise(Effect.provide(AuditStore.make({ keyPrefix: prefixes.audit, ...shared }), layer))
+  const auditOptions = { ...more, keyPrefix: prefixes.audit, ...shared } as AuditStore.AuditStoreOptions
+  const audit = await Effect.runPromise(Effect.provide(AuditStore.make(auditOptions), layer))
   const vault = await Effect.runPromise(Effect.provide(TokenStore.make({ keyPrefix: prefixes.vault, ...shared }), layer))
   return { audit: toHaechiAuditStore(audit), vault: toHaechiTokenStore(vault) }
 }
@@ -263,10 +267,16 @@ export const FAILOVER_ERRORS = [
 export interface FailoverFigures {
   readonly recordsAcked: number
   readonly tokensAcked: number
+  /** Of those, acknowledged before the primary was killed (the ones a failover can lose). */
+  readonly recordsAckedBeforeKill: number
+  readonly tokensAckedBeforeKill: number
   /** Acknowledged, yet not on the promoted replica. */
   readonly recordsLost: number
   readonly tokensLost: number
-  /** Records / vault commits on the old primary at the kill, and what the promoted replica kept. */
+  /**
+   * Records / vault commits on the old primary at the last look before the kill (the
+   * fleet writes on until the kill, so there may be more), and what the promoted replica kept.
+   */
   readonly chainAtKill: number
   readonly chainKept: number
   readonly versionAtKill: number
@@ -286,6 +296,9 @@ export interface FailoverFigures {
   readonly rewindsRecorded: number
   /** Rewound members that never got a decisive answer (neither success nor a rewind error). */
   readonly undecided: number
+  /** What the stores counted under these prefixes (`haechi_store_chain_rewinds_total`, `haechi_store_vault_rewinds_total`). */
+  readonly chainRewindsCounted: number
+  readonly vaultRewindsCounted: number
   /**
    * The idle member (idle from just before the kill until Redis climbed past what it
    * saw): whether its last seen head was lost, and its records / vault commits in calls
@@ -307,11 +320,17 @@ export interface FailoverFigures {
 export interface ScenarioOptions {
   readonly prefixes: { readonly audit: string; readonly vault: string }
   readonly durability?: DurabilityOptions | undefined
+  /** More audit-store options for every member (see MemberOptions). */
+  readonly audit?: Readonly<Record<string, unknown>> | undefined
   /** Longest the replica is left lagging (default 2500 ms). */
   readonly maxLagMs?: number
   /** How long the promotion may take (default 25 000 ms). */
   readonly promotionTimeoutMs?: number
 }
+
+/** The process-wide counter `metric` tagged with this store's prefix. */
+const counted = (metric: Metric.Metric.Counter<number>, prefix: string): number =>
+  Effect.runSync(Metric.value(metric.pipe(Metric.tagged("prefix", prefix)))).count
 
 const waitUntil = async (timeoutMs: number, done: () => boolean | Promise<boolean>): Promise<boolean> => {
   const deadline = performance.now() + timeoutMs
@@ -372,7 +391,11 @@ const staleAnswers = async (
  * then every member's reads are checked and z appends once. Counts, never asserts.
  */
 export async function runFailover(target: FailoverTarget, options: ScenarioOptions): Promise<FailoverFigures> {
-  const { durability, prefixes } = options
+  const { audit: more, durability, prefixes } = options
+  const countedBefore = {
+    chain: counted(Metrics.chainRewinds, prefixes.audit),
+    vault: counted(Metrics.vaultRewinds, prefixes.vault)
+  }
   const maxLagMs = options.maxLagMs ?? 2500
   const clients: Array<Client> = []
   const connect = () => {
@@ -388,10 +411,10 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
   const members: Array<FleetMember> = []
   try {
     const [a, b, c, z] = await Promise.all([
-      fleetMember("a", connect(), prefixes, { style: "facade", durability }),
-      fleetMember("b", connect(), prefixes, { style: "facade", durability }),
-      fleetMember("c", connect(), prefixes, { style: "effect", durability }),
-      fleetMember("z", connect(), prefixes, { style: "facade", durability })
+      fleetMember("a", connect(), prefixes, { style: "facade", durability, audit: more }),
+      fleetMember("b", connect(), prefixes, { style: "facade", durability, audit: more }),
+      fleetMember("c", connect(), prefixes, { style: "effect", durability, audit: more }),
+      fleetMember("z", connect(), prefixes, { style: "facade", durability, audit: more })
     ])
     const fleet = [a!, b!, c!]
     const idle = z!
@@ -439,7 +462,7 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     await target.waitPromoted(options.promotionTimeoutMs ?? 25_000)
     const failoverMs = performance.now() - killedAt
     // A replica made after the failover moves Redis past what the idle member saw.
-    const newcomer = await fleetMember("n", connect(), prefixes, { style: "facade" })
+    const newcomer = await fleetMember("n", connect(), prefixes, { style: "facade", audit: more })
     members.push(newcomer)
     start(newcomer)
     const promoted = target.replica.port
@@ -497,6 +520,8 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     }
 
     const ledger = merge(members.map((m) => m.ledger))
+    const ackedBefore = (of: (m: FleetMember) => Array<Outcome>) =>
+      members.reduce((n, m) => n + of(m).filter((o) => o.ok && o.at <= killedAt).length, 0)
     const audit = await checkAudit(inspector, prefixes.audit, ledger)
     const vault = await checkVault(inspector, prefixes.vault, ledger)
     const [head, headHash] = await Promise.all([inspector.get(`${prefixes.audit}head`), inspector.get(`${prefixes.audit}head:hash`)])
@@ -512,6 +537,8 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     return {
       recordsAcked: ledger.ackedEvents.length,
       tokensAcked: ledger.ackedTokens.length,
+      recordsAckedBeforeKill: ackedBefore((m) => m.auditOutcomes),
+      tokensAckedBeforeKill: ackedBefore((m) => m.vaultOutcomes),
       recordsLost: audit.losses,
       tokensLost: vault.losses,
       chainAtKill,
@@ -527,6 +554,8 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
       rewindErrors,
       rewindsRecorded,
       undecided,
+      chainRewindsCounted: counted(Metrics.chainRewinds, prefixes.audit) - countedBefore.chain,
+      vaultRewindsCounted: counted(Metrics.vaultRewinds, prefixes.vault) - countedBefore.vault,
       idleRewound,
       idleCommittedInLag,
       newcomerAcked: newcomer.ledger.ackedEvents.length + newcomer.ledger.ackedTokens.length,
