@@ -101,7 +101,11 @@ const expectContinuity = (f: FailoverFigures, durable: boolean) => {
   // Writers fail closed around the failover, and the fleet writes on afterwards.
   for (const tag of Object.keys(f.failedBy)) expect(FAILOVER_ERRORS).toContain(tag)
   expect(f.newcomerAcked).toBeGreaterThan(0)
-  if (durable) expect({ recordsLost: f.recordsLost, tokensLost: f.tokensLost }).toEqual({ recordsLost: 0, tokensLost: 0 })
+  if (durable) {
+    expect({ recordsLost: f.recordsLost, tokensLost: f.tokensLost }).toEqual({ recordsLost: 0, tokensLost: 0 })
+    // The lag was felt: commits made while the replica lagged were not acknowledged.
+    expect(f.failedBy["DurabilityTimeout"] ?? 0).toBeGreaterThan(0)
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -421,7 +421,7 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     members.push(...fleet, idle)
     for (const m of members) start(m)
     // Healthy: everyone has written (and, with durability, had it acknowledged by the replica).
-    const healthy = await waitUntil(10_000, () => members.every((m) => m.ledger.ackedEvents.length >= 2 && m.ledger.ackedTokens.length >= 2))
+    const healthy = await waitUntil(10_000, () => members.every((m) => m.ledger.ackedEvents.length >= 4 && m.ledger.ackedTokens.length >= 4))
     if (!healthy) throw new Error("the fleet did not get going on the healthy primary within 10 s")
 
     // The lag: from now on the primary alone takes what the fleet commits.
