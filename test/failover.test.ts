@@ -76,6 +76,8 @@ const print = (scenario: string, f: FailoverFigures) =>
 
 const expectContinuity = (f: FailoverFigures, durable: boolean) => {
   // The scenario really rewound Redis under the fleet, the idle replica included.
+  expect(f.chainKept).toBeGreaterThanOrEqual(0)
+  expect(f.versionKept).toBeGreaterThanOrEqual(0)
   expect(f.chainAtKill).toBeGreaterThan(f.chainKept)
   expect(f.versionAtKill).toBeGreaterThan(f.versionKept)
   expect(f.idleCommittedInLag.records).toBeGreaterThanOrEqual(1)

@@ -83,6 +83,8 @@ export interface Outcome {
   readonly at: number
   readonly ok: boolean
   readonly error?: string
+  /** Audit calls: the head this member had last seen when the call started. */
+  readonly seenAtStart?: AuditIntegrity | null | undefined
 }
 
 export interface FleetMember {
@@ -195,14 +197,15 @@ export const fleetMember = async (
     record: async () => {
       const id = `${name}-e${++n}`
       const startedAt = performance.now()
+      const seenAtStart = seen
       try {
         await sink.record({ type: "failover-test", id })
         ledger.ackedEvents.push(id)
-        auditOutcomes.push({ startedAt, at: performance.now(), ok: true })
+        auditOutcomes.push({ startedAt, at: performance.now(), ok: true, seenAtStart })
         return true
       } catch (error) {
         ledger.failedEvents.push({ id, error: errorTag(error) })
-        auditOutcomes.push({ startedAt, at: performance.now(), ok: false, error: errorTag(error) })
+        auditOutcomes.push({ startedAt, at: performance.now(), ok: false, error: errorTag(error), seenAtStart })
         return false
       }
     },
@@ -274,6 +277,7 @@ export interface FailoverFigures {
   readonly recordsLost: number
   readonly tokensLost: number
   /**
+   * (-1 for kept: the replica was promoted before it could be asked.)
    * Records / vault commits on the old primary at the last look before the kill (the
    * fleet writes on until the kill, so there may be more), and what the promoted replica kept.
    */
@@ -444,7 +448,9 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     await waitUntil(5000, async () => {
       try {
         const repl = parseInfo(await redisCommand(target.replica.port, ["INFO", "replication"], { timeoutMs: 500 }))
-        if (repl["role"] === "slave" && repl["master_link_status"] !== "down") return false
+        // Only a replica that is not promoted yet tells what it kept (-1 stays: unknown).
+        if (repl["role"] !== "slave") return true
+        if (repl["master_link_status"] !== "down") return false
         kept = {
           chain: await num(target.replica.port, ["LLEN", `${prefixes.audit}chain`]),
           version: await num(target.replica.port, ["GET", `${prefixes.vault}version`])
@@ -454,10 +460,6 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
         return false
       }
     })
-    await sleep(100)
-    // From here on only the promoted replica can answer: what each member saw is fixed.
-    const seenAtKill = new Map(members.map((m) => [m, m.seenHead()] as const))
-    const seenAt = performance.now()
 
     await target.waitPromoted(options.promotionTimeoutMs ?? 25_000)
     const failoverMs = performance.now() - killedAt
@@ -469,7 +471,7 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     const climbed = await waitUntil(15_000, async () =>
       (await num(promoted, ["LLEN", `${prefixes.audit}chain`])) > chainAtKill &&
       (await num(promoted, ["GET", `${prefixes.vault}version`])) > versionAtKill &&
-      fleet.every((m) => m.auditOutcomes.some((o) => o.at > seenAt && decisive(o)))
+      fleet.every((m) => m.auditOutcomes.some((o) => o.startedAt > killedAt && decisive(o)))
     )
     for (const m of members) stopped.add(m)
     await Promise.all(running.values())
@@ -506,12 +508,16 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     let silentAuditRewinds = 0
     let undecided = 0
     let idleRewound = false
-    for (const [m, seen] of seenAtKill) {
+    // A member is judged by its calls started after the kill (only the promoted replica can
+    // answer them), and by the head it had seen when the first of them started: every call
+    // before it has settled by then, durable ones whose WAIT outlived the primary included.
+    for (const m of [...fleet, idle]) {
+      const seen = m.auditOutcomes.find((o) => o.startedAt > killedAt)?.seenAtStart
       if (seen === null || seen === undefined) continue
       if (chain[seen.sequence - 1]?.auditIntegrity?.eventHash === seen.eventHash) continue
       rewoundMembers++
       if (m === idle) idleRewound = true
-      const first = m.auditOutcomes.find((o) => o.at > seenAt && decisive(o))
+      const first = m.auditOutcomes.find((o) => o.startedAt > killedAt && decisive(o))
       if (first === undefined) undecided++
       else if (!committed(first)) rewindErrors++
       // A lost head can be in the chain only if a record names it: the gap was recorded.
