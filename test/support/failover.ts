@@ -444,17 +444,23 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     const killedAt = performance.now()
     lag.resume()
     // What the replica kept: once it has noticed the dead link, it has applied all it got.
+    // (A cluster replica answers keyed reads only on a READONLY connection.)
+    const onReplica = new Redis(target.replica.port, "127.0.0.1", { maxRetriesPerRequest: 1, commandTimeout: 1000 })
+    onReplica.on("error", () => {})
+    clients.push(onReplica)
+    await onReplica.readonly().catch(() => undefined)
     let kept = { chain: -1, version: -1 }
     await waitUntil(5000, async () => {
       try {
-        const repl = parseInfo(await redisCommand(target.replica.port, ["INFO", "replication"], { timeoutMs: 500 }))
+        const repl = parseInfo(await onReplica.info("replication"))
         // Only a replica that is not promoted yet tells what it kept (-1 stays: unknown).
         if (repl["role"] !== "slave") return true
         if (repl["master_link_status"] !== "down") return false
-        kept = {
-          chain: await num(target.replica.port, ["LLEN", `${prefixes.audit}chain`]),
-          version: await num(target.replica.port, ["GET", `${prefixes.vault}version`])
-        }
+        const [chain, version] = await Promise.all([
+          onReplica.llen(`${prefixes.audit}chain`),
+          onReplica.get(`${prefixes.vault}version`)
+        ])
+        kept = { chain, version: Number(version ?? 0) }
         return true
       } catch {
         return false
