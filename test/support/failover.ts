@@ -91,8 +91,6 @@ export interface FleetMember {
   readonly name: string
   readonly ledger: Ledger
   readonly vault: ReturnType<typeof createTokenVault>
-  /** The head this member last read or committed on (null: the empty chain; undefined: none yet). */
-  readonly seenHead: () => AuditIntegrity | null | undefined
   /** Every token id a mutation of this member staged with `set`, committed or not. */
   readonly staged: Set<string>
   readonly auditOutcomes: Array<Outcome>
@@ -138,6 +136,7 @@ export const fleetMember = async (
   options: MemberOptions
 ): Promise<FleetMember> => {
   const { audit, vault } = await storesFor(client, prefixes, options)
+  // The head this member last read or committed on (null: the empty chain; undefined: none yet).
   let seen: AuditIntegrity | null | undefined
   const watchedAudit = {
     transaction: <A>(fn: (tx: { readLastIntegrity(): Promise<unknown>; persist(r: unknown): Promise<void> }) => Promise<A>) =>
@@ -190,7 +189,6 @@ export const fleetMember = async (
     name,
     ledger,
     vault: tokenVault,
-    seenHead: () => seen,
     staged,
     auditOutcomes,
     vaultOutcomes,
