@@ -26,6 +26,11 @@ export interface RedisServerOptions {
   readonly rdb?: boolean
   /** `cluster-enabled yes` with its own nodes.conf and a free cluster bus port. */
   readonly cluster?: boolean
+  /**
+   * Run as Redis Sentinel (`redis-server <conf> --sentinel`); `config` then carries the
+   * `sentinel monitor ...` lines. Sentinel rewrites its conf file, which lives in `dir`.
+   */
+  readonly sentinel?: boolean
   /** Extra redis.conf lines, e.g. `["maxmemory 10mb", "cluster-node-timeout 2000"]`. */
   readonly config?: ReadonlyArray<string>
   /** How long start/restart may take before failing (default 10 000 ms). */
@@ -196,9 +201,10 @@ function logTail(dir: string): string {
   }
 }
 
-function spawnRedis(dir: string): ChildProcess {
+function spawnRedis(dir: string, sentinel: boolean): ChildProcess {
   installExitHooks()
-  const child = spawn("redis-server", [join(dir, "redis.conf")], { stdio: "ignore" })
+  const args = [join(dir, "redis.conf"), ...(sentinel ? ["--sentinel"] : [])]
+  const child = spawn("redis-server", args, { stdio: "ignore" })
   child.on("error", () => {}) // ENOENT etc. surfaces as an early exit in waitReady
   // Not unref()'d: stop()/kill9() must be able to await the exit event.
   live.set(child, dir)
@@ -246,7 +252,8 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       ...(opts.config ?? [])
     ]
     writeFileSync(join(dir, "redis.conf"), conf.join("\n") + "\n")
-    let child = spawnRedis(dir)
+    const sentinel = opts.sentinel ?? false
+    let child = spawnRedis(dir, sentinel)
     try {
       await waitReady(child, port, dir, timeoutMs)
     } catch (e) {
@@ -256,7 +263,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       if (attempt >= 5) throw e
       continue // most likely lost a bind race for the port: try another one
     }
-    return makeServer(port, dir, () => child, (c) => (child = c), timeoutMs)
+    return makeServer(port, dir, () => child, (c) => (child = c), timeoutMs, sentinel)
   }
 }
 
@@ -265,7 +272,8 @@ function makeServer(
   dir: string,
   current: () => ChildProcess,
   replace: (c: ChildProcess) => void,
-  timeoutMs: number
+  timeoutMs: number,
+  sentinel: boolean
 ): RedisServer {
   let stopped = false
   const signal = async (sig: NodeJS.Signals) => {
@@ -293,7 +301,7 @@ function makeServer(
       await signal("SIGTERM")
       // The same port is required; retry briefly in case it is still being released.
       for (let attempt = 1; ; attempt++) {
-        const child = spawnRedis(dir)
+        const child = spawnRedis(dir, sentinel)
         replace(child)
         try {
           return await waitReady(child, port, dir, timeoutMs)

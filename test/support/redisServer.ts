@@ -2,6 +2,7 @@
  * Public entry point of the Redis test infrastructure (real Redis only, never a mock):
  * - startRedis()   throwaway standalone redis-server   (./redisProcess.ts)
  * - startCluster() throwaway Redis Cluster              (./redisCluster.ts)
+ * - startSentinelSet() primary + replica + sentinels    (./redisSentinel.ts)
  * - tcpProxy()     fault-injection proxy                (./tcpProxy.ts)
  * plus Effect `acquireRelease` wrappers so the same resources can be used from
  * `it.scoped(...)` / `layer(...)` of @effect/vitest and are always released with the Scope.
@@ -14,6 +15,7 @@ import { tcpProxy, type TcpProxy } from "./tcpProxy.js"
 
 export * from "./redisCluster.js"
 export * from "./redisProcess.js"
+export * from "./redisSentinel.js"
 export * from "./tcpProxy.js"
 
 /** A standalone server that lives exactly as long as the surrounding Scope. */
