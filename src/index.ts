@@ -5,6 +5,9 @@
  */
 export * as AuditStore from "./AuditStore.js"
 export * as TokenStore from "./TokenStore.js"
+// In-memory backings several store instances can share (as replicas share one Redis).
+export { memoryAuditBacking, type AuditBacking } from "./AuditBacking.js"
+export { memoryVaultBacking, type VaultBacking } from "./TokenBacking.js"
 export * as RedisClient from "./RedisClient.js"
 export * as Retry from "./Retry.js"
 export * as Keys from "./Keys.js"
