@@ -1,7 +1,8 @@
 // Embeds every lua/*.lua script in src/internal/luaSources.ts, so the build carries the
 // scripts itself (a bundle or a single-file deploy has no lua/ folder beside it). Run by
-// `npm run build`, `npm run typecheck`, `npm test` and after `npm ci` (prepare): a script
-// added or edited in lua/ reaches the build with no manual step. The file is generated,
+// `npm run build`, `npm run typecheck`, `npm test` and every vitest run: a script added or
+// edited in lua/ reaches the build with no manual step. (Not an npm lifecycle script: a
+// package whose manifest has one counts as running install scripts.) The file is generated,
 // never committed (see .gitignore), and rewritten only when its content changes.
 import { createHash } from "node:crypto"
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
