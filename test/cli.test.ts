@@ -455,6 +455,27 @@ describe("operator behaviour", () => {
     }
   }, 40_000)
 
+  it("Ctrl-C on a terminal erases the bar, prints one line and exits 130", async () => {
+    const quote = (word: string) => `'${word.replace(/'/g, "'\\''")}'`
+    const command = `stty cols 80 rows 24; exec ${[process.execPath, bin, "demo", "--replicas", "1", "--events", "1000000"].map(quote).join(" ")}`
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: root, stdio: ["pipe", "pipe", "pipe"] })
+    let screen = ""
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (screen += chunk))
+    const exited = new Promise<number | null>((done) => child.on("close", (c) => done(c)))
+    // Ctrl-C once the bar is drawn: the terminal sends SIGINT to the whole foreground group.
+    const deadline = Date.now() + 20_000
+    while (!screen.includes("ETA") && Date.now() < deadline) await new Promise((wait) => setTimeout(wait, 100))
+    child.stdin.write("\u0003")
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
+    const code = await exited
+    clearTimeout(timer)
+    expect(code).toBe(130)
+    const afterCtrlC = screen.slice(screen.lastIndexOf("ETA"))
+    // The bar line is erased (carriage return, erase line) before the one line.
+    expect(afterCtrlC).toMatch(/\r\u001b\[Khaechi-store: interrupted by SIGINT\r?\n$/)
+    expect(afterCtrlC.match(/haechi-store:/g)).toHaveLength(1)
+  }, 40_000)
+
   it("help lists the exit codes and has no escape sequences when piped or with NO_COLOR", async () => {
     const piped = await cli(["--help"])
     expect(piped.code).toBe(0)
