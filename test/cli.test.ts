@@ -320,7 +320,7 @@ describe("errors", () => {
       expect(run.stdout).toBe("")
       expectOneLineError(run)
     }
-  })
+  }, 120_000) // ten runs, each a Node start-up of the launcher and the CLI: slow on a loaded machine
 
   it("an unreachable Redis fails fast with one line, never showing the password", async () => {
     const port = await freePort()
@@ -340,7 +340,7 @@ describe("errors", () => {
       expect(run.stdout + run.stderr).not.toContain(password)
     }
     expect(existsSync(join(dir, "never.jsonl"))).toBe(false)
-  })
+  }, 120_000)
 
   describe("with a password-protected user", () => {
     let server: RedisServer
