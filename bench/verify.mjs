@@ -269,7 +269,7 @@ const parent = async () => {
     )
     if (what !== "core" && r.records !== n) throw new Error(`${what} saw ${r.records} records, expected ${n}`)
   }
-  // The CLI as shipped: `haechi-store verify` caps V8's heap itself (src/bin.ts).
+  // The CLI as shipped: `haechi-store verify` caps V8's heap itself (cli/src/bin.ts).
   const cli = await measureCli(["verify", "--url", redis.url, "--prefix", PREFIX])
   {
     const rate = n / (cli.ms / 1000)
