@@ -8,7 +8,12 @@
  *   as "↓" and in the "skipped" count of the summary;
  * - allowOnly: false makes a forgotten .only fail the run.
  */
+import { execFileSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import { defineConfig } from "vitest/config"
+
+// Tests import src/, which imports the Lua scripts embedded from lua/: embed them first.
+execFileSync(process.execPath, ["scripts/gen-lua.mjs"], { cwd: fileURLToPath(new URL(".", import.meta.url)), stdio: "inherit" })
 
 export default defineConfig({
   test: {

@@ -11,7 +11,7 @@
  *    dist/Chain.js and RPUSHes it in pipelined batches, then sets the head keys exactly
  *    as the store's append script does;
  * 3. runs `verifyStore`, then `haechi-store export` to a temporary file (the CLI's own
- *    code, `main` from dist/Cli.js), each in its OWN child process, so that the peak RSS
+ *    code, `main` from cli/dist/Cli.js), each in its OWN child process, so that the peak RSS
  *    reported (`process.resourceUsage().maxRSS`) is that of the verification or export
  *    alone, not of building the chain (the export's time excludes counting its lines);
  * 4. prints records/s and peak RSS for each, and whether the targets are met
@@ -50,7 +50,7 @@ const child = async (what, url, pageSize, out) => {
   const AuditStore = await import(dist("AuditStore.js"))
   const RedisClient = await import(dist("RedisClient.js"))
   const { verifyStore } = await import(dist("Verify.js"))
-  const { main } = await import(dist("Cli.js"))
+  const { main } = await import(new URL(`file://${join(root, "cli", "dist", "Cli.js")}`).href)
   const NodeContext = await import("@effect/platform-node/NodeContext")
   if (what === "core") {
     // The chain rules alone (Chain.stepJson over JSON texts in memory, no Redis, no
@@ -199,7 +199,7 @@ const measure = (what, url, pageSize, out, nodeFlags = []) =>
 const measureCli = (cliArgs) =>
   new Promise((done, fail) => {
     const started = performance.now()
-    const proc = spawn("/usr/bin/time", ["-f", "maxrss %M", process.execPath, join(root, "dist", "bin.js"), ...cliArgs], {
+    const proc = spawn("/usr/bin/time", ["-f", "maxrss %M", process.execPath, join(root, "cli", "dist", "bin.js"), ...cliArgs], {
       stdio: ["ignore", "pipe", "pipe"]
     })
     let stdout = ""
@@ -269,7 +269,7 @@ const parent = async () => {
     )
     if (what !== "core" && r.records !== n) throw new Error(`${what} saw ${r.records} records, expected ${n}`)
   }
-  // The CLI as shipped: `haechi-store verify` caps V8's heap itself (src/bin.ts).
+  // The CLI as shipped: `haechi-store verify` caps V8's heap itself (cli/src/bin.ts).
   const cli = await measureCli(["verify", "--url", redis.url, "--prefix", PREFIX])
   {
     const rate = n / (cli.ms / 1000)

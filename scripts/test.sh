@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full test gate: ensures redis-server/redis-cli exist, typechecks (when
+# The full test gate: ensures redis-server/redis-cli exist, embeds lua/ (scripts/gen-lua.mjs), typechecks (when
 # tsconfig.json exists), refuses skipped tests, then runs vitest against real Redis.
 # Extra arguments are passed to `vitest run`.
 set -euo pipefail
@@ -11,6 +11,9 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
 fi
+
+# The Lua scripts embedded in the build (src/internal/luaSources.ts, generated from lua/).
+node scripts/gen-lua.mjs
 
 if [ -f tsconfig.json ]; then
   npx tsc -p tsconfig.json --noEmit

@@ -3,9 +3,17 @@
  * `defineCommand`: each call goes by SHA (EVALSHA) and ioredis re-sends the text
  * only after a NOSCRIPT (a restarted or failed-over server), so a hot path never
  * ships a script's source. Every key a script touches is passed in KEYS.
+ *
+ * The texts are embedded in the build (`internal/luaSources.ts`, generated from `lua/`),
+ * so a bundled or single-file app needs no file beside it. A registered script that is
+ * missing there, or whose text no longer matches its SHA-1, is a broken build:
+ * `checkScripts` reports it as `InvalidConfig` when a store is made, before any call.
  */
-import { readFileSync } from "node:fs"
+import { createHash } from "node:crypto"
+import * as Effect from "effect/Effect"
 import type { Cluster, Redis } from "ioredis"
+import { InvalidConfig } from "./Errors.js"
+import { luaSources } from "./internal/luaSources.js"
 
 /** A script's file, its command name on the client and how many KEYS it takes. */
 export interface ScriptDefinition {
@@ -35,17 +43,38 @@ export const Scripts = {
   checkpointAdvance: define("checkpoint_advance", 2)
 } as const
 
-const sources = new Map<string, string>()
-
-/** The text of a script, read once from `lua/` (shipped with the package). */
-export const scriptSource = (script: ScriptDefinition): string => {
-  let source = sources.get(script.file)
-  if (source === undefined) {
-    source = readFileSync(new URL(`../lua/${script.file}.lua`, import.meta.url), "utf8")
-    sources.set(script.file, source)
+/** What is wrong with a script's embedded text, or undefined when it is intact. */
+const damageOf = (script: ScriptDefinition): string | undefined => {
+  const embedded = Object.hasOwn(luaSources, script.file) ? luaSources[script.file] : undefined
+  if (embedded === undefined || typeof embedded.source !== "string") {
+    return `lua/${script.file}.lua is not embedded in this build`
   }
-  return source
+  if (embedded.source.trim() === "" || createHash("sha1").update(embedded.source).digest("hex") !== embedded.sha1) {
+    return `lua/${script.file}.lua is damaged in this build (its text does not match its SHA-1)`
+  }
+  return undefined
 }
+
+/** The text of a script, as embedded in the build; throws if it is missing (see `checkScripts`). */
+export const scriptSource = (script: ScriptDefinition): string => {
+  const damage = damageOf(script)
+  if (damage !== undefined) throw new InvalidConfig({ option: "scripts", reason: damage })
+  return luaSources[script.file]!.source
+}
+
+let checked: InvalidConfig | null | undefined
+
+/**
+ * Fails with `InvalidConfig` when any registered script is missing from the build or
+ * damaged; checked once per process (the embedded texts never change at run time).
+ */
+export const checkScripts: Effect.Effect<void, InvalidConfig> = Effect.suspend(() => {
+  if (checked === undefined) {
+    const damage = Object.values(Scripts).map(damageOf).filter((d) => d !== undefined)
+    checked = damage.length === 0 ? null : new InvalidConfig({ option: "scripts", reason: damage.join("; ") })
+  }
+  return checked === null ? Effect.void : Effect.fail(checked)
+})
 
 const registered = new WeakMap<object, Set<string>>()
 

@@ -1,7 +1,8 @@
 /**
  * The options both stores share, and the one place that turns them into a Redis store's
  * setup: a checked key prefix, the lock policy's guard, and the durable-commit step,
- * with the server-side checks run when the store is made, before anything is written.
+ * with the server-side checks run when the store is made, before anything is written
+ * (and the embedded Lua scripts checked first: a broken build is `InvalidConfig`).
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -12,6 +13,7 @@ import { checkPrefix } from "./Keys.js"
 import { checkLockPolicy, guardFor, type LockPolicy } from "./LockPolicy.js"
 import type { RedisClientShape } from "./RedisClient.js"
 import type { RetrySchedule } from "./Retry.js"
+import { checkScripts } from "./Scripts.js"
 import { preflight, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
 import type { StoreGuard } from "./StoreGuard.js"
 
@@ -60,6 +62,7 @@ export const setupRedisStore = <K extends { readonly lock: string; readonly read
   InvalidConfig | StartupError
 > =>
   Effect.gen(function* () {
+    yield* checkScripts
     const prefix = yield* checkPrefix(
       "keyPrefix",
       options.keyPrefix === undefined ? defaultPrefix : options.keyPrefix,

@@ -5,6 +5,9 @@
  */
 export * as AuditStore from "./AuditStore.js"
 export * as TokenStore from "./TokenStore.js"
+// In-memory backings several store instances can share (as replicas share one Redis).
+export { memoryAuditBacking, type AuditBacking } from "./AuditBacking.js"
+export { memoryVaultBacking, type VaultBacking } from "./TokenBacking.js"
 export * as RedisClient from "./RedisClient.js"
 export * as Retry from "./Retry.js"
 export * as Keys from "./Keys.js"
@@ -20,3 +23,6 @@ export * as LockPolicy from "./LockPolicy.js"
 export * as Durability from "./Durability.js"
 export * as StartupChecks from "./StartupChecks.js"
 export { withRedisLock } from "./LockFacade.js"
+// A deadline on real time (Node's timer, not the Effect Clock) for a read of your own,
+// failing with OperationTimeout; the stores bound their operations with their `timeout`.
+export { timeoutAfter } from "./internal/deadline.js"

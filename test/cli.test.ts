@@ -1,17 +1,23 @@
 /**
- * The `haechi-store` executable end to end, as a SUBPROCESS (`node dist/bin.js …`, with
- * dist/ built once by the global setup), against real redis-servers: the shared one, a private one with an
- * ACL user that needs a password, and a free port with nothing listening.
+ * The `haechi-store` executable (the haechi-store-effect-cli package in cli/) end to end,
+ * as a SUBPROCESS (`node cli/dist/bin.js …`, with dist/ and cli/dist/ built once by the
+ * global setup), against real redis-servers: the shared one, a private one with an ACL
+ * user that needs a password, and a free port with nothing listening.
  *
- * Checked: exit codes (0 valid / 1 invalid / 2 usage / 3 cannot run), the last line of
- * verify, the export file (verified line by line by an independent oracle), stats --json
- * numbers, the in-memory demo with no REDIS_URL, one-line errors without a stack trace,
- * a fast failure on an unreachable Redis, and that a password never appears in output.
+ * Checked: exit codes (0 valid / 1 invalid / 2 usage / 3 cannot run / 4 nothing there /
+ * 130 and 143 on signals), the last line of verify and `verify --json`, the export file
+ * (verified line by line by an independent oracle) and that an existing one is never
+ * replaced by an empty or truncated export, stats --json numbers, the in-memory demo with
+ * no REDIS_URL, one-line errors without a stack trace, a fast failure on an unreachable
+ * Redis, wrong credentials named as such, a password never in output, help without
+ * escape sequences unless on a terminal without NO_COLOR, the progress bar on a terminal
+ * (never as wide as the terminal, with ETA, a final line with elapsed time and rate),
+ * and no prompt waiting on a closed stdin.
  */
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises"
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -28,7 +34,7 @@ import { sharedRedis } from "./support/shared.js"
 import { refVerify } from "./support/oracle.js"
 
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
-const bin = join(root, "dist", "bin.js")
+const bin = join(root, "cli", "dist", "bin.js")
 
 interface Run {
   readonly code: number | null
@@ -171,11 +177,43 @@ describe("export", () => {
     const full = await cli(["export", "--out", out, "--url", url, "--prefix", prefix, "--page-size", "15"])
     expect(full.code, full.stderr).toBe(0)
     expect((await readFile(out, "utf8")).split("\n").slice(0, -1)).toEqual(fileLines)
-    const empty = await cli(["export", "--out", out, "--url", url, "--prefix", uniquePrefix("cli-export-empty")])
-    expect(empty.code, empty.stderr).toBe(0)
-    expect(lastLine(empty.stdout)).toBe(`exported 0 records to ${out}`)
-    expect(await readFile(out, "utf8")).toBe("")
     await rm(out)
+  })
+
+  it("never replaces an existing file with an empty or truncated export", async () => {
+    const out = join(dir, "backup.jsonl")
+    const good = "a good backup\n"
+    await writeFile(out, good)
+    const nothing = uniquePrefix("cli-export-nothing")
+    // A mistyped prefix: nothing there, exit 4, the backup untouched.
+    const empty = await cli(["export", "--out", out, "--url", url, "--prefix", nothing])
+    expect(empty.code).toBe(4)
+    expectOneLineError(empty)
+    expect(empty.stderr).toContain("nothing there")
+    expect(await readFile(out, "utf8")).toBe(good)
+    // --allow-empty accepts the empty store, but still does not put an empty file over one.
+    const allowed = await cli(["export", "--out", out, "--url", url, "--prefix", nothing, "--allow-empty"])
+    expect(allowed.code).toBe(4)
+    expect(allowed.stderr).toContain(`not replacing ${out}: the export is empty`)
+    expect(await readFile(out, "utf8")).toBe(good)
+    // A new file may be empty with --allow-empty.
+    const fresh = join(dir, "fresh.jsonl")
+    const created = await cli(["export", "--out", fresh, "--url", url, "--prefix", nothing, "--allow-empty"])
+    expect(created.code, created.stderr).toBe(0)
+    expect(lastLine(created.stdout)).toBe(`exported 0 records to ${fresh}`)
+    expect(await readFile(fresh, "utf8")).toBe("")
+    // A truncated chain (the list ends before its head): exit 1, the backup untouched.
+    const prefix = uniquePrefix("cli-export-truncated")
+    await writeChain(prefix, 20)
+    await redis.ltrim(`${prefix}chain`, 0, 9)
+    const truncated = await cli(["export", "--out", out, "--url", url, "--prefix", prefix])
+    expect(truncated.code).toBe(1)
+    expectOneLineError(truncated)
+    expect(truncated.stderr).toContain("holds 10 records but its head is at sequence 20")
+    expect(await readFile(out, "utf8")).toBe(good)
+    expect((await readdir(dir)).filter((f) => f.includes(".tmp-"))).toEqual([])
+    await rm(out)
+    await rm(fresh)
   })
 
   it("fails with one line and leaves no file when the target cannot be written", async () => {
@@ -251,7 +289,15 @@ describe("demo", () => {
     const verify = await cli(["verify", "--url", url, "--prefix", auditPrefix!])
     expect(lastLine(verify.stdout)).toMatch(/^valid: 60 records/)
     expect(await redis.hlen(`${vaultPrefix}tokens`)).toBeGreaterThan(0)
-    await redis.del(...["chain", "head", "head:hash"].map((k) => `${auditPrefix}${k}`), ...["tokens", "version", "log"].map((k) => `${vaultPrefix}${k}`))
+    await redis.del(...(await redis.keys(`${auditPrefix}*`)), ...(await redis.keys(`${vaultPrefix}*`)))
+  })
+
+  it("without --keep leaves no key behind on Redis", async () => {
+    const before = (await redis.keys("demo:*")).sort()
+    const run = await cli(["demo", "--url", url, "--replicas", "2", "--events", "20"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toContain("on Redis (demo keys deleted)")
+    expect((await redis.keys("demo:*")).sort()).toEqual(before)
   })
 })
 
@@ -274,7 +320,7 @@ describe("errors", () => {
       expect(run.stdout).toBe("")
       expectOneLineError(run)
     }
-  })
+  }, 120_000) // ten runs, each a Node start-up of the launcher and the CLI: slow on a loaded machine
 
   it("an unreachable Redis fails fast with one line, never showing the password", async () => {
     const port = await freePort()
@@ -294,7 +340,7 @@ describe("errors", () => {
       expect(run.stdout + run.stderr).not.toContain(password)
     }
     expect(existsSync(join(dir, "never.jsonl"))).toBe(false)
-  })
+  }, 120_000)
 
   describe("with a password-protected user", () => {
     let server: RedisServer
@@ -318,6 +364,9 @@ describe("errors", () => {
       expect(bad.code).toBe(3)
       expectOneLineError(bad)
       expect(bad.stderr).toContain(`redis://op:***@127.0.0.1:${server.port}`)
+      expect(bad.stderr).toContain("refused the credentials")
+      expect(bad.stderr).toMatch(/WRONGPASS/)
+      expect(bad.stderr).not.toContain("cannot reach")
       expect(bad.stdout + bad.stderr).not.toContain(wrongPassword)
     })
   })
@@ -326,5 +375,154 @@ describe("errors", () => {
     const run = await cli(["--help"])
     expect(run.code).toBe(0)
     for (const command of ["verify", "export", "stats", "demo"]) expect(run.stdout).toContain(command)
+  })
+})
+
+/** Runs the CLI on a pseudo-terminal `columns` wide (util-linux `script`): what a person sees. */
+const onTerminal = (args: ReadonlyArray<string>, columns: number, env: Record<string, string> = {}) => {
+  const quote = (word: string) => `'${word.replace(/'/g, "'\\''")}'`
+  const command = `stty cols ${columns} rows 24; exec ${[process.execPath, bin, ...args].map(quote).join(" ")}`
+  return exec("script", ["-qec", command, "/dev/null"], { TERM: "xterm", ...env })
+}
+
+const hasEscapes = (text: string) => text.includes("\u001b[")
+
+describe("operator behaviour", () => {
+  it("a prefix with no chain and no head is nothing there (exit 4) unless --allow-empty", async () => {
+    const prefix = uniquePrefix("cli-nothing")
+    const run = await cli(["verify", "--url", url, "--prefix", prefix])
+    expect(run.code).toBe(4)
+    expect(run.stdout).toBe("")
+    expectOneLineError(run)
+    expect(run.stderr).toContain(`nothing there: no audit chain and no head under prefix "${prefix}"`)
+    const wrongDb = await cli(["verify", "--url", `${url}/7`])
+    expect(wrongDb.code).toBe(4)
+    const allowed = await cli(["verify", "--url", url, "--prefix", prefix, "--allow-empty"])
+    expect(allowed.code, allowed.stderr).toBe(0)
+    expect(lastLine(allowed.stdout)).toBe("valid: 0 records (empty chain)")
+  })
+
+  it("verify --json prints one JSON object, valid or not", async () => {
+    const prefix = uniquePrefix("cli-json")
+    const hashes = await writeChain(prefix, 30)
+    const valid = await cli(["verify", "--json", "--url", url, "--prefix", prefix])
+    expect(valid.code, valid.stderr).toBe(0)
+    expect(lines(valid.stdout)).toHaveLength(1)
+    expect(JSON.parse(valid.stdout)).toEqual({
+      prefix,
+      valid: true,
+      records: 30,
+      from: null,
+      headSequence: 30,
+      headHash: hashes[29],
+      rewinds: []
+    })
+    await redis.lset(`${prefix}chain`, 11, "not json")
+    const invalid = await cli(["verify", "--json", "--url", url, "--prefix", prefix])
+    expect(invalid.code).toBe(1)
+    expect(JSON.parse(invalid.stdout)).toMatchObject({
+      prefix,
+      valid: false,
+      records: 11,
+      failedSequence: 12,
+      index: 11,
+      reason: "Unparseable",
+      lastValidSequence: 11,
+      lastValidHash: hashes[10]
+    })
+  })
+
+  it("SIGINT and SIGTERM end with 130 and 143, one line on stderr, nothing else", async () => {
+    for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+      const started = Date.now()
+      const child = spawn(process.execPath, [bin, "demo", "--replicas", "1", "--events", "1000000"], {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
+      child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
+      const exited = new Promise<number | null>((done) => child.on("close", (c) => done(c)))
+      await new Promise((wait) => setTimeout(wait, 2500))
+      child.kill(signal)
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
+      const exitCode = await exited
+      clearTimeout(timer)
+      expect({ signal, exitCode }).toEqual({ signal, exitCode: code })
+      expect(stderr).toBe(`haechi-store: interrupted by ${signal}\n`)
+      expect(stdout).toBe("")
+      expect(Date.now() - started).toBeLessThan(15_000)
+    }
+  }, 40_000)
+
+  it("Ctrl-C on a terminal erases the bar, prints one line and exits 130", async () => {
+    const quote = (word: string) => `'${word.replace(/'/g, "'\\''")}'`
+    const command = `stty cols 80 rows 24; exec ${[process.execPath, bin, "demo", "--replicas", "1", "--events", "1000000"].map(quote).join(" ")}`
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: root, stdio: ["pipe", "pipe", "pipe"] })
+    let screen = ""
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (screen += chunk))
+    const exited = new Promise<number | null>((done) => child.on("close", (c) => done(c)))
+    // Ctrl-C once the bar is drawn: the terminal sends SIGINT to the whole foreground group.
+    const deadline = Date.now() + 20_000
+    while (!screen.includes("ETA") && Date.now() < deadline) await new Promise((wait) => setTimeout(wait, 100))
+    child.stdin.write("\u0003")
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000)
+    const code = await exited
+    clearTimeout(timer)
+    expect(code).toBe(130)
+    const afterCtrlC = screen.slice(screen.lastIndexOf("ETA"))
+    // The bar line is erased (carriage return, erase line) before the one line.
+    expect(afterCtrlC).toMatch(/\r\u001b\[Khaechi-store: interrupted by SIGINT\r?\n$/)
+    expect(afterCtrlC.match(/haechi-store:/g)).toHaveLength(1)
+  }, 40_000)
+
+  it("help lists the exit codes and has no escape sequences when piped or with NO_COLOR", async () => {
+    const piped = await cli(["--help"])
+    expect(piped.code).toBe(0)
+    expect(piped.stdout).toContain("EXIT CODES")
+    for (const code of ["130 / 143", "nothing there", "bad arguments"]) expect(piped.stdout).toContain(code)
+    expect(hasEscapes(piped.stdout)).toBe(false)
+    const verifyHelp = await cli(["verify", "--help"])
+    expect(verifyHelp.stdout).toContain("--json")
+    expect(hasEscapes(verifyHelp.stdout)).toBe(false)
+    // On a terminal colours are on, unless NO_COLOR.
+    const coloured = await onTerminal(["--help"], 100)
+    expect(coloured.code).toBe(0)
+    expect(hasEscapes(coloured.stdout)).toBe(true)
+    const noColor = await onTerminal(["--help"], 100, { NO_COLOR: "1" })
+    expect(noColor.code).toBe(0)
+    expect(noColor.stdout).toContain("EXIT CODES")
+    expect(hasEscapes(noColor.stdout)).toBe(false)
+  })
+
+  it("--wizard on a closed stdin is a usage error at once, not a hang", async () => {
+    const run = await cli(["--wizard"])
+    expect(run.code).toBe(2)
+    expectOneLineError(run)
+    expect(run.stderr).toContain("--wizard needs an interactive terminal")
+    expect(run.ms).toBeLessThan(10_000)
+  })
+
+  it("on a terminal the bar fits the width, has count, rate and ETA, and ends in elapsed time and rate", async () => {
+    const prefix = uniquePrefix("cli-bar")
+    await writeChain(prefix, 300)
+    const columns = 50
+    const run = await onTerminal(["verify", "--url", url, "--prefix", prefix, "--page-size", "10"], columns)
+    expect(run.code, run.stdout).toBe(0)
+    const screen = run.stdout.replace(/\u001b\[K/g, "")
+    const bars = screen.split(/[\r\n]+/).filter((segment) => segment.includes("ETA"))
+    expect(bars.length).toBeGreaterThan(0)
+    for (const bar of bars) {
+      expect(bar.length).toBeLessThan(columns)
+      expect(bar).toMatch(/^verify (\[[#.]+\] )?\d+% \d+\/\d+ records [\d.]+\/s ETA /)
+    }
+    expect(screen).toMatch(/^verify: 300 records in [\d.]+ s, [\d.]+\/s\r?$/m)
+    expect(screen).toMatch(/^valid: 300 records \(head 300 /m)
+    // Piped: no bar, no carriage returns, no escape sequences.
+    const piped = await cli(["verify", "--url", url, "--prefix", prefix, "--page-size", "10"])
+    expect(piped.code).toBe(0)
+    expect(piped.stderr).toBe("")
+    expect(piped.stdout).not.toMatch(/\r|\u001b/)
   })
 })

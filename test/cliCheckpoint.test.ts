@@ -1,6 +1,6 @@
 /**
  * `haechi-store keygen`, `checkpoint` and `verify --checkpoints` end to end, as a
- * SUBPROCESS (`node dist/bin.js …`, dist/ built once by the global setup), against a
+ * SUBPROCESS (`node cli/dist/bin.js …`, dist/ and cli/dist/ built once by the global setup), against a
  * private redis-server of this file's own (FLUSHALL is run on it).
  *
  * Checked: exit codes (0 / 1 naming the checkpoint that failed / 2 / 3), the key file's
@@ -26,7 +26,7 @@ import { uniquePrefix } from "./support/keys.js"
 import { startRedis, type RedisServer } from "./support/redisServer.js"
 
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
-const bin = join(root, "dist", "bin.js")
+const bin = join(root, "cli", "dist", "bin.js")
 
 interface Run {
   readonly code: number | null

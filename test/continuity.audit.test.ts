@@ -324,7 +324,7 @@ describe("`haechi-store verify` on broken head keys and recorded rewinds", () =>
   const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
   const cli = (args: ReadonlyArray<string>) =>
     new Promise<{ code: number | null; stdout: string }>((done, fail) => {
-      const child = spawn(process.execPath, [join(root, "dist", "bin.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, [join(root, "cli", "dist", "bin.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] })
       let stdout = ""
       child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
       const timer = setTimeout(() => child.kill("SIGKILL"), 60_000)
@@ -347,6 +347,10 @@ describe("`haechi-store verify` on broken head keys and recorded rewinds", () =>
     const valid = await cli(["verify", "--url", url, "--prefix", prefix])
     expect(valid.code).toBe(0)
     expect(valid.stdout).toMatch(/^recorded rewind at sequence 4: a replica had seen head 4 \S+, the chain resumed on head 3 /m)
+    const json = await cli(["verify", "--json", "--url", url, "--prefix", prefix])
+    expect(json.code).toBe(0)
+    const rewinds = (JSON.parse(json.stdout) as { rewinds: ReadonlyArray<{ lost: { sequence: number }; resumedOn: { sequence: number } | null }> }).rewinds
+    expect(rewinds.map((r) => [r.lost.sequence, r.resumedOn?.sequence])).toEqual([[4, 3]])
     await client.del(`${prefix}head:hash`)
     const broken = await cli(["verify", "--url", url, "--prefix", prefix])
     expect(broken.code).toBe(1)

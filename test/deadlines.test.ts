@@ -355,7 +355,7 @@ describe("the timeout option", () => {
 // the CLI
 
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
-const bin = join(root, "dist", "bin.js")
+const bin = join(root, "cli", "dist", "bin.js")
 
 const cli = (args: ReadonlyArray<string>) =>
   new Promise<{ code: number | null; stderr: string; ms: number; endedAt: number }>((done, fail) => {

@@ -1,17 +1,27 @@
 /**
- * The published package works for a consumer: dist/ (built by the global setup), `npm pack` into a temp
- * dir, a blank ESM project that installs the tarball and ioredis@5 (then ioredis@6) from the registry, and
- * a script that imports `haechi-store-effect` and `haechi-store-effect/haechi` and uses
- * the in-memory stores end to end, then the Redis stores on the shared server (which
- * needs the shipped `lua/` scripts to be found from `dist/`).
+ * The published packages work for a consumer with every common client. Both packages are
+ * packed (dist/ and cli/dist/ were built by the global setup); then, for each of npm,
+ * `npm --legacy-peer-deps`, pnpm 9 and yarn 1 (the last two through `npx`), a blank ESM
+ * project runs the README's install line (`haechi-store-effect ioredis effect@3`) and:
+ * - the library adds no package beyond `effect`, `ioredis` and their own dependencies,
+ *   none with an install script or a native build, and `effect` is on its 3.x line;
+ * - a plain-JS consumer imports `haechi-store-effect` and `haechi-store-effect/haechi`
+ *   and uses the in-memory stores, then the Redis stores on the shared server;
+ * - the CLI package, added next, runs `haechi-store demo` (in memory and on Redis).
+ * With npm the consumer also runs on the other ioredis major the peer range allows.
+ *
+ * Packages come from the registry through each client's own cache, so a second run is
+ * mostly offline. The tarballs stand in for the registry's copies of our two packages
+ * (an override/resolution points the CLI's dependency on the library at the tarball).
  */
 import { execFile } from "node:child_process"
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
+import { existsSync } from "node:fs"
+import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { afterAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
 
@@ -20,12 +30,26 @@ const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
 const dirs: Array<string> = []
 afterAll(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))))
 
+const tempDir = async (name: string) => {
+  const dir = await mkdtemp(join(tmpdir(), name))
+  dirs.push(dir)
+  return dir
+}
+
 const sh = async (command: string, args: ReadonlyArray<string>, cwd: string, env: NodeJS.ProcessEnv = {}) => {
   try {
     return await run(command, [...args], {
       cwd,
-      env: { ...process.env, ...env, npm_config_update_notifier: "false" },
-      maxBuffer: 64 * 1024 * 1024
+      env: {
+        ...process.env,
+        ...env,
+        npm_config_update_notifier: "false",
+        npm_config_fund: "false",
+        npm_config_audit: "false",
+        COREPACK_ENABLE_STRICT: "0"
+      },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 240_000
     })
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string }
@@ -84,7 +108,7 @@ await useVault(Haechi.createMemoryTokenStore())
 // The Effect API is there.
 assert(typeof Lib.AuditStore.layerMemory === "function" && typeof Lib.TokenStore.layer === "function", "effect api")
 
-// On Redis: the scripts ship in lua/ and are found from dist/.
+// On Redis: the scripts are embedded in dist/.
 const client = new Redis(process.env.REDIS_URL)
 try {
   const prefix = process.env.PREFIX
@@ -101,48 +125,198 @@ try {
 console.log("consumer ok")
 `
 
-describe("the packed package", () => {
-  it("builds, packs, installs into a blank ESM project and works end to end", async () => {
-    const pack = await mkdtemp(join(tmpdir(), "haechi-pack-"))
-    const project = await mkdtemp(join(tmpdir(), "haechi-consumer-"))
-    dirs.push(pack, project)
+interface Packed {
+  readonly tarball: string
+  readonly files: ReadonlyArray<string>
+}
 
-    // dist/ was built once by the global setup (a build here could race the CLI tests').
-    const { stdout: packed } = await sh("npm", ["pack", "--json", "--pack-destination", pack], root)
-    const [info] = JSON.parse(packed) as Array<{ filename: string; files: Array<{ path: string }> }>
-    const files = info!.files.map((f) => f.path)
+const pack = async (dir: string, into: string): Promise<Packed> => {
+  const { stdout } = await sh("npm", ["pack", "--json", "--pack-destination", into], dir)
+  const [info] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>
+  return { tarball: join(into, info!.filename), files: info!.files.map((f) => f.path) }
+}
+
+interface Manifest {
+  readonly name: string
+  readonly version: string
+  readonly dependencies?: Record<string, string>
+  readonly optionalDependencies?: Record<string, string>
+  readonly peerDependencies?: Record<string, string>
+  readonly scripts?: Record<string, string>
+  readonly gypfile?: boolean
+}
+
+/**
+ * Every installed package (name, manifest, directory), whatever the client's layout:
+ * nested node_modules (npm, yarn) or pnpm's `.pnpm` store. Symlinks are not followed.
+ */
+const installedPackages = async (project: string) => {
+  const found: Array<{ manifest: Manifest; dir: string }> = []
+  const visitModules = async (modules: string, depth: number): Promise<void> => {
+    if (depth > 12 || !existsSync(modules)) return
+    for (const entry of await readdir(modules)) {
+      if (entry === ".bin" || entry === ".cache") continue
+      const path = join(modules, entry)
+      if (entry === ".pnpm") {
+        for (const slot of await readdir(path)) {
+          if (slot !== "node_modules") await visitModules(join(path, slot, "node_modules"), depth + 1)
+        }
+        continue
+      }
+      if (entry.startsWith("@")) {
+        for (const scoped of await readdir(path)) await visitPackage(join(path, scoped), depth)
+        continue
+      }
+      await visitPackage(path, depth)
+    }
+  }
+  const visitPackage = async (dir: string, depth: number) => {
+    if ((await lstat(dir)).isSymbolicLink() || !existsSync(join(dir, "package.json"))) return
+    found.push({ manifest: JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as Manifest, dir })
+    await visitModules(join(dir, "node_modules"), depth + 1)
+  }
+  await visitModules(join(project, "node_modules"), 0)
+  return found
+}
+
+/** Names reachable from `roots` through the installed packages' dependencies. */
+const closure = (packages: ReadonlyArray<{ manifest: Manifest }>, roots: ReadonlyArray<string>) => {
+  const byName = new Map<string, Array<Manifest>>()
+  for (const { manifest } of packages) byName.set(manifest.name, [...(byName.get(manifest.name) ?? []), manifest])
+  const reached = new Set<string>()
+  const queue = [...roots]
+  while (queue.length > 0) {
+    const name = queue.pop()!
+    if (reached.has(name)) continue
+    reached.add(name)
+    for (const m of byName.get(name) ?? []) {
+      queue.push(...Object.keys({ ...m.dependencies, ...m.optionalDependencies, ...m.peerDependencies }))
+    }
+  }
+  return reached
+}
+
+const INSTALL_SCRIPTS = ["preinstall", "install", "postinstall", "prepare"] as const
+
+interface Client {
+  readonly name: string
+  /** package.json fields that point the CLI's dependency on the library at the tarball. */
+  readonly pin: (libTarball: string) => Record<string, unknown>
+  readonly add: (specs: ReadonlyArray<string>) => [string, Array<string>]
+}
+
+const npmAdd =
+  (...flags: Array<string>) =>
+  (specs: ReadonlyArray<string>): [string, Array<string>] => ["npm", ["install", ...specs, "--prefer-offline", ...flags]]
+
+const clients: ReadonlyArray<Client> = [
+  { name: "npm", pin: () => ({}), add: npmAdd() },
+  { name: "npm --legacy-peer-deps", pin: () => ({}), add: npmAdd("--legacy-peer-deps") },
+  {
+    name: "pnpm 9",
+    pin: (lib) => ({ pnpm: { overrides: { "haechi-store-effect": `file:${lib}` } } }),
+    add: (specs) => ["npx", ["-y", "pnpm@9", "add", "--prefer-offline", ...specs]]
+  },
+  {
+    name: "yarn 1",
+    pin: (lib) => ({ resolutions: { "haechi-store-effect": `file:${lib}` } }),
+    add: (specs) => [
+      "npx",
+      ["-y", "yarn@1", "add", "--non-interactive", "--prefer-offline", ...specs.map((s) => (s.startsWith("/") ? `file:${s}` : s))]
+    ]
+  }
+]
+
+let lib: Packed
+let cli: Packed
+
+beforeAll(async () => {
+  const into = await tempDir("haechi-pack-")
+  // dist/ and cli/dist/ were built once by the global setup (a build here could race the CLI tests').
+  lib = await pack(root, into)
+  cli = await pack(join(root, "cli"), into)
+}, 120_000)
+
+describe("the packed packages", () => {
+  it("hold what a consumer needs, no sources, no source maps, no install script", async () => {
     for (const needed of ["package.json", "dist/index.js", "dist/index.d.ts", "dist/haechi.js", "dist/haechi.d.ts"]) {
-      expect(files, needed).toContain(needed)
+      expect(lib.files, needed).toContain(needed)
     }
-    const lua = (await sh("git", ["ls-files", "lua"], root)).stdout.split("\n").filter(Boolean)
-    expect(lua.length).toBeGreaterThan(0)
-    for (const script of lua) expect(files).toContain(script)
-    expect(files.filter((f) => f.startsWith("src/") || f.startsWith("test/"))).toEqual([])
-    // Every bin the manifest declares is in the tarball.
-    const manifest = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as { bin?: Record<string, string> }
-    for (const target of Object.values(manifest.bin ?? {})) expect(files).toContain(target.replace(/^\.\//, ""))
-
-    await sh("npm", ["init", "-y"], project)
-    const pkg = JSON.parse(await readFile(join(project, "package.json"), "utf8")) as Record<string, unknown>
-    await writeFile(join(project, "package.json"), JSON.stringify({ ...pkg, type: "module" }, null, 2))
-    await sh("npm", ["install", join(pack, info!.filename), "ioredis@5", "--no-audit", "--no-fund"], project)
-    await writeFile(join(project, "consumer.mjs"), consumer)
-    const { stdout } = await sh("node", ["consumer.mjs"], project, {
-      REDIS_URL: sharedRedis().url,
-      PREFIX: uniquePrefix("package")
-    })
-    expect(stdout).toContain("consumer ok")
-
-    // A consumer on ioredis 6 (the peer range is >=5 <7): same package, same program.
-    await sh("npm", ["install", "ioredis@6", "--no-audit", "--no-fund"], project)
-    const installed = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as {
-      version: string
+    // The scripts travel inside dist/ (embedded), not as files beside it.
+    expect(lib.files).toContain("dist/internal/luaSources.js")
+    for (const packed of [lib, cli]) {
+      expect(packed.files.filter((f) => /^(src|test|lua|cli)\//.test(f) || f.endsWith(".map"))).toEqual([])
     }
-    expect(installed.version).toMatch(/^6\./)
-    const six = await sh("node", ["consumer.mjs"], project, {
-      REDIS_URL: sharedRedis().url,
-      PREFIX: uniquePrefix("package6")
-    })
-    expect(six.stdout).toContain("consumer ok")
-  }, 240_000)
+    const manifest = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as Manifest & { bin?: unknown }
+    expect(manifest.dependencies).toBeUndefined()
+    expect(manifest.bin).toBeUndefined()
+    expect(manifest.peerDependencies).toEqual({ effect: "^3.22.0", ioredis: ">=5 <7" })
+    const cliManifest = JSON.parse(await readFile(join(root, "cli", "package.json"), "utf8")) as Manifest & {
+      bin: Record<string, string>
+    }
+    for (const target of Object.values(cliManifest.bin)) expect(cli.files).toContain(target.replace(/^\.\//, ""))
+    expect(cliManifest.dependencies?.["haechi-store-effect"]).toBe(manifest.version)
+    for (const m of [manifest, cliManifest]) {
+      for (const script of INSTALL_SCRIPTS) expect(m.scripts?.[script], `${m.name} ${script}`).toBeUndefined()
+    }
+    // Every @effect package the CLI loads is declared (yarn 1 and --legacy-peer-deps install no peers).
+    for (const needed of ["@effect/cli", "@effect/platform", "@effect/platform-node", "@effect/printer", "@effect/printer-ansi", "@effect/typeclass", "effect", "ioredis"]) {
+      expect(cliManifest.dependencies, needed).toHaveProperty([needed])
+    }
+  })
+
+  for (const client of clients) {
+    it(`install with ${client.name}: the library costs only its peers, imports, runs on Redis; the CLI runs demo`, async () => {
+      const project = await tempDir("haechi-consumer-")
+      await writeFile(
+        join(project, "package.json"),
+        JSON.stringify({ name: "consumer", version: "1.0.0", private: true, type: "module", ...client.pin(lib.tarball) }, null, 2)
+      )
+      // The README's install line.
+      const [command, args] = client.add([lib.tarball, "ioredis", "effect@3"])
+      await sh(command, args, project)
+
+      const installed = await installedPackages(project)
+      const names = new Set(installed.map((p) => p.manifest.name))
+      const allowed = closure(installed, ["effect", "ioredis"])
+      expect([...names].filter((name) => name !== "haechi-store-effect" && !allowed.has(name)).sort()).toEqual([])
+      const withScripts = installed
+        .filter(({ manifest }) => INSTALL_SCRIPTS.some((s) => manifest.scripts?.[s] !== undefined) || manifest.gypfile === true)
+        .map(({ manifest }) => manifest.name)
+      const native = installed.filter(({ dir }) => existsSync(join(dir, "binding.gyp"))).map(({ manifest }) => manifest.name)
+      expect({ withScripts, native }).toEqual({ withScripts: [], native: [] })
+      const effect = JSON.parse(await readFile(join(project, "node_modules/effect/package.json"), "utf8")) as Manifest
+      expect(effect.version).toMatch(/^3\./)
+
+      await writeFile(join(project, "consumer.mjs"), consumer)
+      const { stdout } = await sh("node", ["consumer.mjs"], project, {
+        REDIS_URL: sharedRedis().url,
+        PREFIX: uniquePrefix("package")
+      })
+      expect(stdout).toContain("consumer ok")
+
+      if (client.name === "npm") {
+        // The other ioredis major of the peer range (>=5 <7): same package, same program.
+        const ioredis = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as Manifest
+        const other = ioredis.version.startsWith("6.") ? "5" : "6"
+        await sh("npm", ["install", `ioredis@${other}`, "--prefer-offline"], project)
+        const now = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as Manifest
+        expect(now.version.startsWith(`${other}.`)).toBe(true)
+        const again = await sh("node", ["consumer.mjs"], project, { REDIS_URL: sharedRedis().url, PREFIX: uniquePrefix("package-io") })
+        expect(again.stdout).toContain("consumer ok")
+      }
+
+      // The CLI, a package of its own.
+      const [addCli, cliArgs] = client.add([cli.tarball])
+      await sh(addCli, cliArgs, project)
+      const bin = join(project, "node_modules", ".bin", "haechi-store")
+      const demo = await sh(bin, ["demo", "--events", "40"], project, { REDIS_URL: "" })
+      expect(demo.stdout).toMatch(/^chain valid: 40 records/m)
+      const onRedis = await sh(bin, ["demo", "--events", "20", "--replicas", "2", "--url", sharedRedis().url], project)
+      expect(onRedis.stdout).toMatch(/^chain valid: 20 records/m)
+      expect(onRedis.stdout).toContain("on Redis (demo keys deleted)")
+      const effectAfter = JSON.parse(await readFile(join(project, "node_modules/effect/package.json"), "utf8")) as Manifest
+      expect(effectAfter.version).toMatch(/^3\./)
+    }, 480_000)
+  }
 })

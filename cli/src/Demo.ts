@@ -17,17 +17,23 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
-import { memoryAuditBacking } from "./AuditBacking.js"
-import * as AuditLog from "./AuditLog.js"
-import * as AuditStore from "./AuditStore.js"
-import type { InvalidConfig, StoreError } from "./Errors.js"
-import { auditKeys, vaultKeys } from "./Keys.js"
-import { RedisClient, type RedisClientShape } from "./RedisClient.js"
-import { memoryVaultBacking } from "./TokenBacking.js"
-import * as TokenStore from "./TokenStore.js"
-import type { MutableView, TokenRecord } from "./TokenStore.js"
-import { verifyStore } from "./Verify.js"
-import type { VerifyResult } from "./Chain.js"
+import {
+  AuditLog,
+  AuditStore,
+  type Chain,
+  type InvalidConfig,
+  Keys,
+  memoryAuditBacking,
+  memoryVaultBacking,
+  RedisClient,
+  type StoreError,
+  TokenStore,
+  Verify
+} from "haechi-store-effect"
+
+type TokenRecord = TokenStore.TokenRecord
+type MutableView = TokenStore.MutableView
+type VerifyResult = Chain.VerifyResult
 
 export interface DemoOptions {
   /** Concurrent replicas; default 4. */
@@ -38,7 +44,7 @@ export interface DemoOptions {
    * Opens one Redis connection per replica (and one for the final verification).
    * Absent: every replica runs on one shared in-memory backing.
    */
-  readonly connect?: Effect.Effect<RedisClientShape, StoreError, Scope.Scope> | undefined
+  readonly connect?: Effect.Effect<RedisClient.RedisClientShape, StoreError, Scope.Scope> | undefined
   /** Keep the demo's keys on Redis instead of deleting them at the end. */
   readonly keep?: boolean
   /** Called after each event with the number done and the total. */
@@ -94,7 +100,7 @@ export const runDemo = (
                   audit: AuditStore.make({ keyPrefix: auditPrefix }),
                   vault: TokenStore.make({ keyPrefix: vaultPrefix })
                 }),
-                RedisClient,
+                RedisClient.RedisClient,
                 client
               )
             )
@@ -106,6 +112,7 @@ export const runDemo = (
       let created = 0
       let reused = 0
       let pruned = 0
+      let lastTurn = started
 
       const cleanup = onRedis && !options.keep ? deleteKeys(options.connect!, auditPrefix, vaultPrefix) : Effect.void
       yield* Effect.addFinalizer(() => Effect.ignore(cleanup))
@@ -135,15 +142,21 @@ export const runDemo = (
               done++
               if (options.onProgress) yield* options.onProgress(done, events)
               // The next request may reach another replica first (on memory nothing
-              // else would make the replicas interleave).
+              // else would make the replicas interleave). A yield is a microtask, so on
+              // memory, where nothing waits on I/O, the event loop (signals, timers) also
+              // gets a turn every few milliseconds.
               yield* Effect.yieldNow()
+              if (performance.now() - lastTurn > EVENT_LOOP_TURN_MS) {
+                yield* Effect.sleep(0)
+                lastTurn = performance.now()
+              }
             }
           }),
         { concurrency: "unbounded", discard: true }
       )
 
       const check = yield* openStores(options.connect)
-      const verify = yield* Effect.provideService(verifyStore(), AuditStore.AuditStore, check.audit)
+      const verify = yield* Effect.provideService(Verify.verifyStore(), AuditStore.AuditStore, check.audit)
       const stats = yield* check.vault.stats
       const elapsedMs = performance.now() - started
       const conflictsAfter = yield* counterTotal(FENCE_CONFLICTS)
@@ -179,6 +192,7 @@ const counterTotal = (name: string): Effect.Effect<number> =>
   })
 
 const FENCE_CONFLICTS = "haechi_store_fence_conflicts_total"
+const EVENT_LOOP_TURN_MS = 20
 
 const deleteKeys = (
   connect: NonNullable<DemoOptions["connect"]>,
@@ -187,12 +201,16 @@ const deleteKeys = (
 ): Effect.Effect<void, StoreError> =>
   Effect.scoped(
     Effect.flatMap(connect, (client) => {
-      const a = auditKeys(auditPrefix)
-      const v = vaultKeys(vaultPrefix)
-      const keys = [a.chain, a.head, a.headHash, a.lock, a.readyProbe, v.tokens, v.version, v.log, v.lock, v.readyProbe]
+      const keys = [...keyList(Keys.auditKeys(auditPrefix)), ...keyList(Keys.vaultKeys(vaultPrefix))]
       return Effect.asVoid(client.run("DEL demo keys", (c) => c.del(...keys)))
     })
   )
+
+/** Every key of a store: its key set (Keys.ts) less the prefix itself. */
+const keyList = (keys: { readonly prefix: string }): Array<string> =>
+  Object.entries(keys)
+    .filter(([name]) => name !== "prefix")
+    .map(([, key]) => key as string)
 
 // ---------------------------------------------------------------------------
 // A small vault driver, mutating the vault the way haechi's core does.
