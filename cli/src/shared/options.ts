@@ -31,7 +31,7 @@ export const timeoutOption = Options.integer("timeout").pipe(
 )
 
 export const allowEmptyOption = Options.boolean("allow-empty").pipe(
-  Options.withDescription("succeed when there is no chain and no head under the prefix (default: exit 1, nothing there)")
+  Options.withDescription("succeed when there is no chain and no head under the prefix (default: exit 4, nothing there)")
 )
 
 const hashPattern = /^[A-Za-z0-9_-]{43}$/
