@@ -28,6 +28,7 @@ import { RedisClient } from "./RedisClient.js"
 import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./Run.js"
 import type { LockPolicy } from "./LockPolicy.js"
 import { preflight, type StartupChecksMode } from "./StartupChecks.js"
+import * as RateLimiter from "./RateLimiter.js"
 export type { LockPolicy } from "./LockPolicy.js"
 
 export * from "./Errors.js"
@@ -251,3 +252,57 @@ export const createMemoryAuditStore = (options: FacadeOptions = {}) => {
 /** An in-memory token store (one process; tests and single-instance use). */
 export const createMemoryTokenStore = (options: FacadeOptions = {}): HaechiTokenStore =>
   toHaechiTokenStore(TokenStore.makeWith(memoryVaultBacking(), options), options)
+
+// ---------------------------------------------------------------------------
+// rate limiter (haechi's providers.rateLimiter)
+
+/** The result of one `consume`: see `RateLimiter.RateLimitResult`. */
+export type { RateLimitResult, FailMode } from "./RateLimiter.js"
+
+/** haechi's rate limiter seam (`createRuntime(config, { rateLimiter })`), plus the full answer. */
+export interface HaechiRateLimiter {
+  /** The drop-in for `providers.rateLimiter.allow(key, limit)`: `limit` requests per minute. */
+  allow(key: string, limit: number): Promise<boolean>
+  /** The same decision with what a caller can tell the client (remaining, Retry-After). */
+  consume(key: string, limit: number): Promise<RateLimiter.RateLimitResult>
+}
+
+export interface RedisRateLimiterOptions {
+  readonly client: Redis | Cluster
+  /** Default "haechi:rl:" (the satellite's); a prefix under which a key could name a store's key is refused. */
+  readonly keyPrefix?: string
+  /** What to answer when Redis cannot decide within `timeout`: "deny" (default) or "allow". Counted either way. */
+  readonly onUnavailable?: RateLimiter.FailMode
+  /** Milliseconds to wait for Redis before the fail mode answers (default 1000). */
+  readonly timeout?: number
+  /** The window in milliseconds (default 60,000: haechi's limits are per minute). */
+  readonly window?: number
+  /** The Effect runtime to run on (for your tracer and metrics); default `Runtime.defaultRuntime`. */
+  readonly runtime?: Runtime.Runtime<never>
+}
+
+const rateLimiterFacade = (limiter: RateLimiter.RateLimiterShape, options: { onUnavailable?: unknown; window?: number; runtime?: Runtime.Runtime<never> }): HaechiRateLimiter => {
+  const failMode = runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable))
+  const orFailMode = RateLimiter.withFailMode(failMode, limiter.prefix)
+  const window = runSyncOrThrow(RateLimiter.checkWindow(options.window ?? 60_000))
+  const run = runner(options.runtime)
+  const consume = (key: string, limit: number) => run(orFailMode(limiter.consume(key, { limit, window })))
+  return { allow: (key, limit) => consume(key, limit).then((result) => result.allowed), consume }
+}
+
+/**
+ * The shared rate limiter on Redis: `{ allow(key, limit), consume(key, limit) }`. Exact over
+ * any rolling minute across every replica, decided on Redis's clock. Bad options throw
+ * here; a bad key or limit rejects with `InvalidConfig`; Redis unreachable or slow answers
+ * with `onUnavailable` within `timeout` (never rejects, never hangs).
+ */
+export const createRedisRateLimiter = (options: RedisRateLimiterOptions): HaechiRateLimiter => {
+  const { client, keyPrefix, timeout } = options ?? ({} as RedisRateLimiterOptions)
+  const redis = redisClient("createRedisRateLimiter", client)
+  const limiter = orThrow(RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), ...(timeout === undefined ? {} : { timeout }) }), redis)
+  return rateLimiterFacade(limiter, options)
+}
+
+/** An in-memory rate limiter with the same rule (one process; tests and single-instance use). */
+export const createMemoryRateLimiter = (options: { readonly keyPrefix?: string; readonly window?: number; readonly runtime?: Runtime.Runtime<never> } = {}): HaechiRateLimiter =>
+  rateLimiterFacade(runSyncOrThrow(RateLimiter.makeMemory(options)), options)
