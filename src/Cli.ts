@@ -39,6 +39,7 @@ import { DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, auditKeys, vaultKeys } from
 import { RedisClient, fromClient, type RedisClientShape } from "./RedisClient.js"
 import { RedisUnavailable } from "./Errors.js"
 import * as TokenStore from "./TokenStore.js"
+import * as RateLimiter from "./RateLimiter.js"
 import { exportJsonl, verifyStore } from "./Verify.js"
 
 export const NAME = "haechi-store"
@@ -502,18 +503,48 @@ const readStats = (auditPrefix: string, vaultPrefix: string) =>
 const describeLock = (lock: LockStatus) =>
   lock.state === "free" ? "free" : lock.ttlMs === null ? "held (no TTL)" : `held (ttl ${lock.ttlMs} ms)`
 
+// stats --ratelimit-key: one rate limit key's count (RateLimiter.inspect), when asked
+const rateLimitOptions = {
+  rateLimitKey: Options.text("ratelimit-key").pipe(
+    Options.withPseudoName("KEY"),
+    Options.withDescription('also show this rate limit key\'s count (an identity id, or "anonymous")'),
+    Options.optional
+  ),
+  rateLimitPrefix: Options.text("ratelimit-prefix").pipe(
+    Options.withPseudoName("PREFIX"),
+    Options.withDescription('key prefix of the rate limiter (default "haechi:rl:")'),
+    Options.withDefault("haechi:rl:")
+  ),
+  rateLimitWindow: Options.integer("ratelimit-window").pipe(
+    Options.withPseudoName("MS"),
+    Options.withDescription("the rate limit window in milliseconds (default 60000, haechi's per minute)"),
+    Options.withDefault(60_000)
+  )
+}
+
+const readRateLimit = (o: { rateLimitKey: Option.Option<string>; rateLimitPrefix: string; rateLimitWindow: number }) =>
+  Effect.transposeMapOption(o.rateLimitKey, (key) =>
+    RateLimiter.inspect(key, { keyPrefix: o.rateLimitPrefix, window: o.rateLimitWindow })
+  )
+
+const describeRateLimit = (r: RateLimiter.RateLimitStats) =>
+  `rate limit (${r.prefix}${r.key}): ${r.count} requests in the last ${r.windowMs} ms` +
+  (r.count === 0 ? "" : `; the whole limit is back in ${r.resetAfterMs} ms`)
+
 const statsCommand = Command.make(
   "stats",
   {
     url: urlOption,
     auditPrefix: prefixOption("audit-prefix", DEFAULT_AUDIT_PREFIX, "audit store"),
     vaultPrefix: prefixOption("vault-prefix", DEFAULT_VAULT_PREFIX, "token vault"),
-    json: Options.boolean("json").pipe(Options.withDescription("print one JSON object"))
+    json: Options.boolean("json").pipe(Options.withDescription("print one JSON object")),
+    ...rateLimitOptions
   },
-  ({ url, auditPrefix, vaultPrefix, json }) =>
+  ({ url, auditPrefix, vaultPrefix, json, ...rl }) =>
     Effect.gen(function* () {
-      const stats = yield* withRedis(url, () => readStats(auditPrefix, vaultPrefix))
-      if (json) return yield* Console.log(JSON.stringify(stats))
+      const [stats, rateLimit] = yield* withRedis(url, () => Effect.all([readStats(auditPrefix, vaultPrefix), readRateLimit(rl)]))
+      if (json) return yield* Console.log(JSON.stringify(Option.isSome(rateLimit) ? { ...stats, ratelimit: rateLimit.value } : stats))
+      if (Option.isSome(rateLimit)) yield* Console.log(describeRateLimit(rateLimit.value))
       const a = stats.audit
       const v = stats.vault
       const head = a.headSequence === null ? "no head (empty chain)" : `head ${a.headSequence} ${a.headHash}`

@@ -231,3 +231,28 @@ export const withFailMode = (mode: FailMode, prefix: string) => {
         )
     )
 }
+
+// ---------------------------------------------------------------------------
+// tools
+
+/** What `inspect` reports: where it looked, and what `peek` says there. */
+export interface RateLimitStats extends RateLimitCount {
+  readonly prefix: string
+  readonly key: string
+  readonly windowMs: number
+}
+
+/**
+ * One key's count on Redis, for tools (the CLI's `stats --ratelimit-key`): takes nothing.
+ * The window defaults to one minute (haechi's), the prefix to "haechi:rl:".
+ */
+export const inspect = (
+  key: string,
+  options: RateLimiterOptions & PeekOptions = {}
+): Effect.Effect<RateLimitStats, RateLimitError, RedisClient> =>
+  Effect.gen(function* () {
+    const limiter = yield* make(options)
+    const count = yield* limiter.peek(key, options)
+    const windowMs = Duration.toMillis(Duration.decode(options.window ?? DEFAULT_WINDOW))
+    return { prefix: limiter.prefix, key, windowMs, ...count }
+  })
