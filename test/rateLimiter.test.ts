@@ -34,26 +34,39 @@ describe("rate limiter on Redis (Effect API)", () => {
     Effect.gen(function*() {
       const client = yield* withClient
       const limiter = yield* limiterOn(client, uniquePrefix("rl-window"))
-      const take = limiter.consume("alice", { limit: 5, window: "1500 millis" })
+      // Each call is decided between when it was sent and when its answer came (the real
+      // clock, which Redis's TIME reads on this host): the bounds below follow from that.
+      const take = Effect.gen(function*() {
+        const sent = performance.now()
+        const result = yield* limiter.consume("alice", { limit: 5, window: "1500 millis" })
+        return { ...result, sent, received: performance.now() }
+      })
+      const answer = ({ sent: _s, received: _r, ...result }: { sent: number; received: number } & RateLimiter.RateLimitResult) => result
       const first = yield* take
-      expect(first).toEqual({ allowed: true, remaining: 4, retryAfterMs: 0, resetAfterMs: 1500 })
+      expect(answer(first)).toEqual({ allowed: true, remaining: 4, retryAfterMs: 0, resetAfterMs: 1500 })
       yield* Effect.sleep("300 millis")
       const rest = yield* Effect.all([take, take, take, take])
       expect(rest.map((r) => [r.allowed, r.remaining])).toEqual([[true, 3], [true, 2], [true, 1], [true, 0]])
+      const restSent = Math.min(...rest.map((r) => r.sent))
       const denied = yield* take
       expect(denied.allowed).toBe(false)
       expect(denied.remaining).toBe(0)
-      // The first request leaves the window 1,500 ms after it was taken, about 1,200 ms from now.
-      expect(denied.retryAfterMs).toBeGreaterThan(1000)
-      expect(denied.retryAfterMs).toBeLessThanOrEqual(1200)
-      expect(denied.resetAfterMs).toBeGreaterThan(denied.retryAfterMs + 250)
-      yield* Effect.sleep(denied.retryAfterMs - 150)
-      expect((yield* take).allowed).toBe(false) // not early
-      yield* Effect.sleep(180)
-      expect((yield* take).allowed).toBe(true) // not late: the first one left...
-      expect((yield* take).allowed).toBe(false) // ...and only that one
-      const full = yield* take
-      yield* Effect.sleep(full.resetAfterMs + 20)
+      // The first request leaves the window 1,500 ms after it was decided.
+      expect(denied.retryAfterMs).toBeGreaterThanOrEqual(Math.floor(first.sent + 1500 - denied.received))
+      expect(denied.retryAfterMs).toBeLessThanOrEqual(Math.ceil(first.received + 1500 - denied.sent) + 1)
+      expect(denied.resetAfterMs).toBeGreaterThanOrEqual(Math.floor(restSent + 1500 - denied.received))
+      // Not early: a call answered before the retry time is still denied.
+      yield* Effect.sleep(Math.max(0, denied.retryAfterMs - 300))
+      const early = yield* take
+      if (early.received < denied.sent + denied.retryAfterMs - 1) expect(early.allowed).toBe(false)
+      // Not late: a call sent after it is allowed, as the first request has left...
+      yield* Effect.sleep(Math.max(0, denied.received + denied.retryAfterMs + 5 - performance.now()))
+      const onTime = yield* take
+      expect(onTime.allowed).toBe(true)
+      // ...and only that one (unless this machine overslept past the others' time too).
+      const next = yield* take
+      if (next.received < restSent + 1500) expect(next.allowed).toBe(false)
+      yield* Effect.sleep(next.resetAfterMs + 20)
       const again = yield* Effect.all(Array.from({ length: 6 }, () => take))
       expect(again.map((r) => r.allowed)).toEqual([true, true, true, true, true, false])
     }).pipe(Effect.scoped))
@@ -63,16 +76,19 @@ describe("rate limiter on Redis (Effect API)", () => {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-expiry")
       const limiter = yield* limiterOn(client, prefix)
-      const take = (key: string) => limiter.consume(key, { limit: 2, window: 800 })
+      const take = (key: string) => limiter.consume(key, { limit: 2, window: 2_000 })
+      const started = performance.now()
       yield* Effect.all([take("bob"), take("bob"), take("bob"), take("carol")])
+      const done = performance.now()
       const key = `${prefix}bob`
       expect(yield* Effect.promise(() => client.type(key))).toBe("zset")
       expect(yield* Effect.promise(() => client.zcard(key))).toBe(2)
       const ttl = yield* Effect.promise(() => client.pttl(key))
-      expect(ttl).toBeGreaterThan(600)
-      expect(ttl).toBeLessThanOrEqual(800)
+      // A window after the newest allowed request, which was decided after `started`.
+      expect(ttl).toBeGreaterThanOrEqual(Math.floor(2_000 - (performance.now() - started)))
+      expect(ttl).toBeLessThanOrEqual(2_000)
       expect(yield* Effect.promise(() => client.keys(`${prefix}*`))).toHaveLength(2)
-      yield* Effect.sleep("900 millis")
+      yield* Effect.sleep(Math.max(0, done + 2_100 - performance.now()))
       expect(yield* Effect.promise(() => client.exists(key, `${prefix}carol`))).toBe(0)
     }).pipe(Effect.scoped))
 

@@ -8,7 +8,7 @@ import { Redis } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
 import { uniquePrefix } from "./support/keys.js"
 import { runFleet, windowViolations, type Call } from "./support/rateLimitFleet.js"
-import { sleep, summary } from "./support/replica.js"
+import { summary } from "./support/replica.js"
 import { sharedRedis } from "./support/shared.js"
 
 const LIMIT = 20
@@ -27,7 +27,7 @@ describe("rate limiter across processes", () => {
     // Three replicas, one of them with Date.now a minute ahead, each offering 150 requests/s.
     const durationMs = 3_500
     const busy = await runFleet(
-      { ...common, startAt: Date.now() + 3_000, durationMs, perSecond: 150, inFlight: 3 },
+      { ...common, durationMs, perSecond: 150, inFlight: 3 },
       [{}, {}, { skewMs: 60_000 }]
     )
     const violations = windowViolations(busy, LIMIT, WINDOW_MS)
@@ -51,11 +51,11 @@ describe("rate limiter across processes", () => {
     }
 
     // Idle for a whole window, then a burst of 300 ms from all three: exactly the limit.
-    const idleFrom = Math.max(...busy.map((c) => c.received))
-    await sleep(Math.max(0, idleFrom + WINDOW_MS + 50 - Date.now()))
+    const idleUntil = Math.max(...busy.map((c) => c.received)) + WINDOW_MS + 50
     const burst = await runFleet(
-      { ...common, startAt: Date.now() + 2_500, durationMs: 300, perSecond: 400, inFlight: 4 },
-      [{}, {}, { skewMs: 60_000 }]
+      { ...common, durationMs: 300, perSecond: 400, inFlight: 4 },
+      [{}, {}, { skewMs: 60_000 }],
+      idleUntil
     )
     summary("rate limiter fleet (burst after idle)", { calls: burst.length, allowed: count(burst) })
     expect(burst.length).toBeGreaterThan(LIMIT * 2)

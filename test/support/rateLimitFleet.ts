@@ -3,8 +3,10 @@
  * and the check of what they were allowed against the rule.
  *
  * Guarantees:
- * - `runFleet` resolves with every replica's calls, or rejects if one fails or outlasts
- *   its run by 20 s (the child is killed);
+ * - `runFleet` starts the replicas together: each loads and connects, says READY, and only
+ *   once all have is each sent the same start time (200 ms later), so a slow start on a
+ *   busy machine shortens nobody's run; it resolves with every replica's calls, or
+ *   rejects if one fails, is not ready within 60 s, or outlasts its run by 20 s (killed);
  * - `windowViolations` reports a window only when it certainly held more than `limit`
  *   allowed requests: a request was decided between its `sent` and `received` times (the
  *   real clock, which Redis's TIME reads on this host), so `limit + 1` allowed requests
@@ -30,7 +32,6 @@ export interface ReplicaOptions {
   readonly key: string
   readonly limit: number
   readonly windowMs: number
-  readonly startAt: number
   readonly durationMs: number
   readonly perSecond: number
   readonly inFlight: number
@@ -39,20 +40,31 @@ export interface ReplicaOptions {
 
 const CHILD = fileURLToPath(new URL("./ratelimit-replica.mjs", import.meta.url))
 
-const runReplica = (index: number, options: ReplicaOptions): Promise<Array<Call>> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, JSON.stringify(options)], { stdio: ["ignore", "pipe", "pipe"] })
-    let out = ""
-    let err = ""
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`rate limit replica ${index} did not finish: ${err}`))
-    }, options.startAt - Date.now() + options.durationMs + 20_000)
-    child.stdout.on("data", (d) => (out += String(d)))
-    child.stderr.on("data", (d) => (err += String(d)))
-    child.once("exit", (code) => {
+interface Started {
+  readonly ready: Promise<void>
+  readonly start: (at: number) => void
+  readonly calls: Promise<Array<Call>>
+}
+
+const startReplica = (index: number, options: ReplicaOptions): Started => {
+  const child = spawn(process.execPath, [CHILD, JSON.stringify(options)], { stdio: ["pipe", "pipe", "pipe"] })
+  let out = ""
+  let err = ""
+  let timer = setTimeout(() => child.kill("SIGKILL"), 60_000)
+  let isReady: () => void = () => {}
+  const ready = new Promise<void>((resolve) => (isReady = resolve))
+  child.stdout.on("data", (d) => {
+    out += String(d)
+    if (out.startsWith("READY\n")) {
+      out = out.slice(6)
+      isReady()
+    }
+  })
+  child.stderr.on("data", (d) => (err += String(d)))
+  const calls = new Promise<Array<Call>>((resolve, reject) => {
+    child.once("exit", (code, signal) => {
       clearTimeout(timer)
-      if (code !== 0) return reject(new Error(`rate limit replica ${index} exited with ${code}: ${err}`))
+      if (code !== 0) return reject(new Error(`rate limit replica ${index} exited with ${code ?? signal}: ${err}`))
       const { calls } = JSON.parse(out) as { calls: Array<[number, number, number, number, number, number]> }
       resolve(
         calls.map(([sent, received, allowed, remaining, retryAfterMs, resetAfterMs]) => ({
@@ -67,12 +79,32 @@ const runReplica = (index: number, options: ReplicaOptions): Promise<Array<Call>
       )
     })
   })
+  return {
+    ready: Promise.race([ready, calls.then(() => Promise.reject(new Error(`rate limit replica ${index} exited before READY`)))]),
+    start: (at) => {
+      clearTimeout(timer)
+      timer = setTimeout(() => child.kill("SIGKILL"), at - Date.now() + options.durationMs + 20_000)
+      child.stdin.end(`${at}\n`)
+    },
+    calls
+  }
+}
 
-/** Runs one replica per entry of `replicas` (its own options over `common`) and gathers their calls. */
+/**
+ * Runs one replica per entry of `replicas` (its own options over `common`), started
+ * together (not before `notBefore`, ms since epoch), and gathers their calls.
+ */
 export const runFleet = async (
   common: Omit<ReplicaOptions, "skewMs">,
-  replicas: ReadonlyArray<{ readonly skewMs?: number }>
-): Promise<Array<Call>> => (await Promise.all(replicas.map((r, i) => runReplica(i, { ...common, ...r })))).flat()
+  replicas: ReadonlyArray<{ readonly skewMs?: number }>,
+  notBefore = 0
+): Promise<Array<Call>> => {
+  const started = replicas.map((r, i) => startReplica(i, { ...common, ...r }))
+  await Promise.all(started.map((s) => s.ready))
+  const at = Math.max(Date.now() + 200, notBefore)
+  started.forEach((s) => s.start(at))
+  return (await Promise.all(started.map((s) => s.calls))).flat()
+}
 
 /**
  * Windows that certainly held more than `limit` allowed requests: each as the allowed

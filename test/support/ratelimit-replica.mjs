@@ -2,11 +2,15 @@
 //
 // It drives the built package (dist/, built by the global setup) the way a gateway does:
 // `RateLimiter.consume` through the Effect API, a few calls in flight, paced, on one key,
-// from `startAt` for `durationMs` (both on the real clock). With `skewMs` its Date.now is
+// from the start time the parent sends on stdin (after this replica has printed READY) for
+// `durationMs` (both on the real clock). With `skewMs` its Date.now is
 // shifted first, as on a host whose clock is off. Each call is recorded with when it was
 // sent and when its answer came, on the real clock, and the lot is printed as one JSON line.
 //
-// argv[2]: JSON { url, prefix, key, limit, windowMs, startAt, durationMs, perSecond, inFlight, skewMs }
+// argv[2]: JSON { url, prefix, key, limit, windowMs, durationMs, perSecond, inFlight, skewMs }
+// stdin:   one line, the start time (ms since epoch, real clock)
+import { once } from "node:events"
+import { createInterface } from "node:readline"
 import { Effect, Layer } from "effect"
 import { RateLimiter, RedisClient } from "../../dist/index.js"
 
@@ -35,6 +39,9 @@ const worker = (limiter) =>
 const program = Effect.gen(function* () {
   const limiter = yield* RateLimiter.RateLimiter
   yield* limiter.peek(o.key, { window: o.windowMs }) // connected and scripts loaded before the start
+  process.stdout.write("READY\n")
+  const [line] = yield* Effect.promise(() => once(createInterface({ input: process.stdin }), "line"))
+  o.startAt = Number(line)
   const wait = o.startAt - realNow()
   if (wait > 0) yield* Effect.sleep(wait)
   yield* Effect.all(Array.from({ length: o.inFlight }, () => worker(limiter)), { concurrency: "unbounded" })
@@ -42,3 +49,4 @@ const program = Effect.gen(function* () {
 
 await Effect.runPromise(Effect.provide(program, Live))
 process.stdout.write(JSON.stringify({ calls }) + "\n")
+process.exit(0)
