@@ -199,12 +199,8 @@ export const checkFailMode = (mode: unknown): Effect.Effect<FailMode, InvalidCon
 const reasonOf = (error: RedisError | CorruptData): "timeout" | "unavailable" | "refused" | "corrupt" =>
   error._tag === "RedisUnavailable" ? (isTimeout(error) ? "timeout" : "unavailable") : error._tag === "RedisCommandFailed" ? "refused" : "corrupt"
 
-/**
- * Answers with `mode` when Redis gave no decision (no reply in time, unreachable, an error
- * reply, a key that is not a rate limit log), counting it in
- * `haechi_store_ratelimit_unavailable_total`; a bad argument still fails.
- */
-export const withFailMode = (mode: FailMode, prefix: string) => {
+/** The fail mode's answer, and its count in `haechi_store_ratelimit_unavailable_total` by reason. */
+export const failModeOf = (mode: FailMode, prefix: string) => {
   const counters = new Map<string, Metric.Metric.Counter<number>>()
   const counter = (reason: string) => {
     let metric = counters.get(reason)
@@ -215,20 +211,35 @@ export const withFailMode = (mode: FailMode, prefix: string) => {
     return metric
   }
   const answer: RateLimitResult = { allowed: mode === "allow", remaining: 0, retryAfterMs: 0, resetAfterMs: 0, unavailable: true }
+  return {
+    answer,
+    /** Counts one answer; `undefined` = no reply within the timeout. */
+    count: (error: RedisError | CorruptData | undefined): Effect.Effect<void> => {
+      const metric = Metric.increment(counter(error === undefined ? "timeout" : reasonOf(error)))
+      return error === undefined
+        ? metric
+        : Effect.zipRight(
+            metric,
+            Effect.logDebug(`rate limiter ${prefix}: ${error.message}; answered "${mode}"`).pipe(
+              Effect.annotateLogs("cause", Cause.pretty(Cause.fail(error)))
+            )
+          )
+    }
+  }
+}
+
+/**
+ * Answers with `mode` when Redis gave no decision (no reply in time, unreachable, an error
+ * reply, a key that is not a rate limit log), counting it in
+ * `haechi_store_ratelimit_unavailable_total`; a bad argument still fails.
+ */
+export const withFailMode = (mode: FailMode, prefix: string) => {
+  const failMode = failModeOf(mode, prefix)
   return <R>(effect: Effect.Effect<RateLimitResult, RateLimitError, R>): Effect.Effect<RateLimitResult, InvalidConfig, R> =>
     Effect.catchIf(
       effect,
       (error): error is RedisError | CorruptData => error._tag !== "InvalidConfig",
-      (error) =>
-        Effect.as(
-          Effect.zipRight(
-            Metric.increment(counter(reasonOf(error))),
-            Effect.logDebug(`rate limiter ${prefix}: ${error.message}; answered "${mode}"`).pipe(
-              Effect.annotateLogs("cause", Cause.pretty(Cause.fail(error)))
-            )
-          ),
-          answer
-        )
+      (error) => Effect.as(failMode.count(error), failMode.answer)
     )
 }
 

@@ -9,6 +9,7 @@
  */
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
 import { Cluster, Redis } from "ioredis"
@@ -281,12 +282,50 @@ export interface RedisRateLimiterOptions {
   readonly runtime?: Runtime.Runtime<never>
 }
 
-const rateLimiterFacade = (limiter: RateLimiter.RateLimiterShape, options: { onUnavailable?: unknown; window?: number; runtime?: Runtime.Runtime<never> }): HaechiRateLimiter => {
-  const failMode = runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable))
-  const orFailMode = RateLimiter.withFailMode(failMode, limiter.prefix)
+/**
+ * The facade's calls. Each call also starts a plain timer of `timeoutMs` when it is made: if
+ * no decision has come when the timer fires, the fail mode answers from the timer itself, so
+ * a busy Effect scheduler cannot make the answer late. Each fail-mode answer is counted once.
+ */
+const rateLimiterFacade = (
+  limiter: RateLimiter.RateLimiterShape,
+  options: { onUnavailable?: unknown; window?: number; runtime?: Runtime.Runtime<never> },
+  timeoutMs: number | undefined
+): HaechiRateLimiter => {
+  const failMode = RateLimiter.failModeOf(runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable)), limiter.prefix)
   const window = runSyncOrThrow(RateLimiter.checkWindow(options.window ?? 60_000))
   const run = runner(options.runtime)
-  const consume = (key: string, limit: number) => run(orFailMode(limiter.consume(key, { limit, window })))
+  const answer = (error: Parameters<typeof failMode.count>[0]) => {
+    Effect.runSync(failMode.count(error))
+    return failMode.answer
+  }
+  const consume = (key: string, limit: number) =>
+    new Promise<RateLimiter.RateLimitResult>((resolve, reject) => {
+      let settled = false
+      const guard =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              settled = true
+              resolve(answer(undefined))
+            }, timeoutMs)
+      run(Effect.either(limiter.consume(key, { limit, window }))).then(
+        (decided) => {
+          if (settled) return
+          settled = true
+          clearTimeout(guard)
+          if (Either.isRight(decided)) resolve(decided.right)
+          else if (decided.left._tag === "InvalidConfig") reject(decided.left)
+          else resolve(answer(decided.left))
+        },
+        (defect: unknown) => {
+          if (settled) return
+          settled = true
+          clearTimeout(guard)
+          reject(defect)
+        }
+      )
+    })
   return { allow: (key, limit) => consume(key, limit).then((result) => result.allowed), consume }
 }
 
@@ -299,10 +338,11 @@ const rateLimiterFacade = (limiter: RateLimiter.RateLimiterShape, options: { onU
 export const createRedisRateLimiter = (options: RedisRateLimiterOptions): HaechiRateLimiter => {
   const { client, keyPrefix, timeout } = options ?? ({} as RedisRateLimiterOptions)
   const redis = redisClient("createRedisRateLimiter", client)
-  const limiter = orThrow(RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), ...(timeout === undefined ? {} : { timeout }) }), redis)
-  return rateLimiterFacade(limiter, options)
+  const timeoutMs = runSyncOrThrow(RateLimiter.checkTimeout(timeout))
+  const limiter = orThrow(RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), timeout: timeoutMs }), redis)
+  return rateLimiterFacade(limiter, options, timeoutMs)
 }
 
 /** An in-memory rate limiter with the same rule (one process; tests and single-instance use). */
 export const createMemoryRateLimiter = (options: { readonly keyPrefix?: string; readonly window?: number; readonly runtime?: Runtime.Runtime<never> } = {}): HaechiRateLimiter =>
-  rateLimiterFacade(runSyncOrThrow(RateLimiter.makeMemory(options)), options)
+  rateLimiterFacade(runSyncOrThrow(RateLimiter.makeMemory(options)), options, undefined)

@@ -48,5 +48,5 @@ const program = Effect.gen(function* () {
 })
 
 await Effect.runPromise(Effect.provide(program, Live))
-process.stdout.write(JSON.stringify({ calls }) + "\n")
-process.exit(0)
+// (Exit once written: nothing else should keep this process, but nothing may either.)
+process.stdout.write(JSON.stringify({ calls }) + "\n", () => process.exit(0))
