@@ -512,8 +512,8 @@ const rateLimitOptions = {
   ),
   rateLimitPrefix: Options.text("ratelimit-prefix").pipe(
     Options.withPseudoName("PREFIX"),
-    Options.withDescription('key prefix of the rate limiter (default "haechi:rl:")'),
-    Options.withDefault("haechi:rl:")
+    Options.withDescription(`key prefix of the rate limiter (default "${RateLimiter.DEFAULT_PREFIX}")`),
+    Options.withDefault(RateLimiter.DEFAULT_PREFIX)
   ),
   rateLimitWindow: Options.integer("ratelimit-window").pipe(
     Options.withPseudoName("MS"),

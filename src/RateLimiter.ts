@@ -27,6 +27,7 @@ import { MAX_TIMER_MS, RedisClient } from "./RedisClient.js"
 import { isTimeout, memoryBacking, redisBacking, type RateLimitBacking } from "./internal/ratelimit/backing.js"
 import { checkPeek, checkRequest, timing, type Decision, type Request } from "./internal/ratelimit/rule.js"
 
+export { DEFAULT_RATELIMIT_PREFIX as DEFAULT_PREFIX } from "./Keys.js"
 export { checkWindow, MAX_KEY_LENGTH, MAX_LIMIT, MAX_WINDOW_MS } from "./internal/ratelimit/rule.js"
 
 /** haechi's meaning of a limit: requests per minute. */
