@@ -4,13 +4,18 @@
 #   npm run bench -- --quick   # about a minute
 #   npm run bench -- --only=tokenize,reveal --cpu-prof   # a subset; profiles ours into bench/results/prof
 #   npm run bench -- --no-build                          # benchmark dist/ as it is
+#   npm run bench -- --ratelimit [--quick]               # the rate limiter against the satellite's INCR+PEXPIRE (bench/ratelimit.mjs)
 # Installs bench/'s own dependencies when missing, builds dist/, starts redis-server on a
 # free 127.0.0.1 port with no persistence, runs bench/run.mjs, and stops the server.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-if [ ! -d "$here/node_modules/haechi-store-redis" ] || [ ! -d "$here/node_modules/redis" ]; then
+script="run.mjs"
+for arg in "$@"; do [ "$arg" = "--ratelimit" ] && script="ratelimit.mjs"; done
+
+# (The rate limiter bench needs only ioredis, not the reference store.)
+if [ "$script" = "run.mjs" ] && { [ ! -d "$here/node_modules/haechi-store-redis" ] || [ ! -d "$here/node_modules/redis" ]; }; then
   echo "bench: installing bench/ dependencies" >&2
   # haechi-store-redis declares a peer on haechi, which is not on the registry.
   (cd "$here" && npm ci --legacy-peer-deps --no-audit --no-fund --loglevel=error)
@@ -65,4 +70,4 @@ done
 [ -n "$pid" ] || { cat "$data/redis.log" >&2 || true; exit 1; }
 
 echo "bench: redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127.0.0.1:$port" >&2
-node "$here/run.mjs" --port="$port" "$@"
+node "$here/$script" --port="$port" "$@"

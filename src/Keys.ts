@@ -100,3 +100,29 @@ export const checkPrefix = (
   }
   return Effect.succeed(prefix)
 }
+
+/** The rate limiter's default prefix (haechi's satellite uses the same one). */
+export const DEFAULT_RATELIMIT_PREFIX = "haechi:rl:"
+
+/**
+ * The one key of a rate limit: `${prefix}${key}`, a sorted set of the allowed requests'
+ * times. Its scripts touch only it, so any prefix works on a Redis Cluster.
+ */
+export const rateLimitKey = (prefix: string, key: string): string => `${prefix}${key}`
+
+/**
+ * Refuses a rate limiter prefix that is not a string, or under which some caller's key
+ * would name a store's key: "" or "haechi:" put `audit:chain` on the audit chain.
+ */
+export const checkRateLimitPrefix = (prefix: unknown): Effect.Effect<string, InvalidConfig> =>
+  Effect.flatMap(checkPrefix("keyPrefix", prefix, (p) => ({ log: rateLimitKey(p, "") }), false), (p) => {
+    const store = [DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX].find((storePrefix) => storePrefix.startsWith(p))
+    return store === undefined
+      ? Effect.succeed(p)
+      : Effect.fail(
+          new InvalidConfig({
+            option: "keyPrefix",
+            reason: `"${p}" would let a rate limit key name a key of the store under "${store}"; use a prefix of its own, e.g. "${DEFAULT_RATELIMIT_PREFIX}"`
+          })
+        )
+  })

@@ -101,3 +101,19 @@ export const checkpointFailures = Metric.counter("haechi_store_checkpoint_failur
   description: "scheduled checkpoints that failed; nothing was signed",
   incremental: true
 })
+/** Rate limiter requests allowed, and denied, by Redis or the in-memory backing (tagged by `prefix`). */
+export const ratelimitKeys = {
+  allowed: MetricKey.counter("haechi_store_ratelimit_allowed_total", {
+    description: "rate limited requests allowed",
+    incremental: true
+  }),
+  denied: MetricKey.counter("haechi_store_ratelimit_denied_total", {
+    description: "rate limited requests denied (over the limit within the window)",
+    incremental: true
+  }),
+  /** Tagged by `prefix` and `answer` (the fail mode's "allow" or "deny") and `reason` ("timeout", "unavailable", "refused", "corrupt"). */
+  unavailable: MetricKey.counter("haechi_store_ratelimit_unavailable_total", {
+    description: "rate limit decisions Redis could not make in time, answered with the configured fail mode",
+    incremental: true
+  })
+}

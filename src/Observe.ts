@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import type { StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 
-export const observed = (store: StoreKind, operation: string, prefix: string) => {
+export const observed = (store: StoreKind | "ratelimit", operation: string, prefix: string) => {
   const latency = Metrics.withTags(Metrics.keys.operationLatency, { store, operation })
   const span = {
     attributes: { "haechi.store": store, "haechi.prefix": prefix },

@@ -34,6 +34,8 @@ const define = (file: string, keys: number, readOnly = false): ScriptDefinition 
 export const Scripts = {
   auditAppend: define("audit_append", 5),
   readyProbe: define("ready_probe", 1),
+  ratelimitConsume: define("ratelimit_consume", 1),
+  ratelimitPeek: define("ratelimit_peek", 1, true),
   vaultApply: define("vault_apply", 4),
   vaultChanges: define("vault_changes", 3, true),
   vaultScan: define("vault_scan", 3, true),

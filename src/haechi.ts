@@ -10,6 +10,7 @@
 import * as Chunk from "effect/Chunk"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
 import { Cluster, Redis } from "ioredis"
@@ -35,6 +36,7 @@ import { checkWitness } from "./internal/checkpoint/witness.js"
 import { CheckpointNoteRejected } from "./Errors.js"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import * as RateLimiter from "./RateLimiter.js"
 export type { LockPolicy } from "./LockPolicy.js"
 export type { SignedCheckpoint, CheckpointOutcome } from "./Checkpoint.js"
 
@@ -381,3 +383,95 @@ export const startCheckpointer = async (options: CheckpointerOptions): Promise<C
     close: () => run(Scope.close(scope, Exit.void))
   }
 }
+// ---------------------------------------------------------------------------
+// rate limiter (haechi's providers.rateLimiter)
+
+/** The result of one `consume`: see `RateLimiter.RateLimitResult`. */
+export type { RateLimitResult, FailMode } from "./RateLimiter.js"
+
+/** haechi's rate limiter seam (`createRuntime(config, { rateLimiter })`), plus the full answer. */
+export interface HaechiRateLimiter {
+  /** The drop-in for `providers.rateLimiter.allow(key, limit)`: `limit` requests per minute. */
+  allow(key: string, limit: number): Promise<boolean>
+  /** The same decision with what a caller can tell the client (remaining, Retry-After). */
+  consume(key: string, limit: number): Promise<RateLimiter.RateLimitResult>
+}
+
+export interface RedisRateLimiterOptions {
+  readonly client: Redis | Cluster
+  /** Default "haechi:rl:" (the satellite's); a prefix under which a key could name a store's key is refused. */
+  readonly keyPrefix?: string
+  /** What to answer when Redis cannot decide within `timeout`: "deny" (default) or "allow". Counted either way. */
+  readonly onUnavailable?: RateLimiter.FailMode
+  /** Milliseconds to wait for Redis before the fail mode answers (default 1000). */
+  readonly timeout?: number
+  /** The window in milliseconds (default 60,000: haechi's limits are per minute). */
+  readonly window?: number
+  /** The Effect runtime to run on (for your tracer and metrics); default `Runtime.defaultRuntime`. */
+  readonly runtime?: Runtime.Runtime<never>
+}
+
+/**
+ * The facade's calls. Each call also starts a plain timer of `timeoutMs` when it is made: if
+ * no decision has come when the timer fires, the fail mode answers from the timer itself, so
+ * a busy Effect scheduler cannot make the answer late. Each fail-mode answer is counted once.
+ */
+const rateLimiterFacade = (
+  limiter: RateLimiter.RateLimiterShape,
+  options: { onUnavailable?: unknown; window?: number; runtime?: Runtime.Runtime<never> },
+  timeoutMs: number | undefined
+): HaechiRateLimiter => {
+  const failMode = RateLimiter.failModeOf(runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable)), limiter.prefix)
+  const window = runSyncOrThrow(RateLimiter.checkWindow(options.window ?? 60_000))
+  const run = runner(options.runtime)
+  const answer = (error: Parameters<typeof failMode.count>[0]) => {
+    Effect.runSync(failMode.count(error))
+    return failMode.answer
+  }
+  const consume = (key: string, limit: number) =>
+    new Promise<RateLimiter.RateLimitResult>((resolve, reject) => {
+      let settled = false
+      const guard =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              settled = true
+              resolve(answer(undefined))
+            }, timeoutMs)
+      run(Effect.either(limiter.consume(key, { limit, window }))).then(
+        (decided) => {
+          if (settled) return
+          settled = true
+          clearTimeout(guard)
+          if (Either.isRight(decided)) resolve(decided.right)
+          else if (decided.left._tag === "InvalidConfig") reject(decided.left)
+          else resolve(answer(decided.left))
+        },
+        (defect: unknown) => {
+          if (settled) return
+          settled = true
+          clearTimeout(guard)
+          reject(defect)
+        }
+      )
+    })
+  return { allow: (key, limit) => consume(key, limit).then((result) => result.allowed), consume }
+}
+
+/**
+ * The shared rate limiter on Redis: `{ allow(key, limit), consume(key, limit) }`. Exact over
+ * any rolling minute across every replica, decided on Redis's clock. Bad options throw
+ * here; a bad key or limit rejects with `InvalidConfig`; Redis unreachable or slow answers
+ * with `onUnavailable` within `timeout` (never rejects, never hangs).
+ */
+export const createRedisRateLimiter = (options: RedisRateLimiterOptions): HaechiRateLimiter => {
+  const { client, keyPrefix, timeout } = options ?? ({} as RedisRateLimiterOptions)
+  const redis = redisClient("createRedisRateLimiter", client)
+  const timeoutMs = runSyncOrThrow(RateLimiter.checkTimeout(timeout))
+  const limiter = orThrow(RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), timeout: timeoutMs }), redis)
+  return rateLimiterFacade(limiter, options, timeoutMs)
+}
+
+/** An in-memory rate limiter with the same rule (one process; tests and single-instance use). */
+export const createMemoryRateLimiter = (options: { readonly keyPrefix?: string; readonly window?: number; readonly runtime?: Runtime.Runtime<never> } = {}): HaechiRateLimiter =>
+  rateLimiterFacade(runSyncOrThrow(RateLimiter.makeMemory(options)), options, undefined)

@@ -26,3 +26,4 @@ export { withRedisLock } from "./LockFacade.js"
 // A deadline on real time (Node's timer, not the Effect Clock) for a read of your own,
 // failing with OperationTimeout; the stores bound their operations with their `timeout`.
 export { timeoutAfter } from "./internal/deadline.js"
+export * as RateLimiter from "./RateLimiter.js"

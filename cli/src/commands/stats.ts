@@ -6,7 +6,8 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import { AuditStore, Keys, RedisClient, timeoutAfter, TokenStore } from "haechi-store-effect"
+import * as Option from "effect/Option"
+import { AuditStore, Keys, RateLimiter, RedisClient, timeoutAfter, TokenStore } from "haechi-store-effect"
 import { prefixOption, timeoutOption, urlOption } from "../shared/options.js"
 import { withRedis } from "../shared/target.js"
 
@@ -92,6 +93,34 @@ export const describeStats = (stats: Stats): ReadonlyArray<string> => {
   ]
 }
 
+// --ratelimit-key: one rate limit key's count (RateLimiter.inspect), when asked
+const rateLimitOptions = {
+  rateLimitKey: Options.text("ratelimit-key").pipe(
+    Options.withPseudoName("KEY"),
+    Options.withDescription('also show this rate limit key\'s count (an identity id, or "anonymous")'),
+    Options.optional
+  ),
+  rateLimitPrefix: Options.text("ratelimit-prefix").pipe(
+    Options.withPseudoName("PREFIX"),
+    Options.withDescription(`key prefix of the rate limiter (default "${RateLimiter.DEFAULT_PREFIX}")`),
+    Options.withDefault(RateLimiter.DEFAULT_PREFIX)
+  ),
+  rateLimitWindow: Options.integer("ratelimit-window").pipe(
+    Options.withPseudoName("MS"),
+    Options.withDescription("the rate limit window in milliseconds (default 60000, haechi's per minute)"),
+    Options.withDefault(60_000)
+  )
+}
+
+const readRateLimit = (o: { rateLimitKey: Option.Option<string>; rateLimitPrefix: string; rateLimitWindow: number }) =>
+  Effect.transposeMapOption(o.rateLimitKey, (key) =>
+    RateLimiter.inspect(key, { keyPrefix: o.rateLimitPrefix, window: o.rateLimitWindow })
+  )
+
+const describeRateLimit = (r: RateLimiter.RateLimitStats) =>
+  `rate limit (${r.prefix}${r.key}): ${r.count} requests in the last ${r.windowMs} ms` +
+  (r.count === 0 ? "" : `; the whole limit is back in ${r.resetAfterMs} ms`)
+
 export const statsCommand = Command.make(
   "stats",
   {
@@ -99,12 +128,16 @@ export const statsCommand = Command.make(
     auditPrefix: prefixOption("audit-prefix", Keys.DEFAULT_AUDIT_PREFIX, "audit store"),
     vaultPrefix: prefixOption("vault-prefix", Keys.DEFAULT_VAULT_PREFIX, "token vault"),
     json: Options.boolean("json").pipe(Options.withDescription("print one JSON object")),
-    timeout: timeoutOption
+    timeout: timeoutOption,
+    ...rateLimitOptions
   },
-  ({ url, auditPrefix, vaultPrefix, json, timeout }) =>
+  ({ url, auditPrefix, vaultPrefix, json, timeout, ...rl }) =>
     Effect.gen(function* () {
-      const stats = yield* withRedis(url, () => readStats(auditPrefix, vaultPrefix, timeout))
-      if (json) return yield* Console.log(JSON.stringify(stats))
+      const [stats, rateLimit] = yield* withRedis(url, () =>
+        Effect.all([readStats(auditPrefix, vaultPrefix, timeout), readRateLimit(rl)])
+      )
+      if (json) return yield* Console.log(JSON.stringify(Option.isSome(rateLimit) ? { ...stats, ratelimit: rateLimit.value } : stats))
+      if (Option.isSome(rateLimit)) yield* Console.log(describeRateLimit(rateLimit.value))
       for (const line of describeStats(stats)) yield* Console.log(line)
     })
 ).pipe(Command.withDescription("chain length and head, vault size and version, change log, locks"))
