@@ -65,7 +65,7 @@ import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
@@ -389,15 +389,17 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   return {
     prefix,
     transaction: (build) =>
-      guard({
-        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => countConflict(retryOptions)(build(txFor(claim))),
-        retrying: (fresh) =>
-          Effect.zipRight(
-            fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
-            retryOnConflict(() => build(txFor(undefined)), retryOptions)
-          )
-      }).pipe(boundTransaction, observeTransaction) as never,
+      withRetryBudget(retryOptions, (budget) =>
+        guard({
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          attempt: (claim) => budget.attempt(build(txFor(claim))),
+          retrying: (fresh) =>
+            Effect.zipRight(
+              fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
+              budget.retrying(Effect.suspend(() => build(txFor(undefined))))
+            )
+        })
+      ).pipe(boundTransaction, observeTransaction) as never,
     ready: backing.ready,
     head: backing.readHead.pipe(boundHead, observeHead),
     length: boundLength(backing.length),

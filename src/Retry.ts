@@ -34,52 +34,100 @@ export const isFenceConflict = (error: unknown): error is FenceConflict =>
   typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FenceConflict"
 
 /**
+ * One operation's attempts, whichever lock policy runs them: the first runs at once,
+ * each later one only once `schedule` allows it (after the conflict that ended the one
+ * before), else the operation fails with `RetriesExhausted`. So the schedule bounds every
+ * re-attempt, a lock policy's own included (an adaptive yield or lost race, a retry under
+ * the lock), and one count of conflicts, retries and attempts covers them all.
+ */
+export interface RetryBudget {
+  /** Runs one attempt, after asking the schedule if it is not the first. */
+  readonly attempt: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | RetriesExhausted, R>
+  /** Runs attempts of `effect` until one does not conflict (or the schedule runs out). */
+  readonly retrying: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+  /** Attempts started so far. */
+  readonly attempts: () => number
+}
+
+interface RetryOptions {
+  readonly store: StoreKind
+  readonly prefix: string
+  readonly operation: string
+  readonly schedule: RetrySchedule
+}
+
+/**
+ * Runs `use` with a fresh budget for one operation and records its attempt count on the
+ * current span (`haechi.attempts`).
+ */
+export const withRetryBudget = <A, E, R>(
+  options: RetryOptions,
+  use: (budget: RetryBudget) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const budget = makeBudget(options)
+    return Effect.ensuring(
+      use(budget),
+      Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", budget.attempts()))
+    )
+  })
+
+const makeBudget = (options: RetryOptions): RetryBudget => {
+  const count = (name: CounterName) => Metric.update(counters(options)(name), 1)
+  let attempts = 0
+  // The conflict that ended the last attempt; the schedule's driver is built only once a
+  // first attempt lost, and sees every conflict, the first included, as `Effect.retry` would.
+  let lastConflict: FenceConflict | undefined
+  let driver: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
+  const exhausted = () =>
+    Effect.zipRight(
+      count("retriesExhausted"),
+      Effect.fail(new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts }))
+    )
+  const allowed: Effect.Effect<void, RetriesExhausted> = Effect.suspend(() => {
+    if (lastConflict === undefined) return Effect.void
+    const conflict = lastConflict
+    return Effect.gen(function* () {
+      driver ??= yield* Schedule.driver(options.schedule)
+      const proceed = yield* Effect.either(driver.next(conflict))
+      if (proceed._tag === "Left") return yield* exhausted()
+    })
+  })
+  const attempt = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | RetriesExhausted, R> =>
+    Effect.zipRight(
+      allowed,
+      Effect.suspend(() => {
+        attempts += 1
+        lastConflict = undefined
+        return attempts > 1 ? Effect.zipRight(count("retries"), effect) : effect
+      }).pipe(
+        Effect.tapError((e) => {
+          if (!isFenceConflict(e)) return Effect.void
+          lastConflict = e
+          return count("fenceConflicts")
+        })
+      )
+    )
+  const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.gen(function* () {
+      for (;;) {
+        const result = yield* Effect.either(attempt(effect))
+        if (result._tag === "Right") return result.right
+        if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
+      }
+    }) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+  return { attempt, retrying, attempts: () => attempts }
+}
+
+/**
  * Runs `attempt` (given its 1-based number) and re-runs it after each fence conflict
  * while `schedule` allows; other errors end it at once.
  */
 export const retryOnConflict = <A, E, R>(
   attempt: (n: number) => Effect.Effect<A, E, R>,
-  options: {
-    readonly store: StoreKind
-    readonly prefix: string
-    readonly operation: string
-    readonly schedule: RetrySchedule
-  }
+  options: RetryOptions
 ): Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R> =>
-  Effect.suspend(() => {
-    const count = (name: CounterName) => Metric.update(counters(options)(name), 1)
-    let attempts = 0
-    const once = Effect.suspend(() => {
-      attempts += 1
-      return attempts > 1 ? Effect.zipRight(count("retries"), attempt(attempts)) : attempt(attempts)
-    }).pipe(Effect.tapError((e) => (isFenceConflict(e) ? count("fenceConflicts") : Effect.void)))
-    const exhausted = () =>
-      Effect.zipRight(
-        count("retriesExhausted"),
-        Effect.fail(
-          new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts })
-        )
-      )
-    // The schedule's driver is only built once a first attempt lost; it sees every
-    // conflict, the first included, exactly as `Effect.retry` would.
-    return once.pipe(
-      Effect.catchIf(isFenceConflict, (first) =>
-        Effect.gen(function* () {
-          const driver = yield* Schedule.driver(options.schedule)
-          let conflict: unknown = first
-          for (;;) {
-            const proceed = yield* Effect.either(driver.next(conflict))
-            if (proceed._tag === "Left") return yield* exhausted()
-            const result = yield* Effect.either(once)
-            if (result._tag === "Right") return result.right
-            if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
-            conflict = result.left
-          }
-        })
-      ),
-      Effect.ensuring(Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", attempts)))
-    ) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
-  })
+  withRetryBudget(options, (budget) => budget.retrying(Effect.suspend(() => attempt(budget.attempts()))))
 
 type CounterName = "fenceConflicts" | "retries" | "retriesExhausted"
 const tagged = new Map<string, Metric.Metric.Counter<number>>()
@@ -96,10 +144,3 @@ const counters =
     }
     return counter
   }
-
-/** Counts a fence conflict of a single attempt run outside `retryOnConflict`. */
-export const countConflict = (options: { readonly store: StoreKind; readonly operation: string }) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.tapError(effect, (e) =>
-      isFenceConflict(e) ? Metric.update(counters(options)("fenceConflicts"), 1) : Effect.void
-    )

@@ -34,7 +34,7 @@ import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
 import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
 import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import {
   memoryVaultBacking,
@@ -601,11 +601,14 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   return {
     prefix,
     mutate: (f) =>
-      guard({
-        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => countConflict(retryOptions)(attempt(f, claim)),
-        retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
-      }).pipe(boundMutate, observeMutate) as never,
+      withRetryBudget(retryOptions, (budget) =>
+        guard({
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          attempt: (claim) => budget.attempt(attempt(f, claim)),
+          retrying: (fresh) =>
+            Effect.zipRight(fresh ? sync : Effect.void, budget.retrying(Effect.suspend(() => attempt(f))))
+        })
+      ).pipe(boundMutate, observeMutate) as never,
     read: (f) =>
       Effect.gen(function* () {
         yield* sync
