@@ -371,6 +371,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   })
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
+  const observeLength = observed("audit", "length", prefix)
   const boundTransaction = bounded("transaction")
   const boundHead = bounded("head")
   const boundLength = bounded("length")
@@ -402,7 +403,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       ).pipe(boundTransaction, observeTransaction) as never,
     ready: backing.ready,
     head: backing.readHead.pipe(boundHead, observeHead),
-    length: boundLength(backing.length),
+    length: backing.length.pipe(boundLength, observeLength),
     headKeys: bounded("head keys")(backing.readHeadKeys),
     readChainJson,
     readChain: (opts) =>

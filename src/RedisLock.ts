@@ -49,6 +49,7 @@ import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisErr
 import { now, sleep } from "./internal/deadline.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
+import { outcomeOf } from "./Observe.js"
 import { MAX_TIMER_MS, RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
@@ -233,7 +234,7 @@ const lossSignal = (key: string, validUntil: number): LossSignal => {
     return true
   }
   const announce = (reason: LockLost["reason"]) =>
-    Effect.zipRight(Effect.logWarning(`lock ${key} lost (${reason})`), Metric.increment(Metrics.locksLost))
+    Effect.zipRight(Effect.logWarning(`lock ${key} lost (${reason})`), Metric.increment(Metric.tagged(Metrics.locksLost, "key", key)))
   const state: LossSignal = {
     validUntil,
     fail: (reason) => Effect.suspend(() => (set(reason) ? announce(reason) : Effect.void)),
@@ -447,7 +448,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         const deadline = start + o.waitMs
         const timedOut = Effect.suspend(() => {
           const waitedMs = clock.unsafeCurrentTimeMillis() - start
-          return Effect.zipRight(Metric.update(Metrics.lockWait, waitedMs), new LockTimeout({ key, waitedMs }))
+          return Effect.zipRight(Metric.update(Metric.tagged(Metrics.lockWait, "key", key), waitedMs), new LockTimeout({ key, waitedMs }))
         })
 
         // One acquire attempt: 0 when someone else holds the lock (then we are queued).
@@ -504,7 +505,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         )
         const { fence, sentAt } = first.fence > 0 ? first : yield* wait(early)
         const waitedMs = clock.unsafeCurrentTimeMillis() - start
-        yield* Metric.update(Metrics.lockWait, waitedMs)
+        yield* Metric.update(Metric.tagged(Metrics.lockWait, "key", key), waitedMs)
         span.attribute("haechi.lock.fence", fence)
         span.attribute("haechi.lock.waited_ms", waitedMs)
 
@@ -534,7 +535,11 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       return Effect.useSpan(
         "haechi.lock.acquire",
         { attributes: { "haechi.lock.key": key }, captureStackTrace: false },
-        (span) => Effect.onExit(held(span), (exit) => Exit.isFailure(exit) && sent ? giveBack : Effect.void)
+        (span) =>
+          Effect.onExit(held(span), (exit) => {
+            span.attribute("haechi.outcome", outcomeOf(exit))
+            return Exit.isFailure(exit) && sent ? giveBack : Effect.void
+          })
       )
     })
 

@@ -28,7 +28,7 @@ import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, Invali
 import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
-import { observed } from "./Observe.js"
+import { observed, spanned } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
@@ -467,7 +467,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       const all = yield* backing.snapshot
       yield* cache.replace({ version: all.version, commit: all.commit }, all.entries)
       yield* checkLanding(before)
-    }).pipe(Effect.withSpan("haechi.vault.reload", { attributes: { "haechi.prefix": prefix } }))
+    }).pipe(spanned("haechi.vault.reload", { "haechi.prefix": prefix }))
 
   /**
    * A cache that no commit id proves (none yet, or its version was written without
@@ -616,7 +616,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
       }).pipe(boundRead, observeRead),
     ready: backing.ready,
-    stats: bounded("stats")(backing.stats)
+    stats: backing.stats.pipe(bounded("stats"), observed("vault", "stats", prefix))
   }
 }
 
