@@ -26,6 +26,8 @@ import { nextCommitId } from "./CommitId.js"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -64,7 +66,7 @@ import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
-import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
@@ -440,6 +442,21 @@ export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, Inva
 export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Layer.effect(AuditStore, make(options))
 }
+
+/** What `layerConfig` reads (see `storeConfig`). */
+export { storeConfig, type StoreConfig } from "./StoreOptions.js"
+
+/**
+ * The audit store on Redis with its prefix, lock policy, retry attempts, durability
+ * and timeout read from `Config` (default: `storeConfig("HAECHI_AUDIT")`, i.e. the
+ * environment's `HAECHI_AUDIT_KEY_PREFIX`, `HAECHI_AUDIT_LOCK`, ...); `options` gives the rest,
+ * and what the config sets wins over it.
+ */
+export const layerConfig = (
+  config: Config.Config<StoreConfig> = storeConfig("HAECHI_AUDIT"),
+  options: AuditStoreOptions = {}
+): Layer.Layer<AuditStore, ConfigError.ConfigError | InvalidConfig | StartupError | WitnessError, RedisClient> =>
+  Layer.unwrapEffect(Effect.map(config, (c) => layer({ ...options, ...optionsFromConfig(c) })))
 
 /** An in-memory audit store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<AuditStoreOptions, "guard"> = {}): Layer.Layer<AuditStore> =>

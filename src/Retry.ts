@@ -20,15 +20,20 @@ export type RetrySchedule = Schedule.Schedule<unknown, unknown>
  * hand the race to the writer that just won); then short exponential backoff from
  * 0.2 ms capped at 2 ms, jittered so that losing writers do not collide in lockstep.
  */
-export const defaultRetrySchedule: RetrySchedule = Schedule.recurs(4).pipe(
+const retryDelays = Schedule.recurs(4).pipe(
   Schedule.andThen(
     Schedule.exponential(Duration.micros(200n), 2).pipe(
       Schedule.union(Schedule.spaced("2 millis")),
       Schedule.jitteredWith({ min: 0.5, max: 1.5 })
     )
-  ),
-  Schedule.intersect(Schedule.recurs(127))
+  )
 )
+
+/** The default schedule's delays, bounded at `attempts` attempts in all (at least 1: no retry). */
+export const retryScheduleFor = (attempts: number): RetrySchedule =>
+  retryDelays.pipe(Schedule.intersect(Schedule.recurs(Math.max(0, Math.floor(attempts) - 1))))
+
+export const defaultRetrySchedule: RetrySchedule = retryScheduleFor(128)
 
 export const isFenceConflict = (error: unknown): error is FenceConflict =>
   typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FenceConflict"

@@ -20,6 +20,8 @@
  */
 import { nextCommitId } from "./CommitId.js"
 import * as Context from "effect/Context"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -32,7 +34,7 @@ import { observed, spanned } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
-import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
@@ -637,6 +639,21 @@ export function layer(options?: TokenStoreOptions): Layer.Layer<TokenStore, Inva
 export function layer(options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient> {
   return Layer.effect(TokenStore, make(options))
 }
+
+/** What `layerConfig` reads (see `storeConfig`). */
+export { storeConfig, type StoreConfig } from "./StoreOptions.js"
+
+/**
+ * The token store on Redis with its prefix, lock policy, retry attempts, durability
+ * and timeout read from `Config` (default: `storeConfig("HAECHI_VAULT")`, i.e. the
+ * environment's `HAECHI_VAULT_KEY_PREFIX`, `HAECHI_VAULT_LOCK`, ...); `options` gives the rest,
+ * and what the config sets wins over it.
+ */
+export const layerConfig = (
+  config: Config.Config<StoreConfig> = storeConfig("HAECHI_VAULT"),
+  options: TokenStoreOptions = {}
+): Layer.Layer<TokenStore, ConfigError.ConfigError | InvalidConfig | StartupError, RedisClient> =>
+  Layer.unwrapEffect(Effect.map(config, (c) => layer({ ...options, ...optionsFromConfig(c) })))
 
 /** An in-memory token store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<TokenStoreOptions, "guard"> = {}): Layer.Layer<TokenStore> =>
