@@ -47,6 +47,7 @@ import {
   PersistCalledTwice,
   type StoreError
 } from "./Errors.js"
+import type { ReadError } from "./Errors.js"
 import type { HeadKeys } from "./internal/chainHead.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
 import { rewindEvent } from "./internal/rewindRecord.js"
@@ -59,7 +60,7 @@ import {
   type Integrity,
   type PreparedAppend
 } from "./AuditBacking.js"
-import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
+import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
@@ -93,15 +94,15 @@ export interface AuditStoreShape {
   /** `{ ok: true }`, or `{ ok: false, reason }` within about 2 s when Redis is gone or read-only. */
   readonly ready: Effect.Effect<Readiness>
   /** The current head's integrity, read from the store (not the cache). */
-  readonly head: Effect.Effect<Integrity | null, StoreError>
+  readonly head: Effect.Effect<Integrity | null, ReadError>
   /** The number of records in the chain. */
-  readonly length: Effect.Effect<number, StoreError>
+  readonly length: Effect.Effect<number, ReadError>
   /** The head keys and the list's end, read at one instant (see `internal/chainHead`). */
-  readonly headKeys: Effect.Effect<HeadKeys, StoreError>
+  readonly headKeys: Effect.Effect<HeadKeys, ReadError>
   /** The chain's stored JSON in order, read in pages of `pageSize`, from list index `from`. */
-  readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, StoreError>
+  readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, ReadError>
   /** The chain's records in order, parsed, read in pages. */
-  readonly readChain: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<Record<string, unknown>, StoreError>
+  readonly readChain: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<Record<string, unknown>, ReadError>
 }
 
 export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
@@ -179,6 +180,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const afterCommit = options.afterCommit ?? Effect.void
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const bounded = (operation: string) => within({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
+  const boundedRead = (operation: string) => withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const onRewind: OnRewind = options.onRewind ?? "record"
   const fullCheck = options.verifyRecords === "full"
   const rewindCounter = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
@@ -375,9 +377,9 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const observeHead = observed("audit", "head", prefix)
   const observeLength = observed("audit", "length", prefix)
   const boundTransaction = bounded("transaction")
-  const boundHead = bounded("head")
-  const boundLength = bounded("length")
-  const boundPage = bounded("chain page")
+  const boundHead = boundedRead("head")
+  const boundLength = boundedRead("length")
+  const boundPage = boundedRead("chain page")
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
   const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
     const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
@@ -406,7 +408,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     ready: backing.ready,
     head: backing.readHead.pipe(boundHead, observeHead),
     length: backing.length.pipe(boundLength, observeLength),
-    headKeys: bounded("head keys")(backing.readHeadKeys),
+    headKeys: boundedRead("head keys")(backing.readHeadKeys),
     readChainJson,
     readChain: (opts) =>
       readChainJson(opts).pipe(

@@ -26,8 +26,8 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
-import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
-import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
+import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type ReadError, type RedisError, type StoreError } from "./Errors.js"
+import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed, spanned } from "./Observe.js"
@@ -75,10 +75,10 @@ export interface TokenStoreShape {
     f: (view: MutableView) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
   /** Runs `f` over the current vault (as fresh as a full read), without a lock. */
-  readonly read: <A, E, R>(f: (view: ReadView) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  readonly read: <A, E, R>(f: (view: ReadView) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | ReadError, R>
   readonly ready: Effect.Effect<Readiness>
   /** The stored version, size and change-log length. */
-  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, StoreError>
+  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, ReadError>
 }
 
 export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<TokenStore, TokenStoreShape>() {}
@@ -372,6 +372,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const bounded = (operation: string) => within({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs })
+  const boundedRead = (operation: string) => withinRead({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs })
 
   /** A cache Redis no longer backs: counted, logged with both points, and dropped. */
   const rewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
@@ -444,7 +445,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   // Pages never block Redis for long; if the pages saw different versions the log
   // replays what changed in between, else the read is tried again, then done atomically.
   // `before`: where the cache stood, to tell a rewind that happened meanwhile.
-  const reload = (before: VaultPoint | undefined): Effect.Effect<void, StoreError> =>
+  const reload = (before: VaultPoint | undefined): Effect.Effect<void, RedisError | CorruptData> =>
     Effect.gen(function* () {
       yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
       for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
@@ -478,7 +479,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const unproven = (): boolean => cache.version === undefined || (cache.version !== "" && cache.commit === "")
 
   /** Brings the cache to the current version: one round trip unless a reload is needed. */
-  const sync: Effect.Effect<void, StoreError> = Effect.suspend(() => {
+  const sync: Effect.Effect<void, RedisError | CorruptData> = Effect.suspend(() => {
     const from = cache.point()
     if (from === undefined || unproven()) return reload(from)
     return Effect.flatMap(backing.changes(from, ""), (changes) =>
@@ -598,7 +599,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const observeMutate = observed("vault", "mutate", prefix)
   const observeRead = observed("vault", "read", prefix)
   const boundMutate = bounded("mutate")
-  const boundRead = bounded("read")
+  const boundRead = boundedRead("read")
   const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
   return {
     prefix,
@@ -618,7 +619,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
       }).pipe(boundRead, observeRead),
     ready: backing.ready,
-    stats: backing.stats.pipe(bounded("stats"), observed("vault", "stats", prefix))
+    stats: backing.stats.pipe(boundedRead("stats"), observed("vault", "stats", prefix))
   }
 }
 
