@@ -71,18 +71,20 @@ export type AppendOutcome =
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
 export type BackingError = RedisError | CorruptData | ChainBroken
+/** What the backing's reads can fail with. */
+export type ReadBackingError = RedisError | CorruptData
 
 export interface AuditBacking {
   readonly keys: AuditKeys
-  readonly readHead: Effect.Effect<Integrity | null, BackingError>
+  readonly readHead: Effect.Effect<Integrity | null, ReadBackingError>
   readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
   /** Whether the append with this commit id committed (at this sequence). */
   readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
-  readonly length: Effect.Effect<number, BackingError>
+  readonly length: Effect.Effect<number, ReadBackingError>
   /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
-  readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, BackingError>
+  readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, ReadBackingError>
   /** The head keys and the list's end, read at one instant (for verification). */
-  readonly readHeadKeys: Effect.Effect<HeadKeys, BackingError>
+  readonly readHeadKeys: Effect.Effect<HeadKeys, ReadBackingError>
   readonly ready: Effect.Effect<Readiness>
 }
 

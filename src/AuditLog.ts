@@ -27,6 +27,7 @@ import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
 import { type AuditIntegrity, type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
+import { spanned } from "./Observe.js"
 
 export type { AuditRecord } from "./Chain.js"
 
@@ -80,7 +81,7 @@ export const makeWith = (store: AuditStoreShape): Effect.Effect<AuditLogShape> =
           )
         ),
         semaphore.withPermits(1),
-        Effect.withSpan("haechi.auditlog.record", { attributes: { "haechi.prefix": store.prefix } })
+        spanned("haechi.auditlog.record", { "haechi.prefix": store.prefix })
       )
   }))
 

@@ -26,6 +26,8 @@ import { nextCommitId } from "./CommitId.js"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -45,6 +47,7 @@ import {
   PersistCalledTwice,
   type StoreError
 } from "./Errors.js"
+import type { ReadError } from "./Errors.js"
 import type { HeadKeys } from "./internal/chainHead.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
 import { rewindEvent } from "./internal/rewindRecord.js"
@@ -57,15 +60,15 @@ import {
   type Integrity,
   type PreparedAppend
 } from "./AuditBacking.js"
-import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
+import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
-import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
+import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
@@ -91,15 +94,15 @@ export interface AuditStoreShape {
   /** `{ ok: true }`, or `{ ok: false, reason }` within about 2 s when Redis is gone or read-only. */
   readonly ready: Effect.Effect<Readiness>
   /** The current head's integrity, read from the store (not the cache). */
-  readonly head: Effect.Effect<Integrity | null, StoreError>
+  readonly head: Effect.Effect<Integrity | null, ReadError>
   /** The number of records in the chain. */
-  readonly length: Effect.Effect<number, StoreError>
+  readonly length: Effect.Effect<number, ReadError>
   /** The head keys and the list's end, read at one instant (see `internal/chainHead`). */
-  readonly headKeys: Effect.Effect<HeadKeys, StoreError>
+  readonly headKeys: Effect.Effect<HeadKeys, ReadError>
   /** The chain's stored JSON in order, read in pages of `pageSize`, from list index `from`. */
-  readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, StoreError>
+  readonly readChainJson: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<string, ReadError>
   /** The chain's records in order, parsed, read in pages. */
-  readonly readChain: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<Record<string, unknown>, StoreError>
+  readonly readChain: (options?: { readonly pageSize?: number; readonly from?: number }) => Stream.Stream<Record<string, unknown>, ReadError>
 }
 
 export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
@@ -177,6 +180,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const afterCommit = options.afterCommit ?? Effect.void
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const bounded = (operation: string) => within({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
+  const boundedRead = (operation: string) => withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const onRewind: OnRewind = options.onRewind ?? "record"
   const fullCheck = options.verifyRecords === "full"
   const rewindCounter = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
@@ -371,10 +375,11 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   })
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
+  const observeLength = observed("audit", "length", prefix)
   const boundTransaction = bounded("transaction")
-  const boundHead = bounded("head")
-  const boundLength = bounded("length")
-  const boundPage = bounded("chain page")
+  const boundHead = boundedRead("head")
+  const boundLength = boundedRead("length")
+  const boundPage = boundedRead("chain page")
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
   const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
     const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
@@ -389,19 +394,21 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   return {
     prefix,
     transaction: (build) =>
-      guard({
-        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => countConflict(retryOptions)(build(txFor(claim))),
-        retrying: (fresh) =>
-          Effect.zipRight(
-            fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
-            retryOnConflict(() => build(txFor(undefined)), retryOptions)
-          )
-      }).pipe(boundTransaction, observeTransaction) as never,
+      withRetryBudget(retryOptions, (budget) =>
+        guard({
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          attempt: (claim) => budget.attempt(build(txFor(claim))),
+          retrying: (fresh) =>
+            Effect.zipRight(
+              fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
+              budget.retrying(Effect.suspend(() => build(txFor(undefined))))
+            )
+        })
+      ).pipe(boundTransaction, observeTransaction) as never,
     ready: backing.ready,
     head: backing.readHead.pipe(boundHead, observeHead),
-    length: boundLength(backing.length),
-    headKeys: bounded("head keys")(backing.readHeadKeys),
+    length: backing.length.pipe(boundLength, observeLength),
+    headKeys: boundedRead("head keys")(backing.readHeadKeys),
     readChainJson,
     readChain: (opts) =>
       readChainJson(opts).pipe(
@@ -437,6 +444,21 @@ export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, Inva
 export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Layer.effect(AuditStore, make(options))
 }
+
+/** What `layerConfig` reads (see `storeConfig`). */
+export { storeConfig, type StoreConfig } from "./StoreOptions.js"
+
+/**
+ * The audit store on Redis with its prefix, lock policy, retry attempts, durability
+ * and timeout read from `Config` (default: `storeConfig("HAECHI_AUDIT")`, i.e. the
+ * environment's `HAECHI_AUDIT_KEY_PREFIX`, `HAECHI_AUDIT_LOCK`, ...); `options` gives the rest,
+ * and what the config sets wins over it.
+ */
+export const layerConfig = (
+  config: Config.Config<StoreConfig> = storeConfig("HAECHI_AUDIT"),
+  options: AuditStoreOptions = {}
+): Layer.Layer<AuditStore, ConfigError.ConfigError | InvalidConfig | StartupError | WitnessError, RedisClient> =>
+  Layer.unwrapEffect(Effect.map(config, (c) => layer({ ...options, ...optionsFromConfig(c) })))
 
 /** An in-memory audit store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<AuditStoreOptions, "guard"> = {}): Layer.Layer<AuditStore> =>

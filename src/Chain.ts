@@ -23,7 +23,6 @@
 import * as NodeCrypto from "node:crypto"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 
 // ---------------------------------------------------------------------------
@@ -42,26 +41,9 @@ export interface AuditIntegrity {
 /** An audit record: the sanitized event's fields plus `auditIntegrity`. */
 export type AuditRecord = { [k: string]: unknown; auditIntegrity: AuditIntegrity }
 
-/** A sha256 digest in base64url without padding: always 43 characters. */
-const Hash = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-]{43}$/))
-
-/**
- * Decodes a stored chain head (an `auditIntegrity` object). Stricter than haechi's
- * verifier on shape (the hashes must look like sha256 base64url, the sequence must be a
- * positive integer), because a head is used as an append fence.
- */
-export const AuditIntegrity: Schema.Schema<AuditIntegrity> = Schema.mutable(
-  Schema.Struct({
-    alg: Schema.Literal("sha256"),
-    canonicalization: Schema.Literal("json-stable-v1"),
-    sequence: Schema.Int.pipe(Schema.positive()),
-    previousHash: Schema.NullOr(Hash),
-    eventHash: Hash
-  })
-)
-
-/** Decodes a stored chain head from its JSON text. */
-export const AuditIntegrityFromJson: Schema.Schema<AuditIntegrity, string> = Schema.parseJson(AuditIntegrity)
+// The decoding schemas of a head (`AuditIntegrity`, `AuditIntegrityFromJson`) live in
+// ChainSchema.ts: effect/Schema (and the fast-check it loads) would more than double the
+// import time of everything that verifies or appends, the facade included.
 
 // ---------------------------------------------------------------------------
 // Canonicalization and hashing

@@ -59,6 +59,7 @@ import { readKeyFile, Signer, signerFromText, verifierFromText, writeKeyFile } f
 import { memoryFence, redisFence, type CheckpointFence, type Point } from "./internal/checkpoint/fence.js"
 import type { VerifierKey } from "./internal/checkpoint/note.js"
 import { readLastNote, type CheckpointSink } from "./internal/checkpoint/sinks.js"
+import { spanned } from "./Observe.js"
 
 export type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 export type { VerifierKey } from "./internal/checkpoint/note.js"
@@ -273,11 +274,11 @@ export const makeWith = (
         return { _tag: "Behind", size: head.size, recorded: outcome.point.size } as const
       }
       yield* sink.emit(signed)
-      yield* Metric.increment(Metrics.checkpointsSigned)
+      yield* Metric.increment(Metric.tagged(Metrics.checkpointsSigned, "prefix", store.prefix))
       return { _tag: "Signed", checkpoint: signed } as const
     }).pipe(
       semaphore.withPermits(1),
-      Effect.withSpan("haechi.audit.checkpoint", { attributes: { "haechi.prefix": store.prefix } })
+      spanned("haechi.audit.checkpoint", { "haechi.prefix": store.prefix })
     )
 
     return {
@@ -315,7 +316,7 @@ const schedule = (
   }).pipe(
     Effect.catchAll((error) =>
       Effect.zipRight(
-        Metric.increment(Metrics.checkpointFailures),
+        Metric.increment(Metric.tagged(Metrics.checkpointFailures, "prefix", store.prefix)),
         Effect.logError(`haechi-store checkpoint failed: ${error.message}`)
       )
     )

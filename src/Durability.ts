@@ -26,6 +26,7 @@ import type { Cluster, Redis } from "ioredis"
 import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { hashedPart } from "./Keys.js"
 import { isReplyError, type RedisClientShape } from "./RedisClient.js"
+import { spanned } from "./Observe.js"
 
 export interface DurabilityOptions {
   /** Acknowledge a commit only once this many replicas have it (`WAIT`); default 0 (no wait). */
@@ -278,7 +279,7 @@ export const step = (
       Retry: () => Effect.fail(timeout("unknown")),
       RedisUnavailable: () => Effect.fail(timeout("unknown (connection lost)"))
     }),
-    Effect.withSpan("haechi.durability", { attributes: { "haechi.prefix": target.prefix, "haechi.wanted": wanted } })
+    spanned("haechi.durability", { "haechi.prefix": target.prefix, "haechi.wanted": wanted })
   )
 }
 

@@ -231,6 +231,13 @@ export class UnsafeRedisConfig extends Data.TaggedError("UnsafeRedisConfig")<{
 /** Errors from talking to Redis. */
 export type RedisError = RedisUnavailable | RedisCommandFailed
 
+/**
+ * What a store's reads (`head`, `length`, `headKeys`, chain pages, the vault's `read` and
+ * `stats`) can fail with: Redis, data it cannot trust, the deadline. Never a write's
+ * errors (`RetriesExhausted`, `LockLost`, `CommitOutcomeUnknown`, ...).
+ */
+export type ReadError = RedisError | CorruptData | OperationTimeout
+
 /** What a store operation can fail with, besides the caller's own errors. */
 export type StoreError =
   | RetriesExhausted

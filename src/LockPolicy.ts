@@ -15,6 +15,9 @@
  *   next attempt, and the lock costs no round trip of its own. An operation that keeps
  *   yielding (a reference replica, or a holder that stalls) falls back to waiting for the
  *   lock with `RedisLock` and retrying under it.
+ *   Every re-attempt, under every policy, is one the operation's retry schedule allowed
+ *   (the store's `RetryBudget` sits inside `attempt` and `retrying`): the bounds here only
+ *   decide when to wait for the lock, and exhaustion ends the operation wherever it is.
  *   Measured with 4 replica processes on one chain (README): "never" lets the fastest
  *   replica starve the others into RetriesExhausted; "always" convoys through the lock;
  *   the claim keeps every replica progressing, with no failures and a p99 within the

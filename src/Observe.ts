@@ -25,15 +25,29 @@ export const observed = (store: StoreKind | "ratelimit", operation: string, pref
       const started = performance.now()
       return Effect.withParentSpan(effect, current).pipe(
         Effect.onExit((exit) => {
-          current.attribute(
-            "haechi.outcome",
-            Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)
-          )
+          current.attribute("haechi.outcome", outcomeOf(exit))
           return Metric.update(latency, performance.now() - started)
         })
       )
     })
 }
+
+/** What `haechi.outcome` says of an exit: "ok", "interrupted", "defect" or the error's tag. */
+export const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): string =>
+  Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)
+
+/**
+ * `Effect.withSpan` that also ends the span with `haechi.outcome`, for the spans that are
+ * not a store operation's (reload, durability, lock, checkpoint, verify, ...).
+ */
+export const spanned =
+  (name: string, attributes: Record<string, unknown> = {}) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.useSpan(name, { attributes, captureStackTrace: false }, (span) =>
+      Effect.withParentSpan(effect, span).pipe(
+        Effect.onExit((exit) => Effect.sync(() => span.attribute("haechi.outcome", outcomeOf(exit))))
+      )
+    )
 
 const failureTag = <E>(cause: Cause.Cause<E>): string =>
   Option.match(Cause.failureOption(cause), {

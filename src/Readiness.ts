@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import { timeoutAfter } from "./internal/deadline.js"
 import type { RedisClientShape } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
+import { spanned } from "./Observe.js"
 
 export type Readiness =
   | { readonly ok: true }
@@ -44,6 +45,6 @@ export const probe = (
           })
         )
     }),
-    Effect.withSpan("haechi.ready", { attributes: { "haechi.key": probeKey } })
+    spanned("haechi.ready", { "haechi.key": probeKey })
   )
 }

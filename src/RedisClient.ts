@@ -164,11 +164,15 @@ export const quitWithin = (client: RedisConnection, ms = QUIT_BOUND_MS): Promise
     )
   })
 
-/** Opens a connection for the scope's life and quits it when the scope closes. */
-export const connect = (url: string, options?: RedisOptions) =>
+/**
+ * Opens a connection for the scope's life and quits it when the scope closes. The URL
+ * may be `Redacted` (it carries the password): it is unwrapped only to connect.
+ */
+export const connect = (url: string | Redacted.Redacted<string>, options?: RedisOptions) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const client = options ? new Redis(url, options) : new Redis(url)
+      const plain = Redacted.isRedacted(url) ? Redacted.value(url) : url
+      const client = options ? new Redis(plain, options) : new Redis(plain)
       // Connection errors reach callers as RedisUnavailable on their commands; without a
       // listener ioredis would also print each one as an "Unhandled error event".
       client.on("error", () => {})
@@ -177,8 +181,8 @@ export const connect = (url: string, options?: RedisOptions) =>
     ({ client }) => Effect.promise(() => quitWithin(client))
   )
 
-/** A layer that opens its own connection to `url` and quits it with the layer. */
-export const layer = (url: string, options?: RedisOptions): Layer.Layer<RedisClient> =>
+/** A layer that opens its own connection to `url` (plain or `Redacted`) and quits it with the layer. */
+export const layer = (url: string | Redacted.Redacted<string>, options?: RedisOptions): Layer.Layer<RedisClient> =>
   Layer.scoped(RedisClient, connect(url, options))
 
 /** Like `layer`, with the URL from `REDIS_URL` (read as a redacted secret, never logged). */
@@ -188,5 +192,5 @@ export const layerConfig = (
 ) =>
   Layer.scoped(
     RedisClient,
-    Effect.flatMap(url, (secret) => connect(Redacted.value(secret), options))
+    Effect.flatMap(url, (secret) => connect(secret as Redacted.Redacted<string>, options))
   )

@@ -35,6 +35,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -49,6 +50,7 @@ import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisErr
 import { now, sleep } from "./internal/deadline.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
+import { outcomeOf } from "./Observe.js"
 import { MAX_TIMER_MS, RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
@@ -233,7 +235,7 @@ const lossSignal = (key: string, validUntil: number): LossSignal => {
     return true
   }
   const announce = (reason: LockLost["reason"]) =>
-    Effect.zipRight(Effect.logWarning(`lock ${key} lost (${reason})`), Metric.increment(Metrics.locksLost))
+    Effect.zipRight(Effect.logWarning(`lock ${key} lost (${reason})`), Metric.increment(Metric.tagged(Metrics.locksLost, "key", key)))
   const state: LossSignal = {
     validUntil,
     fail: (reason) => Effect.suspend(() => (set(reason) ? announce(reason) : Effect.void)),
@@ -305,11 +307,27 @@ export interface RedisLockShape {
    * lost, `effect` is interrupted and the whole fails with `LockLost` (unless
    * `onLost: "ignore"`). The work never runs if the lock was not acquired.
    */
-  readonly withLock: <A, E, R>(
+  readonly withLock: {
+    <A, E, R>(
+      key: string,
+      effect: Effect.Effect<A, E, R>,
+      options?: LockOptions
+    ): Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
+    /** Pipeable: `work.pipe(lock.withLock(key, options))`. */
+    (key: string, options?: LockOptions): <A, E, R>(
+      effect: Effect.Effect<A, E, R>
+    ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
+  }
+  /**
+   * Runs `effect` holding the lock on `key` if it is free now: `Some` of its result, or
+   * `None` without running it when another holder has the lock (no waiting, no
+   * `LockTimeout`). Held, it behaves as `withLock`.
+   */
+  readonly withLockIfAvailable: <A, E, R>(
     key: string,
     effect: Effect.Effect<A, E, R>,
-    options?: LockOptions
-  ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
+    options?: Omit<LockOptions, "waitTimeout">
+  ) => Effect.Effect<Option.Option<A>, E | LockLost | RedisError | InvalidConfig, R>
   /**
    * Like `withLock`, handing the lease to `use` (its `fence` for writes fenced on it, its
    * `signal` for work that can stop early).
@@ -447,7 +465,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         const deadline = start + o.waitMs
         const timedOut = Effect.suspend(() => {
           const waitedMs = clock.unsafeCurrentTimeMillis() - start
-          return Effect.zipRight(Metric.update(Metrics.lockWait, waitedMs), new LockTimeout({ key, waitedMs }))
+          return Effect.zipRight(Metric.update(Metric.tagged(Metrics.lockWait, "key", key), waitedMs), new LockTimeout({ key, waitedMs }))
         })
 
         // One acquire attempt: 0 when someone else holds the lock (then we are queued).
@@ -504,7 +522,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         )
         const { fence, sentAt } = first.fence > 0 ? first : yield* wait(early)
         const waitedMs = clock.unsafeCurrentTimeMillis() - start
-        yield* Metric.update(Metrics.lockWait, waitedMs)
+        yield* Metric.update(Metric.tagged(Metrics.lockWait, "key", key), waitedMs)
         span.attribute("haechi.lock.fence", fence)
         span.attribute("haechi.lock.waited_ms", waitedMs)
 
@@ -534,7 +552,11 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
       return Effect.useSpan(
         "haechi.lock.acquire",
         { attributes: { "haechi.lock.key": key }, captureStackTrace: false },
-        (span) => Effect.onExit(held(span), (exit) => Exit.isFailure(exit) && sent ? giveBack : Effect.void)
+        (span) =>
+          Effect.onExit(held(span), (exit) => {
+            span.attribute("haechi.outcome", outcomeOf(exit))
+            return Exit.isFailure(exit) && sent ? giveBack : Effect.void
+          })
       )
     })
 
@@ -569,7 +591,22 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
               (held) => Effect.as(Scope.addFinalizer(scope, held.release), held.lease)
             )
           ))),
-    withLock: (key, effect, options) => withLease(key, () => effect, options),
+    withLock: ((key: string, effectOrOptions?: Effect.Effect<unknown, unknown, unknown> | LockOptions, options?: LockOptions) =>
+      Effect.isEffect(effectOrOptions)
+        ? withLease(key, () => effectOrOptions, options)
+        : (effect: Effect.Effect<unknown, unknown, unknown>) => withLease(key, () => effect, effectOrOptions)) as RedisLockShape["withLock"],
+    withLockIfAvailable: (key, effect, options) =>
+      Effect.suspend(() => {
+        // Only the acquire's own timeout means "held by someone else": one from the work is the work's.
+        let started = false
+        return withLease(key, () => Effect.suspend(() => ((started = true), effect)), { ...options, waitTimeout: 0 }).pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(
+            (error): error is LockTimeout => !started && (error as { _tag?: string })._tag === "LockTimeout",
+            () => Effect.succeed(Option.none())
+          )
+        )
+      }) as never,
     withLease
   }
   return {
@@ -586,6 +623,40 @@ export const make: Effect.Effect<RedisLockShape, never, RedisClient | Scope.Scop
   const { lock } = yield* Effect.acquireRelease(Effect.sync(() => makeWith(redis)), (handle) => handle.close)
   return lock
 })
+
+type LockErrors = LockLost | LockTimeout | RedisError | InvalidConfig
+
+/**
+ * `withLock` on the `RedisLock` service, dual: `withLock(work, key, options?)` or
+ * `work.pipe(withLock(key, options?))`.
+ */
+export const withLock: {
+  (key: string, options?: LockOptions): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | LockErrors, R | RedisLock>
+  <A, E, R>(effect: Effect.Effect<A, E, R>, key: string, options?: LockOptions): Effect.Effect<A, E | LockErrors, R | RedisLock>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R>(effect: Effect.Effect<A, E, R>, key: string, options?: LockOptions) =>
+    Effect.flatMap(RedisLock, (lock) => lock.withLock(key, effect, options))
+)
+
+/**
+ * `withLockIfAvailable` on the `RedisLock` service, dual: `Some` of the work's result,
+ * `None` (the work not run) when the lock is held elsewhere.
+ */
+export const withLockIfAvailable: {
+  (key: string, options?: Omit<LockOptions, "waitTimeout">): <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<Option.Option<A>, E | LockLost | RedisError | InvalidConfig, R | RedisLock>
+  <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    key: string,
+    options?: Omit<LockOptions, "waitTimeout">
+  ): Effect.Effect<Option.Option<A>, E | LockLost | RedisError | InvalidConfig, R | RedisLock>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R>(effect: Effect.Effect<A, E, R>, key: string, options?: Omit<LockOptions, "waitTimeout">) =>
+    Effect.flatMap(RedisLock, (lock) => lock.withLockIfAvailable(key, effect, options))
+)
 
 /** The RedisLock service over the RedisClient; its subscriber lives as long as the layer. */
 export const layer: Layer.Layer<RedisLock, never, RedisClient> = Layer.scoped(RedisLock, make)

@@ -26,6 +26,7 @@ import {
 } from "./Errors.js"
 import { timeoutAfter, timeoutMsOf } from "./internal/deadline.js"
 import { fromClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
+import { spanned } from "./Observe.js"
 
 /** What the stores do with the start-up checks: log problems, fail on them, or skip the checks. */
 export type StartupChecksMode = "warn" | "fail" | "off"
@@ -132,7 +133,7 @@ export const checkRedisConfig = (
       yield* Effect.logWarning(`haechi-store-effect: unsafe Redis configuration: ${report.problems.join("; ")}`)
     }
     return report
-  }).pipe(Effect.withSpan("haechi.startup_checks"))
+  }).pipe(spanned("haechi.startup_checks"))
 }
 
 /**

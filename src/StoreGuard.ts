@@ -48,11 +48,12 @@ export interface GuardedOperation<A, E, R> {
   /**
    * Lock-free attempts, each yielding to a writer holding the lock, under `claim` when
    * given. `attempt` runs one; losing fails with `FenceConflict` (with `lockHeld` when
-   * it yielded).
+   * it yielded). Every attempt past the operation's first, from here or `retrying`, is
+   * one the retry schedule allowed: when it runs out, `RetriesExhausted`.
    */
   readonly attempt: (claim: LockClaim | undefined) => Effect.Effect<A, E | FenceConflict, R>
   /**
-   * The bounded retry loop. With `fresh`, cached state is brought up to date first (the
+   * The bounded retry loop (the same budget as `attempt`). With `fresh`, cached state is brought up to date first (the
    * caller just waited for a lock, so what it cached is likely stale).
    */
   readonly retrying: (fresh: boolean) => Effect.Effect<A, E | RetriesExhausted, R>

@@ -4,15 +4,17 @@
  * with the server-side checks run when the store is made, before anything is written
  * (and the embedded Lua scripts checked first: a broken build is `InvalidConfig`).
  */
+import * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { DurabilityOptions } from "./Durability.js"
 import type { InvalidConfig, StoreError } from "./Errors.js"
 import { timeoutMsOf } from "./internal/deadline.js"
 import { checkPrefix } from "./Keys.js"
 import { checkLockPolicy, guardFor, type LockPolicy } from "./LockPolicy.js"
 import type { RedisClientShape } from "./RedisClient.js"
-import type { RetrySchedule } from "./Retry.js"
+import { retryScheduleFor, type RetrySchedule } from "./Retry.js"
 import { checkScripts } from "./Scripts.js"
 import { preflight, type StartupChecksMode, type StartupError } from "./StartupChecks.js"
 import type { StoreGuard } from "./StoreGuard.js"
@@ -80,3 +82,54 @@ export const setupRedisStore = <K extends { readonly lock: string; readonly read
         : Effect.zipRight(pre.afterCommit, options.afterCommit)
     return { prefix, guard: options.guard ?? guardFor(policy, redis, keys.lock), afterCommit }
   })
+
+/** The settings a store's `layerConfig` reads; each unset one keeps the store's default. */
+export interface StoreConfig {
+  readonly keyPrefix: Option.Option<string>
+  readonly lock: Option.Option<LockPolicy>
+  /** Attempts in all (the default schedule's delays, bounded at this many). */
+  readonly retryAttempts: Option.Option<number>
+  readonly durabilityReplicas: Option.Option<number>
+  readonly durabilityAof: Option.Option<boolean>
+  readonly durabilityTimeout: Option.Option<Duration.Duration>
+  readonly timeout: Option.Option<Duration.Duration>
+}
+
+/**
+ * A store's settings from `Config` under `namespace`: with the environment provider,
+ * `<namespace>_KEY_PREFIX`, `_LOCK` ("always" | "never" | "adaptive"), `_RETRY_ATTEMPTS`
+ * (an integer >= 1), `_DURABILITY_REPLICAS`, `_DURABILITY_AOF`, `_DURABILITY_TIMEOUT`
+ * and `_TIMEOUT` (durations such as "2 seconds"). A value that is set but malformed is a
+ * `ConfigError` naming it; the stores check the rest (`InvalidConfig`) as for `layer`.
+ */
+export const storeConfig = (namespace: string): Config.Config<StoreConfig> =>
+  Config.nested(
+    Config.all({
+      keyPrefix: Config.option(Config.string("KEY_PREFIX")),
+      lock: Config.option(Config.literal("always", "never", "adaptive")("LOCK")),
+      retryAttempts: Config.option(
+        Config.integer("RETRY_ATTEMPTS").pipe(Config.validate({ message: "must be an integer >= 1", validation: (n) => n >= 1 }))
+      ),
+      durabilityReplicas: Config.option(Config.integer("DURABILITY_REPLICAS")),
+      durabilityAof: Config.option(Config.boolean("DURABILITY_AOF")),
+      durabilityTimeout: Config.option(Config.duration("DURABILITY_TIMEOUT")),
+      timeout: Config.option(Config.duration("TIMEOUT"))
+    }),
+    namespace
+  )
+
+/** The store options a `StoreConfig` stands for (unset settings left out). */
+export const optionsFromConfig = (config: StoreConfig): StoreOptions & { readonly keyPrefix?: string } => {
+  const durability = {
+    ...Option.match(config.durabilityReplicas, { onNone: () => ({}), onSome: (replicas) => ({ replicas }) }),
+    ...Option.match(config.durabilityAof, { onNone: () => ({}), onSome: (aof) => ({ aof }) }),
+    ...Option.match(config.durabilityTimeout, { onNone: () => ({}), onSome: (timeout) => ({ timeout }) })
+  }
+  return {
+    ...Option.match(config.keyPrefix, { onNone: () => ({}), onSome: (keyPrefix) => ({ keyPrefix }) }),
+    ...Option.match(config.lock, { onNone: () => ({}), onSome: (lock) => ({ lock }) }),
+    ...Option.match(config.retryAttempts, { onNone: () => ({}), onSome: (n) => ({ retry: retryScheduleFor(n) }) }),
+    ...(Object.keys(durability).length > 0 ? { durability } : {}),
+    ...Option.match(config.timeout, { onNone: () => ({}), onSome: (timeout) => ({ timeout }) })
+  }
+}

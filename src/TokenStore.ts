@@ -20,21 +20,23 @@
  */
 import { nextCommitId } from "./CommitId.js"
 import * as Context from "effect/Context"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
-import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type StoreError } from "./Errors.js"
-import { committing, unsafeTimeoutMsOf, within } from "./internal/deadline.js"
+import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type ReadError, type RedisError, type StoreError } from "./Errors.js"
+import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
-import { observed } from "./Observe.js"
+import { observed, spanned } from "./Observe.js"
 import type { Readiness } from "./Readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./StartupChecks.js"
-import { setupRedisStore, type StoreOptions } from "./StoreOptions.js"
+import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
-import { countConflict, defaultRetrySchedule, retryOnConflict } from "./Retry.js"
+import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
 import {
   memoryVaultBacking,
@@ -73,10 +75,10 @@ export interface TokenStoreShape {
     f: (view: MutableView) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
   /** Runs `f` over the current vault (as fresh as a full read), without a lock. */
-  readonly read: <A, E, R>(f: (view: ReadView) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  readonly read: <A, E, R>(f: (view: ReadView) => Effect.Effect<A, E, R>) => Effect.Effect<A, E | ReadError, R>
   readonly ready: Effect.Effect<Readiness>
   /** The stored version, size and change-log length. */
-  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, StoreError>
+  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, ReadError>
 }
 
 export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<TokenStore, TokenStoreShape>() {}
@@ -370,6 +372,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const bounded = (operation: string) => within({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs })
+  const boundedRead = (operation: string) => withinRead({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs })
 
   /** A cache Redis no longer backs: counted, logged with both points, and dropped. */
   const rewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
@@ -442,7 +445,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   // Pages never block Redis for long; if the pages saw different versions the log
   // replays what changed in between, else the read is tried again, then done atomically.
   // `before`: where the cache stood, to tell a rewind that happened meanwhile.
-  const reload = (before: VaultPoint | undefined): Effect.Effect<void, StoreError> =>
+  const reload = (before: VaultPoint | undefined): Effect.Effect<void, RedisError | CorruptData> =>
     Effect.gen(function* () {
       yield* Metric.update(Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix)), 1)
       for (let attempt = 0; attempt < PAGED_RELOAD_TRIES; attempt++) {
@@ -467,7 +470,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       const all = yield* backing.snapshot
       yield* cache.replace({ version: all.version, commit: all.commit }, all.entries)
       yield* checkLanding(before)
-    }).pipe(Effect.withSpan("haechi.vault.reload", { attributes: { "haechi.prefix": prefix } }))
+    }).pipe(spanned("haechi.vault.reload", { "haechi.prefix": prefix }))
 
   /**
    * A cache that no commit id proves (none yet, or its version was written without
@@ -476,7 +479,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const unproven = (): boolean => cache.version === undefined || (cache.version !== "" && cache.commit === "")
 
   /** Brings the cache to the current version: one round trip unless a reload is needed. */
-  const sync: Effect.Effect<void, StoreError> = Effect.suspend(() => {
+  const sync: Effect.Effect<void, RedisError | CorruptData> = Effect.suspend(() => {
     const from = cache.point()
     if (from === undefined || unproven()) return reload(from)
     return Effect.flatMap(backing.changes(from, ""), (changes) =>
@@ -596,16 +599,19 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
   const observeMutate = observed("vault", "mutate", prefix)
   const observeRead = observed("vault", "read", prefix)
   const boundMutate = bounded("mutate")
-  const boundRead = bounded("read")
+  const boundRead = boundedRead("read")
   const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
   return {
     prefix,
     mutate: (f) =>
-      guard({
-        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => countConflict(retryOptions)(attempt(f, claim)),
-        retrying: (fresh) => Effect.zipRight(fresh ? sync : Effect.void, retryOnConflict(() => attempt(f), retryOptions))
-      }).pipe(boundMutate, observeMutate) as never,
+      withRetryBudget(retryOptions, (budget) =>
+        guard({
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          attempt: (claim) => budget.attempt(attempt(f, claim)),
+          retrying: (fresh) =>
+            Effect.zipRight(fresh ? sync : Effect.void, budget.retrying(Effect.suspend(() => attempt(f))))
+        })
+      ).pipe(boundMutate, observeMutate) as never,
     read: (f) =>
       Effect.gen(function* () {
         yield* sync
@@ -613,7 +619,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
       }).pipe(boundRead, observeRead),
     ready: backing.ready,
-    stats: bounded("stats")(backing.stats)
+    stats: backing.stats.pipe(boundedRead("stats"), observed("vault", "stats", prefix))
   }
 }
 
@@ -634,6 +640,21 @@ export function layer(options?: TokenStoreOptions): Layer.Layer<TokenStore, Inva
 export function layer(options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient> {
   return Layer.effect(TokenStore, make(options))
 }
+
+/** What `layerConfig` reads (see `storeConfig`). */
+export { storeConfig, type StoreConfig } from "./StoreOptions.js"
+
+/**
+ * The token store on Redis with its prefix, lock policy, retry attempts, durability
+ * and timeout read from `Config` (default: `storeConfig("HAECHI_VAULT")`, i.e. the
+ * environment's `HAECHI_VAULT_KEY_PREFIX`, `HAECHI_VAULT_LOCK`, ...); `options` gives the rest,
+ * and what the config sets wins over it.
+ */
+export const layerConfig = (
+  config: Config.Config<StoreConfig> = storeConfig("HAECHI_VAULT"),
+  options: TokenStoreOptions = {}
+): Layer.Layer<TokenStore, ConfigError.ConfigError | InvalidConfig | StartupError, RedisClient> =>
+  Layer.unwrapEffect(Effect.map(config, (c) => layer({ ...options, ...optionsFromConfig(c) })))
 
 /** An in-memory token store (one process only): same contract, same atomicity. */
 export const layerMemory = (options: Omit<TokenStoreOptions, "guard"> = {}): Layer.Layer<TokenStore> =>

@@ -49,6 +49,7 @@ import { bySize, firstAtOrAfter, pinCheck } from "./internal/checkpoint/against.
 import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 import { recordedRewind, type RecordedRewind } from "./internal/rewindRecord.js"
 import { auditKeys } from "./Keys.js"
+import { spanned } from "./Observe.js"
 
 export type { Checkpoint, VerifyResult } from "./Chain.js"
 export type { RecordedRewind } from "./internal/rewindRecord.js"
@@ -144,9 +145,7 @@ export const verifyStore = (
     })
     return result
   }).pipe(
-    Effect.withSpan("haechi.audit.verify", {
-      attributes: { "haechi.verify.from": options.from?.sequence ?? 0 }
-    })
+    spanned("haechi.audit.verify", { "haechi.verify.from": options.from?.sequence ?? 0 })
   )
 
 export interface ExportOptions {
@@ -485,4 +484,4 @@ export const verifyCheckpoints = (
       } as const
     }
     return { valid: true, chain, checkpoints: pinned.length, newest } as const
-  }).pipe(Effect.withSpan("haechi.audit.verify_checkpoints", { attributes: { "haechi.verify.checkpoints": checkpoints.length } }))
+  }).pipe(spanned("haechi.audit.verify_checkpoints", { "haechi.verify.checkpoints": checkpoints.length }))

@@ -4,8 +4,6 @@ import { Chunk, Effect, Either, Option, Schema, Stream } from "effect"
 import fc from "fast-check"
 import {
   type AuditIntegrity,
-  AuditIntegrity as AuditIntegritySchema,
-  AuditIntegrityFromJson,
   type AuditRecord,
   buildNextRecord,
   canonicalize,
@@ -22,6 +20,7 @@ import {
   verifyJsonRecords,
   verifyRecords
 } from "../src/Chain.js"
+import { AuditIntegrity as AuditIntegritySchema, AuditIntegrityFromJson } from "../src/ChainSchema.js"
 import { createAuditSink, createTokenVault, type TokenMutableView, verifyAuditChain } from "./support/haechiCore.js"
 
 // A failing property on a 200-record chain can shrink for a long time, synchronously:

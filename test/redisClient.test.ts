@@ -11,6 +11,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Cause from "effect/Cause"
 import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
 import type { Redis } from "ioredis"
 import * as RedisClient from "../src/RedisClient.js"
 import { sharedRedis } from "./support/shared.js"
@@ -78,5 +79,16 @@ describe("RedisClient", () => {
     )
     const exit = await Effect.runPromiseExit(program)
     expect(failureOf(exit)).toMatchObject({ _tag: "RedisUnavailable", operation: "PING" })
+  })
+
+  it("layer accepts a Redacted URL: it connects, and the URL (with its password) never shows in the layer's errors or logs", async () => {
+    const url = Redacted.make(sharedRedis().url)
+    const pong = await Effect.runPromise(
+      Effect.flatMap(RedisClient.RedisClient, (redis) => redis.run("PING", (c) => c.ping())).pipe(Effect.provide(RedisClient.layer(url)))
+    )
+    expect(pong).toBe("PONG")
+    const secret = Redacted.make("redis://:hunter2-secret@127.0.0.1:1")
+    expect(String(secret)).not.toContain("hunter2")
+    expect(JSON.stringify({ url: secret })).not.toContain("hunter2")
   })
 })

@@ -106,6 +106,13 @@ const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | Commi
  * Runs `effect` within `spec.timeoutMs` of real time (see the module comment). Built
  * once per store operation; each run costs one child fiber and one timer.
  */
+/**
+ * `within` for a read: it marks no commit, so past the deadline it is always
+ * `OperationTimeout`, never `CommitOutcomeUnknown`.
+ */
+export const withinRead = (spec: DeadlineSpec) =>
+  within(spec) as <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OperationTimeout, R>
+
 export const within = (spec: DeadlineSpec) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
     Effect.withFiberRuntime((caller) => {

@@ -1,0 +1,29 @@
+/**
+ * Schemas of the chain's format, for apps that decode heads with effect/Schema. Kept
+ * apart from Chain.ts so that importing the stores or the facade never loads
+ * effect/Schema (and the fast-check it pulls in); the stores parse heads by hand
+ * (`AuditBacking.parseIntegrity`) with the same rules.
+ */
+import * as Schema from "effect/Schema"
+import type { AuditIntegrity as Integrity } from "./Chain.js"
+
+/** A sha256 digest in base64url without padding: always 43 characters. */
+const Hash = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-]{43}$/))
+
+/**
+ * Decodes a stored chain head (an `auditIntegrity` object). Stricter than haechi's
+ * verifier on shape (the hashes must look like sha256 base64url, the sequence must be a
+ * positive integer), because a head is used as an append fence.
+ */
+export const AuditIntegrity: Schema.Schema<Integrity> = Schema.mutable(
+  Schema.Struct({
+    alg: Schema.Literal("sha256"),
+    canonicalization: Schema.Literal("json-stable-v1"),
+    sequence: Schema.Int.pipe(Schema.positive()),
+    previousHash: Schema.NullOr(Hash),
+    eventHash: Hash
+  })
+)
+
+/** Decodes a stored chain head from its JSON text. */
+export const AuditIntegrityFromJson: Schema.Schema<Integrity, string> = Schema.parseJson(AuditIntegrity)
