@@ -69,6 +69,23 @@ export type AppendOutcome =
    */
   | { readonly _tag: "NotSuccessor"; readonly head: Integrity | null }
 
+/** What `readHeadOver` found. */
+export interface HeadOver {
+  readonly head: Integrity | null
+  readonly holdsSeen: boolean
+}
+
+/** Whether a stored record's JSON carries `eventHash` (anything unreadable does not). */
+const recordHas = (json: string | null, eventHash: string): boolean => {
+  if (json === null) return false
+  try {
+    const record = JSON.parse(json) as { auditIntegrity?: { eventHash?: unknown } } | null
+    return record?.auditIntegrity?.eventHash === eventHash
+  } catch {
+    return false
+  }
+}
+
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
 export type BackingError = RedisError | CorruptData | ChainBroken
 /** What the backing's reads can fail with. */
@@ -77,6 +94,11 @@ export type ReadBackingError = RedisError | CorruptData
 export interface AuditBacking {
   readonly keys: AuditKeys
   readonly readHead: Effect.Effect<Integrity | null, ReadBackingError>
+  /**
+   * The head, and whether the chain held `seen` at the same instant: then the head
+   * continues `seen`, and a replica that saw `seen` may take the head as seen instead.
+   */
+  readonly readHeadOver: (seen: ChainPoint) => Effect.Effect<HeadOver, ReadBackingError>
   readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
   /** Whether the append with this commit id committed (at this sequence). */
   readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
@@ -123,6 +145,25 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
   return {
     keys,
     readHead,
+    // One MULTI, so the head and the record at `seen`'s place are of one instant.
+    readHeadOver: (seen) =>
+      redis
+        .run("MULTI head over seen", (c) =>
+          c.multi().get(keys.head).lindex(keys.chain, Math.max(0, seen.sequence - 1)).exec()
+        )
+        .pipe(
+          Effect.flatMap((replies) => {
+            const [head, at] = replies ?? []
+            const failed = head?.[0] ?? at?.[0] ?? (replies === null ? new Error("aborted") : null)
+            if (failed !== null && failed !== undefined) {
+              const key = head?.[0] ? keys.head : keys.chain
+              return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
+            }
+            const json = (head?.[1] as string | null | undefined) ?? null
+            const holdsSeen = seen.sequence >= 1 && recordHas((at?.[1] as string | null | undefined) ?? null, seen.eventHash)
+            return Effect.map(json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head), (h) => ({ head: h, holdsSeen }))
+          })
+        ),
     append: (write) =>
       redis
         .script(
@@ -217,6 +258,8 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
   return {
     keys,
     readHead: Effect.suspend(currentHead),
+    readHeadOver: (seen) =>
+      Effect.suspend(() => Effect.map(currentHead(), (h) => ({ head: h, holdsSeen: seen.sequence >= 1 && holds(seen.sequence, seen.eventHash) }))),
     // The same checks, in the same order, as lua/audit_append.lua (the head keys cannot disagree here).
     append: (write) =>
       Effect.suspend((): Effect.Effect<AppendOutcome, BackingError> => {

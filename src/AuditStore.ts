@@ -187,7 +187,8 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   // What `readLastIntegrity` hands out; undefined when it must be read. Only ever a hint:
   // the append is fenced, so a stale value costs one rejected append, never a fork.
   let hint: Integrity | null | undefined
-  // The latest head this replica has proof Redis held: every append asks the script to
+  // The latest head this replica has proof Redis held (a commit, a conflict reply, or a
+  // fresh read that continues it: see `readFresh`): every append asks the script to
   // check the chain still holds it (free when the record is built on it), so a rewind
   // is seen however the head was learned since. Never cleared by re-reading the head.
   let seen: ChainPoint | null = null
@@ -200,12 +201,26 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     seen = pointOf(head)
   }
 
+  // A head read fresh is one this replica saw when the chain held `seen` with it (read at
+  // one instant): then it becomes `seen`, so losing it before this replica commits on it
+  // is a rewind too. One that does not continue `seen` (shorter, or `seen` gone) leaves
+  // `seen` as it is, and the next append reports the rewind.
+  const readFresh = (known: ChainPoint | null): Effect.Effect<Integrity | null, StoreError> =>
+    known === null
+      ? Effect.map(backing.readHead, (head) => {
+          seen ??= pointOf(head)
+          return head
+        })
+      : Effect.map(backing.readHeadOver(known), ({ head, holdsSeen }) => {
+          if (holdsSeen && head !== null && head.sequence >= known.sequence && seen === known) seen = pointOf(head)
+          return head
+        })
+
   const readLastIntegrity: Effect.Effect<Integrity | null, StoreError> = Effect.suspend(() =>
     hint !== undefined
       ? Effect.succeed(hint === null ? null : { ...hint })
-      : Effect.map(backing.readHead, (head) => {
+      : Effect.map(readFresh(seen), (head) => {
           hint = head
-          seen ??= pointOf(head)
           return head === null ? null : { ...head }
         })
   )

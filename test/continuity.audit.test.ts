@@ -9,6 +9,8 @@
  *   replica looks like), also with other writers climbing past the seen head after it
  *   (ABA), and FLUSHALL and eviction under allkeys-lru on dedicated servers: a replica that
  *   saw the lost head gets `ChainRewound` ("fail") or records the gap ("record"), counted;
+ * - a head read fresh (not committed on) and then lost is such a head too; a fresh head
+ *   that does not continue what the replica saw (ABA) does not replace it;
  * - a fast-check property: any interleaving of writers with a rewind injected at any point
  *   ends in a chain that verifies and continues the restored chain, with every lost
  *   acknowledged record accounted for by a rewind record or a typed rewind error.
@@ -462,5 +464,95 @@ describe.each(styles)("a rewind is only what the replica saw (%s)", (style) => {
     const error = await rejection(store.transaction(async ({ persist }) => persist(stranger as never)))
     expectTag(error, "InvalidRecord")
     expect(await client.llen(`${prefix}chain`)).toBe(2)
+  })
+})
+
+// A head read fresh (here: every transaction under lock "always" re-reads it) is one the
+// replica saw once the chain held what it had seen with it; losing it is a rewind.
+describe.each(styles)("a head read fresh, then lost (%s)", (style) => {
+  /** A replica that committed 2 records, then read head 4 (written by another) in a transaction that failed. */
+  const readAhead = async (prefix: string, onRewind: AuditStore.OnRewind, snapshotAt: "after-own" | "before-own") => {
+    const client = inspect()
+    const store = await auditReplica(style, connect(), prefix, { onRewind, lock: "always" })
+    const sink = createAuditSink({ store })
+    await sink.record({ id: "own-1" })
+    let old = await takeSnapshot(client, prefix)
+    await sink.record({ id: "own-2" })
+    if (snapshotAt === "after-own") old = await takeSnapshot(client, prefix)
+    else await restoreSnapshot(client, old) // own-2 lost already, then another replica climbs past it (ABA)
+    const other = createAuditSink({ store: await auditReplica(style, connect(), prefix) })
+    for (let i = 0; i < (snapshotAt === "after-own" ? 2 : 3); i++) await other.record({ id: `other-${i}` })
+    const read = (await chainOf(client, prefix))[3]!.auditIntegrity
+    const failed = await rejection(
+      store.transaction(async ({ readLastIntegrity }) => {
+        expect(await readLastIntegrity()).toEqual(read)
+        throw new Error("build failed")
+      })
+    )
+    expect(failed).toMatchObject({ message: "build failed" })
+    return { client, sink, old, read }
+  }
+
+  it('onRewind "fail": the append after the read head is lost is ChainRewound naming it, nothing written', async () => {
+    const prefix = uniquePrefix("fresh-lost-fail")
+    const { client, sink, old, read } = await readAhead(prefix, "fail", "after-own")
+    await restoreSnapshot(client, old)
+    const before = await dumpKeys(client, prefix)
+    const counted = rewindCount(prefix)
+    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", {
+      prefix,
+      seen: { sequence: 4, eventHash: read.eventHash },
+      current: { sequence: 2, eventHash: JSON.parse(old.chain[1]!).auditIntegrity.eventHash }
+    })
+    expect(rewindCount(prefix)).toBe(counted + 1)
+    expect(await dumpKeys(client, prefix)).toEqual(before)
+  })
+
+  it('onRewind "record": a record naming the read head is appended before the caller\'s', async () => {
+    const prefix = uniquePrefix("fresh-lost-record")
+    const { client, sink, old, read } = await readAhead(prefix, "record", "after-own")
+    await restoreSnapshot(client, old)
+    const appended = await sink.record({ id: "after" })
+    const chain = await chainOf(client, prefix)
+    expect(chain.map((r) => r["id"] ?? r["type"])).toEqual(["own-1", "own-2", "haechi_store.chain_rewound", "after"])
+    expect(chain[2]!.rewind).toMatchObject({ lostSequence: 4, lostEventHash: read.eventHash, resumedOnSequence: 2 })
+    expect(chain[3]).toEqual(appended)
+    expect(verifyAuditChain(chain)).toMatchObject({ valid: true, records: 4 })
+  })
+
+  it("a fresh head that does not continue what the replica saw does not replace it (ABA): still ChainRewound", async () => {
+    const prefix = uniquePrefix("fresh-aba")
+    const { client, sink } = await readAhead(prefix, "fail", "before-own")
+    const before = await dumpKeys(client, prefix)
+    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", { seen: { sequence: 2 }, current: { sequence: 4 } })
+    expect(await dumpKeys(client, prefix)).toEqual(before)
+  })
+})
+
+describe("the Effect API: a head read fresh, then lost", () => {
+  it("AuditLog.record fails with ChainRewound naming the head a failed transaction read", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("fresh-lost-effect")
+    const layer = AuditLog.layer.pipe(
+      Layer.provideMerge(AuditStore.layer({ keyPrefix: prefix, onRewind: "fail", lock: "always" })),
+      Layer.provide(RedisClient.layerFromClient(connect()))
+    )
+    const other = createAuditSink({ store: await auditReplica("facade", connect(), prefix) })
+    const outcome = await Effect.runPromise(
+      Effect.gen(function* () {
+        const log = yield* AuditLog.AuditLog
+        const store = yield* AuditStore.AuditStore
+        yield* log.record({ id: "a" })
+        const old = yield* Effect.promise(() => takeSnapshot(client, prefix))
+        yield* Effect.promise(() => other.record({ id: "b" }))
+        const read = yield* Effect.either(store.transaction((tx) => Effect.flatMap(tx.readLastIntegrity, (head) => Effect.fail(head))))
+        yield* Effect.promise(() => restoreSnapshot(client, old))
+        return { read, after: yield* Effect.either(log.record({ id: "c" })) }
+      }).pipe(Effect.provide(layer))
+    )
+    expect(outcome.read).toMatchObject({ _tag: "Left", left: { sequence: 2 } })
+    const readHash = outcome.read._tag === "Left" ? (outcome.read.left as { eventHash: string }).eventHash : ""
+    expect(outcome.after).toMatchObject({ _tag: "Left", left: { _tag: "ChainRewound", seen: { sequence: 2, eventHash: readHash }, current: { sequence: 1 } } })
+    expect(await client.llen(`${prefix}chain`)).toBe(1)
   })
 })
