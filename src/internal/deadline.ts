@@ -25,6 +25,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
 import { MAX_TIMER_MS } from "../RedisClient.js"
 
@@ -115,7 +116,7 @@ export const withinRead = (spec: DeadlineSpec) =>
 
 export const within = (spec: DeadlineSpec) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
-    Effect.withFiberRuntime((caller) => {
+    Effect.withFiberRuntime((caller, status) => {
       const budget: Budget = {
         parent: caller.getFiberRef(currentBudget),
         committing: 0,
@@ -123,7 +124,11 @@ export const within = (spec: DeadlineSpec) =>
         expired: false,
         linked: undefined
       }
-      const child = Effect.interruptible(Effect.locally(effect, currentBudget, budget))
+      // The child's own FiberRef, set as it starts (no restore: the fiber ends with the
+      // operation and is never joined). Cheaper than `Effect.locally`, which is a bracket.
+      const started = Effect.zipRight(FiberRef.set(currentBudget, budget), effect)
+      // The timer must be able to interrupt it: interruptible even under an uninterruptible caller.
+      const child = RuntimeFlags.interruption(status.runtimeFlags) ? started : Effect.interruptible(started)
       return Effect.flatMap(Effect.fork(child), (fiber) =>
         Effect.async<A, E | OperationTimeout | CommitOutcomeUnknown>((resume) => {
           const observer = (exit: Exit.Exit<A, E>) => {
