@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+# (The Sentinel tests run redis-server in --sentinel mode; redis-sentinel is installed too,
+# as the README promises, for operators who start sentinels by that name.)
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 \
+  || ! command -v redis-sentinel >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server redis-sentinel
 fi
 
 # The Lua scripts embedded in the build (src/internal/luaSources.ts, generated from lua/).
