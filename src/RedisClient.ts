@@ -90,6 +90,9 @@ export const wrongType =
 /** Node's longest timer delay; a longer one would fire at once. */
 export const MAX_TIMER_MS = 2_147_483_647
 
+/** A timer delay Node accepts as given: negative is 0, beyond its longest delay is that delay. */
+export const timerDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS)
+
 /** Wraps a client the caller owns (each script is defined on it once, at first use). */
 export const fromClient = (client: RedisConnection): RedisClientShape => {
   const run = <A>(operation: string, f: (client: RedisConnection) => Promise<A>) =>
@@ -105,7 +108,7 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
         const timer = setTimeout(() => {
           settled = true
           resume(Effect.succeed(Option.none()))
-        }, Math.min(Math.max(0, ms), MAX_TIMER_MS))
+        }, timerDelay(ms))
         let call: Promise<unknown>
         try {
           call = callScript(client, script, keys, args)

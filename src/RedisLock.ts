@@ -51,7 +51,7 @@ import { now, sleep } from "./internal/deadline.js"
 import { hashedPart } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { outcomeOf } from "./Observe.js"
-import { MAX_TIMER_MS, RedisClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
+import { RedisClient, timerDelay, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
 import { Scripts } from "./Scripts.js"
 
 // ---------------------------------------------------------------------------
@@ -535,7 +535,7 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
         // (A renewal due beyond Node's longest timer starts early and sleeps on from there.)
         renewalStart = setTimeout(() => {
           renewal = Runtime.runFork(runtime, Effect.interruptible(keepAlive(key, token, o, sentAt, lost)))
-        }, Math.min(Math.max(0, sentAt + Math.min(o.renewMs, o.ttlMs) - clock.unsafeCurrentTimeMillis()), MAX_TIMER_MS))
+        }, timerDelay(sentAt + Math.min(o.renewMs, o.ttlMs) - clock.unsafeCurrentTimeMillis()))
         const lease: Lease = {
           key,
           token,

@@ -27,7 +27,7 @@ import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
-import { MAX_TIMER_MS } from "../RedisClient.js"
+import { timerDelay } from "../RedisClient.js"
 
 /** The default deadline of every store operation. */
 export const DEFAULT_TIMEOUT_MS = 10_000
@@ -38,11 +38,9 @@ export const now = (): number => performance.timeOrigin + performance.now()
 /** Sleeps `ms` of real time (a timer, not the Effect Clock). */
 export const sleep = (ms: number): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), clamp(ms))
+    const timer = setTimeout(() => resume(Effect.void), timerDelay(ms))
     return Effect.sync(() => clearTimeout(timer))
   })
-
-const clamp = (ms: number) => Math.min(Math.max(0, ms), MAX_TIMER_MS)
 
 /** Validates a `timeout` option: a finite Duration of at least 1 ms (a number is ms); undefined is the default. */
 export const timeoutMsOf = (input: unknown, option = "timeout"): Effect.Effect<number, InvalidConfig> =>
@@ -104,16 +102,16 @@ const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | Commi
 }
 
 /**
- * Runs `effect` within `spec.timeoutMs` of real time (see the module comment). Built
- * once per store operation; each run costs one child fiber and one timer.
- */
-/**
  * `within` for a read: it marks no commit, so past the deadline it is always
  * `OperationTimeout`, never `CommitOutcomeUnknown`.
  */
 export const withinRead = (spec: DeadlineSpec) =>
   within(spec) as <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | OperationTimeout, R>
 
+/**
+ * Runs `effect` within `spec.timeoutMs` of real time (see the module comment). Built
+ * once per store operation; each run costs one child fiber and one timer.
+ */
 export const within = (spec: DeadlineSpec) =>
   <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
     Effect.withFiberRuntime((caller, status) => {
@@ -142,7 +140,7 @@ export const within = (spec: DeadlineSpec) =>
             resume(Effect.fail(failureOf(spec, budget)))
             fiber.unsafeInterruptAsFork(caller.id())
             budget.linked?.forEach((other) => other.unsafeInterruptAsFork(caller.id()))
-          }, clamp(spec.timeoutMs))
+          }, timerDelay(spec.timeoutMs))
           fiber.addObserver(observer)
           return Effect.suspend(() => {
             clearTimeout(timer)
