@@ -23,7 +23,8 @@ import { InvalidConfig, type CorruptData, type RedisError } from "./Errors.js"
 import { checkRateLimitPrefix, DEFAULT_RATELIMIT_PREFIX } from "./Keys.js"
 import * as Metrics from "./Metrics.js"
 import { observed } from "./Observe.js"
-import { MAX_TIMER_MS, RedisClient } from "./RedisClient.js"
+import { timeoutMsOf } from "./internal/deadline.js"
+import { RedisClient } from "./RedisClient.js"
 import { isTimeout, memoryBacking, redisBacking, type RateLimitBacking } from "./internal/ratelimit/backing.js"
 import { checkPeek, checkRequest, timing, type Decision, type Request } from "./internal/ratelimit/rule.js"
 
@@ -135,14 +136,9 @@ export const makeWith = (backing: RateLimitBacking): RateLimiterShape => {
   }
 }
 
-/** A timeout as whole milliseconds a timer can wait, or `InvalidConfig`. */
-export const checkTimeout = (timeout: unknown): Effect.Effect<number, InvalidConfig> => {
-  const decoded = Duration.decodeUnknown(timeout ?? DEFAULT_TIMEOUT)
-  const ms = decoded._tag === "Some" ? Duration.toMillis(decoded.value) : Number.NaN
-  return Number.isFinite(ms) && ms >= 1 && ms <= MAX_TIMER_MS
-    ? Effect.succeed(Math.ceil(ms))
-    : Effect.fail(new InvalidConfig({ option: "timeout", reason: `must be a duration from 1 ms to ${MAX_TIMER_MS} ms` }))
-}
+/** A timeout as whole milliseconds, or `InvalidConfig`: the stores' rule (deadline.timeoutMsOf), with this limiter's default. */
+export const checkTimeout = (timeout: unknown): Effect.Effect<number, InvalidConfig> =>
+  timeoutMsOf(timeout, "timeout", Duration.toMillis(DEFAULT_TIMEOUT))
 
 /** The limiter on Redis (`RedisClient` supplies the connection); a bad prefix or timeout fails here, not at first use. */
 export const make = (options: RateLimiterOptions = {}): Effect.Effect<RateLimiterShape, InvalidConfig, RedisClient> =>

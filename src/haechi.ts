@@ -20,7 +20,7 @@ import { InvalidConfig } from "./Errors.js"
 import type { DurabilityOptions } from "./Durability.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
 import type { Readiness } from "./Readiness.js"
-import { fromClient, type RedisClientShape } from "./RedisClient.js"
+import { fromClient, timerDelay, type RedisClientShape } from "./RedisClient.js"
 import type { RetrySchedule } from "./Retry.js"
 import { memoryAuditBacking } from "./AuditBacking.js"
 import { memoryVaultBacking } from "./TokenBacking.js"
@@ -437,7 +437,7 @@ const rateLimiterFacade = (
           : setTimeout(() => {
               settled = true
               resolve(answer(undefined))
-            }, timeoutMs)
+            }, timerDelay(timeoutMs))
       run(Effect.either(limiter.consume(key, { limit, window }))).then(
         (decided) => {
           if (settled) return

@@ -43,9 +43,13 @@ export const sleep = (ms: number): Effect.Effect<void> =>
   })
 
 /** Validates a `timeout` option: a finite Duration of at least 1 ms (a number is ms); undefined is the default. */
-export const timeoutMsOf = (input: unknown, option = "timeout"): Effect.Effect<number, InvalidConfig> =>
+export const timeoutMsOf = (
+  input: unknown,
+  option = "timeout",
+  defaultMs = DEFAULT_TIMEOUT_MS
+): Effect.Effect<number, InvalidConfig> =>
   Effect.suspend(() => {
-    if (input === undefined) return Effect.succeed(DEFAULT_TIMEOUT_MS)
+    if (input === undefined) return Effect.succeed(defaultMs)
     const decoded = Duration.decodeUnknown(input)
     const ms = decoded._tag === "Some" ? Duration.toMillis(decoded.value) : Number.NaN
     return Number.isFinite(ms) && ms >= 1
