@@ -27,7 +27,7 @@ import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
 import { type AuditIntegrity, type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
-import { spanned } from "./Observe.js"
+import { spanned } from "./internal/observe.js"
 
 export type { AuditRecord } from "./Chain.js"
 

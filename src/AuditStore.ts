@@ -22,7 +22,7 @@
  * by its id, and a failed call is resolved by looking its id up at its sequence before
  * anything is built again. Two replicas that build identical records still both land.
  */
-import { nextCommitId } from "./CommitId.js"
+import { nextCommitId } from "./internal/commitId.js"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -48,9 +48,9 @@ import {
   type StoreError
 } from "./Errors.js"
 import type { ReadError } from "./Errors.js"
-import type { HeadKeys } from "./internal/chainHead.js"
+import type { HeadKeys } from "./internal/audit/chainHead.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
-import { rewindEvent } from "./internal/rewindRecord.js"
+import { rewindEvent } from "./internal/audit/rewindRecord.js"
 import {
   memoryAuditBacking,
   redisAuditBacking,
@@ -59,20 +59,20 @@ import {
   type AuditBacking,
   type Integrity,
   type PreparedAppend
-} from "./AuditBacking.js"
+} from "./internal/audit/backing.js"
 import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
-import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./Keys.js"
+import { auditKeys, DEFAULT_AUDIT_PREFIX } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
-import { observed } from "./Observe.js"
-import type { Readiness } from "./Readiness.js"
+import { observed } from "./internal/observe.js"
+import type { Readiness } from "./internal/readiness.js"
 import { RedisClient } from "./RedisClient.js"
-import type { PlainOptions, StartupError } from "./StartupChecks.js"
+import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
-import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
+import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
-export type { Integrity } from "./AuditBacking.js"
+export type { Integrity } from "./internal/audit/backing.js"
 
 /** What `build` gets inside a transaction. */
 export interface AuditTransaction {

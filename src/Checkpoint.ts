@@ -44,7 +44,7 @@ import {
   InvalidConfig,
   type StoreError
 } from "./Errors.js"
-import { auditKeys } from "./Keys.js"
+import { auditKeys } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
 import { RedisClient } from "./RedisClient.js"
 import { verifyStore } from "./Verify.js"
@@ -59,7 +59,7 @@ import { readKeyFile, Signer, signerFromText, verifierFromText, writeKeyFile } f
 import { memoryFence, redisFence, type CheckpointFence, type Point } from "./internal/checkpoint/fence.js"
 import type { VerifierKey } from "./internal/checkpoint/note.js"
 import { readLastNote, type CheckpointSink } from "./internal/checkpoint/sinks.js"
-import { spanned } from "./Observe.js"
+import { spanned } from "./internal/observe.js"
 
 export type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 export type { VerifierKey } from "./internal/checkpoint/note.js"

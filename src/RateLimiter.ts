@@ -20,15 +20,15 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import { InvalidConfig, type CorruptData, type RedisError } from "./Errors.js"
-import { checkRateLimitPrefix, DEFAULT_RATELIMIT_PREFIX } from "./Keys.js"
+import { checkRateLimitPrefix, DEFAULT_RATELIMIT_PREFIX } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
-import { observed } from "./Observe.js"
+import { observed } from "./internal/observe.js"
 import { timeoutMsOf } from "./internal/deadline.js"
 import { RedisClient } from "./RedisClient.js"
 import { isTimeout, memoryBacking, redisBacking, type RateLimitBacking } from "./internal/ratelimit/backing.js"
 import { checkPeek, checkRequest, timing, type Decision, type Request } from "./internal/ratelimit/rule.js"
 
-export { DEFAULT_RATELIMIT_PREFIX as DEFAULT_PREFIX } from "./Keys.js"
+export { DEFAULT_RATELIMIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
 export { checkWindow, MAX_KEY_LENGTH, MAX_LIMIT, MAX_WINDOW_MS } from "./internal/ratelimit/rule.js"
 
 /** haechi's meaning of a limit: requests per minute. */

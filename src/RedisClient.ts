@@ -18,7 +18,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
-import { callScript, type ScriptDefinition } from "./Scripts.js"
+import { callScript, type ScriptDefinition } from "./internal/scripts.js"
 
 /** An ioredis standalone client or cluster client. */
 export type RedisConnection = Redis | Cluster

@@ -45,14 +45,14 @@ import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
-import { randomToken } from "./CommitId.js"
+import { randomToken } from "./internal/commitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { now, sleep } from "./internal/deadline.js"
-import { hashedPart } from "./Keys.js"
+import { hashedPart } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
-import { outcomeOf } from "./Observe.js"
+import { outcomeOf } from "./internal/observe.js"
 import { RedisClient, timerDelay, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
-import { Scripts } from "./Scripts.js"
+import { Scripts } from "./internal/scripts.js"
 
 // ---------------------------------------------------------------------------
 // options

@@ -18,7 +18,7 @@
  * vault is read again in full, so no read or mutate is ever answered from state Redis
  * no longer holds. Only records that JSON stores exactly as given are written.
  */
-import { nextCommitId } from "./CommitId.js"
+import { nextCommitId } from "./internal/commitId.js"
 import * as Context from "effect/Context"
 import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -28,16 +28,16 @@ import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type ReadError, type RedisError, type StoreError } from "./Errors.js"
 import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
-import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./Keys.js"
+import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
-import { observed, spanned } from "./Observe.js"
-import type { Readiness } from "./Readiness.js"
+import { observed, spanned } from "./internal/observe.js"
+import type { Readiness } from "./internal/readiness.js"
 import { RedisClient } from "./RedisClient.js"
-import type { PlainOptions, StartupError } from "./StartupChecks.js"
+import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
-import { noGuard, noteClaim, type LockClaim } from "./StoreGuard.js"
+import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -47,7 +47,7 @@ import {
   type VaultPoint,
   type VaultWrite,
   type Version
-} from "./TokenBacking.js"
+} from "./internal/vault/backing.js"
 
 /** A token record: a JSON object `{ type, createdAt, expiresAt, metadata, envelope, aad }`. */
 export type TokenRecord = Record<string, unknown>

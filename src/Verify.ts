@@ -41,18 +41,18 @@ import {
   VerifyFailureReason as Reason,
   type VerifyResult
 } from "./Chain.js"
-import { parseIntegrity } from "./AuditBacking.js"
+import { parseIntegrity } from "./internal/audit/backing.js"
 import { ChainBroken, CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
 import type { AuditStoreShape } from "./AuditStore.js"
-import { disagreementError, headKeysDisagreement } from "./internal/chainHead.js"
+import { disagreementError, headKeysDisagreement } from "./internal/audit/chainHead.js"
 import { bySize, firstAtOrAfter, pinCheck } from "./internal/checkpoint/against.js"
 import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
-import { recordedRewind, type RecordedRewind } from "./internal/rewindRecord.js"
-import { auditKeys } from "./Keys.js"
-import { spanned } from "./Observe.js"
+import { recordedRewind, type RecordedRewind } from "./internal/audit/rewindRecord.js"
+import { auditKeys } from "./internal/keys.js"
+import { spanned } from "./internal/observe.js"
 
 export type { Checkpoint, VerifyResult } from "./Chain.js"
-export type { RecordedRewind } from "./internal/rewindRecord.js"
+export type { RecordedRewind } from "./internal/audit/rewindRecord.js"
 
 /** A stored chain's verification: the chain's result, and the rewinds it records (when any). */
 export type StoreVerifyResult = VerifyResult & {

@@ -19,7 +19,7 @@ import {
   type HaechiTokenStore,
   type LockPolicy
 } from "../src/haechi.js"
-import { auditKeys, vaultKeys } from "../src/Keys.js"
+import { auditKeys, vaultKeys } from "../src/internal/keys.js"
 import * as RedisClient from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
 import { asCore, type AuditStoreUnderTest } from "./support/conformanceStores.js"

@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
-import { Scripts, scriptSource } from "../src/Scripts.js"
+import { Scripts, scriptSource } from "../src/internal/scripts.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 import { keySlot, parseInfo, redisCommand, startRedis, type RedisServer } from "./support/redisServer.js"
 import {

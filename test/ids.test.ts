@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
-import { nextCommitId, randomToken } from "../src/CommitId.js"
+import { nextCommitId, randomToken } from "../src/internal/commitId.js"
 import { resolveOptions, type LockOptions } from "../src/RedisLock.js"
 
 describe("ids", () => {

@@ -11,11 +11,11 @@ import { createAuditSink, createTokenVault, verifyAuditChain } from "./support/h
 import { sharedRedis } from "./support/shared.js"
 import { Effect } from "effect"
 import { buildNextRecord } from "../src/Chain.js"
-import { CLAIM_AFTER } from "../src/LockPolicy.js"
+import { CLAIM_AFTER } from "../src/internal/lock/policy.js"
 import { fromClient } from "../src/RedisClient.js"
-import { Scripts } from "../src/Scripts.js"
-import type { LockClaim } from "../src/StoreGuard.js"
-import { redisVaultBacking } from "../src/TokenBacking.js"
+import { Scripts } from "../src/internal/scripts.js"
+import type { LockClaim } from "../src/internal/storeGuard.js"
+import { redisVaultBacking } from "../src/internal/vault/backing.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const connect = () => new Redis(sharedRedis().url)

@@ -20,7 +20,7 @@
 import { Effect, Metric } from "effect"
 import { Redis } from "ioredis"
 import * as AuditStore from "../../src/AuditStore.js"
-import type { DurabilityOptions } from "../../src/Durability.js"
+import type { DurabilityOptions } from "../../src/internal/durability.js"
 import {
   createRedisAuditStore,
   createRedisTokenStore,

@@ -18,7 +18,7 @@ import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import type { Cluster, Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore, type RedisStoreOptions } from "../../src/haechi.js"
-import { LOG_BOUND } from "../../src/TokenBacking.js"
+import { LOG_BOUND } from "../../src/internal/vault/backing.js"
 import { createAuditSink, createTokenVault, verifyAuditChain, type AuditStore as CoreAuditStore } from "./haechiCore.js"
 
 export type Client = Redis | Cluster

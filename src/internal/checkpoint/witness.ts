@@ -17,7 +17,7 @@ import {
   type CorruptData,
   type RedisError
 } from "../../Errors.js"
-import type { AuditKeys } from "../../Keys.js"
+import type { AuditKeys } from "../keys.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { newestOf, openCheckpoints, type SignedCheckpoint } from "./checkpoints.js"
 import { verifierFromText } from "./ed25519.js"

@@ -10,9 +10,9 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { CorruptData, RedisUnavailable, type RedisError } from "../../Errors.js"
-import { rateLimitKey } from "../../Keys.js"
+import { rateLimitKey } from "../keys.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
-import { Scripts } from "../../Scripts.js"
+import { Scripts } from "../scripts.js"
 import type { Decision, Request } from "./rule.js"
 
 export type BackingError = RedisError | CorruptData

@@ -7,7 +7,7 @@
  * replica had seen, the head the chain was found at, and when. Its fields are strings and
  * numbers only, so it is stored exactly as it is hashed.
  */
-import type { ChainPoint } from "../Errors.js"
+import type { ChainPoint } from "../../Errors.js"
 
 /** The event `type` of a rewind record. */
 export const REWIND_EVENT_TYPE = "haechi_store.chain_rewound"

@@ -6,10 +6,10 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { timeoutAfter } from "./internal/deadline.js"
-import type { RedisClientShape } from "./RedisClient.js"
-import { Scripts } from "./Scripts.js"
-import { spanned } from "./Observe.js"
+import { timeoutAfter } from "./deadline.js"
+import type { RedisClientShape } from "../RedisClient.js"
+import { Scripts } from "./scripts.js"
+import { spanned } from "./observe.js"
 
 export type Readiness =
   | { readonly ok: true }

@@ -8,7 +8,7 @@
  * cannot give that is refused when the store is made, never at the first write.
  */
 import * as Effect from "effect/Effect"
-import { InvalidConfig } from "./Errors.js"
+import { InvalidConfig } from "../Errors.js"
 
 export const DEFAULT_AUDIT_PREFIX = "haechi:audit:"
 export const DEFAULT_VAULT_PREFIX = "haechi:tv:"

@@ -25,12 +25,12 @@
  *   0.8-0.9x the throughput of "never".
  */
 import * as Effect from "effect/Effect"
-import { randomToken } from "./CommitId.js"
-import { InvalidConfig, type FenceConflict, type StoreError } from "./Errors.js"
-import { isFenceConflict } from "./Retry.js"
-import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "./RedisLock.js"
-import type { RedisClientShape } from "./RedisClient.js"
-import { noGuard, type GuardedOperation, type LockClaim, type StoreGuard } from "./StoreGuard.js"
+import { randomToken } from "../commitId.js"
+import { InvalidConfig, type FenceConflict, type StoreError } from "../../Errors.js"
+import { isFenceConflict } from "../../Retry.js"
+import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "../../RedisLock.js"
+import type { RedisClientShape } from "../../RedisClient.js"
+import { noGuard, type GuardedOperation, type LockClaim, type StoreGuard } from "../storeGuard.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
 

@@ -8,8 +8,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import type { StoreKind } from "./Errors.js"
-import * as Metrics from "./Metrics.js"
+import type { StoreKind } from "../Errors.js"
+import * as Metrics from "../Metrics.js"
 
 export const observed = (store: StoreKind | "ratelimit", operation: string, prefix: string) => {
   const latency = Metrics.withTags(Metrics.keys.operationLatency, { store, operation })

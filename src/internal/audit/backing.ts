@@ -8,13 +8,13 @@
  * so the Redis and in-memory stores cannot drift apart.
  */
 import * as Effect from "effect/Effect"
-import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "./Errors.js"
-import { disagreementError, type HeadKeys } from "./internal/chainHead.js"
-import { auditKeys, type AuditKeys } from "./Keys.js"
-import { probe, READY, type Readiness } from "./Readiness.js"
-import { wrongType, type RedisClientShape } from "./RedisClient.js"
-import { Scripts } from "./Scripts.js"
-import { claimArgs, type LockClaim } from "./StoreGuard.js"
+import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
+import { disagreementError, type HeadKeys } from "./chainHead.js"
+import { auditKeys, type AuditKeys } from "../keys.js"
+import { probe, READY, type Readiness } from "../readiness.js"
+import { wrongType, type RedisClientShape } from "../../RedisClient.js"
+import { Scripts } from "../scripts.js"
+import { claimArgs, type LockClaim } from "../storeGuard.js"
 
 /** The last record's `auditIntegrity`, as the chain stores it. */
 export interface Integrity {

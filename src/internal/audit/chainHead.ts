@@ -10,8 +10,8 @@
  * snapshot read by `verify`. Either way the result is a `ChainBroken` naming the keys, or
  * `CorruptData` for a head that is not an auditIntegrity at all.
  */
-import { ChainBroken, CorruptData } from "../Errors.js"
-import type { AuditKeys } from "../Keys.js"
+import { ChainBroken, CorruptData } from "../../Errors.js"
+import type { AuditKeys } from "../keys.js"
 
 /** The ways the head keys can disagree with the list (the script's reply-5 names). */
 export type HeadDisagreement =

@@ -12,8 +12,8 @@
 import { createHash } from "node:crypto"
 import * as Effect from "effect/Effect"
 import type { Cluster, Redis } from "ioredis"
-import { InvalidConfig } from "./Errors.js"
-import { luaSources } from "./internal/luaSources.js"
+import { InvalidConfig } from "../Errors.js"
+import { luaSources } from "./luaSources.js"
 
 /** A script's file, its command name on the client and how many KEYS it takes. */
 export interface ScriptDefinition {

@@ -4,7 +4,7 @@
  * alone carry.
  */
 import type * as Effect from "effect/Effect"
-import type { FenceConflict, RetriesExhausted, StoreError } from "./Errors.js"
+import type { FenceConflict, RetriesExhausted, StoreError } from "../Errors.js"
 
 /**
  * The store's lock as one operation's lock-free attempts use it, inside the fenced

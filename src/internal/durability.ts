@@ -23,10 +23,10 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
-import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
-import { hashedPart } from "./Keys.js"
-import { isReplyError, type RedisClientShape } from "./RedisClient.js"
-import { spanned } from "./Observe.js"
+import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "../Errors.js"
+import { hashedPart } from "./keys.js"
+import { isReplyError, type RedisClientShape } from "../RedisClient.js"
+import { spanned } from "./observe.js"
 
 export interface DurabilityOptions {
   /** Acknowledge a commit only once this many replicas have it (`WAIT`); default 0 (no wait). */

@@ -15,7 +15,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { Cluster } from "ioredis"
-import * as Durability from "./Durability.js"
+import * as Durability from "./durability.js"
 import {
   type DurabilityTimeout,
   InvalidConfig,
@@ -23,10 +23,10 @@ import {
   type RedisCommandFailed,
   type RedisError,
   UnsafeRedisConfig
-} from "./Errors.js"
-import { timeoutAfter, timeoutMsOf } from "./internal/deadline.js"
-import { fromClient, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
-import { spanned } from "./Observe.js"
+} from "../Errors.js"
+import { timeoutAfter, timeoutMsOf } from "./deadline.js"
+import { fromClient, type RedisClientShape, type RedisConnection } from "../RedisClient.js"
+import { spanned } from "./observe.js"
 
 /** What the stores do with the start-up checks: log problems, fail on them, or skip the checks. */
 export type StartupChecksMode = "warn" | "fail" | "off"

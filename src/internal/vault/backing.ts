@@ -8,12 +8,12 @@
  * lost reply) lives once above this, in TokenStore.
  */
 import * as Effect from "effect/Effect"
-import { CorruptData, type RedisError } from "./Errors.js"
-import { vaultKeys, type VaultKeys } from "./Keys.js"
-import { probe, READY, type Readiness } from "./Readiness.js"
-import { wrongType, type RedisClientShape } from "./RedisClient.js"
-import { Scripts } from "./Scripts.js"
-import { claimArgs, type LockClaim } from "./StoreGuard.js"
+import { CorruptData, type RedisError } from "../../Errors.js"
+import { vaultKeys, type VaultKeys } from "../keys.js"
+import { probe, READY, type Readiness } from "../readiness.js"
+import { wrongType, type RedisClientShape } from "../../RedisClient.js"
+import { Scripts } from "../scripts.js"
+import { claimArgs, type LockClaim } from "../storeGuard.js"
 
 /** The vault's version: "" before the first commit, then "1", "2", ... (haechi-store-redis's counter). */
 export type Version = string

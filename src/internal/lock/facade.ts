@@ -25,10 +25,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
-import { lockOf } from "./LockPolicy.js"
-import type { LockOptions } from "./RedisLock.js"
-import { fromClient } from "./RedisClient.js"
-import { originalFailure } from "./Run.js"
+import { lockOf } from "./policy.js"
+import type { LockOptions } from "../../RedisLock.js"
+import { fromClient } from "../../RedisClient.js"
+import { originalFailure } from "../facade/run.js"
 
 /**
  * The client's RedisLock, built once per client object and shared with the stores made
