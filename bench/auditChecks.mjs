@@ -16,6 +16,7 @@ import { Redis } from "ioredis"
 import { buildNextRecord, computeEventHash } from "../dist/Chain.js"
 import { createRedisAuditStore } from "../dist/haechi.js"
 import { jsonProblem } from "../dist/internal/jsonRecord.js"
+import { luaSource } from "../scripts/luaSource.mjs"
 
 const url = process.argv[2]
 if (!url) throw new Error("usage: node bench/auditChecks.mjs <redis-url> [baseline.lua]")
@@ -78,7 +79,7 @@ const scriptTime = async (lua, prefix, n) => {
   return Number(/cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/.exec(stats)?.[1])
 }
 {
-  const current = readFileSync(new URL("../lua/audit_append.lua", import.meta.url), "utf8")
+  const current = luaSource("audit_append")
   const runs = { current: [], baseline: [] }
   for (let round = 0; round < 3; round++) {
     runs.current.push(await scriptTime(current, `bench:checks:lua:current:${round}:`, 3_000))

@@ -25,35 +25,39 @@
 -- ARGV[10] the lock's release channel
 -- ARGV[11] the sequence of the head the caller last saw, ARGV[12] its eventHash
 --          ('' or absent = none): the chain must still hold that record
--- Reply: {1}                  committed
---        {2}                  this call already committed (a re-sent call whose reply was
---                             lost): do not append again
---        {0, head JSON | nil, took}  fence conflict on a head that continues the chain the
---                             record was built on; the current head, so the retry needs no
---                             read; took = 1 when the lock is now ARGV[8]'s
---        {3, key}             `commits` holds the wrong Redis type; nothing written
---        {4}                  another writer holds the lock and ARGV[7] asked to yield: nothing
---                             written (liveness only; the fence alone keeps the chain whole)
---        {5, what, LLEN, head sequence | nil}  the head keys disagree with the list; nothing
---                             written. what: 'hash_missing' (head:hash absent, chain or head
---                             present), 'head_missing', 'head_unreadable', 'hash_mismatch'
---                             (head's eventHash is not head:hash), 'length_mismatch' (head's
---                             sequence is not LLEN), 'last_mismatch' (the last element is
---                             not the head's record)
---        {6, head JSON | nil} the chain no longer holds the head ARGV[11..12] (rewound); nothing written
---        {7, head JSON | nil} the record's parent (sequence ARGV[5] - 1, hash ARGV[1]) is not a
---                             record of the chain: it skips ahead, or names no record; nothing written
+-- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
+--   1 Committed         {1}: committed
+--   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
+--                       lost): do not append again
+--   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
+--                       the chain the record was built on; the current head, so the retry
+--                       needs no read; took = 1 when the lock is now ARGV[8]'s
+--   3 WrongType         {3, key}: `commits` holds the wrong Redis type; nothing written
+--   4 LockHeld          {4}: another writer holds the lock and ARGV[7] asked to yield: nothing
+--                       written (liveness only; the fence alone keeps the chain whole)
+--   5 HeadDisagrees     {5, what, LLEN, head sequence | nil}: the head keys disagree with the
+--                       list; nothing written. what: 'hash_missing' (head:hash absent, chain
+--                       or head present), 'head_missing', 'head_unreadable', 'hash_mismatch'
+--                       (head's eventHash is not head:hash), 'length_mismatch' (head's
+--                       sequence is not LLEN), 'last_mismatch' (the last element is not the
+--                       head's record)
+--   6 Rewound           {6, head JSON | nil}: the chain no longer holds the head ARGV[11..12]
+--                       (rewound); nothing written
+--   7 NotSuccessor      {7, head JSON | nil}: the record's parent (sequence ARGV[5] - 1, hash
+--                       ARGV[1]) is not a record of the chain: it skips ahead, or names no
+--                       record; nothing written
 local headHashKey, chainKey, headKey, commitsKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local expected, sequence, commitId = ARGV[1], tonumber(ARGV[5]), ARGV[6]
+local expected, recordJson, integrityJson, eventHash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local sequenceArg, commitId = ARGV[5], ARGV[6]
+local sequence = tonumber(sequenceArg)
+local lockFree, claimToken, claimTtl, releaseChannel = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10]
 local seenSeq, seenHash = tonumber(ARGV[11] or ''), ARGV[12] or ''
+
+--- @include "include/claim"
 
 local t = redis.call('TYPE', commitsKey).ok
 if t ~= 'none' and t ~= 'hash' then return {3, commitsKey} end
-local lock = false
-if ARGV[7] == '1' then
-  lock = redis.call('GET', lockKey)
-  if lock and lock ~= ARGV[8] then return {4} end
-end
+if yields() then return {4} end
 
 -- A decoded JSON object, or nil (not JSON, not an object, or beyond cjson).
 local function decoded(json)
@@ -103,12 +107,6 @@ local function holds(seq, hash)
   return at ~= nil and at.eventHash == hash
 end
 
-local function release()
-  if lock then
-    redis.call('DEL', lockKey)
-    redis.call('PUBLISH', ARGV[10], '')
-  end
-end
 local function broken(what)
   return {5, what, len, head and head.sequence or false}
 end
@@ -119,15 +117,15 @@ if (cur == false and expected == '') or cur == expected then
   local headSeq = head and head.sequence or 0
   if sequence ~= headSeq + 1 then return {7, headJson} end
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return {6, headJson} end
-  redis.call('RPUSH', chainKey, ARGV[2])
-  redis.call('SET', headKey, ARGV[3])
-  redis.call('SET', headHashKey, ARGV[4])
-  redis.call('HSET', commitsKey, ARGV[5], commitId)
+  redis.call('RPUSH', chainKey, recordJson)
+  redis.call('SET', headKey, integrityJson)
+  redis.call('SET', headHashKey, eventHash)
+  redis.call('HSET', commitsKey, sequenceArg, commitId)
   redis.call('HDEL', commitsKey, sequence - 1000)
   release()
   return {1}
 end
-if redis.call('HGET', commitsKey, ARGV[5]) == commitId then
+if redis.call('HGET', commitsKey, sequenceArg) == commitId then
   release()
   return {2}
 end
@@ -135,9 +133,4 @@ local what = disagreement(true)
 if what then return broken(what) end
 if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
 if not holds(sequence - 1, expected) then return {7, headJson} end
-local took = 0
-if ARGV[7] == '1' and ARGV[9] ~= '' then
-  redis.call('SET', lockKey, ARGV[8], 'PX', ARGV[9])
-  took = 1
-end
-return {0, headJson, took}
+return {0, headJson, claim()}

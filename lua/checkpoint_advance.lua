@@ -7,15 +7,18 @@
 -- KEYS[2] checkpoint  (string "<size> <eventHash>": the last checkpointed point)
 -- ARGV[1] candidate size   ARGV[2] candidate eventHash (a head the caller verified)
 -- ARGV[3] the caller's newest checkpoint size ('0' = none)   ARGV[4] its eventHash
--- Reply: {1, size, hash}         recorded: the candidate may be signed
---        {2, size, hash}         not recorded: the last checkpoint (size, hash) is at or past it
---        {3, size, hash, found}  the chain does not hold checkpoint (size, hash); found is the
---                                eventHash at that sequence ('' = not a record of that sequence,
---                                false = the chain is shorter)
---        {4, key}                KEYS[2] holds something else than a checkpoint: nothing written
-local chain = KEYS[1]
-local fence = KEYS[2]
-local size, hash = tonumber(ARGV[1]), ARGV[2]
+-- Reply (CheckpointAdvanceReply in src/internal/replyCodes.ts), by code:
+--   1 Advanced          {1, size, hash}: recorded: the candidate may be signed
+--   2 AtOrPast          {2, size, hash}: not recorded: the last checkpoint (size, hash) is at
+--                       or past it
+--   3 MissesCheckpoint  {3, size, hash, found}: the chain does not hold checkpoint (size, hash);
+--                       found is the eventHash at that sequence ('' = not a record of that
+--                       sequence, false = the chain is shorter)
+--   4 WrongType         {4, key}: KEYS[2] holds something else than a checkpoint: nothing written
+local chain, fence = KEYS[1], KEYS[2]
+local sizeArg, hash = ARGV[1], ARGV[2]
+local size = tonumber(sizeArg)
+local ownSize, ownHash = tonumber(ARGV[3]), ARGV[4]
 
 local function found(n)
   local text = redis.call('LINDEX', chain, n - 1)
@@ -37,7 +40,7 @@ if stored then
   lastSize, lastHash = tonumber(s), h
 end
 
-local points = {{lastSize, lastHash}, {tonumber(ARGV[3]), ARGV[4]}, {size, hash}}
+local points = {{lastSize, lastHash}, {ownSize, ownHash}, {size, hash}}
 for _, point in ipairs(points) do
   if point[1] > 0 then
     local at = found(point[1])
@@ -45,5 +48,5 @@ for _, point in ipairs(points) do
   end
 end
 if lastSize >= size then return {2, lastSize, lastHash} end
-redis.call('SET', fence, ARGV[1] .. ' ' .. hash)
+redis.call('SET', fence, sizeArg .. ' ' .. hash)
 return {1, size, hash}

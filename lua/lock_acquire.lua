@@ -14,18 +14,21 @@
 -- ARGV[3] how long we will wait, in ms, to join the queue ('' = do not queue)
 -- Reply: the fence number (>= 1)   acquired
 --        0                         held by someone else; queued when ARGV[3] asked
-local member = ARGV[1] .. ' ' .. ARGV[2]
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZREM', KEYS[3], member)
-  return redis.call('INCR', KEYS[2])
+local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
+local token, ttlMs, waitMs = ARGV[1], ARGV[2], ARGV[3]
+
+local member = token .. ' ' .. ttlMs
+if redis.call('SET', lockKey, token, 'NX', 'PX', ttlMs) or redis.call('GET', lockKey) == token then
+  redis.call('PEXPIRE', lockKey, ttlMs)
+  redis.call('ZREM', waitersKey, member)
+  return redis.call('INCR', fenceKey)
 end
-if ARGV[3] ~= '' then
+if waitMs ~= '' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[3], 'NX', now + tonumber(ARGV[3]), member)
+  redis.call('ZADD', waitersKey, 'NX', now + tonumber(waitMs), member)
   -- The queue outlives its longest-waiting member (then it is only stale entries).
-  local keep = tonumber(ARGV[3]) + tonumber(ARGV[2])
-  if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
+  local keep = tonumber(waitMs) + tonumber(ttlMs)
+  if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
 end
 return 0

@@ -9,21 +9,25 @@
 -- KEYS[1] the lock key   KEYS[2] its fence counter   KEYS[3] its waiters (as in lock_acquire)
 -- ARGV[1] our token   ARGV[2] the release channel ("<lock key>:released")
 -- ARGV[3] our waiter entry ("<token> <ttl ms>", '' = none)
--- Reply: 2  handed to the next waiter (and published)
---        1  released (and published)
---        0  not ours (expired or taken): nothing changed but our leaving the queue
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+-- Reply (LockReleaseReply in src/internal/replyCodes.ts), by code:
+--   2 HandedOn  handed to the next waiter (and published)
+--   1 Released  released (and published)
+--   0 NotOurs   not ours (expired or taken): nothing changed but our leaving the queue
+local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
+local token, releaseChannel, ownEntry = ARGV[1], ARGV[2], ARGV[3]
+
+if ownEntry ~= '' then redis.call('ZREM', waitersKey, ownEntry) end
+if redis.call('GET', lockKey) ~= token then return 0 end
 local t = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local next = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
 if next then
-  redis.call('ZREM', KEYS[3], next)
-  local token, ttl = string.match(next, '^(%S+) (%d+)$')
-  redis.call('SET', KEYS[1], token, 'PX', ttl)
-  redis.call('PUBLISH', ARGV[2], token .. ' ' .. redis.call('INCR', KEYS[2]))
+  redis.call('ZREM', waitersKey, next)
+  local nextToken, nextTtl = string.match(next, '^(%S+) (%d+)$')
+  redis.call('SET', lockKey, nextToken, 'PX', nextTtl)
+  redis.call('PUBLISH', releaseChannel, nextToken .. ' ' .. redis.call('INCR', fenceKey))
   return 2
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], '')
+redis.call('DEL', lockKey)
+redis.call('PUBLISH', releaseChannel, '')
 return 1

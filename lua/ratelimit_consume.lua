@@ -13,8 +13,8 @@
 --   another request is allowed ('' when one would be allowed now); newest = the newest
 --   entry's score ('' when the log is empty). Times are decimal strings.
 local log = KEYS[1]
-local limit = tonumber(ARGV[1])
-local windowMs = tonumber(ARGV[2])
+local limit, windowMs = tonumber(ARGV[1]), tonumber(ARGV[2])
+
 local time = redis.call('TIME')
 local stamp = time[1] .. string.format('%06d', tonumber(time[2]))
 local now = tonumber(stamp)

@@ -4,8 +4,9 @@
 -- ARGV[2] window   (milliseconds, integer >= 1)
 -- Reply: {count, now, pivot, newest} as in ratelimit_consume (count = entries in the window).
 local log = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2]) * 1000
+local limit, windowMs = tonumber(ARGV[1]), tonumber(ARGV[2])
+
+local window = windowMs * 1000
 local time = redis.call('TIME')
 local stamp = time[1] .. string.format('%06d', tonumber(time[2]))
 local now = tonumber(stamp)

@@ -3,5 +3,7 @@
 -- KEYS[1] the store's probe key (self-expiring, never accumulates)
 -- ARGV    none
 -- Reply:  1
-redis.call('SET', KEYS[1], '1', 'PX', 2000)
+local probeKey = KEYS[1]
+
+redis.call('SET', probeKey, '1', 'PX', 2000)
 return 1

@@ -22,33 +22,32 @@
 -- ARGV[10] the lock's release channel
 -- ARGV[11] n, the number of sets; ARGV[12 .. 11+2n] token, record JSON pairs;
 -- ARGV[12+2n ..] tokens to delete
--- Reply: {1, new version}      committed ({1, version} unchanged when the diff is empty)
---        {2, current version}  this commit id is already logged (a re-sent call): done
---        {0, current version|nil, took}  fence conflict, nothing written but the lock:
---                              took = 1 when the lock is now ARGV[8]'s
---        {5, current version|nil, took}  the version matches but Redis no longer holds the
---                              snapshot's history (rewound); otherwise as {0, ...}
---        {3, key}              `log` holds the wrong Redis type; nothing written
---        {4, current version|nil}  another writer holds the lock and ARGV[7] asked to yield
+-- Reply (VaultApplyReply in src/internal/replyCodes.ts), by code:
+--   1 Committed         {1, new version}: committed ({1, version} unchanged when the diff is empty)
+--   2 AlreadyCommitted  {2, current version}: this commit id is already logged (a re-sent call): done
+--   0 Conflict          {0, current version|nil, took}: fence conflict, nothing written but the
+--                       lock: took = 1 when the lock is now ARGV[8]'s
+--   5 Rewound           {5, current version|nil, took}: the version matches but Redis no longer
+--                       holds the snapshot's history (rewound); otherwise as Conflict
+--   3 WrongType         {3, key}: `log` holds the wrong Redis type; nothing written
+--   4 LockHeld          {4, current version|nil}: another writer holds the lock and ARGV[7]
+--                       asked to yield
 local versionKey, tokensKey, logKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local expected, commitId, seen = ARGV[1], ARGV[2], ARGV[5]
+local expected, commitId, changedJson, logBound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local seen, size = ARGV[5], tonumber(ARGV[6])
+local lockFree, claimToken, claimTtl, releaseChannel = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10]
+local setCount = tonumber(ARGV[11])
+local firstSet, firstDelete = 12, 12 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
+
+--- @include "include/claim"
+
 local t = redis.call('TYPE', logKey).ok
 if t ~= 'none' and t ~= 'list' then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
-local lock = false
-if ARGV[7] == '1' then
-  lock = redis.call('GET', lockKey)
-  if lock and lock ~= ARGV[8] then return {4, cur} end
-end
-local function release()
-  if lock then
-    redis.call('DEL', lockKey)
-    redis.call('PUBLISH', ARGV[10], '')
-  end
-end
+if yields() then return {4, cur} end
 -- Whether the vault at the expected version is the one the snapshot was read from.
 local function continues()
-  if redis.call('HLEN', tokensKey) ~= tonumber(ARGV[6]) then return false end
+  if redis.call('HLEN', tokensKey) ~= size then return false end
   if expected == '' then return true end
   local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')
   if seen == '' then return v ~= expected end
@@ -57,21 +56,20 @@ end
 local status = 0
 if (cur == false and expected == '') or cur == expected then
   if continues() then
-    local n = tonumber(ARGV[11])
-    if n == 0 and #ARGV == 11 then
+    if setCount == 0 and #ARGV < firstDelete then
       release()
       return {1, cur}
     end
-    for i = 12, 11 + 2 * n, 2 do
+    for i = firstSet, firstDelete - 1, 2 do
       redis.call('HSET', tokensKey, ARGV[i], ARGV[i + 1])
     end
-    for i = 12 + 2 * n, #ARGV do
+    for i = firstDelete, #ARGV do
       redis.call('HDEL', tokensKey, ARGV[i])
     end
     local nv = (tonumber(cur) or 0) + 1
     redis.call('SET', versionKey, nv)
-    redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. ARGV[3])
-    redis.call('LTRIM', logKey, -tonumber(ARGV[4]), -1)
+    redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. changedJson)
+    redis.call('LTRIM', logKey, -logBound, -1)
     release()
     return {1, tostring(nv)}
   end
@@ -87,9 +85,4 @@ else
     end
   end
 end
-local took = 0
-if ARGV[7] == '1' and ARGV[9] ~= '' then
-  redis.call('SET', lockKey, ARGV[8], 'PX', ARGV[9])
-  took = 1
-end
-return {status, cur, took}
+return {status, cur, claim()}

@@ -17,12 +17,14 @@
 -- ARGV[4] most entries worth replaying before a reload is cheaper (the log's bound)
 -- Reply: {version|nil, status, size, detail, found, token, value|nil, token, value|nil, ...}
 --   size: HLEN of tokens; found: 1 when ARGV[3] is logged after ARGV[1], else 0
---   'same', 'delta' (then the changed tokens): detail = the commit id logged at the
---            current version ('' = none)
---   'reload'  detail = '' (a gap, a trimmed log) or the version of an entry that does not decode
---   'rewound' detail = the commit id now logged at ARGV[1] ('' = none)
+-- status (VaultChangesReply in src/internal/replyCodes.ts), by code:
+--   'same' Same        nothing changed: detail = the commit id logged at the current version ('' = none)
+--   'delta' Delta      as 'same', then the changed tokens
+--   'reload' Reload    detail = '' (a gap, a trimmed log) or the version of an entry that does not decode
+--   'rewound' Rewound  detail = the commit id now logged at ARGV[1] ('' = none)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
 local known, seen, wanted, bound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+
 local cur = redis.call('GET', versionKey)
 local size = redis.call('HLEN', tokensKey)
 if cur ~= false and tonumber(cur) == nil then

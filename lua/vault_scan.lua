@@ -6,7 +6,9 @@
 -- Reply: {version|nil, next cursor, {token, record JSON, ...}, commit}
 --   commit: the id logged at the version ('' = none: never mutated, or written without logging)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
-local page = redis.call('HSCAN', tokensKey, ARGV[1], 'COUNT', ARGV[2])
+local cursor, pageSize = ARGV[1], ARGV[2]
+
+local page = redis.call('HSCAN', tokensKey, cursor, 'COUNT', pageSize)
 local version = redis.call('GET', versionKey)
 local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')
 return {version, page[1], page[2], (v ~= nil and v == version) and commit or ''}

@@ -9,9 +9,9 @@
 //
 // argv[2]: JSON { store: "audit" | "vault", port, prefix, ttlMs }
 import { createHash, randomBytes } from "node:crypto"
-import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { Redis } from "ioredis"
+import { luaSource } from "../../scripts/luaSource.mjs"
 
 const { store, port, prefix, ttlMs } = JSON.parse(process.argv[2])
 const redis = new Redis(port, "127.0.0.1")
@@ -23,7 +23,8 @@ if ((await redis.set(`${prefix}lock`, token, "PX", ttlMs, "NX")) !== "OK") {
 }
 const lockedAt = Date.now()
 
-const lua = (name) => readFileSync(new URL(`../../lua/${name}.lua`, import.meta.url), "utf8")
+// The script as Redis runs it (its shared parts spliced in).
+const lua = luaSource
 const resp = (args) =>
   Buffer.concat([
     Buffer.from(`*${args.length}\r\n`),
