@@ -14,6 +14,7 @@ import { auditKeys, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
+import { AuditAppendReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 
 /** The last record's `auditIntegrity`, as the chain stores it. */
@@ -184,25 +185,30 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
         .pipe(
           wrongType(keys.chain),
           Effect.flatMap((reply): Effect.Effect<AppendOutcome, BackingError> => {
-            const [status, head, took, headSequence] = reply as [number, string | null | undefined, number | undefined, unknown]
+            const [status, head, took, headSequence] = reply as [
+              ReplyCode<typeof AuditAppendReply>,
+              string | null | undefined,
+              number | undefined,
+              unknown
+            ]
             switch (status) {
-              case 1:
+              case AuditAppendReply.Committed:
                 return Effect.succeed({ _tag: "Committed" })
-              case 2:
+              case AuditAppendReply.AlreadyCommitted:
                 return Effect.succeed({ _tag: "AlreadyCommitted" })
-              case 3:
+              case AuditAppendReply.WrongType:
                 return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
-              case 4:
+              case AuditAppendReply.LockHeld:
                 return Effect.succeed({ _tag: "LockHeld" })
-              case 5:
+              case AuditAppendReply.HeadDisagrees:
                 return Effect.fail(
                   disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
                 )
             }
             const current = head === null || head === undefined ? Effect.succeed(null) : parseIntegrity(head, keys.head)
             return Effect.map(current, (integrity): AppendOutcome => {
-              if (status === 6) return { _tag: "Rewound", head: integrity }
-              if (status === 7) return { _tag: "NotSuccessor", head: integrity }
+              if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
+              if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }
               return { _tag: "Conflict", head: integrity, headHash: integrity?.eventHash ?? "", tookLock: took === 1 }
             })
           })

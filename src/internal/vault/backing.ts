@@ -13,6 +13,7 @@ import { vaultKeys, type VaultKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
+import { VaultApplyReply, VaultChangesReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 
 /** The vault's version: "" before the first commit, then "1", "2", ... (haechi-store-redis's counter). */
@@ -156,18 +157,18 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
         wrongType(keys.tokens),
         Effect.flatMap((reply) => {
-          const [status, version, took] = reply as [number, string | null, number | undefined]
-          if (status === 3) {
+          const [status, version, took] = reply as [ReplyCode<typeof VaultApplyReply>, string | null, number | undefined]
+          if (status === VaultApplyReply.WrongType) {
             return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
           }
           return Effect.map(parseVersion(version, keys.version), (v): ApplyOutcome =>
-            status === 1
+            status === VaultApplyReply.Committed
               ? { _tag: "Committed", version: v }
-              : status === 2
+              : status === VaultApplyReply.AlreadyCommitted
                 ? { _tag: "AlreadyCommitted", version: v }
-                : status === 4
+                : status === VaultApplyReply.LockHeld
                   ? { _tag: "LockHeld", version: v }
-                  : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === 5 }
+                  : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
           )
         })
       )
@@ -178,7 +179,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
         Effect.flatMap((reply) => {
           const [version, status, size, detail, found, ...flat] = reply as [
             string | null,
-            string,
+            ReplyCode<typeof VaultChangesReply>,
             number,
             string,
             number,
@@ -186,11 +187,11 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
           ]
           return Effect.map(parseVersion(version, keys.version), (v): Changes => {
             switch (status) {
-              case "same":
+              case VaultChangesReply.Same:
                 return { _tag: "Same", version: v, commit: detail, size }
-              case "reload":
+              case VaultChangesReply.Reload:
                 return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
-              case "rewound":
+              case VaultChangesReply.Rewound:
                 return { _tag: "Rewound", version: v, size, commitThere: detail }
             }
             const changes: Array<readonly [string, string | null]> = []
