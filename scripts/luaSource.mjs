@@ -10,7 +10,8 @@ const includeLine = /^--- @include "([\w/]+)"[ \t]*$/gm
 
 /** The assembled text of lua/<name>.lua; throws naming the script when a part is missing or includes itself. */
 export const luaSource = (name, including = []) => {
-  if (including.includes(name)) throw new Error(`lua/${name}.lua includes itself (${[...including, name].join(" -> ")})`)
+  if (including.includes(name))
+    throw new Error(`lua/${name}.lua includes itself (${[...including, name].join(" -> ")})`)
   let text
   try {
     text = readFileSync(`${luaDir}${name}.lua`, "utf8")

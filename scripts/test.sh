@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full test gate: ensures redis-server/redis-cli exist, embeds lua/ (scripts/gen-lua.mjs), typechecks (when
-# tsconfig.json exists), refuses skipped tests, then runs vitest against real Redis.
+# tsconfig.json exists), lints and checks the formatting, refuses skipped tests, then runs vitest against real Redis.
 # Extra arguments are passed to `vitest run`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,6 +21,11 @@ node scripts/gen-lua.mjs
 if [ -f tsconfig.json ]; then
   npx tsc -p tsconfig.json --noEmit
 fi
+
+# Lint (eslint.config.js) and formatting (.prettierrc.json): fix with `npm run lint:fix` and
+# `npm run format`. Both cache what they checked, so a re-run looks only at changed files.
+npm run --silent lint
+npm run --silent format:check
 
 # No test may be skipped: fail on statically skipped / conditional / todo tests.
 skip_re='\b(it|test|describe|suite)(\.[A-Za-z]+)*\.(skip|todo|skipIf|runIf)\b'

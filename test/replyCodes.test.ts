@@ -29,7 +29,9 @@ const tableLine = /^-- (?:Reply|status) \((\w+) in src\/internal\/replyCodes\.ts
 const codeLine = /^-- {1,4}(-?\d+|'[a-z]+') +([A-Z]\w*)\b/
 
 /** The table a header names and the codes it lists (code -> name), or undefined when it names none. */
-const codesOf = (header: ReadonlyArray<string>): { readonly table: string; readonly codes: Map<string, string> } | undefined => {
+const codesOf = (
+  header: ReadonlyArray<string>
+): { readonly table: string; readonly codes: Map<string, string> } | undefined => {
   const at = header.findIndex((line) => tableLine.test(line))
   if (at === -1) return undefined
   const codes = new Map<string, string>()
@@ -92,8 +94,14 @@ describe("Lua scripts", () => {
       const firstOther = code.findIndex((line) => line.trim() !== "" && !line.startsWith("local "))
       const top = firstOther === -1 ? code : code.slice(0, firstOther)
       const rest = firstOther === -1 ? [] : code.slice(firstOther)
-      expect(top.some((line) => /\bKEYS\[/.test(line)), `${script} names its KEYS at the top`).toBe(true)
-      expect(rest.filter((line) => /\b(KEYS|ARGV)\[\d/.test(line)), `${script} reads KEYS/ARGV past its locals`).toEqual([])
+      expect(
+        top.some((line) => /\bKEYS\[/.test(line)),
+        `${script} names its KEYS at the top`
+      ).toBe(true)
+      expect(
+        rest.filter((line) => /\b(KEYS|ARGV)\[\d/.test(line)),
+        `${script} reads KEYS/ARGV past its locals`
+      ).toEqual([])
     }
   })
 
