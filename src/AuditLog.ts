@@ -24,7 +24,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
-import { type AuditIntegrity, type AuditRecord, buildNextRecord } from "./Chain.js"
+import { type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"
 import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
 import { spanned } from "./internal/observe.js"
@@ -73,9 +73,7 @@ export const makeWith = (store: AuditStoreShape): Effect.Effect<AuditLogShape> =
         Effect.flatMap((fields) =>
           store.transaction((tx) =>
             Effect.flatMap(tx.readLastIntegrity, (previous) => {
-              // The head is an auditIntegrity the store validated (sequence, eventHash);
-              // buildNextRecord reads only those two fields of it.
-              const record = buildNextRecord(fields, previous as AuditIntegrity | null)
+              const record = buildNextRecord(fields, previous)
               return Effect.as(tx.persist(record), record)
             })
           )

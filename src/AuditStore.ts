@@ -57,7 +57,6 @@ import {
   isIntegrity,
   type AppendOutcome,
   type AuditBacking,
-  type Integrity,
   type PreparedAppend
 } from "./internal/audit/backing.js"
 import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
@@ -72,12 +71,13 @@ import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
-export type { Integrity } from "./internal/audit/backing.js"
+/** The chain head's type (`Chain.AuditIntegrity`), under the name the facade has always used. */
+export type { AuditIntegrity as Integrity } from "./Chain.js"
 
 /** What `build` gets inside a transaction. */
 export interface AuditTransaction {
   /** The last record's `auditIntegrity`, or null for the empty chain. */
-  readonly readLastIntegrity: Effect.Effect<Integrity | null, StoreError>
+  readonly readLastIntegrity: Effect.Effect<AuditIntegrity | null, StoreError>
   /**
    * Appends `record` if the head is still the one named by its `previousHash`;
    * fails with `FenceConflict` (and `build` re-runs) if another writer got there first.
@@ -94,7 +94,7 @@ export interface AuditStoreShape {
   /** `{ ok: true }`, or `{ ok: false, reason }` within about 2 s when Redis is gone or read-only. */
   readonly ready: Effect.Effect<Readiness>
   /** The current head's integrity, read from the store (not the cache). */
-  readonly head: Effect.Effect<Integrity | null, ReadError>
+  readonly head: Effect.Effect<AuditIntegrity | null, ReadError>
   /** The number of records in the chain. */
   readonly length: Effect.Effect<number, ReadError>
   /** The head keys and the list's end, read at one instant (see `internal/chainHead`). */
@@ -148,14 +148,14 @@ export const checkAuditOptions = (options: AuditStoreOptions): InvalidConfig | u
   return undefined
 }
 
-const pointOf = (head: Integrity | null): ChainPoint | null =>
+const pointOf = (head: AuditIntegrity | null): ChainPoint | null =>
   head === null ? null : { sequence: head.sequence, eventHash: head.eventHash }
 
 const samePoint = (a: ChainPoint, b: ChainPoint | null): boolean =>
   b !== null && a.sequence === b.sequence && a.eventHash === b.eventHash
 
 /** Why a record whose parent is not a record of the chain was refused. */
-const notSuccessor = (write: PreparedAppend, head: Integrity | null): string => {
+const notSuccessor = (write: PreparedAppend, head: AuditIntegrity | null): string => {
   const headSequence = head?.sequence ?? 0
   if (write.expectedPrev === (head?.eventHash ?? "")) {
     return `sequence ${write.sequence} does not follow the head's ${headSequence}`
@@ -186,7 +186,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const rewindCounter = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
   // What `readLastIntegrity` hands out; undefined when it must be read. Only ever a hint:
   // the append is fenced, so a stale value costs one rejected append, never a fork.
-  let hint: Integrity | null | undefined
+  let hint: AuditIntegrity | null | undefined
   // The latest head this replica has proof Redis held (a commit, a conflict reply, or a
   // fresh read that continues it: see `readFresh`): every append asks the script to
   // check the chain still holds it (free when the record is built on it), so a rewind
@@ -196,7 +196,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   let reported: ChainPoint | null = null
 
   /** A head learned from a commit or from a reply the script checked against `seen`. */
-  const learn = (head: Integrity | null) => {
+  const learn = (head: AuditIntegrity | null) => {
     hint = head
     seen = pointOf(head)
   }
@@ -205,7 +205,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   // one instant): then it becomes `seen`, so losing it before this replica commits on it
   // is a rewind too. One that does not continue `seen` (shorter, or `seen` gone) leaves
   // `seen` as it is, and the next append reports the rewind.
-  const readFresh = (known: ChainPoint | null): Effect.Effect<Integrity | null, StoreError> =>
+  const readFresh = (known: ChainPoint | null): Effect.Effect<AuditIntegrity | null, StoreError> =>
     known === null
       ? Effect.map(backing.readHead, (head) => {
           seen ??= pointOf(head)
@@ -216,7 +216,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
           return head
         })
 
-  const readLastIntegrity: Effect.Effect<Integrity | null, StoreError> = Effect.suspend(() =>
+  const readLastIntegrity: Effect.Effect<AuditIntegrity | null, StoreError> = Effect.suspend(() =>
     hint !== undefined
       ? Effect.succeed(hint === null ? null : { ...hint })
       : Effect.map(readFresh(seen), (head) => {
@@ -326,7 +326,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   }
 
   /** The chain no longer holds `lost`: counted and logged once, then the `onRewind` policy. */
-  const rewound = (lost: ChainPoint, current: Integrity | null, claim: LockClaim | undefined) => {
+  const rewound = (lost: ChainPoint, current: AuditIntegrity | null, claim: LockClaim | undefined) => {
     const error = new ChainRewound({ prefix, seen: lost, current: pointOf(current) })
     const report = samePoint(lost, reported)
       ? Effect.void
@@ -349,13 +349,13 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
    */
   const recordRewind = (
     error: ChainRewound,
-    current: Integrity | null,
+    current: AuditIntegrity | null,
     claim: LockClaim | undefined
   ): Effect.Effect<never, FenceConflict | StoreError> =>
     Effect.gen(function* () {
       const detectedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
       const event = rewindEvent({ lost: error.seen, resumedOn: error.current, detectedAt })
-      const gap = buildNextRecord(event, current as AuditIntegrity | null)
+      const gap = buildNextRecord(event, current)
       const write = yield* prepare(gap, claim, error.current)
       const outcome = yield* committing(appendOnce(write), landed)
       if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)

@@ -2,7 +2,7 @@
  * Schemas of the chain's format, for apps that decode heads with effect/Schema. Kept
  * apart from Chain.ts so that importing the stores or the facade never loads
  * effect/Schema (and the fast-check it pulls in); the stores parse heads by hand
- * (`AuditBacking.parseIntegrity`) with the same rules.
+ * (`AuditBacking.parseIntegrity`) with the chain's rules.
  */
 import * as Schema from "effect/Schema"
 import type { AuditIntegrity as Integrity } from "./Chain.js"
@@ -11,11 +11,12 @@ import type { AuditIntegrity as Integrity } from "./Chain.js"
 const Hash = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-]{43}$/))
 
 /**
- * Decodes a stored chain head (an `auditIntegrity` object). Stricter than haechi's
- * verifier on shape (the hashes must look like sha256 base64url, the sequence must be a
- * positive integer), because a head is used as an append fence.
+ * Decodes a stored chain head (an `auditIntegrity` object) to a `Chain.AuditIntegrity`
+ * as haechi writes it. Stricter than haechi's verifier and the stores on shape (`alg`
+ * and `canonicalization` must be haechi's, the hashes must look like sha256 base64url,
+ * the sequence must be a positive integer), because a head is used as an append fence.
  */
-export const AuditIntegrity: Schema.Schema<Integrity> = Schema.mutable(
+export const AuditIntegrity: Schema.Schema<HaechiIntegrity> = Schema.mutable(
   Schema.Struct({
     alg: Schema.Literal("sha256"),
     canonicalization: Schema.Literal("json-stable-v1"),
@@ -25,5 +26,8 @@ export const AuditIntegrity: Schema.Schema<Integrity> = Schema.mutable(
   })
 )
 
+/** A `Chain.AuditIntegrity` whose `alg` and `canonicalization` are haechi's: what `AuditIntegrity` decodes to. */
+export type HaechiIntegrity = Integrity & { alg: "sha256"; canonicalization: "json-stable-v1" }
+
 /** Decodes a stored chain head from its JSON text. */
-export const AuditIntegrityFromJson: Schema.Schema<Integrity, string> = Schema.parseJson(AuditIntegrity)
+export const AuditIntegrityFromJson: Schema.Schema<HaechiIntegrity, string> = Schema.parseJson(AuditIntegrity)

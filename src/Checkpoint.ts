@@ -21,15 +21,19 @@
  * - Keys are never logged: a signer prints as its verifier key; errors name the key
  *   file and the problem only.
  * - Every note read is parsed strictly and verified; see `open` / `openAll`.
+ *
+ * Mechanism, in `internal/checkpoint/`: the note format (`note`), Ed25519 keys and key
+ * files (`ed25519`), opening and signing checkpoints (`checkpoints`), the fence
+ * (`fence`), the sinks (`sinks`), the signing schedule (`schedule`) and the check of a
+ * chain against checkpoints (`against`).
  */
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Redacted from "effect/Redacted"
-import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Chunk from "effect/Chunk"
@@ -59,6 +63,7 @@ import { readKeyFile, Signer, signerFromText, verifierFromText, writeKeyFile } f
 import { memoryFence, redisFence, type CheckpointFence, type Point } from "./internal/checkpoint/fence.js"
 import type { VerifierKey } from "./internal/checkpoint/note.js"
 import { readLastNote, type CheckpointSink } from "./internal/checkpoint/sinks.js"
+import { signWhenDue } from "./internal/checkpoint/schedule.js"
 import { spanned } from "./internal/observe.js"
 
 export type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
@@ -225,44 +230,52 @@ const pointAt = (store: AuditStoreShape, size: number) =>
     })
   )
 
+/**
+ * The head the checkpointer may sign: the chain verified from `from` (its newest
+ * checkpoint) to the head, or undefined for an empty chain. `ChainMissesCheckpoint` when
+ * the chain no longer holds `from`, `CorruptData` when it does not verify.
+ */
+const verifiedHead = (
+  store: AuditStoreShape,
+  from: SignedCheckpoint | undefined,
+  pageSize: number | undefined
+): Effect.Effect<Point | undefined, CheckpointError> =>
+  Effect.flatMap(
+    verifyStore({ from: from === undefined ? undefined : { sequence: from.size, eventHash: from.hash }, pageSize }),
+    (result): Effect.Effect<Point | undefined, CheckpointError, AuditStore> => {
+      if (result.valid) {
+        return Effect.succeed(result.headHash === null ? undefined : { size: result.headSequence, hash: result.headHash })
+      }
+      if (from !== undefined && result.failedSequence === from.size) {
+        return Effect.flatMap(pointAt(store, from.size), (found) =>
+          Effect.fail(new ChainMissesCheckpoint({ prefix: store.prefix, checkpoint: from, found }))
+        )
+      }
+      return Effect.fail(
+        new CorruptData({
+          key: auditKeys(store.prefix).chain,
+          element: result.index,
+          detail: `the chain does not verify at sequence ${result.failedSequence} (${describeFailure(result.reason)}); nothing signed`
+        })
+      )
+    }
+  ).pipe(Effect.provideService(AuditStore, store))
+
 /** The checkpointer over `store` and `fence` (no schedule): `make` and the layers add one. */
-export const makeWith = (
+const checkpointer = (
   store: AuditStoreShape,
   fence: CheckpointFence,
   signer: Signer,
   sink: CheckpointSink,
   trusted: SignedCheckpoint | undefined,
-  pageSize?: number
+  pageSize: number | undefined
 ): Effect.Effect<CheckpointShape> =>
   Effect.map(Effect.makeSemaphore(1), (semaphore) => {
     let current = trusted
-    const chain = auditKeys(store.prefix).chain
-
-    const verifiedHead = (from: SignedCheckpoint | undefined) =>
-      Effect.flatMap(
-        verifyStore({ from: from === undefined ? undefined : { sequence: from.size, eventHash: from.hash }, pageSize }),
-        (result): Effect.Effect<Point | undefined, CheckpointError, AuditStore> => {
-          if (result.valid) {
-            return Effect.succeed(result.headHash === null ? undefined : { size: result.headSequence, hash: result.headHash })
-          }
-          if (from !== undefined && result.failedSequence === from.size) {
-            return Effect.flatMap(pointAt(store, from.size), (found) =>
-              Effect.fail(new ChainMissesCheckpoint({ prefix: store.prefix, checkpoint: from, found }))
-            )
-          }
-          return Effect.fail(
-            new CorruptData({
-              key: chain,
-              element: result.index,
-              detail: `the chain does not verify at sequence ${result.failedSequence} (${describeFailure(result.reason)}); nothing signed`
-            })
-          )
-        }
-      ).pipe(Effect.provideService(AuditStore, store))
 
     const checkpoint: Effect.Effect<CheckpointOutcome, CheckpointError> = Effect.gen(function* () {
       const from = current
-      const head = yield* verifiedHead(from)
+      const head = yield* verifiedHead(store, from, pageSize)
       if (head === undefined || (from !== undefined && head.size === from.size)) {
         return { _tag: "Unchanged", size: head?.size ?? 0 } as const
       }
@@ -289,41 +302,6 @@ export const makeWith = (
     }
   })
 
-/** Runs `checkpointer.checkpoint` when due, until the scope closes; failures are counted and logged. */
-const schedule = (
-  checkpointer: CheckpointShape,
-  store: AuditStoreShape,
-  options: CheckpointOptions
-): Effect.Effect<void, never, Scope.Scope> => {
-  const { everyRecords, everySeconds } = options
-  if (everyRecords === undefined && everySeconds === undefined) return Effect.void
-  const poll =
-    everyRecords === undefined
-      ? Duration.seconds(everySeconds!)
-      : Duration.min(Duration.decode(options.pollInterval ?? "1 second"), Duration.seconds(everySeconds ?? Infinity))
-  let lastSignedAt = Date.now()
-  const tick = Effect.gen(function* () {
-    const head = yield* store.head
-    const size = head?.sequence ?? 0
-    const signedSize = (yield* checkpointer.latest)?.size ?? 0
-    const grown = size - signedSize
-    const due =
-      (everyRecords !== undefined && grown >= everyRecords) ||
-      (everySeconds !== undefined && grown > 0 && Date.now() - lastSignedAt >= everySeconds * 1000)
-    if (!due) return
-    yield* checkpointer.checkpoint
-    lastSignedAt = Date.now()
-  }).pipe(
-    Effect.catchAll((error) =>
-      Effect.zipRight(
-        Metric.increment(Metric.tagged(Metrics.checkpointFailures, "prefix", store.prefix)),
-        Effect.logError(`haechi-store checkpoint failed: ${error.message}`)
-      )
-    )
-  )
-  return Effect.asVoid(Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(poll))))
-}
-
 const setup = (options: CheckpointOptions) =>
   Effect.gen(function* () {
     yield* positive("everyRecords", options.everyRecords, true)
@@ -335,6 +313,19 @@ const setup = (options: CheckpointOptions) =>
         ? undefined
         : newestOf(yield* openCheckpoints(text, (yield* verifierKey(signer.verifierKey))))
     return { signer, trusted }
+  })
+
+/** The checkpointer over `store` with the fence `fenceFor` makes for its signer, signing on its schedule for the scope's life. */
+const start = (
+  store: AuditStoreShape,
+  fenceFor: (signer: Signer) => CheckpointFence,
+  options: CheckpointOptions
+): Effect.Effect<CheckpointShape, CheckpointMakeError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { signer, trusted } = yield* setup(options)
+    const made = yield* checkpointer(store, fenceFor(signer), signer, options.sink, trusted, options.pageSize)
+    yield* signWhenDue({ prefix: store.prefix, head: store.head, latest: made.latest, checkpoint: made.checkpoint }, options)
+    return made
   })
 
 export type CheckpointMakeError = CheckpointKeyInvalid | CheckpointNoteRejected | CheckpointSinkFailed | InvalidConfig
@@ -350,31 +341,24 @@ export const make = (
   Effect.gen(function* () {
     const store = yield* AuditStore
     const redis = yield* RedisClient
-    const { signer, trusted } = yield* setup(options)
-    const fence = redisFence(redis, auditKeys(store.prefix), signer.name)
-    const checkpointer = yield* makeWith(store, fence, signer, options.sink, trusted, options.pageSize)
-    yield* schedule(checkpointer, store, options)
-    return checkpointer
+    return yield* start(store, (signer) => redisFence(redis, auditKeys(store.prefix), signer.name), options)
   })
 
 /** The checkpointer as a layer over `AuditStore` and `RedisClient`. */
 export const layer = (options: CheckpointOptions): Layer.Layer<Checkpoint, CheckpointMakeError, AuditStore | RedisClient> =>
   Layer.scoped(Checkpoint, make(options))
 
+/** The list element at `index` (undefined past the end), for the in-memory fence. */
+const elementAt = (store: AuditStoreShape) => (index: number) =>
+  Effect.map(Stream.runCollect(Stream.take(store.readChainJson({ from: index, pageSize: 1 }), 1)), (page) =>
+    Chunk.get(page, 0)._tag === "Some" ? Chunk.unsafeGet(page, 0) : undefined
+  )
+
 /** The checkpointer over an in-memory store (one process): the fence lives in memory too. */
 export const layerMemory = (options: CheckpointOptions): Layer.Layer<Checkpoint, CheckpointMakeError, AuditStore> =>
   Layer.scoped(
     Checkpoint,
-    Effect.gen(function* () {
-      const store = yield* AuditStore
-      const { signer, trusted } = yield* setup(options)
-      const elementAt = (index: number) =>
-        Effect.map(Stream.runCollect(Stream.take(store.readChainJson({ from: index, pageSize: 1 }), 1)), (page) =>
-          Chunk.get(page, 0)._tag === "Some" ? Chunk.unsafeGet(page, 0) : undefined
-        )
-      const fence = memoryFence(store.prefix, signer.name, elementAt)
-      const checkpointer = yield* makeWith(store, fence, signer, options.sink, trusted, options.pageSize)
-      yield* schedule(checkpointer, store, options)
-      return checkpointer
-    })
+    Effect.flatMap(AuditStore, (store) =>
+      start(store, (signer) => memoryFence(store.prefix, signer.name, elementAt(store)), options)
+    )
   )

@@ -15,7 +15,7 @@
  *   one fold state (a few numbers and one hash) is carried from record to record.
  * - With a trusted checkpoint only its own record and what follows it are read.
  * - The head keys are checked against the list first, at one instant (the rule of
- *   `internal/chainHead`): `head`/`head:hash` missing on a non-empty list, or disagreeing
+ *   `internal/audit/chainHead`): `head`/`head:hash` missing on a non-empty list, or disagreeing
  *   with it, is `{ valid: false }` with reason `HeadKeysDisagree` naming the keys (after
  *   the list itself verified; a failing record is reported first).
  * - Records appended by `onRewind: "record"` are listed in `rewinds` (absent when none).
@@ -25,29 +25,25 @@
  * Records appended while a verification runs are read and verified too (they must
  * chain on); the store's head is read once, before the list, as the point the chain
  * must reach.
+ *
+ * Mechanism: the page fold (the checkpoint's record, `Chain.stepJson`, the recorded
+ * head, the rewind records) is `internal/audit/verifyFold`; the options' checks
+ * `internal/audit/verifyOptions`; the JSONL lines `internal/audit/verifyExport`.
  */
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { AuditStore, type Integrity } from "./AuditStore.js"
-import {
-  type ChainState,
-  type Checkpoint,
-  chainResult,
-  computeEventHash,
-  initialChainState,
-  stepJson,
-  type VerifyFailureReason,
-  VerifyFailureReason as Reason,
-  type VerifyResult
-} from "./Chain.js"
+import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
+import type { Checkpoint, VerifyResult } from "./Chain.js"
+import { CorruptData, type InvalidConfig, type StoreError } from "./Errors.js"
 import { parseIntegrity } from "./internal/audit/backing.js"
-import { ChainBroken, CorruptData, InvalidConfig, type StoreError } from "./Errors.js"
-import type { AuditStoreShape } from "./AuditStore.js"
-import { disagreementError, headKeysDisagreement } from "./internal/audit/chainHead.js"
+import { snapshotDisagreement } from "./internal/audit/chainHead.js"
+import type { RecordedRewind } from "./internal/audit/rewindRecord.js"
+import { oneLineEach } from "./internal/audit/verifyExport.js"
+import { PageFold, withHeadKeys } from "./internal/audit/verifyFold.js"
+import { checkCheckpoint, checkPageSize } from "./internal/audit/verifyOptions.js"
 import { bySize, firstAtOrAfter, pinCheck } from "./internal/checkpoint/against.js"
 import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
-import { recordedRewind, type RecordedRewind } from "./internal/audit/rewindRecord.js"
 import { auditKeys } from "./internal/keys.js"
 import { spanned } from "./internal/observe.js"
 
@@ -61,11 +57,11 @@ export type StoreVerifyResult = VerifyResult & {
 }
 
 /**
- * Default LRANGE page: large enough to keep round trips off the critical path (the next
- * page is fetched while one is hashed), small enough that one LRANGE blocks Redis for
- * well under a millisecond.
+ * Default LRANGE page (1000): large enough to keep round trips off the critical path
+ * (the next page is fetched while one is hashed), small enough that one LRANGE blocks
+ * Redis for well under a millisecond.
  */
-export const DEFAULT_PAGE_SIZE = 1000
+export { DEFAULT_PAGE_SIZE } from "./internal/audit/verifyOptions.js"
 
 export interface VerifyStoreOptions {
   /**
@@ -111,9 +107,7 @@ export const verifyStore = (
     // The head first (with the list's end, at one instant): the list can only grow past it while we read.
     const keys = auditKeys(store.prefix)
     const snapshot = yield* store.headKeys
-    const disagreement = headKeysDisagreement(snapshot)
-    const broken =
-      disagreement === undefined ? undefined : disagreementError(keys, disagreement, snapshot.length, headSequenceOf(snapshot.headJson))
+    const broken = snapshotDisagreement(keys, snapshot)
     if (broken instanceof CorruptData) return yield* Effect.fail(broken)
     const head = snapshot.headJson === null ? null : yield* parseIntegrity(snapshot.headJson, keys.head)
     const length = snapshot.length
@@ -122,7 +116,7 @@ export const verifyStore = (
     const total = Math.max(0, length - startIndex)
     const progress = options.onProgress
 
-    const fold = new Fold(from, head)
+    const fold = new PageFold(from, head)
     let read = 0
     // (Not Stream.runForEachWhile: in effect 3.22 it keeps every chunk it was given
     // until the stream ends, so memory would grow with the chain.)
@@ -136,7 +130,10 @@ export const verifyStore = (
         return progress === undefined ? Effect.void : progress(read, total)
       })
     )
-    const result = withHeadKeys(fold.result(), broken, fold.rewinds)
+    const result: StoreVerifyResult = {
+      ...withHeadKeys(fold.result(), broken),
+      ...(fold.rewinds.length > 0 ? { rewinds: fold.rewinds } : {})
+    }
     yield* Effect.annotateCurrentSpan({
       "haechi.verify.valid": result.valid,
       "haechi.verify.records": result.records,
@@ -173,6 +170,7 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
       yield* Effect.annotateCurrentSpan("haechi.prefix", store.prefix)
       const total = yield* store.length
       const progress = options.onProgress
+      const chainKey = auditKeys(store.prefix).chain
       let exported = 0
       return store.readChainJson({ pageSize }).pipe(
         Stream.chunks,
@@ -181,216 +179,13 @@ export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, 
         Stream.mapEffect((page) => {
           const start = exported
           exported += page.length
-          const lines = Effect.suspend(() => oneLineEach(page, start, store.prefix))
+          const lines = Effect.suspend(() => oneLineEach(page, start, chainKey))
           return progress === undefined ? lines : Effect.tap(lines, () => progress(exported, total))
         }),
         Stream.flattenChunks
       )
     })
   ).pipe(Stream.withSpan("haechi.audit.export"))
-
-// ---------------------------------------------------------------------------
-// internals
-
-const headSequenceOf = (json: string | null): number | null => {
-  try {
-    const sequence = json === null ? undefined : (JSON.parse(json) as { sequence?: unknown } | null)?.sequence
-    return typeof sequence === "number" ? sequence : null
-  } catch {
-    return null
-  }
-}
-
-/** The list's result, failed with `HeadKeysDisagree` when the list verified but the head keys do not agree with it. */
-const withHeadKeys = (
-  result: VerifyResult,
-  broken: ChainBroken | undefined,
-  rewinds: ReadonlyArray<RecordedRewind>
-): StoreVerifyResult => {
-  const listed = rewinds.length > 0 ? { rewinds } : {}
-  if (!result.valid || broken === undefined) return { ...result, ...listed }
-  return {
-    valid: false,
-    records: result.records,
-    failedSequence: result.headSequence + 1,
-    index: result.headSequence,
-    reason: Reason.HeadKeysDisagree({ keys: broken.keys, detail: broken.detail }),
-    headHash: result.headHash,
-    headSequence: result.headSequence,
-    ...listed
-  }
-}
-
-const lineBreak = /[\r\n]/
-
-/** The page with every element on one line (unchanged unless it spans several). */
-const oneLineEach = (
-  page: Chunk.Chunk<string>,
-  start: number,
-  prefix: string
-): Effect.Effect<Chunk.Chunk<string>, CorruptData> => {
-  const lines = Chunk.toReadonlyArray(page)
-  let out: Array<string> | undefined
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!
-    if (!lineBreak.test(line)) continue
-    try {
-      ;(out ??= lines.slice())[i] = JSON.stringify(JSON.parse(line))
-    } catch {
-      return Effect.fail(
-        new CorruptData({ key: `${prefix}chain`, element: start + i, detail: "not JSON, and spread over several lines" })
-      )
-    }
-  }
-  return Effect.succeed(out === undefined ? page : Chunk.unsafeFromArray(out))
-}
-
-const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Checkpoint | undefined, InvalidConfig> => {
-  if (from === undefined) return Effect.succeed(undefined)
-  try {
-    initialChainState({ from })
-  } catch (error) {
-    return Effect.fail(new InvalidConfig({ option: "from", reason: error instanceof Error ? error.message : String(error) }))
-  }
-  if (from.sequence > 0 && (typeof from.eventHash !== "string" || from.eventHash.length === 0)) {
-    return Effect.fail(new InvalidConfig({ option: "from", reason: "checkpoint eventHash must be a non-empty string" }))
-  }
-  return Effect.succeed(from.sequence === 0 ? undefined : from)
-}
-
-const checkPageSize = (pageSize: number | undefined): Effect.Effect<number, InvalidConfig> =>
-  pageSize === undefined
-    ? Effect.succeed(DEFAULT_PAGE_SIZE)
-    : Number.isSafeInteger(pageSize) && pageSize >= 1
-      ? Effect.succeed(pageSize)
-      : Effect.fail(new InvalidConfig({ option: "pageSize", reason: "must be a positive integer" }))
-
-const closed = (state: ChainState, failure: VerifyFailureReason): ChainState => ({
-  expectedSequence: state.expectedSequence,
-  previousHash: state.previousHash,
-  records: state.records,
-  failure
-})
-
-/**
- * The fold over the list, page by page: the checkpoint's own record first (when there
- * is a checkpoint), then `Chain.stepJson` per record, with the recorded head checked
- * when the fold passes its sequence. Plain loops: this is the hot path.
- */
-class Fold {
-  private state: ChainState
-  /** The checkpoint whose record must come first; undefined once it has been checked. */
-  private pending: Checkpoint | undefined
-  /** A failure at the checkpoint's record, which precedes the fold proper. */
-  private checkpointFailure: VerifyFailureReason | undefined
-  private readonly headSequence: number
-  private readonly headHash: string | null
-  /** The rewind records met so far (in verified records only). */
-  readonly rewinds: Array<RecordedRewind> = []
-
-  constructor(
-    private readonly from: Checkpoint | undefined,
-    head: Integrity | null
-  ) {
-    this.state = initialChainState(from === undefined ? undefined : { from })
-    this.pending = from
-    this.headSequence = head?.sequence ?? 0
-    this.headHash = head?.eventHash ?? null
-  }
-
-  get open(): boolean {
-    return this.checkpointFailure === undefined && this.state.failure === undefined
-  }
-
-  page(page: Chunk.Chunk<string>): void {
-    const texts = Chunk.toReadonlyArray(page)
-    let i = 0
-    if (this.pending !== undefined && texts.length > 0) {
-      this.checkpointFailure = checkpointRecord(texts[0]!, this.pending, this.headSequence, this.headHash)
-      this.pending = undefined
-      i = 1
-    }
-    let state = this.state
-    const headSequence = this.headSequence
-    for (; i < texts.length && state.failure === undefined; i++) {
-      const text = texts[i]!
-      const next = stepJson(state, text)
-      const rewind = next.failure === undefined ? recordedRewind(text) : undefined
-      if (rewind !== undefined) this.rewinds.push(rewind)
-      if (
-        next.failure === undefined &&
-        next.expectedSequence - 1 === headSequence &&
-        next.previousHash !== this.headHash
-      ) {
-        state = closed(state, Reason.EventHashMismatch({ expected: this.headHash ?? "", actual: next.previousHash }))
-      } else {
-        state = next
-      }
-    }
-    this.state = state
-  }
-
-  result(): VerifyResult {
-    const from = this.from
-    const base = from === undefined ? 0 : from.sequence
-    if (this.pending !== undefined || this.checkpointFailure !== undefined) {
-      // The checkpoint's own record is missing or is not what the checkpoint recorded.
-      const sequence = (from as Checkpoint).sequence
-      return {
-        valid: false,
-        records: 0,
-        failedSequence: sequence,
-        index: sequence - 1,
-        reason: this.checkpointFailure ?? Reason.SequenceMismatch({ expected: sequence, actual: undefined }),
-        headHash: null,
-        headSequence: sequence - 1
-      }
-    }
-    let state = this.state
-    if (state.failure === undefined && state.expectedSequence - 1 < this.headSequence) {
-      // The list ends before the head the store recorded: its tail is missing.
-      state = closed(state, Reason.SequenceMismatch({ expected: state.expectedSequence, actual: undefined }))
-    }
-    const result = chainResult(state)
-    return result.valid ? result : { ...result, index: base + result.index }
-  }
-}
-
-/**
- * Checks the checkpoint's own record: it must be a record with the checkpoint's
- * sequence whose content hashes to its stored `eventHash`, which must be the
- * checkpoint's (and the recorded head's, when it is the head). Returns the failure.
- */
-const checkpointRecord = (
-  text: string,
-  from: Checkpoint,
-  headSequence: number,
-  headHash: string | null
-): VerifyFailureReason | undefined => {
-  let record: unknown
-  try {
-    record = JSON.parse(text)
-  } catch {
-    return Reason.Unparseable()
-  }
-  if (typeof record !== "object" || record === null || Array.isArray(record)) return Reason.NotAnObject()
-  const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
-  if (!integrity || typeof integrity !== "object") return Reason.MissingAuditIntegrity()
-  const fields = integrity as { sequence?: unknown; eventHash?: unknown }
-  if (fields.sequence !== from.sequence) return Reason.SequenceMismatch({ expected: from.sequence, actual: fields.sequence })
-  let computed: string
-  try {
-    computed = computeEventHash(record as { auditIntegrity: object })
-  } catch {
-    return Reason.Uncanonicalizable()
-  }
-  if (fields.eventHash !== computed) return Reason.EventHashMismatch({ expected: computed, actual: fields.eventHash })
-  if (computed !== from.eventHash) return Reason.EventHashMismatch({ expected: from.eventHash ?? "", actual: computed })
-  if (from.sequence === headSequence && computed !== headHash) {
-    return Reason.EventHashMismatch({ expected: headHash ?? "", actual: computed })
-  }
-  return undefined
-}
 
 // ---------------------------------------------------------------------------
 // against signed checkpoints (see Checkpoint.ts)

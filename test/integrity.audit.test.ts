@@ -220,7 +220,7 @@ describe("the in-memory stores make the same checks", () => {
     for (const error of refused) expectTag(error, "InvalidRecord")
     const twice = await rejection(
       store.transaction(async ({ readLastIntegrity, persist }) => {
-        const next = buildNextRecord({ id: "two" }, (await readLastIntegrity()) as AuditIntegrity)
+        const next = buildNextRecord({ id: "two" }, await readLastIntegrity())
         await persist(next)
         await persist(buildNextRecord({ id: "three" }, next.auditIntegrity))
       })

@@ -347,7 +347,7 @@ describe("opt-in durable commits (WAIT / WAITAOF)", () => {
     const effectVault = await Effect.runPromise(
       Effect.provide(TokenStore.make({ keyPrefix: prefixes.vault, durability }), layer)
     )
-    const sink = createAuditSink({ store: toHaechiAuditStore(effectAudit) as unknown as CoreAuditStore })
+    const sink = createAuditSink({ store: toHaechiAuditStore(effectAudit) })
     const vault = createTokenVault({ store: toHaechiTokenStore(effectVault) })
     let written = 0
     for (let i = 0; i < 6; i++) {
@@ -428,7 +428,7 @@ describe("opt-in durable commits (WAIT / WAITAOF)", () => {
     })
       .transaction(async ({ persist, readLastIntegrity }) => {
         const { buildNextRecord } = await import("../src/Chain.js")
-        await persist(buildNextRecord({ type: "fault-test", id: "direct" }, (await readLastIntegrity()) as never))
+        await persist(buildNextRecord({ type: "fault-test", id: "direct" }, await readLastIntegrity()))
       })
       .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(DurabilityTimeout)

@@ -115,7 +115,7 @@ const writeChain = async (prefix: string, n: number, from = 0): Promise<Array<st
       for (let i = from; i < from + n; i++) {
         yield* store.transaction((tx) =>
           Effect.flatMap(tx.readLastIntegrity, (previous) =>
-            tx.persist(buildNextRecord(event(i), previous as AuditIntegrity | null))
+            tx.persist(buildNextRecord(event(i), previous))
           )
         )
       }
@@ -245,7 +245,7 @@ describe("verifyStore on chains written through the store", () => {
         const store = yield* AuditStore.AuditStore
         for (let i = 0; i < 7; i++) {
           yield* store.transaction((tx) =>
-            Effect.flatMap(tx.readLastIntegrity, (p) => tx.persist(buildNextRecord(event(i), p as AuditIntegrity | null)))
+            Effect.flatMap(tx.readLastIntegrity, (p) => tx.persist(buildNextRecord(event(i), p)))
           )
         }
         return yield* verifyStore({ pageSize: 2 })

@@ -34,11 +34,11 @@ import { uniquePrefix } from "./keys.js"
 import { sharedRedis } from "./shared.js"
 
 /**
- * haechi's core types the chain head as its own `AuditIntegrity`; the facade's `Integrity`
- * is a looser structural type of the same JSON, so the core's view needs this one cast.
+ * The facade as haechi's core sees it: the core's head type is `Chain.AuditIntegrity`,
+ * the one the facade hands out, so the facade fits the core's contract as it is.
  */
 export type AuditStoreUnderTest = CoreAuditStore & { ready(): ReturnType<HaechiAuditStore["ready"]> }
-export const asCore = (store: HaechiAuditStore): AuditStoreUnderTest => store as unknown as AuditStoreUnderTest
+export const asCore = (store: HaechiAuditStore): AuditStoreUnderTest => store
 
 export interface AuditFleet {
   readonly prefix: string

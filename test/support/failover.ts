@@ -144,7 +144,7 @@ export const fleetMember = async (
         fn({
           readLastIntegrity: async () => {
             const head = await readLastIntegrity()
-            seen = head as AuditIntegrity | null
+            seen = head
             return head
           },
           persist: async (record) => {

@@ -8,6 +8,7 @@
  * so the Redis and in-memory stores cannot drift apart.
  */
 import * as Effect from "effect/Effect"
+import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { auditKeys, type AuditKeys } from "../keys.js"
@@ -17,16 +18,6 @@ import { Scripts } from "../scripts.js"
 import { AuditAppendReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 
-/** The last record's `auditIntegrity`, as the chain stores it. */
-export interface Integrity {
-  readonly alg?: string
-  readonly canonicalization?: string
-  readonly sequence: number
-  readonly previousHash: string | null
-  readonly eventHash: string
-  readonly [key: string]: unknown
-}
-
 /** One record, ready to be appended: serialized once, fenced on `expectedPrev`. */
 export interface PreparedAppend {
   /** The head eventHash the record was built on; "" for the empty chain. */
@@ -34,7 +25,7 @@ export interface PreparedAppend {
   readonly recordJson: string
   readonly integrityJson: string
   /** A private copy of the record's integrity (the next head once committed). */
-  readonly integrity: Integrity
+  readonly integrity: AuditIntegrity
   readonly eventHash: string
   readonly sequence: number
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
@@ -59,20 +50,20 @@ export type AppendOutcome =
    * The head moved; `head` is the current one, so no extra read is needed to retry.
    * `tookLock`: the attempt's claim asked for the lock and now holds it.
    */
-  | { readonly _tag: "Conflict"; readonly head: Integrity | null; readonly headHash: string; readonly tookLock: boolean }
+  | { readonly _tag: "Conflict"; readonly head: AuditIntegrity | null; readonly headHash: string; readonly tookLock: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
   /** The chain no longer holds `seen` (rewound); `head` is the current one. Nothing written. */
-  | { readonly _tag: "Rewound"; readonly head: Integrity | null }
+  | { readonly _tag: "Rewound"; readonly head: AuditIntegrity | null }
   /**
    * The record's parent (its sequence - 1 and previousHash) is not a record of the chain:
    * it skips ahead of the head, or names a record the chain does not hold. Nothing written.
    */
-  | { readonly _tag: "NotSuccessor"; readonly head: Integrity | null }
+  | { readonly _tag: "NotSuccessor"; readonly head: AuditIntegrity | null }
 
 /** What `readHeadOver` found. */
 export interface HeadOver {
-  readonly head: Integrity | null
+  readonly head: AuditIntegrity | null
   readonly holdsSeen: boolean
 }
 
@@ -94,7 +85,7 @@ export type ReadBackingError = RedisError | CorruptData
 
 export interface AuditBacking {
   readonly keys: AuditKeys
-  readonly readHead: Effect.Effect<Integrity | null, ReadBackingError>
+  readonly readHead: Effect.Effect<AuditIntegrity | null, ReadBackingError>
   /**
    * The head, and whether the chain held `seen` at the same instant: then the head
    * continues `seen`, and a replica that saw `seen` may take the head as seen instead.
@@ -112,7 +103,7 @@ export interface AuditBacking {
 }
 
 /** Parses a stored head (auditIntegrity JSON); anything else is corrupt data at `key`. */
-export const parseIntegrity = (json: string, key: string, element?: number): Effect.Effect<Integrity, CorruptData> =>
+export const parseIntegrity = (json: string, key: string, element?: number): Effect.Effect<AuditIntegrity, CorruptData> =>
   Effect.try({
     try: () => JSON.parse(json) as unknown,
     catch: () => new CorruptData({ key, element, detail: "not JSON" })
@@ -124,7 +115,7 @@ export const parseIntegrity = (json: string, key: string, element?: number): Eff
     )
   )
 
-export const isIntegrity = (value: unknown): value is Integrity => {
+export const isIntegrity = (value: unknown): value is AuditIntegrity => {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return false
   const v = value as Record<string, unknown>
   return (

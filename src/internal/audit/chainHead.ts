@@ -84,3 +84,16 @@ export const disagreementError = (
       return broken([keys.head, keys.headHash, keys.chain], `the head keys disagree with the list (${what})`)
   }
 }
+
+const headSequenceOf = (json: string | null): number | null => {
+  const head = json === null ? undefined : objectOrUndefined(parse(json))
+  return typeof head?.sequence === "number" ? head.sequence : null
+}
+
+/** The typed error for a snapshot whose keys disagree (see `disagreementError`), or undefined when they agree. */
+export const snapshotDisagreement = (keys: AuditKeys, snapshot: HeadKeys): ChainBroken | CorruptData | undefined => {
+  const disagreement = headKeysDisagreement(snapshot)
+  return disagreement === undefined
+    ? undefined
+    : disagreementError(keys, disagreement, snapshot.length, headSequenceOf(snapshot.headJson))
+}
