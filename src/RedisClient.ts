@@ -19,6 +19,7 @@ import * as Redacted from "effect/Redacted"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { callScript, type ScriptDefinition } from "./internal/scripts.js"
+import { isClusterClient } from "./internal/client.js"
 
 /** An ioredis standalone client or cluster client. */
 export type RedisConnection = Redis | Cluster
@@ -99,7 +100,7 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
     Effect.tryPromise({ try: () => f(client), catch: (error) => toRedisError(operation, error) })
   return {
     client,
-    isCluster: client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true,
+    isCluster: isClusterClient(client),
     run,
     script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args)),
     scriptWithin: (script, keys, args, ms) =>
