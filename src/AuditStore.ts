@@ -72,6 +72,9 @@ import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
+/** Every Redis key the audit store under `prefix` may write, its lock's included (see the README's "Key layout"); the default prefix. */
+export { auditKeyList as keysOf, DEFAULT_AUDIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
+
 export type { Integrity } from "./internal/audit/backing.js"
 
 /** What `build` gets inside a transaction. */
