@@ -16,7 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import { Cluster, Redis, type RedisOptions } from "ioredis"
+import type { Cluster, Redis, RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { callScript, type ScriptDefinition } from "./internal/scripts.js"
 import { isClusterClient } from "./internal/client.js"
@@ -174,7 +174,8 @@ export const quitWithin = (client: RedisConnection, ms = QUIT_BOUND_MS): Promise
  */
 export const connect = (url: string | Redacted.Redacted<string>, options?: RedisOptions) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
+    // ioredis is loaded here, not at import: code that is handed a client never loads it.
+    Effect.map(Effect.promise(() => import("ioredis")), ({ Redis }) => {
       const plain = Redacted.isRedacted(url) ? Redacted.value(url) : url
       const client = options ? new Redis(plain, options) : new Redis(plain)
       // Connection errors reach callers as RedisUnavailable on their commands; without a
