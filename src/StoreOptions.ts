@@ -37,13 +37,14 @@ export interface StoreOptions {
   /**
    * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
    * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
-   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
+   * internal/durability.ts). Checked when the store is made (the Promise facade: before
+   * its first call): `aof` on an older Redis is `InvalidConfig`.
    */
   readonly durability?: DurabilityOptions
   /**
    * Redis only: check the server's eviction policy and persistence when the store is
-   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
-   * `UnsafeRedisConfig`; default "off".
+   * made, or before the Promise facade's first call (see internal/startupChecks.ts):
+   * "warn" logs problems, "fail" fails with `UnsafeRedisConfig`; default "off".
    */
   readonly startupChecks?: StartupChecksMode
   /**
