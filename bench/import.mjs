@@ -1,8 +1,9 @@
 /**
  * What importing the facade costs next to importing `effect/Effect`: each sample is a
  * fresh `node` process that times one dynamic `import()` (performance.now() around it),
- * the targets alternated; prints the medians, their ratio, and which of effect/Schema
- * and fast-check the facade's import graph loads (a resolve hook records every module).
+ * the targets alternated; prints the medians, their ratio, and which of effect/Schema,
+ * effect/Stream, ioredis and fast-check each graph loads (a resolve hook records every ES
+ * module; CommonJS files a package requires, such as ioredis's own, are not counted).
  *
  *   npm run build && node bench/import.mjs [samples=15]
  */
@@ -60,7 +61,10 @@ for (const [name, xs] of Object.entries(times)) {
 }
 for (const [name, specifier] of Object.entries(targets).filter(([name]) => name.startsWith("haechi"))) {
   const urls = loaded(specifier)
-  const schema = urls.some((u) => /\/effect\/dist\/esm\/Schema\.js$/.test(u))
-  const fastCheck = urls.some((u) => /\/fast-check\//.test(u))
-  console.log(`  ${name}: ${urls.length} modules; effect/Schema ${schema ? "loaded" : "not loaded"}; fast-check ${fastCheck ? "loaded" : "not loaded"}`)
+  const has = (pattern) => (urls.some((u) => pattern.test(u)) ? "loaded" : "not loaded")
+  const schema = has(/\/effect\/dist\/esm\/Schema\.js$/)
+  const stream = has(/\/effect\/dist\/esm\/Stream\.js$/)
+  const ioredis = has(/\/ioredis\//)
+  const fastCheck = has(/\/fast-check\//)
+  console.log(`  ${name}: ${urls.length} ES modules; effect/Schema ${schema}; effect/Stream ${stream}; ioredis ${ioredis}; fast-check ${fastCheck}`)
 }

@@ -74,6 +74,9 @@ import { checkWitness, type WitnessError, type WitnessOptions } from "./internal
 /** The chain head's type (`Chain.AuditIntegrity`), under the name the facade has always used. */
 export type { AuditIntegrity as Integrity } from "./Chain.js"
 
+/** Every Redis key the audit store under `prefix` may write, its lock's included (see the README's "Key layout"); the default prefix. */
+export { auditKeyList as keysOf, DEFAULT_AUDIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
+
 /** What `build` gets inside a transaction. */
 export interface AuditTransaction {
   /** The last record's `auditIntegrity`, or null for the empty chain. */

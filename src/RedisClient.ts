@@ -16,9 +16,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import { Cluster, Redis, type RedisOptions } from "ioredis"
+import type { Cluster, Redis, RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
 import { callScript, type ScriptDefinition } from "./internal/scripts.js"
+import { isClusterClient } from "./internal/client.js"
 
 /** An ioredis standalone client or cluster client. */
 export type RedisConnection = Redis | Cluster
@@ -99,7 +100,7 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
     Effect.tryPromise({ try: () => f(client), catch: (error) => toRedisError(operation, error) })
   return {
     client,
-    isCluster: client instanceof Cluster || (client as { isCluster?: boolean }).isCluster === true,
+    isCluster: isClusterClient(client),
     run,
     script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args)),
     scriptWithin: (script, keys, args, ms) =>
@@ -173,7 +174,8 @@ export const quitWithin = (client: RedisConnection, ms = QUIT_BOUND_MS): Promise
  */
 export const connect = (url: string | Redacted.Redacted<string>, options?: RedisOptions) =>
   Effect.acquireRelease(
-    Effect.sync(() => {
+    // ioredis is loaded here, not at import: code that is handed a client never loads it.
+    Effect.map(Effect.promise(() => import("ioredis")), ({ Redis }) => {
       const plain = Redacted.isRedacted(url) ? Redacted.value(url) : url
       const client = options ? new Redis(plain, options) : new Redis(plain)
       // Connection errors reach callers as RedisUnavailable on their commands; without a

@@ -48,7 +48,7 @@ import type * as Tracer from "effect/Tracer"
 import { randomToken } from "./internal/commitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { now, sleep } from "./internal/deadline.js"
-import { hashedPart } from "./internal/keys.js"
+import { hashedPart, lockKeysOf } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
 import { outcomeOf } from "./internal/observe.js"
 import { RedisClient, timerDelay, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
@@ -166,12 +166,10 @@ const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, 
  * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
  * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
  */
-export const fenceKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
+export const fenceKeyOf = (key: string): string => lockKeysOf(key).fence
 
 /** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
-export const waitersKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
+export const waitersKeyOf = (key: string): string => lockKeysOf(key).waiters
 
 /** The channel the release script publishes on. */
 export const releaseChannelOf = (key: string): string => `${key}:released`

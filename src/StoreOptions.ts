@@ -1,22 +1,24 @@
 /**
  * The options both stores share, and the one place that turns them into a Redis store's
- * setup: a checked key prefix, the lock policy's guard, and the durable-commit step,
- * with the server-side checks run when the store is made, before anything is written
- * (and the embedded Lua scripts checked first: a broken build is `InvalidConfig`).
+ * setup, for the layers and the Promise facade alike: a checked key prefix, the lock
+ * policy's guard, the durable-commit step, and the server-side checks (start-up checks,
+ * durability's needs) that run before anything is written (the embedded Lua scripts are
+ * checked first: a broken build is `InvalidConfig`).
  */
 import * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Durability from "./internal/durability.js"
 import type { DurabilityOptions } from "./internal/durability.js"
 import type { InvalidConfig, StoreError } from "./Errors.js"
-import { timeoutMsOf } from "./internal/deadline.js"
+import { timeoutAfter, timeoutMsOf } from "./internal/deadline.js"
 import { checkPrefix } from "./internal/keys.js"
 import { checkLockPolicy, guardFor, type LockPolicy } from "./internal/lock/policy.js"
 import type { RedisClientShape } from "./RedisClient.js"
 import { retryScheduleFor, type RetrySchedule } from "./Retry.js"
 import { checkScripts } from "./internal/scripts.js"
-import { preflight, type StartupChecksMode, type StartupError } from "./internal/startupChecks.js"
+import { checkStartupChecksMode, runStartupChecks, type StartupChecksMode, type StartupError } from "./internal/startupChecks.js"
 import type { StoreGuard } from "./internal/storeGuard.js"
 
 export interface StoreOptions {
@@ -35,13 +37,14 @@ export interface StoreOptions {
   /**
    * Redis only: acknowledge a commit only once replicas (`WAIT`) and/or the AOF
    * (`WAITAOF`, Redis >= 7.2) have it, else fail with `DurabilityTimeout` (see
-   * Durability.ts). Checked when the store is made: `aof` on an older Redis is `InvalidConfig`.
+   * internal/durability.ts). Checked when the store is made (the Promise facade: before
+   * its first call): `aof` on an older Redis is `InvalidConfig`.
    */
   readonly durability?: DurabilityOptions
   /**
    * Redis only: check the server's eviction policy and persistence when the store is
-   * made (see StartupChecks.ts): "warn" logs problems, "fail" fails with
-   * `UnsafeRedisConfig`; default "off".
+   * made, or before the Promise facade's first call (see internal/startupChecks.ts):
+   * "warn" logs problems, "fail" fails with `UnsafeRedisConfig`; default "off".
    */
   readonly startupChecks?: StartupChecksMode
   /**
@@ -53,16 +56,33 @@ export interface StoreOptions {
   readonly timeout?: Duration.DurationInput
 }
 
-/** Prefix, guard and commit step of a Redis store, checked and ready. */
-export const setupRedisStore = <K extends { readonly lock: string; readonly readyProbe: string }>(
+/** A Redis store's setup: what its options stand for, checked without touching Redis. */
+export interface RedisStoreSetup {
+  readonly prefix: string
+  readonly guard: StoreGuard
+  /** The durable-commit step, then the caller's `afterCommit` (undefined: neither). */
+  readonly afterCommit: Effect.Effect<void, StoreError> | undefined
+  /**
+   * What the server must still be asked before the first write: the start-up checks and
+   * what `durability` needs (`WAITAOF` support), bounded by the store's `timeout`.
+   * Undefined when nothing is asked.
+   */
+  readonly serverChecks: Effect.Effect<void, InvalidConfig | StartupError> | undefined
+}
+
+/**
+ * Plans a Redis store from its options without touching Redis: the embedded scripts, the
+ * key prefix, the timeout, the lock policy, `durability` and `startupChecks` are checked
+ * (a bad one fails with `InvalidConfig` at once). The layers run `serverChecks` when the
+ * store is made (`setupRedisStore`); the Promise facade, whose factories are synchronous,
+ * runs them before its first operation.
+ */
+export const planRedisStore = <K extends { readonly lock: string; readonly readyProbe: string }>(
   redis: RedisClientShape,
   options: StoreOptions & { readonly keyPrefix?: string },
   defaultPrefix: string,
   keysOf: (prefix: string) => K
-): Effect.Effect<
-  { readonly prefix: string; readonly guard: StoreGuard; readonly afterCommit: Effect.Effect<void, StoreError> | undefined },
-  InvalidConfig | StartupError
-> =>
+): Effect.Effect<RedisStoreSetup, InvalidConfig> =>
   Effect.gen(function* () {
     yield* checkScripts
     const prefix = yield* checkPrefix(
@@ -72,16 +92,35 @@ export const setupRedisStore = <K extends { readonly lock: string; readonly read
       redis.isCluster
     )
     const keys = keysOf(prefix)
-    yield* timeoutMsOf(options.timeout)
+    const timeoutMs = yield* timeoutMsOf(options.timeout)
     const policy = yield* checkLockPolicy(options.lock)
-    const pre = yield* preflight(redis, options, { prefix, probeKey: keys.readyProbe })
-    if (pre.run !== undefined) yield* pre.run
-    const afterCommit =
-      pre.afterCommit === undefined || options.afterCommit === undefined
-        ? (pre.afterCommit ?? options.afterCommit)
-        : Effect.zipRight(pre.afterCommit, options.afterCommit)
-    return { prefix, guard: options.guard ?? guardFor(policy, redis, keys.lock), afterCommit }
+    const durability = yield* Durability.plan(options.durability)
+    const mode = yield* checkStartupChecksMode(options.startupChecks)
+    const durableStep = durability === undefined ? undefined : Durability.step(redis, durability, { prefix, probeKey: keys.readyProbe })
+    const checks: Array<Effect.Effect<void, InvalidConfig | StartupError>> = []
+    if (mode !== "off") checks.push(runStartupChecks(redis, mode))
+    if (durability?.aof) checks.push(Durability.prepare(redis, durability))
+    return {
+      prefix,
+      guard: options.guard ?? guardFor(policy, redis, keys.lock),
+      afterCommit:
+        durableStep === undefined || options.afterCommit === undefined
+          ? (durableStep ?? options.afterCommit)
+          : Effect.zipRight(durableStep, options.afterCommit),
+      // Bounded like every operation: a frozen or paused Redis cannot hold the store's making or first call.
+      serverChecks:
+        checks.length === 0 ? undefined : Effect.all(checks, { discard: true }).pipe(timeoutAfter("startup checks", timeoutMs))
+    }
   })
+
+/** Prefix, guard and commit step of a Redis store, checked and ready: `planRedisStore`, then its server checks. */
+export const setupRedisStore = <K extends { readonly lock: string; readonly readyProbe: string }>(
+  redis: RedisClientShape,
+  options: StoreOptions & { readonly keyPrefix?: string },
+  defaultPrefix: string,
+  keysOf: (prefix: string) => K
+): Effect.Effect<RedisStoreSetup, InvalidConfig | StartupError> =>
+  Effect.tap(planRedisStore(redis, options, defaultPrefix, keysOf), (setup) => setup.serverChecks ?? Effect.void)
 
 /** The settings a store's `layerConfig` reads; each unset one keeps the store's default. */
 export interface StoreConfig {

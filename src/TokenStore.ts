@@ -49,6 +49,9 @@ import {
   type Version
 } from "./internal/vault/backing.js"
 
+/** Every Redis key the token store under `prefix` may write, its lock's included (see the README's "Key layout"); the default prefix. */
+export { vaultKeyList as keysOf, DEFAULT_VAULT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
+
 /** A token record: a JSON object `{ type, createdAt, expiresAt, metadata, envelope, aad }`. */
 export type TokenRecord = Record<string, unknown>
 

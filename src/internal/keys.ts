@@ -57,6 +57,34 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
 })
 
 /**
+ * The keys a lock on `lockKey` uses: the lock itself, its fencing counter and its queue
+ * of waiters, both in the lock key's hash slot (a key without a hash tag becomes one).
+ */
+export const lockKeysOf = (lockKey: string): { readonly lock: string; readonly fence: string; readonly waiters: string } => {
+  const tagged = hashedPart(lockKey) === lockKey
+  return {
+    lock: lockKey,
+    fence: tagged ? `{${lockKey}}:fence` : `${lockKey}:fence`,
+    waiters: tagged ? `{${lockKey}}:waiters` : `${lockKey}:waiters`
+  }
+}
+
+/** Every key of a store's key set, with its lock's fence and waiters (the prefix itself is no key). */
+const keyList = (keys: { readonly prefix: string; readonly lock: string }): ReadonlyArray<string> => {
+  const own = Object.entries(keys)
+    .filter(([name]) => name !== "prefix")
+    .map(([, key]) => key)
+  const lock = lockKeysOf(keys.lock)
+  return [...own, lock.fence, lock.waiters]
+}
+
+/** Every key the audit store under `prefix` may write (the chain, head, commits, lock, probe, checkpoint). */
+export const auditKeyList = (prefix: string): ReadonlyArray<string> => keyList(auditKeys(prefix))
+
+/** Every key the token store under `prefix` may write (tokens, version, change log, lock, probe). */
+export const vaultKeyList = (prefix: string): ReadonlyArray<string> => keyList(vaultKeys(prefix))
+
+/**
  * The part of a key Redis Cluster hashes: the first `{...}` with something inside,
  * else the whole key (the cluster specification's rule).
  */

@@ -9,22 +9,12 @@
  * disabled, renamed or not permitted, as on most managed Redis) is reported as unknown
  * and only ever warned about: it is not evidence of a problem.
  *
- * Also here: `preflight`, which the stores' `make`/`layer` run when the store is made and
- * the Promise facade runs before its first operation: the start-up checks and the
- * server-side needs of `durability` (see Durability.ts).
+ * The stores' setup (StoreOptions.ts) runs them, with durability's server checks, when
+ * a store is made (the Promise facade: before its first operation).
  */
 import * as Effect from "effect/Effect"
 import type { Cluster } from "ioredis"
-import * as Durability from "./durability.js"
-import {
-  type DurabilityTimeout,
-  InvalidConfig,
-  type OperationTimeout,
-  type RedisCommandFailed,
-  type RedisError,
-  UnsafeRedisConfig
-} from "../Errors.js"
-import { timeoutAfter, timeoutMsOf } from "./deadline.js"
+import { InvalidConfig, type OperationTimeout, type RedisError, UnsafeRedisConfig } from "../Errors.js"
 import { fromClient, type RedisClientShape, type RedisConnection } from "../RedisClient.js"
 import { spanned } from "./observe.js"
 
@@ -162,49 +152,11 @@ export const runStartupChecks = (
   }
 }
 
-/** What a store needs done before its first operation, given its `durability` and `startupChecks`. */
-export interface Preflight {
-  /** The durable step to pass as the store's `afterCommit` (undefined: none asked for). */
-  readonly afterCommit: Effect.Effect<void, DurabilityTimeout | RedisCommandFailed> | undefined
-  /**
-   * The checks to run before the first operation: the start-up checks and what
-   * `durability` needs from the server. Undefined when there is nothing to check.
-   */
-  readonly run: Effect.Effect<void, InvalidConfig | UnsafeRedisConfig | RedisError | OperationTimeout> | undefined
-}
-
-/**
- * Validates the options without touching Redis (fails with `InvalidConfig` at once) and
- * returns the store's durable step and the checks to run before its first operation.
- */
-export const preflight = (
-  redis: RedisClientShape,
-  options: {
-    readonly durability?: Durability.DurabilityOptions | undefined
-    readonly startupChecks?: StartupChecksMode | undefined
-    readonly timeout?: unknown
-  },
-  target: Durability.DurabilityTarget
-): Effect.Effect<Preflight, InvalidConfig> =>
-  Effect.flatMap(Effect.zip(Durability.plan(options.durability), timeoutMsOf(options.timeout)), ([durability, timeoutMs]) => {
-    const mode = options.startupChecks ?? "off"
-    if (mode !== "off" && mode !== "warn" && mode !== "fail") {
-      return Effect.fail(
-        new InvalidConfig({ option: "startupChecks", reason: `must be "warn", "fail" or "off", got ${String(mode)}` })
-      )
-    }
-    const checks: Array<Effect.Effect<void, InvalidConfig | UnsafeRedisConfig | RedisError>> = []
-    if (mode !== "off") checks.push(runStartupChecks(redis, mode))
-    if (durability?.aof) checks.push(Durability.prepare(redis, durability))
-    return Effect.succeed({
-      afterCommit: durability === undefined ? undefined : Durability.step(redis, durability, target),
-      // Bounded like every operation: a frozen or paused Redis cannot hold the first call.
-      run:
-        checks.length === 0
-          ? undefined
-          : Effect.all(checks, { discard: true }).pipe(timeoutAfter("startup checks", timeoutMs))
-    })
-  })
+/** The `startupChecks` option, checked: "off" when unset. */
+export const checkStartupChecksMode = (mode: unknown): Effect.Effect<StartupChecksMode, InvalidConfig> =>
+  mode === undefined || mode === "off" || mode === "warn" || mode === "fail"
+    ? Effect.succeed(mode ?? "off")
+    : Effect.fail(new InvalidConfig({ option: "startupChecks", reason: `must be "warn", "fail" or "off", got ${String(mode)}` }))
 
 /** How making a store can fail beyond `InvalidConfig` when it checks the server. */
 export type StartupError = UnsafeRedisConfig | RedisError | OperationTimeout

@@ -49,3 +49,7 @@ export const fastPromiseRunner = (runtime: Runtime.Runtime<never> = Runtime.defa
     return settle(exit)
   }
 }
+
+/** A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays retryable). */
+export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknown> =>
+  Effect.tryPromise({ try: async () => fn(), catch: (error) => error })

@@ -20,6 +20,7 @@
  * `LockLost`, `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag`
  * work), or whatever `fn` threw.
  */
+import { isIoredisClient } from "../client.js"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -74,14 +75,7 @@ export async function withRedisLock<T>(
   fn: (context: LockContext) => Promise<T>,
   { ttlMs = 10000, retryMs = 20, timeoutMs = 5000 }: { ttlMs?: number; retryMs?: number; timeoutMs?: number } = {}
 ): Promise<T> {
-  const c = client as unknown as Record<string, unknown> | null | undefined
-  if (
-    !c ||
-    typeof c.set !== "function" ||
-    typeof c.eval !== "function" ||
-    typeof c.defineCommand !== "function" ||
-    typeof c.duplicate !== "function"
-  ) {
+  if (!isIoredisClient(client)) {
     throw new Error("withRedisLock requires an ioredis client (Redis or Cluster) with set() and eval() methods")
   }
   if (typeof lockKey !== "string" || lockKey.length === 0) {
