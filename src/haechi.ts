@@ -307,7 +307,7 @@ export const readChain = async (
 /** An in-memory audit store (one process; tests and single-instance use). `_records()` returns the chain. */
 export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}) => {
   const backing = memoryAuditBacking()
-  const store = AuditStore.makeWith(backing, options)
+  const store = AuditStore.fromBacking(backing, options)
   const run = runner(options.runtime)
   return {
     ...toHaechiAuditStore(store, options),

@@ -1,0 +1,62 @@
+/**
+ * A record as the fenced append takes it, checked before anything is sent: a plain JSON
+ * object with a well-formed `auditIntegrity` (only sequence 1 has previousHash null),
+ * that JSON stores exactly as it was hashed (`jsonProblem`), and with `verifyRecords:
+ * "full"` whose eventHash is its json-stable-v1 hash. Serialized once here.
+ */
+import { computeEventHash } from "../../Chain.js"
+import { type ChainPoint, InvalidRecord } from "../../Errors.js"
+import { nextCommitId } from "../commitId.js"
+import { isPlainObject, jsonProblem } from "../jsonRecord.js"
+import type { LockClaim } from "../storeGuard.js"
+import { isIntegrity, type Integrity, type PreparedAppend } from "./backing.js"
+
+const invalid = (reason: string) => new InvalidRecord({ store: "audit", reason })
+
+/** `record` ready to append on the head it names, or why it was refused (nothing sent). */
+export const prepare = (
+  record: unknown,
+  claim: LockClaim | undefined,
+  seen: ChainPoint | null,
+  fullCheck: boolean
+): PreparedAppend | InvalidRecord => {
+  if (!isPlainObject(record)) return invalid("a record must be a plain JSON object")
+  const integrity = record.auditIntegrity
+  if (!isIntegrity(integrity)) {
+    return invalid("auditIntegrity is missing or malformed (it needs eventHash, a sequence >= 1 and previousHash)")
+  }
+  if ((integrity.previousHash === null) !== (integrity.sequence === 1)) {
+    return invalid(`sequence ${integrity.sequence} with previousHash ${JSON.stringify(integrity.previousHash)}: only sequence 1 has previousHash null`)
+  }
+  // What JSON would not store as it is would be hashed by the caller over one thing
+  // and kept as another: refused, so every stored record verifies.
+  const problem = jsonProblem(record)
+  if (problem !== undefined) return invalid(problem)
+  if (fullCheck) {
+    const computed = computeEventHash(record as { auditIntegrity: object })
+    if (computed !== integrity.eventHash) {
+      return invalid(`eventHash ${integrity.eventHash} is not the record's json-stable-v1 hash (${computed})`)
+    }
+  }
+  return {
+    expectedPrev: integrity.previousHash ?? "",
+    recordJson: JSON.stringify(record),
+    integrityJson: JSON.stringify(integrity),
+    integrity: { ...integrity },
+    eventHash: integrity.eventHash,
+    sequence: integrity.sequence,
+    commitId: nextCommitId(),
+    seen,
+    claim
+  }
+}
+
+/** Why a record whose parent is not a record of the chain was refused. */
+export const notSuccessor = (write: PreparedAppend, head: Integrity | null): string => {
+  const headSequence = head?.sequence ?? 0
+  if (write.expectedPrev === (head?.eventHash ?? "")) {
+    return `sequence ${write.sequence} does not follow the head's ${headSequence}`
+  }
+  if (write.sequence - 1 > headSequence) return `sequence ${write.sequence} skips ahead of the head's ${headSequence}`
+  return `previousHash ${write.expectedPrev} is not the eventHash of the chain's record ${write.sequence - 1}`
+}
