@@ -137,18 +137,23 @@ export const isIntegrity = (value: unknown): value is Integrity => {
   )
 }
 
+// The outcomes that carry nothing, made once.
+const committed: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed" })
+const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
+const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
+
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
   const [status, head, took, headSequence] = reply as [number, string | null | undefined, number | undefined, unknown]
   switch (status) {
     case 1:
-      return Effect.succeed({ _tag: "Committed" })
+      return committed
     case 2:
-      return Effect.succeed({ _tag: "AlreadyCommitted" })
+      return alreadyCommitted
     case 3:
       return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
     case 4:
-      return Effect.succeed({ _tag: "LockHeld" })
+      return lockHeld
     case 5:
       return Effect.fail(
         disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
@@ -281,10 +286,10 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
           commits.set(write.sequence, write.commitId)
           commits.delete(write.sequence - 1000)
-          return Effect.succeed({ _tag: "Committed" })
+          return committed
         }
         if (commits.get(write.sequence) === write.commitId) {
-          return Effect.succeed({ _tag: "AlreadyCommitted" })
+          return alreadyCommitted
         }
         if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
         if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")

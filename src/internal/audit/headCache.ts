@@ -11,6 +11,7 @@
  * - `reported`: the last rewind counted and logged (once, however many attempts meet it).
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type { ChainPoint } from "../../Errors.js"
 import type { AuditBacking, Integrity, ReadBackingError } from "./backing.js"
 
@@ -80,11 +81,17 @@ export class HeadCache {
     return true
   }
 
-  /** The head to build on: the hint (a private copy), else read from Redis. */
-  readonly read: Effect.Effect<Integrity | null, ReadBackingError> = Effect.suspend(() => {
+  /** The head to build on, decided when it runs: the hint (a private copy), else read from Redis. */
+  readonly read: Effect.Effect<Integrity | null, ReadBackingError> = Effect.suspend(() => this.current())
+
+  /**
+   * The head to build on, decided now: a known head as a ready `Exit` (a runner settles
+   * it without starting a fiber), else the read from Redis.
+   */
+  current(): Effect.Effect<Integrity | null, ReadBackingError> {
     const hint = this.hintState
-    return hint._tag === "Known" ? Effect.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
-  })
+    return hint._tag === "Known" ? Exit.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
+  }
 
   // A head read fresh is one this replica saw when the chain held `seen` with it (read at
   // one instant): then it becomes `seen`, so losing it before this replica commits on it

@@ -38,10 +38,11 @@ export const prepare = (
       return invalid(`eventHash ${integrity.eventHash} is not the record's json-stable-v1 hash (${computed})`)
     }
   }
+  const recordJson = JSON.stringify(record)
   return {
     expectedPrev: integrity.previousHash ?? "",
-    recordJson: JSON.stringify(record),
-    integrityJson: JSON.stringify(integrity),
+    recordJson,
+    integrityJson: integrityJsonOf(record, recordJson, integrity),
     integrity: { ...integrity },
     eventHash: integrity.eventHash,
     sequence: integrity.sequence,
@@ -59,4 +60,37 @@ export const notSuccessor = (write: PreparedAppend, head: Integrity | null): str
   }
   if (write.sequence - 1 > headSequence) return `sequence ${write.sequence} skips ahead of the head's ${headSequence}`
   return `previousHash ${write.expectedPrev} is not the eventHash of the chain's record ${write.sequence - 1}`
+}
+
+const KEY = `"auditIntegrity":`
+
+/**
+ * The integrity's JSON, cut out of the record's instead of serialized a second time, when
+ * the integrity is the record's last property (as haechi's core builds records) and holds
+ * no object and no key of that name: then the key's last occurrence in the text is the
+ * top-level one (a JSON string cannot hold it unescaped), and its value runs to the
+ * record's closing brace. Anything else is serialized on its own.
+ */
+const integrityJsonOf = (record: Record<string, unknown>, recordJson: string, integrity: Integrity): string => {
+  if (lastKeyOf(record) === "auditIntegrity" && isFlat(integrity)) {
+    const at = recordJson.lastIndexOf(KEY)
+    if (at > 0) return recordJson.slice(at + KEY.length, -1)
+  }
+  return JSON.stringify(integrity)
+}
+
+// For a plain object, for-in lists the own keys in JSON.stringify's order; an inherited
+// enumerable key (a patched Object.prototype) comes last, and so falls back.
+const lastKeyOf = (record: Record<string, unknown>): string | undefined => {
+  let last: string | undefined
+  for (const key in record) last = key
+  return last
+}
+
+const isFlat = (integrity: Integrity): boolean => {
+  for (const key in integrity) {
+    const value = integrity[key]
+    if (key === "auditIntegrity" || (typeof value === "object" && value !== null)) return false
+  }
+  return true
 }

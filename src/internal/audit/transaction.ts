@@ -39,11 +39,13 @@ const settle = (ctx: AppendContext, write: PreparedAppend, outcome: AppendOutcom
 /** One run of `build`: its claim (lock-free attempts of the adaptive policy) and its one `persist`. */
 class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
-  readonly readLastIntegrity: Effect.Effect<Integrity | null, StoreError>
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
-  constructor(pipeline: Pipeline, readonly claim: LockClaim | undefined) {
-    this.readLastIntegrity = pipeline.ctx.cache.read
+  constructor(private readonly pipeline: Pipeline, readonly claim: LockClaim | undefined) {
     this.persist = (record) => pipeline.persist(this, record)
+  }
+  // Read when it is used: a head cached by then is handed out as a ready value.
+  get readLastIntegrity(): Effect.Effect<Integrity | null, StoreError> {
+    return this.pipeline.ctx.cache.current()
   }
   readonly ended = (exit: Exit.Exit<unknown, unknown>) => Effect.sync(() => (this.first = Exit.isSuccess(exit) ? "committed" : "failed"))
 }
