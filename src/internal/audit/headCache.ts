@@ -82,15 +82,18 @@ export class HeadCache {
   }
 
   /** The head to build on, decided when it runs: the hint (a private copy), else read from Redis. */
-  readonly read: Effect.Effect<Integrity | null, ReadBackingError> = Effect.suspend(() => this.current())
+  readonly read: Effect.Effect<Integrity | null, ReadBackingError> = Effect.suspend(() => {
+    const hint = this.hintState
+    return hint._tag === "Known" ? Effect.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
+  })
 
   /**
-   * The head to build on, decided now: a known head as a ready `Exit` (a runner settles
-   * it without starting a fiber), else the read from Redis.
+   * The head to build on: a head known now as a ready `Exit` holding a private copy (a
+   * runner settles it without starting a fiber), else `read`, decided when it runs.
    */
   current(): Effect.Effect<Integrity | null, ReadBackingError> {
     const hint = this.hintState
-    return hint._tag === "Known" ? Exit.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
+    return hint._tag === "Known" ? Exit.succeed(copyOf(hint.head)) : this.read
   }
 
   // A head read fresh is one this replica saw when the chain held `seen` with it (read at

@@ -12,7 +12,11 @@ import type { HeadKeys } from "./chainHead.js"
 
 /** What `build` gets inside a transaction. */
 export interface AuditTransaction {
-  /** The last record's `auditIntegrity`, or null for the empty chain. */
+  /**
+   * The last record's `auditIntegrity`, or null for the empty chain. A head the replica
+   * has cached when this property is read is a ready value (an `Exit`); else it is read
+   * from Redis when the effect runs.
+   */
   readonly readLastIntegrity: Effect.Effect<Integrity | null, StoreError>
   /**
    * Appends `record` if the head is still the one named by its `previousHash`;
