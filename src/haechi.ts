@@ -214,7 +214,7 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
 export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore & Checked => {
   const setup = facadeStoreSetup("createRedisAuditStore", options, DEFAULT_AUDIT_PREFIX, auditKeys, witnessCheck(options?.witness))
   const { retry, timeout, onRewind, verifyRecords } = options
-  const store = AuditStore.makeWith(redisAuditBacking(setup.redis, setup.prefix), {
+  const store = AuditStore.fromBacking(redisAuditBacking(setup.redis, setup.prefix), {
     retry, timeout, onRewind, verifyRecords, guard: setup.guard, afterCommit: setup.afterCommit
   })
   const inner = toHaechiAuditStore(store, options)
@@ -268,7 +268,7 @@ const collectChain = async (store: AuditStoreShape, run: <A>(effect: Effect.Effe
 
 /** An in-memory audit store (one process; tests and single-instance use). `_records()` returns the chain. */
 export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}) => {
-  const store = AuditStore.makeWith(memoryAuditBacking(), options)
+  const store = AuditStore.fromBacking(memoryAuditBacking(), options)
   return {
     ...toHaechiAuditStore(store, options),
     _records: (): Promise<Array<Record<string, unknown>>> => collectChain(store, promiseRunner(options.runtime))

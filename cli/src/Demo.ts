@@ -91,7 +91,7 @@ export const runDemo = (
       const openStores = (connect: DemoOptions["connect"]) =>
         connect === undefined
           ? Effect.succeed({
-              audit: AuditStore.makeWith(sharedAudit!),
+              audit: AuditStore.fromBacking(sharedAudit!),
               vault: TokenStore.makeWith(sharedVault!)
             })
           : Effect.flatMap(connect, (client) =>

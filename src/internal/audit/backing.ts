@@ -3,14 +3,15 @@
  * compare-and-append fenced on the head's eventHash (which also proves the head keys
  * agree with the list, the record is the head's successor, and the chain still holds
  * the head the caller last saw), and the reads that verification, export and commit
- * resolution need. The contract's semantics (the retry schedule, the
- * replica's cached head, resolving a lost reply) live once above this, in AuditStore,
- * so the Redis and in-memory stores cannot drift apart.
+ * resolution need. The contract's semantics (the retry schedule, the replica's cached
+ * head, resolving a lost reply) live once above this (`store.ts` and the files it
+ * wires), so the Redis and in-memory stores cannot drift apart.
  */
 import * as Effect from "effect/Effect"
 import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
+import { type HeadState, knownHead } from "./headCache.js"
 import { auditKeys, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
@@ -47,10 +48,11 @@ export type AppendOutcome =
   /** The very record is already in the chain: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted" }
   /**
-   * The head moved; `head` is the current one, so no extra read is needed to retry.
+   * The head moved; `current` is the head the reply carried, so no extra read is needed
+   * to retry (`Unknown` when the reply was lost and the call found not committed).
    * `tookLock`: the attempt's claim asked for the lock and now holds it.
    */
-  | { readonly _tag: "Conflict"; readonly head: AuditIntegrity | null; readonly headHash: string; readonly tookLock: boolean }
+  | { readonly _tag: "Conflict"; readonly current: HeadState; readonly tookLock: boolean }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
   /** The chain no longer holds `seen` (rewound); `head` is the current one. Nothing written. */
@@ -127,6 +129,36 @@ export const isIntegrity = (value: unknown): value is AuditIntegrity => {
   )
 }
 
+// The outcomes that carry nothing, made once.
+const committed: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed" })
+const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
+const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
+
+/** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
+const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
+  const [status, head, took, headSequence] = reply as [ReplyCode<typeof AuditAppendReply>, string | null | undefined, number | undefined, unknown]
+  switch (status) {
+    case AuditAppendReply.Committed:
+      return committed
+    case AuditAppendReply.AlreadyCommitted:
+      return alreadyCommitted
+    case AuditAppendReply.WrongType:
+      return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
+    case AuditAppendReply.LockHeld:
+      return lockHeld
+    case AuditAppendReply.HeadDisagrees:
+      return Effect.fail(
+        disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
+      )
+  }
+  const current = head === null || head === undefined ? Effect.succeed(null) : parseIntegrity(head, keys.head)
+  return Effect.map(current, (integrity): AppendOutcome => {
+    if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
+    if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }
+    return { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1 }
+  })
+}
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
@@ -175,34 +207,7 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
         )
         .pipe(
           wrongType(keys.chain),
-          Effect.flatMap((reply): Effect.Effect<AppendOutcome, BackingError> => {
-            const [status, head, took, headSequence] = reply as [
-              ReplyCode<typeof AuditAppendReply>,
-              string | null | undefined,
-              number | undefined,
-              unknown
-            ]
-            switch (status) {
-              case AuditAppendReply.Committed:
-                return Effect.succeed({ _tag: "Committed" })
-              case AuditAppendReply.AlreadyCommitted:
-                return Effect.succeed({ _tag: "AlreadyCommitted" })
-              case AuditAppendReply.WrongType:
-                return Effect.fail(new CorruptData({ key: String(head), detail: "holds the wrong Redis type" }))
-              case AuditAppendReply.LockHeld:
-                return Effect.succeed({ _tag: "LockHeld" })
-              case AuditAppendReply.HeadDisagrees:
-                return Effect.fail(
-                  disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
-                )
-            }
-            const current = head === null || head === undefined ? Effect.succeed(null) : parseIntegrity(head, keys.head)
-            return Effect.map(current, (integrity): AppendOutcome => {
-              if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
-              if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }
-              return { _tag: "Conflict", head: integrity, headHash: integrity?.eventHash ?? "", tookLock: took === 1 }
-            })
-          })
+          Effect.flatMap((reply) => decodeAppendReply(keys, reply))
         ),
     isCommitted: (sequence, commitId) =>
       redis
@@ -273,14 +278,14 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
           commits.set(write.sequence, write.commitId)
           commits.delete(write.sequence - 1000)
-          return Effect.succeed({ _tag: "Committed" })
+          return committed
         }
         if (commits.get(write.sequence) === write.commitId) {
-          return Effect.succeed({ _tag: "AlreadyCommitted" })
+          return alreadyCommitted
         }
         if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
         if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")
-        return Effect.map(currentHead(), (integrity) => ({ _tag: "Conflict" as const, head: integrity, headHash: current, tookLock: false }))
+        return Effect.map(currentHead(), (integrity) => ({ _tag: "Conflict" as const, current: knownHead(integrity), tookLock: false }))
       }),
     isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),
     length: Effect.sync(() => chain.length),

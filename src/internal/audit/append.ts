@@ -1,0 +1,99 @@
+/**
+ * One fenced append of a prepared record, and what its outcome teaches the replica.
+ *
+ * Exactly once: a call that got no answer may or may not have appended, so it is looked
+ * up by its commit id at its sequence before anything is built again. Not found means it
+ * never will be: the lookup runs on the same connection after the lost call, so that
+ * call has been executed or dropped by then.
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Schedule from "effect/Schedule"
+import { CommitOutcomeUnknown, FenceConflict, type StoreError } from "../../Errors.js"
+import * as Metrics from "../../Metrics.js"
+import { committing } from "../deadline.js"
+import { noteClaim } from "../storeGuard.js"
+import type { AppendOutcome, AuditBacking, PreparedAppend } from "./backing.js"
+import type { HeadCache } from "./headCache.js"
+import { unknownHead } from "./headCache.js"
+import type { OnRewind } from "./options.js"
+
+/** What the append path of one store needs, built once per store. */
+export interface AppendContext {
+  readonly backing: AuditBacking
+  readonly prefix: string
+  readonly cache: HeadCache
+  readonly fullCheck: boolean
+  readonly onRewind: OnRewind
+  readonly afterCommit: Effect.Effect<void, StoreError>
+  readonly rewindCounter: Metric.Metric.Counter<number>
+}
+
+/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
+const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
+
+const resolvedCounter = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit"))
+
+/** Whether an append took effect (for the deadline: after it, a timeout cannot say "nothing committed"). */
+const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed" || outcome._tag === "AlreadyCommitted"
+
+/** The append of `write`, a lost reply resolved, marked on the deadline as a commit in flight. */
+export const appendOnce = (ctx: AppendContext, write: PreparedAppend): Effect.Effect<AppendOutcome, StoreError> =>
+  committing(
+    Effect.catchTag(ctx.backing.append(write), "RedisUnavailable", (lost) =>
+      ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
+        Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+        Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
+        Effect.tap(() => Metric.update(resolvedCounter, 1)),
+        Effect.map(
+          (committed): AppendOutcome =>
+            // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+            committed
+              ? { _tag: "AlreadyCommitted" }
+              : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
+        )
+      )
+    ),
+    landed
+  )
+
+/** The `FenceConflict` a rejected append fails with. */
+export const conflict = (ctx: AppendContext, write: PreparedAppend, outcome: AppendOutcome) =>
+  new FenceConflict({
+    store: "audit",
+    prefix: ctx.prefix,
+    expected: write.expectedPrev,
+    ...(outcome._tag === "LockHeld"
+      ? { lockHeld: true }
+      : outcome._tag === "Conflict" && outcome.current._tag === "Known"
+        ? { actual: outcome.current.hash }
+        : {})
+  })
+
+/**
+ * An outcome that touched neither continuity nor the record's place: committed (the
+ * record is the head now), yielded to a lock holder, or rejected on a moved head (the
+ * reply's head, checked by the script against `seen`, is learned).
+ */
+export const settleAppended = (
+  ctx: AppendContext,
+  write: PreparedAppend,
+  outcome: Exclude<AppendOutcome, { readonly _tag: "Rewound" | "NotSuccessor" }>
+): Effect.Effect<void, FenceConflict | StoreError> => {
+  switch (outcome._tag) {
+    case "Committed":
+    case "AlreadyCommitted":
+      noteClaim(write.claim, outcome)
+      ctx.cache.learn(write.integrity)
+      return ctx.afterCommit
+    case "LockHeld":
+      noteClaim(write.claim, outcome)
+      return Effect.fail(conflict(ctx, write, outcome))
+    case "Conflict":
+      noteClaim(write.claim, outcome)
+      // The script checked the reply's head continues `seen`; a lost reply's is unknown.
+      if (outcome.current._tag === "Known") ctx.cache.learn(outcome.current.head)
+      else ctx.cache.forget()
+      return Effect.fail(conflict(ctx, write, outcome))
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The replica's knowledge of the chain's head, in one place with one writer.
+ *
+ * - `hint`: the head `readLastIntegrity` hands out without a read (`Known`), or `Unknown`
+ *   when it must be read. Only ever a hint: the append is fenced, so a stale value costs
+ *   one rejected append, never a fork.
+ * - `seen`: the latest head this replica has proof Redis held (a commit, a conflict reply
+ *   the script checked, or a fresh read that continues it). Every append asks the script
+ *   to check the chain still holds it, so a rewind is seen however the head was learned
+ *   since. Re-reading the head never clears it.
+ * - `reported`: the last rewind counted and logged (once, however many attempts meet it).
+ */
+import type { AuditIntegrity } from "../../Chain.js"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type { ChainPoint } from "../../Errors.js"
+import type { AuditBacking, ReadBackingError } from "./backing.js"
+
+/** What is known of the head: nothing (read it), or the head and its eventHash ("" for the empty chain). */
+export type HeadState =
+  | { readonly _tag: "Unknown" }
+  | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string }
+
+export const unknownHead: HeadState = Object.freeze({ _tag: "Unknown" })
+
+export const knownHead = (head: AuditIntegrity | null): HeadState => ({ _tag: "Known", head, hash: head?.eventHash ?? "" })
+
+export const pointOf = (head: AuditIntegrity | null): ChainPoint | null =>
+  head === null ? null : { sequence: head.sequence, eventHash: head.eventHash }
+
+export const samePoint = (a: ChainPoint, b: ChainPoint | null): boolean =>
+  b !== null && a.sequence === b.sequence && a.eventHash === b.eventHash
+
+const copyOf = (head: AuditIntegrity | null): AuditIntegrity | null => (head === null ? null : { ...head })
+
+export class HeadCache {
+  private hintState: HeadState = unknownHead
+  private seenPoint: ChainPoint | null = null
+  private reportedPoint: ChainPoint | null = null
+
+  constructor(private readonly backing: AuditBacking) {}
+
+  /** The one writer of the head's state. */
+  private set(hint: HeadState, seen: ChainPoint | null): void {
+    this.hintState = hint
+    this.seenPoint = seen
+  }
+
+  get hint(): HeadState {
+    return this.hintState
+  }
+
+  get seen(): ChainPoint | null {
+    return this.seenPoint
+  }
+
+  /** A head learned from a commit or from a reply the script checked against `seen`: handed out and proven. */
+  learn(head: AuditIntegrity | null): void {
+    this.set(knownHead(head), pointOf(head))
+  }
+
+  /** A head to hand out that is not proven to continue `seen` (which stays the one to prove). */
+  hold(head: AuditIntegrity | null): void {
+    this.set(knownHead(head), this.seenPoint)
+  }
+
+  /** Stale or unknown: the next `read` goes to Redis. */
+  forget(): void {
+    this.set(unknownHead, this.seenPoint)
+  }
+
+  /** Whether `point` is the head this replica saw or hands out. */
+  knows(point: ChainPoint): boolean {
+    const hint = this.hintState
+    return samePoint(point, this.seenPoint) || (hint._tag === "Known" && samePoint(point, pointOf(hint.head)))
+  }
+
+  /** True the first time a rewind of `lost` is met (then it is reported), false after. */
+  firstReport(lost: ChainPoint): boolean {
+    if (samePoint(lost, this.reportedPoint)) return false
+    this.reportedPoint = lost
+    return true
+  }
+
+  /** The head to build on, decided when it runs: the hint (a private copy), else read from Redis. */
+  readonly read: Effect.Effect<AuditIntegrity | null, ReadBackingError> = Effect.suspend(() => {
+    const hint = this.hintState
+    return hint._tag === "Known" ? Effect.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
+  })
+
+  /**
+   * The head to build on: a head known now as a ready `Exit` holding a private copy (a
+   * runner settles it without starting a fiber), else `read`, decided when it runs.
+   */
+  current(): Effect.Effect<AuditIntegrity | null, ReadBackingError> {
+    const hint = this.hintState
+    return hint._tag === "Known" ? Exit.succeed(copyOf(hint.head)) : this.read
+  }
+
+  // A head read fresh is one this replica saw when the chain held `seen` with it (read at
+  // one instant): then it becomes `seen`, so losing it before this replica commits on it
+  // is a rewind too. One that does not continue `seen` (shorter, or `seen` gone) leaves
+  // `seen` as it is, and the next append reports the rewind.
+  private readFresh(known: ChainPoint | null): Effect.Effect<AuditIntegrity | null, ReadBackingError> {
+    return known === null
+      ? Effect.map(this.backing.readHead, (head) => {
+          this.set(knownHead(head), this.seenPoint ?? pointOf(head))
+          return head
+        })
+      : Effect.map(this.backing.readHeadOver(known), ({ head, holdsSeen }) => {
+          const continues = holdsSeen && head !== null && head.sequence >= known.sequence && this.seenPoint === known
+          this.set(knownHead(head), continues ? pointOf(head) : this.seenPoint)
+          return head
+        })
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The append attempt: what `build` gets in one run (`readLastIntegrity`, one `persist`),
+ * and the transaction that re-runs it under the lock policy and the retry schedule.
+ *
+ * The pipeline is built once per store; an attempt allocates only its own small state
+ * (its claim and whether `persist` ran), and an uncontended append is: prepare the
+ * record (checked and serialized once), one fenced append, learn the new head.
+ */
+import type { AuditIntegrity } from "../../Chain.js"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import { type FenceConflict, InvalidRecord, PersistCalledTwice, type StoreError } from "../../Errors.js"
+import { withRetryBudget, type RetrySchedule } from "../../Retry.js"
+import type { LockClaim, StoreGuard } from "../storeGuard.js"
+import { type AppendContext, appendOnce, settleAppended } from "./append.js"
+import type { AppendOutcome, PreparedAppend } from "./backing.js"
+import { prepare, notSuccessor } from "./prepare.js"
+import { rewound } from "./rewind.js"
+import type { AuditStoreShape, AuditTransaction } from "./shape.js"
+
+type FirstPersist = "pending" | "committed" | "failed" | undefined
+
+/** What one fenced append of a prepared record means for the caller. */
+const settle = (ctx: AppendContext, write: PreparedAppend, outcome: AppendOutcome): Effect.Effect<void, FenceConflict | StoreError> => {
+  switch (outcome._tag) {
+    // (Neither touched the lock: a claim this operation holds stays held and is given back by the guard.)
+    case "Rewound":
+      return rewound(ctx, write.seen ?? { sequence: 0, eventHash: "" }, outcome.head, write.claim)
+    case "NotSuccessor": {
+      const parent = { sequence: write.sequence - 1, eventHash: write.expectedPrev }
+      // A parent this replica saw in Redis and that the chain no longer holds is a rewind.
+      if (parent.sequence >= 1 && ctx.cache.knows(parent)) return rewound(ctx, parent, outcome.head, write.claim)
+      return Effect.fail(new InvalidRecord({ store: "audit", reason: notSuccessor(write, outcome.head) }))
+    }
+    default:
+      return settleAppended(ctx, write, outcome)
+  }
+}
+
+/** One run of `build`: its claim (lock-free attempts of the adaptive policy) and its one `persist`. */
+class Attempt implements AuditTransaction {
+  first: FirstPersist = undefined
+  readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
+  constructor(private readonly pipeline: Pipeline, readonly claim: LockClaim | undefined) {
+    this.persist = (record) => pipeline.persist(this, record)
+  }
+  // Read when it is used: a head cached by then is handed out as a ready value.
+  get readLastIntegrity(): Effect.Effect<AuditIntegrity | null, StoreError> {
+    return this.pipeline.ctx.cache.current()
+  }
+  readonly ended = (exit: Exit.Exit<unknown, unknown>) => Effect.sync(() => (this.first = Exit.isSuccess(exit) ? "committed" : "failed"))
+}
+
+/** The persist path of one store. */
+class Pipeline {
+  constructor(readonly ctx: AppendContext) {}
+
+  persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
+    return Effect.suspend(() => {
+      if (attempt.first !== undefined) return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
+      const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck)
+      if (write instanceof InvalidRecord) {
+        attempt.first = "failed"
+        return Effect.fail(write)
+      }
+      attempt.first = "pending"
+      return Effect.onExit(
+        Effect.flatMap(appendOnce(this.ctx, write), (outcome) => settle(this.ctx, write, outcome)),
+        attempt.ended
+      )
+    })
+  }
+}
+
+/** The store's `transaction`: `build` re-run under `guard` and `schedule` until its record commits. */
+export const transactions = (
+  ctx: AppendContext,
+  guard: StoreGuard,
+  schedule: RetrySchedule
+): AuditStoreShape["transaction"] => {
+  const pipeline = new Pipeline(ctx)
+  const retryOptions = { store: "audit", prefix: ctx.prefix, operation: "transaction", schedule } as const
+  const forgetHead = Effect.sync(() => ctx.cache.forget())
+  return (build) =>
+    withRetryBudget(retryOptions, (budget) =>
+      guard({
+        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+        attempt: (claim) => budget.attempt(build(new Attempt(pipeline, claim))),
+        retrying: (fresh) =>
+          Effect.zipRight(
+            fresh ? forgetHead : Effect.void,
+            budget.retrying(Effect.suspend(() => build(new Attempt(pipeline, undefined))))
+          )
+      })
+    ) as never
+}
