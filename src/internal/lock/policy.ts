@@ -28,7 +28,10 @@ import * as Effect from "effect/Effect"
 import { randomToken } from "../commitId.js"
 import { InvalidConfig, type FenceConflict, type StoreError } from "../../Errors.js"
 import { isFenceConflict } from "../../Retry.js"
-import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "../../RedisLock.js"
+import type { RedisLockHandle, RedisLockShape, Wakeup } from "./contract.js"
+import { makeLockHandle } from "./handle.js"
+import { releaseChannelOf } from "./keys.js"
+import type { LockOptions } from "./options.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { noGuard, type GuardedOperation, type LockClaim, type StoreGuard } from "../storeGuard.js"
 
@@ -137,7 +140,7 @@ const shared = new WeakMap<object, RedisLockHandle>()
 export const lockHandleOf = (redis: RedisClientShape): RedisLockHandle => {
   let handle = shared.get(redis.client)
   if (handle === undefined) {
-    handle = makeWith(redis, { subscriberIdleMs: SUBSCRIBER_IDLE_MS })
+    handle = makeLockHandle(redis, { subscriberIdleMs: SUBSCRIBER_IDLE_MS })
     shared.set(redis.client, handle)
   }
   return handle
