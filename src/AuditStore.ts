@@ -69,7 +69,7 @@ import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
-import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
+import { attempted, claimMoveOf, noGuard, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
 export type { Integrity } from "./internal/audit/backing.js"
@@ -291,6 +291,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       store: "audit",
       prefix,
       expected: write.expectedPrev,
+      lockClaim: claimMoveOf(outcome),
       ...(outcome._tag === "LockHeld" ? { lockHeld: true } : outcome._tag === "Conflict" ? { actual: outcome.headHash } : {})
     })
 
@@ -299,14 +300,11 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     switch (outcome._tag) {
       case "Committed":
       case "AlreadyCommitted":
-        noteClaim(write.claim, outcome)
         learn(write.integrity)
         return afterCommit
       case "LockHeld":
-        noteClaim(write.claim, outcome)
         return Effect.fail(conflict(write, outcome))
       case "Conflict":
-        noteClaim(write.claim, outcome)
         // The script checked the reply's head continues `seen`; "?" is a lost reply's.
         if (outcome.headHash === "?") hint = undefined
         else learn(outcome.head)
@@ -361,14 +359,15 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)
       if (outcome._tag === "Conflict" && outcome.headHash !== "?") {
         // Not learned as `seen`: the lost head stays the one to prove, so the next attempt records it again.
-        noteClaim(claim, outcome)
         hint = outcome.head
         return yield* Effect.fail(conflict(write, outcome))
       }
       yield* settle(write, outcome)
       yield* Effect.logWarning(`audit store ${prefix}: recorded the rewind at sequence ${write.sequence}`)
       // The caller's record was built on the lost head: rebuild it on the new one.
-      return yield* Effect.fail(new FenceConflict({ store: "audit", prefix, expected: error.seen.eventHash, actual: write.eventHash }))
+      return yield* Effect.fail(
+        new FenceConflict({ store: "audit", prefix, expected: error.seen.eventHash, actual: write.eventHash, lockClaim: "gaveBack" })
+      )
     })
 
   const persist = (claim: LockClaim | undefined, state: { first: "pending" | "committed" | "failed" | undefined }) =>
@@ -384,9 +383,9 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
     })
 
   /** A transaction's view: one `persist` per attempt (each re-run of `build` gets a new one). */
-  const txFor = (claim: LockClaim | undefined): AuditTransaction => ({
+  const txFor = (claim: LockClaim | undefined, state: Parameters<typeof persist>[1] = { first: undefined }): AuditTransaction => ({
     readLastIntegrity,
-    persist: persist(claim, { first: undefined })
+    persist: persist(claim, state)
   })
   const observeTransaction = observed("audit", "transaction", prefix)
   const observeHead = observed("audit", "head", prefix)
@@ -412,7 +411,11 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
       withRetryBudget(retryOptions, (budget) =>
         guard({
           // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-          attempt: (claim) => budget.attempt(build(txFor(claim))),
+          attempt: (claim) =>
+            Effect.suspend(() => {
+              const state: Parameters<typeof persist>[1] = { first: undefined }
+              return Effect.map(budget.attempt(build(txFor(claim, state))), (a) => attempted(a, state.first === "committed"))
+            }),
           retrying: (fresh) =>
             Effect.zipRight(
               fresh ? Effect.sync(() => (hint = undefined)) : Effect.void,
