@@ -17,12 +17,12 @@ import * as Metric from "effect/Metric"
 import * as ScheduleDecision from "effect/ScheduleDecision"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import { LockTimeout, type RedisError } from "../../Errors.js"
-import * as Metrics from "../../Metrics.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { now } from "../deadline.js"
 import { ATTEMPT_FLOOR_MS, tryAcquire } from "./commands.js"
 import type { Wakeup } from "./contract.js"
 import { releaseChannelOf } from "./keys.js"
+import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
 import { handedFence, type ReleaseSubscriber } from "./releases.js"
 
@@ -73,7 +73,7 @@ export class Acquisition {
   private readonly timedOut = Effect.suspend(() => {
     const waitedMs = this.waited()
     return Effect.zipRight(
-      Metric.update(Metric.tagged(Metrics.lockWait, "key", this.key), waitedMs),
+      Metric.update(lockWaitOf(this.key), waitedMs),
       new LockTimeout({ key: this.key, waitedMs })
     )
   })
