@@ -24,6 +24,11 @@ export class FenceConflict extends Data.TaggedError("FenceConflict")<{
   readonly actual?: string | undefined
   /** The write was a lock-free attempt that yielded to another writer holding the lock. */
   readonly lockHeld?: boolean | undefined
+  /**
+   * What the lock-free attempt did with the store's lock (the adaptive policy's claim):
+   * "took" it, "gaveBack" (a commit on the way released it), "left" it; absent: unknown.
+   */
+  readonly lockClaim?: "took" | "gaveBack" | "left" | undefined
 }> {
   override get message() {
     return this.lockHeld

@@ -37,7 +37,7 @@ import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
-import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
+import { attempted, claimMoveOf, noGuard, type LockClaim } from "./internal/storeGuard.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -571,7 +571,6 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       const outcome = yield* (write.sets.length + write.deletes.length === 0
         ? applyOnce(write)
         : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted"))
-      noteClaim(claim, outcome)
       switch (outcome._tag) {
         case "Committed": {
           if (write.sets.length + write.deletes.length === 0) return result
@@ -585,7 +584,9 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
           yield* sync
           return result
         case "LockHeld":
-          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true }))
+          return yield* Effect.fail(
+            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })
+          )
         case "Conflict":
           // A rewind found by the fence drops the cache: the next attempt reads the vault again.
           if (outcome.rewound && cache.version === snapshot.version) {
@@ -594,7 +595,7 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
             yield* sync
           }
           return yield* Effect.fail(
-            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version })
+            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version, lockClaim: claimMoveOf(outcome) })
           )
       }
     })
@@ -610,7 +611,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
       withRetryBudget(retryOptions, (budget) =>
         guard({
           // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-          attempt: (claim) => budget.attempt(attempt(f, claim)),
+          // (Every successful attempt ran the fenced script, which gives a claimed lock back.)
+          attempt: (claim) => Effect.map(budget.attempt(attempt(f, claim)), (a) => attempted(a, true)),
           retrying: (fresh) =>
             Effect.zipRight(fresh ? sync : Effect.void, budget.retrying(Effect.suspend(() => attempt(f))))
         })

@@ -23,8 +23,8 @@ import * as AuditStore from "../src/AuditStore.js"
 import { CommitOutcomeUnknown, InvalidConfig, LockTimeout, OperationTimeout } from "../src/Errors.js"
 import { createRedisAuditStore, createRedisTokenStore, readChain } from "../src/haechi.js"
 import { DEFAULT_TIMEOUT_MS } from "../src/internal/deadline.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
 import { fromClient, RedisClient } from "../src/RedisClient.js"
-import * as RedisLock from "../src/RedisLock.js"
 import * as TokenStore from "../src/TokenStore.js"
 import { createAuditSink, createTokenVault, verifyAuditChain, type AuditStore as CoreAuditStore } from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -124,7 +124,7 @@ describe("a frozen link (no bytes either way, sockets open)", () => {
     const defaultAudit = createRedisAuditStore({ client: proxied, keyPrefix: prefixes.audit })
     const auditEffect = AuditStore.make({ keyPrefix: prefixes.audit, timeout: timeoutMs })
     const vaultEffect = TokenStore.make({ keyPrefix: prefixes.vault, timeout: timeoutMs })
-    const lock = RedisLock.makeWith(fromClient(proxied))
+    const lock = makeLockHandle(fromClient(proxied))
 
     proxy.freeze()
     const started = performance.now()

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import { nextCommitId, randomToken } from "../src/internal/commitId.js"
-import { resolveOptions, type LockOptions } from "../src/RedisLock.js"
+import { resolveOptions, type LockOptions } from "../src/internal/lock/options.js"
 
 describe("ids", () => {
   it("lock tokens are 128-bit hex and never repeat, across several refills of the pool", () => {

@@ -11,7 +11,10 @@ import { afterAll, beforeAll } from "vitest"
 import { InvalidConfig, LockLost, LockTimeout } from "../src/Errors.js"
 import { withRedisLock } from "../src/internal/lock/facade.js"
 import { fromClient, layerFromClient } from "../src/RedisClient.js"
-import { fenceKeyOf, layer, makeWith, RedisLock, waitersKeyOf, type RedisLockHandle } from "../src/RedisLock.js"
+import type { RedisLockHandle } from "../src/internal/lock/contract.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
+import { fenceKeyOf, waitersKeyOf } from "../src/internal/lock/keys.js"
+import { layer, RedisLock } from "../src/RedisLock.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 import { keySlot, startRedis, tcpProxy, type RedisServer, type TcpProxy } from "./support/redisServer.js"
 import { sharedCluster } from "./support/shared.js"
@@ -33,8 +36,8 @@ beforeAll(async () => {
   clientA = new Redis(server.port, "127.0.0.1")
   clientB = new Redis(server.port, "127.0.0.1")
   raw = new Redis(server.port, "127.0.0.1")
-  A = makeWith(fromClient(clientA))
-  B = makeWith(fromClient(clientB))
+  A = makeLockHandle(fromClient(clientA))
+  B = makeLockHandle(fromClient(clientB))
 })
 
 afterAll(async () => {
@@ -264,7 +267,7 @@ describe("RedisLock: renewal and loss", () => {
         Effect.sync(() => new Redis(proxy.port, "127.0.0.1")),
         (c) => Effect.sync(() => c.disconnect())
       )
-      const P = makeWith(fromClient(client))
+      const P = makeLockHandle(fromClient(client))
       const key = lockKey("unreachable")
       const exit = yield* P.lock.withLock(
         key,
@@ -284,7 +287,7 @@ describe("RedisLock: renewal and loss", () => {
         (c) => Effect.sync(() => c.disconnect())
       )
       yield* Effect.promise(() => client.ping())
-      const P = makeWith(fromClient(client))
+      const P = makeLockHandle(fromClient(client))
       const key = lockKey("resend")
       // Load the script by SHA first, so the cut hits the acquire itself.
       yield* Effect.scoped(P.lock.acquire(lockKey("warmup")))
@@ -580,8 +583,8 @@ describe("RedisLock: service, options, cluster", () => {
       )
       const c1 = yield* connect
       const c2 = yield* connect
-      const L1 = yield* Effect.acquireRelease(Effect.sync(() => makeWith(fromClient(c1))), (h) => h.close)
-      const L2 = yield* Effect.acquireRelease(Effect.sync(() => makeWith(fromClient(c2))), (h) => h.close)
+      const L1 = yield* Effect.acquireRelease(Effect.sync(() => makeLockHandle(fromClient(c1))), (h) => h.close)
+      const L2 = yield* Effect.acquireRelease(Effect.sync(() => makeLockHandle(fromClient(c2))), (h) => h.close)
 
       const refused = failure(yield* Effect.exit(Effect.scoped(L1.lock.acquire("t:a}b:lock"))))
       expect(refused).toBeInstanceOf(InvalidConfig)

@@ -163,7 +163,7 @@ describe("store lock policies", () => {
     const channel = `${lockKey}:released`
     try {
       const backing = redisVaultBacking(fromClient(client), keyPrefix)
-      const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask, held: false })
+      const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask })
       // The fence's proof of continuity: the commit logged at the expected version, and the token count.
       const seen = { commit: "", size: 0 }
       const apply = async (expected: string, token: string, claim: LockClaim | undefined) => {

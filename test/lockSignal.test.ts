@@ -13,13 +13,14 @@ import { afterAll, describe, expect, it } from "vitest"
 import { LockLost, LockTimeout } from "../src/Errors.js"
 import { withRedisLock } from "../src/internal/lock/facade.js"
 import { fromClient } from "../src/RedisClient.js"
-import * as RedisLock from "../src/RedisLock.js"
+import type { RedisLockHandle } from "../src/internal/lock/contract.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sleep, summary } from "./support/replica.js"
 import { sharedRedis } from "./support/shared.js"
 
 const opened: Array<Redis> = []
-const handles: Array<RedisLock.RedisLockHandle> = []
+const handles: Array<RedisLockHandle> = []
 
 afterAll(async () => {
   await Promise.all(handles.map((h) => Effect.runPromise(h.close)))
@@ -34,7 +35,7 @@ const client = (): Redis => {
 }
 
 const lockOn = (redis: Redis) => {
-  const handle = RedisLock.makeWith(fromClient(redis))
+  const handle = makeLockHandle(fromClient(redis))
   handles.push(handle)
   return handle.lock
 }

@@ -57,25 +57,26 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
 })
 
 /**
- * The keys a lock on `lockKey` uses: the lock itself, its fencing counter and its queue
- * of waiters, both in the lock key's hash slot (a key without a hash tag becomes one).
+ * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
+ * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
  */
-export const lockKeysOf = (lockKey: string): { readonly lock: string; readonly fence: string; readonly waiters: string } => {
-  const tagged = hashedPart(lockKey) === lockKey
-  return {
-    lock: lockKey,
-    fence: tagged ? `{${lockKey}}:fence` : `${lockKey}:fence`,
-    waiters: tagged ? `{${lockKey}}:waiters` : `${lockKey}:waiters`
-  }
-}
+export const fenceKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`)
+
+/** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
+export const waitersKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`)
+
+/** The channel the release script publishes on. */
+export const releaseChannelOf = (key: string): string => `${key}:released`
+
+/** Every key a lock on `key` writes, in the order the acquire and release scripts take them. */
+export const lockKeysOf = (key: string): [string, string, string] => [key, fenceKeyOf(key), waitersKeyOf(key)]
 
 /** Every key of a store's key set, with its lock's fence and waiters (the prefix itself is no key). */
 const keyList = (keys: { readonly prefix: string; readonly lock: string }): ReadonlyArray<string> => {
   const own = Object.entries(keys)
     .filter(([name]) => name !== "prefix")
     .map(([, key]) => key)
-  const lock = lockKeysOf(keys.lock)
-  return [...own, lock.fence, lock.waiters]
+  return [...own, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock)]
 }
 
 /** Every key the audit store under `prefix` may write (the chain, head, commits, lock, probe, checkpoint). */

@@ -11,47 +11,64 @@ import type { FenceConflict, RetriesExhausted, StoreError } from "../Errors.js"
  * script itself: an attempt yields to another holder, may take the lock when its fence
  * rejects it (`ask`), and gives it back when it commits. So taking the lock costs no
  * round trip of its own, and the writer holding it goes next.
+ *
+ * The protocol passes values: the guard hands each attempt an immutable request, the
+ * attempt reports what it did with the lock (`ClaimMove`: in its result, or in the
+ * `FenceConflict` it fails with), and the guard alone keeps whether the lock is ours.
  */
 export interface LockClaim {
   /** The value the lock key holds while this operation has it: random, made when first asked for ("" until then). */
-  token: string
+  readonly token: string
   /** How long the lock outlives a holder that neither commits nor releases it. */
   readonly ttlMs: number
   /** Where releasing the lock is announced (waiters of `RedisLock` listen there). */
   readonly channel: string
-  /** Set by the guard: take the lock should the next attempt be rejected. */
-  ask: boolean
-  /** Set by the store: the lock is ours (a rejected attempt took it; committing gives it back). */
-  held: boolean
+  /** Take the lock should this attempt's fence reject it. */
+  readonly ask: boolean
 }
+
+/**
+ * What one attempt did with the store's lock: took it (its fence rejected it and the
+ * claim asked), gave it back (it committed, which releases a lock it held), or left it
+ * as it was (it yielded, or lost without asking, or wrote nothing).
+ */
+export type ClaimMove = "took" | "gaveBack" | "left"
 
 /** A fenced script's lock arguments: yield, claim token, TTL to take the lock with, release channel. */
 export const claimArgs = (claim: LockClaim | undefined): [string, string, string, string] =>
   claim === undefined ? ["", "", "", ""] : ["1", claim.token, claim.ask ? String(claim.ttlMs) : "", claim.channel]
 
 /**
- * Keeps `claim.held` in step with what a fenced script did: committing (or finding the
- * commit already made) gave a claimed lock back; a rejection may have taken it; a yield
- * changed nothing.
+ * What a fenced script's outcome did with the lock: committing (or finding the commit
+ * already made) gave a claimed lock back; a rejection may have taken it; a yield left it.
  */
-export const noteClaim = (
-  claim: LockClaim | undefined,
-  outcome: { readonly _tag: string; readonly tookLock?: boolean }
-): void => {
-  if (claim === undefined) return
-  if (outcome._tag === "Conflict") claim.held ||= outcome.tookLock === true
-  else if (outcome._tag !== "LockHeld") claim.held = false
+export const claimMoveOf = (outcome: { readonly _tag: string; readonly tookLock?: boolean }): ClaimMove =>
+  outcome._tag === "Conflict"
+    ? outcome.tookLock === true ? "took" : "left"
+    : outcome._tag === "LockHeld" ? "left" : "gaveBack"
+
+/** A successful attempt's value and what it did with the lock. */
+export interface Attempted<A> {
+  readonly value: A
+  readonly claim: ClaimMove
 }
+
+/** Reports a successful attempt: `committed` when its fenced script committed (giving a held lock back). */
+export const attempted = <A>(value: A, committed: boolean): Attempted<A> => ({
+  value,
+  claim: committed ? "gaveBack" : "left"
+})
 
 /** An operation as a guard sees it. */
 export interface GuardedOperation<A, E, R> {
   /**
-   * Lock-free attempts, each yielding to a writer holding the lock, under `claim` when
-   * given. `attempt` runs one; losing fails with `FenceConflict` (with `lockHeld` when
-   * it yielded). Every attempt past the operation's first, from here or `retrying`, is
-   * one the retry schedule allowed: when it runs out, `RetriesExhausted`.
+   * Lock-free attempts, each yielding to a writer holding the lock, under `claim`.
+   * `attempt` runs one and reports what it did with the lock: succeeding, in its
+   * `Attempted`; losing, in the `FenceConflict` it fails with (`lockClaim`; `lockHeld`
+   * when it yielded). Every attempt past the operation's first, from here or `retrying`,
+   * is one the retry schedule allowed: when it runs out, `RetriesExhausted`.
    */
-  readonly attempt: (claim: LockClaim | undefined) => Effect.Effect<A, E | FenceConflict, R>
+  readonly attempt: (claim: LockClaim) => Effect.Effect<Attempted<A>, E | FenceConflict, R>
   /**
    * The bounded retry loop (the same budget as `attempt`). With `fresh`, cached state is brought up to date first (the
    * caller just waited for a lock, so what it cached is likely stale).

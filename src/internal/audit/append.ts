@@ -12,7 +12,7 @@ import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, FenceConflict, type StoreError } from "../../Errors.js"
 import * as Metrics from "../../Metrics.js"
 import { committing } from "../deadline.js"
-import { noteClaim } from "../storeGuard.js"
+import { claimMoveOf } from "../storeGuard.js"
 import type { AppendOutcome, AuditBacking, PreparedAppend } from "./backing.js"
 import type { HeadCache } from "./headCache.js"
 import { unknownHead } from "./headCache.js"
@@ -63,6 +63,7 @@ export const conflict = (ctx: AppendContext, write: PreparedAppend, outcome: App
     store: "audit",
     prefix: ctx.prefix,
     expected: write.expectedPrev,
+    lockClaim: claimMoveOf(outcome),
     ...(outcome._tag === "LockHeld"
       ? { lockHeld: true }
       : outcome._tag === "Conflict" && outcome.current._tag === "Known"
@@ -83,14 +84,11 @@ export const settleAppended = (
   switch (outcome._tag) {
     case "Committed":
     case "AlreadyCommitted":
-      noteClaim(write.claim, outcome)
       ctx.cache.learn(write.integrity)
       return ctx.afterCommit
     case "LockHeld":
-      noteClaim(write.claim, outcome)
       return Effect.fail(conflict(ctx, write, outcome))
     case "Conflict":
-      noteClaim(write.claim, outcome)
       // The script checked the reply's head continues `seen`; a lost reply's is unknown.
       if (outcome.current._tag === "Known") ctx.cache.learn(outcome.current.head)
       else ctx.cache.forget()

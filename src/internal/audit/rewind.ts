@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import { type AuditIntegrity, buildNextRecord } from "../../Chain.js"
 import { ChainRewound, type ChainPoint, FenceConflict, InvalidRecord, type StoreError } from "../../Errors.js"
-import { noteClaim, type LockClaim } from "../storeGuard.js"
+import type { LockClaim } from "../storeGuard.js"
 import { type AppendContext, appendOnce, conflict, settleAppended } from "./append.js"
 import { pointOf } from "./headCache.js"
 import { prepare } from "./prepare.js"
@@ -55,12 +55,11 @@ const recordRewind = (
     if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)
     if (outcome._tag === "Conflict" && outcome.current._tag === "Known") {
       // Not learned as `seen`: the lost head stays the one to prove, so the next attempt records it again.
-      noteClaim(claim, outcome)
       ctx.cache.hold(outcome.current.head)
       return yield* Effect.fail(conflict(ctx, write, outcome))
     }
     yield* settleAppended(ctx, write, outcome)
     yield* Effect.logWarning(`audit store ${ctx.prefix}: recorded the rewind at sequence ${write.sequence}`)
     // The caller's record was built on the lost head: rebuild it on the new one.
-    return yield* Effect.fail(new FenceConflict({ store: "audit", prefix: ctx.prefix, expected: error.seen.eventHash, actual: write.eventHash }))
+    return yield* Effect.fail(new FenceConflict({ store: "audit", prefix: ctx.prefix, expected: error.seen.eventHash, actual: write.eventHash, lockClaim: "gaveBack" }))
   })

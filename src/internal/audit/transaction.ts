@@ -11,7 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { type FenceConflict, InvalidRecord, PersistCalledTwice, type StoreError } from "../../Errors.js"
 import { withRetryBudget, type RetrySchedule } from "../../Retry.js"
-import type { LockClaim, StoreGuard } from "../storeGuard.js"
+import { attempted, type LockClaim, type StoreGuard } from "../storeGuard.js"
 import { type AppendContext, appendOnce, settleAppended } from "./append.js"
 import type { AppendOutcome, PreparedAppend } from "./backing.js"
 import { prepare, notSuccessor } from "./prepare.js"
@@ -85,7 +85,11 @@ export const transactions = (
     withRetryBudget(retryOptions, (budget) =>
       guard({
         // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) => budget.attempt(build(new Attempt(pipeline, claim))),
+        attempt: (claim) =>
+          Effect.suspend(() => {
+            const attempt = new Attempt(pipeline, claim)
+            return Effect.map(budget.attempt(build(attempt)), (a) => attempted(a, attempt.first === "committed"))
+          }),
         retrying: (fresh) =>
           Effect.zipRight(
             fresh ? forgetHead : Effect.void,

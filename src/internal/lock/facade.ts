@@ -27,7 +27,7 @@ import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./policy.js"
-import type { LockOptions } from "../../RedisLock.js"
+import type { LockOptions } from "./options.js"
 import { fromClient } from "../../RedisClient.js"
 import { originalFailure } from "../facade/run.js"
 

@@ -25,12 +25,15 @@
  *   0.8-0.9x the throughput of "never".
  */
 import * as Effect from "effect/Effect"
-import { randomToken } from "../commitId.js"
 import { InvalidConfig, type FenceConflict, type StoreError } from "../../Errors.js"
-import { isFenceConflict } from "../../Retry.js"
-import { makeWith, releaseChannelOf, type LockOptions, type RedisLockHandle, type RedisLockShape, type Wakeup } from "../../RedisLock.js"
 import type { RedisClientShape } from "../../RedisClient.js"
-import { noGuard, type GuardedOperation, type LockClaim, type StoreGuard } from "../storeGuard.js"
+import { isFenceConflict } from "../../Retry.js"
+import { randomToken } from "../commitId.js"
+import type { RedisLockHandle, RedisLockShape, Wakeup } from "./contract.js"
+import { makeLockHandle } from "./handle.js"
+import { releaseChannelOf } from "./keys.js"
+import type { LockOptions } from "./options.js"
+import { noGuard, type Attempted, type ClaimMove, type GuardedOperation, type LockClaim, type StoreGuard } from "../storeGuard.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
 
@@ -70,59 +73,140 @@ export const guardFor = (
 ): StoreGuard => {
   if (policy === "never") return noGuard
   const handle = lockHandleOf(redis)
-  const lock = handle.lock
-  const lockOptions = options.lockOptions ?? storeLockOptions
-  // The lock is held across all retries of one operation, and the operation refreshes
-  // what it cached once it has the lock.
-  // (The lock options are fixed and valid, so withLock's InvalidConfig cannot happen.)
-  const underLock = <A, E, R>(operation: GuardedOperation<A, E, R>) =>
-    lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<A, E | StoreError, R>
+  const underLock = lockedGuard(handle.lock, lockKey, options.lockOptions ?? storeLockOptions)
   if (policy === "always") return underLock
-  const tries = options.tries ?? ADAPTIVE_TRIES
-  const channel = releaseChannelOf(lockKey)
-  // A claim the operation still holds when it ends without committing (it failed, was
-  // interrupted, or falls back to waiting) is given back: compare-and-delete, our token only.
-  const giveBack = (claim: LockClaim) =>
-    Effect.suspend(() => {
-      if (!claim.held) return Effect.void
-      claim.held = false
-      return handle.releaseToken(lockKey, claim.token)
-    })
-  return <A, E, R>(operation: GuardedOperation<A, E, R>) =>
-    Effect.suspend(() => {
-      const claim: LockClaim = { token: "", ttlMs: CLAIM_TTL_MS, channel, ask: false, held: false }
-      // Listening for releases starts at the first yield and lasts the operation.
-      let wakeup: Wakeup | undefined
-      // After the first attempt lost: go on losing, yielding or claiming, up to the bounds.
-      const contended = (first: FenceConflict) => Effect.gen(function* () {
-        let error = first
-        let lost = 0
-        let yields = 0
-        for (;;) {
-          if (error.lockHeld) {
-            if (++yields > ADAPTIVE_YIELDS) return yield* Effect.fail(error)
-            wakeup ??= handle.releases(lockKey)
-            yield* wakeup.next(YIELD_WAIT_MS)
-          } else {
-            if (++lost >= tries) return yield* Effect.fail(error)
-            if (lost >= CLAIM_AFTER && !claim.ask) {
-              claim.ask = true
-              claim.token = randomToken()
-            }
-          }
-          const result = yield* Effect.either(operation.attempt(claim))
-          if (result._tag === "Right") return result.right
-          if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
-          error = result.left
+  return adaptiveGuard({
+    handle,
+    lockKey,
+    tries: options.tries ?? ADAPTIVE_TRIES,
+    underLock,
+    unclaimed: Object.freeze({ token: "", ttlMs: CLAIM_TTL_MS, channel: releaseChannelOf(lockKey), ask: false })
+  })
+}
+
+/**
+ * "always": the lock is held across all retries of one operation, and the operation
+ * refreshes what it cached once it has the lock. (The lock options are fixed and valid,
+ * so withLock's InvalidConfig cannot happen.)
+ */
+const lockedGuard = (lock: RedisLockShape, lockKey: string, lockOptions: LockOptions): StoreGuard => (operation) =>
+  lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<never, StoreError>
+
+/** What an adaptive guard's operations share. */
+interface Adaptive {
+  readonly handle: RedisLockHandle
+  readonly lockKey: string
+  readonly tries: number
+  /** Where an operation that keeps losing or yielding ends up: waiting for the lock. */
+  readonly underLock: StoreGuard
+  /** An attempt that has not asked for the lock: it yields to a holder and takes nothing. */
+  readonly unclaimed: LockClaim
+}
+
+const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
+
+/** "adaptive": lock-free attempts; after the first lost race, `contended` takes over. */
+const adaptiveGuard = (adaptive: Adaptive): StoreGuard => (operation) =>
+  // The first attempt never asks, so it cannot take the lock: an uncontended operation is
+  // just its attempt.
+  Effect.catchIf(
+    Effect.map(operation.attempt(adaptive.unclaimed), valueOf),
+    isFenceConflict,
+    (first) => contended(adaptive, operation, first)
+  )
+
+/**
+ * After the first attempt lost: go on losing, yielding or claiming, up to the bounds,
+ * then wait for the lock. A claim still held when the operation ends without a commit
+ * that gave it back (it failed, was interrupted, or falls back to waiting) is given
+ * back: compare-and-delete, our token only.
+ */
+const contended = <A, E, R>(
+  adaptive: Adaptive,
+  operation: GuardedOperation<A, E, R>,
+  first: FenceConflict
+): Effect.Effect<A, E | StoreError, R> =>
+  Effect.suspend(() => {
+    const claim = new ClaimState(adaptive)
+    return Effect.gen(function*() {
+      let error = first
+      for (;;) {
+        if (!(yield* claim.before(error))) return yield* Effect.fail(error)
+        claim.attempting()
+        const result = yield* Effect.either(operation.attempt(claim.request))
+        if (result._tag === "Right") {
+          // A success that committed nothing may have absorbed a rejection that took the lock.
+          claim.noted(result.right.claim === "gaveBack" ? "gaveBack" : undefined)
+          return result.right.value
         }
-      }).pipe(
-        Effect.ensuring(Effect.suspend(() => (wakeup?.close(), giveBack(claim)))),
-        Effect.catchIf(isFenceConflict, () => underLock(operation))
-      )
-      // The first attempt cannot hold a claim (it never asks), so an uncontended operation
-      // is just its attempt.
-      return Effect.catchIf(operation.attempt(claim), isFenceConflict, contended) as Effect.Effect<A, E | StoreError, R>
-    })
+        if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
+        claim.noted(result.left.lockClaim)
+        error = result.left
+      }
+    }).pipe(
+      Effect.ensuring(claim.end),
+      Effect.catchIf(isFenceConflict, () => adaptive.underLock(operation))
+    ) as Effect.Effect<A, E | StoreError, R>
+  })
+
+const proceed = Effect.succeed(true)
+const giveUp = Effect.succeed(false)
+
+/**
+ * One contended operation's claim, kept by the policy alone: the request its attempts
+ * get, the bounds it has used, and whether the lock may be ours, from what each attempt
+ * reported. An attempt that ends without saying (another error, an interruption) may
+ * have taken the lock if it asked, so it counts as held: the release at the end is a
+ * compare-and-delete, harmless if it was not.
+ */
+class ClaimState {
+  request: LockClaim
+  private lost = 0
+  private yields = 0
+  private held = false
+  private unreported = false
+  /** Listening for releases starts at the first yield and lasts the operation. */
+  private wakeup: Wakeup | undefined
+
+  constructor(private readonly adaptive: Adaptive) {
+    this.request = adaptive.unclaimed
+  }
+
+  /** Before the next attempt, after `error`: waits for a holder or asks for the lock; false past a bound. */
+  before(error: FenceConflict): Effect.Effect<boolean> {
+    const { handle, lockKey, tries, unclaimed } = this.adaptive
+    if (error.lockHeld) {
+      if (++this.yields > ADAPTIVE_YIELDS) return giveUp
+      this.wakeup ??= handle.releases(lockKey)
+      return Effect.as(this.wakeup.next(YIELD_WAIT_MS), true)
+    }
+    if (++this.lost >= tries) return giveUp
+    if (this.lost >= CLAIM_AFTER && !this.request.ask) {
+      this.request = Object.freeze({ ...unclaimed, token: randomToken(), ask: true })
+    }
+    return proceed
+  }
+
+  /** Marks an attempt under way: until it reports, an asking one may have taken the lock. */
+  attempting(): void {
+    this.unreported = this.request.ask
+  }
+
+  /** What the attempt reported doing with the lock (undefined: it did not say). */
+  noted(move: ClaimMove | undefined): void {
+    if (move === "took") this.held = true
+    else if (move === "gaveBack") this.held = false
+    else if (move === undefined) this.held ||= this.request.ask
+    this.unreported = false
+  }
+
+  /** Stops listening, and gives back a lock that may still be ours. */
+  readonly end: Effect.Effect<void> = Effect.suspend(() => {
+    this.wakeup?.close()
+    if (!this.held && !this.unreported) return Effect.void
+    this.held = this.unreported = false
+    return this.adaptive.handle.releaseToken(this.adaptive.lockKey, this.request.token)
+  })
 }
 
 /** Close an idle subscriber connection this soon, so it never holds a process open for long. */
@@ -137,7 +221,7 @@ const shared = new WeakMap<object, RedisLockHandle>()
 export const lockHandleOf = (redis: RedisClientShape): RedisLockHandle => {
   let handle = shared.get(redis.client)
   if (handle === undefined) {
-    handle = makeWith(redis, { subscriberIdleMs: SUBSCRIBER_IDLE_MS })
+    handle = makeLockHandle(redis, { subscriberIdleMs: SUBSCRIBER_IDLE_MS })
     shared.set(redis.client, handle)
   }
   return handle

@@ -1,0 +1,130 @@
+/**
+ * Waiting for a lock: attempts (each one round trip, which also queues the waiter for a
+ * hand-off), woken by a release message or the bounded poll, until the lock is ours or
+ * the wait runs out (`LockTimeout`, fail closed).
+ *
+ * Waiting does not spin: a release PUBLISHes on `<lock key>:released`, and a waiter
+ * listens there; a hand-off addressed to it makes it the holder with no round trip. The
+ * poll (`retrySchedule`) covers a missed message, a holder whose TTL lapsed, and
+ * haechi-store-redis holders, which never publish.
+ *
+ * Timing runs on real time, never the caller's Clock: Redis's TTL runs on real time, so
+ * waits and deadlines measured on a TestClock would let two holders overlap.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as ScheduleDecision from "effect/ScheduleDecision"
+import * as ScheduleIntervals from "effect/ScheduleIntervals"
+import { LockTimeout, type RedisError } from "../../Errors.js"
+import type { RedisClientShape } from "../../RedisClient.js"
+import { now } from "../deadline.js"
+import { ATTEMPT_FLOOR_MS, tryAcquire } from "./commands.js"
+import type { Wakeup } from "./contract.js"
+import { releaseChannelOf } from "./keys.js"
+import { lockWaitOf } from "./metrics.js"
+import type { ResolvedLockOptions } from "./options.js"
+import { handedFence, type ReleaseSubscriber } from "./releases.js"
+
+/** The lock taken: its fence, and when the attempt that took it was sent (its TTL counts from there). */
+export interface Taken {
+  readonly fence: number
+  readonly sentAt: number
+}
+
+/** One wait for one lock by one token, from its first attempt to the lock or the deadline. */
+export class Acquisition {
+  /** Real time the wait started. */
+  readonly start = now()
+  readonly deadline: number
+  /** Whether an attempt was sent: then the lock may be ours, or we may be queued. */
+  sent = false
+
+  constructor(
+    readonly redis: RedisClientShape,
+    readonly wakeups: ReleaseSubscriber,
+    readonly key: string,
+    readonly token: string,
+    readonly options: ResolvedLockOptions
+  ) {
+    this.deadline = this.start + options.waitMs
+  }
+
+  /** Milliseconds waited so far. */
+  waited(): number {
+    return now() - this.start
+  }
+
+  /** The lock, at once or after waiting for it. */
+  readonly take: Effect.Effect<Taken, LockTimeout | RedisError> = Effect.suspend(() => {
+    // On a channel already subscribed, listen before the first attempt, so a hand-off
+    // that comes right after it is not missed. (On a new one, the subscription becoming
+    // active wakes the waiter, which then tries again: nothing is missed either.)
+    const channel = releaseChannelOf(this.key)
+    const early = this.wakeups.isLive(channel) ? this.wakeups.open(channel, this.token) : undefined
+    return Effect.flatMap(
+      Effect.onExit(this.attempt, (exit) =>
+        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(() => early?.close())),
+      (first) => (first.fence > 0 ? Effect.succeed(first) : this.wait(early))
+    )
+  })
+
+  /** The wait ran out: counted as a lock wait, then `LockTimeout`. */
+  private readonly timedOut = Effect.suspend(() => {
+    const waitedMs = this.waited()
+    return Effect.zipRight(
+      Metric.update(lockWaitOf(this.key), waitedMs),
+      new LockTimeout({ key: this.key, waitedMs })
+    )
+  })
+
+  /** One acquire attempt: fence 0 when someone else holds the lock (then we are queued). */
+  private readonly attempt: Effect.Effect<Taken, LockTimeout | RedisError> = Effect.suspend(() => {
+    const sentAt = now()
+    this.sent = true
+    return Effect.flatMap(
+      tryAcquire(
+        this.redis,
+        this.key,
+        this.token,
+        this.options.ttlMs,
+        this.deadline - sentAt,
+        Math.max(this.deadline - sentAt, ATTEMPT_FLOOR_MS)
+      ),
+      (fence) => (fence === undefined ? this.timedOut : Effect.succeed({ fence, sentAt }))
+    )
+  })
+
+  /**
+   * Waits for a release message, or the poll schedule's next step, or the deadline,
+   * whichever comes first, then tries again: one timer and one callback per wait, no fibers.
+   */
+  private wait(early: Wakeup | undefined): Effect.Effect<Taken, LockTimeout | RedisError> {
+    if (now() >= this.deadline) {
+      // e.g. waitTimeout 0: a listener opened early must not keep its channel subscribed.
+      early?.close()
+      return this.timedOut
+    }
+    const wakeup = early ?? this.wakeups.open(releaseChannelOf(this.key), this.token)
+    const { deadline, token } = this
+    const schedule = this.options.retrySchedule
+    const self = this
+    return Effect.gen(function*() {
+      let state = schedule.initial
+      for (;;) {
+        const at = now()
+        if (at >= deadline) return yield* self.timedOut
+        const [next, , decision] = yield* schedule.step(at, undefined, state)
+        if (ScheduleDecision.isDone(decision)) return yield* self.timedOut
+        state = next
+        const pollAt = Math.max(ScheduleIntervals.start(decision.intervals), at)
+        const woken = yield* wakeup.next(Math.min(pollAt, deadline) - at)
+        // Handed to us by the release: ours already, no round trip.
+        const handed = woken === undefined ? 0 : handedFence(woken, token)
+        if (handed > 0) return { fence: handed, sentAt: now() }
+        const got = yield* self.attempt
+        if (got.fence > 0) return got
+      }
+    }).pipe(Effect.ensuring(Effect.sync(wakeup.close)))
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Release notifications over one dedicated subscriber connection (`client.duplicate()`),
+ * opened on the first `open`. A listener is woken by a message on its channel and, once,
+ * when its subscription becomes active (a release may have happened just before). Any
+ * failure here only costs latency: the waiters' poll covers it.
+ */
+import * as Effect from "effect/Effect"
+import type { RedisConnection } from "../../RedisClient.js"
+import type { Wakeup } from "./contract.js"
+
+/**
+ * How long a channel stays subscribed after its last listener left: under contention the
+ * same lock is waited for again at once, and a warm subscription saves a SUBSCRIBE and
+ * an UNSUBSCRIBE per wait.
+ */
+const CHANNEL_LINGER_MS = 1000
+
+/** The fence of a hand-off message ("<token> <fence>") addressed to `token`, else 0. */
+export const handedFence = (message: string, token: string): number =>
+  message.length > token.length && message.startsWith(token) && message[token.length] === " "
+    ? Number(message.slice(token.length + 1)) || 0
+    : 0
+
+interface Listener {
+  /** The waiter's token, whose hand-offs wake it (others' do not). */
+  readonly token: string | undefined
+  /** A wake-up that arrived while nobody was waiting on it; the next `next` returns it at once. */
+  pending: string | undefined
+  wake: ((message: string) => void) | undefined
+}
+
+interface Channel {
+  readonly listeners: Set<Listener>
+  ready: boolean
+  /** Set while the channel has no listeners and stays subscribed a little longer. */
+  linger?: ReturnType<typeof setTimeout> | undefined
+}
+
+const notify = (listener: Listener, message: string) => {
+  if (message !== "" && (listener.token === undefined || handedFence(message, listener.token) === 0)) return
+  const wake = listener.wake
+  if (wake !== undefined) wake(message)
+  else if (!listener.pending) listener.pending = message
+}
+
+/** The next wake-up of `listener`, or undefined after `ms`; at once if one is pending or it is closed. */
+const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number) =>
+  Effect.async<string | undefined>((resume) => {
+    if (listener.pending !== undefined || !isOpen()) {
+      const message = listener.pending ?? ""
+      listener.pending = undefined
+      return resume(Effect.succeed(message))
+    }
+    const timer = setTimeout(() => {
+      listener.wake = undefined
+      resume(Effect.succeed(undefined))
+    }, Math.max(0, ms))
+    listener.wake = (message) => {
+      listener.wake = undefined
+      clearTimeout(timer)
+      resume(Effect.succeed(message))
+    }
+    return Effect.sync(() => {
+      listener.wake = undefined
+      clearTimeout(timer)
+    })
+  })
+
+/** The release channels one RedisLock listens on, over its own subscriber connection. */
+export class ReleaseSubscriber {
+  private readonly channels = new Map<string, Channel>()
+  private connection: RedisConnection | undefined
+  private closed = false
+  private idleTimer: ReturnType<typeof setTimeout> | undefined
+
+  /** `idleMs`: disconnect once no channel has been listened on for this long (never if undefined). */
+  constructor(private readonly client: RedisConnection, private readonly idleMs: number | undefined) {}
+
+  /** Starts listening on `name` for the waiter with `token`; `close` the result when done. */
+  open(name: string, token: string | undefined): Wakeup {
+    const listener: Listener = { token, pending: undefined, wake: undefined }
+    let open = true
+    const isOpen = () => open
+    this.add(name, listener)
+    return {
+      next: (ms) => nextWakeup(listener, isOpen, ms),
+      close: () => {
+        if (!open) return
+        open = false
+        listener.wake = undefined
+        this.remove(name, listener)
+      }
+    }
+  }
+
+  /** Whether `name` is subscribed already (a listener opened now misses nothing from here on). */
+  isLive(name: string): boolean {
+    return this.channels.get(name)?.ready === true
+  }
+
+  /** Disconnects for good; later waits only poll. */
+  readonly close: Effect.Effect<void> = Effect.sync(() => {
+    this.closed = true
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.channels.forEach((entry) => entry.linger !== undefined && clearTimeout(entry.linger))
+    this.disconnect()
+  })
+
+  private disconnect() {
+    const c = this.connection
+    this.connection = undefined
+    this.channels.forEach((entry) => (entry.ready = false))
+    c?.disconnect()
+  }
+
+  private connect(): RedisConnection | undefined {
+    if (this.closed) return undefined
+    if (this.connection === undefined) {
+      const c = this.client.duplicate()
+      c.on("error", () => {})
+      c.on("message", (channel: string, message: string) => {
+        this.channels.get(channel)?.listeners.forEach((listener) => notify(listener, message))
+      })
+      this.connection = c
+    }
+    return this.connection
+  }
+
+  private add(name: string, listener: Listener) {
+    if (this.idleTimer !== undefined) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = undefined
+    }
+    const existing = this.channels.get(name)
+    if (existing !== undefined) {
+      if (existing.linger !== undefined) {
+        clearTimeout(existing.linger)
+        existing.linger = undefined
+      }
+      existing.listeners.add(listener)
+      return
+    }
+    const entry: Channel = { listeners: new Set([listener]), ready: false }
+    this.channels.set(name, entry)
+    const c = this.connect()
+    c?.subscribe(name).then(
+      () => {
+        if (this.channels.get(name) === entry && this.connection === c) {
+          entry.ready = true
+          entry.listeners.forEach((listener) => notify(listener, ""))
+        }
+      },
+      () => {}
+    )
+  }
+
+  private remove(name: string, listener: Listener) {
+    const entry = this.channels.get(name)
+    if (entry === undefined || !entry.listeners.delete(listener) || entry.listeners.size > 0) return
+    entry.linger = setTimeout(() => {
+      entry.linger = undefined
+      if (entry.listeners.size > 0 || this.channels.get(name) !== entry) return
+      this.channels.delete(name)
+      this.connection?.unsubscribe(name).catch(() => {})
+      this.idleAfterLastChannel()
+    }, CHANNEL_LINGER_MS)
+    entry.linger.unref?.()
+  }
+
+  private idleAfterLastChannel() {
+    if (this.channels.size === 0 && this.idleMs !== undefined && this.connection !== undefined) {
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = undefined
+        if (this.channels.size === 0) this.disconnect()
+      }, this.idleMs)
+      this.idleTimer.unref?.()
+    }
+  }
+}
