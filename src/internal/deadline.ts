@@ -109,6 +109,8 @@ class Budget {
   /** Fibers other than the operation's own that work for it (the facade's `persist`). */
   linked: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
   timer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** When the deadline passes, on `performance.now()`'s clock. */
+  endsAt = 0
   constructor(
     readonly parent: Budget | undefined,
     readonly spec: DeadlineSpec
@@ -128,6 +130,13 @@ const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | Commi
 }
 
 const expire = (budget: Budget) => {
+  // Node schedules a timer from its loop's time, taken when the loop turn began: a timer
+  // set late in a long turn fires that much early. A deadline never passes early.
+  const early = budget.endsAt - performance.now()
+  if (early > 0) {
+    budget.timer = setTimeout(expire, Math.ceil(early), budget)
+    return
+  }
   budget.expired = true
   budget.failure = failureOf(budget.spec, budget)
   const waits = budget.waits
@@ -256,22 +265,22 @@ const untilExpired = (budget: Budget): Effect.Effect<never> =>
 const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
 const DeadlineClockTypeId: unique symbol = Symbol.for("haechi-store-effect/DeadlineClock")
 
-/** `clock` whose `sleep` watches the current operation's deadline; time reads `clock`. */
+/**
+ * `clock` whose `sleep` watches the current operation's deadline; everything else is
+ * `clock`'s own (time, and a TestClock's `adjust`), through the prototype.
+ */
 const deadlineClock = (clock: Clock.Clock): Clock.Clock =>
-  ({
-    [Clock.ClockTypeId]: Clock.ClockTypeId,
-    [DeadlineClockTypeId]: true,
-    unsafeCurrentTimeMillis: () => clock.unsafeCurrentTimeMillis(),
-    unsafeCurrentTimeNanos: () => clock.unsafeCurrentTimeNanos(),
-    currentTimeMillis: clock.currentTimeMillis,
-    currentTimeNanos: clock.currentTimeNanos,
-    sleep: (duration: Duration.Duration) =>
-      Effect.withFiberRuntime<void>((fiber) => {
-        const budget = fiber.getFiberRef(currentBudget)
-        if (budget === undefined) return clock.sleep(duration)
-        if (clock === liveClock) return sleep(Duration.toMillis(duration))
-        return Effect.raceFirst(clock.sleep(duration), untilExpired(budget))
-      })
+  Object.create(clock, {
+    [DeadlineClockTypeId]: { value: true },
+    sleep: {
+      value: (duration: Duration.Duration): Effect.Effect<void> =>
+        Effect.withFiberRuntime<void>((fiber) => {
+          const budget = fiber.getFiberRef(currentBudget)
+          if (budget === undefined) return clock.sleep(duration)
+          if (clock === liveClock) return sleep(Duration.toMillis(duration))
+          return Effect.raceFirst(clock.sleep(duration), untilExpired(budget))
+        })
+    }
   }) as Clock.Clock
 
 // The caller's services with the Clock wrapped, once per services object.
@@ -320,6 +329,7 @@ export const within = (spec: DeadlineSpec) => {
       return Effect.uninterruptibleMask((restore) => {
         fiber.setFiberRef(currentBudget, budget)
         fiber.setFiberRef(DefaultServices.currentServices, withDeadlineClock(services))
+        budget.endsAt = performance.now() + delay
         budget.timer = setTimeout(expire, delay, budget)
         return Effect.matchCauseEffect(restore(effect), {
           onFailure: (cause): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown> => {
