@@ -5,6 +5,7 @@ import { createClient } from "redis"
 import { Redis } from "ioredis"
 import * as reference from "haechi-store-redis"
 import { createMemoryTokenStore } from "haechi-store-redis/memory"
+import { bareAuditStore } from "./bare.mjs"
 
 export const AUDIT_PREFIX = "bench:audit:"
 export const VAULT_PREFIX = "bench:tv:"
@@ -13,6 +14,17 @@ export const LOCK_KEY = "bench:lock"
 let oursModule
 /** ../dist/haechi.js, loaded once (the bench builds it first). */
 export const ours = async () => (oursModule ??= await import(new URL("../dist/haechi.js", import.meta.url).href))
+
+let baseModule
+/**
+ * "base": another build of ours, for a before/after in one run: BENCH_BASE_DIST names its
+ * dist/ folder (absolute, or relative to the repository root).
+ */
+export const base = async () => {
+  const dir = process.env.BENCH_BASE_DIST
+  if (!dir) throw new Error("BENCH_BASE_DIST is not set")
+  return (baseModule ??= await import(new URL(`${dir.replace(/\/$/, "")}/haechi.js`, new URL("../", import.meta.url)).href))
+}
 
 /**
  * Our `withRedisLock`: from ../dist/haechi.js, or from BENCH_LOCK_MODULE (a path relative to
@@ -45,12 +57,12 @@ const closeNodeRedis = async (client) => {
 }
 
 /**
- * Opens `impl` ("ours" | "ref" | "floor") on its own client. `lock` (ours only) is passed to
+ * Opens `impl` ("ours" | "ref" | "bare" | "floor") on its own client. `lock` (ours only) is passed to
  * createRedisAuditStore as the lock policy option when given; `auditPrefix` moves the chain.
  */
 export const open = async (impl, port, { lock, auditPrefix = AUDIT_PREFIX } = {}) => {
-  if (impl === "ours") {
-    const mod = await ours()
+  if (impl === "ours" || impl === "base") {
+    const mod = impl === "ours" ? await ours() : await base()
     const client = await openIoredis(port)
     return {
       impl,
@@ -68,6 +80,19 @@ export const open = async (impl, port, { lock, auditPrefix = AUDIT_PREFIX } = {}
       audit: () => reference.createRedisAuditStore({ client, keyPrefix: auditPrefix }),
       vault: () => reference.createRedisTokenStore({ client, keyPrefix: VAULT_PREFIX }),
       close: () => closeNodeRedis(client)
+    }
+  }
+  if (impl === "bare") {
+    // The audit floor: the same fenced one-round-trip append on bare ioredis (bare.mjs).
+    const client = await openIoredis(port)
+    return {
+      impl,
+      client,
+      audit: () => bareAuditStore(client, auditPrefix),
+      vault: () => {
+        throw new Error("the bare floor has no vault")
+      },
+      close: () => closeIoredis(client)
     }
   }
   if (impl === "floor") {

@@ -1,7 +1,7 @@
 // The benchmark orchestrator: ours (../dist/haechi.js) against the reference
 // haechi-store-redis, driven by bench/core.mjs the way haechi's core drives a store.
 //
-//   node bench/run.mjs --port <redis port> [--quick] [--only=audit,replicas,tokenize,reveal,account,memory,lock]
+//   node bench/run.mjs --port <redis port> [--quick] [--only=audit,replicas,rtt,tokenize,reveal,account,memory,lock] [--delay=ms]
 //                      [--rounds=N] [--cpu-prof[=ours|ref|both]]
 //
 // Every measurement runs in a fresh worker process; the two implementations alternate
@@ -12,6 +12,7 @@ import { fork } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { flush, preloadRecords, preloadVault, verifyStoredChain } from "./admin.mjs"
+import { delayProxy } from "./delayProxy.mjs"
 import { openIoredis, oursWithRedisLock } from "./impls.mjs"
 import { median, quantile } from "./stats.mjs"
 
@@ -82,6 +83,14 @@ const runWorker = (params, { onReady, expose } = {}) =>
 
 /** The two implementations in alternating order for round `r`. */
 const order = (r) => (r % 2 === 0 ? IMPLS : [...IMPLS].reverse())
+/**
+ * The audit rows also run the bare-ioredis floor ("bare"), and with BENCH_BASE_DIST another
+ * build of ours ("base", logged and in the JSON only); they rotate, round by round.
+ */
+const AUDIT_IMPLS = ["ours", "ref", "bare", ...(process.env.BENCH_BASE_DIST ? ["base"] : [])]
+const auditOrder = (r) => AUDIT_IMPLS.map((_, i) => AUDIT_IMPLS[(i + r) % AUDIT_IMPLS.length])
+/** One way of the simulated network round trip (the delay proxy), in ms. */
+const RTT_DELAY_MS = Number(flag("delay") ?? 1)
 
 const admin = await openIoredis(port)
 const started = Date.now()
@@ -112,12 +121,15 @@ const safely = async (label, f) => {
 
 if (wanted("audit")) {
   for (let r = 0; r < cfg.rounds; r++) {
-    for (const impl of order(r)) {
+    for (const impl of auditOrder(r)) {
       await flush(admin)
       const res = await safely(`audit ${impl}`, () => runWorker({ mode: "audit", impl, warmup: 2000, maxOps: 100_000, maxMs: cfg.auditMs }))
       if (!res.failed) res.chain = await verifyStoredChain(admin)
       push("audit", impl, res)
-      log(`audit 1 sink   ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 3)} ms chain ${res.chain?.valid ? "ok" : res.chain?.reason ?? "-"}`)
+      log(
+        `audit 1 sink   ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 3)} ms cpu ${fmt(res.cpuUsPerOp)} µs` +
+          ` alloc ${fmt(res.allocBytesPerOp / 1024, 1)} KB per append chain ${res.chain?.valid ? "ok" : res.chain?.reason ?? "-"}`
+      )
     }
   }
 }
@@ -169,9 +181,9 @@ const replicaPool = async () => {
    * Starts all replicas together on `impl` (with our `lock` policy), then verifies the chain;
    * with `separate`, each replica appends to a chain of its own (not verified here).
    */
-  const run = async (impl, lock, separate = false, rate = undefined, maxMs = cfg.replicaMs) => {
+  const run = async (impl, lock, separate = false, rate = undefined, maxMs = cfg.replicaMs, via = port) => {
     await flush(admin)
-    for (const child of children) child.send({ impl, port, lock, separate, rate, warmup: 300 })
+    for (const child of children) child.send({ impl, port: via, lock, separate, rate, warmup: 300 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs })
     const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, maxMs + 60_000)))).map((m) => m.result)
@@ -189,6 +201,8 @@ const replicaPool = async () => {
       perReplica: per.map((p) => p.ops),
       attemptsPerAppend: sum((p) => p.attempts) / Math.max(1, ops),
       cpuUsPerAppend: sum((p) => p.cpuUs) / Math.max(1, ops),
+      allocBytesPerAppend: sum((p) => p.allocBytes) / Math.max(1, ops),
+      fairness: Math.min(...per.map((p) => p.ops)) / Math.max(1, ops / per.length),
       p50: quantile(latencies, 0.5),
       p99: quantile(latencies, 0.99),
       max: latencies.reduce((a, b) => (b > a ? b : a), -Infinity),
@@ -206,8 +220,8 @@ if (wanted("replicas")) {
     // Each library gets processes of its own, so neither runs in processes warmed (or
     // littered) by the other. (The first row measured on a pool still comes out 10-20%
     // slower than later ones, whichever option it is: the processes' age; see README.)
-    for (const impl of order(r)) {
-      const variants = impl === "ours" ? [undefined, ...POLICIES, "separate", "paced"] : [undefined, "separate", "paced"]
+    for (const impl of r % 2 === 0 ? [...IMPLS, "bare"] : ["bare", ...IMPLS].reverse()) {
+      const variants = impl === "ours" ? [undefined, ...POLICIES, "separate", "paced"] : impl === "bare" ? [undefined] : [undefined, "separate", "paced"]
       let pool
       for (const lock of variants) {
         const res = await safely(`replicas ${impl} ${lock ?? ""}`, async () => {
@@ -239,6 +253,46 @@ if (wanted("replicas")) {
 }
 
 mark("replicas")
+
+// ---------------------------------------------------------------------------
+// audit over a simulated network round trip: a delay proxy, RTT_DELAY_MS each way
+
+if (wanted("rtt")) {
+  const proxy = await delayProxy(port, RTT_DELAY_MS)
+  try {
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (const impl of auditOrder(r)) {
+        await flush(admin)
+        const res = await safely(`audit rtt ${impl}`, () =>
+          runWorker({ mode: "audit", impl, port: proxy.port, warmup: 300, maxOps: 100_000, maxMs: cfg.auditMs })
+        )
+        if (!res.failed) res.chain = await verifyStoredChain(admin)
+        push("audit:rtt", impl, res)
+        log(`audit 1 sink   ${impl.padEnd(4)} +${RTT_DELAY_MS}ms/way round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms chain ${res.chain?.valid ? "ok" : res.chain?.reason ?? "-"}`)
+      }
+      for (const impl of auditOrder(r)) {
+        const res = await safely(`replicas rtt ${impl}`, async () => {
+          const pool = await replicaPool()
+          try {
+            await pool.run(impl, undefined, false, undefined, cfg.replicaMs / 2, proxy.port)
+            return await pool.run(impl, undefined, false, undefined, cfg.replicaMs, proxy.port)
+          } finally {
+            pool.close()
+          }
+        })
+        push("replicas:rtt", impl, res)
+        log(
+          `audit 4 procs  ${impl.padEnd(4)} +${RTT_DELAY_MS}ms/way round ${r + 1}: ${fmt(res.opsPerSec)}/s p99 ${fmt(res.p99, 2)} max ${fmt(res.max, 1)} ms` +
+            ` attempts/append ${fmt(res.attemptsPerAppend, 2)} per replica ${JSON.stringify(res.perReplica ?? [])} chain ${res.chain?.valid && res.chain?.complete ? "ok" : JSON.stringify(res.chain ?? res.failed)}`
+        )
+      }
+    }
+  } finally {
+    await proxy.close()
+  }
+}
+
+mark("rtt")
 
 // ---------------------------------------------------------------------------
 // token vault: tokenize at each pre-loaded size, reveal at 0 and 50k
@@ -392,6 +446,8 @@ const row = (figure, key, pick, { digits = 0, unit = "", better = "higher", refK
   const a = med(key, "ours", pick)
   const b = med(refKey, "ref", refPick)
   const ratio = Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? a / b : NaN
+  const bare = med(key, "bare", pick)
+  if (Number.isFinite(bare)) figure += ` [bare ioredis floor: ${fmt(bare, digits)}${unit}; ours ${Number.isFinite(a) && bare !== 0 ? (a / bare).toFixed(2) : "n/a"}× of it]`
   rows.push({
     figure,
     ours: a,
@@ -421,6 +477,14 @@ if (raw.replicas) {
   rows.push({ figure: "4-replica chain verified", cells: ["4-replica chain verified (seq 1..n, links, hashes, count)", chainCell("ours"), chainCell("ref"), ""] })
 }
 row("client CPU per audit append, one sink (µs)", "audit", (r) => r.cpuUsPerOp, { better: "lower" })
+row("JS heap allocated per audit append, one sink (KB)", "audit", (r) => r.allocBytesPerOp / 1024, { digits: 1, better: "lower" })
+row(`audit appends/s, one sink, over a delay proxy (+${RTT_DELAY_MS} ms each way)`, "audit:rtt", (r) => r.opsPerSec)
+row(`audit appends/s, ${REPLICAS} replicas, over the delay proxy`, "replicas:rtt", (r) => r.opsPerSec)
+row(`audit attempts per append, ${REPLICAS} replicas, over the delay proxy`, "replicas:rtt", (r) => r.attemptsPerAppend, { digits: 2, better: "lower" })
+row(`audit append p99, ${REPLICAS} replicas, over the delay proxy (ms)`, "replicas:rtt", (r) => r.p99, { digits: 2, better: "lower" })
+row(`audit append max latency, ${REPLICAS} replicas (ms)`, "replicas", (r) => r.max, { digits: 1, better: "lower" })
+row(`fewest appends of a replica / fair share, ${REPLICAS} replicas`, "replicas", (r) => r.fairness, { digits: 2 })
+row(`JS heap allocated per append, ${REPLICAS} replicas (KB, all replicas)`, "replicas", (r) => r.allocBytesPerAppend / 1024, { digits: 1, better: "lower" })
 row(`${REPLICAS} replicas at ${PACED_RATE} appends/s offered (open loop, Poisson arrivals): p50 (ms, from arrival)`, "replicas:paced", (r) => r.p50, { digits: 2, better: "lower" })
 row(`${REPLICAS} replicas at ${PACED_RATE} appends/s offered (open loop, Poisson arrivals): p99 (ms, from arrival)`, "replicas:paced", (r) => r.p99, { digits: 2, better: "lower" })
 row(`control: ${REPLICAS} replica processes, each on a chain of its own (nothing shared): appends/s`, "replicas:separate", (r) => r.opsPerSec)

@@ -1,4 +1,5 @@
 // Small statistics helpers.
+import v8 from "node:v8"
 
 /** The q-quantile (0..1) of `values` by nearest rank; NaN when empty. */
 export const quantile = (values, q) => {
@@ -23,12 +24,14 @@ export const now = () => performance.now()
  * ends the run), waiting until then, and times each op from that time (or from its start,
  * if that came first). A failed op counts
  * as an error, not a latency. Returns `{ ops, errors, ms, cpuUs, latencies, firstError }`:
- * `cpuUs` is this process's CPU time (user + system) over the run.
+ * `cpuUs` is this process's CPU time (user + system) over the run; `allocBytes` the JS heap
+ * it allocated (see `allocated`).
  */
 const runUntil = async (op, next) => {
   const latencies = []
   let errors = 0
   let firstError
+  const alloc = allocated()
   const cpu0 = process.cpuUsage()
   const start = now()
   let ops = 0
@@ -49,7 +52,29 @@ const runUntil = async (op, next) => {
   }
   const ms = now() - start
   const cpu = process.cpuUsage(cpu0)
-  return { ops, errors, ms, cpuUs: cpu.user + cpu.system, latencies, firstError }
+  const allocBytes = alloc.stop()
+  return { ops, errors, ms, cpuUs: cpu.user + cpu.system, allocBytes, latencies, firstError }
+}
+
+/**
+ * Counts the JS heap allocated from now to `stop()`: the heap's growth plus what every GC
+ * in between freed (V8's GC profiler reports each GC's heap before and after). Includes
+ * the measuring loop's own few objects per op (the same for every implementation).
+ */
+export const allocated = () => {
+  const profiler = typeof v8.GCProfiler === "function" ? new v8.GCProfiler() : undefined
+  const used0 = process.memoryUsage().heapUsed
+  profiler?.start()
+  return {
+    stop: () => {
+      const used1 = process.memoryUsage().heapUsed
+      const stats = profiler?.stop()
+      if (stats === undefined) return NaN
+      let freed = 0
+      for (const gc of stats.statistics) freed += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize
+      return used1 - used0 + freed
+    }
+  }
 }
 
 /** Runs `op` back to back until `maxOps` ops or `maxMs` milliseconds (at least one op). */

@@ -16,6 +16,7 @@ const throughput = (run) => ({
   ms: run.ms,
   opsPerSec: (run.ops / run.ms) * 1000,
   cpuUsPerOp: run.cpuUs / Math.max(1, run.ops),
+  allocBytesPerOp: run.allocBytes / Math.max(1, run.ops),
   ...summarize(run.latencies)
 })
 
@@ -58,6 +59,7 @@ const replica = async ({ replica: name }) => {
         firstError: run.firstError,
         ms: run.ms,
         cpuUs: run.cpuUs,
+        allocBytes: run.allocBytes,
         attempts: sink.counts.attempts - before.attempts,
         rejected: sink.counts.rejected - before.rejected,
         latencies: run.latencies,

@@ -18,6 +18,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { Cluster, Redis, RedisOptions } from "ioredis"
 import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
+import { awaitPromise, MAX_TIMER_MS, timerDelay } from "./internal/deadline.js"
 import { callScript, type ScriptDefinition } from "./internal/scripts.js"
 import { isClusterClient } from "./internal/client.js"
 
@@ -88,53 +89,29 @@ export const wrongType =
       () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
     )
 
-/** Node's longest timer delay; a longer one would fire at once. */
-export const MAX_TIMER_MS = 2_147_483_647
+/** Node's longest timer delay, and the clamp to it (their home is the deadline module). */
+export { MAX_TIMER_MS, timerDelay }
 
-/** A timer delay Node accepts as given: negative is 0, beyond its longest delay is that delay. */
-export const timerDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS)
-
-/** Wraps a client the caller owns (each script is defined on it once, at first use). */
+/**
+ * Wraps a client the caller owns (each script is defined on it once, at first use).
+ * Every call watches the current operation's deadline (see `deadline.awaitPromise`): no
+ * fiber and no timer per call.
+ */
 export const fromClient = (client: RedisConnection): RedisClientShape => {
   const run = <A>(operation: string, f: (client: RedisConnection) => Promise<A>) =>
-    Effect.tryPromise({ try: () => f(client), catch: (error) => toRedisError(operation, error) })
+    awaitPromise({ try: () => f(client), catch: (error) => toRedisError(operation, error) })
   return {
     client,
     isCluster: isClusterClient(client),
     run,
-    script: (script, keys, args) => run(script.name, (c) => callScript(c, script, keys, args)),
+    script: (script, keys, args) =>
+      awaitPromise({ try: () => callScript(client, script, keys, args), catch: (error) => toRedisError(script.name, error) }),
     scriptWithin: (script, keys, args, ms) =>
-      Effect.async<Option.Option<unknown>, RedisError>((resume) => {
-        let settled = false
-        const timer = setTimeout(() => {
-          settled = true
-          resume(Effect.succeed(Option.none()))
-        }, timerDelay(ms))
-        let call: Promise<unknown>
-        try {
-          call = callScript(client, script, keys, args)
-        } catch (error) {
-          call = Promise.reject(error)
-        }
-        call.then(
-          (value) => {
-            if (settled) return
-            settled = true
-            clearTimeout(timer)
-            resume(Effect.succeed(Option.some(value)))
-          },
-          (error: unknown) => {
-            if (settled) return
-            settled = true
-            clearTimeout(timer)
-            resume(Effect.fail(toRedisError(script.name, error)))
-          }
-        )
-        return Effect.sync(() => {
-          settled = true
-          clearTimeout(timer)
-        })
-      })
+      awaitPromise<Option.Option<unknown>, RedisError>(
+        { try: () => callScript(client, script, keys, args).then(Option.some), catch: (error) => toRedisError(script.name, error) },
+        ms,
+        Option.none
+      )
   }
 }
 

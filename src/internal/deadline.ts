@@ -6,41 +6,49 @@
  *   resolved;
  * - `OperationTimeout` naming the operation and the deadline otherwise: nothing it sent
  *   can have committed.
- * The operation is interrupted where it waits (its finalizers run, for example a lock's
- * release), so nothing that arrives later (a reply after a thaw) reaches its
- * continuation or the replica's cache.
+ * The wait the operation stands in is abandoned (its finalizers run, for example a
+ * lock's release), so nothing that arrives later (a reply after a thaw) reaches its
+ * continuation or the replica's cache, and nothing new is sent after the deadline.
  *
  * The timer is Node's own (`setTimeout`), never the caller's Effect `Clock`: a TestClock
  * that never advances cannot stretch a deadline, and a frozen connection, a paused or
  * sleeping Redis or a reply that never comes cannot hold an operation past it.
  *
- * Mechanism: the operation runs in one child fiber; the caller's fiber waits for it or
- * for the timer, whichever is first. Commits mark the budget (`committing`), which a
- * fiber inherits through a FiberRef: the Promise facade runs `persist` on a runtime
- * captured inside the operation, so its fiber marks the same budget and is interrupted
- * with it (`linked`).
+ * Mechanism, with no fiber of its own (a child fiber per operation cost 54-142 µs of an
+ * append): the operation runs on the caller's fiber with a budget in a FiberRef and one
+ * timer. Every wait an operation makes watches that budget: a Redis call (`awaitPromise`,
+ * which `RedisClient.run`/`script` use), `sleep`, and any `Clock.sleep` (a retry
+ * schedule's; the Clock is wrapped for the operation, time itself still reads the
+ * caller's Clock). When the timer fires, the budget decides the failure, and each wait
+ * standing resumes with an interruption, which `within` turns into that failure; a wait
+ * that starts later does not start (a finalizer's call, e.g. a lock release, is still
+ * sent, but not waited for). A wait that is none of these (a caller's own `Deferred` in
+ * an Effect `build`) ends the operation only once it returns; the Promise facade's
+ * callbacks are covered: they run on fibers that carry the budget (`linked`).
  */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
-import { timerDelay } from "../RedisClient.js"
 
 /** The default deadline of every store operation. */
 export const DEFAULT_TIMEOUT_MS = 10_000
 
+/** Node's longest timer delay; a longer one would fire at once. */
+export const MAX_TIMER_MS = 2_147_483_647
+
+/** A timer delay Node accepts as given: negative is 0, beyond its longest delay is that delay. */
+export const timerDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS)
+
 /** Epoch milliseconds on a monotonic real-time clock (not the Effect Clock, not the settable wall clock). */
 export const now = (): number => performance.timeOrigin + performance.now()
-
-/** Sleeps `ms` of real time (a timer, not the Effect Clock). */
-export const sleep = (ms: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    const timer = setTimeout(() => resume(Effect.void), timerDelay(ms))
-    return Effect.sync(() => clearTimeout(timer))
-  })
 
 /** Validates a `timeout` option: a finite Duration of at least 1 ms (a number is ms); undefined is the default. */
 export const timeoutMsOf = (
@@ -75,20 +83,6 @@ const describe = (input: unknown): string => {
   return Duration.isDuration(input) ? Duration.format(input) : typeof input
 }
 
-/** One operation's budget, shared by the fibers that work for it. */
-interface Budget {
-  readonly parent: Budget | undefined
-  /** Commits sent whose outcome is not known yet. */
-  committing: number
-  /** A commit landed, or its outcome stayed unknown: the deadline can no longer say "nothing committed". */
-  maybeCommitted: boolean
-  expired: boolean
-  /** Fibers other than the operation's own that work for it (the facade's `persist`). */
-  linked: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined
-}
-
-const currentBudget = FiberRef.unsafeMake<Budget | undefined>(undefined)
-
 export interface DeadlineSpec {
   /** For `CommitOutcomeUnknown`: the store and prefix whose commit may have landed. */
   readonly store?: StoreKind | undefined
@@ -98,11 +92,214 @@ export interface DeadlineSpec {
   readonly timeoutMs: number
 }
 
+/** Ends one wait at once (it resumes with `ABANDONED`). */
+type Abandon = () => void
+
+/** One operation's budget, shared by the fibers that work for it. */
+class Budget {
+  /** Commits sent whose outcome is not known yet. */
+  committing = 0
+  /** A commit landed, or its outcome stayed unknown: the deadline can no longer say "nothing committed". */
+  maybeCommitted = false
+  expired = false
+  /** Decided when the timer fires, while the operation still stands where it waited. */
+  failure: OperationTimeout | CommitOutcomeUnknown | undefined = undefined
+  /** The waits standing now. */
+  waits: Set<Abandon> | undefined = undefined
+  /** Fibers other than the operation's own that work for it (the facade's `persist`). */
+  linked: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
+  timer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** When the deadline passes, on `performance.now()`'s clock. */
+  endsAt = 0
+  constructor(
+    readonly parent: Budget | undefined,
+    readonly spec: DeadlineSpec
+  ) {}
+}
+
+const currentBudget = FiberRef.unsafeMake<Budget | undefined>(undefined)
+
+/** What an abandoned wait resumes with: an interruption, which no `catchAll` or retry handles. */
+const ABANDONED = Exit.interrupt(FiberId.none)
+
 const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | CommitOutcomeUnknown => {
   const timeout = new OperationTimeout({ operation: spec.operation, timeoutMs: spec.timeoutMs })
   return spec.store !== undefined && (budget.committing > 0 || budget.maybeCommitted)
     ? new CommitOutcomeUnknown({ store: spec.store, prefix: spec.prefix ?? "", cause: timeout })
     : timeout
+}
+
+const expire = (budget: Budget) => {
+  // Node schedules a timer from its loop's time, taken when the loop turn began: a timer
+  // set late in a long turn fires that much early. A deadline never passes early.
+  const early = budget.endsAt - performance.now()
+  if (early > 0) {
+    budget.timer = setTimeout(expire, Math.ceil(early), budget)
+    return
+  }
+  budget.expired = true
+  budget.failure = failureOf(budget.spec, budget)
+  const waits = budget.waits
+  budget.waits = undefined
+  waits?.forEach((abandon) => abandon())
+  budget.linked?.forEach((fiber) => fiber.unsafeInterruptAsFork(FiberId.none))
+}
+
+const expiredIn = (budget: Budget | undefined): boolean => {
+  for (let b = budget; b !== undefined; b = b.parent) if (b.expired) return true
+  return false
+}
+
+// A wait watches every budget it stands in (an operation inside another one: both).
+const watch = (budget: Budget, abandon: Abandon) => {
+  for (let b: Budget | undefined = budget; b !== undefined; b = b.parent) (b.waits ??= new Set()).add(abandon)
+}
+const unwatch = (budget: Budget, abandon: Abandon) => {
+  for (let b: Budget | undefined = budget; b !== undefined; b = b.parent) b.waits?.delete(abandon)
+}
+
+const ignore = () => {}
+
+/**
+ * Awaits the promise `try` starts, typing a rejection with `catch` (like
+ * `Effect.tryPromise`), watching the current operation's deadline: past it, the wait is
+ * abandoned, and a call started after it is not started (inside a finalizer it is
+ * started, not waited for). `limitMs`: give up waiting after that long, with `onLimit()`.
+ * One callback and no timer of its own (unless `limitMs`): cheap on hot paths.
+ */
+export const awaitPromise = <A, E>(
+  options: { readonly try: () => PromiseLike<A>; readonly catch: (error: unknown) => E },
+  limitMs?: number,
+  onLimit?: () => A
+): Effect.Effect<A, E> =>
+  Effect.withFiberRuntime<A, E>((fiber, status) => {
+    const budget = fiber.getFiberRef(currentBudget)
+    if (budget !== undefined && expiredIn(budget)) {
+      if (!RuntimeFlags.interruptible(status.runtimeFlags)) {
+        try {
+          Promise.resolve(options.try()).then(ignore, ignore)
+        } catch {
+          // a finalizer's call that cannot start: nothing to wait for either way
+        }
+      }
+      return ABANDONED
+    }
+    return Effect.async<A, E>((resume) => {
+      let settled = false
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const finish = () => {
+        settled = true
+        if (timer !== undefined) clearTimeout(timer)
+        if (budget !== undefined) unwatch(budget, abandon)
+      }
+      const abandon = () => {
+        if (settled) return
+        finish()
+        resume(ABANDONED)
+      }
+      if (budget !== undefined) watch(budget, abandon)
+      if (limitMs !== undefined) {
+        timer = setTimeout(() => {
+          if (settled) return
+          finish()
+          resume(Effect.succeed(onLimit!()))
+        }, timerDelay(limitMs))
+      }
+      let call: PromiseLike<A>
+      try {
+        call = options.try()
+      } catch (error) {
+        call = Promise.reject(error)
+      }
+      call.then(
+        (value) => {
+          if (settled) return
+          finish()
+          resume(Effect.succeed(value))
+        },
+        (error: unknown) => {
+          if (settled) return
+          finish()
+          resume(Effect.fail(options.catch(error)))
+        }
+      )
+      return Effect.sync(finish)
+    })
+  })
+
+/** Sleeps `ms` of real time (a timer, not the Effect Clock), watching the current operation's deadline. */
+export const sleep = (ms: number): Effect.Effect<void> =>
+  Effect.withFiberRuntime<void>((fiber) => {
+    const budget = fiber.getFiberRef(currentBudget)
+    if (budget !== undefined && expiredIn(budget)) return ABANDONED
+    return Effect.async<void>((resume) => {
+      let settled = false
+      const finish = () => {
+        settled = true
+        clearTimeout(timer)
+        if (budget !== undefined) unwatch(budget, abandon)
+      }
+      const abandon = () => {
+        if (settled) return
+        finish()
+        resume(ABANDONED)
+      }
+      const timer = setTimeout(() => {
+        if (settled) return
+        finish()
+        resume(Effect.void)
+      }, timerDelay(ms))
+      if (budget !== undefined) watch(budget, abandon)
+      return Effect.sync(finish)
+    })
+  })
+
+/** A wait that only the deadline ends (raced against a Clock's sleep that is not real time). */
+const untilExpired = (budget: Budget): Effect.Effect<never> =>
+  Effect.async<never>((resume) => {
+    const abandon = () => resume(ABANDONED)
+    watch(budget, abandon)
+    return Effect.sync(() => unwatch(budget, abandon))
+  })
+
+const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
+const DeadlineClockTypeId: unique symbol = Symbol.for("haechi-store-effect/DeadlineClock")
+
+/**
+ * `clock` whose `sleep` watches the current operation's deadline; everything else is
+ * `clock`'s own (time, and a TestClock's `adjust`), through the prototype.
+ */
+const deadlineClock = (clock: Clock.Clock): Clock.Clock =>
+  Object.create(clock, {
+    [DeadlineClockTypeId]: { value: true },
+    sleep: {
+      value: (duration: Duration.Duration): Effect.Effect<void> =>
+        Effect.withFiberRuntime<void>((fiber) => {
+          const budget = fiber.getFiberRef(currentBudget)
+          if (budget === undefined) return clock.sleep(duration)
+          if (clock === liveClock) return sleep(Duration.toMillis(duration))
+          return Effect.raceFirst(clock.sleep(duration), untilExpired(budget))
+        })
+    }
+  }) as Clock.Clock
+
+// The caller's services with the Clock wrapped, once per services object.
+const watchedServices = new WeakMap<object, Context.Context<DefaultServices.DefaultServices>>()
+const withDeadlineClock = (
+  services: Context.Context<DefaultServices.DefaultServices>
+): Context.Context<DefaultServices.DefaultServices> => {
+  const known = watchedServices.get(services)
+  if (known !== undefined) return known
+  const clock = Context.get(services, Clock.Clock)
+  const watched = DeadlineClockTypeId in clock ? services : Context.add(services, Clock.Clock, deadlineClock(clock))
+  watchedServices.set(services, watched)
+  return watched
+}
+
+// The running fiber's own setter (what `FiberRef.set` calls), without an Effect step per
+// FiberRef on each side of every operation.
+interface SettableFiber {
+  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
 }
 
 /**
@@ -114,46 +311,39 @@ export const withinRead = (spec: DeadlineSpec) =>
 
 /**
  * Runs `effect` within `spec.timeoutMs` of real time (see the module comment). Built
- * once per store operation; each run costs one child fiber and one timer.
+ * once per store operation; each run costs one timer and one small object, no fiber.
  */
-export const within = (spec: DeadlineSpec) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
-    Effect.withFiberRuntime((caller, status) => {
-      const budget: Budget = {
-        parent: caller.getFiberRef(currentBudget),
-        committing: 0,
-        maybeCommitted: false,
-        expired: false,
-        linked: undefined
+export const within = (spec: DeadlineSpec) => {
+  const delay = timerDelay(spec.timeoutMs)
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
+    Effect.withFiberRuntime((caller) => {
+      const fiber = caller as unknown as SettableFiber
+      const parent = caller.getFiberRef(currentBudget)
+      const services = caller.getFiberRef(DefaultServices.currentServices)
+      const budget = new Budget(parent, spec)
+      const leave = () => {
+        clearTimeout(budget.timer)
+        fiber.setFiberRef(currentBudget, parent)
+        fiber.setFiberRef(DefaultServices.currentServices, services)
       }
-      // The child's own FiberRef, set as it starts (no restore: the fiber ends with the
-      // operation and is never joined). Cheaper than `Effect.locally`, which is a bracket.
-      const started = Effect.zipRight(FiberRef.set(currentBudget, budget), effect)
-      // The timer must be able to interrupt it: interruptible even under an uninterruptible caller.
-      const child = RuntimeFlags.interruption(status.runtimeFlags) ? started : Effect.interruptible(started)
-      return Effect.flatMap(Effect.fork(child), (fiber) =>
-        Effect.async<A, E | OperationTimeout | CommitOutcomeUnknown>((resume) => {
-          const observer = (exit: Exit.Exit<A, E>) => {
-            clearTimeout(timer)
-            if (!budget.expired) resume(exit)
+      return Effect.uninterruptibleMask((restore) => {
+        fiber.setFiberRef(currentBudget, budget)
+        fiber.setFiberRef(DefaultServices.currentServices, withDeadlineClock(services))
+        budget.endsAt = performance.now() + delay
+        budget.timer = setTimeout(expire, delay, budget)
+        return Effect.matchCauseEffect(restore(effect), {
+          onFailure: (cause): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown> => {
+            leave()
+            return budget.expired ? Effect.fail(budget.failure!) : Effect.failCause(cause)
+          },
+          onSuccess: (value): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown> => {
+            leave()
+            return budget.expired ? Effect.fail(budget.failure!) : Effect.succeed(value)
           }
-          const timer = setTimeout(() => {
-            budget.expired = true
-            fiber.removeObserver(observer)
-            // Decided now, while the operation still stands where it waited.
-            resume(Effect.fail(failureOf(spec, budget)))
-            fiber.unsafeInterruptAsFork(caller.id())
-            budget.linked?.forEach((other) => other.unsafeInterruptAsFork(caller.id()))
-          }, timerDelay(spec.timeoutMs))
-          fiber.addObserver(observer)
-          return Effect.suspend(() => {
-            clearTimeout(timer)
-            fiber.removeObserver(observer)
-            return Fiber.interrupt(fiber)
-          })
         })
-      )
+      })
     })
+}
 
 /** `within` for an operation that commits nothing (a read, a probe, a check): fails with `OperationTimeout` only. */
 export const timeoutAfter = (operation: string, timeoutMs: number) => {
@@ -165,6 +355,11 @@ export const timeoutAfter = (operation: string, timeoutMs: number) => {
 const markAll = (budget: Budget | undefined, f: (b: Budget) => void) => {
   for (let b = budget; b !== undefined; b = b.parent) f(b)
 }
+
+const isCommitOutcomeUnknown = <A, E>(exit: Exit.Exit<A, E>): boolean =>
+  exit._tag === "Failure" &&
+  exit.cause._tag === "Fail" &&
+  (exit.cause.error as { _tag?: unknown } | null)?._tag === "CommitOutcomeUnknown"
 
 /**
  * Marks the current operation's budget while a commit is in flight (sent, or its lost
@@ -182,9 +377,7 @@ export const committing = <A, E, R>(
     markAll(budget, (b) => (b.committing += 1))
     return Effect.onExit(effect, (exit) =>
       Effect.sync(() => {
-        const stays = Exit.isSuccess(exit)
-          ? landed(exit.value)
-          : Exit.isFailure(exit) && exit.cause._tag === "Fail" && (exit.cause.error as { _tag?: unknown })?._tag === "CommitOutcomeUnknown"
+        const stays = exit._tag === "Success" ? landed(exit.value) : isCommitOutcomeUnknown(exit)
         markAll(budget, (b) => {
           b.committing -= 1
           if (stays) b.maybeCommitted = true
@@ -195,14 +388,15 @@ export const committing = <A, E, R>(
 
 /**
  * Runs `effect` (on a fiber of its own, e.g. a Promise caller's) as part of the current
- * operation: it is interrupted when the operation's deadline passes. For a fiber started
- * on a runtime captured inside the operation; elsewhere it does nothing.
+ * operation: its waits watch the operation's deadline (the budget comes with the runtime
+ * captured inside the operation), and the fiber is interrupted when it passes, wherever
+ * it waits. Elsewhere it does nothing.
  */
 export const linked = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) => {
     const budget = fiber.getFiberRef(currentBudget)
     if (budget === undefined) return effect
-    if (budget.expired) return Effect.interrupt
+    if (expiredIn(budget)) return Effect.interrupt
     const self = fiber as Fiber.RuntimeFiber<unknown, unknown>
     markAll(budget, (b) => (b.linked ??= new Set()).add(self))
     return Effect.ensuring(effect, Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self))))

@@ -26,6 +26,7 @@ import type { Cluster, Redis } from "ioredis"
 import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "../Errors.js"
 import { hashedPart } from "./keys.js"
 import { isReplyError, type RedisClientShape } from "../RedisClient.js"
+import { awaitPromise } from "./deadline.js"
 import { spanned } from "./observe.js"
 
 export interface DurabilityOptions {
@@ -223,7 +224,7 @@ export const step = (
         const pipeline = node.pipeline().set(target.probeKey, "1", "PX", PROBE_TTL_MS)
         if (durability.replicas > 0) pipeline.wait(durability.replicas, ms)
         if (durability.aof) pipeline.call("WAITAOF", 1, 0, ms)
-        return Effect.tryPromise({
+        return awaitPromise({
           try: () => pipeline.exec(),
           catch: (error): RedisError =>
             isReplyError(error)

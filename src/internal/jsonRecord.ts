@@ -21,8 +21,14 @@ export const isPlainObject = (value: unknown): value is Record<string, unknown> 
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
+// Node 20's own `String.prototype.isWellFormed` (the same rule, natively), else the pattern.
+const nativeWellFormed = (String.prototype as { isWellFormed?: (this: string) => boolean }).isWellFormed
+
 /** A string every JSON parser (and Redis's cjson) reads back unchanged: no lone surrogate. */
-export const isWellFormed = (text: string): boolean => !LONE_SURROGATE.test(text)
+export const isWellFormed: (text: string) => boolean =
+  typeof nativeWellFormed === "function"
+    ? (text) => nativeWellFormed.call(text)
+    : (text) => !LONE_SURROGATE.test(text)
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 
@@ -35,7 +41,45 @@ const at = (path: string): string => (path === "" ? "the top level" : path)
  * Why `value` would not survive a JSON round trip unchanged, naming the path
  * (for example "undefined value at request.headers.x"), or `undefined` when it would.
  */
-export const jsonProblem = (value: unknown): string | undefined => problemAt(value, "", 0, new Set())
+export const jsonProblem = (value: unknown): string | undefined =>
+  survives(value, 0) ? undefined : problemAt(value, "", 0, new Set())
+
+/**
+ * The fast path: the same rules as `problemAt`, without building paths or tracking
+ * ancestors (a cycle runs into the depth bound). Only a value it refuses is walked again,
+ * by `problemAt`, to name what is wrong and where: a record that passes is walked once,
+ * with no string built.
+ */
+const survives = (value: unknown, depth: number): boolean => {
+  switch (typeof value) {
+    case "string":
+      return isWellFormed(value)
+    case "boolean":
+      return true
+    case "number":
+      return Number.isFinite(value)
+    case "object":
+      break
+    default:
+      return false
+  }
+  if (value === null) return true
+  if (depth >= MAX_JSON_DEPTH) return false
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype || Object.keys(value).length !== value.length) return false
+    for (let i = 0; i < value.length; i++) if (!survives(value[i], depth + 1)) return false
+    return true
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== objectProto && proto !== null) return false
+  if (Object.getOwnPropertySymbols(value).length > 0) return false
+  const record = value as Record<string, unknown>
+  if (typeof record.toJSON === "function") return false
+  for (const key of Object.keys(record)) {
+    if (!isWellFormed(key) || !survives(record[key], depth + 1)) return false
+  }
+  return true
+}
 
 const problemAt = (value: unknown, path: string, depth: number, ancestors: Set<object>): string | undefined => {
   switch (typeof value) {

@@ -2,14 +2,22 @@
  * One span and one latency sample per store operation, with the outcome on the span,
  * so every operation shows up the same way in traces and metrics. Built once per
  * store and operation: the hot path allocates no metric keys and captures no stack.
+ * Under Effect's native tracer (no tracer installed: nothing would ever see a span) the
+ * operation's span is skipped; the latency sample never is.
  */
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Tracer from "effect/Tracer"
 import type { StoreKind } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+
+/** Effect's default tracer, which records nothing anyone can read. */
+const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 export const observed = (store: StoreKind | "ratelimit", operation: string, prefix: string) => {
   const latency = Metrics.withTags(Metrics.keys.operationLatency, { store, operation })
@@ -21,16 +29,23 @@ export const observed = (store: StoreKind | "ratelimit", operation: string, pref
   // The span is annotated through its handle: looking it up as the current span again
   // cost a context read per operation.
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.useSpan(name, span, (current) => {
-      const started = performance.now()
-      return Effect.withParentSpan(effect, current).pipe(
-        Effect.onExit((exit) => {
-          current.attribute("haechi.outcome", outcomeOf(exit))
-          return Metric.update(latency, performance.now() - started)
-        })
-      )
+    Effect.withFiberRuntime((fiber) => {
+      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) === nativeTracer) {
+        const started = performance.now()
+        return Effect.onExit(effect, () => Metric.update(latency, performance.now() - started))
+      }
+      return Effect.useSpan(name, span, (current) => {
+        const started = performance.now()
+        return Effect.withParentSpan(effect, current).pipe(
+          Effect.onExit((exit) => {
+            current.attribute("haechi.outcome", outcomeOf(exit))
+            return Metric.update(latency, performance.now() - started)
+          })
+        )
+      })
     })
 }
+
 
 /** What `haechi.outcome` says of an exit: "ok", "interrupted", "defect" or the error's tag. */
 export const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): string =>
