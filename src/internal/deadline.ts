@@ -390,9 +390,14 @@ export const committing = <A, E, R>(
  * Runs `effect` (on a fiber of its own, e.g. a Promise caller's) as part of the current
  * operation: its waits watch the operation's deadline (the budget comes with the runtime
  * captured inside the operation), and the fiber is interrupted when it passes, wherever
- * it waits. Elsewhere it does nothing.
+ * it waits. Elsewhere it does nothing. A ready value (an `Exit`, such as a cached head)
+ * waits for nothing, so it is returned as it is: a Promise caller can settle it without
+ * running a fiber.
  */
 export const linked = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Exit.isExit(effect) ? effect : linkedToBudget(effect)
+
+const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) => {
     const budget = fiber.getFiberRef(currentBudget)
     if (budget === undefined) return effect
