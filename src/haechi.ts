@@ -28,6 +28,7 @@ import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenStoreShape } from "./TokenStore.js"
 import { RedisClient } from "./RedisClient.js"
 import { linked } from "./internal/deadline.js"
+import { messageOf } from "./internal/errorMessage.js"
 import { fastPromiseRunner, promiseRunner, runSyncOrThrow } from "./internal/facade/run.js"
 import type { LockPolicy } from "./internal/lock/policy.js"
 import { preflight, type StartupChecksMode } from "./internal/startupChecks.js"
@@ -263,7 +264,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
   // The witness check joins the start-up gate: nothing is written before it has passed.
   const latest = Effect.tryPromise({
     try: async () => witness.latest(),
-    catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${cause instanceof Error ? cause.message : String(cause)}` })
+    catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
   })
   const witnessed = startupGate(
     runner(options.runtime),
