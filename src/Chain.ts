@@ -24,6 +24,7 @@ import * as NodeCrypto from "node:crypto"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { isJsonObject } from "./internal/jsonRecord.js"
 
 // ---------------------------------------------------------------------------
 // Format
@@ -405,7 +406,7 @@ const uncanonicalizable = VerifyFailureReason.Uncanonicalizable()
  */
 export const stepChain = (state: ChainState, record: unknown): ChainState => {
   if (state.failure !== undefined) return state
-  if (typeof record !== "object" || record === null || Array.isArray(record)) return fail(state, notAnObject)
+  if (!isJsonObject(record)) return fail(state, notAnObject)
   const integrity = (record as { readonly auditIntegrity?: unknown }).auditIntegrity
   if (!integrity) return fail(state, missingAuditIntegrity)
   const fields = integrity as { readonly sequence?: unknown; readonly previousHash?: unknown; readonly eventHash?: unknown }

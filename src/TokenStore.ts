@@ -35,7 +35,7 @@ import type { Readiness } from "./internal/readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
-import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
+import { isJsonObject, isPlainObject, isWellFormed, jsonProblem, NotSerializable, stringifyOrProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import {
@@ -144,7 +144,7 @@ class VaultCache {
   private parse(token: string, json: string): TokenRecord | CorruptData {
     try {
       const value = JSON.parse(json) as unknown
-      if (typeof value === "object" && value !== null && !Array.isArray(value)) return deepFreeze(value as TokenRecord)
+      if (isJsonObject(value)) return deepFreeze(value as TokenRecord)
     } catch {
       // reported below
     }
@@ -510,12 +510,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         if (!isPlainObject(staged)) return invalid(`a record must be a plain JSON object, not ${kindOf(staged)}`)
         const problem = jsonProblem(staged)
         if (problem !== undefined) return invalid(`JSON would not store the record as it is: ${problem}`)
-        let json: string | undefined
-        try {
-          json = JSON.stringify(staged)
-        } catch (error) {
-          return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
-        }
+        const json = stringifyOrProblem(staged)
+        if (json instanceof NotSerializable) return invalid(json.reason)
         sets.push([token, json])
       }
       return Effect.succeed({

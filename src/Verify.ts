@@ -48,6 +48,8 @@ import { disagreementError, headKeysDisagreement } from "./internal/audit/chainH
 import { bySize, firstAtOrAfter, pinCheck } from "./internal/checkpoint/against.js"
 import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 import { recordedRewind, type RecordedRewind } from "./internal/audit/rewindRecord.js"
+import { messageOf } from "./internal/errorMessage.js"
+import { isJsonObject } from "./internal/jsonRecord.js"
 import { auditKeys } from "./internal/keys.js"
 import { spanned } from "./internal/observe.js"
 
@@ -250,7 +252,7 @@ const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Checkpoint
   try {
     initialChainState({ from })
   } catch (error) {
-    return Effect.fail(new InvalidConfig({ option: "from", reason: error instanceof Error ? error.message : String(error) }))
+    return Effect.fail(new InvalidConfig({ option: "from", reason: messageOf(error) }))
   }
   if (from.sequence > 0 && (typeof from.eventHash !== "string" || from.eventHash.length === 0)) {
     return Effect.fail(new InvalidConfig({ option: "from", reason: "checkpoint eventHash must be a non-empty string" }))
@@ -373,7 +375,7 @@ const checkpointRecord = (
   } catch {
     return Reason.Unparseable()
   }
-  if (typeof record !== "object" || record === null || Array.isArray(record)) return Reason.NotAnObject()
+  if (!isJsonObject(record)) return Reason.NotAnObject()
   const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
   if (!integrity || typeof integrity !== "object") return Reason.MissingAuditIntegrity()
   const fields = integrity as { sequence?: unknown; eventHash?: unknown }

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { auditKeys, type AuditKeys } from "../keys.js"
+import { isJsonObject } from "../jsonRecord.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
@@ -124,8 +125,8 @@ export const parseIntegrity = (json: string, key: string, element?: number): Eff
   )
 
 export const isIntegrity = (value: unknown): value is Integrity => {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return false
-  const v = value as Record<string, unknown>
+  if (!isJsonObject(value)) return false
+  const v = value
   return (
     typeof v.eventHash === "string" &&
     v.eventHash.length > 0 &&
