@@ -48,7 +48,7 @@ import type * as Tracer from "effect/Tracer"
 import { randomToken } from "./internal/commitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { now, sleep } from "./internal/deadline.js"
-import { hashedPart } from "./internal/keys.js"
+import { fenceKeyOf, hashedPart, lockKeysOf, releaseChannelOf, waitersKeyOf } from "./internal/keys.js"
 import * as Metrics from "./Metrics.js"
 import { outcomeOf } from "./internal/observe.js"
 import { RedisClient, timerDelay, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
@@ -162,19 +162,8 @@ const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, 
 // ---------------------------------------------------------------------------
 // keys
 
-/**
- * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
- * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
- */
-export const fenceKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
-
-/** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
-export const waitersKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
-
-/** The channel the release script publishes on. */
-export const releaseChannelOf = (key: string): string => `${key}:released`
+// (The lock's key names have their home in internal/keys.ts, beside the stores' keys.)
+export { fenceKeyOf, releaseChannelOf, waitersKeyOf } from "./internal/keys.js"
 
 /** The fence of a hand-off message ("<token> <fence>") addressed to `token`, else 0. */
 const handedFence = (message: string, token: string): number =>
@@ -373,7 +362,7 @@ export interface MakeWithOptions {
  * facade caches one per client). Never fails; the subscriber opens on the first wait.
  */
 export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}): RedisLockHandle => {
-  const lockKeys = (key: string) => [key, fenceKeyOf(key), waitersKeyOf(key)]
+  const lockKeys = lockKeysOf
   const wakeups = subscriber(redis.client, config.subscriberIdleMs)
 
   /** `queued`: our waiter entry's TTL, when we may have queued (the release also leaves the queue). */

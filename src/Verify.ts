@@ -240,7 +240,7 @@ const oneLineEach = (
       ;(out ??= lines.slice())[i] = JSON.stringify(JSON.parse(line))
     } catch {
       return Effect.fail(
-        new CorruptData({ key: `${prefix}chain`, element: start + i, detail: "not JSON, and spread over several lines" })
+        new CorruptData({ key: auditKeys(prefix).chain, element: start + i, detail: "not JSON, and spread over several lines" })
       )
     }
   }

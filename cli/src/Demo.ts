@@ -201,16 +201,11 @@ const deleteKeys = (
 ): Effect.Effect<void, StoreError> =>
   Effect.scoped(
     Effect.flatMap(connect, (client) => {
-      const keys = [...keyList(Keys.auditKeys(auditPrefix)), ...keyList(Keys.vaultKeys(vaultPrefix))]
+      // The stores' own lists, their locks' fence counters and waiter queues included.
+      const keys = [...Keys.auditKeyList(auditPrefix), ...Keys.vaultKeyList(vaultPrefix)]
       return Effect.asVoid(client.run("DEL demo keys", (c) => c.del(...keys)))
     })
   )
-
-/** Every key of a store: its key set (Keys.ts) less the prefix itself. */
-const keyList = (keys: { readonly prefix: string }): Array<string> =>
-  Object.entries(keys)
-    .filter(([name]) => name !== "prefix")
-    .map(([, key]) => key as string)
 
 // ---------------------------------------------------------------------------
 // A small vault driver, mutating the vault the way haechi's core does.

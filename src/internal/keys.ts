@@ -56,6 +56,48 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
   readyProbe: `${prefix}ready:probe`
 })
 
+// ---------------------------------------------------------------------------
+// the lock's keys (RedisLock on any key; the stores' lock is `keys.lock`)
+
+/**
+ * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
+ * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
+ */
+export const fenceKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
+
+/** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
+export const waitersKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
+
+/** The channel the lock's release script publishes on (a channel, not a key: nothing to delete). */
+export const releaseChannelOf = (key: string): string => `${key}:released`
+
+/** The keys of one lock, in the order its scripts take them: the lock, its fence counter, its waiters. */
+export const lockKeysOf = (key: string): [string, string, string] => [key, fenceKeyOf(key), waitersKeyOf(key)]
+
+// ---------------------------------------------------------------------------
+// every key of a store
+
+/** A store's keys (its key set less the prefix), then its lock's fence counter and waiter queue. */
+const everyKey = (keys: AuditKeys | VaultKeys): ReadonlyArray<string> => [
+  ...Object.entries(keys)
+    .filter(([name]) => name !== "prefix")
+    .map(([, key]) => key as string),
+  fenceKeyOf(keys.lock),
+  waitersKeyOf(keys.lock)
+]
+
+/**
+ * Every key the audit store under `prefix` may write: the chain, its head keys, the
+ * commit ids, the checkpoint fence, the readiness and durability probe, and the lock with
+ * its fence counter and waiter queue. What a cleanup must delete to leave nothing behind.
+ */
+export const auditKeyList = (prefix: string): ReadonlyArray<string> => everyKey(auditKeys(prefix))
+
+/** Every key the token vault under `prefix` may write, its lock's keys included (see `auditKeyList`). */
+export const vaultKeyList = (prefix: string): ReadonlyArray<string> => everyKey(vaultKeys(prefix))
+
 /**
  * The part of a key Redis Cluster hashes: the first `{...}` with something inside,
  * else the whole key (the cluster specification's rule).
