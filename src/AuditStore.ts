@@ -33,7 +33,6 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { type AuditIntegrity, buildNextRecord, computeEventHash } from "./Chain.js"
 import {
@@ -69,6 +68,7 @@ import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
+import { resolveSchedule } from "./internal/schedules.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
@@ -166,9 +166,6 @@ const notSuccessor = (write: PreparedAppend, head: Integrity | null): string => 
 
 /** Whether an append took effect (for the deadline: after it, a timeout cannot say "nothing committed"). */
 const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed" || outcome._tag === "AlreadyCommitted"
-
-/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
-const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 
 /** The semantics over any backing. Throws `InvalidConfig` for an unusable `onRewind` or `verifyRecords`. */
 export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {}): AuditStoreShape => {

@@ -25,7 +25,6 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type ReadError, type RedisError, type StoreError } from "./Errors.js"
 import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
@@ -37,6 +36,7 @@ import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { isJsonObject, isPlainObject, isWellFormed, jsonProblem, NotSerializable, stringifyOrProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
+import { resolveSchedule } from "./internal/schedules.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import {
   memoryVaultBacking,
@@ -357,8 +357,6 @@ const kindOf = (value: unknown): string => {
   return `a ${typeof name === "string" && name !== "" ? name : "non-plain"} object`
 }
 
-/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
-const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 /** A full read whose pages saw different versions is retried this often before one atomic read. */
 const PAGED_RELOAD_TRIES = 3
 
