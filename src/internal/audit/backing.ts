@@ -8,10 +8,11 @@
  * so the Redis and in-memory stores cannot drift apart.
  */
 import * as Effect from "effect/Effect"
-import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
+import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { auditKeys, type AuditKeys } from "../keys.js"
 import { isJsonObject } from "../jsonRecord.js"
+import type { BackingError as SharedBackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
@@ -88,9 +89,9 @@ const recordHas = (json: string | null, eventHash: string): boolean => {
 }
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
-export type BackingError = RedisError | CorruptData | ChainBroken
-/** What the backing's reads can fail with. */
-export type ReadBackingError = RedisError | CorruptData
+export type BackingError = ReadBackingError | ChainBroken
+/** What the backing's reads can fail with (every backing's round-trip error). */
+export type ReadBackingError = SharedBackingError
 
 export interface AuditBacking {
   readonly keys: AuditKeys
