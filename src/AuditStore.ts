@@ -69,6 +69,7 @@ import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { resolveSchedule } from "./internal/schedules.js"
+import { DEFAULT_PAGE_SIZE } from "./internal/chainPages.js"
 import { noGuard, noteClaim, type LockClaim } from "./internal/storeGuard.js"
 import { checkWitness, type WitnessError, type WitnessOptions } from "./internal/checkpoint/witness.js"
 
@@ -394,7 +395,7 @@ export const makeWith = (backing: AuditBacking, options: AuditStoreOptions = {})
   const boundPage = boundedRead("chain page")
   const retryOptions = { store: "audit", prefix, operation: "transaction", schedule } as const
   const readChainJson = (opts: { readonly pageSize?: number; readonly from?: number } = {}) => {
-    const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
+    const pageSize = Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE))
     return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
       Effect.map(boundPage(backing.readRange(start, start + pageSize - 1)), (page) => [
         Chunk.unsafeFromArray(page as Array<string>),

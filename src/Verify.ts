@@ -50,6 +50,7 @@ import type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 import { recordedRewind, type RecordedRewind } from "./internal/audit/rewindRecord.js"
 import { messageOf } from "./internal/errorMessage.js"
 import { isJsonObject } from "./internal/jsonRecord.js"
+import { DEFAULT_PAGE_SIZE } from "./internal/chainPages.js"
 import { auditKeys } from "./internal/keys.js"
 import { spanned } from "./internal/observe.js"
 
@@ -62,12 +63,8 @@ export type StoreVerifyResult = VerifyResult & {
   readonly rewinds?: ReadonlyArray<RecordedRewind>
 }
 
-/**
- * Default LRANGE page: large enough to keep round trips off the critical path (the next
- * page is fetched while one is hashed), small enough that one LRANGE blocks Redis for
- * well under a millisecond.
- */
-export const DEFAULT_PAGE_SIZE = 1000
+/** Default LRANGE page (1000; see internal/chainPages.ts). */
+export { DEFAULT_PAGE_SIZE }
 
 export interface VerifyStoreOptions {
   /**
