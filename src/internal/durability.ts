@@ -93,8 +93,8 @@ export const plan = (options: DurabilityOptions | undefined): Effect.Effect<Dura
 // ---------------------------------------------------------------------------
 // WAITAOF detection
 
-/** `[major, minor, patch]` from `INFO server`'s `redis_version`. */
-export const parseVersion = (info: string): readonly [number, number, number] | undefined => {
+/** The server's `[major, minor, patch]` from `INFO server`'s `redis_version` (not a vault version). */
+export const parseServerVersion = (info: string): readonly [number, number, number] | undefined => {
   const match = /^redis_version:(\d+)\.(\d+)\.(\d+)/m.exec(info)
   return match ? [Number(match[1]), Number(match[2]), Number(match[3])] : undefined
 }
@@ -108,7 +108,7 @@ export const redisVersion = (redis: RedisClientShape): Effect.Effect<string, Red
     if (known !== undefined) return Effect.succeed(known)
     return redis.run("INFO server", (c) => c.info("server")).pipe(
       Effect.flatMap((info) => {
-        const v = parseVersion(info)
+        const v = parseServerVersion(info)
         if (v === undefined) {
           return Effect.fail(
             new RedisCommandFailed({ operation: "INFO server", reply: "no redis_version in INFO server", cause: undefined })
