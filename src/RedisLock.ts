@@ -41,14 +41,13 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
 import * as Schedule from "effect/Schedule"
-import * as ScheduleDecision from "effect/ScheduleDecision"
-import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import { randomToken } from "./internal/commitId.js"
 import { InvalidConfig, LockLost, LockTimeout, RedisCommandFailed, type RedisError } from "./Errors.js"
 import { now, sleep } from "./internal/deadline.js"
 import { fenceKeyOf, hashedPart, lockKeysOf, releaseChannelOf, waitersKeyOf } from "./internal/keys.js"
+import { stepper } from "./internal/schedules.js"
 import * as Metrics from "./Metrics.js"
 import { outcomeOf } from "./internal/observe.js"
 import { RedisClient, timerDelay, type RedisClientShape, type RedisConnection } from "./RedisClient.js"
@@ -484,14 +483,12 @@ export const makeWith = (redis: RedisClientShape, config: MakeWithOptions = {}):
           if (clock.unsafeCurrentTimeMillis() >= deadline) return yield* timedOut // e.g. waitTimeout 0
           const wakeup = early ?? wakeups.open(releaseChannelOf(key), token)
           return yield* Effect.gen(function*() {
-            let state = o.retrySchedule.initial
+            const polls = stepper(o.retrySchedule)
             for (;;) {
               const now = clock.unsafeCurrentTimeMillis()
               if (now >= deadline) return yield* timedOut
-              const [next, , decision] = yield* o.retrySchedule.step(now, undefined, state)
-              if (ScheduleDecision.isDone(decision)) return yield* timedOut
-              state = next
-              const pollAt = Math.max(ScheduleIntervals.start(decision.intervals), now)
+              const pollAt = yield* polls.next(now, undefined)
+              if (pollAt === undefined) return yield* timedOut
               const woken = yield* wakeup.next(Math.min(pollAt, deadline) - now)
               // Handed to us by the release: ours already, no round trip.
               const handed = woken === undefined ? 0 : handedFence(woken, token)
