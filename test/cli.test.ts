@@ -530,3 +530,12 @@ describe("operator behaviour", () => {
     expect(piped.stdout).not.toMatch(/\r|\u001b/)
   })
 })
+
+describe("version", () => {
+  it("--version prints the CLI package's version, read from its package.json", async () => {
+    const manifest = JSON.parse(await readFile(join(root, "cli", "package.json"), "utf8")) as { version: string }
+    const run = await cli(["--version"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout.trim()).toBe(manifest.version)
+  })
+})
