@@ -36,6 +36,9 @@ export interface VaultKeys {
   readonly readyProbe: string
 }
 
+/** How many of our appends' commit ids `commits` keeps (lua/audit_append.lua trims it to the same bound). */
+export const COMMITS_KEPT = 1000
+
 export const auditKeys = (prefix: string): AuditKeys => ({
   prefix,
   chain: `${prefix}chain`,

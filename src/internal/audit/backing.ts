@@ -10,7 +10,7 @@
 import * as Effect from "effect/Effect"
 import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
-import { auditKeys, type AuditKeys } from "../keys.js"
+import { auditKeys, COMMITS_KEPT, type AuditKeys } from "../keys.js"
 import { isJsonObject } from "../jsonRecord.js"
 import type { BackingError as SharedBackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
@@ -277,7 +277,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           hashes.push(write.eventHash)
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
           commits.set(write.sequence, write.commitId)
-          commits.delete(write.sequence - 1000)
+          commits.delete(write.sequence - COMMITS_KEPT)
           return Effect.succeed({ _tag: "Committed" })
         }
         if (commits.get(write.sequence) === write.commitId) {
