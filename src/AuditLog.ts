@@ -26,7 +26,7 @@ import * as Layer from "effect/Layer"
 import { AuditStore, type AuditStoreShape } from "./AuditStore.js"
 import { type AuditRecord, buildNextRecord } from "./Chain.js"
 import { InvalidRecord, type StoreError } from "./Errors.js"
-import { isPlainObject, jsonProblem } from "./internal/jsonRecord.js"
+import { isJsonObject, isPlainObject, jsonProblem, NotSerializable, stringifyOrProblem } from "./internal/jsonRecord.js"
 import { spanned } from "./internal/observe.js"
 
 export type { AuditRecord } from "./Chain.js"
@@ -50,16 +50,11 @@ export class AuditLog extends Context.Tag("haechi-store-effect/AuditLog")<AuditL
 const normalize = (event: unknown): Effect.Effect<Record<string, unknown>, InvalidRecord> =>
   Effect.suspend(() => {
     const invalid = (reason: string) => Effect.fail(new InvalidRecord({ store: "audit", reason }))
-    if (typeof event !== "object" || event === null || Array.isArray(event)) {
-      return invalid("an audit event must be a JSON object")
-    }
-    let value: unknown
-    try {
-      const json = JSON.stringify(event)
-      value = json === undefined ? undefined : (JSON.parse(json) as unknown)
-    } catch (error) {
-      return invalid(`the event is not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
-    }
+    if (!isJsonObject(event)) return invalid("an audit event must be a JSON object")
+    const json = stringifyOrProblem(event)
+    if (json instanceof NotSerializable) return invalid(`the event is ${json.reason}`)
+    // (Typed as a string, but a toJSON returning undefined makes it undefined.)
+    const value = json === undefined ? undefined : (JSON.parse(json) as unknown)
     if (!isPlainObject(value)) return invalid("the event does not serialize to a JSON object")
     const problem = jsonProblem(value)
     return problem === undefined ? Effect.succeed(value) : invalid(problem)

@@ -6,9 +6,11 @@
  */
 import * as Schema from "effect/Schema"
 import type { AuditIntegrity as Integrity } from "./Chain.js"
+import { EVENT_HASH_PATTERN } from "./internal/eventHash.js"
 
-/** A sha256 digest in base64url without padding: always 43 characters. */
-const Hash = Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_-]{43}$/))
+/** An eventHash: a sha256 digest in base64url without padding, always 43 characters. */
+export const EventHash: Schema.Schema<string> = Schema.String.pipe(Schema.pattern(EVENT_HASH_PATTERN))
+const Hash = EventHash
 
 /**
  * Decodes a stored chain head (an `auditIntegrity` object) to a `Chain.AuditIntegrity`

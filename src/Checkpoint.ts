@@ -206,7 +206,7 @@ export interface CheckpointOptions {
    * newest note (a file sink reads its tail). Verified with the signer's own key.
    */
   readonly trusted?: string | undefined
-  /** Records per LRANGE when verifying; default 1000. */
+  /** Records per LRANGE when verifying; default `Verify.DEFAULT_PAGE_SIZE` (1000). */
   readonly pageSize?: number | undefined
 }
 

@@ -6,6 +6,7 @@
  * else. None of them ever carries a payload, a URL or a password.
  */
 import * as Data from "effect/Data"
+import { messageOf } from "./internal/errorMessage.js"
 
 /** Which of the two stores an error came from. */
 export type StoreKind = "audit" | "vault"
@@ -55,7 +56,7 @@ export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{
   readonly cause: unknown
 }> {
   override get message() {
-    return `redis unavailable during ${this.operation}: ${describe(this.cause)}`
+    return `redis unavailable during ${this.operation}: ${messageOf(this.cause)}`
   }
 }
 
@@ -80,7 +81,7 @@ export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown
   readonly cause: unknown
 }> {
   override get message() {
-    return `${this.store} store ${this.prefix}: the outcome of a commit is unknown (${describe(this.cause)})`
+    return `${this.store} store ${this.prefix}: the outcome of a commit is unknown (${messageOf(this.cause)})`
   }
 }
 
@@ -258,9 +259,6 @@ export type StoreError =
   | DurabilityTimeout
   | OperationTimeout
 
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : String(cause)
-
 // ---------------------------------------------------------------------------
 // Checkpoints (see Checkpoint.ts)
 
@@ -327,6 +325,6 @@ export class CheckpointSinkFailed extends Data.TaggedError("CheckpointSinkFailed
   readonly cause: unknown
 }> {
   override get message() {
-    return `checkpoint sink ${this.sink} failed: ${describe(this.cause)}`
+    return `checkpoint sink ${this.sink} failed: ${messageOf(this.cause)}`
   }
 }

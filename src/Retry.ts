@@ -10,6 +10,7 @@ import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import { FenceConflict, RetriesExhausted, type StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
+import { sleepUntilNext, stepper, type ScheduleStepper } from "./internal/schedules.js"
 
 /** A retry schedule over fence conflicts. */
 export type RetrySchedule = Schedule.Schedule<unknown, unknown>
@@ -83,7 +84,7 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
   // The conflict that ended the last attempt; the schedule's driver is built only once a
   // first attempt lost, and sees every conflict, the first included, as `Effect.retry` would.
   let lastConflict: FenceConflict | undefined
-  let driver: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
+  let driver: ScheduleStepper<unknown> | undefined
   const exhausted = () =>
     Effect.zipRight(
       count("retriesExhausted"),
@@ -92,11 +93,8 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
   const allowed: Effect.Effect<void, RetriesExhausted> = Effect.suspend(() => {
     if (lastConflict === undefined) return Effect.void
     const conflict = lastConflict
-    return Effect.gen(function* () {
-      driver ??= yield* Schedule.driver(options.schedule)
-      const proceed = yield* Effect.either(driver.next(conflict))
-      if (proceed._tag === "Left") return yield* exhausted()
-    })
+    driver ??= stepper(options.schedule)
+    return Effect.catchAll(sleepUntilNext(driver, conflict), exhausted)
   })
   const attempt = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | RetriesExhausted, R> =>
     Effect.zipRight(

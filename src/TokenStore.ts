@@ -25,7 +25,6 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, CorruptData, FenceConflict, InvalidConfig, InvalidRecord, type ReadError, type RedisError, type StoreError } from "./Errors.js"
 import { committing, unsafeTimeoutMsOf, within, withinRead } from "./internal/deadline.js"
 import { DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
@@ -35,9 +34,10 @@ import type { Readiness } from "./internal/readiness.js"
 import { RedisClient } from "./RedisClient.js"
 import type { PlainOptions, StartupError } from "./internal/startupChecks.js"
 import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig, type StoreOptions } from "./StoreOptions.js"
-import { isPlainObject, isWellFormed, jsonProblem } from "./internal/jsonRecord.js"
+import { isJsonObject, isPlainObject, isWellFormed, jsonProblem, NotSerializable, stringifyOrProblem } from "./internal/jsonRecord.js"
 import { defaultRetrySchedule, withRetryBudget } from "./Retry.js"
 import { attempted, claimMoveOf, noGuard, type LockClaim } from "./internal/storeGuard.js"
+import { resolveSchedule } from "./internal/schedules.js"
 import {
   memoryVaultBacking,
   redisVaultBacking,
@@ -147,7 +147,7 @@ class VaultCache {
   private parse(token: string, json: string): TokenRecord | CorruptData {
     try {
       const value = JSON.parse(json) as unknown
-      if (typeof value === "object" && value !== null && !Array.isArray(value)) return deepFreeze(value as TokenRecord)
+      if (isJsonObject(value)) return deepFreeze(value as TokenRecord)
     } catch {
       // reported below
     }
@@ -360,8 +360,6 @@ const kindOf = (value: unknown): string => {
   return `a ${typeof name === "string" && name !== "" ? name : "non-plain"} object`
 }
 
-/** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
-const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 /** A full read whose pages saw different versions is retried this often before one atomic read. */
 const PAGED_RELOAD_TRIES = 3
 
@@ -513,12 +511,8 @@ export const makeWith = (backing: VaultBacking, options: TokenStoreOptions = {})
         if (!isPlainObject(staged)) return invalid(`a record must be a plain JSON object, not ${kindOf(staged)}`)
         const problem = jsonProblem(staged)
         if (problem !== undefined) return invalid(`JSON would not store the record as it is: ${problem}`)
-        let json: string | undefined
-        try {
-          json = JSON.stringify(staged)
-        } catch (error) {
-          return invalid(`not JSON-serializable (${error instanceof Error ? error.message : String(error)})`)
-        }
+        const json = stringifyOrProblem(staged)
+        if (json instanceof NotSerializable) return invalid(json.reason)
         sets.push([token, json])
       }
       return Effect.succeed({

@@ -33,6 +33,7 @@ import { RedisClient, type RedisClientShape } from "./RedisClient.js"
 import type { StoreOptions } from "./StoreOptions.js"
 import * as TokenStore from "./TokenStore.js"
 import type { MutableView, ReadView, TokenStoreShape } from "./TokenStore.js"
+import { messageOf } from "./internal/errorMessage.js"
 
 export * from "./Errors.js"
 export { withRedisLock } from "./internal/lock/facade.js"
@@ -230,7 +231,7 @@ const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
           verifierKey: witness.verifierKey,
           latest: Effect.tryPromise({
             try: async () => witness.latest(),
-            catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${cause instanceof Error ? cause.message : String(cause)}` })
+            catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
           })
         })
 
@@ -238,7 +239,7 @@ const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
 export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore & Checked => {
   const setup = facadeStoreSetup("createRedisTokenStore", options, DEFAULT_VAULT_PREFIX, vaultKeys)
   const { retry, timeout } = options
-  const store = TokenStore.makeWith(redisVaultBacking(setup.redis, setup.prefix), {
+  const store = TokenStore.fromBacking(redisVaultBacking(setup.redis, setup.prefix), {
     retry, timeout, guard: setup.guard, afterCommit: setup.afterCommit
   })
   const inner = toHaechiTokenStore(store, options)
@@ -277,7 +278,7 @@ export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}
 
 /** An in-memory token store (one process; tests and single-instance use). */
 export const createMemoryTokenStore = (options: FacadeOptions = {}): HaechiTokenStore =>
-  toHaechiTokenStore(TokenStore.makeWith(memoryVaultBacking(), options), options)
+  toHaechiTokenStore(TokenStore.fromBacking(memoryVaultBacking(), options), options)
 
 // ---------------------------------------------------------------------------
 // checkpoints

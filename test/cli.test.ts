@@ -28,6 +28,7 @@ import * as AuditLog from "../src/AuditLog.js"
 import * as AuditStore from "../src/AuditStore.js"
 import * as RedisClient from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
+import { auditKeyList, vaultKeyList } from "../src/internal/keys.js"
 import { uniquePrefix } from "./support/keys.js"
 import { freePort, startRedis, type RedisServer } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
@@ -289,15 +290,18 @@ describe("demo", () => {
     const verify = await cli(["verify", "--url", url, "--prefix", auditPrefix!])
     expect(lastLine(verify.stdout)).toMatch(/^valid: 60 records/)
     expect(await redis.hlen(`${vaultPrefix}tokens`)).toBeGreaterThan(0)
-    await redis.del(...(await redis.keys(`${auditPrefix}*`)), ...(await redis.keys(`${vaultPrefix}*`)))
+    await redis.del(...auditKeyList(auditPrefix!), ...vaultKeyList(vaultPrefix!))
+    expect(await redis.keys(`*${auditPrefix}*`)).toEqual([])
+    expect(await redis.keys(`*${vaultPrefix}*`)).toEqual([])
   })
 
-  it("without --keep leaves no key behind on Redis", async () => {
-    const before = (await redis.keys("demo:*")).sort()
-    const run = await cli(["demo", "--url", url, "--replicas", "2", "--events", "20"])
+  // `*demo:*`, not `demo:*`: a lock's fence counter and waiter queue are `{<prefix>lock}:…`.
+  it("without --keep leaves no key behind on Redis, its locks' keys included", async () => {
+    const before = (await redis.keys("*demo:*")).sort()
+    const run = await cli(["demo", "--url", url, "--replicas", "4", "--events", "80"])
     expect(run.code, run.stderr).toBe(0)
     expect(run.stdout).toContain("on Redis (demo keys deleted)")
-    expect((await redis.keys("demo:*")).sort()).toEqual(before)
+    expect((await redis.keys("*demo:*")).sort()).toEqual(before)
   })
 })
 
@@ -524,5 +528,14 @@ describe("operator behaviour", () => {
     expect(piped.code).toBe(0)
     expect(piped.stderr).toBe("")
     expect(piped.stdout).not.toMatch(/\r|\u001b/)
+  })
+})
+
+describe("version", () => {
+  it("--version prints the CLI package's version, read from its package.json", async () => {
+    const manifest = JSON.parse(await readFile(join(root, "cli", "package.json"), "utf8")) as { version: string }
+    const run = await cli(["--version"])
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout.trim()).toBe(manifest.version)
   })
 })

@@ -6,7 +6,15 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { isPlainObject, isWellFormed, jsonProblem, MAX_JSON_DEPTH } from "../src/internal/jsonRecord.js"
+import {
+  isJsonObject,
+  isPlainObject,
+  isWellFormed,
+  jsonProblem,
+  MAX_JSON_DEPTH,
+  NotSerializable,
+  stringifyOrProblem
+} from "../src/internal/jsonRecord.js"
 import { hostile, loneSurrogate } from "./support/hostileValues.js"
 
 /** A null-prototype object and `{}` are the same JSON object; any other prototype must match. */
@@ -181,6 +189,35 @@ describe("isPlainObject and isWellFormed", () => {
         expect(isWellFormed(text)).toBe(expected)
       }),
       { numRuns: 500 }
+    )
+  })
+})
+
+describe("isJsonObject and stringifyOrProblem", () => {
+  it("isJsonObject: what JSON.parse gives back as an object, nothing else it can give", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const parsed = JSON.parse(JSON.stringify(value)) as unknown
+        const expected = parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)
+        expect(isJsonObject(parsed)).toBe(expected)
+      }),
+      { numRuns: 300 }
+    )
+    expect(isJsonObject({})).toBe(true)
+    for (const value of [null, [], [1], "{}", 1, true, undefined]) expect(isJsonObject(value)).toBe(false)
+  })
+
+  it("stringifyOrProblem: JSON.stringify's text, or what it threw, worded once", () => {
+    expect(stringifyOrProblem({ a: [1, "b"] })).toBe('{"a":[1,"b"]}')
+    const cyclic: Record<string, unknown> = {}
+    cyclic.self = cyclic
+    for (const value of [{ n: 1n }, cyclic, { toJSON: () => { throw new Error("no thanks") } }]) {
+      const problem = stringifyOrProblem(value)
+      expect(problem).toBeInstanceOf(NotSerializable)
+      expect((problem as NotSerializable).reason).toMatch(/^not JSON-serializable \(.+\)$/s)
+    }
+    expect((stringifyOrProblem({ toJSON: () => { throw new Error("no thanks") } }) as NotSerializable).reason).toBe(
+      "not JSON-serializable (no thanks)"
     )
   })
 })

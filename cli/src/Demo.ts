@@ -11,28 +11,17 @@
  * commit is fenced (conflicts are counted in the summary), and the chain verifies.
  * It never touches haechi's own keys: on Redis it writes under a fresh `demo:<id>:`
  * prefix, deleted at the end unless kept.
+ *
+ * Here: the options, the run and the summary; a replica's loop is in ./demo/replica.ts,
+ * the vault driver in ./demo/vaultDriver.ts.
  */
-import { createCipheriv, createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricState from "effect/MetricState"
-import type * as Scope from "effect/Scope"
-import {
-  AuditLog,
-  AuditStore,
-  type Chain,
-  type InvalidConfig,
-  Keys,
-  memoryAuditBacking,
-  memoryVaultBacking,
-  RedisClient,
-  type StoreError,
-  TokenStore,
-  Verify
-} from "haechi-store-effect"
+import { AuditStore, type Chain, type InvalidConfig, Keys, type StoreError, Verify } from "haechi-store-effect"
+import { type Connect, runReplica, storeOpener, type Tally } from "./demo/replica.js"
 
-type TokenRecord = TokenStore.TokenRecord
-type MutableView = TokenStore.MutableView
 type VerifyResult = Chain.VerifyResult
 
 export interface DemoOptions {
@@ -44,7 +33,7 @@ export interface DemoOptions {
    * Opens one Redis connection per replica (and one for the final verification).
    * Absent: every replica runs on one shared in-memory backing.
    */
-  readonly connect?: Effect.Effect<RedisClient.RedisClientShape, StoreError, Scope.Scope> | undefined
+  readonly connect?: Connect | undefined
   /** Keep the demo's keys on Redis instead of deleting them at the end. */
   readonly keep?: boolean
   /** Called after each event with the number done and the total. */
@@ -84,78 +73,26 @@ export const runDemo = (
       const onRedis = options.connect !== undefined
       const auditPrefix = onRedis ? `demo:${id}:audit:` : "memory:audit:"
       const vaultPrefix = onRedis ? `demo:${id}:tv:` : "memory:tv:"
-
-      // Each replica gets its own store instances; on memory they share one backing.
-      const sharedAudit = onRedis ? undefined : memoryAuditBacking(auditPrefix)
-      const sharedVault = onRedis ? undefined : memoryVaultBacking(vaultPrefix)
-      const openStores = (connect: DemoOptions["connect"]) =>
-        connect === undefined
-          ? Effect.succeed({
-              audit: AuditStore.fromBacking(sharedAudit!),
-              vault: TokenStore.makeWith(sharedVault!)
-            })
-          : Effect.flatMap(connect, (client) =>
-              Effect.provideService(
-                Effect.all({
-                  audit: AuditStore.make({ keyPrefix: auditPrefix }),
-                  vault: TokenStore.make({ keyPrefix: vaultPrefix })
-                }),
-                RedisClient.RedisClient,
-                client
-              )
-            )
+      const openStores = storeOpener(options.connect, auditPrefix, vaultPrefix)
 
       const conflictsBefore = yield* counterTotal(FENCE_CONFLICTS)
       const key = randomBytes(32)
       const started = performance.now()
-      let done = 0
-      let created = 0
-      let reused = 0
-      let pruned = 0
-      let lastTurn = started
-
-      const cleanup = onRedis && !options.keep ? deleteKeys(options.connect!, auditPrefix, vaultPrefix) : Effect.void
-      yield* Effect.addFinalizer(() => Effect.ignore(cleanup))
+      const tally: Tally = { done: 0, created: 0, reused: 0, pruned: 0, lastTurn: started }
+      if (onRedis && !options.keep) {
+        yield* Effect.addFinalizer(() => Effect.ignore(deleteKeys(options.connect!, auditPrefix, vaultPrefix)))
+      }
 
       yield* Effect.forEach(
         Array.from({ length: replicas }, (_, r) => r),
-        (r) =>
-          Effect.gen(function* () {
-            const stores = yield* openStores(options.connect)
-            const log = yield* AuditLog.makeWith(stores.audit)
-            const vault = yield* makeVaultDriver(stores.vault, key)
-            for (let i = r; i < events; i += replicas) {
-              const value = `user${i % Math.max(1, Math.ceil((events * 3) / 4))}@example.com`
-              const ttlMs = i % 10 === 9 ? 1 : 60 * 60 * 1000
-              const outcome = yield* vault.tokenize(value, "email", ttlMs)
-              if (outcome.reused) reused++
-              else created++
-              pruned += outcome.pruned
-              yield* log.record({
-                type: "demo.tokenize",
-                at: new Date().toISOString(),
-                replica: `replica-${r + 1}`,
-                request: i + 1,
-                token: outcome.token,
-                reused: outcome.reused
-              })
-              done++
-              if (options.onProgress) yield* options.onProgress(done, events)
-              // The next request may reach another replica first (on memory nothing
-              // else would make the replicas interleave). A yield is a microtask, so on
-              // memory, where nothing waits on I/O, the event loop (signals, timers) also
-              // gets a turn every few milliseconds.
-              yield* Effect.yieldNow()
-              if (performance.now() - lastTurn > EVENT_LOOP_TURN_MS) {
-                yield* Effect.sleep(0)
-                lastTurn = performance.now()
-              }
-            }
-          }),
+        (replica) =>
+          Effect.flatMap(openStores, (stores) =>
+            runReplica(stores, { replica, replicas, events, key, onProgress: options.onProgress }, tally)
+          ),
         { concurrency: "unbounded", discard: true }
       )
 
-      const check = yield* openStores(options.connect)
+      const check = yield* openStores
       const verify = yield* Effect.provideService(Verify.verifyStore(), AuditStore.AuditStore, check.audit)
       const stats = yield* check.vault.stats
       const elapsedMs = performance.now() - started
@@ -164,9 +101,9 @@ export const runDemo = (
         backend: onRedis ? "redis" : "memory",
         replicas,
         events,
-        tokensCreated: created,
-        tokensReused: reused,
-        tokensPruned: pruned,
+        tokensCreated: tally.created,
+        tokensReused: tally.reused,
+        tokensPruned: tally.pruned,
         vaultSize: stats.size,
         vaultVersion: stats.version === "" ? "0" : stats.version,
         fenceConflicts: conflictsAfter - conflictsBefore,
@@ -192,88 +129,12 @@ const counterTotal = (name: string): Effect.Effect<number> =>
   })
 
 const FENCE_CONFLICTS = "haechi_store_fence_conflicts_total"
-const EVENT_LOOP_TURN_MS = 20
 
-const deleteKeys = (
-  connect: NonNullable<DemoOptions["connect"]>,
-  auditPrefix: string,
-  vaultPrefix: string
-): Effect.Effect<void, StoreError> =>
+/** Deletes the stores' keys (their own lists, the locks' fence counters and waiter queues included). */
+const deleteKeys = (connect: Connect, auditPrefix: string, vaultPrefix: string): Effect.Effect<void, StoreError> =>
   Effect.scoped(
     Effect.flatMap(connect, (client) => {
-      const keys = [...keyList(Keys.auditKeys(auditPrefix)), ...keyList(Keys.vaultKeys(vaultPrefix))]
+      const keys = [...Keys.auditKeyList(auditPrefix), ...Keys.vaultKeyList(vaultPrefix)]
       return Effect.asVoid(client.run("DEL demo keys", (c) => c.del(...keys)))
     })
   )
-
-/** Every key of a store: its key set (Keys.ts) less the prefix itself. */
-const keyList = (keys: { readonly prefix: string }): Array<string> =>
-  Object.entries(keys)
-    .filter(([name]) => name !== "prefix")
-    .map(([, key]) => key as string)
-
-// ---------------------------------------------------------------------------
-// A small vault driver, mutating the vault the way haechi's core does.
-
-interface TokenizeOutcome {
-  readonly token: string
-  readonly reused: boolean
-  readonly pruned: number
-}
-
-const isExpired = (record: TokenRecord, now: number): boolean =>
-  typeof record.expiresAt === "string" && Date.parse(record.expiresAt) <= now
-
-const makeVaultDriver = (store: TokenStore.TokenStoreShape, key: Buffer) =>
-  Effect.map(Effect.makeSemaphore(1), (semaphore) => ({
-    /**
-     * haechi's tokenize: prune expired records over the whole vault, then reuse the live
-     * token of the same value (extending its expiry in place, then `set`) or create one.
-     */
-    tokenize: (value: string, type: string, ttlMs: number): Effect.Effect<TokenizeOutcome, StoreError> =>
-      store
-        .mutate((view: MutableView) =>
-          Effect.sync((): TokenizeOutcome => {
-            const now = Date.now()
-            let prunedHere = 0
-            for (const [token, record] of view.entries()) {
-              if (isExpired(record, now)) {
-                view.delete(token)
-                prunedHere++
-              }
-            }
-            const fingerprint = createHash("sha256").update(`${type}:${value}`).digest("hex").slice(0, 32)
-            const expiresAt = new Date(now + ttlMs).toISOString()
-            const live = view
-              .entries()
-              .find(([, record]) => (record.metadata as { fingerprint?: string } | undefined)?.fingerprint === fingerprint)
-            if (live !== undefined) {
-              const existing = view.get(live[0])!
-              existing.expiresAt = expiresAt
-              view.set(live[0], existing)
-              return { token: live[0], reused: true, pruned: prunedHere }
-            }
-            const token = `tok_${type}_${randomBytes(8).toString("hex")}`
-            const iv = randomBytes(12)
-            const aad = `${token}:${type}`
-            const cipher = createCipheriv("aes-256-gcm", key, iv)
-            cipher.setAAD(Buffer.from(aad))
-            const ciphertext = Buffer.concat([cipher.update(value, "utf8"), cipher.final()])
-            view.set(token, {
-              type,
-              createdAt: new Date(now).toISOString(),
-              expiresAt,
-              metadata: { fingerprint },
-              envelope: {
-                alg: "aes-256-gcm",
-                iv: iv.toString("base64url"),
-                tag: cipher.getAuthTag().toString("base64url"),
-                ciphertext: ciphertext.toString("base64url")
-              },
-              aad
-            })
-            return { token, reused: false, pruned: prunedHere }
-          })
-        )
-        .pipe(semaphore.withPermits(1))
-  }))

@@ -23,11 +23,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
-import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, RedisUnavailable, type RedisError } from "../Errors.js"
+import { DurabilityTimeout, InvalidConfig, RedisCommandFailed, type RedisError } from "../Errors.js"
 import { hashedPart } from "./keys.js"
-import { isReplyError, type RedisClientShape } from "../RedisClient.js"
-import { awaitPromise } from "./deadline.js"
+import { toRedisError, type RedisClientShape } from "../RedisClient.js"
 import { spanned } from "./observe.js"
+import { awaitPromise } from "./deadline.js"
 
 export interface DurabilityOptions {
   /** Acknowledge a commit only once this many replicas have it (`WAIT`); default 0 (no wait). */
@@ -94,8 +94,8 @@ export const plan = (options: DurabilityOptions | undefined): Effect.Effect<Dura
 // ---------------------------------------------------------------------------
 // WAITAOF detection
 
-/** `[major, minor, patch]` from `INFO server`'s `redis_version`. */
-export const parseVersion = (info: string): readonly [number, number, number] | undefined => {
+/** The server's `[major, minor, patch]` from `INFO server`'s `redis_version` (not a vault version). */
+export const parseServerVersion = (info: string): readonly [number, number, number] | undefined => {
   const match = /^redis_version:(\d+)\.(\d+)\.(\d+)/m.exec(info)
   return match ? [Number(match[1]), Number(match[2]), Number(match[3])] : undefined
 }
@@ -109,7 +109,7 @@ export const redisVersion = (redis: RedisClientShape): Effect.Effect<string, Red
     if (known !== undefined) return Effect.succeed(known)
     return redis.run("INFO server", (c) => c.info("server")).pipe(
       Effect.flatMap((info) => {
-        const v = parseVersion(info)
+        const v = parseServerVersion(info)
         if (v === undefined) {
           return Effect.fail(
             new RedisCommandFailed({ operation: "INFO server", reply: "no redis_version in INFO server", cause: undefined })
@@ -198,6 +198,80 @@ const nodeFor = (redis: RedisClientShape, key: string): Effect.Effect<Redis, Red
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`
 
+/** What the plan asks for, as `DurabilityTimeout.wanted` says it ("1 replica + local AOF fsync"). */
+const wantedOf = (durability: DurabilityPlan): string =>
+  [
+    ...(durability.replicas > 0 ? [plural(durability.replicas, "replica")] : []),
+    ...(durability.aof ? ["local AOF fsync"] : [])
+  ].join(" + ")
+
+/** The pipeline's replies, one `[error, value]` per command: the probe's SET, then the waits. */
+type Replies = ReadonlyArray<[Error | null, unknown]>
+
+/** A slot that moved or a cluster in transition: refresh the slot map and try again. */
+const CLUSTER_REDIRECT = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b/
+
+/**
+ * What the replies say: nothing when every acknowledgement came, else `DurabilityTimeout`
+ * naming what did; a refused command is `RedisCommandFailed` (a redirection, `Retry`).
+ */
+const readReplies = (
+  redis: RedisClientShape,
+  durability: DurabilityPlan,
+  replies: Replies,
+  timeout: (acknowledged: string) => DurabilityTimeout
+): Effect.Effect<void, DurabilityTimeout | RedisError | Retry> => {
+  for (const [error] of replies) {
+    if (error === null) continue
+    if (CLUSTER_REDIRECT.test(error.message)) {
+      return Effect.zipRight(
+        Effect.sync(() => redis.isCluster && (redis.client as Cluster).refreshSlotsCache()),
+        Effect.fail(new Retry())
+      )
+    }
+    return Effect.fail(toRedisError("WAIT", error))
+  }
+  const got: Array<string> = []
+  let short = false
+  let at = 1
+  if (durability.replicas > 0) {
+    const n = Number(replies[at++]?.[1] ?? 0)
+    got.push(plural(n, "replica"))
+    short ||= n < durability.replicas
+  }
+  if (durability.aof) {
+    const [local = 0] = (replies[at++]?.[1] ?? []) as Array<number>
+    got.push(local >= 1 ? "local AOF fsync" : "no local AOF fsync")
+    short ||= local < 1
+  }
+  return short ? Effect.fail(timeout(got.join(" + "))) : Effect.void
+}
+
+/**
+ * One try of the step on `node`: the probe's SET pipelined with the waits (`ms` each) on
+ * one socket. `Retry` when the socket changed under the pipeline: a reconnect re-sends only
+ * its unanswered tail, on a new connection whose WAIT would not cover the probe.
+ */
+const stepOn = (
+  redis: RedisClientShape,
+  node: Redis,
+  durability: DurabilityPlan,
+  target: DurabilityTarget,
+  ms: number,
+  timeout: (acknowledged: string) => DurabilityTimeout
+): Effect.Effect<void, DurabilityTimeout | RedisError | Retry> =>
+  Effect.suspend(() => {
+    const socket = node.stream
+    const pipeline = node.pipeline().set(target.probeKey, "1", "PX", PROBE_TTL_MS)
+    if (durability.replicas > 0) pipeline.wait(durability.replicas, ms)
+    if (durability.aof) pipeline.call("WAITAOF", 1, 0, ms)
+    return awaitPromise({ try: () => pipeline.exec(), catch: (error) => toRedisError("WAIT", error) }).pipe(
+      Effect.flatMap((results) =>
+        node.stream !== socket ? Effect.fail(new Retry()) : readReplies(redis, durability, results ?? [], timeout)
+      )
+    )
+  })
+
 /**
  * The durable step after a commit: fails with `DurabilityTimeout` when fewer replicas
  * (or no local AOF fsync) acknowledged within the plan's timeout, or when no answer came
@@ -210,67 +284,9 @@ export const step = (
   target: DurabilityTarget
 ): Effect.Effect<void, DurabilityTimeout | RedisCommandFailed> => {
   const ms = Math.max(1, Math.ceil(Duration.toMillis(durability.timeout)))
-  const wanted = [
-    ...(durability.replicas > 0 ? [plural(durability.replicas, "replica")] : []),
-    ...(durability.aof ? ["local AOF fsync"] : [])
-  ].join(" + ")
+  const wanted = wantedOf(durability)
   const timeout = (acknowledged: string) => new DurabilityTimeout({ prefix: target.prefix, wanted, acknowledged })
-
-  const once: Effect.Effect<void, DurabilityTimeout | RedisError | Retry> = Effect.flatMap(
-    nodeFor(redis, target.probeKey),
-    (node) =>
-      Effect.suspend(() => {
-        const socket = node.stream
-        const pipeline = node.pipeline().set(target.probeKey, "1", "PX", PROBE_TTL_MS)
-        if (durability.replicas > 0) pipeline.wait(durability.replicas, ms)
-        if (durability.aof) pipeline.call("WAITAOF", 1, 0, ms)
-        return awaitPromise({
-          try: () => pipeline.exec(),
-          catch: (error): RedisError =>
-            isReplyError(error)
-              ? new RedisCommandFailed({ operation: "WAIT", reply: String((error as Error).message), cause: error })
-              : new RedisUnavailable({ operation: "WAIT", cause: error })
-        }).pipe(
-          Effect.flatMap((results): Effect.Effect<void, DurabilityTimeout | RedisError | Retry> => {
-            // A reconnect inside the pipeline re-sends only its unanswered tail, on a new
-            // connection whose WAIT would not cover the probe: do it all again.
-            if (node.stream !== socket) return Effect.fail(new Retry())
-            const replies = results ?? []
-            for (const [error] of replies) {
-              if (error === null) continue
-              const reply = error.message.split("\n")[0] ?? ""
-              if (/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b/.test(reply)) {
-                return Effect.zipRight(
-                  Effect.sync(() => redis.isCluster && (redis.client as Cluster).refreshSlotsCache()),
-                  Effect.fail(new Retry())
-                )
-              }
-              return Effect.fail(
-                isReplyError(error)
-                  ? new RedisCommandFailed({ operation: "WAIT", reply, cause: error })
-                  : new RedisUnavailable({ operation: "WAIT", cause: error })
-              )
-            }
-            const got: Array<string> = []
-            let short = false
-            let at = 1
-            if (durability.replicas > 0) {
-              const n = Number(replies[at++]?.[1] ?? 0)
-              got.push(plural(n, "replica"))
-              short ||= n < durability.replicas
-            }
-            if (durability.aof) {
-              const [local = 0] = (replies[at++]?.[1] ?? []) as Array<number>
-              got.push(local >= 1 ? "local AOF fsync" : "no local AOF fsync")
-              short ||= local < 1
-            }
-            return short ? Effect.fail(timeout(got.join(" + "))) : Effect.void
-          })
-        )
-      })
-  )
-
-  return once.pipe(
+  return Effect.flatMap(nodeFor(redis, target.probeKey), (node) => stepOn(redis, node, durability, target, ms, timeout)).pipe(
     Effect.retry({
       schedule: Schedule.spaced("50 millis"),
       while: (e) => e._tag === "Retry" || e._tag === "RedisUnavailable"

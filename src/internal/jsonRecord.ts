@@ -6,6 +6,7 @@
  * and every Lua script can decode it (Redis's cjson refuses lone surrogates and deep
  * nesting). Anything else is named with its path, for `InvalidRecord`.
  */
+import { messageOf } from "./errorMessage.js"
 
 /** Deeper nesting is refused: Redis's cjson stops decoding at 1000 levels, and no haechi record is near. */
 export const MAX_JSON_DEPTH = 128
@@ -133,4 +134,28 @@ const objectProblem = (object: object, path: string, depth: number, ancestors: S
     if (problem !== undefined) return problem
   }
   return undefined
+}
+
+// ---------------------------------------------------------------------------
+// The checks every reader and writer of a record shares
+
+/**
+ * A JSON object as `JSON.parse` gives one back: an object, neither null nor an array.
+ * (What a caller hands in to be stored must also be plain: see `isPlainObject`.)
+ */
+export const isJsonObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/** Why `JSON.stringify` refused a value (a bigint, a cycle, a throwing `toJSON`), for `InvalidRecord`. */
+export class NotSerializable {
+  constructor(readonly reason: string) {}
+}
+
+/** `JSON.stringify(value)`, or `NotSerializable` ("not JSON-serializable (…)") when it throws. */
+export const stringifyOrProblem = (value: unknown): string | NotSerializable => {
+  try {
+    return JSON.stringify(value)
+  } catch (error) {
+    return new NotSerializable(`not JSON-serializable (${messageOf(error)})`)
+  }
 }

@@ -36,6 +36,9 @@ export interface VaultKeys {
   readonly readyProbe: string
 }
 
+/** How many of our appends' commit ids `commits` keeps (lua/audit_append.lua trims it to the same bound). */
+export const COMMITS_KEPT = 1000
+
 export const auditKeys = (prefix: string): AuditKeys => ({
   prefix,
   chain: `${prefix}chain`,
@@ -56,34 +59,47 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
   readyProbe: `${prefix}ready:probe`
 })
 
+// ---------------------------------------------------------------------------
+// the lock's keys (RedisLock on any key; the stores' lock is `keys.lock`)
+
 /**
  * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
  * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
  */
-export const fenceKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`)
+export const fenceKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
 
 /** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
-export const waitersKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`)
+export const waitersKeyOf = (key: string): string =>
+  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
 
-/** The channel the release script publishes on. */
+/** The channel the lock's release script publishes on (a channel, not a key: nothing to delete). */
 export const releaseChannelOf = (key: string): string => `${key}:released`
 
-/** Every key a lock on `key` writes, in the order the acquire and release scripts take them. */
+/** The keys of one lock, in the order its scripts take them: the lock, its fence counter, its waiters. */
 export const lockKeysOf = (key: string): [string, string, string] => [key, fenceKeyOf(key), waitersKeyOf(key)]
 
-/** Every key of a store's key set, with its lock's fence and waiters (the prefix itself is no key). */
-const keyList = (keys: { readonly prefix: string; readonly lock: string }): ReadonlyArray<string> => {
-  const own = Object.entries(keys)
+// ---------------------------------------------------------------------------
+// every key of a store
+
+/** A store's keys (its key set less the prefix), then its lock's fence counter and waiter queue. */
+const everyKey = (keys: AuditKeys | VaultKeys): ReadonlyArray<string> => [
+  ...Object.entries(keys)
     .filter(([name]) => name !== "prefix")
-    .map(([, key]) => key)
-  return [...own, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock)]
-}
+    .map(([, key]) => key as string),
+  fenceKeyOf(keys.lock),
+  waitersKeyOf(keys.lock)
+]
 
-/** Every key the audit store under `prefix` may write (the chain, head, commits, lock, probe, checkpoint). */
-export const auditKeyList = (prefix: string): ReadonlyArray<string> => keyList(auditKeys(prefix))
+/**
+ * Every key the audit store under `prefix` may write: the chain, its head keys, the
+ * commit ids, the checkpoint fence, the readiness and durability probe, and the lock with
+ * its fence counter and waiter queue. What a cleanup must delete to leave nothing behind.
+ */
+export const auditKeyList = (prefix: string): ReadonlyArray<string> => everyKey(auditKeys(prefix))
 
-/** Every key the token store under `prefix` may write (tokens, version, change log, lock, probe). */
-export const vaultKeyList = (prefix: string): ReadonlyArray<string> => keyList(vaultKeys(prefix))
+/** Every key the token vault under `prefix` may write, its lock's keys included (see `auditKeyList`). */
+export const vaultKeyList = (prefix: string): ReadonlyArray<string> => everyKey(vaultKeys(prefix))
 
 /**
  * The part of a key Redis Cluster hashes: the first `{...}` with something inside,

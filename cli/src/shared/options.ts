@@ -2,7 +2,8 @@
 import * as Options from "@effect/cli/Options"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import type { Chain } from "haechi-store-effect"
+import * as Schema from "effect/Schema"
+import { type Chain, ChainSchema, Verify } from "haechi-store-effect"
 import { type CliFailure, usage } from "./failure.js"
 
 export const urlOption = Options.redacted("url").pipe(
@@ -20,8 +21,8 @@ export const prefixOption = (name: string, fallback: string, what: string) =>
 
 export const pageSizeOption = Options.integer("page-size").pipe(
   Options.withPseudoName("N"),
-  Options.withDescription("records per LRANGE (default 1000)"),
-  Options.withDefault(1000)
+  Options.withDescription(`records per LRANGE (default ${Verify.DEFAULT_PAGE_SIZE})`),
+  Options.withDefault(Verify.DEFAULT_PAGE_SIZE)
 )
 
 export const timeoutOption = Options.integer("timeout").pipe(
@@ -34,7 +35,7 @@ export const allowEmptyOption = Options.boolean("allow-empty").pipe(
   Options.withDescription("succeed when there is no chain and no head under the prefix (default: exit 4, nothing there)")
 )
 
-const hashPattern = /^[A-Za-z0-9_-]{43}$/
+const isEventHash = Schema.is(ChainSchema.EventHash)
 
 /** `--from-sequence` and `--from-hash`: both or neither. */
 export const checkpointOf = (
@@ -48,6 +49,6 @@ export const checkpointOf = (
   if (!Number.isSafeInteger(sequence.value) || sequence.value < 1) {
     return Effect.fail(usage("--from-sequence must be an integer >= 1"))
   }
-  if (!hashPattern.test(hash.value)) return Effect.fail(usage("--from-hash must be an eventHash (43 base64url characters)"))
+  if (!isEventHash(hash.value)) return Effect.fail(usage("--from-hash must be an eventHash (43 base64url characters)"))
   return Effect.succeed({ sequence: sequence.value, eventHash: hash.value })
 }

@@ -17,6 +17,7 @@ import type { AppendOutcome, AuditBacking, PreparedAppend } from "./backing.js"
 import type { HeadCache } from "./headCache.js"
 import { unknownHead } from "./headCache.js"
 import type { OnRewind } from "./options.js"
+import { resolveSchedule } from "../schedules.js"
 
 /** What the append path of one store needs, built once per store. */
 export interface AppendContext {
@@ -30,7 +31,6 @@ export interface AppendContext {
 }
 
 /** Resolving a lost reply: ask again for a little while, Redis may be reconnecting. */
-const resolveSchedule = Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(15))
 
 const resolvedCounter = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit"))
 

@@ -12,12 +12,14 @@ import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { type HeadState, knownHead } from "./headCache.js"
-import { auditKeys, type AuditKeys } from "../keys.js"
+import { auditKeys, COMMITS_KEPT, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
 import { AuditAppendReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
+import { isJsonObject } from "../jsonRecord.js"
+import type { BackingError as SharedBackingError } from "../backingError.js"
 
 /** One record, ready to be appended: serialized once, fenced on `expectedPrev`. */
 export interface PreparedAppend {
@@ -81,9 +83,9 @@ const recordHas = (json: string | null, eventHash: string): boolean => {
 }
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
-export type BackingError = RedisError | CorruptData | ChainBroken
+export type BackingError = ReadBackingError | ChainBroken
 /** What the backing's reads can fail with. */
-export type ReadBackingError = RedisError | CorruptData
+export type ReadBackingError = SharedBackingError
 
 export interface AuditBacking {
   readonly keys: AuditKeys
@@ -118,8 +120,8 @@ export const parseIntegrity = (json: string, key: string, element?: number): Eff
   )
 
 export const isIntegrity = (value: unknown): value is AuditIntegrity => {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return false
-  const v = value as Record<string, unknown>
+  if (!isJsonObject(value)) return false
+  const v = value
   return (
     typeof v.eventHash === "string" &&
     v.eventHash.length > 0 &&
@@ -277,7 +279,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           hashes.push(write.eventHash)
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
           commits.set(write.sequence, write.commitId)
-          commits.delete(write.sequence - 1000)
+          commits.delete(write.sequence - COMMITS_KEPT)
           return committed
         }
         if (commits.get(write.sequence) === write.commitId) {

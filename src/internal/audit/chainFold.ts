@@ -10,6 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { ChainState, VerifyFailureReason, VerifyOptions, VerifyResult } from "../../Chain.js"
 import { unsignedHash } from "./chainCanonical.js"
+import { isJsonObject } from "../jsonRecord.js"
 
 /** Constructors and matchers for `VerifyFailureReason` (`Chain.VerifyFailureReason`). */
 export const Reason = Data.taggedEnum<VerifyFailureReason>()
@@ -68,7 +69,7 @@ const uncanonicalizable = Reason.Uncanonicalizable()
 /** `Chain.stepChain`: one parsed record against the state. Never throws. */
 export const stepChain = (state: ChainState, record: unknown): ChainState => {
   if (state.failure !== undefined) return state
-  if (typeof record !== "object" || record === null || Array.isArray(record)) return closeWith(state, notAnObject)
+  if (!isJsonObject(record)) return closeWith(state, notAnObject)
   const integrity = (record as { readonly auditIntegrity?: unknown }).auditIntegrity
   if (!integrity) return closeWith(state, missingAuditIntegrity)
   const fields = integrity as { readonly sequence?: unknown; readonly previousHash?: unknown; readonly eventHash?: unknown }

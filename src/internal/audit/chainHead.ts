@@ -12,6 +12,7 @@
  */
 import { ChainBroken, CorruptData } from "../../Errors.js"
 import type { AuditKeys } from "../keys.js"
+import { isJsonObject } from "../jsonRecord.js"
 
 /** The ways the head keys can disagree with the list (the script's reply-5 names). */
 export type HeadDisagreement =
@@ -40,7 +41,7 @@ const parse = (json: string): unknown => {
 }
 
 const objectOrUndefined = (value: unknown): Record<string, unknown> | undefined =>
-  typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined
+  isJsonObject(value) ? value : undefined
 
 /** How `keys` disagree, or undefined when they agree. The script's rule, for a snapshot. */
 export const headKeysDisagreement = (keys: HeadKeys): HeadDisagreement | undefined => {

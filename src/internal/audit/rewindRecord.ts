@@ -8,6 +8,7 @@
  * numbers only, so it is stored exactly as it is hashed.
  */
 import type { ChainPoint } from "../../Errors.js"
+import { isJsonObject } from "../jsonRecord.js"
 
 /** The event `type` of a rewind record. */
 export const REWIND_EVENT_TYPE = "haechi_store.chain_rewound"
@@ -46,11 +47,8 @@ export const recordedRewind = (json: string): RecordedRewind | undefined => {
   } catch {
     return undefined
   }
-  const r = record as { type?: unknown; rewind?: Record<string, unknown> } | null
-  if (r === null || typeof r !== "object" || r.type !== REWIND_EVENT_TYPE || typeof r.rewind !== "object" || r.rewind === null) {
-    return undefined
-  }
-  const { lostSequence, lostEventHash, resumedOnSequence, resumedOnEventHash, detectedAt } = r.rewind
+  if (!isJsonObject(record) || record.type !== REWIND_EVENT_TYPE || !isJsonObject(record.rewind)) return undefined
+  const { lostSequence, lostEventHash, resumedOnSequence, resumedOnEventHash, detectedAt } = record.rewind
   if (typeof lostSequence !== "number" || typeof lostEventHash !== "string" || typeof detectedAt !== "string") return undefined
   return {
     lost: { sequence: lostSequence, eventHash: lostEventHash },

@@ -21,6 +21,7 @@ import { HeadCache } from "./headCache.js"
 import { type AuditStoreOptions, checkAuditOptions } from "./options.js"
 import type { AuditStoreShape, ChainReadOptions } from "./shape.js"
 import { transactions } from "./transaction.js"
+import { DEFAULT_PAGE_SIZE } from "../chainPages.js"
 
 /**
  * The store over `backing` (each call its own replica: its own cached head). Throws
@@ -71,7 +72,7 @@ const chainPages = (
   backing: AuditBacking,
   bound: ReturnType<typeof withinRead>
 ): AuditStoreShape["readChainJson"] => (opts: ChainReadOptions = {}) => {
-  const pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000))
+  const pageSize = Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE))
   return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
     Effect.map(bound(backing.readRange(start, start + pageSize - 1)), (page) => [
       Chunk.unsafeFromArray(page as Array<string>),

@@ -11,6 +11,7 @@ import type { ChainBroken } from "../../Errors.js"
 import { unsignedHash } from "./chainCanonical.js"
 import { chainResult, closeWith, initialChainState, Reason, stepJson } from "./chainFold.js"
 import { recordedRewind, type RecordedRewind } from "./rewindRecord.js"
+import { isJsonObject } from "../jsonRecord.js"
 
 export class PageFold {
   private state: ChainState
@@ -109,7 +110,7 @@ const checkpointRecord = (
   } catch {
     return Reason.Unparseable()
   }
-  if (typeof record !== "object" || record === null || Array.isArray(record)) return Reason.NotAnObject()
+  if (!isJsonObject(record)) return Reason.NotAnObject()
   const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
   if (!integrity || typeof integrity !== "object") return Reason.MissingAuditIntegrity()
   const fields = integrity as { sequence?: unknown; eventHash?: unknown }

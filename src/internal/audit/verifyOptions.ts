@@ -7,13 +7,15 @@ import * as Effect from "effect/Effect"
 import type { Checkpoint } from "../../Chain.js"
 import { InvalidConfig } from "../../Errors.js"
 import { initialChainState } from "./chainFold.js"
+import { DEFAULT_PAGE_SIZE } from "../chainPages.js"
+import { messageOf } from "../errorMessage.js"
 
 /**
  * Default LRANGE page: large enough to keep round trips off the critical path (the next
  * page is fetched while one is hashed), small enough that one LRANGE blocks Redis for
  * well under a millisecond.
  */
-export const DEFAULT_PAGE_SIZE = 1000
+export { DEFAULT_PAGE_SIZE }
 
 /** The checkpoint to start from (undefined for none, or for the empty chain's). */
 export const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Checkpoint | undefined, InvalidConfig> => {
@@ -21,7 +23,7 @@ export const checkCheckpoint = (from: Checkpoint | undefined): Effect.Effect<Che
   try {
     initialChainState({ from })
   } catch (error) {
-    return Effect.fail(new InvalidConfig({ option: "from", reason: error instanceof Error ? error.message : String(error) }))
+    return Effect.fail(new InvalidConfig({ option: "from", reason: messageOf(error) }))
   }
   if (from.sequence > 0 && (typeof from.eventHash !== "string" || from.eventHash.length === 0)) {
     return Effect.fail(new InvalidConfig({ option: "from", reason: "checkpoint eventHash must be a non-empty string" }))

@@ -25,6 +25,7 @@
 import { createHash } from "node:crypto"
 import * as Either from "effect/Either"
 import { isWellFormed } from "../jsonRecord.js"
+import { isCanonicalEventHash } from "../eventHash.js"
 
 /** The signature type byte of Ed25519 in c2sp.org/signed-note. */
 export const ED25519 = 0x01
@@ -217,12 +218,6 @@ const parseSignatureLine = (line: string): Either.Either<NoteSignature, string> 
   return Either.right({ name, keyId: blob.readUInt32BE(0), signature: new Uint8Array(blob.subarray(4)) })
 }
 
-const HASH = /^[A-Za-z0-9_-]{43}$/
-
-/** A sha256 in unpadded base64url, canonical (what a chain's eventHash is). */
-export const isEventHash = (hash: string): boolean =>
-  HASH.test(hash) && Buffer.from(hash, "base64url").toString("base64url") === hash
-
 /** Parses a note's text as a checkpoint body (see the module's guarantees). */
 export const parseCheckpointBody = (text: string): Either.Either<CheckpointBody, string> => {
   const lines = text.slice(0, -1).split("\n")
@@ -233,7 +228,7 @@ export const parseCheckpointBody = (text: string): Either.Either<CheckpointBody,
   if (!/^[1-9][0-9]*$/.test(size) || !Number.isSafeInteger(Number(size))) {
     return Either.left("line 2: the size must be a decimal integer >= 1 without leading zeros")
   }
-  if (!isEventHash(hash)) return Either.left("line 3: the hash must be an eventHash (43 base64url characters)")
+  if (!isCanonicalEventHash(hash)) return Either.left("line 3: the hash must be an eventHash (43 base64url characters)")
   return Either.right({ origin, size: Number(size), hash })
 }
 

@@ -14,8 +14,6 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
-import * as ScheduleDecision from "effect/ScheduleDecision"
-import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import { LockTimeout, type RedisError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { now } from "../deadline.js"
@@ -25,6 +23,7 @@ import { releaseChannelOf } from "./keys.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
 import { handedFence, type ReleaseSubscriber } from "./releases.js"
+import { stepper } from "../schedules.js"
 
 /** The lock taken: its fence, and when the attempt that took it was sent (its TTL counts from there). */
 export interface Taken {
@@ -110,14 +109,12 @@ export class Acquisition {
     const schedule = this.options.retrySchedule
     const self = this
     return Effect.gen(function*() {
-      let state = schedule.initial
+      const polls = stepper(schedule)
       for (;;) {
         const at = now()
         if (at >= deadline) return yield* self.timedOut
-        const [next, , decision] = yield* schedule.step(at, undefined, state)
-        if (ScheduleDecision.isDone(decision)) return yield* self.timedOut
-        state = next
-        const pollAt = Math.max(ScheduleIntervals.start(decision.intervals), at)
+        const pollAt = yield* polls.next(at, undefined)
+        if (pollAt === undefined) return yield* self.timedOut
         const woken = yield* wakeup.next(Math.min(pollAt, deadline) - at)
         // Handed to us by the release: ours already, no round trip.
         const handed = woken === undefined ? 0 : handedFence(woken, token)

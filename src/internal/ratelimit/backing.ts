@@ -9,13 +9,14 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { CorruptData, RedisUnavailable, type RedisError } from "../../Errors.js"
+import { CorruptData, RedisUnavailable } from "../../Errors.js"
 import { rateLimitKey } from "../keys.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
+import type { BackingError } from "../backingError.js"
 import type { Decision, Request } from "./rule.js"
 
-export type BackingError = RedisError | CorruptData
+export type { BackingError }
 
 export interface RateLimitBacking {
   readonly prefix: string

@@ -8,8 +8,9 @@
  * lost reply) lives once above this, in TokenStore.
  */
 import * as Effect from "effect/Effect"
-import { CorruptData, type RedisError } from "../../Errors.js"
+import { CorruptData } from "../../Errors.js"
 import { vaultKeys, type VaultKeys } from "../keys.js"
+import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { wrongType, type RedisClientShape } from "../../RedisClient.js"
 import { Scripts } from "../scripts.js"
@@ -91,7 +92,7 @@ export interface ScanPage {
   readonly entries: ReadonlyArray<readonly [string, string]>
 }
 
-export type BackingError = RedisError | CorruptData
+export type { BackingError }
 
 export interface VaultBacking {
   readonly keys: VaultKeys
