@@ -317,7 +317,7 @@ export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}
 
 /** An in-memory token store (one process; tests and single-instance use). */
 export const createMemoryTokenStore = (options: FacadeOptions = {}): HaechiTokenStore =>
-  toHaechiTokenStore(TokenStore.makeWith(memoryVaultBacking(), options), options)
+  toHaechiTokenStore(TokenStore.fromBacking(memoryVaultBacking(), options), options)
 
 export interface CheckpointerOptions extends FacadeOptions {
   readonly client: Redis | Cluster

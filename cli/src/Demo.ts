@@ -92,7 +92,7 @@ export const runDemo = (
         connect === undefined
           ? Effect.succeed({
               audit: AuditStore.makeWith(sharedAudit!),
-              vault: TokenStore.makeWith(sharedVault!)
+              vault: TokenStore.fromBacking(sharedVault!)
             })
           : Effect.flatMap(connect, (client) =>
               Effect.provideService(

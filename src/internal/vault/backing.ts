@@ -5,7 +5,7 @@
  * also carries the proof that Redis still continues the history a cache saw (the commit
  * id logged at its version, the token count), so a rewound Redis is seen with no extra
  * round trip. The contract (synchronous views, the replica cache, retries, resolving a
- * lost reply) lives once above this, in TokenStore.
+ * lost reply) lives once above this, in store.ts and the files it wires.
  */
 import * as Effect from "effect/Effect"
 import { CorruptData, type RedisError } from "../../Errors.js"
