@@ -113,12 +113,16 @@ export const LOG_BOUND = 1000
 /** Full-read page size (HSCAN COUNT): small enough never to block Redis for long. */
 export const SCAN_PAGE = 500
 
-const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, CorruptData> => {
-  if (raw === null || raw === undefined) return Effect.succeed("")
+/** The stored version counter as a `Version`, or `CorruptData` when it is not a non-negative integer. */
+const versionOf = (raw: unknown, key: string): Version | CorruptData => {
+  if (raw === null || raw === undefined) return ""
   const text = String(raw)
-  return /^\d+$/.test(text)
-    ? Effect.succeed(text)
-    : Effect.fail(new CorruptData({ key, detail: "the version is not a non-negative integer" }))
+  return /^\d+$/.test(text) ? text : new CorruptData({ key, detail: "the version is not a non-negative integer" })
+}
+
+const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, CorruptData> => {
+  const version = versionOf(raw, key)
+  return typeof version === "string" ? Effect.succeed(version) : Effect.fail(version)
 }
 
 /** The commit id of the log's last entry when that entry is for `version`, else "". */
@@ -131,6 +135,31 @@ const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> =>
   const out: Array<readonly [string, string]> = []
   for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] as string, flat[i + 1] as string])
   return out
+}
+
+/** vault_changes.lua's reply as `Changes`. */
+const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData => {
+  const [version, status, size, detail, found, ...flat] = reply as [
+    string | null,
+    string,
+    number,
+    string,
+    number,
+    ...Array<string | null>
+  ]
+  const v = versionOf(version, versionKey)
+  if (typeof v !== "string") return v
+  switch (status) {
+    case "same":
+      return { _tag: "Same", version: v, commit: detail, size }
+    case "reload":
+      return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
+    case "rewound":
+      return { _tag: "Rewound", version: v, size, commitThere: detail }
+  }
+  const changes: Array<readonly [string, string | null]> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
+  return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
 }
 
 /** The vault on Redis, in haechi-store-redis's layout plus our change log. */
@@ -175,28 +204,10 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
     changes: (known, commitId) =>
       redis.script(Scripts.vaultChanges, three, [known.version, known.commit, commitId, LOG_BOUND]).pipe(
         wrongType(keys.log),
+        // Decoded synchronously: this is every read's one round trip.
         Effect.flatMap((reply) => {
-          const [version, status, size, detail, found, ...flat] = reply as [
-            string | null,
-            string,
-            number,
-            string,
-            number,
-            ...Array<string | null>
-          ]
-          return Effect.map(parseVersion(version, keys.version), (v): Changes => {
-            switch (status) {
-              case "same":
-                return { _tag: "Same", version: v, commit: detail, size }
-              case "reload":
-                return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
-              case "rewound":
-                return { _tag: "Rewound", version: v, size, commitThere: detail }
-            }
-            const changes: Array<readonly [string, string | null]> = []
-            for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
-            return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
-          })
+          const decoded = changesOf(reply, keys.version)
+          return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
         })
       ),
     scan: (cursor) =>

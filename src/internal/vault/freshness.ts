@@ -142,9 +142,12 @@ export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultF
     const from = cache.point()
     if (from === undefined || unproven()) return readInFull(from)
     return Effect.flatMap(backing.changes(from, ""), (changes) =>
-      Effect.flatMap(applyLog(from, changes), (current) =>
-        current ? Effect.void : readInFull(changes._tag === "Reload" ? from : undefined)
-      )
+      // (The common answer, nothing changed and the count agrees, takes no further step.)
+      changes._tag === "Same" && (cache.version !== from.version || cache.size === changes.size)
+        ? Effect.void
+        : Effect.flatMap(applyLog(from, changes), (current) =>
+            current ? Effect.void : readInFull(changes._tag === "Reload" ? from : undefined)
+          )
     )
   })
 

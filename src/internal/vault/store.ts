@@ -45,10 +45,9 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
         })
       ).pipe(boundMutate, observeMutate) as never,
     read: (f) =>
-      Effect.gen(function* () {
-        yield* freshness.bringUpToDate
+      Effect.flatMap(freshness.bringUpToDate, () => {
         const { snapshot, release } = cache.pin()
-        return yield* Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
+        return Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
       }).pipe(boundRead, observeRead),
     ready: backing.ready,
     stats: backing.stats.pipe(withinRead(deadline("stats")), observed("vault", "stats", prefix))
