@@ -137,6 +137,23 @@ const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> =>
   return out
 }
 
+/** vault_apply.lua's reply as an `ApplyOutcome`. */
+const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<ApplyOutcome, CorruptData> => {
+  const [status, version, took] = reply as [number, string | null, number | undefined]
+  if (status === 3) {
+    return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
+  }
+  return Effect.map(parseVersion(version, versionKey), (v): ApplyOutcome =>
+    status === 1
+      ? { _tag: "Committed", version: v }
+      : status === 2
+        ? { _tag: "AlreadyCommitted", version: v }
+        : status === 4
+          ? { _tag: "LockHeld", version: v }
+          : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === 5 }
+  )
+}
+
 /** vault_changes.lua's reply as `Changes`. */
 const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData => {
   const [version, status, size, detail, found, ...flat] = reply as [
@@ -184,21 +201,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       for (const token of write.deletes) args.push(token)
       return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
         wrongType(keys.tokens),
-        Effect.flatMap((reply) => {
-          const [status, version, took] = reply as [number, string | null, number | undefined]
-          if (status === 3) {
-            return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
-          }
-          return Effect.map(parseVersion(version, keys.version), (v): ApplyOutcome =>
-            status === 1
-              ? { _tag: "Committed", version: v }
-              : status === 2
-                ? { _tag: "AlreadyCommitted", version: v }
-                : status === 4
-                  ? { _tag: "LockHeld", version: v }
-                  : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === 5 }
-          )
-        })
+        Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
       )
     },
     changes: (known, commitId) =>

@@ -37,10 +37,9 @@ export interface VaultFreshness {
   readonly loadIfUnproven: Effect.Effect<void, RedisError | CorruptData>
 }
 
-export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultFreshness => {
-  const prefix = backing.keys.prefix
+/** Rewinds of `cache`: reporting one (counted, logged with both points, the cache dropped) and telling one after a full read. */
+const rewindsOf = (prefix: string, cache: VaultCache) => {
   const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
-  const reloads = Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix))
 
   const dropRewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
     Effect.zipRight(
@@ -66,7 +65,13 @@ export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultF
       return Effect.void
     })
 
-  const applyLog = (from: VaultPoint, changes: Changes): Effect.Effect<boolean, CorruptData> => {
+  return { dropRewound, checkLanding }
+}
+
+/** `applyLog` over `cache` (see `VaultFreshness`). */
+const logApplier =
+  (prefix: string, cache: VaultCache, dropRewound: VaultFreshness["dropRewound"]) =>
+  (from: VaultPoint, changes: Changes): Effect.Effect<boolean, CorruptData> => {
     switch (changes._tag) {
       case "Same":
         return cache.version === from.version && cache.size !== changes.size
@@ -102,6 +107,12 @@ export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultF
         )
     }
   }
+
+export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultFreshness => {
+  const prefix = backing.keys.prefix
+  const reloads = Metrics.vaultReloads.pipe(Metric.tagged("prefix", prefix))
+  const { dropRewound, checkLanding } = rewindsOf(prefix, cache)
+  const applyLog = logApplier(prefix, cache, dropRewound)
 
   // Pages never block Redis for long; if the pages saw different versions the log
   // replays what changed in between, else the read is tried again, then done atomically.
