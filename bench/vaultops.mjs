@@ -2,6 +2,9 @@
 // (prune over entries(), then one set) and a reveal (read + get), on a warm cache, against
 // a throwaway redis-server. DIST= runs another build of dist/; DIST=a,b alternates rounds of
 // two builds in one process (A/B on a busy machine) and prints each one's median round.
+// Two floors run in the same rounds: a bare ioredis HGET of one record (what a reveal's
+// round trip costs with no library) and the same tokenize over an in-process Map (the
+// reference's memory store: what the caller's own work costs with no shared store).
 // Usage: node bench/vaultops.mjs [tokens=1000] [ops per round=1000] [rounds=5]
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -85,20 +88,52 @@ const time = async (op) => {
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
+/** The floors: a bare HGET round trip, and tokenize over the reference's in-process Map. */
+const floors = async () => {
+  const bare = new Redis(port, "127.0.0.1")
+  bare.on("error", () => {})
+  connections.push(bare)
+  const key = "bench:tv:0:tokens"
+  const ids = Object.keys(await bare.hgetall(key))
+  const hget = () => bare.hget(key, ids[Math.floor(Math.random() * ids.length)])
+  const { createMemoryTokenStore } = await import(new URL("./node_modules/haechi-store-redis/memory.mjs", import.meta.url).href)
+  const map = createMemoryTokenStore()
+  await map.mutate((view) => {
+    for (let j = 0; j < preload; j++) view.set(`tok_email_${j}`, record(`tok_email_${j}`))
+  })
+  let last
+  const tokenize = () =>
+    map.mutate(async (view) => {
+      const now = Date.now()
+      for (const [t] of view.entries().filter(([, r]) => r.expiresAt && Date.parse(r.expiresAt) < now)) view.delete(t)
+      if (last !== undefined) view.delete(last)
+      last = `tok_email_${randomBytes(8).toString("hex")}`
+      view.set(last, record(last))
+    })
+  return { tokenize, reveal: hget }
+}
+
 const subjects = await Promise.all(builds.map((b, n) => setup(b, n)))
+subjects.push(await floors())
 for (const s of subjects) for (let i = 0; i < 300; i++) await s.tokenize(), await s.reveal() // warm-up
 const results = subjects.map(() => ({ tokenize: [], reveal: [] }))
 for (let r = 0; r < rounds; r++) {
-  for (const [n, s] of subjects.entries()) {
+  // The order alternates by round: whatever runs first in a round fares better (GC debt, a warmer CPU).
+  const order = [...subjects.entries()]
+  for (const [n, s] of r % 2 === 0 ? order : order.reverse()) {
     results[n].tokenize.push(await time(s.tokenize))
     results[n].reveal.push(await time(s.reveal))
   }
 }
 console.log(`${preload} tokens, ${rounds} rounds of ${ops} ops, medians:`)
+const line = (n, name) =>
+  `${name} ${median(results[n][name].map((x) => x.wall)).toFixed(0)} µs wall / ${median(results[n][name].map((x) => x.cpu)).toFixed(0)} µs CPU`
 for (const [n, build] of builds.entries()) {
-  const line = (name) =>
-    `${name} ${median(results[n][name].map((x) => x.wall)).toFixed(0)} µs wall / ${median(results[n][name].map((x) => x.cpu)).toFixed(0)} µs CPU`
-  console.log(`  ${dists[n] ?? "dist"}: ${line("tokenize")}; ${line("reveal")}`)
+  const ratios =
+    `tokenize ${(median(results[builds.length].tokenize.map((x) => x.wall)) / median(results[n].tokenize.map((x) => x.wall))).toFixed(2)}x the Map's rate, ` +
+    `reveal CPU ${(median(results[n].reveal.map((x) => x.cpu)) / median(results[builds.length].reveal.map((x) => x.cpu))).toFixed(2)}x a bare HGET's`
+  console.log(`  ${dists[n] ?? "dist"}: ${line(n, "tokenize")}; ${line(n, "reveal")} (${ratios})`)
 }
+console.log(`  floors: ${line(builds.length, "tokenize").replace("tokenize", "tokenize over a Map")}; ${line(builds.length, "reveal").replace("reveal", "bare HGET")}`)
 await Promise.all([client, ...connections].map((c) => c.quit()))
 server.kill()

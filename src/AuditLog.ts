@@ -61,7 +61,7 @@ const normalize = (event: unknown): Effect.Effect<Record<string, unknown>, Inval
   })
 
 /** An audit log over `store`: one instance, one semaphore. */
-export const makeWith = (store: AuditStoreShape): Effect.Effect<AuditLogShape> =>
+export const fromStore = (store: AuditStoreShape): Effect.Effect<AuditLogShape> =>
   Effect.map(Effect.makeSemaphore(1), (semaphore) => ({
     record: (event) =>
       normalize(event).pipe(
@@ -79,7 +79,7 @@ export const makeWith = (store: AuditStoreShape): Effect.Effect<AuditLogShape> =
   }))
 
 /** An audit log over the `AuditStore` in context. */
-export const make: Effect.Effect<AuditLogShape, never, AuditStore> = Effect.flatMap(AuditStore, makeWith)
+export const make: Effect.Effect<AuditLogShape, never, AuditStore> = Effect.flatMap(AuditStore, fromStore)
 
 /** The audit log as a layer over an `AuditStore` layer. */
 export const layer: Layer.Layer<AuditLog, never, AuditStore> = Layer.effect(AuditLog, make)

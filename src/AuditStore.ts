@@ -42,6 +42,8 @@ import { optionsFromConfig, setupRedisStore, storeConfig, type StoreConfig } fro
 export type { AuditIntegrity as Integrity } from "./Chain.js"
 /** Every Redis key the audit store under `prefix` may write, its lock's included (see the README's "Key layout"); the default prefix. */
 export { auditKeyList as keysOf, DEFAULT_AUDIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
+/** The audit store's keys under `prefix` by name (`chain`, `head`, `headHash`, `commits`, `lock`, …; see "Key layout"). */
+export { auditKeys as keyLayout, type AuditKeys } from "./internal/keys.js"
 export type { AuditStoreShape, AuditTransaction, ChainReadOptions } from "./internal/audit/shape.js"
 export type { AuditStoreOptions, OnRewind, VerifyRecords } from "./internal/audit/options.js"
 /** What `layerConfig` reads (see `storeConfig`). */

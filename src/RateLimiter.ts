@@ -100,7 +100,7 @@ const resultOf = (decision: Decision, request: Request): RateLimitResult => ({
 })
 
 /** The limiter's semantics over any backing: checks, span, metrics, and what callers are told. */
-export const makeWith = (backing: RateLimitBacking): RateLimiterShape => {
+export const fromBacking = (backing: RateLimitBacking): RateLimiterShape => {
   const tags = { prefix: backing.prefix }
   const allowed = Metrics.withTags(Metrics.ratelimitKeys.allowed, tags)
   const denied = Metrics.withTags(Metrics.ratelimitKeys.denied, tags)
@@ -146,7 +146,7 @@ export const make = (options: RateLimiterOptions = {}): Effect.Effect<RateLimite
     const redis = yield* RedisClient
     const prefix = yield* checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX)
     const timeoutMs = yield* checkTimeout(options.timeout)
-    return makeWith(redisBacking(redis, prefix, timeoutMs))
+    return fromBacking(redisBacking(redis, prefix, timeoutMs))
   })
 
 /** The limiter on Redis, as a layer. */
@@ -167,7 +167,7 @@ export const layerConfig = (
 
 /** An in-memory limiter (one process only) with the same rule, on the Effect `Clock`. */
 export const makeMemory = (options: Pick<RateLimiterOptions, "keyPrefix"> = {}): Effect.Effect<RateLimiterShape, InvalidConfig> =>
-  Effect.map(checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX), (prefix) => makeWith(memoryBacking(prefix)))
+  Effect.map(checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX), (prefix) => fromBacking(memoryBacking(prefix)))
 
 /** The in-memory limiter, as a layer. */
 export const layerMemory = (options: Pick<RateLimiterOptions, "keyPrefix"> = {}): Layer.Layer<RateLimiter, InvalidConfig> =>

@@ -27,8 +27,6 @@ export type { DurabilityOptions } from "./internal/durability.js"
 export type { LockPolicy } from "./internal/lock/policy.js"
 export type { StartupChecksMode } from "./internal/startupChecks.js"
 export type { Readiness } from "./internal/readiness.js"
-// Kept only until the CLI lists keys with AuditStore.keysOf / TokenStore.keysOf (undocumented; to be removed).
-export * as Keys from "./internal/keys.js"
 // A deadline on real time (Node's timer, not the Effect Clock) for a read of your own,
 // failing with OperationTimeout; the stores bound their operations with their `timeout`.
 export { timeoutAfter } from "./internal/deadline.js"

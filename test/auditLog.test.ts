@@ -124,7 +124,7 @@ describe("AuditLog.record", () => {
               () => Effect.sync(() => void inFlight--)
             )
         }
-        const log = yield* AuditLog.makeWith(counted)
+        const log = yield* AuditLog.fromStore(counted)
         return yield* Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => log.record({ i }), {
           concurrency: "unbounded"
         })

@@ -42,7 +42,7 @@ describe("the stores' key lists", () => {
         Effect.gen(function* () {
           const writers = yield* Effect.forEach(Array.from({ length: WRITERS }), () =>
             Effect.all({
-              log: Effect.flatMap(AuditStore.make({ keyPrefix: auditPrefix, lock: "always" }), AuditLog.makeWith),
+              log: Effect.flatMap(AuditStore.make({ keyPrefix: auditPrefix, lock: "always" }), AuditLog.fromStore),
               vault: TokenStore.make({ keyPrefix: vaultPrefix, lock: "always" })
             })
           )

@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricState from "effect/MetricState"
-import { AuditStore, type Chain, type InvalidConfig, Keys, type StoreError, Verify } from "haechi-store-effect"
+import { AuditStore, type Chain, type InvalidConfig, type StoreError, TokenStore, Verify } from "haechi-store-effect"
 import { type Connect, runReplica, storeOpener, type Tally } from "./demo/replica.js"
 
 type VerifyResult = Chain.VerifyResult
@@ -134,7 +134,7 @@ const FENCE_CONFLICTS = "haechi_store_fence_conflicts_total"
 const deleteKeys = (connect: Connect, auditPrefix: string, vaultPrefix: string): Effect.Effect<void, StoreError> =>
   Effect.scoped(
     Effect.flatMap(connect, (client) => {
-      const keys = [...Keys.auditKeyList(auditPrefix), ...Keys.vaultKeyList(vaultPrefix)]
+      const keys = [...AuditStore.keysOf(auditPrefix), ...TokenStore.keysOf(vaultPrefix)]
       return Effect.asVoid(client.run("DEL demo keys", (c) => c.del(...keys)))
     })
   )

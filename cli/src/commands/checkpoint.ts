@@ -16,7 +16,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Redacted from "effect/Redacted"
-import { AuditStore, Chain, Checkpoint, Keys, Verify } from "haechi-store-effect"
+import { AuditStore, Chain, Checkpoint, Verify } from "haechi-store-effect"
 import { CliFailure, ExitCode, usage } from "../shared/failure.js"
 import { prefixOption, timeoutOption, urlOption } from "../shared/options.js"
 import { describeResult } from "../shared/output.js"
@@ -113,7 +113,7 @@ export const checkpointCommand = Command.make(
   "checkpoint",
   {
     url: urlOption,
-    prefix: prefixOption("prefix", Keys.DEFAULT_AUDIT_PREFIX, "audit store"),
+    prefix: prefixOption("prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
     key: Options.file("key").pipe(Options.withPseudoName("FILE"), Options.withDescription("the signing key file (see keygen)")),
     out: Options.file("out").pipe(
       Options.withPseudoName("FILE"),

@@ -11,7 +11,7 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { AuditStore, Keys, Verify } from "haechi-store-effect"
+import { AuditStore, Verify } from "haechi-store-effect"
 import { CliFailure, ExitCode } from "../shared/failure.js"
 import { allowEmptyOption, pageSizeOption, prefixOption, timeoutOption, urlOption } from "../shared/options.js"
 import { progress } from "../shared/progress.js"
@@ -76,7 +76,7 @@ export const exportCommand = Command.make(
       Options.withDescription("the JSONL file to write (replaced only once complete, never by an empty or truncated export)")
     ),
     url: urlOption,
-    prefix: prefixOption("prefix", Keys.DEFAULT_AUDIT_PREFIX, "audit store"),
+    prefix: prefixOption("prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
     pageSize: pageSizeOption,
     allowEmpty: allowEmptyOption,
     timeout: timeoutOption

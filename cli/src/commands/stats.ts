@@ -7,7 +7,7 @@ import * as Options from "@effect/cli/Options"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { AuditStore, Keys, RateLimiter, RedisClient, timeoutAfter, TokenStore } from "haechi-store-effect"
+import { AuditStore, RateLimiter, RedisClient, timeoutAfter, TokenStore } from "haechi-store-effect"
 import { prefixOption, timeoutOption, urlOption } from "../shared/options.js"
 import { withRedis } from "../shared/target.js"
 
@@ -54,7 +54,7 @@ const readStats = (auditPrefix: string, vaultPrefix: string, timeout: number) =>
     const head = yield* audit.head
     const length = yield* audit.length
     const v = yield* vault.stats
-    const vk = Keys.vaultKeys(vaultPrefix)
+    const vk = TokenStore.keyLayout(vaultPrefix)
     const [first, last] = yield* timeoutAfter("LINDEX log", timeout)(
       redis.run("LINDEX log", (c) => Promise.all([c.lindex(vk.log, 0), c.lindex(vk.log, -1)]))
     )
@@ -64,7 +64,7 @@ const readStats = (auditPrefix: string, vaultPrefix: string, timeout: number) =>
         length,
         headSequence: head?.sequence ?? null,
         headHash: head?.eventHash ?? null,
-        lock: yield* lockStatus(redis, Keys.auditKeys(auditPrefix).lock, timeout)
+        lock: yield* lockStatus(redis, AuditStore.keyLayout(auditPrefix).lock, timeout)
       },
       vault: {
         prefix: vaultPrefix,
@@ -125,8 +125,8 @@ export const statsCommand = Command.make(
   "stats",
   {
     url: urlOption,
-    auditPrefix: prefixOption("audit-prefix", Keys.DEFAULT_AUDIT_PREFIX, "audit store"),
-    vaultPrefix: prefixOption("vault-prefix", Keys.DEFAULT_VAULT_PREFIX, "token vault"),
+    auditPrefix: prefixOption("audit-prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
+    vaultPrefix: prefixOption("vault-prefix", TokenStore.DEFAULT_PREFIX, "token vault"),
     json: Options.boolean("json").pipe(Options.withDescription("print one JSON object")),
     timeout: timeoutOption,
     ...rateLimitOptions

@@ -10,7 +10,7 @@ import * as Options from "@effect/cli/Options"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { AuditStore, Chain, Keys, Verify } from "haechi-store-effect"
+import { AuditStore, Chain, Verify } from "haechi-store-effect"
 import { CliFailure, ExitCode, usage } from "../shared/failure.js"
 import { allowEmptyOption, checkpointOf, pageSizeOption, prefixOption, timeoutOption, urlOption } from "../shared/options.js"
 import { describeResult, describeRewind } from "../shared/output.js"
@@ -53,7 +53,7 @@ export const verifyCommand = Command.make(
   "verify",
   {
     url: urlOption,
-    prefix: prefixOption("prefix", Keys.DEFAULT_AUDIT_PREFIX, "audit store"),
+    prefix: prefixOption("prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
     fromSequence: Options.integer("from-sequence").pipe(
       Options.withPseudoName("N"),
       Options.withDescription("trusted checkpoint: a sequence verified earlier (with --from-hash)"),

@@ -76,7 +76,7 @@ const EVENT_LOOP_TURN_MS = 20
 /** Runs one replica's share of the events on `stores`, counting into `tally`. */
 export const runReplica = (stores: ReplicaStores, plan: ReplicaPlan, tally: Tally): Effect.Effect<void, StoreError> =>
   Effect.gen(function* () {
-    const log = yield* AuditLog.makeWith(stores.audit)
+    const log = yield* AuditLog.fromStore(stores.audit)
     const vault = yield* makeVaultDriver(stores.vault, plan.key)
     const distinct = Math.max(1, Math.ceil((plan.events * 3) / 4))
     for (let i = plan.replica; i < plan.events; i += plan.replicas) {

@@ -5,7 +5,7 @@
  * also carries the proof that Redis still continues the history a cache saw (the commit
  * id logged at its version, the token count), so a rewound Redis is seen with no extra
  * round trip. The contract (synchronous views, the replica cache, retries, resolving a
- * lost reply) lives once above this, in TokenStore.
+ * lost reply) lives once above this, in store.ts and the files it wires.
  */
 import * as Effect from "effect/Effect"
 import { CorruptData } from "../../Errors.js"
@@ -115,12 +115,16 @@ export const LOG_BOUND = 1000
 /** Full-read page size (HSCAN COUNT): small enough never to block Redis for long. */
 export const SCAN_PAGE = 500
 
-const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, CorruptData> => {
-  if (raw === null || raw === undefined) return Effect.succeed("")
+/** The stored version counter as a `Version`, or `CorruptData` when it is not a non-negative integer. */
+const versionOf = (raw: unknown, key: string): Version | CorruptData => {
+  if (raw === null || raw === undefined) return ""
   const text = String(raw)
-  return /^\d+$/.test(text)
-    ? Effect.succeed(text)
-    : Effect.fail(new CorruptData({ key, detail: "the version is not a non-negative integer" }))
+  return /^\d+$/.test(text) ? text : new CorruptData({ key, detail: "the version is not a non-negative integer" })
+}
+
+const parseVersion = (raw: unknown, key: string): Effect.Effect<Version, CorruptData> => {
+  const version = versionOf(raw, key)
+  return typeof version === "string" ? Effect.succeed(version) : Effect.fail(version)
 }
 
 /** The commit id of the log's last entry when that entry is for `version`, else "". */
@@ -133,6 +137,48 @@ const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> =>
   const out: Array<readonly [string, string]> = []
   for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] as string, flat[i + 1] as string])
   return out
+}
+
+/** vault_apply.lua's reply as an `ApplyOutcome`. */
+const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<ApplyOutcome, CorruptData> => {
+  const [status, version, took] = reply as [ReplyCode<typeof VaultApplyReply>, string | null, number | undefined]
+  if (status === VaultApplyReply.WrongType) {
+    return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
+  }
+  return Effect.map(parseVersion(version, versionKey), (v): ApplyOutcome =>
+    status === VaultApplyReply.Committed
+      ? { _tag: "Committed", version: v }
+      : status === VaultApplyReply.AlreadyCommitted
+        ? { _tag: "AlreadyCommitted", version: v }
+        : status === VaultApplyReply.LockHeld
+          ? { _tag: "LockHeld", version: v }
+          : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
+  )
+}
+
+/** vault_changes.lua's reply as `Changes`. */
+const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData => {
+  const [version, status, size, detail, found, ...flat] = reply as [
+    string | null,
+    ReplyCode<typeof VaultChangesReply>,
+    number,
+    string,
+    number,
+    ...Array<string | null>
+  ]
+  const v = versionOf(version, versionKey)
+  if (typeof v !== "string") return v
+  switch (status) {
+    case VaultChangesReply.Same:
+      return { _tag: "Same", version: v, commit: detail, size }
+    case VaultChangesReply.Reload:
+      return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
+    case VaultChangesReply.Rewound:
+      return { _tag: "Rewound", version: v, size, commitThere: detail }
+  }
+  const changes: Array<readonly [string, string | null]> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
+  return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
 }
 
 /** The vault on Redis, in haechi-store-redis's layout plus our change log. */
@@ -157,48 +203,16 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       for (const token of write.deletes) args.push(token)
       return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
         wrongType(keys.tokens),
-        Effect.flatMap((reply) => {
-          const [status, version, took] = reply as [ReplyCode<typeof VaultApplyReply>, string | null, number | undefined]
-          if (status === VaultApplyReply.WrongType) {
-            return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
-          }
-          return Effect.map(parseVersion(version, keys.version), (v): ApplyOutcome =>
-            status === VaultApplyReply.Committed
-              ? { _tag: "Committed", version: v }
-              : status === VaultApplyReply.AlreadyCommitted
-                ? { _tag: "AlreadyCommitted", version: v }
-                : status === VaultApplyReply.LockHeld
-                  ? { _tag: "LockHeld", version: v }
-                  : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
-          )
-        })
+        Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
       )
     },
     changes: (known, commitId) =>
       redis.script(Scripts.vaultChanges, three, [known.version, known.commit, commitId, LOG_BOUND]).pipe(
         wrongType(keys.log),
+        // Decoded synchronously: this is every read's one round trip.
         Effect.flatMap((reply) => {
-          const [version, status, size, detail, found, ...flat] = reply as [
-            string | null,
-            ReplyCode<typeof VaultChangesReply>,
-            number,
-            string,
-            number,
-            ...Array<string | null>
-          ]
-          return Effect.map(parseVersion(version, keys.version), (v): Changes => {
-            switch (status) {
-              case VaultChangesReply.Same:
-                return { _tag: "Same", version: v, commit: detail, size }
-              case VaultChangesReply.Reload:
-                return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
-              case VaultChangesReply.Rewound:
-                return { _tag: "Rewound", version: v, size, commitThere: detail }
-            }
-            const changes: Array<readonly [string, string | null]> = []
-            for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
-            return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
-          })
+          const decoded = changesOf(reply, keys.version)
+          return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
         })
       ),
     scan: (cursor) =>

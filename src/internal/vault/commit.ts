@@ -1,0 +1,149 @@
+/**
+ * One mutate attempt: run `f` over a pinned snapshot, turn what it staged into a diff,
+ * and apply that diff fenced on the snapshot's version (and the commit and token count
+ * that prove its history). A reply lost on the way is resolved by asking the change log
+ * whether this commit id landed; when the log cannot say, `CommitOutcomeUnknown`. On a
+ * commit the cache moves to the new version by the records just written, as frozen
+ * copies, with no second parse.
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import { CommitOutcomeUnknown, FenceConflict, InvalidRecord, type StoreError } from "../../Errors.js"
+import * as Metrics from "../../Metrics.js"
+import { nextCommitId } from "../commitId.js"
+import { committing } from "../deadline.js"
+import { claimMoveOf, type LockClaim } from "../storeGuard.js"
+import type { ApplyOutcome, VaultBacking, VaultWrite } from "./backing.js"
+import type { RecordChange, Snapshot, VaultCache } from "./cache.js"
+import type { MutableView } from "./contract.js"
+import type { VaultFreshness } from "./freshness.js"
+import { encodeRecord, frozenCopy } from "./record.js"
+import { DELETED, StagingView } from "./views.js"
+import { resolveSchedule } from "../schedules.js"
+
+/** What a view staged: the write for the backing, and the same changes as frozen records for the cache. */
+interface StagedDiff {
+  readonly write: VaultWrite
+  readonly records: ReadonlyArray<RecordChange>
+}
+
+/** The diff `view` staged over `snapshot`, every record checked and encoded; `InvalidRecord` names the first bad one. */
+const stagedDiff = (view: StagingView, snapshot: Snapshot, claim: LockClaim | undefined): Effect.Effect<StagedDiff, InvalidRecord> =>
+  Effect.suspend(() => {
+    const sets: Array<readonly [string, string]> = []
+    const deletes: Array<string> = []
+    const records: Array<RecordChange> = []
+    for (const [token, staged] of view.staged) {
+      if (view.touched.has(token)) continue
+      if (typeof token !== "string") {
+        return Effect.fail(new InvalidRecord({ store: "vault", token, reason: "a token id must be a string" }))
+      }
+      if (staged === DELETED) {
+        // (Only ids read back from Redis are deleted, and those are well-formed.)
+        if (view.snapshot.records.has(token)) deletes.push(token)
+        continue
+      }
+      const json = encodeRecord(token, staged)
+      if (typeof json !== "string") return Effect.fail(json)
+      sets.push([token, json])
+      records.push([token, frozenCopy(staged)])
+    }
+    for (const token of deletes) records.push([token, undefined])
+    return Effect.succeed({
+      write: {
+        expected: snapshot.version,
+        expectedCommit: snapshot.commit,
+        expectedSize: snapshot.size,
+        commitId: nextCommitId(),
+        sets,
+        deletes,
+        claim
+      },
+      records
+    })
+  })
+
+export interface CommitAttempt {
+  /** One attempt of `f`: its value once its diff committed, `FenceConflict` when another commit won. */
+  readonly attempt: <A, E, R>(
+    f: (view: MutableView) => Effect.Effect<A, E, R>,
+    claim?: LockClaim
+  ) => Effect.Effect<A, E | FenceConflict | StoreError, R>
+}
+
+export const commitAttempts = (
+  backing: VaultBacking,
+  cache: VaultCache,
+  freshness: VaultFreshness,
+  afterCommit: Effect.Effect<void, StoreError>
+): CommitAttempt => {
+  const prefix = backing.keys.prefix
+  const resolved = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
+
+  // A call that got no answer may or may not have committed: the log says, by commit id.
+  const applyOnce = (write: VaultWrite): Effect.Effect<ApplyOutcome, StoreError> =>
+    backing.apply(write).pipe(
+      Effect.catchTag("RedisUnavailable", (lost) =>
+        backing.changes({ version: write.expected, commit: write.expectedCommit }, write.commitId).pipe(
+          Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+          Effect.mapError(() => new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause })),
+          Effect.flatMap((changes): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
+            // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+            const tookLock = write.claim?.ask === true
+            if (changes._tag === "Same") {
+              return Effect.succeed({ _tag: "Conflict", version: changes.version, tookLock, rewound: false })
+            }
+            // A history that cannot be replayed, or was rewound, cannot say whether the commit landed.
+            if (changes._tag === "Reload" || changes._tag === "Rewound") {
+              return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause }))
+            }
+            return Effect.succeed(
+              changes.found
+                ? { _tag: "AlreadyCommitted" as const, version: changes.version }
+                : { _tag: "Conflict" as const, version: changes.version, tookLock, rewound: false }
+            )
+          }),
+          Effect.tap(() => Metric.update(resolved, 1))
+        )
+      )
+    )
+
+  const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, claim?: LockClaim) =>
+    Effect.gen(function* () {
+      yield* freshness.loadIfUnproven
+      const { snapshot, release } = cache.pin()
+      const view = new StagingView(snapshot)
+      const result = yield* Effect.ensuring(f(view), Effect.sync(release))
+      const { write, records } = yield* stagedDiff(view, snapshot, claim)
+      const empty = write.sets.length + write.deletes.length === 0
+      // (An empty diff writes nothing, so a deadline during it cannot leave a commit behind.)
+      const outcome = yield* (empty
+        ? applyOnce(write)
+        : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted"))
+      switch (outcome._tag) {
+        case "Committed": {
+          if (empty) return result
+          cache.advance(snapshot.version, { version: outcome.version, commit: write.commitId }, records)
+          yield* afterCommit
+          return result
+        }
+        case "AlreadyCommitted":
+          yield* freshness.bringUpToDate
+          return result
+        case "LockHeld":
+          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" }))
+        case "Conflict":
+          // A rewind found by the fence drops the cache: the next attempt reads the vault again.
+          if (outcome.rewound && cache.version === snapshot.version) {
+            yield* freshness.dropRewound(snapshot, outcome.version, "the fence found another history at that version")
+          } else {
+            yield* freshness.bringUpToDate
+          }
+          return yield* Effect.fail(
+            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version, lockClaim: claimMoveOf(outcome) })
+          )
+      }
+    })
+
+  return { attempt }
+}

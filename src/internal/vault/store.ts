@@ -1,0 +1,57 @@
+/**
+ * The token store's semantics, written once over any `VaultBacking` (Redis or memory):
+ * `mutate` runs attempts under the lock policy's guard and the bounded retry schedule,
+ * `read` brings the cache up to date and runs `f` over a pinned snapshot; every
+ * operation is bounded by the store's deadline and observed (a span and a latency).
+ */
+import * as Effect from "effect/Effect"
+import { defaultRetrySchedule, withRetryBudget } from "../../Retry.js"
+import { unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
+import { observed } from "../observe.js"
+import { noGuard, type StoreGuard } from "../storeGuard.js"
+import type { VaultBacking } from "./backing.js"
+import { VaultCache } from "./cache.js"
+import { commitAttempts } from "./commit.js"
+import type { TokenStoreOptions, TokenStoreShape } from "./contract.js"
+import { vaultFreshness } from "./freshness.js"
+import { readView } from "./views.js"
+import { attempted } from "../storeGuard.js"
+
+/** A token store over `backing`: one replica's cache, views, commits and retries. */
+export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions = {}): TokenStoreShape => {
+  const prefix = backing.keys.prefix
+  const schedule = options.retry ?? defaultRetrySchedule
+  const guard: StoreGuard = options.guard ?? noGuard
+  const cache = new VaultCache(backing.keys.tokens)
+  const freshness = vaultFreshness(backing, cache)
+  const { attempt } = commitAttempts(backing, cache, freshness, options.afterCommit ?? Effect.void)
+
+  const timeoutMs = unsafeTimeoutMsOf(options.timeout)
+  const deadline = (operation: string) => ({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs }) as const
+  const boundMutate = within(deadline("mutate"))
+  const boundRead = withinRead(deadline("read"))
+  const observeMutate = observed("vault", "mutate", prefix)
+  const observeRead = observed("vault", "read", prefix)
+  const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
+
+  return {
+    prefix,
+    mutate: (f) =>
+      withRetryBudget(retryOptions, (budget) =>
+        guard({
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          // (Every successful attempt ran the fenced script, which gives a claimed lock back.)
+          attempt: (claim) => Effect.map(budget.attempt(attempt(f, claim)), (a) => attempted(a, true)),
+          retrying: (fresh) =>
+            Effect.zipRight(fresh ? freshness.bringUpToDate : Effect.void, budget.retrying(Effect.suspend(() => attempt(f))))
+        })
+      ).pipe(boundMutate, observeMutate) as never,
+    read: (f) =>
+      Effect.flatMap(freshness.bringUpToDate, () => {
+        const { snapshot, release } = cache.pin()
+        return Effect.ensuring(f(readView(snapshot)), Effect.sync(release))
+      }).pipe(boundRead, observeRead),
+    ready: backing.ready,
+    stats: backing.stats.pipe(withinRead(deadline("stats")), observed("vault", "stats", prefix))
+  }
+}
