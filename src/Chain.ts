@@ -24,6 +24,7 @@
 import type * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
+import * as build from "./internal/audit/chainBuild.js"
 import { canonical, unsignedHash } from "./internal/audit/chainCanonical.js"
 import * as fold from "./internal/audit/chainFold.js"
 
@@ -91,8 +92,7 @@ export function canonicalize(value: unknown): string | undefined {
  * canonical form of `record` with `auditIntegrity` minus its `eventHash`. Any stored
  * `eventHash` is ignored. Throws only where `canonicalize` throws (non-JSON input).
  */
-export const computeEventHash = (record: { readonly auditIntegrity: object }): string =>
-  unsignedHash(record, record.auditIntegrity)
+export const computeEventHash: (record: { readonly auditIntegrity: object }) => string = build.computeEventHash
 
 /**
  * The record haechi's core appends after `previous` (`null` = empty chain):
@@ -101,18 +101,7 @@ export const computeEventHash = (record: { readonly auditIntegrity: object }): s
  * (or `null`). `event` should already be sanitized JSON. Throws only where
  * `canonicalize` throws.
  */
-export const buildNextRecord = (event: object, previous: AuditIntegrity | null): AuditRecord => {
-  const integrity: AuditIntegrity = {
-    alg: "sha256",
-    canonicalization: "json-stable-v1",
-    sequence: previous ? previous.sequence + 1 : 1,
-    previousHash: previous?.eventHash ?? null,
-    eventHash: ""
-  }
-  const record: AuditRecord = { ...event, auditIntegrity: integrity }
-  integrity.eventHash = computeEventHash(record)
-  return record
-}
+export const buildNextRecord: (event: object, previous: AuditIntegrity | null) => AuditRecord = build.buildNextRecord
 
 // ---------------------------------------------------------------------------
 // Verification

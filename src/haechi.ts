@@ -13,8 +13,9 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Runtime from "effect/Runtime"
 import type { Cluster, Redis } from "ioredis"
-import * as AuditStore from "./AuditStore.js"
+import type * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
+import { appendStoreOnBacking } from "./internal/audit/store.js"
 import type * as Checkpoint from "./Checkpoint.js"
 import { CheckpointNoteRejected } from "./Errors.js"
 import { memoryAuditBacking, redisAuditBacking } from "./internal/audit/backing.js"
@@ -174,7 +175,10 @@ export type MemoryRateLimiterOptions = Pick<RedisRateLimiterOptions, "keyPrefix"
 // Effect stores in haechi's contracts
 
 /** Wraps an Effect audit store in haechi's Promise contract. */
-export const toHaechiAuditStore = (store: AuditStoreShape, options: FacadeOptions = {}): HaechiAuditStore => {
+export const toHaechiAuditStore = (
+  store: Pick<AuditStoreShape, "transaction" | "ready">,
+  options: FacadeOptions = {}
+): HaechiAuditStore => {
   const run = promiseRunner(options.runtime)
   return {
     transaction: (fn) =>
@@ -215,7 +219,7 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
 export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore & Checked => {
   const setup = facadeStoreSetup("createRedisAuditStore", options, DEFAULT_AUDIT_PREFIX, auditKeys, witnessCheck(options?.witness))
   const { retry, timeout, onRewind, verifyRecords } = options
-  const store = AuditStore.fromBacking(redisAuditBacking(setup.redis, setup.prefix), {
+  const { store } = appendStoreOnBacking(redisAuditBacking(setup.redis, setup.prefix), {
     retry, timeout, onRewind, verifyRecords, guard: setup.guard, afterCommit: setup.afterCommit
   })
   const inner = toHaechiAuditStore(store, options)
@@ -257,7 +261,9 @@ export const readChain = async (
   keyPrefix: string = DEFAULT_AUDIT_PREFIX
 ): Promise<Array<Record<string, unknown>>> => {
   const redis = clientOf("readChain", client)
-  const store = runSyncOrThrow(Effect.provideService(AuditStore.make({ keyPrefix }), RedisClient, redis))
+  // Loaded here, with the chain pages' Stream: off the facade's import path.
+  const { make } = await import("./AuditStore.js")
+  const store = runSyncOrThrow(Effect.provideService(make({ keyPrefix }), RedisClient, redis))
   return collectChain(store, promiseRunner())
 }
 
@@ -267,12 +273,17 @@ const collectChain = async (store: AuditStoreShape, run: <A>(effect: Effect.Effe
   return run(Effect.map(Stream.runCollect(store.readChain()), (chunk) => Array.from(chunk)))
 }
 
+/** The whole store over `backing`, for its chain pages (loaded with them, when first read). */
+const chainReader = async (backing: ReturnType<typeof memoryAuditBacking>): Promise<AuditStoreShape> =>
+  (await import("./internal/audit/chainReads.js")).storeOnBacking(backing)
+
 /** An in-memory audit store (one process; tests and single-instance use). `_records()` returns the chain. */
 export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}) => {
-  const store = AuditStore.fromBacking(memoryAuditBacking(), options)
+  const backing = memoryAuditBacking()
+  const { store } = appendStoreOnBacking(backing, options)
   return {
     ...toHaechiAuditStore(store, options),
-    _records: (): Promise<Array<Record<string, unknown>>> => collectChain(store, promiseRunner(options.runtime))
+    _records: async (): Promise<Array<Record<string, unknown>>> => collectChain(await chainReader(backing), promiseRunner(options.runtime))
   }
 }
 
@@ -295,6 +306,7 @@ export const startCheckpointer = async (options: CheckpointerOptions): Promise<C
   const run = promiseRunner(options.runtime)
   // Loaded here: signing, sinks and verification stay off the facade's import path.
   const Checkpoint = await import("./Checkpoint.js")
+  const AuditStore = await import("./AuditStore.js")
   const sink =
     options.sink === "stdout"
       ? Checkpoint.stdoutSink

@@ -5,7 +5,7 @@
  * "full"` whose eventHash is its json-stable-v1 hash. Serialized once here.
  */
 import type { AuditIntegrity } from "../../Chain.js"
-import { computeEventHash } from "../../Chain.js"
+import { computeEventHash } from "./chainBuild.js"
 import { type ChainPoint, InvalidRecord } from "../../Errors.js"
 import { nextCommitId } from "../commitId.js"
 import { isPlainObject, jsonProblem } from "../jsonRecord.js"
