@@ -68,10 +68,12 @@ export default defineConfig(
     rules: { "no-sparse-arrays": "off" }
   },
   {
+    // The house's size rules: no source file over ~400 lines, no function over ~80.
     files: ["src/**/*.ts", "cli/src/**/*.ts"],
+    ignores: ["src/internal/luaSources.ts"],
     rules: {
-      "max-lines": ["warn", { max: 400, skipBlankLines: true, skipComments: true }],
-      "max-lines-per-function": ["warn", { max: 80, skipBlankLines: true, skipComments: true, IIFEs: true }]
+      "max-lines": ["error", { max: 400, skipBlankLines: true, skipComments: true }],
+      "max-lines-per-function": ["error", { max: 80, skipBlankLines: true, skipComments: true, IIFEs: true }]
     }
   }
 )

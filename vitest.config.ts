@@ -13,7 +13,10 @@ import { fileURLToPath } from "node:url"
 import { defineConfig } from "vitest/config"
 
 // Tests import src/, which imports the Lua scripts embedded from lua/: embed them first.
-execFileSync(process.execPath, ["scripts/gen-lua.mjs"], { cwd: fileURLToPath(new URL(".", import.meta.url)), stdio: "inherit" })
+execFileSync(process.execPath, ["scripts/gen-lua.mjs"], {
+  cwd: fileURLToPath(new URL(".", import.meta.url)),
+  stdio: "inherit"
+})
 
 export default defineConfig({
   test: {

@@ -52,23 +52,39 @@ export { storeConfig, type StoreConfig } from "./StoreOptions.js"
 export class AuditStore extends Context.Tag("haechi-store-effect/AuditStore")<AuditStore, AuditStoreShape>() {}
 
 /** The store on Redis; `RedisClient` supplies the connection. */
-export function make(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
-export function make(options?: AuditStoreOptions): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient>
-export function make(options: AuditStoreOptions = {}): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient> {
+export function make(
+  options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }
+): Effect.Effect<AuditStoreShape, InvalidConfig, RedisClient>
+export function make(
+  options?: AuditStoreOptions
+): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function make(
+  options: AuditStoreOptions = {}
+): Effect.Effect<AuditStoreShape, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
     const invalid = checkAuditOptions(options)
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
     if (options.witness !== undefined) yield* checkWitness(redis, auditKeys(setup.prefix), options.witness)
-    return storeOnBacking(redisAuditBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
+    return storeOnBacking(redisAuditBacking(redis, setup.prefix), {
+      ...options,
+      guard: setup.guard,
+      afterCommit: setup.afterCommit
+    })
   })
 }
 
 /** The audit store on Redis, as a layer. */
-export function layer(options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
-export function layer(options?: AuditStoreOptions): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient>
-export function layer(options: AuditStoreOptions = {}): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
+export function layer(
+  options?: AuditStoreOptions & PlainOptions & { readonly witness?: undefined }
+): Layer.Layer<AuditStore, InvalidConfig, RedisClient>
+export function layer(
+  options?: AuditStoreOptions
+): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient>
+export function layer(
+  options: AuditStoreOptions = {}
+): Layer.Layer<AuditStore, InvalidConfig | StartupError | WitnessError, RedisClient> {
   return Layer.effect(AuditStore, make(options))
 }
 

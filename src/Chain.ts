@@ -25,7 +25,7 @@ import type * as Data from "effect/Data"
 import type * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import * as build from "./internal/audit/chainBuild.js"
-import { canonical, unsignedHash } from "./internal/audit/chainCanonical.js"
+import { canonical } from "./internal/audit/chainCanonical.js"
 import * as fold from "./internal/audit/chainFold.js"
 
 // ---------------------------------------------------------------------------
@@ -149,20 +149,20 @@ export const describeFailure: (reason: VerifyFailureReason) => string = fold.des
  */
 export type VerifyResult =
   | {
-    readonly valid: true
-    readonly records: number
-    readonly headHash: string | null
-    readonly headSequence: number
-  }
+      readonly valid: true
+      readonly records: number
+      readonly headHash: string | null
+      readonly headSequence: number
+    }
   | {
-    readonly valid: false
-    readonly records: number
-    readonly failedSequence: number
-    readonly index: number
-    readonly reason: VerifyFailureReason
-    readonly headHash: string | null
-    readonly headSequence: number
-  }
+      readonly valid: false
+      readonly records: number
+      readonly failedSequence: number
+      readonly index: number
+      readonly reason: VerifyFailureReason
+      readonly headHash: string | null
+      readonly headSequence: number
+    }
 
 /**
  * A trusted checkpoint: a sequence and the `eventHash` recorded for it earlier (an

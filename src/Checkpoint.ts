@@ -91,7 +91,10 @@ export const generateKey = (
  * Generates a key named `name`, writes it to a NEW file `out` (mode 0600; an existing
  * file is never replaced) and returns its verifier key.
  */
-export const keygen = (options: { readonly name: string; readonly out: string }): Effect.Effect<string, CheckpointKeyInvalid> =>
+export const keygen = (options: {
+  readonly name: string
+  readonly out: string
+}): Effect.Effect<string, CheckpointKeyInvalid> =>
   Effect.flatMap(generateKey(options.name), ({ signer, privateKey }) =>
     Effect.as(writeKeyFile(options.out, Redacted.value(privateKey)), signer.verifierKey)
   )
@@ -223,7 +226,10 @@ const pointAt = (store: AuditStoreShape, size: number) =>
       try {
         const integrity = (JSON.parse(text.value) as { auditIntegrity?: { sequence?: unknown; eventHash?: unknown } })
           .auditIntegrity
-        return { sequence: size, eventHash: typeof integrity?.eventHash === "string" ? integrity.eventHash : "(not an audit record)" }
+        return {
+          sequence: size,
+          eventHash: typeof integrity?.eventHash === "string" ? integrity.eventHash : "(not an audit record)"
+        }
       } catch {
         return { sequence: size, eventHash: "(not JSON)" }
       }
@@ -244,7 +250,9 @@ const verifiedHead = (
     verifyStore({ from: from === undefined ? undefined : { sequence: from.size, eventHash: from.hash }, pageSize }),
     (result): Effect.Effect<Point | undefined, CheckpointError, AuditStore> => {
       if (result.valid) {
-        return Effect.succeed(result.headHash === null ? undefined : { size: result.headSequence, hash: result.headHash })
+        return Effect.succeed(
+          result.headHash === null ? undefined : { size: result.headSequence, hash: result.headHash }
+        )
       }
       if (from !== undefined && result.failedSequence === from.size) {
         return Effect.flatMap(pointAt(store, from.size), (found) =>
@@ -289,10 +297,7 @@ const checkpointer = (
       yield* sink.emit(signed)
       yield* Metric.increment(Metric.tagged(Metrics.checkpointsSigned, "prefix", store.prefix))
       return { _tag: "Signed", checkpoint: signed } as const
-    }).pipe(
-      semaphore.withPermits(1),
-      spanned("haechi.audit.checkpoint", { "haechi.prefix": store.prefix })
-    )
+    }).pipe(semaphore.withPermits(1), spanned("haechi.audit.checkpoint", { "haechi.prefix": store.prefix }))
 
     return {
       origin: signer.name,
@@ -311,7 +316,7 @@ const setup = (options: CheckpointOptions) =>
     const trusted =
       text === undefined || text === ""
         ? undefined
-        : newestOf(yield* openCheckpoints(text, (yield* verifierKey(signer.verifierKey))))
+        : newestOf(yield* openCheckpoints(text, yield* verifierKey(signer.verifierKey)))
     return { signer, trusted }
   })
 
@@ -324,7 +329,10 @@ const start = (
   Effect.gen(function* () {
     const { signer, trusted } = yield* setup(options)
     const made = yield* checkpointer(store, fenceFor(signer), signer, options.sink, trusted, options.pageSize)
-    yield* signWhenDue({ prefix: store.prefix, head: store.head, latest: made.latest, checkpoint: made.checkpoint }, options)
+    yield* signWhenDue(
+      { prefix: store.prefix, head: store.head, latest: made.latest, checkpoint: made.checkpoint },
+      options
+    )
     return made
   })
 
@@ -345,8 +353,9 @@ export const make = (
   })
 
 /** The checkpointer as a layer over `AuditStore` and `RedisClient`. */
-export const layer = (options: CheckpointOptions): Layer.Layer<Checkpoint, CheckpointMakeError, AuditStore | RedisClient> =>
-  Layer.scoped(Checkpoint, make(options))
+export const layer = (
+  options: CheckpointOptions
+): Layer.Layer<Checkpoint, CheckpointMakeError, AuditStore | RedisClient> => Layer.scoped(Checkpoint, make(options))
 
 /** The list element at `index` (undefined past the end), for the in-memory fence. */
 const elementAt = (store: AuditStoreShape) => (index: number) =>

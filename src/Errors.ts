@@ -161,7 +161,8 @@ export class ChainRewound extends Data.TaggedError("ChainRewound")<{
   readonly current: ChainPoint | null
 }> {
   override get message() {
-    const now = this.current === null ? "an empty chain" : `sequence ${this.current.sequence} (${this.current.eventHash})`
+    const now =
+      this.current === null ? "an empty chain" : `sequence ${this.current.sequence} (${this.current.eventHash})`
     return `audit store ${this.prefix}: the chain was rewound: this replica saw sequence ${this.seen.sequence} (${this.seen.eventHash}), Redis now holds ${now}`
   }
 }
@@ -176,7 +177,8 @@ export class PersistCalledTwice extends Data.TaggedError("PersistCalledTwice")<{
   readonly first: "pending" | "committed" | "failed"
 }> {
   override get message() {
-    const first = this.first === "committed" ? "was committed" : this.first === "failed" ? "failed" : "was still running"
+    const first =
+      this.first === "committed" ? "was committed" : this.first === "failed" ? "failed" : "was still running"
     return `audit store ${this.prefix}: persist was called twice in one transaction (the first record ${first}); the second was not written`
   }
 }

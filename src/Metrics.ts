@@ -5,7 +5,7 @@
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
-import * as MetricKeyType from "effect/MetricKeyType"
+import type * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricLabel from "effect/MetricLabel"
 
 /**
@@ -16,7 +16,13 @@ import * as MetricLabel from "effect/MetricLabel"
 export const withTags = <Type extends MetricKeyType.MetricKeyType<any, any>>(
   key: MetricKey.MetricKey<Type>,
   tags: Record<string, string>
-) => Metric.fromMetricKey(MetricKey.taggedWithLabels(key, Object.entries(tags).map(([k, v]) => MetricLabel.make(k, v))))
+) =>
+  Metric.fromMetricKey(
+    MetricKey.taggedWithLabels(
+      key,
+      Object.entries(tags).map(([k, v]) => MetricLabel.make(k, v))
+    )
+  )
 
 const latencyBoundaries = MetricBoundaries.exponential({ start: 0.05, factor: 2, count: 16 })
 

@@ -129,7 +129,12 @@ export const fromBacking = (backing: RateLimitBacking): RateLimiterShape => {
             const { retryAfterMs, resetAfterMs } = timing(decision, request.windowMs)
             return request.limit === 0
               ? { count: decision.count, resetAfterMs }
-              : { count: decision.count, remaining: Math.max(0, request.limit - decision.count), retryAfterMs, resetAfterMs }
+              : {
+                  count: decision.count,
+                  remaining: Math.max(0, request.limit - decision.count),
+                  retryAfterMs,
+                  resetAfterMs
+                }
           })
         )
       )
@@ -166,15 +171,23 @@ export const layerConfig = (
   Layer.effect(RateLimiter, Effect.flatMap(config, make))
 
 /** An in-memory limiter (one process only) with the same rule, on the Effect `Clock`. */
-export const makeMemory = (options: Pick<RateLimiterOptions, "keyPrefix"> = {}): Effect.Effect<RateLimiterShape, InvalidConfig> =>
-  Effect.map(checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX), (prefix) => fromBacking(memoryBacking(prefix)))
+export const makeMemory = (
+  options: Pick<RateLimiterOptions, "keyPrefix"> = {}
+): Effect.Effect<RateLimiterShape, InvalidConfig> =>
+  Effect.map(checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX), (prefix) =>
+    fromBacking(memoryBacking(prefix))
+  )
 
 /** The in-memory limiter, as a layer. */
-export const layerMemory = (options: Pick<RateLimiterOptions, "keyPrefix"> = {}): Layer.Layer<RateLimiter, InvalidConfig> =>
-  Layer.effect(RateLimiter, makeMemory(options))
+export const layerMemory = (
+  options: Pick<RateLimiterOptions, "keyPrefix"> = {}
+): Layer.Layer<RateLimiter, InvalidConfig> => Layer.effect(RateLimiter, makeMemory(options))
 
 /** `consume` on the limiter in context. */
-export const consume = (key: string, options: ConsumeOptions): Effect.Effect<RateLimitResult, RateLimitError, RateLimiter> =>
+export const consume = (
+  key: string,
+  options: ConsumeOptions
+): Effect.Effect<RateLimitResult, RateLimitError, RateLimiter> =>
   Effect.flatMap(RateLimiter, (limiter) => limiter.consume(key, options))
 
 /** `peek` on the limiter in context. */
@@ -190,11 +203,19 @@ export type FailMode = "deny" | "allow"
 export const checkFailMode = (mode: unknown): Effect.Effect<FailMode, InvalidConfig> =>
   mode === undefined || mode === "deny" || mode === "allow"
     ? Effect.succeed(mode ?? "deny")
-    : Effect.fail(new InvalidConfig({ option: "onUnavailable", reason: `must be "deny" or "allow", got ${JSON.stringify(mode)}` }))
+    : Effect.fail(
+        new InvalidConfig({ option: "onUnavailable", reason: `must be "deny" or "allow", got ${JSON.stringify(mode)}` })
+      )
 
 /** Why Redis gave no decision, as the unavailable counter's `reason` tag. */
 const reasonOf = (error: RedisError | CorruptData): "timeout" | "unavailable" | "refused" | "corrupt" =>
-  error._tag === "RedisUnavailable" ? (isTimeout(error) ? "timeout" : "unavailable") : error._tag === "RedisCommandFailed" ? "refused" : "corrupt"
+  error._tag === "RedisUnavailable"
+    ? isTimeout(error)
+      ? "timeout"
+      : "unavailable"
+    : error._tag === "RedisCommandFailed"
+      ? "refused"
+      : "corrupt"
 
 /** The fail mode's answer, and its count in `haechi_store_ratelimit_unavailable_total` by reason. */
 export const failModeOf = (mode: FailMode, prefix: string) => {
@@ -207,7 +228,13 @@ export const failModeOf = (mode: FailMode, prefix: string) => {
     }
     return metric
   }
-  const answer: RateLimitResult = { allowed: mode === "allow", remaining: 0, retryAfterMs: 0, resetAfterMs: 0, unavailable: true }
+  const answer: RateLimitResult = {
+    allowed: mode === "allow",
+    remaining: 0,
+    retryAfterMs: 0,
+    resetAfterMs: 0,
+    unavailable: true
+  }
   return {
     answer,
     /** Counts one answer; `undefined` = no reply within the timeout. */
@@ -232,7 +259,9 @@ export const failModeOf = (mode: FailMode, prefix: string) => {
  */
 export const withFailMode = (mode: FailMode, prefix: string) => {
   const failMode = failModeOf(mode, prefix)
-  return <R>(effect: Effect.Effect<RateLimitResult, RateLimitError, R>): Effect.Effect<RateLimitResult, InvalidConfig, R> =>
+  return <R>(
+    effect: Effect.Effect<RateLimitResult, RateLimitError, R>
+  ): Effect.Effect<RateLimitResult, InvalidConfig, R> =>
     Effect.catchIf(
       effect,
       (error): error is RedisError | CorruptData => error._tag !== "InvalidConfig",

@@ -62,9 +62,10 @@ export const isReplyError = (error: unknown): boolean =>
  */
 export const redirectionReply = (error: unknown): string | undefined => {
   if (!(error instanceof Error)) return undefined
-  const match = /^Too many Cluster redirections\. Last error: (?:ReplyError: )?((?:TRYAGAIN|ASK|MOVED|CLUSTERDOWN)\b[^\n]*)/.exec(
-    error.message
-  )
+  const match =
+    /^Too many Cluster redirections\. Last error: (?:ReplyError: )?((?:TRYAGAIN|ASK|MOVED|CLUSTERDOWN)\b[^\n]*)/.exec(
+      error.message
+    )
   return match?.[1]
 }
 
@@ -105,10 +106,16 @@ export const fromClient = (client: RedisConnection): RedisClientShape => {
     isCluster: isClusterClient(client),
     run,
     script: (script, keys, args) =>
-      awaitPromise({ try: () => callScript(client, script, keys, args), catch: (error) => toRedisError(script.name, error) }),
+      awaitPromise({
+        try: () => callScript(client, script, keys, args),
+        catch: (error) => toRedisError(script.name, error)
+      }),
     scriptWithin: (script, keys, args, ms) =>
       awaitPromise<Option.Option<unknown>, RedisError>(
-        { try: () => callScript(client, script, keys, args).then(Option.some), catch: (error) => toRedisError(script.name, error) },
+        {
+          try: () => callScript(client, script, keys, args).then(Option.some),
+          catch: (error) => toRedisError(script.name, error)
+        },
         ms,
         Option.none
       )
@@ -152,14 +159,17 @@ export const quitWithin = (client: RedisConnection, ms = QUIT_BOUND_MS): Promise
 export const connect = (url: string | Redacted.Redacted<string>, options?: RedisOptions) =>
   Effect.acquireRelease(
     // ioredis is loaded here, not at import: code that is handed a client never loads it.
-    Effect.map(Effect.promise(() => import("ioredis")), ({ Redis }) => {
-      const plain = Redacted.isRedacted(url) ? Redacted.value(url) : url
-      const client = options ? new Redis(plain, options) : new Redis(plain)
-      // Connection errors reach callers as RedisUnavailable on their commands; without a
-      // listener ioredis would also print each one as an "Unhandled error event".
-      client.on("error", () => {})
-      return fromClient(client)
-    }),
+    Effect.map(
+      Effect.promise(() => import("ioredis")),
+      ({ Redis }) => {
+        const plain = Redacted.isRedacted(url) ? Redacted.value(url) : url
+        const client = options ? new Redis(plain, options) : new Redis(plain)
+        // Connection errors reach callers as RedisUnavailable on their commands; without a
+        // listener ioredis would also print each one as an "Unhandled error event".
+        client.on("error", () => {})
+        return fromClient(client)
+      }
+    ),
     ({ client }) => Effect.promise(() => quitWithin(client))
   )
 

@@ -58,9 +58,12 @@ export class RedisLock extends Context.Tag("haechi-store-effect/RedisLock")<Redi
 // make, layer
 
 /** A RedisLock over the RedisClient whose subscriber connection is closed with the scope. */
-export const make: Effect.Effect<RedisLockShape, never, RedisClient | Scope.Scope> = Effect.gen(function*() {
+export const make: Effect.Effect<RedisLockShape, never, RedisClient | Scope.Scope> = Effect.gen(function* () {
   const redis = yield* RedisClient
-  const { lock } = yield* Effect.acquireRelease(Effect.sync(() => makeLockHandle(redis)), (handle) => handle.close)
+  const { lock } = yield* Effect.acquireRelease(
+    Effect.sync(() => makeLockHandle(redis)),
+    (handle) => handle.close
+  )
   return lock
 })
 
@@ -75,8 +78,15 @@ export const layer: Layer.Layer<RedisLock, never, RedisClient> = Layer.scoped(Re
  * `work.pipe(withLock(key, options?))`.
  */
 export const withLock: {
-  (key: string, options?: LockOptions): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | LockErrors, R | RedisLock>
-  <A, E, R>(effect: Effect.Effect<A, E, R>, key: string, options?: LockOptions): Effect.Effect<A, E | LockErrors, R | RedisLock>
+  (
+    key: string,
+    options?: LockOptions
+  ): <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | LockErrors, R | RedisLock>
+  <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    key: string,
+    options?: LockOptions
+  ): Effect.Effect<A, E | LockErrors, R | RedisLock>
 } = dual(
   (args) => Effect.isEffect(args[0]),
   <A, E, R>(effect: Effect.Effect<A, E, R>, key: string, options?: LockOptions) =>
@@ -88,7 +98,10 @@ export const withLock: {
  * `None` (the work not run) when the lock is held elsewhere.
  */
 export const withLockIfAvailable: {
-  (key: string, options?: Omit<LockOptions, "waitTimeout">): <A, E, R>(
+  (
+    key: string,
+    options?: Omit<LockOptions, "waitTimeout">
+  ): <A, E, R>(
     effect: Effect.Effect<A, E, R>
   ) => Effect.Effect<Option.Option<A>, E | LockLost | RedisError | InvalidConfig, R | RedisLock>
   <A, E, R>(

@@ -8,7 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
-import { FenceConflict, RetriesExhausted, type StoreKind } from "./Errors.js"
+import { type FenceConflict, RetriesExhausted, type StoreKind } from "./Errors.js"
 import * as Metrics from "./Metrics.js"
 import { sleepUntilNext, stepper, type ScheduleStepper } from "./internal/schedules.js"
 
@@ -50,7 +50,9 @@ export interface RetryBudget {
   /** Runs one attempt, after asking the schedule if it is not the first. */
   readonly attempt: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | RetriesExhausted, R>
   /** Runs attempts of `effect` until one does not conflict (or the schedule runs out). */
-  readonly retrying: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+  readonly retrying: <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
   /** Attempts started so far. */
   readonly attempts: () => number
 }
@@ -88,7 +90,9 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
   const exhausted = () =>
     Effect.zipRight(
       count("retriesExhausted"),
-      Effect.fail(new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts }))
+      Effect.fail(
+        new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts })
+      )
     )
   const allowed: Effect.Effect<void, RetriesExhausted> = Effect.suspend(() => {
     if (lastConflict === undefined) return Effect.void

@@ -18,7 +18,12 @@ import { checkLockPolicy, guardFor, type LockPolicy } from "./internal/lock/poli
 import type { RedisClientShape } from "./RedisClient.js"
 import { retryScheduleFor, type RetrySchedule } from "./Retry.js"
 import { checkScripts } from "./internal/scripts.js"
-import { checkStartupChecksMode, runStartupChecks, type StartupChecksMode, type StartupError } from "./internal/startupChecks.js"
+import {
+  checkStartupChecksMode,
+  runStartupChecks,
+  type StartupChecksMode,
+  type StartupError
+} from "./internal/startupChecks.js"
 import type { StoreGuard } from "./internal/storeGuard.js"
 
 export interface StoreOptions {
@@ -96,7 +101,8 @@ export const planRedisStore = <K extends { readonly lock: string; readonly ready
     const policy = yield* checkLockPolicy(options.lock)
     const durability = yield* Durability.plan(options.durability)
     const mode = yield* checkStartupChecksMode(options.startupChecks)
-    const durableStep = durability === undefined ? undefined : Durability.step(redis, durability, { prefix, probeKey: keys.readyProbe })
+    const durableStep =
+      durability === undefined ? undefined : Durability.step(redis, durability, { prefix, probeKey: keys.readyProbe })
     const checks: Array<Effect.Effect<void, InvalidConfig | StartupError>> = []
     if (mode !== "off") checks.push(runStartupChecks(redis, mode))
     if (durability?.aof) checks.push(Durability.prepare(redis, durability))
@@ -109,7 +115,9 @@ export const planRedisStore = <K extends { readonly lock: string; readonly ready
           : Effect.zipRight(durableStep, options.afterCommit),
       // Bounded like every operation: a frozen or paused Redis cannot hold the store's making or first call.
       serverChecks:
-        checks.length === 0 ? undefined : Effect.all(checks, { discard: true }).pipe(timeoutAfter("startup checks", timeoutMs))
+        checks.length === 0
+          ? undefined
+          : Effect.all(checks, { discard: true }).pipe(timeoutAfter("startup checks", timeoutMs))
     }
   })
 
@@ -147,7 +155,9 @@ export const storeConfig = (namespace: string): Config.Config<StoreConfig> =>
       keyPrefix: Config.option(Config.string("KEY_PREFIX")),
       lock: Config.option(Config.literal("always", "never", "adaptive")("LOCK")),
       retryAttempts: Config.option(
-        Config.integer("RETRY_ATTEMPTS").pipe(Config.validate({ message: "must be an integer >= 1", validation: (n) => n >= 1 }))
+        Config.integer("RETRY_ATTEMPTS").pipe(
+          Config.validate({ message: "must be an integer >= 1", validation: (n) => n >= 1 })
+        )
       ),
       durabilityReplicas: Config.option(Config.integer("DURABILITY_REPLICAS")),
       durabilityAof: Config.option(Config.boolean("DURABILITY_AOF")),

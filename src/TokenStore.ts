@@ -50,13 +50,23 @@ export { vaultKeys as keyLayout, type VaultKeys } from "./internal/keys.js"
 export class TokenStore extends Context.Tag("haechi-store-effect/TokenStore")<TokenStore, TokenStoreShape>() {}
 
 /** The vault on Redis; `RedisClient` supplies the connection. */
-export function make(options?: TokenStoreOptions & PlainOptions): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient>
-export function make(options?: TokenStoreOptions): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient>
-export function make(options: TokenStoreOptions = {}): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient> {
+export function make(
+  options?: TokenStoreOptions & PlainOptions
+): Effect.Effect<TokenStoreShape, InvalidConfig, RedisClient>
+export function make(
+  options?: TokenStoreOptions
+): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient>
+export function make(
+  options: TokenStoreOptions = {}
+): Effect.Effect<TokenStoreShape, InvalidConfig | StartupError, RedisClient> {
   return Effect.gen(function* () {
     const redis = yield* RedisClient
     const setup = yield* setupRedisStore(redis, options, DEFAULT_VAULT_PREFIX, vaultKeys)
-    return makeVaultStore(redisVaultBacking(redis, setup.prefix), { ...options, guard: setup.guard, afterCommit: setup.afterCommit })
+    return makeVaultStore(redisVaultBacking(redis, setup.prefix), {
+      ...options,
+      guard: setup.guard,
+      afterCommit: setup.afterCommit
+    })
   })
 }
 
@@ -71,7 +81,9 @@ export const fromBacking = (backing: VaultBacking, options: TokenStoreOptions = 
 /** The token store on Redis, as a layer. */
 export function layer(options?: TokenStoreOptions & PlainOptions): Layer.Layer<TokenStore, InvalidConfig, RedisClient>
 export function layer(options?: TokenStoreOptions): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient>
-export function layer(options: TokenStoreOptions = {}): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient> {
+export function layer(
+  options: TokenStoreOptions = {}
+): Layer.Layer<TokenStore, InvalidConfig | StartupError, RedisClient> {
   return Layer.effect(TokenStore, make(options))
 }
 

@@ -141,9 +141,7 @@ export const verifyStore = (
       ...(result.valid ? {} : { "haechi.verify.failed_sequence": result.failedSequence })
     })
     return result
-  }).pipe(
-    spanned("haechi.audit.verify", { "haechi.verify.from": options.from?.sequence ?? 0 })
-  )
+  }).pipe(spanned("haechi.audit.verify", { "haechi.verify.from": options.from?.sequence ?? 0 }))
 
 export interface ExportOptions {
   /** Records per LRANGE; default `DEFAULT_PAGE_SIZE`. */
@@ -162,7 +160,9 @@ export interface ExportOptions {
  * Keeping lines apart (rather than one string per page) lets a writer encode them into
  * a reused buffer, leaving no page-sized strings behind for the GC.
  */
-export const exportJsonl = (options: ExportOptions = {}): Stream.Stream<string, StoreError | InvalidConfig, AuditStore> =>
+export const exportJsonl = (
+  options: ExportOptions = {}
+): Stream.Stream<string, StoreError | InvalidConfig, AuditStore> =>
   Stream.unwrap(
     Effect.gen(function* () {
       const pageSize = yield* checkPageSize(options.pageSize)
@@ -201,20 +201,20 @@ export type CheckpointFailure =
 
 export type CheckpointedResult =
   | {
-    readonly valid: true
-    /** The chain's own verification (from the newest checkpoint with `fromCheckpoint`). */
-    readonly chain: VerifyResult
-    /** Distinct checkpoints checked against the chain. */
-    readonly checkpoints: number
-    readonly newest: SignedCheckpoint | undefined
-  }
+      readonly valid: true
+      /** The chain's own verification (from the newest checkpoint with `fromCheckpoint`). */
+      readonly chain: VerifyResult
+      /** Distinct checkpoints checked against the chain. */
+      readonly checkpoints: number
+      readonly newest: SignedCheckpoint | undefined
+    }
   | {
-    readonly valid: false
-    readonly chain: VerifyResult
-    /** The checkpoint the chain breaks; undefined when it fails only after the newest one. */
-    readonly checkpoint: SignedCheckpoint | undefined
-    readonly failure: CheckpointFailure
-  }
+      readonly valid: false
+      readonly chain: VerifyResult
+      /** The checkpoint the chain breaks; undefined when it fails only after the newest one. */
+      readonly checkpoint: SignedCheckpoint | undefined
+      readonly failure: CheckpointFailure
+    }
 
 export interface VerifyCheckpointsOptions {
   /**
@@ -259,14 +259,21 @@ export const verifyCheckpoints = (
     // fold found earlier in the chain comes first.)
     const broken = state.broken
     if (broken !== undefined && (chain.valid || chain.failedSequence >= broken.checkpoint.size)) {
-      return { valid: false, chain, checkpoint: broken.checkpoint, failure: { _tag: "NotHeld", found: broken.found } } as const
+      return {
+        valid: false,
+        chain,
+        checkpoint: broken.checkpoint,
+        failure: { _tag: "NotHeld", found: broken.found }
+      } as const
     }
     if (!chain.valid) {
       const sequence = chain.failedSequence
       const missing = chain.reason._tag === "SequenceMismatch" && chain.reason.actual === undefined
       const failure: CheckpointFailure =
         from !== undefined && sequence === from.sequence
-          ? missing ? { _tag: "Shorter", length: sequence - 1 } : { _tag: "NotHeld", found: null }
+          ? missing
+            ? { _tag: "Shorter", length: sequence - 1 }
+            : { _tag: "NotHeld", found: null }
           : { _tag: "ChainInvalid" }
       return { valid: false, chain, checkpoint: firstAtOrAfter(pinned, sequence), failure } as const
     }

@@ -9,7 +9,6 @@
  * errors keep their class and `_tag`, and an error thrown by your `fn` comes back as it
  * was thrown. The implementation lives in internal/facade/.
  */
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Runtime from "effect/Runtime"
 import type { Cluster, Redis } from "ioredis"
@@ -106,7 +105,8 @@ export interface FacadeOptions extends Pick<StoreOptions, "retry"> {
  * `timeout`. The facade runs the server checks `durability` and `startupChecks` ask for
  * before the first call (see `checked()`); `timeout` bounds those too.
  */
-export interface RedisStoreOptions extends FacadeOptions, Pick<StoreOptions, "lock" | "durability" | "startupChecks" | "timeout"> {
+export interface RedisStoreOptions
+  extends FacadeOptions, Pick<StoreOptions, "lock" | "durability" | "startupChecks" | "timeout"> {
   readonly client: Redis | Cluster
   readonly keyPrefix?: string
 }
@@ -135,7 +135,8 @@ export interface CheckpointerOptions extends FacadeOptions {
   /** The path of a key file written by `haechi-store keygen` (mode 0600), or a private key text. */
   readonly key: string
   /** Where notes go: "stdout", `{ file }` (appended, fsynced) or your function (object storage, a witness, git). */
-  readonly sink: "stdout" | { readonly file: string } | ((checkpoint: Checkpoint.SignedCheckpoint) => Promise<void> | void)
+  readonly sink:
+    "stdout" | { readonly file: string } | ((checkpoint: Checkpoint.SignedCheckpoint) => Promise<void> | void)
   /** Sign when the chain has grown by this many records. */
   readonly everyRecords?: number
   /** Sign every this many seconds when the chain has grown. */
@@ -217,10 +218,21 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
 
 /** The shared audit store on Redis: `{ transaction(fn), ready(), checked() }`, keys under `keyPrefix`. */
 export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAuditStore & Checked => {
-  const setup = facadeStoreSetup("createRedisAuditStore", options, DEFAULT_AUDIT_PREFIX, auditKeys, witnessCheck(options?.witness))
+  const setup = facadeStoreSetup(
+    "createRedisAuditStore",
+    options,
+    DEFAULT_AUDIT_PREFIX,
+    auditKeys,
+    witnessCheck(options?.witness)
+  )
   const { retry, timeout, onRewind, verifyRecords } = options
   const { store } = appendStoreOnBacking(redisAuditBacking(setup.redis, setup.prefix), {
-    retry, timeout, onRewind, verifyRecords, guard: setup.guard, afterCommit: setup.afterCommit
+    retry,
+    timeout,
+    onRewind,
+    verifyRecords,
+    guard: setup.guard,
+    afterCommit: setup.afterCommit
   })
   const inner = toHaechiAuditStore(store, options)
   return { transaction: (fn) => setup.gated(() => inner.transaction(fn)), ready: inner.ready, checked: setup.checked }
@@ -235,7 +247,8 @@ const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
           verifierKey: witness.verifierKey,
           latest: Effect.tryPromise({
             try: async () => witness.latest(),
-            catch: (cause) => new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
+            catch: (cause) =>
+              new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
           })
         })
 
@@ -244,7 +257,10 @@ export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTo
   const setup = facadeStoreSetup("createRedisTokenStore", options, DEFAULT_VAULT_PREFIX, vaultKeys)
   const { retry, timeout } = options
   const store = TokenStore.fromBacking(redisVaultBacking(setup.redis, setup.prefix), {
-    retry, timeout, guard: setup.guard, afterCommit: setup.afterCommit
+    retry,
+    timeout,
+    guard: setup.guard,
+    afterCommit: setup.afterCommit
   })
   const inner = toHaechiTokenStore(store, options)
   return {
@@ -283,7 +299,8 @@ export const createMemoryAuditStore = (options: FacadeOptions & AuditChecks = {}
   const { store } = appendStoreOnBacking(backing, options)
   return {
     ...toHaechiAuditStore(store, options),
-    _records: async (): Promise<Array<Record<string, unknown>>> => collectChain(await chainReader(backing), promiseRunner(options.runtime))
+    _records: async (): Promise<Array<Record<string, unknown>>> =>
+      collectChain(await chainReader(backing), promiseRunner(options.runtime))
   }
 }
 
@@ -316,8 +333,17 @@ export const startCheckpointer = async (options: CheckpointerOptions): Promise<C
   const key = options.key.startsWith("PRIVATE+KEY+") ? await run(Checkpoint.signerFromKey(options.key)) : options.key
   const { value: checkpointer, close } = await openScoped(
     run,
-    Checkpoint.make({ key, sink, everyRecords: options.everyRecords, everySeconds: options.everySeconds, trusted: options.trusted }).pipe(
-      Effect.provideServiceEffect(AuditStore.AuditStore, AuditStore.make({ keyPrefix: options.keyPrefix ?? DEFAULT_AUDIT_PREFIX })),
+    Checkpoint.make({
+      key,
+      sink,
+      everyRecords: options.everyRecords,
+      everySeconds: options.everySeconds,
+      trusted: options.trusted
+    }).pipe(
+      Effect.provideServiceEffect(
+        AuditStore.AuditStore,
+        AuditStore.make({ keyPrefix: options.keyPrefix ?? DEFAULT_AUDIT_PREFIX })
+      ),
       Effect.provideService(RedisClient, redis)
     )
   )
@@ -343,7 +369,11 @@ export const createRedisRateLimiter = (options: RedisRateLimiterOptions): Haechi
   const redis = clientOf("createRedisRateLimiter", client)
   const timeoutMs = runSyncOrThrow(RateLimiter.checkTimeout(timeout))
   const limiter = runSyncOrThrow(
-    Effect.provideService(RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), timeout: timeoutMs }), RedisClient, redis)
+    Effect.provideService(
+      RateLimiter.make({ ...(keyPrefix === undefined ? {} : { keyPrefix }), timeout: timeoutMs }),
+      RedisClient,
+      redis
+    )
   )
   return haechiRateLimiter(limiter, options, timeoutMs)
 }
@@ -358,8 +388,16 @@ const haechiRateLimiter = (
   options: Pick<RedisRateLimiterOptions, "onUnavailable" | "window" | "runtime">,
   timeoutMs: number | undefined
 ): HaechiRateLimiter => {
-  const failMode = RateLimiter.failModeOf(runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable)), limiter.prefix)
+  const failMode = RateLimiter.failModeOf(
+    runSyncOrThrow(RateLimiter.checkFailMode(options.onUnavailable)),
+    limiter.prefix
+  )
   const window = runSyncOrThrow(RateLimiter.checkWindow(options.window ?? 60_000))
-  const consume = promiseConsume((key, limit) => limiter.consume(key, { limit, window }), failMode, timeoutMs, options.runtime)
+  const consume = promiseConsume(
+    (key, limit) => limiter.consume(key, { limit, window }),
+    failMode,
+    timeoutMs,
+    options.runtime
+  )
   return { allow: (key, limit) => consume(key, limit).then((result) => result.allowed), consume }
 }

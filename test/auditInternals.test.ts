@@ -39,9 +39,15 @@ const prepared = (record: unknown): PreparedAppend => {
 
 /** Records of many shapes: where the integrity sits, and auditIntegrity keys elsewhere. */
 const shapes = fc.record({
-  event: fc.dictionary(fc.constantFrom("type", "a", "b", "auditIntegrity", "0", "10", "z"), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 }),
+  event: fc.dictionary(
+    fc.constantFrom("type", "a", "b", "auditIntegrity", "0", "10", "z"),
+    fc.jsonValue({ maxDepth: 3 }),
+    { maxKeys: 5 }
+  ),
   nested: fc.option(fc.record({ auditIntegrity: fc.jsonValue({ maxDepth: 2 }) }), { nil: undefined }),
-  extra: fc.dictionary(fc.constantFrom("note", "auditIntegrity", "1", "meta"), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 }),
+  extra: fc.dictionary(fc.constantFrom("note", "auditIntegrity", "1", "meta"), fc.jsonValue({ maxDepth: 2 }), {
+    maxKeys: 3
+  }),
   after: fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined }),
   sequence: fc.integer({ min: 1, max: 1_000_000 })
 })
@@ -74,7 +80,9 @@ describe("prepare", () => {
   it("on Redis, the head key holds the integrity's JSON for records of each shape", async () => {
     const client = connect()
     const prefix = uniquePrefix("prepare-head")
-    const store = await Effect.runPromise(Effect.provide(AuditStore.make({ keyPrefix: prefix }), RedisClient.layerFromClient(client)))
+    const store = await Effect.runPromise(
+      Effect.provide(AuditStore.make({ keyPrefix: prefix }), RedisClient.layerFromClient(client))
+    )
     const records: Array<Record<string, unknown>> = [
       { type: "last", auditIntegrity: integrityOf(1) },
       { auditIntegrity: integrityOf(2), type: "first" },
@@ -83,7 +91,10 @@ describe("prepare", () => {
     ]
     for (const [i, record] of records.entries()) {
       const integrity = record.auditIntegrity as AuditIntegrity
-      const linked = { ...integrity, previousHash: i === 0 ? null : (records[i - 1]!.auditIntegrity as AuditIntegrity).eventHash }
+      const linked = {
+        ...integrity,
+        previousHash: i === 0 ? null : (records[i - 1]!.auditIntegrity as AuditIntegrity).eventHash
+      }
       // (Spreading keeps each key where the shape put it.)
       const stored = { ...record, auditIntegrity: linked }
       await Effect.runPromise(store.transaction((tx) => tx.persist(stored)))

@@ -50,7 +50,9 @@ describe("AuditLog.record", () => {
         const log = yield* AuditLog.AuditLog
         const out = []
         for (let i = 0; i < 20; i++) {
-          out.push(yield* log.record({ type: "login", user: `u${i}`, nested: { ok: i % 2 === 0, list: [i, "x", null] } }))
+          out.push(
+            yield* log.record({ type: "login", user: `u${i}`, nested: { ok: i % 2 === 0, list: [i, "x", null] } })
+          )
         }
         return out
       })
@@ -60,7 +62,11 @@ describe("AuditLog.record", () => {
     expect(chain.map((r) => r.auditIntegrity.sequence)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
     expect(chain[0].auditIntegrity.previousHash).toBe(null)
     expect(chain[3]).toMatchObject({ type: "login", user: "u3", nested: { ok: false, list: [3, "x", null] } })
-    expect(verifyRecords(chain)).toMatchObject({ valid: true, records: 20, headHash: chain[19].auditIntegrity.eventHash })
+    expect(verifyRecords(chain)).toMatchObject({
+      valid: true,
+      records: 20,
+      headHash: chain[19].auditIntegrity.eventHash
+    })
     expect(refVerify(chain)).toEqual({ valid: true, records: 20 })
     // The store's head names the last record.
     expect(JSON.parse((await redis.get(`${prefix}head`))!)).toEqual(chain[19].auditIntegrity)
@@ -93,7 +99,10 @@ describe("AuditLog.record", () => {
     cyclic.self = cyclic
     const bad: Array<unknown> = [null, [1, 2], "text", 42, { big: 1n }, cyclic, { toJSON: () => "a string" }]
     for (const event of bad) {
-      const exit = await run(prefix, Effect.exit(Effect.flatMap(AuditLog.AuditLog, (log) => log.record(event as object))))
+      const exit = await run(
+        prefix,
+        Effect.exit(Effect.flatMap(AuditLog.AuditLog, (log) => log.record(event as object)))
+      )
       expect(Exit.isFailure(exit) && Cause.failureOption(exit.cause)._tag === "Some").toBe(true)
       if (Exit.isFailure(exit)) {
         const error = Cause.failureOption(exit.cause)
@@ -125,9 +134,13 @@ describe("AuditLog.record", () => {
             )
         }
         const log = yield* AuditLog.fromStore(counted)
-        return yield* Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => log.record({ i }), {
-          concurrency: "unbounded"
-        })
+        return yield* Effect.forEach(
+          Array.from({ length: 30 }, (_, i) => i),
+          (i) => log.record({ i }),
+          {
+            concurrency: "unbounded"
+          }
+        )
       }).pipe(Effect.provide(AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layer(url)))))
     )
     expect(most).toBe(1)
@@ -176,10 +189,16 @@ describe("several AuditLog instances on one Redis chain", () => {
     const client = new Redis(url)
     try {
       const store = Effect.runSync(
-        Effect.provideService(AuditStore.make({ keyPrefix: prefix }), RedisClient.RedisClient, RedisClient.fromClient(client))
+        Effect.provideService(
+          AuditStore.make({ keyPrefix: prefix }),
+          RedisClient.RedisClient,
+          RedisClient.fromClient(client)
+        )
       )
       const asPromise = <A>(effect: Effect.Effect<A, unknown>): Promise<A> =>
-        Effect.runPromiseExit(effect).then((exit) => (Exit.isSuccess(exit) ? exit.value : Promise.reject(Cause.squash(exit.cause))))
+        Effect.runPromiseExit(effect).then((exit) =>
+          Exit.isSuccess(exit) ? exit.value : Promise.reject(Cause.squash(exit.cause))
+        )
       const haechiStore: HaechiAuditStore = {
         transaction: (fn) =>
           asPromise(
@@ -200,9 +219,13 @@ describe("several AuditLog instances on one Redis chain", () => {
       const fromEffect = run(
         prefix,
         Effect.flatMap(AuditLog.AuditLog, (log) =>
-          Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) => log.record({ type: "effect", i }), {
-            concurrency: 4
-          })
+          Effect.forEach(
+            Array.from({ length: 40 }, (_, i) => i),
+            (i) => log.record({ type: "effect", i }),
+            {
+              concurrency: 4
+            }
+          )
         )
       )
       await Promise.all([fromHaechi, fromEffect])

@@ -69,7 +69,9 @@ const tokenRecord = (token: string) => ({
 
 /** Everything a store's keys hold, by Redis type, for before/after comparisons. */
 const dump = async (client: Redis, prefix: string) => {
-  const keys = (await client.keys(`${prefix.replace(/[[\]*?\\]/g, "\\$&")}*`)).filter((k) => !k.endsWith("ready:probe")).sort()
+  const keys = (await client.keys(`${prefix.replace(/[[\]*?\\]/g, "\\$&")}*`))
+    .filter((k) => !k.endsWith("ready:probe"))
+    .sort()
   const out: Record<string, unknown> = {}
   for (const key of keys) {
     const type = await client.type(key)
@@ -99,7 +101,9 @@ const styles: ReadonlyArray<ReplicaStyle> = ["layer", "facade"]
 // ---------------------------------------------------------------------------
 
 describe.each(allKinds)("records refused before anything is written ($name)", (kind: StoreKind) => {
-  const badRecords: ReadonlyArray<[string, (previous: ReturnType<typeof buildNextRecord>["auditIntegrity"] | null) => unknown]> = [
+  const badRecords: ReadonlyArray<
+    [string, (previous: ReturnType<typeof buildNextRecord>["auditIntegrity"] | null) => unknown]
+  > = [
     ["without auditIntegrity", () => ({ type: "event", id: "x" })],
     [
       "without eventHash",
@@ -222,7 +226,14 @@ describe.each(allKinds)("records refused before anything is written ($name)", (k
     expect(await tokens()).toEqual(before)
     if (kind.redis) expect(await dump(inspector(), prefix)).toEqual(keysBefore)
     for (const store of stores) {
-      expect(await store.read((view) => view.entries().map(([t]) => t).sort())).toEqual(["a", "b", "c"])
+      expect(
+        await store.read((view) =>
+          view
+            .entries()
+            .map(([t]) => t)
+            .sort()
+        )
+      ).toEqual(["a", "b", "c"])
     }
   })
 })
@@ -249,7 +260,9 @@ describe.each(styles)("corrupt data in Redis is reported, never overwritten (%s)
     const error = await rejection(createAuditSink({ store }).record({ id: "two" }))
     expectTagged(error, CorruptData, { key: `${prefix}head` })
     // A writer that skips the read and is fenced off reads the head from the conflict reply.
-    const blind = await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "blind" }, null))))
+    const blind = await rejection(
+      store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "blind" }, null)))
+    )
     expectTagged(blind, CorruptData, { key: `${prefix}head` })
     expect(await dump(inspector(), prefix)).toEqual(before)
   })
@@ -271,7 +284,9 @@ describe.each(styles)("corrupt data in Redis is reported, never overwritten (%s)
       expect(failure).toMatchObject({ _tag: "CorruptData", key: `${prefix}chain`, element: 2 })
     }
     // Read from index 1: the index is still the list index.
-    expect(await Effect.runPromise(Effect.flip(Stream.runCollect(effect.readChain({ from: 1, pageSize: 1 }))))).toMatchObject({
+    expect(
+      await Effect.runPromise(Effect.flip(Stream.runCollect(effect.readChain({ from: 1, pageSize: 1 }))))
+    ).toMatchObject({
       key: `${prefix}chain`,
       element: 2
     })
@@ -418,8 +433,12 @@ describe("unusable options", () => {
       const client = connect()
       const provided = RedisClient.layerFromClient(client)
       const errors = [
-        await Effect.runPromise(Effect.flip(Effect.provide(AuditStore.make({ keyPrefix: keyPrefix as string }), provided))),
-        await Effect.runPromise(Effect.flip(Effect.provide(TokenStore.make({ keyPrefix: keyPrefix as string }), provided)))
+        await Effect.runPromise(
+          Effect.flip(Effect.provide(AuditStore.make({ keyPrefix: keyPrefix as string }), provided))
+        ),
+        await Effect.runPromise(
+          Effect.flip(Effect.provide(TokenStore.make({ keyPrefix: keyPrefix as string }), provided))
+        )
       ]
       for (const error of errors) {
         expect(error).toBeInstanceOf(InvalidConfig)
@@ -427,13 +446,17 @@ describe("unusable options", () => {
       }
       const layerError = await Effect.runPromise(
         Effect.flip(
-          Layer.build(AuditStore.layer({ keyPrefix: keyPrefix as string }).pipe(Layer.provide(provided))).pipe(Effect.scoped)
+          Layer.build(AuditStore.layer({ keyPrefix: keyPrefix as string }).pipe(Layer.provide(provided))).pipe(
+            Effect.scoped
+          )
         )
       )
       expect(layerError).toBeInstanceOf(InvalidConfig)
       const vaultLayerError = await Effect.runPromise(
         Effect.flip(
-          Layer.build(TokenStore.layer({ keyPrefix: keyPrefix as string }).pipe(Layer.provide(provided))).pipe(Effect.scoped)
+          Layer.build(TokenStore.layer({ keyPrefix: keyPrefix as string }).pipe(Layer.provide(provided))).pipe(
+            Effect.scoped
+          )
         )
       )
       expect(vaultLayerError).toBeInstanceOf(InvalidConfig)

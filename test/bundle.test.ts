@@ -62,7 +62,11 @@ const bundle = async (source: string, dir: string, plugins: Array<Plugin> = []) 
 
 const node = async (file: string, env: Record<string, string>) => {
   try {
-    return await run(process.execPath, [file], { cwd: resolve(file, ".."), env: { ...process.env, ...env }, timeout: 60_000 })
+    return await run(process.execPath, [file], {
+      cwd: resolve(file, ".."),
+      env: { ...process.env, ...env },
+      timeout: 60_000
+    })
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string }
     throw new Error(`${file} failed:\n${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`)
@@ -136,7 +140,10 @@ const breakScripts: Plugin = {
         luaSources: Record<string, { sha1: string; source: string }>
       }
       const copy = { ...luaSources }
-      copy.audit_append = { ...copy.audit_append!, source: copy.audit_append!.source.replace("redis.call", "redis.cal") }
+      copy.audit_append = {
+        ...copy.audit_append!,
+        source: copy.audit_append!.source.replace("redis.call", "redis.cal")
+      }
       delete copy.vault_scan
       return { contents: `export const luaSources = ${JSON.stringify(copy)}`, loader: "js" }
     })

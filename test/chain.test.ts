@@ -38,7 +38,10 @@ const refCanonical = (value: unknown): string | undefined => {
   if (Array.isArray(value)) return `[${value.map((item) => refCanonical(item)).join(",")}]`
   if (value && typeof value === "object") {
     const object = value as Record<string, unknown>
-    return `{${Object.keys(object).sort().map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`).join(",")}}`
+    return `{${Object.keys(object)
+      .sort()
+      .map((key) => `${JSON.stringify(key)}:${refCanonical(object[key])}`)
+      .join(",")}}`
   }
   return JSON.stringify(value)
 }
@@ -90,7 +93,18 @@ const key = fc.oneof(
   { weight: 2, arbitrary: fc.string({ unit: "binary", maxLength: 6 }) },
   {
     weight: 1,
-    arbitrary: fc.constantFrom("timestamp", "event", "__proto__", "constructor", "auditIntegrity", "10", "9", "", "é", "\u2028")
+    arbitrary: fc.constantFrom(
+      "timestamp",
+      "event",
+      "__proto__",
+      "constructor",
+      "auditIntegrity",
+      "10",
+      "9",
+      "",
+      "é",
+      "\u2028"
+    )
   }
 )
 
@@ -121,10 +135,7 @@ const heavy = { fastCheck: { numRuns: 50 } }
 
 /** 1..maxLength events: half the runs short chains, half spread up to maxLength. */
 const events = (maxLength = 200) =>
-  fc.oneof(
-    fc.array(event, { minLength: 1, maxLength }),
-    fc.array(event, { minLength: 1, maxLength, size: "max" })
-  )
+  fc.oneof(fc.array(event, { minLength: 1, maxLength }), fc.array(event, { minLength: 1, maxLength, size: "max" }))
 
 interface Chain {
   readonly records: ReadonlyArray<AuditRecord>
@@ -150,7 +161,10 @@ const pagedTexts = (texts: ReadonlyArray<string>, pageSize: number, pulls = { co
     Effect.sync(() => {
       pulls.count++
       const end = start + pageSize
-      return [Chunk.fromIterable(texts.slice(start, end)), end < texts.length ? Option.some(end) : Option.none()] as const
+      return [
+        Chunk.fromIterable(texts.slice(start, end)),
+        end < texts.length ? Option.some(end) : Option.none()
+      ] as const
     })
   )
 
@@ -226,35 +240,35 @@ const applyTamper = (record: any, path: Path, op: TamperOp): boolean => {
 
 describe("canonicalize", () => {
   it("sorts keys with JS default sort (UTF-16 code units), recursively", () => {
-    expect(canonicalize({ b: 1, a: 2, A: 3, "10": 4, "9": 5, "é": 6, "": 7 })).toBe(
-      "{\"\":7,\"10\":4,\"9\":5,\"A\":3,\"a\":2,\"b\":1,\"é\":6}"
+    expect(canonicalize({ b: 1, a: 2, A: 3, "10": 4, "9": 5, é: 6, "": 7 })).toBe(
+      '{"":7,"10":4,"9":5,"A":3,"a":2,"b":1,"é":6}'
     )
     expect(canonicalize({ z: { y: 1, x: [{ b: 2, a: 1 }] }, a: null })).toBe(
-      "{\"a\":null,\"z\":{\"x\":[{\"a\":1,\"b\":2}],\"y\":1}}"
+      '{"a":null,"z":{"x":[{"a":1,"b":2}],"y":1}}'
     )
     // code-unit order: an astral char (surrogates D83D..) sorts before U+FFFF
-    expect(canonicalize({ "\uffff": 1, "😀": 2 })).toBe("{\"😀\":2,\"\uffff\":1}")
+    expect(canonicalize({ "\uffff": 1, "😀": 2 })).toBe('{"😀":2,"\uffff":1}')
   })
 
   it("keeps array order and nests arrays", () => {
-    expect(canonicalize([3, [2, [1, []]], {}, "x"])).toBe("[3,[2,[1,[]]],{},\"x\"]")
+    expect(canonicalize([3, [2, [1, []]], {}, "x"])).toBe('[3,[2,[1,[]]],{},"x"]')
     expect(canonicalize([])).toBe("[]")
     expect(canonicalize({})).toBe("{}")
   })
 
   it("writes strings as JSON.stringify does (unicode kept, escapes, lone surrogates)", () => {
-    expect(canonicalize("héllo 😀 한글")).toBe("\"héllo 😀 한글\"")
-    expect(canonicalize("a\"b\\c\n\t\u0001\u001f")).toBe("\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\"")
-    expect(canonicalize("\u2028\u2029\u007f")).toBe("\"\u2028\u2029\u007f\"")
-    expect(canonicalize("\ud800x\udfff")).toBe("\"\\ud800x\\udfff\"")
-    expect(canonicalize("\ud83d\ude00")).toBe("\"😀\"")
+    expect(canonicalize("héllo 😀 한글")).toBe('"héllo 😀 한글"')
+    expect(canonicalize('a"b\\c\n\t\u0001\u001f')).toBe('"a\\"b\\\\c\\n\\t\\u0001\\u001f"')
+    expect(canonicalize("\u2028\u2029\u007f")).toBe('"\u2028\u2029\u007f"')
+    expect(canonicalize("\ud800x\udfff")).toBe('"\\ud800x\\udfff"')
+    expect(canonicalize("\ud83d\ude00")).toBe('"😀"')
   })
 
   it("writes numbers as JSON does", () => {
     expect(canonicalize(1e21)).toBe("1e+21")
     expect(canonicalize(1e20)).toBe("100000000000000000000")
     expect(canonicalize(-0)).toBe("0")
-    expect(canonicalize({ n: -0 })).toBe("{\"n\":0}")
+    expect(canonicalize({ n: -0 })).toBe('{"n":0}')
     expect(canonicalize(5e-7)).toBe("5e-7")
     expect(canonicalize(0.1 + 0.2)).toBe("0.30000000000000004")
     expect(canonicalize(-1.5)).toBe("-1.5")
@@ -264,14 +278,14 @@ describe("canonicalize", () => {
 
   it("mirrors haechi's rule for values JSON cannot represent", () => {
     // object property: haechi's template string renders the undefined from JSON.stringify
-    expect(canonicalize({ a: undefined, b: 1 })).toBe("{\"a\":undefined,\"b\":1}")
-    expect(canonicalize({ f: () => 1 })).toBe("{\"f\":undefined}")
+    expect(canonicalize({ a: undefined, b: 1 })).toBe('{"a":undefined,"b":1}')
+    expect(canonicalize({ f: () => 1 })).toBe('{"f":undefined}')
     // array item / hole: join renders undefined as nothing
     expect(canonicalize([undefined, 1, () => 1])).toBe("[,1,]")
-    // eslint-disable-next-line no-sparse-arrays
+
     expect(canonicalize([1, , 2])).toBe("[1,,2]")
     // objects are walked by keys, never by toJSON
-    expect(canonicalize({ d: new Date(0) })).toBe("{\"d\":{}}")
+    expect(canonicalize({ d: new Date(0) })).toBe('{"d":{}}')
     // top level: whatever JSON.stringify returns
     expect(canonicalize(undefined)).toBeUndefined()
     expect(() => canonicalize(1n as unknown)).toThrow(TypeError)
@@ -293,7 +307,8 @@ describe("canonicalize", () => {
     const text = canonicalize(value)
     expect(canonicalize(JSON.parse(text))).toBe(text)
     const reversed = JSON.parse(text, (_k, v) =>
-      v !== null && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v)
+      v !== null && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v
+    )
     expect(canonicalize(reversed)).toBe(text)
   })
 
@@ -313,8 +328,8 @@ describe("canonicalize", () => {
   })
 
   it("handles __proto__ as an ordinary own key", () => {
-    const record = JSON.parse("{\"__proto__\":{\"x\":1},\"a\":1}")
-    expect(canonicalize(record)).toBe("{\"__proto__\":{\"x\":1},\"a\":1}")
+    const record = JSON.parse('{"__proto__":{"x":1},"a":1}')
+    expect(canonicalize(record)).toBe('{"__proto__":{"x":1},"a":1}')
   })
 })
 
@@ -337,8 +352,9 @@ describe("computeEventHash", () => {
       }
     }
     // Written by hand from the rule: keys sorted, eventHash left out, no whitespace.
-    const canonicalText = "{\"auditIntegrity\":{\"alg\":\"sha256\",\"canonicalization\":\"json-stable-v1\"," +
-      "\"previousHash\":null,\"sequence\":1},\"event\":\"demo\",\"n\":1,\"nested\":{\"a\":true,\"b\":[1,\"é\"]}}"
+    const canonicalText =
+      '{"auditIntegrity":{"alg":"sha256","canonicalization":"json-stable-v1",' +
+      '"previousHash":null,"sequence":1},"event":"demo","n":1,"nested":{"a":true,"b":[1,"é"]}}'
     const expected = createHash("sha256").update(Buffer.from(canonicalText, "utf8")).digest("base64url")
     expect(expected).toBe("ibuQNNlLLPcyR8lBM2E6Naeh-2Ll5CWBD-v5vYRYVvk")
     expect(computeEventHash(record)).toBe(expected)
@@ -393,22 +409,27 @@ describe("computeEventHash", () => {
 // ---------------------------------------------------------------------------
 
 describe("verification of untampered chains", () => {
-  it.prop("every generated chain verifies, pure and via the oracle", [events()], ([input]) => {
-    const { records, texts } = buildChain(input)
-    const last = records[records.length - 1]!.auditIntegrity
-    const expected = { valid: true, records: records.length, headHash: last.eventHash, headSequence: records.length }
-    expect(verifyJsonRecords(texts)).toEqual(expected)
-    expect(verifyRecords(parse(texts))).toEqual(expected)
-    expect(verifyRecords(records)).toEqual(expected)
-    expect(refVerify(parse(texts))).toEqual({ valid: true, records: records.length, headHash: last.eventHash })
-    expect(verifyAuditChain(parse(texts))).toEqual({ valid: true, records: records.length, headHash: last.eventHash })
-  }, { fastCheck: { numRuns: 60 } })
+  it.prop(
+    "every generated chain verifies, pure and via the oracle",
+    [events()],
+    ([input]) => {
+      const { records, texts } = buildChain(input)
+      const last = records[records.length - 1]!.auditIntegrity
+      const expected = { valid: true, records: records.length, headHash: last.eventHash, headSequence: records.length }
+      expect(verifyJsonRecords(texts)).toEqual(expected)
+      expect(verifyRecords(parse(texts))).toEqual(expected)
+      expect(verifyRecords(records)).toEqual(expected)
+      expect(refVerify(parse(texts))).toEqual({ valid: true, records: records.length, headHash: last.eventHash })
+      expect(verifyAuditChain(parse(texts))).toEqual({ valid: true, records: records.length, headHash: last.eventHash })
+    },
+    { fastCheck: { numRuns: 60 } }
+  )
 
   it.effect.prop(
     "every generated chain verifies via the Stream API in pages",
     [events(), fc.integer({ min: 1, max: 64 })],
     ([input, pageSize]) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const { records, texts } = buildChain(input)
         const expected = verifyJsonRecords(texts)
         expect(expected.valid).toBe(true)
@@ -422,7 +443,12 @@ describe("verification of untampered chains", () => {
 
   it("the empty chain is valid with a null head", () => {
     expect(verifyJsonRecords([])).toEqual({ valid: true, records: 0, headHash: null, headSequence: 0 })
-    expect(Effect.runSync(verifyChain(Stream.empty))).toEqual({ valid: true, records: 0, headHash: null, headSequence: 0 })
+    expect(Effect.runSync(verifyChain(Stream.empty))).toEqual({
+      valid: true,
+      records: 0,
+      headHash: null,
+      headSequence: 0
+    })
   })
 })
 
@@ -467,55 +493,75 @@ describe("tampering is caught at the right sequence", () => {
   integrityField("alg", "sha512", "EventHashMismatch")
   integrityField("canonicalization", "json-stable-v2", "EventHashMismatch")
 
-  it.prop("previousHash set to null past the first record", [events(40).filter((e) => e.length > 1), fc.nat()], ([
-    input,
-    at
-  ]) => {
-    const { texts } = buildChain(input)
-    const i = 1 + (at % (texts.length - 1))
-    const records = parse(texts)
-    records[i].auditIntegrity.previousHash = null
-    expectFailure(verifyJsonRecords(records.map((r) => JSON.stringify(r))), i, "PreviousHashMismatch")
-  })
-
-  it.prop("dropping a record", [events(), fc.nat()], ([input, at]) => {
-    const { texts } = buildChain(input)
-    const j = at % texts.length
-    const dropped = texts.filter((_, k) => k !== j)
-    const result = verifyJsonRecords(dropped)
-    if (j === texts.length - 1) {
-      // Dropping the tail is a shorter valid chain: only a trusted head catches it.
-      expect(result).toMatchObject({ valid: true, headSequence: texts.length - 1 })
-    } else {
-      expectFailure(result, j, "SequenceMismatch")
-      expect(result.valid === false && result.reason).toEqual(
-        expect.objectContaining({ expected: j + 1, actual: j + 2 })
-      )
+  it.prop(
+    "previousHash set to null past the first record",
+    [events(40).filter((e) => e.length > 1), fc.nat()],
+    ([input, at]) => {
+      const { texts } = buildChain(input)
+      const i = 1 + (at % (texts.length - 1))
+      const records = parse(texts)
+      records[i].auditIntegrity.previousHash = null
+      expectFailure(verifyJsonRecords(records.map((r) => JSON.stringify(r))), i, "PreviousHashMismatch")
     }
-  }, heavy)
+  )
 
-  it.prop("swapping two records", [events().filter((e) => e.length > 1), fc.nat(), fc.nat()], ([input, a, b]) => {
-    const { texts } = buildChain(input)
-    const j = a % texts.length
-    const k = b % texts.length
-    fc.pre(j !== k)
-    const [lo, hi] = j < k ? [j, k] : [k, j]
-    const swapped = [...texts]
-    swapped[lo] = texts[hi]!
-    swapped[hi] = texts[lo]!
-    const result = verifyJsonRecords(swapped)
-    expectFailure(result, lo, "SequenceMismatch")
-    expect(result.valid === false && result.reason).toEqual(expect.objectContaining({ expected: lo + 1, actual: hi + 1 }))
-  }, heavy)
+  it.prop(
+    "dropping a record",
+    [events(), fc.nat()],
+    ([input, at]) => {
+      const { texts } = buildChain(input)
+      const j = at % texts.length
+      const dropped = texts.filter((_, k) => k !== j)
+      const result = verifyJsonRecords(dropped)
+      if (j === texts.length - 1) {
+        // Dropping the tail is a shorter valid chain: only a trusted head catches it.
+        expect(result).toMatchObject({ valid: true, headSequence: texts.length - 1 })
+      } else {
+        expectFailure(result, j, "SequenceMismatch")
+        expect(result.valid === false && result.reason).toEqual(
+          expect.objectContaining({ expected: j + 1, actual: j + 2 })
+        )
+      }
+    },
+    heavy
+  )
 
-  it.prop("duplicating a record", [events(), fc.nat()], ([input, at]) => {
-    const { texts } = buildChain(input)
-    const j = at % texts.length
-    const duplicated = [...texts.slice(0, j + 1), texts[j]!, ...texts.slice(j + 1)]
-    const result = verifyJsonRecords(duplicated)
-    expectFailure(result, j + 1, "SequenceMismatch")
-    expect(result.valid === false && result.reason).toEqual(expect.objectContaining({ expected: j + 2, actual: j + 1 }))
-  }, heavy)
+  it.prop(
+    "swapping two records",
+    [events().filter((e) => e.length > 1), fc.nat(), fc.nat()],
+    ([input, a, b]) => {
+      const { texts } = buildChain(input)
+      const j = a % texts.length
+      const k = b % texts.length
+      fc.pre(j !== k)
+      const [lo, hi] = j < k ? [j, k] : [k, j]
+      const swapped = [...texts]
+      swapped[lo] = texts[hi]!
+      swapped[hi] = texts[lo]!
+      const result = verifyJsonRecords(swapped)
+      expectFailure(result, lo, "SequenceMismatch")
+      expect(result.valid === false && result.reason).toEqual(
+        expect.objectContaining({ expected: lo + 1, actual: hi + 1 })
+      )
+    },
+    heavy
+  )
+
+  it.prop(
+    "duplicating a record",
+    [events(), fc.nat()],
+    ([input, at]) => {
+      const { texts } = buildChain(input)
+      const j = at % texts.length
+      const duplicated = [...texts.slice(0, j + 1), texts[j]!, ...texts.slice(j + 1)]
+      const result = verifyJsonRecords(duplicated)
+      expectFailure(result, j + 1, "SequenceMismatch")
+      expect(result.valid === false && result.reason).toEqual(
+        expect.objectContaining({ expected: j + 2, actual: j + 1 })
+      )
+    },
+    heavy
+  )
 
   it.prop(
     "truncating then appending a foreign chain's records",
@@ -524,9 +570,10 @@ describe("tampering is caught at the right sequence", () => {
       const { texts } = buildChain(input)
       const t = 1 + (at % (texts.length - 1))
       // The foreign chain has different content, so its hashes differ from ours.
-      const foreign = buildChain(
-        [...input.slice(0, t).map((e) => ({ ...e, "__foreign_marker__": true })), ...foreignInput]
-      )
+      const foreign = buildChain([
+        ...input.slice(0, t).map((e) => ({ ...e, __foreign_marker__: true })),
+        ...foreignInput
+      ])
       const spliced = [...texts.slice(0, t), ...foreign.texts.slice(t)]
       const result = verifyJsonRecords(spliced)
       expectFailure(result, t, "PreviousHashMismatch")
@@ -549,21 +596,37 @@ describe("tampering is caught at the right sequence", () => {
     heavy
   )
 
-  it.prop("stored text that is not JSON, or not an object", [
-    events(50),
-    fc.nat(),
-    fc.constantFrom("{not json", "", "{\"a\":1", "undefined", "5", "null", "[]", "\"s\"", "{\"a\":1}", "{\"auditIntegrity\":0}")
-  ], ([input, at, bad]) => {
-    const { texts } = buildChain(input)
-    const j = at % texts.length
-    const corrupted = texts.map((t, k) => (k === j ? bad : t))
-    const tag = bad.startsWith("{\"a\":1}") || bad.includes("auditIntegrity")
-      ? "MissingAuditIntegrity"
-      : ["5", "null", "[]", "\"s\""].includes(bad)
-      ? "NotAnObject"
-      : "Unparseable"
-    expectFailure(verifyJsonRecords(corrupted), j, tag)
-  })
+  it.prop(
+    "stored text that is not JSON, or not an object",
+    [
+      events(50),
+      fc.nat(),
+      fc.constantFrom(
+        "{not json",
+        "",
+        '{"a":1',
+        "undefined",
+        "5",
+        "null",
+        "[]",
+        '"s"',
+        '{"a":1}',
+        '{"auditIntegrity":0}'
+      )
+    ],
+    ([input, at, bad]) => {
+      const { texts } = buildChain(input)
+      const j = at % texts.length
+      const corrupted = texts.map((t, k) => (k === j ? bad : t))
+      const tag =
+        bad.startsWith('{"a":1}') || bad.includes("auditIntegrity")
+          ? "MissingAuditIntegrity"
+          : ["5", "null", "[]", '"s"'].includes(bad)
+            ? "NotAnObject"
+            : "Unparseable"
+      expectFailure(verifyJsonRecords(corrupted), j, tag)
+    }
+  )
 
   it("values that cannot be canonicalized fail instead of throwing", () => {
     const [first] = buildChain([{ e: 1 }]).records
@@ -579,7 +642,7 @@ describe("tampering is caught at the right sequence", () => {
     "the Stream API agrees with the pure fold on tampered chains, and stops pulling at the failure",
     [events(), fc.nat(), fc.integer({ min: 1, max: 16 })],
     ([input, at, pageSize]) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const { texts } = buildChain(input)
         const j = at % texts.length
         const records = parse(texts)
@@ -605,7 +668,7 @@ describe("verification from a trusted checkpoint", () => {
     "accepts the untampered suffix after any checkpoint",
     [events(), fc.nat(), fc.integer({ min: 1, max: 32 })],
     ([input, at, pageSize]) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const { records, texts } = buildChain(input)
         const c = at % (texts.length + 1)
         const from = c === 0 ? { sequence: 0, eventHash: null } : records[c - 1]!.auditIntegrity
@@ -627,7 +690,7 @@ describe("verification from a trusted checkpoint", () => {
     ([input, at]) => {
       const { records, texts } = buildChain(input)
       const c = 1 + (at % (texts.length - 1))
-      const other = buildChain(input.slice(0, c).map((e) => ({ ...e, "__other_marker__": 1 })))
+      const other = buildChain(input.slice(0, c).map((e) => ({ ...e, __other_marker__: 1 })))
       // the right suffix against a wrong checkpoint hash
       const wrongFrom = { sequence: c, eventHash: other.records[c - 1]!.auditIntegrity.eventHash }
       const result = verifyJsonRecords(texts.slice(c), { from: wrongFrom })
@@ -682,7 +745,8 @@ describe("support/haechiCore", () => {
       transaction: <A>(fn: (tx: any) => Promise<A>): Promise<A> => {
         const run = lock.then(() =>
           fn({
-            readLastIntegrity: async () => chain.length === 0 ? null : JSON.parse(chain[chain.length - 1]!).auditIntegrity,
+            readLastIntegrity: async () =>
+              chain.length === 0 ? null : JSON.parse(chain[chain.length - 1]!).auditIntegrity,
             persist: async (record: AuditRecord) => {
               chain.push(JSON.stringify(record))
             }
@@ -695,7 +759,7 @@ describe("support/haechiCore", () => {
   }
 
   it.effect("several sinks on one store build one valid chain", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const store = memoryAuditStore()
       const sinks = [createAuditSink({ store }), createAuditSink({ store }), createAuditSink({ store })]
       const written = yield* Effect.promise(() =>
@@ -706,7 +770,8 @@ describe("support/haechiCore", () => {
       )
       expect(verifyAuditChain(parse(store.chain))).toMatchObject({ valid: true, records: 60 })
       expect(yield* verifyJsonChain(pagedTexts(store.chain, 7))).toMatchObject({ valid: true, records: 60 })
-    }))
+    })
+  )
 
   it("verifyAuditChain reports haechi's words", () => {
     const { records } = buildChain([{ a: 1 }, { b: 2 }])

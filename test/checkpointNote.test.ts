@@ -75,7 +75,9 @@ describe("the signed-note text, byte for byte", () => {
     const opened = await run(Checkpoint.open(VECTOR.note, VECTOR.verifierKey))
     expect(opened).toEqual({ origin: VECTOR.origin, size: 3, hash: VECTOR.hash, note: VECTOR.note })
     // The private key text is the seed with the type byte.
-    expect(Buffer.from(VECTOR.privateKey.split("+").slice(4).join("+"), "base64").subarray(1).toString("hex")).toBe(VECTOR.seedHex)
+    expect(Buffer.from(VECTOR.privateKey.split("+").slice(4).join("+"), "base64").subarray(1).toString("hex")).toBe(
+      VECTOR.seedHex
+    )
   })
 
   it("Go's sumdb/note example: the same key signs the same text into the published note", async () => {
@@ -104,16 +106,27 @@ describe("the strict parser refuses", () => {
     expect(error).toBeInstanceOf(CheckpointNoteRejected)
     expect((error as CheckpointNoteRejected).reason).toMatch(reason)
   }
-  const [origin, size, hash, blank, signature] = VECTOR.note.slice(0, -1).split("\n") as [string, string, string, string, string]
+  const [origin, size, hash, blank, signature] = VECTOR.note.slice(0, -1).split("\n") as [
+    string,
+    string,
+    string,
+    string,
+    string
+  ]
   const join = (...lines: Array<string>) => lines.join("\n") + "\n"
 
   it("the vector itself is accepted (the base of every refusal below)", async () => {
     expect(join(origin, size, hash, blank, signature)).toBe(VECTOR.note)
-    await expect(run(Checkpoint.open(join(origin, size, hash, blank, signature), VECTOR.verifierKey))).resolves.toMatchObject({ size: 3 })
+    await expect(
+      run(Checkpoint.open(join(origin, size, hash, blank, signature), VECTOR.verifierKey))
+    ).resolves.toMatchObject({ size: 3 })
   })
 
   it("trailing spaces, on a body line or the signature line", async () => {
-    await refused(join(origin + " ", size, hash, blank, signature), /signature.*does not verify|origin contains a space/)
+    await refused(
+      join(origin + " ", size, hash, blank, signature),
+      /signature.*does not verify|origin contains a space/
+    )
     await refused(join(origin, size, hash, blank, signature + " "), /line 5: a signature line is/)
   })
 
@@ -141,7 +154,10 @@ describe("the strict parser refuses", () => {
     const [, name, blob] = signature.split(" ") as [string, string, string]
     const bytes = Buffer.from(blob, "base64")
     bytes[0] = bytes[0]! ^ 0xff
-    await refused(join(origin, size, hash, blank, `\u2014 ${name} ${bytes.toString("base64")}`), /no signature by example\.com\/haechi-audit\+02c49844/)
+    await refused(
+      join(origin, size, hash, blank, `\u2014 ${name} ${bytes.toString("base64")}`),
+      /no signature by example\.com\/haechi-audit\+02c49844/
+    )
     await refused(join(origin, size, hash, blank, `\u2014 other.example ${blob}`), /no signature by/)
   })
 
@@ -162,7 +178,10 @@ describe("the strict parser refuses", () => {
 
   it("CR line endings, control characters, a lone surrogate", async () => {
     await refused(VECTOR.note.replace(/\n/g, "\r\n"), /carriage return/)
-    await refused(VECTOR.note.replace("example.com/haechi-audit\n", "example.com/haechi-audit\t\n"), /control character U\+0009/)
+    await refused(
+      VECTOR.note.replace("example.com/haechi-audit\n", "example.com/haechi-audit\t\n"),
+      /control character U\+0009/
+    )
     await refused(VECTOR.note.replace("example.com", "example.\ud800com"), /lone surrogate/)
   })
 
@@ -213,7 +232,11 @@ describe("key files", () => {
       expect(shown).not.toContain("PRIVATE")
     }
     const again = await failure(Checkpoint.keygen({ name: "log.example/a", out }))
-    expect(again).toMatchObject({ _tag: "CheckpointKeyInvalid", source: out, reason: expect.stringMatching(/already exists/) })
+    expect(again).toMatchObject({
+      _tag: "CheckpointKeyInvalid",
+      source: out,
+      reason: expect.stringMatching(/already exists/)
+    })
     expect(await readFile(out, "utf8")).toBe(text)
   })
 

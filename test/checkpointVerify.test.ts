@@ -53,7 +53,9 @@ const store = async (prefix: string, texts: ReadonlyArray<string>) => {
   const tx = redis.multi().del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`)
   if (texts.length > 0) {
     const head = integrity(texts.at(-1)!)
-    tx.rpush(`${prefix}chain`, ...texts).set(`${prefix}head`, JSON.stringify(head)).set(`${prefix}head:hash`, head.eventHash)
+    tx.rpush(`${prefix}chain`, ...texts)
+      .set(`${prefix}head`, JSON.stringify(head))
+      .set(`${prefix}head:hash`, head.eventHash)
   }
   await tx.exec()
 }
@@ -117,9 +119,17 @@ const tampered = (original: ReadonlyArray<string>, tamper: Tamper): Array<string
 }
 
 const tamperArb: fc.Arbitrary<Tamper> = fc.oneof(
-  fc.record({ kind: fc.constant("rewrite" as const), at: fc.integer({ min: 1, max: 40 }), length: fc.integer({ min: 1, max: 45 }) }),
+  fc.record({
+    kind: fc.constant("rewrite" as const),
+    at: fc.integer({ min: 1, max: 40 }),
+    length: fc.integer({ min: 1, max: 45 })
+  }),
   fc.record({ kind: fc.constant("truncate" as const), length: fc.integer({ min: 0, max: 40 }) }),
-  fc.record({ kind: fc.constant("swap" as const), i: fc.integer({ min: 0, max: 39 }), j: fc.integer({ min: 1, max: 39 }) }),
+  fc.record({
+    kind: fc.constant("swap" as const),
+    i: fc.integer({ min: 0, max: 39 }),
+    j: fc.integer({ min: 1, max: 39 })
+  }),
   fc.record({ kind: fc.constant("edit" as const), at: fc.integer({ min: 1, max: 40 }) }),
   fc.record({ kind: fc.constant("replace" as const), length: fc.integer({ min: 0, max: 45 }) })
 )
@@ -145,14 +155,22 @@ describe("verifyCheckpoints", () => {
           const d = firstDifference(original, now)
           const expected = [...sizes].sort((a, b) => a - b).find((size) => size >= d)
           // Notes in any order: the file order does not matter.
-          const result = await verify(prefix, notes.reverse().map((c) => c.note).join(""))
+          const result = await verify(
+            prefix,
+            notes
+              .reverse()
+              .map((c) => c.note)
+              .join("")
+          )
           await redis.del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`)
           if (expected === undefined) {
             // Nothing anchored at or after the change: only the chain's own rules apply.
             expect(result.valid || result.checkpoint === undefined, JSON.stringify(result)).toBe(true)
           } else {
             expect(result.valid, JSON.stringify({ tamper, d, sizes })).toBe(false)
-            expect(result.valid ? undefined : result.checkpoint?.size, JSON.stringify({ tamper, d, sizes })).toBe(expected)
+            expect(result.valid ? undefined : result.checkpoint?.size, JSON.stringify({ tamper, d, sizes })).toBe(
+              expected
+            )
           }
         }
       ),
@@ -203,20 +221,45 @@ describe("verifyCheckpoints", () => {
     )
     // Cut to 12 records, head keys made consistent: checkpoint 15 is missing.
     await store(prefix, original.slice(0, 12))
-    expect(await verify(prefix, all)).toMatchObject({ valid: false, checkpoint: { size: 15 }, failure: { _tag: "Shorter", length: 12 } })
+    expect(await verify(prefix, all)).toMatchObject({
+      valid: false,
+      checkpoint: { size: 15 },
+      failure: { _tag: "Shorter", length: 12 }
+    })
     // From the newest checkpoint, the same cut is found at it.
-    expect(await verify(prefix, all, true)).toMatchObject({ valid: false, checkpoint: { size: 15 }, failure: { _tag: "Shorter" } })
+    expect(await verify(prefix, all, true)).toMatchObject({
+      valid: false,
+      checkpoint: { size: 15 },
+      failure: { _tag: "Shorter" }
+    })
     // FLUSHALL and a new chain of 30: the first checkpoint already fails.
     await store(prefix, chainOf(events(30, "replaced")))
-    expect(await verify(prefix, all)).toMatchObject({ valid: false, checkpoint: { size: 5 }, failure: { _tag: "NotHeld" } })
-    expect(await verify(prefix, all, true)).toMatchObject({ valid: false, checkpoint: { size: 15 }, failure: { _tag: "NotHeld" } })
+    expect(await verify(prefix, all)).toMatchObject({
+      valid: false,
+      checkpoint: { size: 5 },
+      failure: { _tag: "NotHeld" }
+    })
+    expect(await verify(prefix, all, true)).toMatchObject({
+      valid: false,
+      checkpoint: { size: 15 },
+      failure: { _tag: "NotHeld" }
+    })
     // A record edited in place (hash not recomputed) at 3: the chain fails there, under checkpoint 5.
     await store(prefix, tampered(original, { kind: "edit", at: 3 }))
     const edited = await verify(prefix, all)
-    expect(edited).toMatchObject({ valid: false, checkpoint: { size: 5 }, failure: { _tag: "ChainInvalid" }, chain: { failedSequence: 3 } })
+    expect(edited).toMatchObject({
+      valid: false,
+      checkpoint: { size: 5 },
+      failure: { _tag: "ChainInvalid" },
+      chain: { failedSequence: 3 }
+    })
     // ... but after the newest checkpoint, no checkpoint breaks: the chain alone is invalid.
     await store(prefix, tampered(original, { kind: "edit", at: 18 }))
-    expect(await verify(prefix, all)).toMatchObject({ valid: false, checkpoint: undefined, chain: { valid: false, failedSequence: 18 } })
+    expect(await verify(prefix, all)).toMatchObject({
+      valid: false,
+      checkpoint: undefined,
+      chain: { valid: false, failedSequence: 18 }
+    })
     await redis.del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`)
   })
 
@@ -226,7 +269,10 @@ describe("verifyCheckpoints", () => {
     const other = (await Effect.runPromise(Checkpoint.generateKey("test.example/log"))).signer
     const forged = Checkpoint.sign(other, { size: 10, hash: ten.hash })
     const open = (text: string) => Effect.runPromise(Effect.either(Checkpoint.openAll(text, signer.verifierKey)))
-    expect(await open(five.note + forged.note)).toMatchObject({ _tag: "Left", left: { _tag: "CheckpointNoteRejected", note: 2 } })
+    expect(await open(five.note + forged.note)).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "CheckpointNoteRejected", note: 2 }
+    })
     expect(await open(five.note + ten.note.replace("\n10\n", "\n11\n"))).toMatchObject({
       _tag: "Left",
       left: { note: 2, reason: expect.stringMatching(/does not verify/) }

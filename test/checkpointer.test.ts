@@ -49,13 +49,17 @@ afterAll(async () => {
 })
 
 /** Each call: its own connection, as a replica has. */
-const storeLayer = (prefix: string) => AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(url)))
+const storeLayer = (prefix: string) =>
+  AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(url)))
 
 const append = (prefix: string, n: number, tag = "event") =>
   Effect.runPromise(
-    Effect.flatMap(AuditLog.make, (log) => Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => log.record({ tag, i }))).pipe(
-      Effect.provide(storeLayer(prefix))
-    )
+    Effect.flatMap(AuditLog.make, (log) =>
+      Effect.forEach(
+        Array.from({ length: n }, (_, i) => i),
+        (i) => log.record({ tag, i })
+      )
+    ).pipe(Effect.provide(storeLayer(prefix)))
   )
 
 /** A checkpointer over its own connection, collecting notes; `use` runs while it lives. */
@@ -88,7 +92,8 @@ const rewind = async (prefix: string, length: number) => {
     .exec()
 }
 
-const hashAt = async (prefix: string, size: number) => JSON.parse((await redis.lindex(`${prefix}chain`, size - 1))!).auditIntegrity.eventHash as string
+const hashAt = async (prefix: string, size: number) =>
+  JSON.parse((await redis.lindex(`${prefix}chain`, size - 1))!).auditIntegrity.eventHash as string
 
 const failureOf = async (promise: Promise<unknown>) => {
   try {
@@ -106,7 +111,10 @@ describe("the checkpointer", () => {
     await withCheckpointer(prefix, {}, (checkpointer, notes) =>
       Effect.gen(function* () {
         const first = yield* checkpointer.checkpoint
-        expect(first).toMatchObject({ _tag: "Signed", checkpoint: { size: 7, hash: records[6]!.auditIntegrity.eventHash } })
+        expect(first).toMatchObject({
+          _tag: "Signed",
+          checkpoint: { size: 7, hash: records[6]!.auditIntegrity.eventHash }
+        })
         expect(yield* checkpointer.checkpoint).toEqual({ _tag: "Unchanged", size: 7 })
         yield* Effect.promise(() => append(prefix, 3))
         expect(yield* checkpointer.checkpoint).toMatchObject({ _tag: "Signed", checkpoint: { size: 10 } })
@@ -145,8 +153,13 @@ describe("the checkpointer", () => {
     // Two long-lived checkpointers (each remembers its newest checkpoint) ...
     const longLived = [0, 1].map(() => {
       const notes: Array<Checkpoint.SignedCheckpoint> = []
-      const done = withCheckpointer(prefix, { sink: Checkpoint.functionSink((c) => void notes.push(c)) }, (checkpointer) =>
-        Effect.forEach(attempts, () => Effect.zipRight(refused(checkpointer.checkpoint), Effect.sleep("3 millis")), { discard: true })
+      const done = withCheckpointer(
+        prefix,
+        { sink: Checkpoint.functionSink((c) => void notes.push(c)) },
+        (checkpointer) =>
+          Effect.forEach(attempts, () => Effect.zipRight(refused(checkpointer.checkpoint), Effect.sleep("3 millis")), {
+            discard: true
+          })
       )
       return { notes, done, fresh: false }
     })
@@ -155,12 +168,15 @@ describe("the checkpointer", () => {
     const fresh = [0, 1].map(() => {
       const notes: Array<Checkpoint.SignedCheckpoint> = []
       const once = Effect.scoped(
-        Effect.flatMap(Checkpoint.make({ key: signer, sink: Checkpoint.functionSink((c) => void notes.push(c)) }), (c) => c.checkpoint)
+        Effect.flatMap(
+          Checkpoint.make({ key: signer, sink: Checkpoint.functionSink((c) => void notes.push(c)) }),
+          (c) => c.checkpoint
+        )
       )
       const done = promiseRunner()(
-        Effect.forEach(attempts, () => Effect.zipRight(refused(once), Effect.sleep("3 millis")), { discard: true }).pipe(
-          Effect.provide(storeLayer(prefix))
-        )
+        Effect.forEach(attempts, () => Effect.zipRight(refused(once), Effect.sleep("3 millis")), {
+          discard: true
+        }).pipe(Effect.provide(storeLayer(prefix)))
       )
       return { notes, done, fresh: true }
     })
@@ -168,7 +184,8 @@ describe("the checkpointer", () => {
     const writers = [append(prefix, 60, "a"), append(prefix, 60, "b")]
     // Mid-run, a failover to a replica that lags: the chain loses its last records and
     // the writers carry on from there, so sequences past the cut get new hashes.
-    for (let i = 0; i < 200 && (await redis.llen(`${prefix}chain`)) < 40; i++) await new Promise((done) => setTimeout(done, 5))
+    for (let i = 0; i < 200 && (await redis.llen(`${prefix}chain`)) < 40; i++)
+      await new Promise((done) => setTimeout(done, 5))
     const length = await redis.llen(`${prefix}chain`)
     const cut = Math.max(1, length - 8)
     await rewind(prefix, cut)
@@ -184,7 +201,8 @@ describe("the checkpointer", () => {
     }
     expect(hashes.size).toBeGreaterThan(1)
     for (const [size, set] of hashes) expect([size, set.size]).toEqual([size, 1])
-    for (const racer of racers) for (const c of racer.notes) await Effect.runPromise(Checkpoint.open(c.note, signer.verifierKey))
+    for (const racer of racers)
+      for (const c of racer.notes) await Effect.runPromise(Checkpoint.open(c.note, signer.verifierKey))
     // The fence holds the largest size signed.
     const largest = Math.max(...hashes.keys())
     expect((await redis.get(`${prefix}checkpoint`))?.split(" ")[0]).toBe(String(largest))
@@ -204,7 +222,10 @@ describe("the checkpointer", () => {
     // A fresh checkpointer (nothing outside Redis) is stopped by the fence.
     const error = await failureOf(withCheckpointer(prefix, {}, (c) => c.checkpoint))
     expect(error).toBeInstanceOf(ChainMissesCheckpoint)
-    expect(error).toMatchObject({ checkpoint: { size: 20, hash: old }, found: { sequence: 20, eventHash: await hashAt(prefix, 20) } })
+    expect(error).toMatchObject({
+      checkpoint: { size: 20, hash: old },
+      found: { sequence: 20, eventHash: await hashAt(prefix, 20) }
+    })
     expect(await redis.get(`${prefix}checkpoint`)).toBe(`20 ${old}`)
   })
 
@@ -223,7 +244,9 @@ describe("the checkpointer", () => {
     const other = (await Effect.runPromise(Checkpoint.generateKey("test.example/log"))).signer
     const foreign = join(dir, "foreign.notes")
     await writeFile(foreign, Checkpoint.sign(other, { size: 1, hash: await hashAt(prefix, 1) }).note)
-    expect(await failureOf(withCheckpointer(prefix, { sink: Checkpoint.fileSink(foreign) }, (c) => c.checkpoint))).toMatchObject({
+    expect(
+      await failureOf(withCheckpointer(prefix, { sink: Checkpoint.fileSink(foreign) }, (c) => c.checkpoint))
+    ).toMatchObject({
       _tag: "CheckpointNoteRejected"
     })
   })
@@ -235,7 +258,11 @@ describe("the checkpointer", () => {
     record.i = 99
     await redis.lset(`${prefix}chain`, 2, JSON.stringify(record))
     const error = await failureOf(withCheckpointer(prefix, {}, (c) => c.checkpoint))
-    expect(error).toMatchObject({ _tag: "CorruptData", element: 2, detail: expect.stringMatching(/sequence 3 .*nothing signed/) })
+    expect(error).toMatchObject({
+      _tag: "CorruptData",
+      element: 2,
+      detail: expect.stringMatching(/sequence 3 .*nothing signed/)
+    })
     expect(await redis.exists(`${prefix}checkpoint`)).toBe(0)
   })
 
@@ -277,7 +304,13 @@ describe("the checkpointer", () => {
     const file = join(dir, "facade.notes")
     const client = new Redis(url)
     try {
-      const checkpointer = await startCheckpointer({ client, keyPrefix: prefix, key: keyFile, sink: { file }, everyRecords: 5 })
+      const checkpointer = await startCheckpointer({
+        client,
+        keyPrefix: prefix,
+        key: keyFile,
+        sink: { file },
+        everyRecords: 5
+      })
       expect(checkpointer.verifierKey).toBe(verifierKey)
       await append(prefix, 4)
       expect(await checkpointer.checkpoint()).toMatchObject({ _tag: "Signed", checkpoint: { size: 4 } })
@@ -288,7 +321,9 @@ describe("the checkpointer", () => {
       const again = await startCheckpointer({ client, keyPrefix: prefix, key: keyFile, sink: { file } })
       expect((await again.latest())?.size).toBe(4)
       await again.close()
-      expect(await failureOf(startCheckpointer({ client, keyPrefix: prefix, key: join(dir, "none.key"), sink: "stdout" }))).toMatchObject({
+      expect(
+        await failureOf(startCheckpointer({ client, keyPrefix: prefix, key: join(dir, "none.key"), sink: "stdout" }))
+      ).toMatchObject({
         _tag: "CheckpointKeyInvalid",
         reason: "no such file"
       })
@@ -313,9 +348,10 @@ describe("the in-memory checkpointer", () => {
         return out
       }).pipe(
         Effect.provide(
-          Layer.mergeAll(AuditLog.layer, Checkpoint.layerMemory({ key: signer, sink: Checkpoint.functionSink((c) => void notes.push(c)) })).pipe(
-            Layer.provideMerge(AuditStore.layerMemory())
-          )
+          Layer.mergeAll(
+            AuditLog.layer,
+            Checkpoint.layerMemory({ key: signer, sink: Checkpoint.functionSink((c) => void notes.push(c)) })
+          ).pipe(Layer.provideMerge(AuditStore.layerMemory()))
         )
       )
     )
@@ -343,7 +379,10 @@ describe("replicas as witnesses", () => {
 
     await rewind(prefix, 8)
     const shorter = await witnessed(prefix, note)
-    expect(shorter).toMatchObject({ _tag: "Failure", cause: { error: { _tag: "ChainMissesCheckpoint", found: null, checkpoint: { size: 10 } } } })
+    expect(shorter).toMatchObject({
+      _tag: "Failure",
+      cause: { error: { _tag: "ChainMissesCheckpoint", found: null, checkpoint: { size: 10 } } }
+    })
 
     // FLUSHALL, and a fresh chain longer than the checkpoint.
     await redis.del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`, `${prefix}commits`)
@@ -356,8 +395,12 @@ describe("replicas as witnesses", () => {
 
     // A note that is not the key's, a bad verifier key.
     const other = (await Effect.runPromise(Checkpoint.generateKey("test.example/log"))).signer
-    expect(await witnessed(prefix, note, other.verifierKey)).toMatchObject({ cause: { error: { _tag: "CheckpointNoteRejected" } } })
-    expect(await witnessed(prefix, note, "nonsense")).toMatchObject({ cause: { error: { _tag: "CheckpointKeyInvalid" } } })
+    expect(await witnessed(prefix, note, other.verifierKey)).toMatchObject({
+      cause: { error: { _tag: "CheckpointNoteRejected" } }
+    })
+    expect(await witnessed(prefix, note, "nonsense")).toMatchObject({
+      cause: { error: { _tag: "CheckpointKeyInvalid" } }
+    })
   })
 
   it("the facade's witness option: checked() and the first transaction reject, nothing is appended", async () => {
@@ -368,10 +411,18 @@ describe("replicas as witnesses", () => {
     const latest = () => Effect.runPromise(Checkpoint.latestFromFile(file))
     const client = new Redis(url)
     try {
-      const store = createRedisAuditStore({ client, keyPrefix: prefix, witness: { verifierKey: signer.verifierKey, latest } })
+      const store = createRedisAuditStore({
+        client,
+        keyPrefix: prefix,
+        witness: { verifierKey: signer.verifierKey, latest }
+      })
       await store.checked()
       await redis.del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`, `${prefix}commits`)
-      const fresh = createRedisAuditStore({ client, keyPrefix: prefix, witness: { verifierKey: signer.verifierKey, latest } })
+      const fresh = createRedisAuditStore({
+        client,
+        keyPrefix: prefix,
+        witness: { verifierKey: signer.verifierKey, latest }
+      })
       expect(await failureOf(fresh.checked())).toBeInstanceOf(ChainMissesCheckpoint)
       const build = async ({ readLastIntegrity, persist }: any) => {
         const previous = await readLastIntegrity()
@@ -401,6 +452,10 @@ describe("verifyCheckpoints over notes the checkpointer wrote", () => {
       )
     expect(await verify()).toMatchObject({ valid: true, checkpoints: 3, newest: { size: 13 } })
     await rewind(prefix, 11)
-    expect(await verify()).toMatchObject({ valid: false, checkpoint: { size: 12 }, failure: { _tag: "Shorter", length: 11 } })
+    expect(await verify()).toMatchObject({
+      valid: false,
+      checkpoint: { size: 12 },
+      failure: { _tag: "Shorter", length: 11 }
+    })
   })
 })

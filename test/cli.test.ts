@@ -66,7 +66,8 @@ const exec = (command: string, args: ReadonlyArray<string>, env: Record<string, 
     })
   })
 
-const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) => exec(process.execPath, [bin, ...args], env)
+const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  exec(process.execPath, [bin, ...args], env)
 
 const lines = (text: string) => text.split("\n").filter((line) => line.length > 0)
 const lastLine = (text: string) => lines(text).at(-1) ?? ""
@@ -78,7 +79,6 @@ const expectOneLineError = (run: Run) => {
   expect(run.stderr).not.toMatch(/\n\s+at |Error:|FiberFailure|\{$/m)
 }
 
-
 const refVerifyLines = (texts: ReadonlyArray<string>) => refVerify(texts.map((text) => JSON.parse(text)))
 
 let url: string
@@ -89,7 +89,10 @@ let dir: string
 const writeChain = async (prefix: string, n: number): Promise<Array<string>> => {
   const records = await Effect.runPromise(
     Effect.flatMap(AuditLog.AuditLog, (log) =>
-      Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => log.record({ type: "cli.test", i }))
+      Effect.forEach(
+        Array.from({ length: n }, (_, i) => i),
+        (i) => log.record({ type: "cli.test", i })
+      )
     ).pipe(
       Effect.provide(
         AuditLog.layer.pipe(
@@ -142,17 +145,39 @@ describe("verify", () => {
     await redis.ltrim(`${prefix}chain`, 0, 9)
     const truncated = await cli(["verify", "--url", url, "--prefix", prefix])
     expect(truncated.code).toBe(1)
-    expect(lastLine(truncated.stdout)).toMatch(/^invalid at sequence 11 \(list index 10\): sequence mismatch \(record missing\)/)
+    expect(lastLine(truncated.stdout)).toMatch(
+      /^invalid at sequence 11 \(list index 10\): sequence mismatch \(record missing\)/
+    )
   })
 
   it("verifies from a checkpoint given as --from-sequence and --from-hash", async () => {
     const prefix = uniquePrefix("cli-checkpoint")
     const hashes = await writeChain(prefix, 50)
     await redis.lset(`${prefix}chain`, 5, "damage before the checkpoint")
-    const run = await cli(["verify", "--url", url, "--prefix", prefix, "--from-sequence", "40", "--from-hash", hashes[39]!])
+    const run = await cli([
+      "verify",
+      "--url",
+      url,
+      "--prefix",
+      prefix,
+      "--from-sequence",
+      "40",
+      "--from-hash",
+      hashes[39]!
+    ])
     expect(run.code, run.stderr).toBe(0)
     expect(lastLine(run.stdout)).toBe(`valid: 10 records after checkpoint 40 (head 50 ${hashes[49]})`)
-    const wrong = await cli(["verify", "--url", url, "--prefix", prefix, "--from-sequence", "40", "--from-hash", hashes[38]!])
+    const wrong = await cli([
+      "verify",
+      "--url",
+      url,
+      "--prefix",
+      prefix,
+      "--from-sequence",
+      "40",
+      "--from-hash",
+      hashes[38]!
+    ])
     expect(wrong.code).toBe(1)
     expect(lastLine(wrong.stdout)).toMatch(/^invalid at sequence 40 .*event hash mismatch/)
   })
@@ -244,7 +269,16 @@ describe("stats", () => {
     )
     const lockToken = `secret-lock-token-${randomBytes(6).toString("hex")}`
     await redis.set(`${auditPrefix}lock`, lockToken, "PX", 30_000)
-    const run = await cli(["stats", "--json", "--url", url, "--audit-prefix", auditPrefix, "--vault-prefix", vaultPrefix])
+    const run = await cli([
+      "stats",
+      "--json",
+      "--url",
+      url,
+      "--audit-prefix",
+      auditPrefix,
+      "--vault-prefix",
+      vaultPrefix
+    ])
     expect(run.code, run.stderr).toBe(0)
     const stats = JSON.parse(lastLine(run.stdout))
     expect(stats).toMatchObject({
@@ -275,7 +309,9 @@ describe("demo", () => {
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toBe("")
     expect(run.stdout).toMatch(/^demo: 4 replicas, 200 events on the in-memory stores/m)
-    expect(run.stdout).toMatch(/^tokens: \d+ created, \d+ reused, \d+ expired and pruned; vault holds \d+ at version \d+$/m)
+    expect(run.stdout).toMatch(
+      /^tokens: \d+ created, \d+ reused, \d+ expired and pruned; vault holds \d+ at version \d+$/m
+    )
     expect(run.stdout).toMatch(/^chain valid: 200 records \(head 200 [A-Za-z0-9_-]{43}\)$/m)
     expect(lastLine(run.stdout)).toMatch(/^elapsed \d+\.\d\d s, \d+ events\/s$/)
   })
@@ -437,7 +473,10 @@ describe("operator behaviour", () => {
   })
 
   it("SIGINT and SIGTERM end with 130 and 143, one line on stderr, nothing else", async () => {
-    for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    for (const [signal, code] of [
+      ["SIGINT", 130],
+      ["SIGTERM", 143]
+    ] as const) {
       const started = Date.now()
       const child = spawn(process.execPath, [bin, "demo", "--replicas", "1", "--events", "1000000"], {
         cwd: root,

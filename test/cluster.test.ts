@@ -40,11 +40,19 @@ const cluster = (): Cluster => {
 type Style = "facade" | "layer"
 const styles: ReadonlyArray<Style> = ["facade", "layer"]
 
-const auditOn = async (client: Cluster, prefix: string, style: Style, lock?: LockPolicy): Promise<AuditStoreUnderTest> => {
+const auditOn = async (
+  client: Cluster,
+  prefix: string,
+  style: Style,
+  lock?: LockPolicy
+): Promise<AuditStoreUnderTest> => {
   const options = { keyPrefix: prefix, ...(lock ? { lock } : {}) }
   if (style === "facade") return asCore(createRedisAuditStore({ client, ...options }))
   const store = await Effect.runPromise(
-    Effect.provide(AuditStore.AuditStore, AuditStore.layer(options).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+    Effect.provide(
+      AuditStore.AuditStore,
+      AuditStore.layer(options).pipe(Layer.provide(RedisClient.layerFromClient(client)))
+    )
   )
   return asCore(toHaechiAuditStore(store))
 }
@@ -53,7 +61,10 @@ const vaultOn = async (client: Cluster, prefix: string, style: Style, lock?: Loc
   const options = { keyPrefix: prefix, ...(lock ? { lock } : {}) }
   if (style === "facade") return createRedisTokenStore({ client, ...options })
   const store = await Effect.runPromise(
-    Effect.provide(TokenStore.TokenStore, TokenStore.layer(options).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+    Effect.provide(
+      TokenStore.TokenStore,
+      TokenStore.layer(options).pipe(Layer.provide(RedisClient.layerFromClient(client)))
+    )
   )
   return toHaechiTokenStore(store)
 }
@@ -189,9 +200,7 @@ describe("a prefix that would scatter a store's keys over the cluster is refused
       await Effect.runPromise(
         Effect.flip(Effect.scoped(Layer.build(AuditStore.layer().pipe(Layer.provide(provided)))))
       ),
-      await Effect.runPromise(
-        Effect.flip(Effect.scoped(Layer.build(TokenStore.layer().pipe(Layer.provide(provided)))))
-      )
+      await Effect.runPromise(Effect.flip(Effect.scoped(Layer.build(TokenStore.layer().pipe(Layer.provide(provided))))))
     ]
     for (const error of errors) {
       expect(error).toBeInstanceOf(InvalidConfig)

@@ -141,7 +141,15 @@ describe.each(allKinds)("$name", (kind) => {
         readonly _tag = "MyError"
       }
       const tagged = new Tagged("tagged")
-      expect.soft(await rejection(store.transaction(async () => { throw tagged }))).toBe(tagged)
+      expect
+        .soft(
+          await rejection(
+            store.transaction(async () => {
+              throw tagged
+            })
+          )
+        )
+        .toBe(tagged)
 
       expect(await records()).toEqual(before)
       // The chain goes on from where it was.
@@ -158,7 +166,7 @@ describe.each(allKinds)("$name", (kind) => {
       const events: Array<Record<string, unknown>> = [
         {
           type: "request",
-          text: "ünïcødé 한국어 🔑 \"quoted\" \\ back \n new \u2028 \u0007",
+          text: 'ünïcødé 한국어 🔑 "quoted" \\ back \n new \u2028 \u0007',
           numbers: [0, -1, 0.1, 1e-7, 1e21, Number.MAX_SAFE_INTEGER, 3.14159],
           nested: { deep: { deeper: [{ a: null }, [], {}, ""] } },
           flags: { yes: true, no: false },
@@ -253,7 +261,11 @@ describe.each(allKinds)("$name", (kind) => {
       expect(again).toEqual({ token: alice.token, type: "email", reused: true })
       const phone = await vault.tokenize("010-1234-5678", { type: "phone", ttlMs: 1_000 })
 
-      expect(await vault.reveal(alice.token)).toEqual({ token: alice.token, type: "email", plaintext: "alice@example.com" })
+      expect(await vault.reveal(alice.token)).toEqual({
+        token: alice.token,
+        type: "email",
+        plaintext: "alice@example.com"
+      })
       expect(await vault.detokenize([alice.token, phone.token, "tok_email_missing"])).toEqual(
         new Map([
           [alice.token, "alice@example.com"],
@@ -303,7 +315,12 @@ describe.each(allKinds)("$name", (kind) => {
         expect(view.get("t1")).toEqual(one)
         expect(view.delete("t3")).toBe(true)
         expect(view.get("t3")).toBeUndefined()
-        expect(view.entries().map(([t]) => t).sort()).toEqual(["t1", "t2"])
+        expect(
+          view
+            .entries()
+            .map(([t]) => t)
+            .sort()
+        ).toEqual(["t1", "t2"])
       })
       const check = (view: ReadView | MutableView) => {
         expect(view.get("t1")).toEqual(one)
@@ -356,11 +373,24 @@ describe.each(allKinds)("$name", (kind) => {
       )
       expect.soft(error).toBe(boom)
       const readError = new TypeError("in read")
-      expect.soft(await rejection(store.read(() => { throw readError }))).toBe(readError)
+      expect
+        .soft(
+          await rejection(
+            store.read(() => {
+              throw readError
+            })
+          )
+        )
+        .toBe(readError)
       expect(await tokens()).toEqual(before)
       expect(await versionOf(kind, prefix)).toBe(version)
       await store.read((view) => {
-        expect(view.entries().map(([t]) => t).sort()).toEqual(["k1", "k2", "k3"])
+        expect(
+          view
+            .entries()
+            .map(([t]) => t)
+            .sort()
+        ).toEqual(["k1", "k2", "k3"])
         expect(view.get("k1")).toEqual(tokenRecord("k1"))
       })
     })
@@ -436,30 +466,36 @@ describe.each(allKinds)("$name", (kind) => {
         for (const t of ["a", "b", "c"]) view.set(t, tokenRecord(t))
       })
       const before = await tokens()
-      const snapshot = await store.read((view) => Object.fromEntries(view.entries().map(([t, r]) => [t, JSON.parse(JSON.stringify(r))])))
+      const snapshot = await store.read((view) =>
+        Object.fromEntries(view.entries().map(([t, r]) => [t, JSON.parse(JSON.stringify(r))]))
+      )
 
       const boom = new Error("after editing")
-      expect.soft(
-        await rejection(
-          store.mutate(async (view) => {
-            const a = loose(view.get("a"))
-            a.expiresAt = "edited"
-            a.metadata.fingerprint = "edited"
-            view.set("a", a)
-            const b = loose(view.get("b"))
-            b.type = "edited without set"
-            b.envelope.iv = "edited"
-            view.delete("c")
-            view.set("d", tokenRecord("d"))
-            await sleep(1)
-            throw boom
-          })
+      expect
+        .soft(
+          await rejection(
+            store.mutate(async (view) => {
+              const a = loose(view.get("a"))
+              a.expiresAt = "edited"
+              a.metadata.fingerprint = "edited"
+              view.set("a", a)
+              const b = loose(view.get("b"))
+              b.type = "edited without set"
+              b.envelope.iv = "edited"
+              view.delete("c")
+              view.set("d", tokenRecord("d"))
+              await sleep(1)
+              throw boom
+            })
+          )
         )
-      ).toBe(boom)
+        .toBe(boom)
 
       const all = (view: ReadView) => Object.fromEntries(view.entries().map(([t, r]) => [t, r]))
       for (const s of stores) {
-        expect(await s.read((view) => ({ a: view.get("a"), b: view.get("b"), c: view.get("c"), d: view.get("d") }))).toEqual({
+        expect(
+          await s.read((view) => ({ a: view.get("a"), b: view.get("b"), c: view.get("c"), d: view.get("d") }))
+        ).toEqual({
           ...snapshot,
           d: undefined
         })
@@ -506,7 +542,7 @@ describe.each(allKinds)("$name", (kind) => {
         "undefined",
         "0",
         "-1",
-        "a\nb\t\"c\"\\",
+        'a\nb\t"c"\\',
         "tok_email_0123456789abcdef"
       ]
       for (const store of stores) {
@@ -563,7 +599,7 @@ describe.each(allKinds)("$name", (kind) => {
         ...tokenRecord("j"),
         metadata: {
           fingerprint: "fp",
-          text: "ünïcødé 한국어 🔑 \"q\" \\ \n \u2028 \u0000",
+          text: 'ünïcødé 한국어 🔑 "q" \\ \n \u2028 \u0000',
           numbers: [0, -1, 0.1, 1e-7, 1e21, -0, Number.MAX_SAFE_INTEGER],
           nested: { deep: [{ a: null }, [], {}, ""] },
           flags: [true, false]
@@ -609,9 +645,7 @@ describe.each(allKinds)("$name", (kind) => {
       const expectedTokens = [...fromA, ...fromB].map((t) => t.token).sort()
       expect((await a.exportMetadata()).map((m) => m.token).sort()).toEqual(expectedTokens)
       expect((await b.exportMetadata()).map((m) => m.token).sort()).toEqual(expectedTokens)
-      expect(await b.detokenize(fromA.map((t) => t.token))).toEqual(
-        new Map(fromA.map((t, i) => [t.token, `a${i}@x`]))
-      )
+      expect(await b.detokenize(fromA.map((t) => t.token))).toEqual(new Map(fromA.map((t, i) => [t.token, `a${i}@x`])))
 
       // The same value tokenized on both replicas at once dedupes to one token.
       const [x, y] = await Promise.all([

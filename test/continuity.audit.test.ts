@@ -51,7 +51,9 @@ const inspect = () => connect()
 /** Verifies the stored chain with the store's own verifier (head keys included). */
 const verifyAt = (client: Redis, prefix: string) =>
   Effect.runPromise(
-    verifyStore().pipe(Effect.provide(AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client)))))
+    verifyStore().pipe(
+      Effect.provide(AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+    )
   )
 
 /** A replica that has written `n` records (so its head is cached) and its sink. */
@@ -78,7 +80,8 @@ describe.each(styles)("a store key deleted by hand (%s)", (style) => {
       const seed = await seeded(style, prefix, 5)
       await client.del(...deleted.map((k) => `${prefix}${k}`))
       const before = await dumpKeys(client, prefix)
-      const sink = freshness === "cached" ? seed.sink : createAuditSink({ store: await auditReplica(style, connect(), prefix) })
+      const sink =
+        freshness === "cached" ? seed.sink : createAuditSink({ store: await auditReplica(style, connect(), prefix) })
       for (let attempt = 0; attempt < 2; attempt++) {
         const error = expectTag(await rejection(sink.record({ id: "after" })), "ChainBroken", { prefix })
         const keys = error["keys"] as ReadonlyArray<string>
@@ -89,7 +92,8 @@ describe.each(styles)("a store key deleted by hand (%s)", (style) => {
       // The verifier agrees: the head keys do not match the list.
       const result = await verifyAt(client, prefix)
       expect(result.valid).toBe(false)
-      if (!result.valid) expect(result.reason._tag === "HeadKeysDisagree" || result.reason._tag === "SequenceMismatch").toBe(true)
+      if (!result.valid)
+        expect(result.reason._tag === "HeadKeysDisagree" || result.reason._tag === "SequenceMismatch").toBe(true)
     })
   })
 
@@ -188,7 +192,10 @@ describe.each(styles)("an older snapshot restored (DUMP/RESTORE) (%s)", (style) 
     const other = createAuditSink({ store: await auditReplica(style, connect(), prefix) })
     for (let i = 0; i < 4; i++) await other.record({ id: `other-${i}` })
     const before = await dumpKeys(client, prefix)
-    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", { seen: { sequence: 5 }, current: { sequence: 7 } })
+    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", {
+      seen: { sequence: 5 },
+      current: { sequence: 7 }
+    })
     expect(await dumpKeys(client, prefix)).toEqual(before)
   })
 
@@ -200,7 +207,10 @@ describe.each(styles)("an older snapshot restored (DUMP/RESTORE) (%s)", (style) 
     await recording.record({ id: "seen-by-both" })
     await failing.sink.record({ id: "three" })
     await client.del(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`, `${prefix}commits`)
-    expectTag(await rejection(failing.sink.record({ id: "x" })), "ChainRewound", { seen: { sequence: 4 }, current: null })
+    expectTag(await rejection(failing.sink.record({ id: "x" })), "ChainRewound", {
+      seen: { sequence: 4 },
+      current: null
+    })
     expect(await client.exists(`${prefix}chain`)).toBe(0)
     await recording.record({ id: "after" })
     const chain = await chainOf(client, prefix)
@@ -231,7 +241,8 @@ describe("the Effect API: AuditLog over a rewound store", () => {
       )
       if (onRewind === "fail") {
         expect(outcome._tag).toBe("Left")
-        if (outcome._tag === "Left") expect(outcome.left).toMatchObject({ _tag: "ChainRewound", seen: { sequence: 2 }, current: { sequence: 1 } })
+        if (outcome._tag === "Left")
+          expect(outcome.left).toMatchObject({ _tag: "ChainRewound", seen: { sequence: 2 }, current: { sequence: 1 } })
         expect(await client.llen(`${prefix}chain`)).toBe(1)
       } else {
         expect(outcome._tag).toBe("Right")
@@ -292,32 +303,35 @@ describe("FLUSHALL and eviction (dedicated servers)", () => {
     }
   })
 
-  it.each(styles)("eviction under allkeys-lru (%s): the next append is refused with a typed error and writes nothing", async (style) => {
-    const prefix = uniquePrefix("evict")
-    const client = new Redis(evicting.url)
-    const clients: Array<Redis> = [client]
-    try {
-      await client.flushall()
-      const c = new Redis(evicting.url)
-      clients.push(c)
-      const sink = createAuditSink({ store: await auditReplica(style, c, prefix, { onRewind: "fail" }) })
-      for (let i = 0; i < 40; i++) await sink.record({ id: `e-${i}`, pad: "p".repeat(2_000) })
-      // Fill memory until the LRU policy has evicted one of the store's keys (bounded).
-      const keys = ["chain", "head", "head:hash"].map((k) => `${prefix}${k}`)
-      let filler = 0
-      while ((await client.exists(...keys)) === keys.length && filler < 2_000) {
-        await client.set(`filler:${filler++}`, "f".repeat(50_000))
+  it.each(styles)(
+    "eviction under allkeys-lru (%s): the next append is refused with a typed error and writes nothing",
+    async (style) => {
+      const prefix = uniquePrefix("evict")
+      const client = new Redis(evicting.url)
+      const clients: Array<Redis> = [client]
+      try {
+        await client.flushall()
+        const c = new Redis(evicting.url)
+        clients.push(c)
+        const sink = createAuditSink({ store: await auditReplica(style, c, prefix, { onRewind: "fail" }) })
+        for (let i = 0; i < 40; i++) await sink.record({ id: `e-${i}`, pad: "p".repeat(2_000) })
+        // Fill memory until the LRU policy has evicted one of the store's keys (bounded).
+        const keys = ["chain", "head", "head:hash"].map((k) => `${prefix}${k}`)
+        let filler = 0
+        while ((await client.exists(...keys)) === keys.length && filler < 2_000) {
+          await client.set(`filler:${filler++}`, "f".repeat(50_000))
+        }
+        expect((await client.exists(...keys)) < keys.length).toBe(true)
+        const before = await dumpKeys(client, prefix)
+        const error = (await rejection(sink.record({ id: "after" }))) as { _tag?: string }
+        expect(["ChainBroken", "ChainRewound"]).toContain(error._tag)
+        expect(error).toBeInstanceOf(Error)
+        expect(await dumpKeys(client, prefix)).toEqual(before)
+      } finally {
+        await Promise.all(clients.map((c) => c.quit()))
       }
-      expect((await client.exists(...keys)) < keys.length).toBe(true)
-      const before = await dumpKeys(client, prefix)
-      const error = (await rejection(sink.record({ id: "after" }))) as { _tag?: string }
-      expect(["ChainBroken", "ChainRewound"]).toContain(error._tag)
-      expect(error).toBeInstanceOf(Error)
-      expect(await dumpKeys(client, prefix)).toEqual(before)
-    } finally {
-      await Promise.all(clients.map((c) => c.quit()))
     }
-  })
+  )
 })
 
 // ---------------------------------------------------------------------------
@@ -326,7 +340,9 @@ describe("`haechi-store verify` on broken head keys and recorded rewinds", () =>
   const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
   const cli = (args: ReadonlyArray<string>) =>
     new Promise<{ code: number | null; stdout: string }>((done, fail) => {
-      const child = spawn(process.execPath, [join(root, "cli", "dist", "bin.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, [join(root, "cli", "dist", "bin.js"), ...args], {
+        stdio: ["ignore", "pipe", "pipe"]
+      })
       let stdout = ""
       child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
       const timer = setTimeout(() => child.kill("SIGKILL"), 60_000)
@@ -348,10 +364,16 @@ describe("`haechi-store verify` on broken head keys and recorded rewinds", () =>
     await sink.record({ id: "after" })
     const valid = await cli(["verify", "--url", url, "--prefix", prefix])
     expect(valid.code).toBe(0)
-    expect(valid.stdout).toMatch(/^recorded rewind at sequence 4: a replica had seen head 4 \S+, the chain resumed on head 3 /m)
+    expect(valid.stdout).toMatch(
+      /^recorded rewind at sequence 4: a replica had seen head 4 \S+, the chain resumed on head 3 /m
+    )
     const json = await cli(["verify", "--json", "--url", url, "--prefix", prefix])
     expect(json.code).toBe(0)
-    const rewinds = (JSON.parse(json.stdout) as { rewinds: ReadonlyArray<{ lost: { sequence: number }; resumedOn: { sequence: number } | null }> }).rewinds
+    const rewinds = (
+      JSON.parse(json.stdout) as {
+        rewinds: ReadonlyArray<{ lost: { sequence: number }; resumedOn: { sequence: number } | null }>
+      }
+    ).rewinds
     expect(rewinds.map((r) => [r.lost.sequence, r.resumedOn?.sequence])).toEqual([[4, 3]])
     await client.del(`${prefix}head:hash`)
     const broken = await cli(["verify", "--url", url, "--prefix", prefix])
@@ -387,7 +409,9 @@ describe("property: writers racing with a rewind injected at any point", () => {
           const client = connect()
           const total = writers.reduce((n, w) => n + w.ops, 0)
           const sinks = await Promise.all(
-            writers.map(async (w) => createAuditSink({ store: await auditReplica(w.style, connect(), prefix, { onRewind }) }))
+            writers.map(async (w) =>
+              createAuditSink({ store: await auditReplica(w.style, connect(), prefix, { onRewind }) })
+            )
           )
           // Every writer has seen the empty chain or more before anything happens.
           const acked: Array<Array<{ sequence: number; eventHash: string }>> = writers.map(() => [])
@@ -460,7 +484,10 @@ describe.each(styles)("a rewind is only what the replica saw (%s)", (style) => {
     const prefix = uniquePrefix("not-seen")
     const client = inspect()
     const { store } = await seeded(style, prefix, 2)
-    const stranger = buildNextRecord({ id: "s" }, { alg: "sha256", canonicalization: "json-stable-v1", sequence: 2, previousHash: null, eventHash: "A".repeat(43) })
+    const stranger = buildNextRecord(
+      { id: "s" },
+      { alg: "sha256", canonicalization: "json-stable-v1", sequence: 2, previousHash: null, eventHash: "A".repeat(43) }
+    )
     const error = await rejection(store.transaction(async ({ persist }) => persist(stranger as never)))
     expectTag(error, "InvalidRecord")
     expect(await client.llen(`${prefix}chain`)).toBe(2)
@@ -524,7 +551,10 @@ describe.each(styles)("a head read fresh, then lost (%s)", (style) => {
     const prefix = uniquePrefix("fresh-aba")
     const { client, sink } = await readAhead(prefix, "fail", "before-own")
     const before = await dumpKeys(client, prefix)
-    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", { seen: { sequence: 2 }, current: { sequence: 4 } })
+    expectTag(await rejection(sink.record({ id: "after" })), "ChainRewound", {
+      seen: { sequence: 2 },
+      current: { sequence: 4 }
+    })
     expect(await dumpKeys(client, prefix)).toEqual(before)
   })
 })
@@ -545,14 +575,19 @@ describe("the Effect API: a head read fresh, then lost", () => {
         yield* log.record({ id: "a" })
         const old = yield* Effect.promise(() => takeSnapshot(client, prefix))
         yield* Effect.promise(() => other.record({ id: "b" }))
-        const read = yield* Effect.either(store.transaction((tx) => Effect.flatMap(tx.readLastIntegrity, (head) => Effect.fail(head))))
+        const read = yield* Effect.either(
+          store.transaction((tx) => Effect.flatMap(tx.readLastIntegrity, (head) => Effect.fail(head)))
+        )
         yield* Effect.promise(() => restoreSnapshot(client, old))
         return { read, after: yield* Effect.either(log.record({ id: "c" })) }
       }).pipe(Effect.provide(layer))
     )
     expect(outcome.read).toMatchObject({ _tag: "Left", left: { sequence: 2 } })
     const readHash = outcome.read._tag === "Left" ? (outcome.read.left as { eventHash: string }).eventHash : ""
-    expect(outcome.after).toMatchObject({ _tag: "Left", left: { _tag: "ChainRewound", seen: { sequence: 2, eventHash: readHash }, current: { sequence: 1 } } })
+    expect(outcome.after).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "ChainRewound", seen: { sequence: 2, eventHash: readHash }, current: { sequence: 1 } }
+    })
     expect(await client.llen(`${prefix}chain`)).toBe(1)
   })
 })

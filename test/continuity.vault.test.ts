@@ -32,7 +32,11 @@ const connect = (url = server.url): Redis => {
 }
 /** Quits the connections to `url` (before its server stops, so none reconnects). */
 const disconnect = (url: string) =>
-  Promise.all(clients.filter((c) => `redis://127.0.0.1:${c.options.port}` === url).map((c) => c.quit().catch(() => c.disconnect())))
+  Promise.all(
+    clients
+      .filter((c) => `redis://127.0.0.1:${c.options.port}` === url)
+      .map((c) => c.quit().catch(() => c.disconnect()))
+  )
 
 beforeAll(async () => {
   server = await startRedis()
@@ -199,38 +203,65 @@ describe.each<ReplicaStyle>(["facade", "layer"])("vault continuity (%s)", (style
   })
 })
 
-effectIt.live("the Effect API: a read after a restored snapshot and a climb past the cached version is Redis's vault", () =>
-  Effect.gen(function* () {
-    const prefix = uniquePrefix("restore-effect")
-    const raw = connect()
-    const make = Effect.provide(
-      TokenStore.TokenStore,
-      TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
-    )
-    const writer = yield* make
-    const cached = yield* make
-    const set = (store: TokenStore.TokenStoreShape, token: string) =>
-      store.mutate((view) => Effect.sync(() => view.set(token, { type: "t", n: token })))
-    yield* set(writer, "a")
-    const older = yield* Effect.promise(() => raw.dumpBuffer(`${prefix}tokens`).then(async (tokens) => ({
-      tokens,
-      version: await raw.dumpBuffer(`${prefix}version`),
-      log: await raw.dumpBuffer(`${prefix}log`)
-    })))
-    yield* set(writer, "b")
-    expect(yield* cached.read((view) => Effect.sync(() => view.entries().map(([t]) => t).sort()))).toEqual(["a", "b"])
-    yield* Effect.promise(async () => {
-      for (const [key, value] of Object.entries(older)) await raw.restore(`${prefix}${key}`, 0, value!, "REPLACE")
+effectIt.live(
+  "the Effect API: a read after a restored snapshot and a climb past the cached version is Redis's vault",
+  () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix("restore-effect")
+      const raw = connect()
+      const make = Effect.provide(
+        TokenStore.TokenStore,
+        TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
+      )
+      const writer = yield* make
+      const cached = yield* make
+      const set = (store: TokenStore.TokenStoreShape, token: string) =>
+        store.mutate((view) => Effect.sync(() => view.set(token, { type: "t", n: token })))
+      yield* set(writer, "a")
+      const older = yield* Effect.promise(() =>
+        raw.dumpBuffer(`${prefix}tokens`).then(async (tokens) => ({
+          tokens,
+          version: await raw.dumpBuffer(`${prefix}version`),
+          log: await raw.dumpBuffer(`${prefix}log`)
+        }))
+      )
+      yield* set(writer, "b")
+      expect(
+        yield* cached.read((view) =>
+          Effect.sync(() =>
+            view
+              .entries()
+              .map(([t]) => t)
+              .sort()
+          )
+        )
+      ).toEqual(["a", "b"])
+      yield* Effect.promise(async () => {
+        for (const [key, value] of Object.entries(older)) await raw.restore(`${prefix}${key}`, 0, value!, "REPLACE")
+      })
+      const other = yield* make
+      yield* set(other, "c")
+      yield* set(other, "d")
+      expect(
+        yield* cached.read((view) =>
+          Effect.sync(() =>
+            view
+              .entries()
+              .map(([t]) => t)
+              .sort()
+          )
+        )
+      ).toEqual(["a", "c", "d"])
+      expect(yield* cached.read((view) => Effect.sync(() => view.get("b")))).toBeUndefined()
+      // Its own write commits on the new history.
+      yield* set(cached, "e")
+      expect(Object.keys(yield* Effect.promise(() => raw.hgetall(`${prefix}tokens`))).sort()).toEqual([
+        "a",
+        "c",
+        "d",
+        "e"
+      ])
     })
-    const other = yield* make
-    yield* set(other, "c")
-    yield* set(other, "d")
-    expect(yield* cached.read((view) => Effect.sync(() => view.entries().map(([t]) => t).sort()))).toEqual(["a", "c", "d"])
-    expect(yield* cached.read((view) => Effect.sync(() => view.get("b")))).toBeUndefined()
-    // Its own write commits on the new history.
-    yield* set(cached, "e")
-    expect(Object.keys(yield* Effect.promise(() => raw.hgetall(`${prefix}tokens`))).sort()).toEqual(["a", "c", "d", "e"])
-  })
 )
 
 describe("eviction under allkeys-lru (a tiny maxmemory)", () => {
@@ -285,7 +316,10 @@ describe("property: writers interleaved with a rewind at any point", () => {
     | { readonly kind: "check"; readonly replica: number }
 
   const step: fc.Arbitrary<Step> = fc.oneof(
-    { weight: 5, arbitrary: fc.record({ kind: fc.constant("tokenize" as const), replica: fc.nat(2), value: fc.nat(5) }) },
+    {
+      weight: 5,
+      arbitrary: fc.record({ kind: fc.constant("tokenize" as const), replica: fc.nat(2), value: fc.nat(5) })
+    },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant("purge" as const), replica: fc.nat(2), pick: fc.nat(50) }) },
     { weight: 1, arbitrary: fc.constant({ kind: "snapshot" as const }) },
     { weight: 1, arbitrary: fc.constant({ kind: "rewind" as const }) },
@@ -295,33 +329,37 @@ describe("property: writers interleaved with a rewind at any point", () => {
   it("no replica ever answers from a cache Redis no longer backs", async () => {
     let runs = 0
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom<ReplicaStyle>("facade", "layer"), fc.array(step, { minLength: 4, maxLength: 24 }), async (style, steps) => {
-        runs++
-        const f = fleet(style, "prop-rewind")
-        const replicas = [await f.replica(), await f.replica(), await f.replica()]
-        let older: Map<string, Buffer | null> = await dumpVault(f)
-        for (const s of steps) {
-          switch (s.kind) {
-            case "tokenize":
-              await f.tokenize(replicas[s.replica]!, `value-${s.value}`)
-              break
-            case "purge": {
-              const tokens = [...f.acked.keys()]
-              if (tokens.length > 0) await replicas[s.replica]!.purge(tokens[s.pick % tokens.length]!)
-              break
+      fc.asyncProperty(
+        fc.constantFrom<ReplicaStyle>("facade", "layer"),
+        fc.array(step, { minLength: 4, maxLength: 24 }),
+        async (style, steps) => {
+          runs++
+          const f = fleet(style, "prop-rewind")
+          const replicas = [await f.replica(), await f.replica(), await f.replica()]
+          let older: Map<string, Buffer | null> = await dumpVault(f)
+          for (const s of steps) {
+            switch (s.kind) {
+              case "tokenize":
+                await f.tokenize(replicas[s.replica]!, `value-${s.value}`)
+                break
+              case "purge": {
+                const tokens = [...f.acked.keys()]
+                if (tokens.length > 0) await replicas[s.replica]!.purge(tokens[s.pick % tokens.length]!)
+                break
+              }
+              case "snapshot":
+                older = await dumpVault(f)
+                break
+              case "rewind":
+                await restoreVault(f, older)
+                break
+              case "check":
+                await expectAnswersFromRedis(f, replicas[s.replica]!)
             }
-            case "snapshot":
-              older = await dumpVault(f)
-              break
-            case "rewind":
-              await restoreVault(f, older)
-              break
-            case "check":
-              await expectAnswersFromRedis(f, replicas[s.replica]!)
           }
+          for (const vault of [...replicas, await f.replica()]) await expectAnswersFromRedis(f, vault)
         }
-        for (const vault of [...replicas, await f.replica()]) await expectAnswersFromRedis(f, vault)
-      }),
+      ),
       { numRuns: 25 }
     )
     expect(runs).toBe(25)

@@ -36,20 +36,22 @@ const unwatchedWait = (ms: number) => Effect.async<void>((resume) => void setTim
 const SLACK_MS = 600
 
 describe("every wait of an operation watches its deadline", () => {
-  it.effect("a Clock sleep ends at the deadline under a TestClock that never advances; TestClock.adjust still works inside", () =>
-    Effect.gen(function* () {
-      const bounded = within({ operation: "test sleep", timeoutMs: 200 })
-      const started = performance.now()
-      const exit = yield* Effect.exit(bounded(Effect.sleep("1 hour")))
-      const ms = performance.now() - started
-      expect(failureOf(exit)).toBeInstanceOf(OperationTimeout)
-      expect(ms).toBeGreaterThanOrEqual(195)
-      expect(ms).toBeLessThan(200 + SLACK_MS)
-      // The operation's Clock is the TestClock underneath: it can be adjusted, and time reads it.
-      const before = yield* Clock.currentTimeMillis
-      const after = yield* bounded(Effect.zipRight(TestClock.adjust("1 minute"), Clock.currentTimeMillis))
-      expect(after - before).toBe(60_000)
-    })
+  it.effect(
+    "a Clock sleep ends at the deadline under a TestClock that never advances; TestClock.adjust still works inside",
+    () =>
+      Effect.gen(function* () {
+        const bounded = within({ operation: "test sleep", timeoutMs: 200 })
+        const started = performance.now()
+        const exit = yield* Effect.exit(bounded(Effect.sleep("1 hour")))
+        const ms = performance.now() - started
+        expect(failureOf(exit)).toBeInstanceOf(OperationTimeout)
+        expect(ms).toBeGreaterThanOrEqual(195)
+        expect(ms).toBeLessThan(200 + SLACK_MS)
+        // The operation's Clock is the TestClock underneath: it can be adjusted, and time reads it.
+        const before = yield* Clock.currentTimeMillis
+        const after = yield* bounded(Effect.zipRight(TestClock.adjust("1 minute"), Clock.currentTimeMillis))
+        expect(after - before).toBe(60_000)
+      })
   )
 
   it.live("a live Clock sleep and a Redis call end at the deadline; the budget is gone after the operation", () =>
@@ -76,7 +78,12 @@ describe("every wait of an operation watches its deadline", () => {
       const bounded = within({ operation: "test send", timeoutMs: 100 })
       // The caller's own wait outlives the deadline; the SET after it must not go out.
       const late = yield* Effect.exit(
-        bounded(Effect.zipRight(unwatchedWait(300), client.run("SET late", (c) => c.set(`${prefix}late`, "1"))))
+        bounded(
+          Effect.zipRight(
+            unwatchedWait(300),
+            client.run("SET late", (c) => c.set(`${prefix}late`, "1"))
+          )
+        )
       )
       expect(failureOf(late)).toBeInstanceOf(OperationTimeout)
       // A finalizer (a lock's release) after the deadline still reaches Redis.
@@ -92,7 +99,9 @@ describe("every wait of an operation watches its deadline", () => {
       expect(failureOf(released)).toBeInstanceOf(OperationTimeout)
       expect(performance.now() - started).toBeLessThan(100 + SLACK_MS)
       yield* Effect.sleep("100 millis")
-      const [lateValue, releasedValue] = yield* client.run("GET", (c) => Promise.all([c.get(`${prefix}late`), c.get(`${prefix}released`)]))
+      const [lateValue, releasedValue] = yield* client.run("GET", (c) =>
+        Promise.all([c.get(`${prefix}late`), c.get(`${prefix}released`)])
+      )
       expect(lateValue).toBeNull()
       expect(releasedValue).toBe("1")
     })

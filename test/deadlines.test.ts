@@ -26,7 +26,12 @@ import { DEFAULT_TIMEOUT_MS } from "../src/internal/deadline.js"
 import { makeLockHandle } from "../src/internal/lock/handle.js"
 import { fromClient, RedisClient } from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
-import { createAuditSink, createTokenVault, verifyAuditChain, type AuditStore as CoreAuditStore } from "./support/haechiCore.js"
+import {
+  createAuditSink,
+  createTokenVault,
+  verifyAuditChain,
+  type AuditStore as CoreAuditStore
+} from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis, tcpProxy, type RedisServer, type TcpProxy } from "./support/redisServer.js"
 import { summary } from "./support/replica.js"
@@ -56,7 +61,9 @@ const proxyTo = async (port: number) => {
 }
 
 /** How long `promise` took to settle, its value and its rejection (undefined if it resolved). */
-const timed = async (promise: Promise<unknown>): Promise<{ readonly ms: number; readonly value?: unknown; readonly error: unknown }> => {
+const timed = async (
+  promise: Promise<unknown>
+): Promise<{ readonly ms: number; readonly value?: unknown; readonly error: unknown }> => {
   const started = performance.now()
   try {
     const value = await promise
@@ -128,20 +135,36 @@ describe("a frozen link (no bytes either way, sockets open)", () => {
 
     proxy.freeze()
     const started = performance.now()
-    const [record, tokenize, reveal, fresh, defaulted, head, length, page, stats, read, acquire, ready] = await Promise.all([
-      timed(sink.record({ type: "frozen" })),
-      timed(vault.tokenize("bob@example.com", { type: "email" })),
-      timed(vault.reveal(first.token)),
-      timed(freshAudit.transaction(async ({ readLastIntegrity }) => readLastIntegrity())),
-      timed(defaultAudit.transaction(async ({ readLastIntegrity }) => readLastIntegrity())),
-      timedEffect(Effect.flatMap(auditEffect, (s) => s.head), proxied),
-      timedEffect(Effect.flatMap(auditEffect, (s) => s.length), proxied),
-      timedEffect(Effect.flatMap(auditEffect, (s) => Stream.runCollect(s.readChainJson())), proxied),
-      timedEffect(Effect.flatMap(vaultEffect, (s) => s.stats), proxied),
-      timedEffect(Effect.flatMap(vaultEffect, (s) => s.read((view) => Effect.succeed(view.entries()))), proxied),
-      timedEffect(Effect.scoped(lock.lock.acquire(`${prefixes.audit}job`, { waitTimeout: "300 millis" })), proxied),
-      timed(audit.ready())
-    ])
+    const [record, tokenize, reveal, fresh, defaulted, head, length, page, stats, read, acquire, ready] =
+      await Promise.all([
+        timed(sink.record({ type: "frozen" })),
+        timed(vault.tokenize("bob@example.com", { type: "email" })),
+        timed(vault.reveal(first.token)),
+        timed(freshAudit.transaction(async ({ readLastIntegrity }) => readLastIntegrity())),
+        timed(defaultAudit.transaction(async ({ readLastIntegrity }) => readLastIntegrity())),
+        timedEffect(
+          Effect.flatMap(auditEffect, (s) => s.head),
+          proxied
+        ),
+        timedEffect(
+          Effect.flatMap(auditEffect, (s) => s.length),
+          proxied
+        ),
+        timedEffect(
+          Effect.flatMap(auditEffect, (s) => Stream.runCollect(s.readChainJson())),
+          proxied
+        ),
+        timedEffect(
+          Effect.flatMap(vaultEffect, (s) => s.stats),
+          proxied
+        ),
+        timedEffect(
+          Effect.flatMap(vaultEffect, (s) => s.read((view) => Effect.succeed(view.entries()))),
+          proxied
+        ),
+        timedEffect(Effect.scoped(lock.lock.acquire(`${prefixes.audit}job`, { waitTimeout: "300 millis" })), proxied),
+        timed(audit.ready())
+      ])
     const allMs = performance.now() - started
 
     // A commit was in flight (the append and the vault diff were sent): the outcome is unknown.
@@ -179,7 +202,9 @@ describe("a frozen link (no bytes either way, sockets open)", () => {
     const inRedis = await vaultInRedis(direct, prefixes.vault)
     expect(inRedis.length).toBe(3)
     const mine = sortedEntries(await tokens.read((view) => view.entries()))
-    const other = sortedEntries(await createRedisTokenStore({ client: direct, keyPrefix: prefixes.vault }).read((view) => view.entries()))
+    const other = sortedEntries(
+      await createRedisTokenStore({ client: direct, keyPrefix: prefixes.vault }).read((view) => view.entries())
+    )
     expect(mine).toEqual(inRedis)
     expect(other).toEqual(inRedis)
     expect((await vault.reveal(second.token)).plaintext).toBe("carol@example.com")
@@ -262,7 +287,13 @@ describe("a paused or sleeping Redis", () => {
     const redis = client(server.port)
     const prefixes = { audit: uniquePrefix("pause-audit"), vault: uniquePrefix("pause-tv") }
     const timeoutMs = 400
-    const sink = createAuditSink({ store: createRedisAuditStore({ client: redis, keyPrefix: prefixes.audit, timeout: timeoutMs }) as unknown as CoreAuditStore })
+    const sink = createAuditSink({
+      store: createRedisAuditStore({
+        client: redis,
+        keyPrefix: prefixes.audit,
+        timeout: timeoutMs
+      }) as unknown as CoreAuditStore
+    })
     const tokens = createRedisTokenStore({ client: redis, keyPrefix: prefixes.vault, timeout: timeoutMs })
     const vault = createTokenVault({ store: tokens })
     await sink.record({ type: "warm" })
@@ -377,12 +408,18 @@ describe("the CLI's reads", () => {
     const shared = sharedRedis()
     const direct = client(shared.port)
     const prefix = uniquePrefix("cli-frozen")
-    const sink = createAuditSink({ store: createRedisAuditStore({ client: direct, keyPrefix: prefix }) as unknown as CoreAuditStore })
+    const sink = createAuditSink({
+      store: createRedisAuditStore({ client: direct, keyPrefix: prefix }) as unknown as CoreAuditStore
+    })
     for (let i = 0; i < 3; i++) await sink.record({ type: "e", i })
     const runs: Record<string, number> = {}
     for (const [name, command, freezeOn] of [
       ["verify", ["verify", "--prefix", prefix], "LRANGE"],
-      ["export", ["export", "--prefix", prefix, "--out", join(tmpdir(), `frozen-export-${process.pid}.jsonl`)], "LRANGE"],
+      [
+        "export",
+        ["export", "--prefix", prefix, "--out", join(tmpdir(), `frozen-export-${process.pid}.jsonl`)],
+        "LRANGE"
+      ],
       ["stats", ["stats", "--audit-prefix", prefix], "PTTL"]
     ] as const) {
       const proxy = await proxyTo(shared.port)
@@ -396,7 +433,9 @@ describe("the CLI's reads", () => {
       expect(afterFreeze).toBeLessThan(500 + 1000 + SLACK_MS)
       expect(run.code, name).toBe(3)
       expect(run.stderr.trim().split("\n")).toHaveLength(1)
-      expect(run.stderr).toMatch(/no answer from Redis at redis:\/\/127\.0\.0\.1:\d+\/?: .+ did not finish within 500 ms/)
+      expect(run.stderr).toMatch(
+        /no answer from Redis at redis:\/\/127\.0\.0\.1:\d+\/?: .+ did not finish within 500 ms/
+      )
       runs[`${name}Ms`] = Math.round(run.ms)
       runs[`${name}AfterFreezeMs`] = Math.round(afterFreeze)
     }

@@ -47,7 +47,9 @@ describe("a Cluster slot half-way through a migration", () => {
     client.on("error", () => {})
     opened.push(client)
     const prefix = uniqueClusterPrefix("migrating")
-    const sink = createAuditSink({ store: createRedisAuditStore({ client, keyPrefix: prefix }) as unknown as CoreAuditStore })
+    const sink = createAuditSink({
+      store: createRedisAuditStore({ client, keyPrefix: prefix }) as unknown as CoreAuditStore
+    })
     await sink.record({ type: "before" })
 
     // Move the chain list (only) of the store's slot to another master.
@@ -75,24 +77,36 @@ describe("a Cluster slot half-way through a migration", () => {
     expect(error).toBeInstanceOf(RedisCommandFailed)
     // The last reply of the storm: TRYAGAIN from the importing node, ASK from the migrating
     // one, or MOVED from a random node the client retried TRYAGAIN on.
-    expect((error as RedisCommandFailed).reply).toMatch(/^(TRYAGAIN|ASK|MOVED) .* \(the cluster client gave up redirecting\)$/)
+    expect((error as RedisCommandFailed).reply).toMatch(
+      /^(TRYAGAIN|ASK|MOVED) .* \(the cluster client gave up redirecting\)$/
+    )
     expect((error as RedisCommandFailed).message).not.toMatch(/unavailable/)
 
     // Finish the migration (the other keys follow) and look: nothing was written.
     const rest = (await source.cluster("GETKEYSINSLOT", slot, 100)) as Array<string>
     if (rest.length > 0) await source.migrate("127.0.0.1", targetPort, "", 0, 5_000, "KEYS", ...rest)
-    for (const m of masters.filter((m) => m.role === "master")) await node(m.port).cluster("SETSLOT", slot, "NODE", targetId)
+    for (const m of masters.filter((m) => m.role === "master"))
+      await node(m.port).cluster("SETSLOT", slot, "NODE", targetId)
     expect(await target.llen(`${prefix}chain`)).toBe(1)
     expect(JSON.parse((await target.get(`${prefix}head`)) ?? "{}").sequence).toBe(1)
     // And the store carries on once the slot is stable.
     await sink.record({ type: "after" })
     expect(await target.llen(`${prefix}chain`)).toBe(2)
-    summary("slot migration", { slot, reply: (error as RedisCommandFailed).reply.split(" ")[0] ?? "", failedAfterMs: Math.round(ms) })
+    summary("slot migration", {
+      slot,
+      reply: (error as RedisCommandFailed).reply.split(" ")[0] ?? "",
+      failedAfterMs: Math.round(ms)
+    })
   }, 120_000)
 
   it("the Cluster client's give-up message is classified by its last reply", () => {
     const giveUp = (last: string) => new Error(`Too many Cluster redirections. Last error: ReplyError: ${last}`)
-    for (const reply of ["TRYAGAIN Multiple keys request during rehashing of slot", "ASK 3999 127.0.0.1:7001", "MOVED 3999 127.0.0.1:7002", "CLUSTERDOWN The cluster is down"]) {
+    for (const reply of [
+      "TRYAGAIN Multiple keys request during rehashing of slot",
+      "ASK 3999 127.0.0.1:7001",
+      "MOVED 3999 127.0.0.1:7002",
+      "CLUSTERDOWN The cluster is down"
+    ]) {
       expect(redirectionReply(giveUp(reply))).toBe(reply)
       const typed = toRedisError("haechi_audit_append", giveUp(reply))
       expect(typed).toBeInstanceOf(RedisCommandFailed)
@@ -122,6 +136,10 @@ describe("ready() during CLIENT PAUSE WRITE", () => {
     expect(ms).toBeLessThan(2_500)
     await admin.client("UNPAUSE")
     expect(await audit.ready()).toEqual({ ok: true })
-    summary("client pause write", { readyMs: Math.round(ms), audit: a.ok ? "ok" : a.reason, vault: v.ok ? "ok" : v.reason })
+    summary("client pause write", {
+      readyMs: Math.round(ms),
+      audit: a.ok ? "ok" : a.reason,
+      vault: v.ok ? "ok" : v.reason
+    })
   })
 })

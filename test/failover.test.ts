@@ -85,7 +85,12 @@ const expectContinuity = (f: FailoverFigures, durable: boolean) => {
   expect(f.idleRewound).toBe(true)
   expect(f.undecided).toBe(0)
   // What must never happen.
-  expect({ forks: f.forks, chainValid: f.chainValid, oracleValid: f.oracleValid, headConsistent: f.headConsistent }).toEqual({
+  expect({
+    forks: f.forks,
+    chainValid: f.chainValid,
+    oracleValid: f.oracleValid,
+    headConsistent: f.headConsistent
+  }).toEqual({
     forks: 0,
     chainValid: true,
     oracleValid: true,
@@ -117,7 +122,11 @@ describe("Redis Sentinel: failover to a lagging replica while replicas append an
   const scenarios = [
     { durable: false, onRewind: undefined, title: "without durability: losses counted" },
     { durable: true, onRewind: undefined, title: "with durability { replicas: 1 }: no acknowledged loss" },
-    { durable: false, onRewind: "fail", title: 'onRewind: "fail": every rewound replica is refused with a typed error, no gap recorded' }
+    {
+      durable: false,
+      onRewind: "fail",
+      title: 'onRewind: "fail": every rewound replica is refused with a typed error, no gap recorded'
+    }
   ] as const
   for (const { durable, onRewind, title } of scenarios) {
     it(
@@ -144,7 +153,10 @@ describe("Redis Sentinel: failover to a lagging replica while replicas append an
             durability: durable ? DURABLE : undefined,
             audit: onRewind === undefined ? undefined : { onRewind }
           })
-          print(`sentinel failover, ${durable ? "durable" : "not durable"}${onRewind ? `, onRewind ${onRewind}` : ""}`, figures)
+          print(
+            `sentinel failover, ${durable ? "durable" : "not durable"}${onRewind ? `, onRewind ${onRewind}` : ""}`,
+            figures
+          )
           expect((await set.masterPorts()).filter((p) => p === set.replica.port).length).toBeGreaterThanOrEqual(2)
           expectContinuity(figures, durable)
           if (onRewind === "fail") {
@@ -207,7 +219,11 @@ describe("Redis Cluster: failover of the stores' master to a lagging replica whi
     const alive = cluster.nodes.filter((n) => isAlive(n.pid))
     const nodes = await clusterNodes(alive[0]!.port)
     const master = nodes.find(
-      (n) => n.flags.includes("master") && healthy(n) && n.slots.length > 0 && nodes.some((r) => r.masterId === n.id && healthy(r))
+      (n) =>
+        n.flags.includes("master") &&
+        healthy(n) &&
+        n.slots.length > 0 &&
+        nodes.some((r) => r.masterId === n.id && healthy(r))
     )
     if (master === undefined) throw new Error("no master with a healthy replica left")
     const replica = nodes.find((r) => r.masterId === master.id && healthy(r))!
@@ -222,7 +238,9 @@ describe("Redis Cluster: failover of the stores' master to a lagging replica whi
   }
 
   for (const durable of [false, true]) {
-    const title = durable ? "with durability { replicas: 1 }: no acknowledged loss" : "without durability: losses counted"
+    const title = durable
+      ? "with durability { replicas: 1 }: no acknowledged loss"
+      : "without durability: losses counted"
     it(
       `${title}; no fork, no stale reveal, no silent rewind`,
       async () => {
@@ -243,7 +261,9 @@ describe("Redis Cluster: failover of the stores' master to a lagging replica whi
               const ok = await (async () => {
                 const info = parseInfo(await redisCommand(replica.port, ["CLUSTER", "INFO"]))
                 const me = (await clusterNodes(replica.port)).find((n) => n.flags.includes("myself"))
-                return info["cluster_state"] === "ok" && me !== undefined && me.flags.includes("master") && owns(me, slot)
+                return (
+                  info["cluster_state"] === "ok" && me !== undefined && me.flags.includes("master") && owns(me, slot)
+                )
               })().catch(() => false)
               if (ok) return
               if (Date.now() > deadline) throw new Error(`replica ${replica.port} not promoted within ${ms} ms`)

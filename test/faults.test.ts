@@ -125,7 +125,10 @@ describe("a writer killed (-9) mid-transaction, holding the lock", () => {
     const prefixes = { audit: uniquePrefix("crash-audit"), vault: uniquePrefix("crash-tv") }
     const ttlMs = 1500
     // Survivors take the lock on every attempt, as haechi-store-redis does.
-    const survivors = [replica("s1", client(port), prefixes, { lock: "always" }), replica("s2", client(port), prefixes, { lock: "always" })]
+    const survivors = [
+      replica("s1", client(port), prefixes, { lock: "always" }),
+      replica("s2", client(port), prefixes, { lock: "always" })
+    ]
     for (const r of survivors) {
       expect(await r.record()).toBe(true)
       expect(await r.tokenize()).toBe(true)
@@ -177,7 +180,9 @@ describe("a writer killed (-9) mid-transaction, holding the lock", () => {
     expect(audit.ids).not.toContain(auditCrash!.payload)
     expect(audit.records).toBe(lengthBefore + all.ackedEvents.length - 2)
     const tokens = await raw.hgetall(`${prefixes.vault}tokens`)
-    expect(Object.values(tokens).some((json) => json.includes(Buffer.from(vaultCrash!.payload).toString("base64url")))).toBe(false)
+    expect(
+      Object.values(tokens).some((json) => json.includes(Buffer.from(vaultCrash!.payload).toString("base64url")))
+    ).toBe(false)
     expect(Number(await raw.get(`${prefixes.vault}version`))).toBe(Number(versionBefore) + all.ackedTokens.length - 2)
     summary("writer kill -9 mid-transaction", {
       crashedWriters: crashed.length,
@@ -217,7 +222,10 @@ describe("Redis Cluster: failover of the master that owns the stores' slot while
     const sha = createHash("sha1").update(scriptSource(Scripts.auditAppend)).digest("hex")
     // CLUSTER NODES (CLUSTER SLOTS leaves out replicas it has not heard an offset from yet).
     const owner = async () => {
-      const lines = String(await inspector.cluster("NODES")).trim().split("\n").map((l) => l.split(" "))
+      const lines = String(await inspector.cluster("NODES"))
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" "))
       const port = (address: string) => Number(address.split("@")[0]!.split(":")[1])
       const master = lines.find(
         ([, , flags, , , , , , ...slots]) =>
@@ -256,7 +264,10 @@ describe("Redis Cluster: failover of the master that owns the stores' slot while
     expect(vault).toMatchObject({ losses: 0, duplicates: 0, inconsistencies: [] })
     for (const tag of Object.keys(tags)) expect(NOT_ACKNOWLEDGED).toContain(tag)
     // The promoted replica had no scripts (EVALSHA is not replicated); it has them now.
-    const scriptOnNewMasterAfter = await inspector.nodes("master").find((n) => n.options.port === after.master)!.script("EXISTS", sha)
+    const scriptOnNewMasterAfter = await inspector
+      .nodes("master")
+      .find((n) => n.options.port === after.master)!
+      .script("EXISTS", sha)
     expect(scriptOnReplicaBefore).toEqual([0])
     expect(scriptOnNewMasterAfter).toEqual([1])
     summary("cluster failover of the stores' master", {

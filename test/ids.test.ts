@@ -22,7 +22,7 @@ describe("ids", () => {
   })
 
   it.effect("a frozen options object is resolved once; an unfrozen one is validated on every use", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const frozen: LockOptions = Object.freeze({ ttl: "3 seconds", waitTimeout: "1 second" })
       const first = yield* resolveOptions(frozen)
       expect(first.ttlMs).toBe(3000)
@@ -34,5 +34,6 @@ describe("ids", () => {
       mutable.ttl = "nonsense" as never
       const exit = yield* Effect.exit(resolveOptions(mutable))
       expect(Exit.isFailure(exit)).toBe(true)
-    }))
+    })
+  )
 })

@@ -44,9 +44,21 @@ describe.each(styles)("a record that does not continue the head (%s)", (style) =
       freshness === "cached" ? seeded.store : auditReplica(style, connect(), prefix)
 
     const cases: ReadonlyArray<readonly [string, (head: AuditIntegrity) => object, RegExp]> = [
-      ["its sequence skips ahead on the head's hash", (h) => buildNextRecord({ id: "skip" }, { ...h, sequence: h.sequence + 1 }), /skips ahead|does not follow/],
-      ["its sequence lags on the head's hash", (h) => buildNextRecord({ id: "lag" }, { ...h, sequence: h.sequence - 1 }), /does not follow/],
-      ["its previousHash names no record", (h) => buildNextRecord({ id: "nowhere" }, { ...h, eventHash: "Z".repeat(43) }), /is not the eventHash/]
+      [
+        "its sequence skips ahead on the head's hash",
+        (h) => buildNextRecord({ id: "skip" }, { ...h, sequence: h.sequence + 1 }),
+        /skips ahead|does not follow/
+      ],
+      [
+        "its sequence lags on the head's hash",
+        (h) => buildNextRecord({ id: "lag" }, { ...h, sequence: h.sequence - 1 }),
+        /does not follow/
+      ],
+      [
+        "its previousHash names no record",
+        (h) => buildNextRecord({ id: "nowhere" }, { ...h, eventHash: "Z".repeat(43) }),
+        /is not the eventHash/
+      ]
     ]
     it.each(cases)("%s: InvalidRecord, nothing written", async (_, build, says) => {
       const prefix = uniquePrefix("not-successor")
@@ -68,8 +80,16 @@ describe.each(styles)("a record that does not continue the head (%s)", (style) =
   it("a first record that is not sequence 1 on an empty chain: InvalidRecord, nothing written", async () => {
     const prefix = uniquePrefix("not-genesis")
     const store = await auditReplica(style, connect(), prefix)
-    const fake = { alg: "sha256", canonicalization: "json-stable-v1", sequence: 4, previousHash: "Y".repeat(43), eventHash: "Y".repeat(43) } as const
-    const error = await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "x" }, fake as never) as never)))
+    const fake = {
+      alg: "sha256",
+      canonicalization: "json-stable-v1",
+      sequence: 4,
+      previousHash: "Y".repeat(43),
+      eventHash: "Y".repeat(43)
+    } as const
+    const error = await rejection(
+      store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "x" }, fake as never) as never))
+    )
     expectTag(error, "InvalidRecord")
     expect(await inspect().exists(`${prefix}chain`, `${prefix}head`, `${prefix}head:hash`)).toBe(0)
   })
@@ -134,12 +154,15 @@ describe.each(styles)("events JSON would not store as they were hashed (%s)", (s
           // The cached replica and a fresh one both see it as the head.
           const fresh = await auditReplica(style, connect(), prefix)
           for (const store of [writer, fresh]) {
-            expect(await store.transaction(async ({ readLastIntegrity }) => readLastIntegrity())).toEqual(outcome.record.auditIntegrity)
+            expect(await store.transaction(async ({ readLastIntegrity }) => readLastIntegrity())).toEqual(
+              outcome.record.auditIntegrity
+            )
           }
         } else {
           refused++
           // (haechi's own hashing throws on a bigint before the store sees the record.)
-          if (!(outcome.error instanceof TypeError && /BigInt/.test(outcome.error.message))) expectTag(outcome.error, "InvalidRecord")
+          if (!(outcome.error instanceof TypeError && /BigInt/.test(outcome.error.message)))
+            expectTag(outcome.error, "InvalidRecord")
           expect(await client.llen(`${prefix}chain`)).toBe(before)
         }
         await other.record({ id: `other-${before}` })
@@ -170,7 +193,10 @@ describe("AuditLog: normalized through JSON, then checked", () => {
     )
     expect(stored).toMatchObject({ at: "1970-01-01T00:00:00.000Z", ok: 1 })
     expect("gone" in stored).toBe(false)
-    expect(refused).toMatchObject({ _tag: "InvalidRecord", reason: "a lone UTF-16 surrogate in the string at user.name" })
+    expect(refused).toMatchObject({
+      _tag: "InvalidRecord",
+      reason: "a lone UTF-16 surrogate in the string at user.name"
+    })
     expect(await client.llen(`${prefix}chain`)).toBe(1)
   })
 })
@@ -188,14 +214,20 @@ describe('verifyRecords: "full"', () => {
     const full = uniquePrefix("full")
     const strict = await auditReplica(style, connect(), full, { verifyRecords: "full" })
     await createAuditSink({ store: strict }).record({ id: "ok" })
-    const error = await rejection(strict.transaction(async ({ readLastIntegrity, persist }) => persist(tampered(await readLastIntegrity()) as never)))
+    const error = await rejection(
+      strict.transaction(async ({ readLastIntegrity, persist }) =>
+        persist(tampered(await readLastIntegrity()) as never)
+      )
+    )
     expectTag(error, "InvalidRecord")
     expect(String((error as { reason: string }).reason)).toMatch(/is not the record's json-stable-v1 hash/)
     expect(await client.llen(`${full}chain`)).toBe(1)
 
     const loose = uniquePrefix("chain-only")
     const lax = await auditReplica(style, connect(), loose)
-    await lax.transaction(async ({ readLastIntegrity, persist }) => persist(tampered(await readLastIntegrity()) as never))
+    await lax.transaction(async ({ readLastIntegrity, persist }) =>
+      persist(tampered(await readLastIntegrity()) as never)
+    )
     expect(verifyAuditChain(await chainOf(client, loose))).toMatchObject({ valid: false })
   })
 
@@ -213,8 +245,14 @@ describe("the in-memory stores make the same checks", () => {
     const sink = createAuditSink({ store: store as never })
     const head = (await sink.record({ id: "one" })).auditIntegrity
     const refused = [
-      await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "skip" }, { ...head, sequence: 5 })))),
-      await rejection(store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "nowhere" }, { ...head, eventHash: "Q".repeat(43) })))),
+      await rejection(
+        store.transaction(async ({ persist }) => persist(buildNextRecord({ id: "skip" }, { ...head, sequence: 5 })))
+      ),
+      await rejection(
+        store.transaction(async ({ persist }) =>
+          persist(buildNextRecord({ id: "nowhere" }, { ...head, eventHash: "Q".repeat(43) }))
+        )
+      ),
       await rejection(sink.record({ bad: [1, , 2] }))
     ]
     for (const error of refused) expectTag(error, "InvalidRecord")
@@ -249,7 +287,10 @@ describe.each(styles)("persist twice in one transaction (%s)", (style) => {
     const concurrent = await rejection(
       store.transaction(async ({ readLastIntegrity, persist }) => {
         const previous = await readLastIntegrity()
-        await Promise.all([persist(buildNextRecord({ id: "a" }, previous)), persist(buildNextRecord({ id: "b" }, previous))])
+        await Promise.all([
+          persist(buildNextRecord({ id: "a" }, previous)),
+          persist(buildNextRecord({ id: "b" }, previous))
+        ])
       })
     )
     expectTag(concurrent, "PersistCalledTwice", { first: "pending" })
@@ -265,8 +306,12 @@ describe("unusable options", () => {
     const client = connect()
     for (const options of [{ onRewind: "sometimes" }, { verifyRecords: "yes" }] as const) {
       const option = Object.keys(options)[0]
-      expect(() => createRedisAuditStore({ client, ...(options as object) })).toThrow(expect.objectContaining({ _tag: "InvalidConfig", option }))
-      expect(() => createMemoryAuditStore(options as never)).toThrow(expect.objectContaining({ _tag: "InvalidConfig", option }))
+      expect(() => createRedisAuditStore({ client, ...(options as object) })).toThrow(
+        expect.objectContaining({ _tag: "InvalidConfig", option })
+      )
+      expect(() => createMemoryAuditStore(options as never)).toThrow(
+        expect.objectContaining({ _tag: "InvalidConfig", option })
+      )
       const made = await Effect.runPromise(
         Effect.flip(AuditStore.make(options as never).pipe(Effect.provide(RedisClient.layerFromClient(client))))
       )

@@ -92,7 +92,13 @@ const unfaithful: ReadonlyArray<readonly [string, () => unknown]> = [
   ["an object whose toJSON returns a string", () => ({ ...record("t"), toJSON: () => "not an object" })],
   ["an object whose toJSON returns an object", () => ({ ...record("t"), toJSON: () => ({ swapped: true }) })],
   ["a Map", () => new Map([["a", 1]])],
-  ["a class instance", () => new (class Envelope { a = 1 })()],
+  [
+    "a class instance",
+    () =>
+      new (class Envelope {
+        a = 1
+      })()
+  ],
   ["an object with an inherited key", () => Object.assign(Object.create({ inherited: 1 }), record("t"))],
   ["a record with a nested Date", () => record("t", { at: new Date(0) })],
   ["a record with an undefined value", () => record("t", { gone: undefined })],
@@ -104,89 +110,95 @@ const unfaithful: ReadonlyArray<readonly [string, () => unknown]> = [
   ["a record with a symbol key", () => ({ ...record("t"), [Symbol("s")]: 1 })]
 ]
 
-describe.each<ReplicaStyle | "memory">(["facade", "layer", "memory"])("the vault stores faithfully or refuses (%s)", (style) => {
-  it.each(unfaithful)("set of %s is InvalidRecord at commit, nothing written, the other replicas unaffected", async (_, make) => {
-    const f = await fleet(style, "unfaithful")
-    const before = f.redis ? await dump(inspector(), f.prefix) : undefined
-    const error = await rejection(
-      f.writer.mutate((view) => {
-        view.set("fine-first", record("fine-first"))
-        view.set("the-bad-one", make() as never)
-      })
+describe.each<ReplicaStyle | "memory">(["facade", "layer", "memory"])(
+  "the vault stores faithfully or refuses (%s)",
+  (style) => {
+    it.each(unfaithful)(
+      "set of %s is InvalidRecord at commit, nothing written, the other replicas unaffected",
+      async (_, make) => {
+        const f = await fleet(style, "unfaithful")
+        const before = f.redis ? await dump(inspector(), f.prefix) : undefined
+        const error = await rejection(
+          f.writer.mutate((view) => {
+            view.set("fine-first", record("fine-first"))
+            view.set("the-bad-one", make() as never)
+          })
+        )
+        expectRefused(error, "the-bad-one")
+        if (f.redis) {
+          expect(await dump(inspector(), f.prefix)).toEqual(before)
+          await expectOthersWork(f.prefix, [f.writer, f.cached, await f.fresh()], "after")
+        } else {
+          expect(await f.writer.read((view) => view.get("fine-first"))).toBeUndefined()
+        }
+      }
     )
-    expectRefused(error, "the-bad-one")
-    if (f.redis) {
-      expect(await dump(inspector(), f.prefix)).toEqual(before)
-      await expectOthersWork(f.prefix, [f.writer, f.cached, await f.fresh()], "after")
-    } else {
-      expect(await f.writer.read((view) => view.get("fine-first"))).toBeUndefined()
-    }
-  })
 
-  it("a token id with a lone surrogate is InvalidRecord naming it; nothing written", async () => {
-    const f = await fleet(style, "lone-id")
-    const before = f.redis ? await dump(inspector(), f.prefix) : undefined
-    for (const id of ["tok_\uD800_1", "tok_\uDC00_2", "tail\uD83D"]) {
-      expectRefused(await rejection(f.writer.mutate((view) => view.set(id, record("x")))), id)
-      // Deleting such an id is a no-op (nothing can hold it), as purging an unknown token is.
-      expect(await f.writer.mutate((view) => view.delete(id))).toBe(false)
-    }
-    if (f.redis) {
-      expect(await dump(inspector(), f.prefix)).toEqual(before)
-      await expectOthersWork(f.prefix, [f.writer, f.cached, await f.fresh()], "lone")
-    }
-  })
-
-  it("faithful oddities are stored and read back identically on a cached and a fresh replica; beside a Date, refused", async () => {
-    const f = await fleet(style, "faithful")
-    const big = "é".repeat(1 << 20)
-    const odd: Record<string, unknown> = {
-      ...record("odd"),
-      own: JSON.parse('{"__proto__":{"own":"an own __proto__ key"},"constructor":1}') as unknown,
-      deep: deep(100),
-      text: "🔑 한국어 \u0000 \u2028 \uFFFF \"q\" \\"
-    }
-    const ids = ["__proto__", "constructor", "", "\u0000nul", "tok_🔑_1", "\uFFFF"]
-    // The same oddities in one mutation with a Date in one record: the whole diff is refused.
-    const before = f.redis ? await dump(inspector(), f.prefix) : undefined
-    const refused = await rejection(
-      f.writer.mutate((view) => {
-        for (const id of ids) view.set(id, odd)
-        view.set("dated", { ...odd, at: new Date(0) })
-      })
-    )
-    expectRefused(refused, "dated")
-    if (f.redis) expect(await dump(inspector(), f.prefix)).toEqual(before)
-    expect(await f.writer.read((view) => view.get("__proto__"))).toBeUndefined()
-    await f.writer.mutate((view) => {
-      for (const id of ids) view.set(id, odd)
-      view.set("big", { ...odd, big })
+    it("a token id with a lone surrogate is InvalidRecord naming it; nothing written", async () => {
+      const f = await fleet(style, "lone-id")
+      const before = f.redis ? await dump(inspector(), f.prefix) : undefined
+      for (const id of ["tok_\uD800_1", "tok_\uDC00_2", "tail\uD83D"]) {
+        expectRefused(await rejection(f.writer.mutate((view) => view.set(id, record("x")))), id)
+        // Deleting such an id is a no-op (nothing can hold it), as purging an unknown token is.
+        expect(await f.writer.mutate((view) => view.delete(id))).toBe(false)
+      }
+      if (f.redis) {
+        expect(await dump(inspector(), f.prefix)).toEqual(before)
+        await expectOthersWork(f.prefix, [f.writer, f.cached, await f.fresh()], "lone")
+      }
     })
-    for (const store of [f.writer, f.cached, await f.fresh()]) {
-      const got = await store.read((view) => ids.map((id) => view.get(id)))
-      for (const value of got) expect(value).toStrictEqual(JSON.parse(JSON.stringify(odd)))
-      expect(await store.read((view) => view.get("big")?.["big"])).toBe(big)
-    }
-    if (f.redis) expect(await inspector().hget(`${f.prefix}tokens`, "__proto__")).toBe(JSON.stringify(odd))
-  })
 
-  it("through haechi's core: a token type with a lone surrogate is refused, the vault keeps working for everyone", async () => {
-    const f = await fleet(style, "core-type")
-    const writer = createTokenVault({ store: f.writer as unknown as CoreTokenStore })
-    const before = f.redis ? await dump(inspector(), f.prefix) : undefined
-    const error = await rejection(writer.tokenize("secret@x", { type: "em\uD800ail" }))
-    expect(error).toBeInstanceOf(InvalidRecord)
-    expect((error as InvalidRecord).token).toMatch(/^tok_em\uD800ail_/)
-    if (f.redis) expect(await dump(inspector(), f.prefix)).toEqual(before)
-    // An odd but well-formed type is stored, and reveals on every replica.
-    const { token } = await writer.tokenize("other@x", { type: "메일🔑" })
-    for (const store of [f.writer, f.cached, await f.fresh()]) {
-      expect(await createTokenVault({ store: store as unknown as CoreTokenStore }).reveal(token)).toMatchObject({
-        plaintext: "other@x"
+    it("faithful oddities are stored and read back identically on a cached and a fresh replica; beside a Date, refused", async () => {
+      const f = await fleet(style, "faithful")
+      const big = "é".repeat(1 << 20)
+      const odd: Record<string, unknown> = {
+        ...record("odd"),
+        own: JSON.parse('{"__proto__":{"own":"an own __proto__ key"},"constructor":1}') as unknown,
+        deep: deep(100),
+        text: '🔑 한국어 \u0000 \u2028 \uFFFF "q" \\'
+      }
+      const ids = ["__proto__", "constructor", "", "\u0000nul", "tok_🔑_1", "\uFFFF"]
+      // The same oddities in one mutation with a Date in one record: the whole diff is refused.
+      const before = f.redis ? await dump(inspector(), f.prefix) : undefined
+      const refused = await rejection(
+        f.writer.mutate((view) => {
+          for (const id of ids) view.set(id, odd)
+          view.set("dated", { ...odd, at: new Date(0) })
+        })
+      )
+      expectRefused(refused, "dated")
+      if (f.redis) expect(await dump(inspector(), f.prefix)).toEqual(before)
+      expect(await f.writer.read((view) => view.get("__proto__"))).toBeUndefined()
+      await f.writer.mutate((view) => {
+        for (const id of ids) view.set(id, odd)
+        view.set("big", { ...odd, big })
       })
-    }
-  })
-})
+      for (const store of [f.writer, f.cached, await f.fresh()]) {
+        const got = await store.read((view) => ids.map((id) => view.get(id)))
+        for (const value of got) expect(value).toStrictEqual(JSON.parse(JSON.stringify(odd)))
+        expect(await store.read((view) => view.get("big")?.["big"])).toBe(big)
+      }
+      if (f.redis) expect(await inspector().hget(`${f.prefix}tokens`, "__proto__")).toBe(JSON.stringify(odd))
+    })
+
+    it("through haechi's core: a token type with a lone surrogate is refused, the vault keeps working for everyone", async () => {
+      const f = await fleet(style, "core-type")
+      const writer = createTokenVault({ store: f.writer as unknown as CoreTokenStore })
+      const before = f.redis ? await dump(inspector(), f.prefix) : undefined
+      const error = await rejection(writer.tokenize("secret@x", { type: "em\uD800ail" }))
+      expect(error).toBeInstanceOf(InvalidRecord)
+      expect((error as InvalidRecord).token).toMatch(/^tok_em\uD800ail_/)
+      if (f.redis) expect(await dump(inspector(), f.prefix)).toEqual(before)
+      // An odd but well-formed type is stored, and reveals on every replica.
+      const { token } = await writer.tokenize("other@x", { type: "메일🔑" })
+      for (const store of [f.writer, f.cached, await f.fresh()]) {
+        expect(await createTokenVault({ store: store as unknown as CoreTokenStore }).reveal(token)).toMatchObject({
+          plaintext: "other@x"
+        })
+      }
+    })
+  }
+)
 
 describe.each<ReplicaStyle>(["facade", "layer"])("a change-log entry no script can decode (%s)", (style) => {
   it.each([
@@ -225,7 +237,9 @@ describe("property: hostile records and ids are stored faithfully or refused, an
     .dictionary(fc.fullUnicodeString({ maxLength: 6 }), fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 })
     .map((object) => JSON.parse(JSON.stringify(object)) as Record<string, unknown>)
   const hostileCase: fc.Arbitrary<Case> = fc.oneof(
-    fc.record({ id: okId, value: faithfulValue }).map(({ id, value }) => ({ id, value, faithful: true, label: "faithful" })),
+    fc
+      .record({ id: okId, value: faithfulValue })
+      .map(({ id, value }) => ({ id, value, faithful: true, label: "faithful" })),
     fc.record({ id: okId, value: faithfulValue, big: fc.constant(null) }).map(({ id, value }) => ({
       id,
       value: { ...value, big: "x".repeat(1 << 20) },
@@ -254,10 +268,12 @@ describe("property: hostile records and ids are stored faithfully or refused, an
       fc.asyncProperty(fc.constantFrom<ReplicaStyle>("facade", "layer"), hostileCase, async (style, c) => {
         const f = await fleet(style, "prop-hostile")
         const before = await dump(inspector(), f.prefix)
-        const outcome = await f.writer.mutate((view) => view.set(c.id, c.value as never)).then(
-          () => "stored" as const,
-          (error: unknown) => error
-        )
+        const outcome = await f.writer
+          .mutate((view) => view.set(c.id, c.value as never))
+          .then(
+            () => "stored" as const,
+            (error: unknown) => error
+          )
         if (c.faithful) {
           expect(outcome, c.label).toBe("stored")
           stored++
@@ -283,7 +299,10 @@ describe("property: hostile records and ids are stored faithfully or refused, an
 it("the Effect API refuses a Date the same way (InvalidRecord in the error channel, nothing written)", async () => {
   const prefix = uniquePrefix("effect-date")
   const store = await Effect.runPromise(
-    Effect.provide(TokenStore.TokenStore, TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect()))))
+    Effect.provide(
+      TokenStore.TokenStore,
+      TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
+    )
   )
   const error = await Effect.runPromise(
     Effect.flip(store.mutate((view) => Effect.sync(() => view.set("d", new Date() as never))))

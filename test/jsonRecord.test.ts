@@ -77,7 +77,9 @@ const pathText = (steps: ReadonlyArray<{ key?: string; index?: number }>): strin
       s.key === undefined
         ? `${path}[${s.index}]`
         : identifier.test(s.key)
-          ? path === "" ? s.key : `${path}.${s.key}`
+          ? path === ""
+            ? s.key
+            : `${path}.${s.key}`
           : `${path}[${JSON.stringify(s.key)}]`,
     ""
   )
@@ -125,7 +127,9 @@ describe("jsonProblem", () => {
       fc.property(mixed, (value) => {
         const problem = jsonProblem(value)
         const faithful = roundTrips(value) && allStringsWellFormed(value) && depthOf(value) <= MAX_JSON_DEPTH
-        expect({ problem, faithful }).toEqual(faithful ? { problem: undefined, faithful } : { problem: expect.any(String), faithful })
+        expect({ problem, faithful }).toEqual(
+          faithful ? { problem: undefined, faithful } : { problem: expect.any(String), faithful }
+        )
       }),
       { numRuns: 1000 }
     )
@@ -142,7 +146,7 @@ describe("jsonProblem", () => {
     )
   })
 
-  it("names the field, for example \"undefined value at request.headers.x\"", () => {
+  it('names the field, for example "undefined value at request.headers.x"', () => {
     expect(jsonProblem({ request: { headers: { x: undefined } } })).toBe("undefined value at request.headers.x")
     expect(jsonProblem({ list: [1, 2, new Date(0)] })).toMatch(/^a Date object at list\[2\]/)
     expect(jsonProblem(undefined)).toBe("undefined value at the top level")
@@ -176,18 +180,31 @@ describe("isPlainObject and isWellFormed", () => {
   it("isPlainObject: {} and Object.create(null) only", () => {
     expect(isPlainObject({})).toBe(true)
     expect(isPlainObject(Object.create(null))).toBe(true)
-    for (const value of [[], new Date(), new String("s"), new Map(), null, "s", 1, Object.create({}), new (class A {})()]) {
+    for (const value of [
+      [],
+      new Date(),
+      new String("s"),
+      new Map(),
+      null,
+      "s",
+      1,
+      Object.create({}),
+      new (class A {})()
+    ]) {
       expect(isPlainObject(value)).toBe(false)
     }
   })
 
   it("isWellFormed: exactly the strings that survive a UTF-8 round trip", () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(fc.fullUnicodeString({ maxLength: 3 }), loneSurrogate, fc.constantFrom("\uD800\uDC00"))), (parts) => {
-        const text = parts.join("")
-        const expected = Buffer.from(text, "utf8").toString("utf8") === text
-        expect(isWellFormed(text)).toBe(expected)
-      }),
+      fc.property(
+        fc.array(fc.oneof(fc.fullUnicodeString({ maxLength: 3 }), loneSurrogate, fc.constantFrom("\uD800\uDC00"))),
+        (parts) => {
+          const text = parts.join("")
+          const expected = Buffer.from(text, "utf8").toString("utf8") === text
+          expect(isWellFormed(text)).toBe(expected)
+        }
+      ),
       { numRuns: 500 }
     )
   })
@@ -211,13 +228,27 @@ describe("isJsonObject and stringifyOrProblem", () => {
     expect(stringifyOrProblem({ a: [1, "b"] })).toBe('{"a":[1,"b"]}')
     const cyclic: Record<string, unknown> = {}
     cyclic.self = cyclic
-    for (const value of [{ n: 1n }, cyclic, { toJSON: () => { throw new Error("no thanks") } }]) {
+    for (const value of [
+      { n: 1n },
+      cyclic,
+      {
+        toJSON: () => {
+          throw new Error("no thanks")
+        }
+      }
+    ]) {
       const problem = stringifyOrProblem(value)
       expect(problem).toBeInstanceOf(NotSerializable)
       expect((problem as NotSerializable).reason).toMatch(/^not JSON-serializable \(.+\)$/s)
     }
-    expect((stringifyOrProblem({ toJSON: () => { throw new Error("no thanks") } }) as NotSerializable).reason).toBe(
-      "not JSON-serializable (no thanks)"
-    )
+    expect(
+      (
+        stringifyOrProblem({
+          toJSON: () => {
+            throw new Error("no thanks")
+          }
+        }) as NotSerializable
+      ).reason
+    ).toBe("not JSON-serializable (no thanks)")
   })
 })

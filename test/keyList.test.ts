@@ -38,7 +38,10 @@ it("the key lists hold every key the stores write, the lock's included, and noth
     audit.transaction(async ({ readLastIntegrity, persist }) => {
       const previous = await readLastIntegrity()
       const sequence = (previous?.sequence ?? 0) + 1
-      await persist({ n, auditIntegrity: { sequence, previousHash: previous?.eventHash ?? null, eventHash: `h${sequence}` } })
+      await persist({
+        n,
+        auditIntegrity: { sequence, previousHash: previous?.eventHash ?? null, eventHash: `h${sequence}` }
+      })
     })
   // Concurrent locked writes queue on the lock (its waiters key) and bump its fence.
   await Promise.all([1, 2, 3, 4].map((n) => append(n).catch(() => undefined)))
@@ -47,7 +50,15 @@ it("the key lists hold every key the stores write, the lock's included, and noth
   const listed = new Set([...AuditStore.keysOf(auditPrefix), ...TokenStore.keysOf(vaultPrefix)])
   const held = await keysNaming(id)
   expect(held.filter((key) => !listed.has(key))).toEqual([])
-  for (const key of [`${auditPrefix}chain`, `${auditPrefix}head`, `${auditPrefix}head:hash`, `${auditPrefix}commits`, `${vaultPrefix}tokens`, `${vaultPrefix}version`, `${vaultPrefix}log`]) {
+  for (const key of [
+    `${auditPrefix}chain`,
+    `${auditPrefix}head`,
+    `${auditPrefix}head:hash`,
+    `${auditPrefix}commits`,
+    `${vaultPrefix}tokens`,
+    `${vaultPrefix}version`,
+    `${vaultPrefix}log`
+  ]) {
     expect(held).toContain(key)
   }
   expect(AuditStore.keysOf(auditPrefix)).toContain(`{${auditPrefix}lock}:fence`)

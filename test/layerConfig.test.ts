@@ -22,18 +22,25 @@ const env = (entries: Record<string, string>) =>
   Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(entries)), { pathDelim: "_" }))
 
 const append = (s: AuditStore.AuditStoreShape, event: object) =>
-  s.transaction((tx) => Effect.flatMap(tx.readLastIntegrity, (head) => tx.persist(buildNextRecord(event, head as never))))
+  s.transaction((tx) =>
+    Effect.flatMap(tx.readLastIntegrity, (head) => tx.persist(buildNextRecord(event, head as never)))
+  )
 
 describe("layerConfig", () => {
   it.live("AuditStore: KEY_PREFIX, LOCK=never and RETRY_ATTEMPTS=1 from Config are in force", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const keyPrefix = uniquePrefix("config-audit")
       const Store = AuditStore.layerConfig().pipe(
-        Layer.provide(Layer.merge(layerFromClient(client), env({ HAECHI_AUDIT_KEY_PREFIX: keyPrefix, HAECHI_AUDIT_LOCK: "never", HAECHI_AUDIT_RETRY_ATTEMPTS: "1" })))
+        Layer.provide(
+          Layer.merge(
+            layerFromClient(client),
+            env({ HAECHI_AUDIT_KEY_PREFIX: keyPrefix, HAECHI_AUDIT_LOCK: "never", HAECHI_AUDIT_RETRY_ATTEMPTS: "1" })
+          )
+        )
       )
       const rival = yield* AuditStore.make({ keyPrefix, lock: "never" }).pipe(Effect.provide(layerFromClient(client)))
-      yield* Effect.gen(function*() {
+      yield* Effect.gen(function* () {
         const store = yield* AuditStore.AuditStore
         expect(store.prefix).toBe(keyPrefix)
         yield* append(store, { n: 0 })
@@ -44,38 +51,51 @@ describe("layerConfig", () => {
         expect(performance.now() - started).toBeLessThan(500)
         // One attempt in all: a lost race is RetriesExhausted after one build.
         let builds = 0
-        const exit = yield* Effect.exit(store.transaction((tx) =>
-          Effect.gen(function*() {
-            builds += 1
-            const head = yield* tx.readLastIntegrity
-            yield* append(rival, { rival: builds })
-            return yield* tx.persist(buildNextRecord({ ours: builds }, head as never))
-          })
-        ))
+        const exit = yield* Effect.exit(
+          store.transaction((tx) =>
+            Effect.gen(function* () {
+              builds += 1
+              const head = yield* tx.readLastIntegrity
+              yield* append(rival, { rival: builds })
+              return yield* tx.persist(buildNextRecord({ ours: builds }, head as never))
+            })
+          )
+        )
         expect(builds).toBe(1)
         expect(exit).toMatchObject({ _tag: "Failure", cause: { error: { _tag: "RetriesExhausted", attempts: 1 } } })
       }).pipe(Effect.provide(Store))
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
-  it.live("TokenStore: DURABILITY_REPLICAS and DURABILITY_TIMEOUT from Config: a standalone Redis without replicas refuses the commit", () =>
-    Effect.gen(function*() {
-      const client = yield* withClient
-      const keyPrefix = uniquePrefix("config-vault")
-      const Store = TokenStore.layerConfig().pipe(
-        Layer.provide(Layer.merge(layerFromClient(client), env({
-          HAECHI_VAULT_KEY_PREFIX: keyPrefix,
-          HAECHI_VAULT_DURABILITY_REPLICAS: "1",
-          HAECHI_VAULT_DURABILITY_TIMEOUT: "50 millis"
-        })))
-      )
-      const exit = yield* Effect.exit(
-        Effect.flatMap(TokenStore.TokenStore, (vault) => vault.mutate((v) => Effect.sync(() => v.set("t", { type: "t" })))).pipe(Effect.provide(Store))
-      )
-      expect(exit).toMatchObject({ _tag: "Failure", cause: { error: { _tag: "DurabilityTimeout" } } })
-    }).pipe(Effect.scoped))
+  it.live(
+    "TokenStore: DURABILITY_REPLICAS and DURABILITY_TIMEOUT from Config: a standalone Redis without replicas refuses the commit",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* withClient
+        const keyPrefix = uniquePrefix("config-vault")
+        const Store = TokenStore.layerConfig().pipe(
+          Layer.provide(
+            Layer.merge(
+              layerFromClient(client),
+              env({
+                HAECHI_VAULT_KEY_PREFIX: keyPrefix,
+                HAECHI_VAULT_DURABILITY_REPLICAS: "1",
+                HAECHI_VAULT_DURABILITY_TIMEOUT: "50 millis"
+              })
+            )
+          )
+        )
+        const exit = yield* Effect.exit(
+          Effect.flatMap(TokenStore.TokenStore, (vault) =>
+            vault.mutate((v) => Effect.sync(() => v.set("t", { type: "t" })))
+          ).pipe(Effect.provide(Store))
+        )
+        expect(exit).toMatchObject({ _tag: "Failure", cause: { error: { _tag: "DurabilityTimeout" } } })
+      }).pipe(Effect.scoped)
+  )
 
   it.live("a custom namespace, options beside the config, and the defaults when nothing is set", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const keyPrefix = uniquePrefix("config-ns")
       const prefixOf = (layer: Layer.Layer<AuditStore.AuditStore, unknown>) =>
@@ -86,19 +106,29 @@ describe("layerConfig", () => {
       expect(yield* prefixOf(custom)).toBe(keyPrefix)
       const defaults = AuditStore.layerConfig().pipe(Layer.provide(Layer.merge(layerFromClient(client), env({}))))
       expect(yield* prefixOf(defaults)).toBe("haechi:audit:")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
-  for (const [name, value] of [["LOCK", "sometimes"], ["RETRY_ATTEMPTS", "0"], ["RETRY_ATTEMPTS", "many"], ["DURABILITY_TIMEOUT", "soon"]] as const) {
+  for (const [name, value] of [
+    ["LOCK", "sometimes"],
+    ["RETRY_ATTEMPTS", "0"],
+    ["RETRY_ATTEMPTS", "many"],
+    ["DURABILITY_TIMEOUT", "soon"]
+  ] as const) {
     it.live(`a malformed HAECHI_AUDIT_${name} (${value}) is a ConfigError naming it`, () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const client = yield* withClient
         const exit = yield* Effect.exit(
-          Effect.provide(AuditStore.AuditStore, AuditStore.layerConfig().pipe(
-            Layer.provide(Layer.merge(layerFromClient(client), env({ [`HAECHI_AUDIT_${name}`]: value })))
-          ))
+          Effect.provide(
+            AuditStore.AuditStore,
+            AuditStore.layerConfig().pipe(
+              Layer.provide(Layer.merge(layerFromClient(client), env({ [`HAECHI_AUDIT_${name}`]: value })))
+            )
+          )
         )
         expect(Exit.isFailure(exit)).toBe(true)
         expect(String(Exit.isFailure(exit) ? exit.cause : "")).toContain(name)
-      }).pipe(Effect.scoped))
+      }).pipe(Effect.scoped)
+    )
   }
 })

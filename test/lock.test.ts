@@ -83,7 +83,7 @@ describe("RedisLock: mutual exclusion", () => {
                 Effect.sleep(Duration.millis(delay)).pipe(
                   Effect.zipRight(
                     Effect.scoped(
-                      Effect.gen(function*() {
+                      Effect.gen(function* () {
                         const lease = yield* (i % 2 === 0 ? A : B).lock.acquire(key)
                         inside++
                         maxInside = Math.max(maxInside, inside)
@@ -108,7 +108,7 @@ describe("RedisLock: mutual exclusion", () => {
   })
 
   it.live("the fence number strictly increases across holders and replicas", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("fence")
       const fences: Array<number> = []
       for (let i = 0; i < 10; i++) {
@@ -117,56 +117,63 @@ describe("RedisLock: mutual exclusion", () => {
       }
       for (let i = 1; i < fences.length; i++) expect(fences[i]!).toBeGreaterThan(fences[i - 1]!)
       expect(yield* Effect.promise(() => raw.get(fenceKeyOf(key)))).toBe(String(fences.at(-1)))
-    }))
+    })
+  )
 
   it.live("release never deletes another holder's lock", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("foreign")
       const scope = yield* Scope.make()
       // Renewal disabled: the lease lapses after 150 ms and another holder takes the key.
-      const lease = yield* A.lock.acquire(key, { ttl: "150 millis", renewEvery: Duration.infinity }).pipe(
-        Scope.extend(scope)
-      )
+      const lease = yield* A.lock
+        .acquire(key, { ttl: "150 millis", renewEvery: Duration.infinity })
+        .pipe(Scope.extend(scope))
       const lost = yield* Effect.exit(lease.lost)
       expect(failure(lost)).toEqual(new LockLost({ key, reason: "expired" }))
       yield* Effect.sleep("30 millis") // Redis's expiry is a round trip behind ours
       expect(yield* Effect.promise(() => raw.set(key, "other-holder", "PX", 5000, "NX"))).toBe("OK")
       yield* Scope.close(scope, Exit.void)
       expect(yield* Effect.promise(() => raw.get(key))).toBe("other-holder")
-    }))
+    })
+  )
 
   it.live("a lease overwritten by another holder is reported lost (taken) and not released", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("taken")
       let finished = false
-      const exit = yield* A.lock.withLock(
-        key,
-        Effect.gen(function*() {
-          yield* Effect.promise(() => raw.set(key, "intruder", "PX", 5000))
-          yield* Effect.sleep("1 second")
-          finished = true
-        }),
-        { ttl: "300 millis", renewEvery: "50 millis" }
-      ).pipe(Effect.exit)
+      const exit = yield* A.lock
+        .withLock(
+          key,
+          Effect.gen(function* () {
+            yield* Effect.promise(() => raw.set(key, "intruder", "PX", 5000))
+            yield* Effect.sleep("1 second")
+            finished = true
+          }),
+          { ttl: "300 millis", renewEvery: "50 millis" }
+        )
+        .pipe(Effect.exit)
       expect(failure(exit)).toEqual(new LockLost({ key, reason: "taken" }))
       expect(finished).toBe(false)
       expect(yield* Effect.promise(() => raw.get(key))).toBe("intruder")
-    }))
+    })
+  )
 
   it.live("interrupting a holder releases the lock at once", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("interrupt")
       const holding = yield* Deferred.make<void>()
-      const holder = yield* A.lock.withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Effect.never))
+      const holder = yield* A.lock
+        .withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Effect.never))
         .pipe(Effect.fork)
       yield* Deferred.await(holding)
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(1)
       yield* Fiber.interrupt(holder)
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
-    }))
+    })
+  )
 
   it.live("a lease acquired in an uninterruptible region (acquireRelease) still renews and releases", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("uninterruptible")
       const scope = yield* Scope.make()
       const lease = yield* Effect.acquireRelease(A.lock.acquire(key, { ttl: "150 millis" }), () => Effect.void).pipe(
@@ -177,52 +184,60 @@ describe("RedisLock: mutual exclusion", () => {
       const closed = yield* Effect.exit(Effect.timeout(Scope.close(scope, Exit.void), "2 seconds"))
       expect(Exit.isSuccess(closed)).toBe(true)
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
-    }))
+    })
+  )
 })
 
 describe("RedisLock: renewal and loss", () => {
-  it.live("a holder paused past its TTL with renewal disabled loses the lease; withLock is interrupted with LockLost", () =>
-    Effect.gen(function*() {
-      const key = lockKey("paused")
-      let finished = false
-      const started = performance.now()
-      const exit = yield* A.lock.withLock(
-        key,
-        Effect.sleep("1 second").pipe(Effect.tap(() => (finished = true))),
-        { ttl: "200 millis", renewEvery: Duration.infinity }
-      ).pipe(Effect.exit)
-      const elapsed = performance.now() - started
-      expect(failure(exit)).toEqual(new LockLost({ key, reason: "expired" }))
-      expect(finished).toBe(false)
-      expect(elapsed).toBeGreaterThanOrEqual(195)
-      expect(elapsed).toBeLessThan(1000)
-    }))
+  it.live(
+    "a holder paused past its TTL with renewal disabled loses the lease; withLock is interrupted with LockLost",
+    () =>
+      Effect.gen(function* () {
+        const key = lockKey("paused")
+        let finished = false
+        const started = performance.now()
+        const exit = yield* A.lock
+          .withLock(key, Effect.sleep("1 second").pipe(Effect.tap(() => (finished = true))), {
+            ttl: "200 millis",
+            renewEvery: Duration.infinity
+          })
+          .pipe(Effect.exit)
+        const elapsed = performance.now() - started
+        expect(failure(exit)).toEqual(new LockLost({ key, reason: "expired" }))
+        expect(finished).toBe(false)
+        expect(elapsed).toBeGreaterThanOrEqual(195)
+        expect(elapsed).toBeLessThan(1000)
+      })
+  )
 
   it.live("a holder whose event loop is blocked past its TTL loses the lease, even with renewal on", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("blocked")
       let finished = false
-      const exit = yield* A.lock.withLock(
-        key,
-        Effect.gen(function*() {
-          const until = Date.now() + 350
-          while (Date.now() < until) {
-            // a synchronous stall (a long GC, a CPU-bound step): no timer can fire
-          }
-          yield* Effect.sleep("300 millis")
-          finished = true
-        }),
-        { ttl: "200 millis" }
-      ).pipe(Effect.exit)
+      const exit = yield* A.lock
+        .withLock(
+          key,
+          Effect.gen(function* () {
+            const until = Date.now() + 350
+            while (Date.now() < until) {
+              // a synchronous stall (a long GC, a CPU-bound step): no timer can fire
+            }
+            yield* Effect.sleep("300 millis")
+            finished = true
+          }),
+          { ttl: "200 millis" }
+        )
+        .pipe(Effect.exit)
       expect(failure(exit)).toEqual(new LockLost({ key, reason: "expired" }))
       expect(finished).toBe(false)
-    }))
+    })
+  )
 
   it.live("renewal keeps a lease alive across several TTLs", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("renew")
       yield* Effect.scoped(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const lease = yield* A.lock.acquire(key, { ttl: "300 millis" }) // renews every 100 ms
           for (let i = 0; i < 6; i++) {
             yield* Effect.sleep("200 millis")
@@ -236,17 +251,18 @@ describe("RedisLock: renewal and loss", () => {
         })
       )
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
-    }))
+    })
+  )
 
   it.live("a TTL beyond Node's longest timer holds the lock without an early renewal or a timer warning", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("long-ttl")
       const warnings: Array<string> = []
       const onWarning = (warning: Error) => warnings.push(warning.name)
       process.on("warning", onWarning)
       const before = yield* evalshaCalls
       yield* Effect.scoped(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const lease = yield* A.lock.acquire(key, { ttl: "90 days" }) // renewal due in 30 days
           yield* Effect.sleep("50 millis")
           expect(yield* Effect.promise(() => raw.get(key))).toBe(lease.token)
@@ -257,31 +273,42 @@ describe("RedisLock: renewal and loss", () => {
       // The acquire and the release: no extension fired early.
       expect((yield* evalshaCalls) - before).toBe(2)
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
-    }))
+    })
+  )
 
   it.live("Redis unreachable for longer than the TTL loses the lease (unreachable)", () =>
-    Effect.gen(function*() {
-      const proxy = yield* Effect.acquireRelease(Effect.promise(() => tcpProxy(server.port)), (p) =>
-        Effect.promise(() => p.stop()))
+    Effect.gen(function* () {
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => tcpProxy(server.port)),
+        (p) => Effect.promise(() => p.stop())
+      )
       const client = yield* Effect.acquireRelease(
         Effect.sync(() => new Redis(proxy.port, "127.0.0.1")),
         (c) => Effect.sync(() => c.disconnect())
       )
       const P = makeLockHandle(fromClient(client))
       const key = lockKey("unreachable")
-      const exit = yield* P.lock.withLock(
-        key,
-        Effect.zipRight(Effect.sync(() => proxy.setMode("stall")), Effect.sleep("2 seconds")),
-        { ttl: "300 millis" }
-      ).pipe(Effect.ensuring(Effect.sync(() => proxy.resume())), Effect.exit)
+      const exit = yield* P.lock
+        .withLock(
+          key,
+          Effect.zipRight(
+            Effect.sync(() => proxy.setMode("stall")),
+            Effect.sleep("2 seconds")
+          ),
+          { ttl: "300 millis" }
+        )
+        .pipe(Effect.ensuring(Effect.sync(() => proxy.resume())), Effect.exit)
       expect(failure(exit)).toEqual(new LockLost({ key, reason: "unreachable" }))
       yield* P.close
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("a lost acquire reply that ioredis re-sends still gets the lock (no waiting on ourselves)", () =>
-    Effect.gen(function*() {
-      const proxy: TcpProxy = yield* Effect.acquireRelease(Effect.promise(() => tcpProxy(server.port)), (p) =>
-        Effect.promise(() => p.stop()))
+    Effect.gen(function* () {
+      const proxy: TcpProxy = yield* Effect.acquireRelease(
+        Effect.promise(() => tcpProxy(server.port)),
+        (p) => Effect.promise(() => p.stop())
+      )
       const client = yield* Effect.acquireRelease(
         Effect.sync(() => new Redis(proxy.port, "127.0.0.1")),
         (c) => Effect.sync(() => c.disconnect())
@@ -296,48 +323,65 @@ describe("RedisLock: renewal and loss", () => {
       const lease = yield* P.lock.acquire(key, { waitTimeout: "2 seconds" })
       expect(yield* Effect.promise(() => raw.get(key))).toBe(lease.token)
       yield* P.close
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("RedisLock: waiting", () => {
   it.live("a waiter wakes within a few ms of the release (pub/sub, the poll is 10 s here)", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const samples: Array<number> = []
       for (let i = 0; i < 25; i++) {
         const key = lockKey("handoff")
         let releasedAt = 0
         let ranAt = 0
         const holding = yield* Deferred.make<void>()
-        const holder = yield* A.lock.withLock(
-          key,
-          Deferred.succeed(holding, undefined).pipe(
-            Effect.zipRight(Effect.sleep("40 millis")),
-            Effect.zipRight(Effect.sync(() => (releasedAt = performance.now())))
+        const holder = yield* A.lock
+          .withLock(
+            key,
+            Deferred.succeed(holding, undefined).pipe(
+              Effect.zipRight(Effect.sleep("40 millis")),
+              Effect.zipRight(Effect.sync(() => (releasedAt = performance.now())))
+            )
           )
-        ).pipe(Effect.fork)
+          .pipe(Effect.fork)
         yield* Deferred.await(holding)
-        const waiter = yield* B.lock.withLock(key, Effect.sync(() => (ranAt = performance.now())), {
-          retrySchedule: Schedule.spaced("10 seconds")
-        }).pipe(Effect.fork)
+        const waiter = yield* B.lock
+          .withLock(
+            key,
+            Effect.sync(() => (ranAt = performance.now())),
+            {
+              retrySchedule: Schedule.spaced("10 seconds")
+            }
+          )
+          .pipe(Effect.fork)
         yield* Fiber.join(holder)
         yield* Fiber.join(waiter)
         samples.push(ranAt - releasedAt)
       }
-      console.log(`hand-off latency, release -> waiter running (ms): median ${median(samples).toFixed(2)}, max ${Math.max(...samples).toFixed(2)}; ${fmt(samples)}`)
+      console.log(
+        `hand-off latency, release -> waiter running (ms): median ${median(samples).toFixed(2)}, max ${Math.max(...samples).toFixed(2)}; ${fmt(samples)}`
+      )
       // Every waiter was woken by the release message: the poll (10 s) would have run past
       // the 5 s waitTimeout. Single samples can spike when the machine is loaded, so the
       // latency bound is on the median.
       expect(median(samples)).toBeLessThan(50)
-    }))
+    })
+  )
 
   it.live("without a release message (a haechi-store-redis holder) the poll takes over", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const samples: Array<number> = []
       for (let i = 0; i < 5; i++) {
         const key = lockKey("poll")
         expect(yield* Effect.promise(() => raw.set(key, "theirs", "PX", 10000, "NX"))).toBe("OK")
         let ranAt = 0
-        const waiter = yield* B.lock.withLock(key, Effect.sync(() => (ranAt = performance.now()))).pipe(Effect.fork)
+        const waiter = yield* B.lock
+          .withLock(
+            key,
+            Effect.sync(() => (ranAt = performance.now()))
+          )
+          .pipe(Effect.fork)
         yield* Effect.sleep("80 millis")
         expect(ranAt).toBe(0) // theirs still held: ours did not run
         const releasedAt = performance.now()
@@ -345,12 +389,15 @@ describe("RedisLock: waiting", () => {
         yield* Fiber.join(waiter)
         samples.push(ranAt - releasedAt)
       }
-      console.log(`poll fallback latency (default 50 ms jittered poll, ms): median ${median(samples).toFixed(2)}, max ${Math.max(...samples).toFixed(2)}; ${fmt(samples)}`)
+      console.log(
+        `poll fallback latency (default 50 ms jittered poll, ms): median ${median(samples).toFixed(2)}, max ${Math.max(...samples).toFixed(2)}; ${fmt(samples)}`
+      )
       expect(median(samples)).toBeLessThan(150)
-    }))
+    })
+  )
 
   it.live("timeouts fail closed with LockTimeout and the work never runs", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("timeout")
       yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
       let ran = false
@@ -365,9 +412,11 @@ describe("RedisLock: waiting", () => {
       expect((e as LockTimeout).waitedMs).toBeGreaterThanOrEqual(195)
       expect(elapsed).toBeLessThan(1500)
 
-      const bySchedule = yield* Effect.exit(A.lock.withLock(key, work, {
-        retrySchedule: Schedule.recurs(2).pipe(Schedule.addDelay(() => Duration.millis(20)))
-      }))
+      const bySchedule = yield* Effect.exit(
+        A.lock.withLock(key, work, {
+          retrySchedule: Schedule.recurs(2).pipe(Schedule.addDelay(() => Duration.millis(20)))
+        })
+      )
       expect(failure(bySchedule)).toBeInstanceOf(LockTimeout)
       expect((failure(bySchedule) as LockTimeout).waitedMs).toBeLessThan(2000)
 
@@ -376,14 +425,17 @@ describe("RedisLock: waiting", () => {
 
       expect(ran).toBe(false)
       expect(yield* Effect.promise(() => raw.get(key))).toBe("someone")
-    }))
+    })
+  )
 
   it.live("the release hands the lock straight to the queued waiter: no gap a third writer could take", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("handoff-queue")
       const holding = yield* Deferred.make<void>()
       const letGo = yield* Deferred.make<void>()
-      const holder = yield* A.lock.withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(letGo))).pipe(Effect.fork)
+      const holder = yield* A.lock
+        .withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Deferred.await(letGo)))
+        .pipe(Effect.fork)
       yield* Deferred.await(holding)
       const holderToken = yield* Effect.promise(() => raw.get(key))
       let waiterToken: string | null = null
@@ -394,7 +446,8 @@ describe("RedisLock: waiting", () => {
             waiterToken = await raw.get(key)
             waiterFence = lease.fence
             return lease.token
-          }))
+          })
+        )
       ).pipe(Effect.fork)
       // The waiter queued itself (its first attempt found the lock held).
       for (let i = 0; i < 100 && (yield* Effect.promise(() => raw.zcard(`{${key}}:waiters`))) === 0; i++) {
@@ -411,19 +464,21 @@ describe("RedisLock: waiting", () => {
       expect(token).not.toBe(holderToken)
       expect(waiterFence).toBe(Number(yield* Effect.promise(() => raw.get(fenceKeyOf(key)))))
       expect(yield* Effect.promise(() => raw.exists(key, `{${key}}:waiters`))).toBe(0)
-    }))
+    })
+  )
 
   it.live("on a live release channel a contended hand-off costs one command per acquire and per release", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("commands")
-      const round = Effect.gen(function*() {
+      const round = Effect.gen(function* () {
         const holding = yield* Deferred.make<void>()
-        const holder = yield* A.lock.withLock(
-          key,
-          Effect.zipRight(Deferred.succeed(holding, undefined), Effect.sleep("30 millis"))
-        ).pipe(Effect.fork)
+        const holder = yield* A.lock
+          .withLock(key, Effect.zipRight(Deferred.succeed(holding, undefined), Effect.sleep("30 millis")))
+          .pipe(Effect.fork)
         yield* Deferred.await(holding)
-        const waiter = yield* B.lock.withLock(key, Effect.void, { retrySchedule: Schedule.spaced("10 seconds") }).pipe(Effect.fork)
+        const waiter = yield* B.lock
+          .withLock(key, Effect.void, { retrySchedule: Schedule.spaced("10 seconds") })
+          .pipe(Effect.fork)
         yield* Fiber.join(holder)
         yield* Fiber.join(waiter)
       })
@@ -433,10 +488,11 @@ describe("RedisLock: waiting", () => {
       // Holder: acquire + release (a hand-off). Waiter: one queued acquire, woken by the
       // hand-off message (no second attempt), then its release.
       expect((yield* evalshaCalls) - before).toBe(4)
-    }))
+    })
+  )
 
   it.live("a waiter that gave up leaves the queue, and a release skips waiters past their deadline", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("queue-leave")
       const waiters = `{${key}}:waiters`
       yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
@@ -450,10 +506,11 @@ describe("RedisLock: waiting", () => {
       yield* A.lock.withLock(key, Deferred.succeed(holderDone, undefined))
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
       expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
-    }))
+    })
+  )
 
   it.live("the queue outlives its longest-waiting member, whatever shorter waits join later", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("queue-ttl")
       const waiters = `{${key}}:waiters`
       yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
@@ -463,15 +520,18 @@ describe("RedisLock: waiting", () => {
       for (let i = 0; i < 100 && (yield* Effect.promise(() => raw.zcard(waiters))) === 0; i++) {
         yield* Effect.sleep("5 millis")
       }
-      expect(failure(yield* Effect.exit(B.lock.withLock(key, Effect.void, { waitTimeout: "50 millis" })))).toBeInstanceOf(LockTimeout)
+      expect(
+        failure(yield* Effect.exit(B.lock.withLock(key, Effect.void, { waitTimeout: "50 millis" })))
+      ).toBeInstanceOf(LockTimeout)
       expect(yield* Effect.promise(() => raw.pttl(waiters))).toBeGreaterThan(30_000) // 30 s wait + 10 s TTL, not 50 ms + 10 s
       expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(1)
       yield* Fiber.interrupt(long)
       expect(yield* Effect.promise(() => raw.zcard(waiters))).toBe(0)
-    }))
+    })
+  )
 
   it.live("an interrupted waiter leaves no lock behind", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("waiter-interrupt")
       yield* Effect.promise(() => raw.set(key, "someone", "PX", 10000))
       const waiter = yield* Effect.fork(A.lock.withLock(key, Effect.void))
@@ -480,38 +540,46 @@ describe("RedisLock: waiting", () => {
       yield* Effect.promise(() => raw.eval(REFERENCE_RELEASE, 1, key, "someone"))
       yield* Effect.sleep("100 millis")
       expect(yield* Effect.promise(() => raw.exists(key))).toBe(0)
-    }))
+    })
+  )
 })
 
 describe("RedisLock: compatibility with haechi-store-redis holders", () => {
   it.live("a plain SET NX PX holder excludes ours; ours acquires after its compare-and-delete release", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("theirs-first")
       expect(yield* Effect.promise(() => raw.set(key, "their-token", "PX", 5000, "NX"))).toBe("OK")
       let ranAt = 0
-      const ours = yield* Effect.fork(A.lock.withLock(key, Effect.sync(() => (ranAt = performance.now()))))
+      const ours = yield* Effect.fork(
+        A.lock.withLock(
+          key,
+          Effect.sync(() => (ranAt = performance.now()))
+        )
+      )
       yield* Effect.sleep("150 millis")
       expect(ranAt).toBe(0)
       const releasedAt = performance.now()
       expect(yield* Effect.promise(() => raw.eval(REFERENCE_RELEASE, 1, key, "their-token"))).toBe(1)
       yield* Fiber.join(ours)
       expect(ranAt).toBeGreaterThan(releasedAt)
-    }))
+    })
+  )
 
   it.live("a plain SET NX PX holder that dies lets ours in once its TTL lapses", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("theirs-dead")
       yield* Effect.promise(() => raw.set(key, "their-token", "PX", 200, "NX"))
       const started = performance.now()
       yield* A.lock.withLock(key, Effect.void)
       expect(performance.now() - started).toBeGreaterThanOrEqual(150)
-    }))
+    })
+  )
 
   it.live("ours excludes a plain SET NX PX holder, and a reference release works on our lock", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("ours-first")
       yield* Effect.scoped(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const lease = yield* A.lock.acquire(key)
           expect(yield* Effect.promise(() => raw.get(key))).toBe(lease.token)
           expect(yield* Effect.promise(() => raw.set(key, "their-token", "PX", 5000, "NX"))).toBeNull()
@@ -524,27 +592,32 @@ describe("RedisLock: compatibility with haechi-store-redis holders", () => {
       // Their compare-and-delete, given our token, frees our lock; we then see it lost.
       const key2 = lockKey("ours-released-by-theirs")
       const exit = yield* Effect.scoped(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           const lease = yield* A.lock.acquire(key2, { ttl: "300 millis" })
           expect(yield* Effect.promise(() => raw.eval(REFERENCE_RELEASE, 1, key2, lease.token))).toBe(1)
           return yield* Effect.exit(lease.lost)
         })
       )
       expect(failure(exit)).toEqual(new LockLost({ key: key2, reason: "expired" }))
-    }))
+    })
+  )
 })
 
 describe("RedisLock: service, options, cluster", () => {
   it.live("the layer provides the service over RedisClient", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const lock = yield* RedisLock
       const key = lockKey("layer")
-      const out = yield* lock.withLock(key, Effect.promise(() => raw.get(key)))
+      const out = yield* lock.withLock(
+        key,
+        Effect.promise(() => raw.get(key))
+      )
       expect(out).toMatch(/^[0-9a-f]{32}$/)
-    }).pipe(Effect.provide(layer.pipe(Layer.provide(layerFromClient(clientA))))))
+    }).pipe(Effect.provide(layer.pipe(Layer.provide(layerFromClient(clientA)))))
+  )
 
   it.live("bad options fail with InvalidConfig naming the option, before touching Redis", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = lockKey("options")
       const cases = [
         ["key", A.lock.acquire("")],
@@ -562,7 +635,8 @@ describe("RedisLock: service, options, cluster", () => {
         expect((e as InvalidConfig).option).toBe(option)
       }
       expect(yield* Effect.promise(() => raw.exists(key, fenceKeyOf(key)))).toBe(0)
-    }))
+    })
+  )
 
   it("derives the fence and waiters keys in the lock key's hash slot", () => {
     for (const key of ["haechi:audit:lock", "{haechi:tv}:lock", "a{b}c", "x{y", "plain"]) {
@@ -575,7 +649,7 @@ describe("RedisLock: service, options, cluster", () => {
   })
 
   it.live("works on a Redis Cluster: same-slot keys, and waiters woken through Cluster.duplicate()", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const { startupNodes } = sharedCluster()
       const connect = Effect.acquireRelease(
         Effect.sync(() => new Cluster(startupNodes.map((n) => ({ host: n.host, port: n.port })))),
@@ -583,8 +657,14 @@ describe("RedisLock: service, options, cluster", () => {
       )
       const c1 = yield* connect
       const c2 = yield* connect
-      const L1 = yield* Effect.acquireRelease(Effect.sync(() => makeLockHandle(fromClient(c1))), (h) => h.close)
-      const L2 = yield* Effect.acquireRelease(Effect.sync(() => makeLockHandle(fromClient(c2))), (h) => h.close)
+      const L1 = yield* Effect.acquireRelease(
+        Effect.sync(() => makeLockHandle(fromClient(c1))),
+        (h) => h.close
+      )
+      const L2 = yield* Effect.acquireRelease(
+        Effect.sync(() => makeLockHandle(fromClient(c2))),
+        (h) => h.close
+      )
 
       const refused = failure(yield* Effect.exit(Effect.scoped(L1.lock.acquire("t:a}b:lock"))))
       expect(refused).toBeInstanceOf(InvalidConfig)
@@ -595,17 +675,25 @@ describe("RedisLock: service, options, cluster", () => {
           let releasedAt = 0
           let ranAt = 0
           const holding = yield* Deferred.make<void>()
-          const holder = yield* L1.lock.withLock(
-            key,
-            Deferred.succeed(holding, undefined).pipe(
-              Effect.zipRight(Effect.sleep("100 millis")),
-              Effect.zipRight(Effect.sync(() => (releasedAt = performance.now())))
+          const holder = yield* L1.lock
+            .withLock(
+              key,
+              Deferred.succeed(holding, undefined).pipe(
+                Effect.zipRight(Effect.sleep("100 millis")),
+                Effect.zipRight(Effect.sync(() => (releasedAt = performance.now())))
+              )
             )
-          ).pipe(Effect.fork)
+            .pipe(Effect.fork)
           yield* Deferred.await(holding)
-          const waiter = yield* L2.lock.withLock(key, Effect.sync(() => (ranAt = performance.now())), {
-            retrySchedule: Schedule.spaced("10 seconds")
-          }).pipe(Effect.fork)
+          const waiter = yield* L2.lock
+            .withLock(
+              key,
+              Effect.sync(() => (ranAt = performance.now())),
+              {
+                retrySchedule: Schedule.spaced("10 seconds")
+              }
+            )
+            .pipe(Effect.fork)
           yield* Fiber.join(holder)
           yield* Fiber.join(waiter)
           samples.push(ranAt - releasedAt)
@@ -620,7 +708,8 @@ describe("RedisLock: service, options, cluster", () => {
       // Woken by the release message (the 10 s poll is past the 5 s waitTimeout). Loose
       // bound: the shared cluster may be failing over for another test file.
       expect(median(samples)).toBeLessThan(200)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("withRedisLock (Promise facade)", () => {
@@ -646,13 +735,18 @@ describe("withRedisLock (Promise facade)", () => {
 
   it("renews while fn runs: a plain SET NX cannot get in after several TTLs", async () => {
     const key = lockKey("facade-renew")
-    const result = await withRedisLock(clientA, key, async () => {
-      for (let i = 0; i < 4; i++) {
-        await new Promise((r) => setTimeout(r, 200))
-        expect(await raw.set(key, "theirs", "PX", 5000, "NX")).toBeNull()
-      }
-      return "done"
-    }, { ttlMs: 300 })
+    const result = await withRedisLock(
+      clientA,
+      key,
+      async () => {
+        for (let i = 0; i < 4; i++) {
+          await new Promise((r) => setTimeout(r, 200))
+          expect(await raw.set(key, "theirs", "PX", 5000, "NX")).toBeNull()
+        }
+        return "done"
+      },
+      { ttlMs: 300 }
+    )
     expect(result).toBe("done")
     expect(await raw.exists(key)).toBe(0)
   })
@@ -660,9 +754,11 @@ describe("withRedisLock (Promise facade)", () => {
   it("rejects with fn's own error after releasing", async () => {
     const key = lockKey("facade-error")
     const boom = new Error("boom")
-    await expect(withRedisLock(clientA, key, async () => {
-      throw boom
-    })).rejects.toBe(boom)
+    await expect(
+      withRedisLock(clientA, key, async () => {
+        throw boom
+      })
+    ).rejects.toBe(boom)
     expect(await raw.exists(key)).toBe(0)
   })
 
@@ -670,9 +766,17 @@ describe("withRedisLock (Promise facade)", () => {
     const key = lockKey("facade-timeout")
     await raw.set(key, "someone", "PX", 10000)
     let ran = false
-    const err = await withRedisLock(clientB, key, async () => {
-      ran = true
-    }, { timeoutMs: 100, retryMs: 10 }).then(() => undefined, (e: unknown) => e)
+    const err = await withRedisLock(
+      clientB,
+      key,
+      async () => {
+        ran = true
+      },
+      { timeoutMs: 100, retryMs: 10 }
+    ).then(
+      () => undefined,
+      (e: unknown) => e
+    )
     expect(err).toBeInstanceOf(LockTimeout)
     expect((err as LockTimeout)._tag).toBe("LockTimeout")
     expect((err as LockTimeout).key).toBe(key)

@@ -72,8 +72,12 @@ describe("store lock policies", () => {
     const lockKey = `${keyPrefix}lock`
     try {
       const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive" })
-      const rival = createAuditSink({ store: createRedisAuditStore({ client: other, keyPrefix, lock: "never" }) as never })
-      const adaptiveRival = createAuditSink({ store: createRedisAuditStore({ client: other, keyPrefix, lock: "adaptive" }) as never })
+      const rival = createAuditSink({
+        store: createRedisAuditStore({ client: other, keyPrefix, lock: "never" }) as never
+      })
+      const adaptiveRival = createAuditSink({
+        store: createRedisAuditStore({ client: other, keyPrefix, lock: "adaptive" }) as never
+      })
       await rival.record({ warm: true })
       const seen: Array<string | null> = []
       let runs = 0
@@ -99,7 +103,11 @@ describe("store lock policies", () => {
       expect(seen[CLAIM_AFTER + 1]).toMatch(/^[0-9a-f]{32}$/)
       // Failing gave it back (compare-and-delete), and the yielding rival then got through.
       expect(await client.get(lockKey)).toBeNull()
-      for (let i = 0; i < 100 && (await client.lrange(`${keyPrefix}chain`, -1, -1))[0]?.includes('"yields"') !== true; i++) {
+      for (
+        let i = 0;
+        i < 100 && (await client.lrange(`${keyPrefix}chain`, -1, -1))[0]?.includes('"yields"') !== true;
+        i++
+      ) {
         await new Promise((r) => setTimeout(r, 10))
       }
       const chain = (await client.lrange(`${keyPrefix}chain`, 0, -1)).map((line) => JSON.parse(line))
@@ -143,10 +151,14 @@ describe("store lock policies", () => {
       expect(await client.get(lockKey)).toBe("tok-a")
       expect(await client.pttl(lockKey)).toBeGreaterThan(0)
       // Another lock-free attempt yields (nothing written), even on the right head.
-      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-b", "", channel]))).toEqual([4])
+      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-b", "", channel]))).toEqual([
+        4
+      ])
       expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
       // The holder commits: the lock is deleted and a plain release ("") is announced.
-      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-a", "1000", channel]))).toEqual([1])
+      expect(
+        await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-a", "1000", channel]))
+      ).toEqual([1])
       expect(await client.exists(lockKey)).toBe(0)
       for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
       expect(messages).toEqual([""])
@@ -169,7 +181,9 @@ describe("store lock policies", () => {
       const apply = async (expected: string, token: string, claim: LockClaim | undefined) => {
         const commitId = `c-${Math.random()}`
         const write = { expected, expectedCommit: seen.commit, expectedSize: seen.size, commitId, claim }
-        const outcome = await Effect.runPromise(backing.apply({ ...write, sets: [[token, '{"type":"t"}']], deletes: [] }))
+        const outcome = await Effect.runPromise(
+          backing.apply({ ...write, sets: [[token, '{"type":"t"}']], deletes: [] })
+        )
         if (outcome._tag === "Committed") Object.assign(seen, { commit: commitId, size: seen.size + 1 })
         return outcome
       }
@@ -203,8 +217,12 @@ describe("store lock policies", () => {
       const vaultPrefix = uniquePrefix(`race-vault-${policy}`)
       try {
         const replicas = clients.map((client) => ({
-          sink: createAuditSink({ store: createRedisAuditStore({ client, keyPrefix: auditPrefix, lock: policy }) as never }),
-          vault: createTokenVault({ store: createRedisTokenStore({ client, keyPrefix: vaultPrefix, lock: policy }) as never })
+          sink: createAuditSink({
+            store: createRedisAuditStore({ client, keyPrefix: auditPrefix, lock: policy }) as never
+          }),
+          vault: createTokenVault({
+            store: createRedisTokenStore({ client, keyPrefix: vaultPrefix, lock: policy }) as never
+          })
         }))
         const perReplica = 25
         const tokens = await Promise.all(

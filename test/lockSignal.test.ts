@@ -118,7 +118,12 @@ describe("withRedisLock with an event loop blocked past ttlMs", () => {
     expect(error).toBeInstanceOf(LockLost)
     expect((error as LockLost).key).toBe(key)
     expect(secondResult).toEqual({ status: "fulfilled", value: "b" })
-    summary("blocked event loop", { ttlMs, blockedMs: ttlMs + 300, reason: (error as LockLost).reason, events: events.join(" | ") })
+    summary("blocked event loop", {
+      ttlMs,
+      blockedMs: ttlMs + 300,
+      reason: (error as LockLost).reason,
+      events: events.join(" | ")
+    })
   })
 
   it("a fn that ignores its argument keeps working, and the call still rejects with LockLost", async () => {
@@ -166,7 +171,11 @@ describe("the lock runs on real time (it.effect's TestClock never advances)", ()
       )
       expect(failureOf(outcome.other)).toBeInstanceOf(LockTimeout)
       expect(outcome.still).toBe(true)
-      summary("testclock hold", { ttlMs: 300, heldMs: Math.round(performance.now() - started), secondAcquirer: "LockTimeout" })
+      summary("testclock hold", {
+        ttlMs: 300,
+        heldMs: Math.round(performance.now() - started),
+        secondAcquirer: "LockTimeout"
+      })
     })
   )
 

@@ -53,7 +53,9 @@ const sh = async (command: string, args: ReadonlyArray<string>, cwd: string, env
     })
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string }
-    throw new Error(`${command} ${args.join(" ")} failed in ${cwd}:\n${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`)
+    throw new Error(
+      `${command} ${args.join(" ")} failed in ${cwd}:\n${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`
+    )
   }
 }
 
@@ -207,7 +209,10 @@ interface Client {
 
 const npmAdd =
   (...flags: Array<string>) =>
-  (specs: ReadonlyArray<string>): [string, Array<string>] => ["npm", ["install", ...specs, "--prefer-offline", ...flags]]
+  (specs: ReadonlyArray<string>): [string, Array<string>] => [
+    "npm",
+    ["install", ...specs, "--prefer-offline", ...flags]
+  ]
 
 const clients: ReadonlyArray<Client> = [
   { name: "npm", pin: () => ({}), add: npmAdd() },
@@ -222,7 +227,14 @@ const clients: ReadonlyArray<Client> = [
     pin: (lib) => ({ resolutions: { "haechi-store-effect": `file:${lib}` } }),
     add: (specs) => [
       "npx",
-      ["-y", "yarn@1", "add", "--non-interactive", "--prefer-offline", ...specs.map((s) => (s.startsWith("/") ? `file:${s}` : s))]
+      [
+        "-y",
+        "yarn@1",
+        "add",
+        "--non-interactive",
+        "--prefer-offline",
+        ...specs.map((s) => (s.startsWith("/") ? `file:${s}` : s))
+      ]
     ]
   }
 ]
@@ -260,7 +272,16 @@ describe("the packed packages", () => {
       for (const script of INSTALL_SCRIPTS) expect(m.scripts?.[script], `${m.name} ${script}`).toBeUndefined()
     }
     // Every @effect package the CLI loads is declared (yarn 1 and --legacy-peer-deps install no peers).
-    for (const needed of ["@effect/cli", "@effect/platform", "@effect/platform-node", "@effect/printer", "@effect/printer-ansi", "@effect/typeclass", "effect", "ioredis"]) {
+    for (const needed of [
+      "@effect/cli",
+      "@effect/platform",
+      "@effect/platform-node",
+      "@effect/printer",
+      "@effect/printer-ansi",
+      "@effect/typeclass",
+      "effect",
+      "ioredis"
+    ]) {
       expect(cliManifest.dependencies, needed).toHaveProperty([needed])
     }
   })
@@ -270,7 +291,11 @@ describe("the packed packages", () => {
       const project = await tempDir("haechi-consumer-")
       await writeFile(
         join(project, "package.json"),
-        JSON.stringify({ name: "consumer", version: "1.0.0", private: true, type: "module", ...client.pin(lib.tarball) }, null, 2)
+        JSON.stringify(
+          { name: "consumer", version: "1.0.0", private: true, type: "module", ...client.pin(lib.tarball) },
+          null,
+          2
+        )
       )
       // The README's install line.
       const [command, args] = client.add([lib.tarball, "ioredis", "effect@3"])
@@ -281,9 +306,14 @@ describe("the packed packages", () => {
       const allowed = closure(installed, ["effect", "ioredis"])
       expect([...names].filter((name) => name !== "haechi-store-effect" && !allowed.has(name)).sort()).toEqual([])
       const withScripts = installed
-        .filter(({ manifest }) => INSTALL_SCRIPTS.some((s) => manifest.scripts?.[s] !== undefined) || manifest.gypfile === true)
+        .filter(
+          ({ manifest }) =>
+            INSTALL_SCRIPTS.some((s) => manifest.scripts?.[s] !== undefined) || manifest.gypfile === true
+        )
         .map(({ manifest }) => manifest.name)
-      const native = installed.filter(({ dir }) => existsSync(join(dir, "binding.gyp"))).map(({ manifest }) => manifest.name)
+      const native = installed
+        .filter(({ dir }) => existsSync(join(dir, "binding.gyp")))
+        .map(({ manifest }) => manifest.name)
       expect({ withScripts, native }).toEqual({ withScripts: [], native: [] })
       const effect = JSON.parse(await readFile(join(project, "node_modules/effect/package.json"), "utf8")) as Manifest
       expect(effect.version).toMatch(/^3\./)
@@ -297,12 +327,17 @@ describe("the packed packages", () => {
 
       if (client.name === "npm") {
         // The other ioredis major of the peer range (>=5 <7): same package, same program.
-        const ioredis = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as Manifest
+        const ioredis = JSON.parse(
+          await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")
+        ) as Manifest
         const other = ioredis.version.startsWith("6.") ? "5" : "6"
         await sh("npm", ["install", `ioredis@${other}`, "--prefer-offline"], project)
         const now = JSON.parse(await readFile(join(project, "node_modules/ioredis/package.json"), "utf8")) as Manifest
         expect(now.version.startsWith(`${other}.`)).toBe(true)
-        const again = await sh("node", ["consumer.mjs"], project, { REDIS_URL: sharedRedis().url, PREFIX: uniquePrefix("package-io") })
+        const again = await sh("node", ["consumer.mjs"], project, {
+          REDIS_URL: sharedRedis().url,
+          PREFIX: uniquePrefix("package-io")
+        })
         expect(again.stdout).toContain("consumer ok")
       }
 
@@ -315,7 +350,9 @@ describe("the packed packages", () => {
       const onRedis = await sh(bin, ["demo", "--events", "20", "--replicas", "2", "--url", sharedRedis().url], project)
       expect(onRedis.stdout).toMatch(/^chain valid: 20 records/m)
       expect(onRedis.stdout).toContain("on Redis (demo keys deleted)")
-      const effectAfter = JSON.parse(await readFile(join(project, "node_modules/effect/package.json"), "utf8")) as Manifest
+      const effectAfter = JSON.parse(
+        await readFile(join(project, "node_modules/effect/package.json"), "utf8")
+      ) as Manifest
       expect(effectAfter.version).toMatch(/^3\./)
     }, 480_000)
   }

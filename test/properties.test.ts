@@ -84,7 +84,12 @@ const refRecord = async (client: Redis, prefix: string, event: object, delay = 0
 const refMutate = async <A>(
   client: Redis,
   prefix: string,
-  fn: (view: { get(t: string): any; set(t: string, r: unknown): void; delete(t: string): void; entries(): Array<[string, any]> }) => Promise<A>
+  fn: (view: {
+    get(t: string): any
+    set(t: string, r: unknown): void
+    delete(t: string): void
+    entries(): Array<[string, any]>
+  }) => Promise<A>
 ): Promise<A> => {
   for (let attempt = 0; attempt < 64; attempt++) {
     const expected = await client.get(`${prefix}version`)
@@ -144,7 +149,11 @@ const noLock = { lock: "never" } as const
 const styleOf = (i: number): ReplicaStyle => (i % 2 === 0 ? "layer" : "facade")
 
 /** The store with a delay inside `fn` between readLastIntegrity and persist; counts attempts. */
-const delayedAudit = (store: AuditStoreUnderTest, delay: () => number, attempts: { n: number }): AuditStoreUnderTest => ({
+const delayedAudit = (
+  store: AuditStoreUnderTest,
+  delay: () => number,
+  attempts: { n: number }
+): AuditStoreUnderTest => ({
   transaction: (fn) =>
     store.transaction(({ readLastIntegrity, persist }) => {
       attempts.n++
@@ -220,10 +229,10 @@ describe("audit chain under racing replicas, no lock", () => {
   it("always verifies: no fork, no lost and no doubled record", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(
-          fc.record({ events: fc.integer({ min: 1, max: 5 }), start: fc.integer({ min: 0, max: 5 }), delays }),
-          { minLength: 2, maxLength: 8 }
-        ),
+        fc.array(fc.record({ events: fc.integer({ min: 1, max: 5 }), start: fc.integer({ min: 0, max: 5 }), delays }), {
+          minLength: 2,
+          maxLength: 8
+        }),
         async (writers) => {
           const prefix = uniquePrefix("prop-audit")
           const s = session()
@@ -232,7 +241,11 @@ describe("audit chain under racing replicas, no lock", () => {
             const sinks = await Promise.all(
               writers.map(async (w, i) =>
                 createAuditSink({
-                  store: delayedAudit(await redisAuditReplica(styleOf(i), s.client(), prefix, noLock), cycle(w.delays), attempts)
+                  store: delayedAudit(
+                    await redisAuditReplica(styleOf(i), s.client(), prefix, noLock),
+                    cycle(w.delays),
+                    attempts
+                  )
                 })
               )
             )
@@ -248,7 +261,10 @@ describe("audit chain under racing replicas, no lock", () => {
             const total = writers.reduce((n, w) => n + w.events, 0)
             expect(verifyAuditChain(records)).toMatchObject({ valid: true, records: total })
             expect(written.flat()).toHaveLength(total)
-            expectEachOnceInOrder(records.map((r) => r["id"] as string), perWriter)
+            expectEachOnceInOrder(
+              records.map((r) => r["id"] as string),
+              perWriter
+            )
             // What each record() resolved with is what the chain holds at its sequence.
             for (const record of written.flat()) {
               expect(records[record.auditIntegrity.sequence - 1]).toEqual(JSON.parse(JSON.stringify(record)))
@@ -283,7 +299,9 @@ describe("token vault under racing replicas, no lock", () => {
           const s = session()
           try {
             const stores = await Promise.all(
-              writers.map(async (w, i) => delayedVault(await redisVaultReplica(styleOf(i), s.client(), prefix, noLock), cycle(w.delays)))
+              writers.map(async (w, i) =>
+                delayedVault(await redisVaultReplica(styleOf(i), s.client(), prefix, noLock), cycle(w.delays))
+              )
             )
             const now = () => Date.parse("2030-01-01T00:00:00Z")
             const results = await Promise.all(
@@ -306,7 +324,9 @@ describe("token vault under racing replicas, no lock", () => {
             const inspect = s.client()
             const increments = writers.reduce((n, w) => n + w.ops.filter((op) => op === "inc").length, 0)
             const adds = writers.flatMap((w, i) => w.ops.flatMap((op, k) => (op === "add" ? [`w${i}-t${k}`] : [])))
-            const tokenized = results.flat().filter((r): r is { token: string; type: string; reused: boolean } => typeof r === "object" && r !== null)
+            const tokenized = results
+              .flat()
+              .filter((r): r is { token: string; type: string; reused: boolean } => typeof r === "object" && r !== null)
             const all = await inspect.hgetall(`${prefix}tokens`)
             const counter = all["counter"] === undefined ? 0 : (JSON.parse(all["counter"]) as { n: number }).n
             expect(counter).toBe(increments)
@@ -417,25 +437,31 @@ describe("two writers that both believe they hold the lock (a lapsed TTL)", () =
 describe("replicas with a stale cache", () => {
   it("an audit replica that cached a head many commits ago still appends on the true head", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 40 }), fc.constantFrom<ReplicaStyle>("layer", "facade"), async (others, style) => {
-        const prefix = uniquePrefix("stale-audit")
-        const s = session()
-        try {
-          const attempts = { n: 0 }
-          const stale = createAuditSink({ store: delayedAudit(await redisAuditReplica(style, s.client(), prefix, noLock), () => 0, attempts) })
-          const busy = createAuditSink({ store: await redisAuditReplica("layer", s.client(), prefix, noLock) })
-          await stale.record({ id: "stale-1" })
-          for (let i = 0; i < others; i++) await busy.record({ id: `busy-${i}` })
-          const record = await stale.record({ id: "stale-2" })
-          expect(record.auditIntegrity.sequence).toBe(others + 2)
-          const records = await readChain(s.client(), prefix)
-          expect(verifyAuditChain(records)).toMatchObject({ valid: true, records: others + 2 })
-          // One rejected append on the stale head, one on the true head.
-          expect(attempts.n).toBe(3)
-        } finally {
-          await s.close()
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 40 }),
+        fc.constantFrom<ReplicaStyle>("layer", "facade"),
+        async (others, style) => {
+          const prefix = uniquePrefix("stale-audit")
+          const s = session()
+          try {
+            const attempts = { n: 0 }
+            const stale = createAuditSink({
+              store: delayedAudit(await redisAuditReplica(style, s.client(), prefix, noLock), () => 0, attempts)
+            })
+            const busy = createAuditSink({ store: await redisAuditReplica("layer", s.client(), prefix, noLock) })
+            await stale.record({ id: "stale-1" })
+            for (let i = 0; i < others; i++) await busy.record({ id: `busy-${i}` })
+            const record = await stale.record({ id: "stale-2" })
+            expect(record.auditIntegrity.sequence).toBe(others + 2)
+            const records = await readChain(s.client(), prefix)
+            expect(verifyAuditChain(records)).toMatchObject({ valid: true, records: others + 2 })
+            // One rejected append on the stale head, one on the true head.
+            expect(attempts.n).toBe(3)
+          } finally {
+            await s.close()
+          }
         }
-      }),
+      ),
       { numRuns: 8 }
     )
   })
@@ -460,13 +486,29 @@ describe("replicas with a stale cache", () => {
                 if (i > 0 && i % 3 === 0) view.delete(`busy-${i - 1}`)
               })
             }
-            const expected = await busy.read((view) => view.entries().map(([t]) => t).sort())
-            if (readFirst) expect(await stale.read((view) => view.entries().map(([t]) => t).sort())).toEqual(expected)
+            const expected = await busy.read((view) =>
+              view
+                .entries()
+                .map(([t]) => t)
+                .sort()
+            )
+            if (readFirst)
+              expect(
+                await stale.read((view) =>
+                  view
+                    .entries()
+                    .map(([t]) => t)
+                    .sort()
+                )
+              ).toEqual(expected)
             // fn may first run on the stale snapshot (its diff is then fenced off and fn
             // re-runs); the run that commits must have seen every commit.
             let last: Array<string> = []
             await stale.mutate(async (view) => {
-              last = view.entries().map(([t]) => t).sort()
+              last = view
+                .entries()
+                .map(([t]) => t)
+                .sort()
               view.set("counter", increment(view))
             })
             expect(last).toEqual(expected)
@@ -541,15 +583,17 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
   it("random interleavings of ours and the reference's writers keep the chain and the vault whole", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(
-          fc.record({
-            kind: fc.constantFrom<"layer" | "facade" | "ref">("layer", "facade", "ref"),
-            ops: fc.integer({ min: 1, max: 4 }),
-            start: fc.integer({ min: 0, max: 4 }),
-            delays
-          }),
-          { minLength: 3, maxLength: 6 }
-        ).filter((ws) => ws.some((w) => w.kind === "ref") && ws.filter((w) => w.kind !== "ref").length >= 2),
+        fc
+          .array(
+            fc.record({
+              kind: fc.constantFrom<"layer" | "facade" | "ref">("layer", "facade", "ref"),
+              ops: fc.integer({ min: 1, max: 4 }),
+              start: fc.integer({ min: 0, max: 4 }),
+              delays
+            }),
+            { minLength: 3, maxLength: 6 }
+          )
+          .filter((ws) => ws.some((w) => w.kind === "ref") && ws.filter((w) => w.kind !== "ref").length >= 2),
         async (writers) => {
           const auditPrefix = uniquePrefix("mixed-audit")
           const vaultPrefix = uniquePrefix("mixed-vault")
@@ -594,7 +638,10 @@ describe("a mixed fleet: haechi-store-redis writers between ours", () => {
             const total = writers.reduce((n, w) => n + w.ops, 0)
             const records = await readChain(inspect, auditPrefix)
             expect(verifyAuditChain(records)).toMatchObject({ valid: true, records: total })
-            expectEachOnceInOrder(records.map((r) => r["id"] as string), perWriter)
+            expectEachOnceInOrder(
+              records.map((r) => r["id"] as string),
+              perWriter
+            )
             const all = await inspect.hgetall(`${vaultPrefix}tokens`)
             expect(JSON.parse(all["counter"]!)).toMatchObject({ n: total })
             expect(Object.keys(all).sort()).toEqual([...perWriter.flat(), "counter"].sort())

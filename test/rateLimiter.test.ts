@@ -30,49 +30,61 @@ const failureOf = <A, E>(exit: Exit.Exit<A, E>): E | undefined =>
   Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
 
 describe("rate limiter on Redis (Effect API)", () => {
-  it.live("the limit within a window, then a retry time that is neither early nor late, then the whole limit after an idle window", () =>
-    Effect.gen(function*() {
-      const client = yield* withClient
-      const limiter = yield* limiterOn(client, uniquePrefix("rl-window"))
-      // Each call is decided between when it was sent and when its answer came (the real
-      // clock, which Redis's TIME reads on this host): the bounds below follow from that.
-      const take = Effect.gen(function*() {
-        const sent = performance.now()
-        const result = yield* limiter.consume("alice", { limit: 5, window: "1500 millis" })
-        return { ...result, sent, received: performance.now() }
-      })
-      const answer = ({ sent: _s, received: _r, ...result }: { sent: number; received: number } & RateLimiter.RateLimitResult) => result
-      const first = yield* take
-      expect(answer(first)).toEqual({ allowed: true, remaining: 4, retryAfterMs: 0, resetAfterMs: 1500 })
-      yield* Effect.sleep("300 millis")
-      const rest = yield* Effect.all([take, take, take, take])
-      expect(rest.map((r) => [r.allowed, r.remaining])).toEqual([[true, 3], [true, 2], [true, 1], [true, 0]])
-      const restSent = Math.min(...rest.map((r) => r.sent))
-      const denied = yield* take
-      expect(denied.allowed).toBe(false)
-      expect(denied.remaining).toBe(0)
-      // The first request leaves the window 1,500 ms after it was decided.
-      expect(denied.retryAfterMs).toBeGreaterThanOrEqual(Math.floor(first.sent + 1500 - denied.received))
-      expect(denied.retryAfterMs).toBeLessThanOrEqual(Math.ceil(first.received + 1500 - denied.sent) + 1)
-      expect(denied.resetAfterMs).toBeGreaterThanOrEqual(Math.floor(restSent + 1500 - denied.received))
-      // Not early: a call answered before the retry time is still denied.
-      yield* Effect.sleep(Math.max(0, denied.retryAfterMs - 300))
-      const early = yield* take
-      if (early.received < denied.sent + denied.retryAfterMs - 1) expect(early.allowed).toBe(false)
-      // Not late: a call sent after it is allowed, as the first request has left...
-      yield* Effect.sleep(Math.max(0, denied.received + denied.retryAfterMs + 5 - performance.now()))
-      const onTime = yield* take
-      expect(onTime.allowed).toBe(true)
-      // ...and only that one (unless this machine overslept past the others' time too).
-      const next = yield* take
-      if (next.received < restSent + 1500) expect(next.allowed).toBe(false)
-      yield* Effect.sleep(next.resetAfterMs + 20)
-      const again = yield* Effect.all(Array.from({ length: 6 }, () => take))
-      expect(again.map((r) => r.allowed)).toEqual([true, true, true, true, true, false])
-    }).pipe(Effect.scoped))
+  it.live(
+    "the limit within a window, then a retry time that is neither early nor late, then the whole limit after an idle window",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* withClient
+        const limiter = yield* limiterOn(client, uniquePrefix("rl-window"))
+        // Each call is decided between when it was sent and when its answer came (the real
+        // clock, which Redis's TIME reads on this host): the bounds below follow from that.
+        const take = Effect.gen(function* () {
+          const sent = performance.now()
+          const result = yield* limiter.consume("alice", { limit: 5, window: "1500 millis" })
+          return { ...result, sent, received: performance.now() }
+        })
+        const answer = ({
+          sent: _s,
+          received: _r,
+          ...result
+        }: { sent: number; received: number } & RateLimiter.RateLimitResult) => result
+        const first = yield* take
+        expect(answer(first)).toEqual({ allowed: true, remaining: 4, retryAfterMs: 0, resetAfterMs: 1500 })
+        yield* Effect.sleep("300 millis")
+        const rest = yield* Effect.all([take, take, take, take])
+        expect(rest.map((r) => [r.allowed, r.remaining])).toEqual([
+          [true, 3],
+          [true, 2],
+          [true, 1],
+          [true, 0]
+        ])
+        const restSent = Math.min(...rest.map((r) => r.sent))
+        const denied = yield* take
+        expect(denied.allowed).toBe(false)
+        expect(denied.remaining).toBe(0)
+        // The first request leaves the window 1,500 ms after it was decided.
+        expect(denied.retryAfterMs).toBeGreaterThanOrEqual(Math.floor(first.sent + 1500 - denied.received))
+        expect(denied.retryAfterMs).toBeLessThanOrEqual(Math.ceil(first.received + 1500 - denied.sent) + 1)
+        expect(denied.resetAfterMs).toBeGreaterThanOrEqual(Math.floor(restSent + 1500 - denied.received))
+        // Not early: a call answered before the retry time is still denied.
+        yield* Effect.sleep(Math.max(0, denied.retryAfterMs - 300))
+        const early = yield* take
+        if (early.received < denied.sent + denied.retryAfterMs - 1) expect(early.allowed).toBe(false)
+        // Not late: a call sent after it is allowed, as the first request has left...
+        yield* Effect.sleep(Math.max(0, denied.received + denied.retryAfterMs + 5 - performance.now()))
+        const onTime = yield* take
+        expect(onTime.allowed).toBe(true)
+        // ...and only that one (unless this machine overslept past the others' time too).
+        const next = yield* take
+        if (next.received < restSent + 1500) expect(next.allowed).toBe(false)
+        yield* Effect.sleep(next.resetAfterMs + 20)
+        const again = yield* Effect.all(Array.from({ length: 6 }, () => take))
+        expect(again.map((r) => r.allowed)).toEqual([true, true, true, true, true, false])
+      }).pipe(Effect.scoped)
+  )
 
   it.live("one sorted set per key, expiring a window after its newest request; denied requests are not logged", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-expiry")
       const limiter = yield* limiterOn(client, prefix)
@@ -90,10 +102,11 @@ describe("rate limiter on Redis (Effect API)", () => {
       expect(yield* Effect.promise(() => client.keys(`${prefix}*`))).toHaveLength(2)
       yield* Effect.sleep(Math.max(0, done + 2_100 - performance.now()))
       expect(yield* Effect.promise(() => client.exists(key, `${prefix}carol`))).toBe(0)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("peek reports the count without taking from it", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const limiter = yield* limiterOn(client, uniquePrefix("rl-peek"))
       expect(yield* limiter.peek("dave", { window: 5_000 })).toEqual({ count: 0, resetAfterMs: 0 })
@@ -104,53 +117,65 @@ describe("rate limiter on Redis (Effect API)", () => {
       expect(seen.retryAfterMs).toBeGreaterThan(4_000)
       expect(seen.resetAfterMs).toBeGreaterThan(4_000)
       expect((yield* limiter.peek("dave", { window: 5_000, limit: 4 })).remaining).toBe(1)
-      expect((yield* RateLimiter.peek("dave", { window: 5_000 }).pipe(Effect.provideService(RateLimiter.RateLimiter, limiter))).count).toBe(3)
+      expect(
+        (yield* RateLimiter.peek("dave", { window: 5_000 }).pipe(
+          Effect.provideService(RateLimiter.RateLimiter, limiter)
+        )).count
+      ).toBe(3)
       // A narrower window sees fewer: nothing was taken within the last millisecond.
       expect((yield* limiter.peek("dave", { window: 1 })).count).toBe(0)
       expect((yield* limiter.consume("dave", { limit: 4, window: 5_000 })).allowed).toBe(true)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
-  it.live("bad keys, limits, windows, prefixes and timeouts are refused with InvalidConfig naming the option; nothing is written", () =>
-    Effect.gen(function*() {
-      const client = yield* withClient
-      const prefix = uniquePrefix("rl-bad")
-      const limiter = yield* limiterOn(client, prefix)
-      const cases: Array<[unknown, unknown, unknown, string]> = [
-        [42, 5, 1000, "rate limit key"],
-        ["", 5, 1000, "rate limit key"],
-        ["x".repeat(RateLimiter.MAX_KEY_LENGTH + 1), 5, 1000, "rate limit key"],
-        ["k", 0, 1000, "limit"],
-        ["k", 1.5, 1000, "limit"],
-        ["k", -1, 1000, "limit"],
-        ["k", "5", 1000, "limit"],
-        ["k", Number.NaN, 1000, "limit"],
-        ["k", undefined, 1000, "limit"],
-        ["k", RateLimiter.MAX_LIMIT + 1, 1000, "limit"],
-        ["k", 5, 0, "window"],
-        ["k", 5, 1.5, "window"],
-        ["k", 5, "soon", "window"],
-        ["k", 5, RateLimiter.MAX_WINDOW_MS + 1, "window"]
-      ]
-      for (const [key, limit, window, option] of cases) {
-        const exit = yield* Effect.exit(limiter.consume(key as string, { limit: limit as number, window: window as number }))
-        const error = failureOf(exit)
-        expect(error, JSON.stringify([key, limit, window])).toBeInstanceOf(InvalidConfig)
-        expect((error as InvalidConfig).option).toBe(option)
-      }
-      expect(yield* Effect.promise(() => client.keys(`${prefix}*`))).toEqual([])
-      for (const keyPrefix of ["", "haechi:", "haechi:a", 7]) {
-        const error = failureOf(yield* Effect.exit(limiterOn(client, keyPrefix as string)))
-        expect(error, String(keyPrefix)).toBeInstanceOf(InvalidConfig)
-        expect((error as InvalidConfig).option).toBe("keyPrefix")
-      }
-      for (const timeout of [0, -5, "never", Number.POSITIVE_INFINITY]) {
-        const made = RateLimiter.make({ keyPrefix: prefix, timeout: timeout as number }).pipe(Effect.provide(layerFromClient(client)))
-        expect((failureOf(yield* Effect.exit(made)) as InvalidConfig).option).toBe("timeout")
-      }
-    }).pipe(Effect.scoped))
+  it.live(
+    "bad keys, limits, windows, prefixes and timeouts are refused with InvalidConfig naming the option; nothing is written",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* withClient
+        const prefix = uniquePrefix("rl-bad")
+        const limiter = yield* limiterOn(client, prefix)
+        const cases: Array<[unknown, unknown, unknown, string]> = [
+          [42, 5, 1000, "rate limit key"],
+          ["", 5, 1000, "rate limit key"],
+          ["x".repeat(RateLimiter.MAX_KEY_LENGTH + 1), 5, 1000, "rate limit key"],
+          ["k", 0, 1000, "limit"],
+          ["k", 1.5, 1000, "limit"],
+          ["k", -1, 1000, "limit"],
+          ["k", "5", 1000, "limit"],
+          ["k", Number.NaN, 1000, "limit"],
+          ["k", undefined, 1000, "limit"],
+          ["k", RateLimiter.MAX_LIMIT + 1, 1000, "limit"],
+          ["k", 5, 0, "window"],
+          ["k", 5, 1.5, "window"],
+          ["k", 5, "soon", "window"],
+          ["k", 5, RateLimiter.MAX_WINDOW_MS + 1, "window"]
+        ]
+        for (const [key, limit, window, option] of cases) {
+          const exit = yield* Effect.exit(
+            limiter.consume(key as string, { limit: limit as number, window: window as number })
+          )
+          const error = failureOf(exit)
+          expect(error, JSON.stringify([key, limit, window])).toBeInstanceOf(InvalidConfig)
+          expect((error as InvalidConfig).option).toBe(option)
+        }
+        expect(yield* Effect.promise(() => client.keys(`${prefix}*`))).toEqual([])
+        for (const keyPrefix of ["", "haechi:", "haechi:a", 7]) {
+          const error = failureOf(yield* Effect.exit(limiterOn(client, keyPrefix as string)))
+          expect(error, String(keyPrefix)).toBeInstanceOf(InvalidConfig)
+          expect((error as InvalidConfig).option).toBe("keyPrefix")
+        }
+        for (const timeout of [0, -5, "never", Number.POSITIVE_INFINITY]) {
+          const made = RateLimiter.make({ keyPrefix: prefix, timeout: timeout as number }).pipe(
+            Effect.provide(layerFromClient(client))
+          )
+          expect((failureOf(yield* Effect.exit(made)) as InvalidConfig).option).toBe("timeout")
+        }
+      }).pipe(Effect.scoped)
+  )
 
   it.live("a key that holds another Redis type is CorruptData, left as it was", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-corrupt")
       yield* Effect.promise(() => client.set(`${prefix}eve`, "not a log"))
@@ -159,10 +184,11 @@ describe("rate limiter on Redis (Effect API)", () => {
       expect(error).toBeInstanceOf(CorruptData)
       expect((error as CorruptData).key).toBe(`${prefix}eve`)
       expect(yield* Effect.promise(() => client.get(`${prefix}eve`))).toBe("not a log")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("layerConfig reads the prefix and timeout from the Config provider, and refuses a bad prefix there too", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-config")
       const from = (map: Record<string, string>) =>
@@ -170,16 +196,22 @@ describe("rate limiter on Redis (Effect API)", () => {
           Layer.provide(layerFromClient(client)),
           Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(map)))))
         )
-      const limiter = yield* Effect.provide(RateLimiter.RateLimiter, from({ HAECHI_RATELIMIT_PREFIX: prefix, HAECHI_RATELIMIT_TIMEOUT: "250 millis" }))
+      const limiter = yield* Effect.provide(
+        RateLimiter.RateLimiter,
+        from({ HAECHI_RATELIMIT_PREFIX: prefix, HAECHI_RATELIMIT_TIMEOUT: "250 millis" })
+      )
       expect(limiter.prefix).toBe(prefix)
       yield* limiter.consume("frank", { limit: 1 })
       expect(yield* Effect.promise(() => client.exists(`${prefix}frank`))).toBe(1)
-      const bad = yield* Effect.exit(Effect.provide(RateLimiter.RateLimiter, from({ HAECHI_RATELIMIT_PREFIX: "haechi:" })))
+      const bad = yield* Effect.exit(
+        Effect.provide(RateLimiter.RateLimiter, from({ HAECHI_RATELIMIT_PREFIX: "haechi:" }))
+      )
       expect(failureOf(bad)).toBeInstanceOf(InvalidConfig)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("a span per call with the outcome, allowed and denied counted by prefix, latency measured", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-observe")
       const limiter = yield* limiterOn(client, prefix)
@@ -193,9 +225,21 @@ describe("rate limiter on Redis (Effect API)", () => {
           const attributes = new Map<string, unknown>()
           spans.push({ name, attributes })
           return {
-            _tag: "Span", name, spanId: String(spans.length), traceId: "t", parent, context, links, sampled: true, kind,
-            status: { _tag: "Started", startTime }, attributes,
-            end: () => {}, attribute: (k, v) => void attributes.set(k, v), event: () => {}, addLinks: () => {}
+            _tag: "Span",
+            name,
+            spanId: String(spans.length),
+            traceId: "t",
+            parent,
+            context,
+            links,
+            sampled: true,
+            kind,
+            status: { _tag: "Started", startTime },
+            attributes,
+            end: () => {},
+            attribute: (k, v) => void attributes.set(k, v),
+            event: () => {},
+            addLinks: () => {}
           }
         },
         context: (f) => f()
@@ -208,8 +252,13 @@ describe("rate limiter on Redis (Effect API)", () => {
       const consumes = spans.filter((s) => s.name === "haechi.ratelimit.consume")
       expect(consumes).toHaveLength(3)
       expect(consumes.map((s) => s.attributes.get("haechi.ratelimit.allowed"))).toEqual([true, true, false])
-      expect(consumes.every((s) => s.attributes.get("haechi.outcome") === "ok" && s.attributes.get("haechi.prefix") === prefix)).toBe(true)
-    }).pipe(Effect.scoped))
+      expect(
+        consumes.every(
+          (s) => s.attributes.get("haechi.outcome") === "ok" && s.attributes.get("haechi.prefix") === prefix
+        )
+      ).toBe(true)
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("rate limiter facade (createRedisRateLimiter)", () => {
@@ -219,7 +268,9 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
       const keyPrefix = uniquePrefix("rl-minute")
       const replicas = clients.map((client) => createRedisRateLimiter({ client, keyPrefix }))
       const answers = await Promise.all(
-        Array.from({ length: 80 }, (_, i) => (i % 4 === 0 ? replicas[i % 2]!.allow("anonymous", 30) : replicas[i % 2]!.consume("anonymous", 30)))
+        Array.from({ length: 80 }, (_, i) =>
+          i % 4 === 0 ? replicas[i % 2]!.allow("anonymous", 30) : replicas[i % 2]!.consume("anonymous", 30)
+        )
       )
       const allowed = answers.filter((a) => (typeof a === "boolean" ? a : a.allowed)).length
       expect(allowed).toBe(30)
@@ -252,7 +303,11 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
       expect(() => createRedisRateLimiter({ client, timeout: 0 })).toThrow(/timeout/)
       expect(() => createRedisRateLimiter({ client, window: -1 })).toThrow(/window/)
       const limiter = createRedisRateLimiter({ client, keyPrefix, onUnavailable: "allow" })
-      const unavailable = Metrics.withTags(Metrics.ratelimitKeys.unavailable, { prefix: keyPrefix, answer: "allow", reason: "refused" })
+      const unavailable = Metrics.withTags(Metrics.ratelimitKeys.unavailable, {
+        prefix: keyPrefix,
+        answer: "allow",
+        reason: "refused"
+      })
       await expect(limiter.allow("k", 0)).rejects.toBeInstanceOf(InvalidConfig)
       await expect(limiter.allow(undefined as unknown as string, 10)).rejects.toThrow(/rate limit key/)
       await expect(limiter.consume("k", 2.5)).rejects.toThrow(/limit/)
@@ -268,10 +323,20 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
     try {
       const keyPrefix = uniquePrefix("rl-facade-corrupt")
       await client.rpush(`${keyPrefix}hank`, "x")
-      const counted = Metrics.withTags(Metrics.ratelimitKeys.unavailable, { prefix: keyPrefix, answer: "deny", reason: "corrupt" })
+      const counted = Metrics.withTags(Metrics.ratelimitKeys.unavailable, {
+        prefix: keyPrefix,
+        answer: "deny",
+        reason: "corrupt"
+      })
       const limiter = createRedisRateLimiter({ client, keyPrefix })
       expect(await limiter.allow("hank", 10)).toBe(false)
-      expect(await limiter.consume("hank", 10)).toEqual({ allowed: false, remaining: 0, retryAfterMs: 0, resetAfterMs: 0, unavailable: true })
+      expect(await limiter.consume("hank", 10)).toEqual({
+        allowed: false,
+        remaining: 0,
+        retryAfterMs: 0,
+        resetAfterMs: 0,
+        unavailable: true
+      })
       expect(counter(counted)).toBe(2)
       expect(await limiter.allow("ivan", 10)).toBe(true)
     } finally {
@@ -282,7 +347,7 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
 
 describe("rate limiter in memory (the same rule on the Effect Clock)", () => {
   it.effect("exact boundaries on the TestClock: a request leaves the window exactly W after it was taken", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const limiter = yield* RateLimiter.makeMemory()
       const take = limiter.consume("k", { limit: 3, window: 1000 })
       yield* take
@@ -295,12 +360,18 @@ describe("rate limiter in memory (the same rule on the Effect Clock)", () => {
       expect((yield* take).allowed).toBe(false)
       yield* TestClock.adjust(1)
       expect(yield* take).toEqual({ allowed: true, remaining: 0, retryAfterMs: 400, resetAfterMs: 1000 })
-      expect(yield* limiter.peek("k", { window: 1000, limit: 3 })).toEqual({ count: 3, remaining: 0, retryAfterMs: 400, resetAfterMs: 1000 })
+      expect(yield* limiter.peek("k", { window: 1000, limit: 3 })).toEqual({
+        count: 3,
+        remaining: 0,
+        retryAfterMs: 400,
+        resetAfterMs: 1000
+      })
       yield* TestClock.adjust(1000)
       expect(yield* limiter.peek("k", { window: 1000 })).toEqual({ count: 0, resetAfterMs: 0 })
       const burst = yield* Effect.all([take, take, take, take])
       expect(burst.map((r) => r.allowed)).toEqual([true, true, true, false])
-    }))
+    })
+  )
 
   it("the facade twin answers like the Redis one", async () => {
     const limiter = createMemoryRateLimiter({ window: 60_000 })

@@ -49,11 +49,18 @@ describe("haechi-store stats --ratelimit-key", () => {
     expect(parsed.ratelimit["resetAfterMs"]).toBeLessThanOrEqual(60_000)
     const text = await cli(asked)
     expect(text.code, text.stderr).toBe(0)
-    expect(text.stdout).toMatch(new RegExp(`rate limit \\(${keyPrefix}anonymous\\): 3 requests in the last 60000 ms; the whole limit is back in \\d+ ms`))
+    expect(text.stdout).toMatch(
+      new RegExp(
+        `rate limit \\(${keyPrefix}anonymous\\): 3 requests in the last 60000 ms; the whole limit is back in \\d+ ms`
+      )
+    )
     // A 1 ms window ending now holds none of them; an unknown key holds nothing.
     const narrow = JSON.parse((await cli([...asked, "--ratelimit-window", "1", "--json"])).stdout) as typeof parsed
     expect(narrow.ratelimit["count"]).toBe(0)
-    const other = JSON.parse((await cli(["stats", "--url", url, "--ratelimit-key", "nobody", "--ratelimit-prefix", keyPrefix, "--json"])).stdout) as typeof parsed
+    const other = JSON.parse(
+      (await cli(["stats", "--url", url, "--ratelimit-key", "nobody", "--ratelimit-prefix", keyPrefix, "--json"]))
+        .stdout
+    ) as typeof parsed
     expect(other.ratelimit).toMatchObject({ count: 0, resetAfterMs: 0 })
     const plain = await cli(["stats", "--url", url, "--json"])
     expect(JSON.parse(plain.stdout)).not.toHaveProperty("ratelimit")

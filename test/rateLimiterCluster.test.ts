@@ -29,7 +29,10 @@ describe("rate limiter on a Redis Cluster", () => {
     const client = cluster()
     const facade = createRedisRateLimiter({ client })
     const effect = await Effect.runPromise(
-      Effect.provide(RateLimiter.RateLimiter, RateLimiter.layer().pipe(Layer.provide(RedisClient.layerFromClient(client))))
+      Effect.provide(
+        RateLimiter.RateLimiter,
+        RateLimiter.layer().pipe(Layer.provide(RedisClient.layerFromClient(client)))
+      )
     )
     expect(effect.prefix).toBe("haechi:rl:")
     const run = uniquePrefix("rl-cluster")

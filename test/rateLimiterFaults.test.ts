@@ -45,11 +45,17 @@ const counted = (prefix: string, answer: FailMode, reason: string) =>
  * timer of `timeoutMs` started with them fired (on a busy machine a timer fires late; the
  * answers can be no more on time than this process's timers are).
  */
-const timedAllows = async (limiter: { allow(key: string, limit: number): Promise<boolean> }, calls: number, timeoutMs: number) => {
+const timedAllows = async (
+  limiter: { allow(key: string, limit: number): Promise<boolean> },
+  calls: number,
+  timeoutMs: number
+) => {
   const started = performance.now()
   const timer = new Promise<number>((resolve) => setTimeout(() => resolve(performance.now() - started), timeoutMs))
   const answers = await Promise.all(
-    Array.from({ length: calls }, () => limiter.allow("anonymous", 100).then((a) => ({ a, at: performance.now() - started })))
+    Array.from({ length: calls }, () =>
+      limiter.allow("anonymous", 100).then((a) => ({ a, at: performance.now() - started }))
+    )
   )
   return { answers: answers.map((x) => x.a), slowestMs: Math.max(...answers.map((x) => x.at)), timerMs: await timer }
 }
@@ -67,12 +73,20 @@ describe("rate limiter when Redis cannot decide", () => {
       const keyPrefix = uniquePrefix(`rl-down-${mode}`)
       const limiter = createRedisRateLimiter({ client: client(port), keyPrefix, onUnavailable: mode, timeout: 300 })
       const timed = await timedAllows(limiter, 50, 300)
-      summary(`rate limiter refused (${mode})`, { calls: 50, slowestMs: timed.slowestMs.toFixed(0), timerMs: timed.timerMs.toFixed(0) })
+      summary(`rate limiter refused (${mode})`, {
+        calls: 50,
+        slowestMs: timed.slowestMs.toFixed(0),
+        timerMs: timed.timerMs.toFixed(0)
+      })
       expect(timed.answers).toEqual(Array(50).fill(mode === "allow"))
       expectWithin(timed, 300)
       expect(counted(keyPrefix, mode, "timeout")).toBe(50)
       expect(await limiter.consume("anonymous", 100)).toEqual({
-        allowed: mode === "allow", remaining: 0, retryAfterMs: 0, resetAfterMs: 0, unavailable: true
+        allowed: mode === "allow",
+        remaining: 0,
+        retryAfterMs: 0,
+        resetAfterMs: 0,
+        unavailable: true
       })
     }
     const keyPrefix = uniquePrefix("rl-down-noqueue")
@@ -102,7 +116,11 @@ describe("rate limiter when Redis cannot decide", () => {
       expect(await limiter.allow("ken", 5)).toBe(true) // connected, and the script loaded
       proxy.setMode(mode)
       const timed = await timedAllows(limiter, 20, 400)
-      summary(`rate limiter ${mode}`, { calls: 20, slowestMs: timed.slowestMs.toFixed(0), timerMs: timed.timerMs.toFixed(0) })
+      summary(`rate limiter ${mode}`, {
+        calls: 20,
+        slowestMs: timed.slowestMs.toFixed(0),
+        timerMs: timed.timerMs.toFixed(0)
+      })
       expect(timed.answers).toEqual(Array(20).fill(false))
       expectWithin(timed, 400)
       expect(counted(keyPrefix, "deny", "timeout")).toBe(20)
@@ -122,7 +140,12 @@ describe("rate limiter when Redis cannot decide", () => {
       expect(late).toBe(20)
     }
     const keyPrefix = uniquePrefix("rl-slow")
-    const limiter = createRedisRateLimiter({ client: client(proxy.port), keyPrefix, timeout: 200, onUnavailable: "allow" })
+    const limiter = createRedisRateLimiter({
+      client: client(proxy.port),
+      keyPrefix,
+      timeout: 200,
+      onUnavailable: "allow"
+    })
     expect(await limiter.allow("liz", 1)).toBe(true)
     expect(await limiter.allow("liz", 1)).toBe(false) // decided by Redis: over the limit
     proxy.delayReplies(600)

@@ -26,10 +26,7 @@ describe("rate limiter across processes", () => {
     const common = { url: sharedRedis().url, prefix, key: "identity-1", limit: LIMIT, windowMs: WINDOW_MS }
     // Three replicas, one of them with Date.now a minute ahead, each offering 150 requests/s.
     const durationMs = 3_500
-    const busy = await runFleet(
-      { ...common, durationMs, perSecond: 150, inFlight: 3 },
-      [{}, {}, { skewMs: 60_000 }]
-    )
+    const busy = await runFleet({ ...common, durationMs, perSecond: 150, inFlight: 3 }, [{}, {}, { skewMs: 60_000 }])
     const violations = windowViolations(busy, LIMIT, WINDOW_MS)
     summary("rate limiter fleet (busy)", {
       calls: busy.length,

@@ -54,81 +54,94 @@ describe("rate limiter against the model", () => {
   it.effect("in memory, on the TestClock: every answer is the model's, no window over the limit", () =>
     Effect.promise(() =>
       fc.assert(
-        fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 1_000 }), pattern(1_500), (limit, windowMs, arrivals) =>
-          Effect.gen(function*() {
-            const limiter = yield* RateLimiter.makeMemory()
-            const rule = model(limit, windowMs * 1000)
-            const allowedAt: Array<number> = []
-            let now = 0
-            for (const { gapMs, burst } of arrivals) {
-              yield* TestClock.adjust(gapMs)
-              now += gapMs
-              for (let i = 0; i < burst; i++) {
-                const got = yield* limiter.consume("k", { limit, window: windowMs })
-                const want = rule(now * 1000)
-                expect(got).toEqual({
-                  allowed: want.allowed,
-                  remaining: limit - want.count,
-                  retryAfterMs: ms(want.retryAfterUs),
-                  resetAfterMs: ms(want.resetAfterUs)
-                })
-                if (got.allowed) allowedAt.push(now * 1000)
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 6 }),
+          fc.integer({ min: 1, max: 1_000 }),
+          pattern(1_500),
+          (limit, windowMs, arrivals) =>
+            Effect.gen(function* () {
+              const limiter = yield* RateLimiter.makeMemory()
+              const rule = model(limit, windowMs * 1000)
+              const allowedAt: Array<number> = []
+              let now = 0
+              for (const { gapMs, burst } of arrivals) {
+                yield* TestClock.adjust(gapMs)
+                now += gapMs
+                for (let i = 0; i < burst; i++) {
+                  const got = yield* limiter.consume("k", { limit, window: windowMs })
+                  const want = rule(now * 1000)
+                  expect(got).toEqual({
+                    allowed: want.allowed,
+                    remaining: limit - want.count,
+                    retryAfterMs: ms(want.retryAfterUs),
+                    resetAfterMs: ms(want.resetAfterUs)
+                  })
+                  if (got.allowed) allowedAt.push(now * 1000)
+                }
+                const seen = yield* limiter.peek("k", { limit, window: windowMs })
+                expect(seen.count).toBe(allowedAt.filter((a) => a > (now - windowMs) * 1000).length)
               }
-              const seen = yield* limiter.peek("k", { limit, window: windowMs })
-              expect(seen.count).toBe(allowedAt.filter((a) => a > (now - windowMs) * 1000).length)
-            }
-            expect(overfull(allowedAt, limit, windowMs * 1000)).toEqual([])
-          }).pipe(Effect.provide(TestContext.TestContext), Effect.runPromise)
+              expect(overfull(allowedAt, limit, windowMs * 1000)).toEqual([])
+            }).pipe(Effect.provide(TestContext.TestContext), Effect.runPromise)
         ),
         { numRuns: 100 }
       )
-    ))
+    )
+  )
 
-  it.live("on Redis, in real time: every decision is the model's at Redis's times, no window over the limit", () =>
-    Effect.gen(function*() {
-      const client = yield* Effect.acquireRelease(
-        Effect.sync(() => new Redis(sharedRedis().url)),
-        (c) => Effect.promise(() => c.quit())
-      )
-      let runs = 0
-      const seen = { allowed: 0, denied: 0 }
-      yield* Effect.promise(() =>
-        fc.assert(
-          fc.asyncProperty(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 20, max: 150 }), pattern(90), (limit, windowMs, arrivals) =>
-            Effect.gen(function*() {
-              runs++
-              const backing = redisBacking(fromClient(client), uniquePrefix("rl-model"), 5_000)
-              const decisions: Array<Decision> = []
-              for (const { gapMs, burst } of arrivals) {
-                yield* Effect.sleep(gapMs)
-                // A burst arrives at once: the scripts run one after another on Redis.
-                decisions.push(
-                  ...(yield* Effect.all(
-                    Array.from({ length: burst }, () => backing.consume({ key: "k", limit, windowMs })),
-                    { concurrency: "unbounded" }
-                  ))
-                )
-              }
-              decisions.sort((a, b) => a.nowUs - b.nowUs)
-              const rule = model(limit, windowMs * 1000)
-              for (const d of decisions) {
-                const want = rule(d.nowUs)
-                expect([d.allowed, d.count]).toEqual([want.allowed, want.count])
-                expect(d.pivotUs === null ? 0 : d.pivotUs + windowMs * 1000 - d.nowUs).toBe(want.retryAfterUs)
-                expect(d.newestUs === null ? 0 : d.newestUs + windowMs * 1000 - d.nowUs).toBe(want.resetAfterUs)
-              }
-              const allowedAt = decisions.filter((d) => d.allowed).map((d) => d.nowUs)
-              seen.allowed += allowedAt.length
-              seen.denied += decisions.length - allowedAt.length
-              expect(overfull(allowedAt, limit, windowMs * 1000)).toEqual([])
-            }).pipe(Effect.runPromise)
-          ),
-          { numRuns: 25 }
+  it.live(
+    "on Redis, in real time: every decision is the model's at Redis's times, no window over the limit",
+    () =>
+      Effect.gen(function* () {
+        const client = yield* Effect.acquireRelease(
+          Effect.sync(() => new Redis(sharedRedis().url)),
+          (c) => Effect.promise(() => c.quit())
         )
-      )
-      expect(runs).toBeGreaterThanOrEqual(25)
-      // The patterns did reach the limit (the property is not about an idle key only).
-      expect(seen.denied).toBeGreaterThan(0)
-      expect(seen.allowed).toBeGreaterThan(seen.denied / 10)
-    }).pipe(Effect.scoped), 60_000)
+        let runs = 0
+        const seen = { allowed: 0, denied: 0 }
+        yield* Effect.promise(() =>
+          fc.assert(
+            fc.asyncProperty(
+              fc.integer({ min: 1, max: 5 }),
+              fc.integer({ min: 20, max: 150 }),
+              pattern(90),
+              (limit, windowMs, arrivals) =>
+                Effect.gen(function* () {
+                  runs++
+                  const backing = redisBacking(fromClient(client), uniquePrefix("rl-model"), 5_000)
+                  const decisions: Array<Decision> = []
+                  for (const { gapMs, burst } of arrivals) {
+                    yield* Effect.sleep(gapMs)
+                    // A burst arrives at once: the scripts run one after another on Redis.
+                    decisions.push(
+                      ...(yield* Effect.all(
+                        Array.from({ length: burst }, () => backing.consume({ key: "k", limit, windowMs })),
+                        { concurrency: "unbounded" }
+                      ))
+                    )
+                  }
+                  decisions.sort((a, b) => a.nowUs - b.nowUs)
+                  const rule = model(limit, windowMs * 1000)
+                  for (const d of decisions) {
+                    const want = rule(d.nowUs)
+                    expect([d.allowed, d.count]).toEqual([want.allowed, want.count])
+                    expect(d.pivotUs === null ? 0 : d.pivotUs + windowMs * 1000 - d.nowUs).toBe(want.retryAfterUs)
+                    expect(d.newestUs === null ? 0 : d.newestUs + windowMs * 1000 - d.nowUs).toBe(want.resetAfterUs)
+                  }
+                  const allowedAt = decisions.filter((d) => d.allowed).map((d) => d.nowUs)
+                  seen.allowed += allowedAt.length
+                  seen.denied += decisions.length - allowedAt.length
+                  expect(overfull(allowedAt, limit, windowMs * 1000)).toEqual([])
+                }).pipe(Effect.runPromise)
+            ),
+            { numRuns: 25 }
+          )
+        )
+        expect(runs).toBeGreaterThanOrEqual(25)
+        // The patterns did reach the limit (the property is not about an idle key only).
+        expect(seen.denied).toBeGreaterThan(0)
+        expect(seen.allowed).toBeGreaterThan(seen.denied / 10)
+      }).pipe(Effect.scoped),
+    60_000
+  )
 })

@@ -6,7 +6,7 @@
  *
  * Every test uses the live clock (plain async tests) and prints one `[summary]` line.
  */
-import { Cause, Effect, Exit, Layer, Logger, Option, Runtime } from "effect"
+import { Cause, Effect, Exit, Layer, Logger, Option, type Runtime } from "effect"
 import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as AuditStore from "../src/AuditStore.js"
@@ -103,7 +103,8 @@ const untilReady = async (redis: Redis, withinMs: number): Promise<number> => {
   for (;;) {
     const probes = await readyAll(redis)
     if (probes.every((p) => p.result.ok)) return Date.now() - started
-    if (Date.now() - started > withinMs) throw new Error(`not ready again after ${withinMs} ms: ${JSON.stringify(probes)}`)
+    if (Date.now() - started > withinMs)
+      throw new Error(`not ready again after ${withinMs} ms: ${JSON.stringify(probes)}`)
     await sleep(100)
   }
 }
@@ -157,7 +158,23 @@ describe("ready() never hangs, and says why (both stores, facade and Effect API)
 
   it("a user whose ACL allows reads and scripts but no writes: redis_not_writable", async () => {
     const admin = client(primary.port)
-    await admin.call("ACL", "SETUSER", "ro", "reset", "on", ">pw", "~*", "&*", "+@read", "+ping", "+info", "+evalsha", "+eval", "+client", "+hello")
+    await admin.call(
+      "ACL",
+      "SETUSER",
+      "ro",
+      "reset",
+      "on",
+      ">pw",
+      "~*",
+      "&*",
+      "+@read",
+      "+ping",
+      "+info",
+      "+evalsha",
+      "+eval",
+      "+client",
+      "+hello"
+    )
     const ro = client(primary.port, { username: "ro", password: "pw" })
     expect(await ro.ping()).toBe("PONG") // it does reach Redis
     await expect(ro.set("x", "1")).rejects.toThrow(/NOPERM/)
@@ -209,10 +226,13 @@ describe("start-up checks: eviction policy and persistence", () => {
 
   const check = (onProblem: "warn" | "fail", r: Redis | Cluster = redis) => {
     const logs = captureLogs()
-    return Effect.runPromiseExit(Effect.provide(checkRedisConfig(r, { onProblem }), logs.layer)).then((exit) => ({ exit, logs }))
+    return Effect.runPromiseExit(Effect.provide(checkRedisConfig(r, { onProblem }), logs.layer)).then((exit) => ({
+      exit,
+      logs
+    }))
   }
 
-  it("no persistence (appendonly no, save \"\"): warned about, or UnsafeRedisConfig", async () => {
+  it('no persistence (appendonly no, save ""): warned about, or UnsafeRedisConfig', async () => {
     await redis.config("SET", "maxmemory-policy", "noeviction")
     const warned = await check("warn")
     expect(Exit.isSuccess(warned.exit)).toBe(true)
@@ -226,7 +246,10 @@ describe("start-up checks: eviction policy and persistence", () => {
     const error = failureOf(failed.exit)
     expect(error).toBeInstanceOf(UnsafeRedisConfig)
     expect((error as UnsafeRedisConfig).problems).toEqual(report?.problems)
-    summary("startup: no persistence", { problems: report?.problems.length ?? -1, warnings: warned.logs.warnings().length })
+    summary("startup: no persistence", {
+      problems: report?.problems.length ?? -1,
+      warnings: warned.logs.warnings().length
+    })
   })
 
   it("an evicting maxmemory-policy (allkeys-lru, volatile-lru): warned about, or UnsafeRedisConfig", async () => {
@@ -265,7 +288,10 @@ describe("start-up checks: eviction policy and persistence", () => {
     await expect(r.config("GET", "save")).rejects.toThrow(/unknown command/i)
     for (const mode of ["warn", "fail"] as const) {
       const { exit, logs } = await check(mode, r)
-      expect(Exit.isSuccess(exit) && exit.value).toEqual({ problems: [], unknown: ["maxmemory-policy", "appendonly", "save"] })
+      expect(Exit.isSuccess(exit) && exit.value).toEqual({
+        problems: [],
+        unknown: ["maxmemory-policy", "appendonly", "save"]
+      })
       expect(logs.warnings()).toHaveLength(1)
       expect(logs.warnings()[0]).toContain("could not read maxmemory-policy, appendonly, save")
     }
@@ -296,8 +322,18 @@ describe("start-up checks: eviction policy and persistence", () => {
   it("facade { startupChecks }: 'fail' rejects checked() and every call with nothing written until the config is fixed; 'warn' logs once and works", async () => {
     const prefix = uniquePrefix("facade")
     const logs = captureLogs()
-    const vaultStore = createRedisTokenStore({ client: redis, keyPrefix: `${prefix}v:`, startupChecks: "fail", runtime: logs.runtime })
-    const auditStore = createRedisAuditStore({ client: redis, keyPrefix: `${prefix}a:`, startupChecks: "fail", runtime: logs.runtime })
+    const vaultStore = createRedisTokenStore({
+      client: redis,
+      keyPrefix: `${prefix}v:`,
+      startupChecks: "fail",
+      runtime: logs.runtime
+    })
+    const auditStore = createRedisAuditStore({
+      client: redis,
+      keyPrefix: `${prefix}a:`,
+      startupChecks: "fail",
+      runtime: logs.runtime
+    })
     const vault = createTokenVault({ store: vaultStore })
     const sink = createAuditSink({ store: auditStore as unknown as CoreAuditStore })
     await expect(vaultStore.checked()).rejects.toBeInstanceOf(UnsafeRedisConfig)
@@ -316,7 +352,12 @@ describe("start-up checks: eviction policy and persistence", () => {
     await sink.record({ type: "t" })
 
     const warnLogs = captureLogs()
-    const warned = createRedisAuditStore({ client: redis, keyPrefix: `${prefix}w:`, startupChecks: "warn", runtime: warnLogs.runtime })
+    const warned = createRedisAuditStore({
+      client: redis,
+      keyPrefix: `${prefix}w:`,
+      startupChecks: "warn",
+      runtime: warnLogs.runtime
+    })
     const warnedSink = createAuditSink({ store: warned as unknown as CoreAuditStore })
     await Promise.all([warnedSink.record({ type: "t" }), warnedSink.record({ type: "t" }), warned.checked()])
     expect(warnLogs.warnings().filter((l) => l.includes("no persistence"))).toHaveLength(1)

@@ -84,7 +84,9 @@ describe("RedisClient", () => {
   it("layer accepts a Redacted URL: it connects, and the URL (with its password) never shows in the layer's errors or logs", async () => {
     const url = Redacted.make(sharedRedis().url)
     const pong = await Effect.runPromise(
-      Effect.flatMap(RedisClient.RedisClient, (redis) => redis.run("PING", (c) => c.ping())).pipe(Effect.provide(RedisClient.layer(url)))
+      Effect.flatMap(RedisClient.RedisClient, (redis) => redis.run("PING", (c) => c.ping())).pipe(
+        Effect.provide(RedisClient.layer(url))
+      )
     )
     expect(pong).toBe("PONG")
     const secret = Redacted.make("redis://:hunter2-secret@127.0.0.1:1")

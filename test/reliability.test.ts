@@ -18,7 +18,7 @@ import { createRedisAuditStore, createRedisTokenStore, toHaechiAuditStore, toHae
 import * as Metrics from "../src/Metrics.js"
 import { fromClient, layerFromClient } from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
-import { createAuditSink, createTokenVault, type AuditStore as CoreAuditStore } from "./support/haechiCore.js"
+import { createAuditSink, createTokenVault } from "./support/haechiCore.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 import { parseInfo, startRedis, tcpProxy, type RedisServer, type TcpProxy } from "./support/redisServer.js"
 import {
@@ -169,7 +169,14 @@ describe("exactly once when the reply to a committed append is lost", () => {
       expect(scriptRuns(after, before)).toBe(3)
       expect(resolvedByLookup("vault")).toBe(kind === "resend" ? lookups : lookups + 1)
       const vault = await checkVault(raw, prefixes.vault, r.ledger)
-      expect(vault).toMatchObject({ tokens: 3, version: 3, losses: 0, duplicates: 0, falseFailures: 0, inconsistencies: [] })
+      expect(vault).toMatchObject({
+        tokens: 3,
+        version: 3,
+        losses: 0,
+        duplicates: 0,
+        falseFailures: 0,
+        inconsistencies: []
+      })
       for (const { token, value } of r.ledger.ackedTokens) {
         expect((await r.vault.reveal(token)).plaintext).toBe(value)
       }
@@ -190,7 +197,10 @@ describe("exactly once when the reply to a committed append is lost", () => {
     expect(await r.record()).toBe(true)
     expect(await r.tokenize()).toBe(true)
     let faults = 0
-    for (const [store, op] of [["audit", r.record], ["vault", r.tokenize]] as const) {
+    for (const [store, op] of [
+      ["audit", r.record],
+      ["vault", r.tokenize]
+    ] as const) {
       const lookups = resolvedByLookup(store)
       proxy.delayReplies(900)
       const pending = op()
@@ -204,7 +214,14 @@ describe("exactly once when the reply to a committed append is lost", () => {
     const audit = await checkAudit(raw, prefixes.audit, r.ledger)
     const vault = await checkVault(raw, prefixes.vault, r.ledger)
     expect(audit).toMatchObject({ records: 2, valid: true, forks: 0, losses: 0, duplicates: 0, falseFailures: 0 })
-    expect(vault).toMatchObject({ tokens: 2, version: 2, losses: 0, duplicates: 0, falseFailures: 0, inconsistencies: [] })
+    expect(vault).toMatchObject({
+      tokens: 2,
+      version: 2,
+      losses: 0,
+      duplicates: 0,
+      falseFailures: 0,
+      inconsistencies: []
+    })
     summary("late reply past commandTimeout", {
       written: r.ledger.ackedEvents.length + r.ledger.ackedTokens.length,
       faults,
@@ -241,14 +258,26 @@ describe("exactly once when the reply to a committed append is lost", () => {
   })
 
   it("property: whichever call the fault hits (head read, append, vault load, apply, catch-up read), nothing is doubled or lost and no commit is reported failed", async () => {
-    const totals = { runs: 0, written: 0, failedReads: 0, faults: 0, forks: 0, losses: 0, duplicates: 0, falseFailures: 0 }
+    const totals = {
+      runs: 0,
+      written: 0,
+      failedReads: 0,
+      faults: 0,
+      forks: 0,
+      losses: 0,
+      duplicates: 0,
+      falseFailures: 0
+    }
     const clients = { resend: await connect("resend"), failFast: await connect("failFast") }
     type Op = "record" | "tokenize" | "reveal" | "coldRecord" | "coldTokenize"
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom<"resend" | "failFast">("resend", "failFast"),
         fc.constantFrom<"cut" | "drop">("cut", "drop"),
-        fc.array(fc.constantFrom<Op>("record", "tokenize", "reveal", "coldRecord", "coldTokenize"), { minLength: 2, maxLength: 5 }),
+        fc.array(fc.constantFrom<Op>("record", "tokenize", "reveal", "coldRecord", "coldTokenize"), {
+          minLength: 2,
+          maxLength: 5
+        }),
         fc.nat(),
         async (kind, fault, ops, at) => {
           const client = clients[kind]
@@ -365,7 +394,12 @@ describe("opt-in durable commits (WAIT / WAITAOF)", () => {
     }
     const audit = await checkAudit(onReplica, prefixes.audit, facade.ledger)
     expect(audit).toMatchObject({ records: 6, valid: true, losses: 0, duplicates: 0 })
-    summary("durable WAIT with a live replica", { written, durabilityTimeouts: 0, losses: audit.losses, duplicates: audit.duplicates })
+    summary("durable WAIT with a live replica", {
+      written,
+      durabilityTimeouts: 0,
+      losses: audit.losses,
+      duplicates: audit.duplicates
+    })
   })
 
   it("aof: true is InvalidConfig before anything is written on Redis < 7.2 (detected), and durable on >= 7.2", async () => {
@@ -458,6 +492,11 @@ describe("opt-in durable commits (WAIT / WAITAOF)", () => {
     expect(two.ledger.failedEvents[0]?.error).toBe("DurabilityTimeout")
     const audit = await checkAudit(client, prefixes.audit, one.ledger)
     expect(audit).toMatchObject({ records: 4, valid: true, losses: 0, duplicates: 0 })
-    summary("durable WAIT on the cluster", { written: 6, durabilityTimeouts: 1, losses: audit.losses, duplicates: audit.duplicates })
+    summary("durable WAIT on the cluster", {
+      written: 6,
+      durabilityTimeouts: 1,
+      losses: audit.losses,
+      duplicates: audit.duplicates
+    })
   })
 })

@@ -49,11 +49,13 @@ describe("the stores' key lists", () => {
           yield* Effect.forEach(
             writers,
             ({ log, vault }, w) =>
-              Effect.forEach(Array.from({ length: ROUNDS }, (_, i) => i), (i) =>
-                Effect.zipRight(
-                  log.record({ type: "keylist.test", writer: w, i }),
-                  vault.mutate((view) => Effect.sync(() => view.set(`tok_${w}_${i}`, { type: "t", i })))
-                )
+              Effect.forEach(
+                Array.from({ length: ROUNDS }, (_, i) => i),
+                (i) =>
+                  Effect.zipRight(
+                    log.record({ type: "keylist.test", writer: w, i }),
+                    vault.mutate((view) => Effect.sync(() => view.set(`tok_${w}_${i}`, { type: "t", i })))
+                  )
               ),
             { concurrency: "unbounded", discard: true }
           )
@@ -81,10 +83,28 @@ describe("the stores' key lists", () => {
   it("list each store's key set and its lock's keys once, nothing else", () => {
     const prefix = "p:"
     expect([...auditKeyList(prefix)].sort()).toEqual(
-      ["p:chain", "p:head", "p:head:hash", "p:commits", "p:lock", "p:ready:probe", "p:checkpoint", "{p:lock}:fence", "{p:lock}:waiters"].sort()
+      [
+        "p:chain",
+        "p:head",
+        "p:head:hash",
+        "p:commits",
+        "p:lock",
+        "p:ready:probe",
+        "p:checkpoint",
+        "{p:lock}:fence",
+        "{p:lock}:waiters"
+      ].sort()
     )
     expect([...vaultKeyList("{v}:")].sort()).toEqual(
-      ["{v}:tokens", "{v}:version", "{v}:log", "{v}:lock", "{v}:ready:probe", "{v}:lock:fence", "{v}:lock:waiters"].sort()
+      [
+        "{v}:tokens",
+        "{v}:version",
+        "{v}:log",
+        "{v}:lock",
+        "{v}:ready:probe",
+        "{v}:lock:fence",
+        "{v}:lock:waiters"
+      ].sort()
     )
   })
 })

@@ -147,7 +147,7 @@ describe("shared servers from globalSetup", () => {
       expect(await cluster.mget(`${p}a`, `${p}b`)).toEqual(["1", "2"])
 
       const q = uniquePrefix("crossslot")
-      let a = `${q}a`
+      const a = `${q}a`
       let b = `${q}b`
       for (let i = 0; keySlot(a) === keySlot(b); i++) b = `${q}b${i}`
       await expect(cluster.mset(a, "1", b, "2")).rejects.toThrow(/CROSSSLOT/)

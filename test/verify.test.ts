@@ -29,7 +29,6 @@ import { refHash } from "./support/oracle.js"
 // ---------------------------------------------------------------------------
 // The oracle: the contract page's rules, written the naive way.
 
-
 interface Expected {
   readonly valid: boolean
   readonly records: number
@@ -50,7 +49,12 @@ const oracle = (
   let expectedSequence = from ? from.sequence + 1 : 1
   let previous: string | null = from ? from.eventHash : null
   let count = 0
-  const fail = (reason: string): Expected => ({ valid: false, records: count, failedSequence: expectedSequence, reason })
+  const fail = (reason: string): Expected => ({
+    valid: false,
+    records: count,
+    failedSequence: expectedSequence,
+    reason
+  })
   for (const text of texts) {
     let record: any
     try {
@@ -70,7 +74,8 @@ const oracle = (
       return fail("uncanonicalizable")
     }
     if (integrity.eventHash !== hash) return fail("event hash mismatch")
-    if (head !== null && expectedSequence === head.sequence && hash !== head.eventHash) return fail("event hash mismatch")
+    if (head !== null && expectedSequence === head.sequence && hash !== head.eventHash)
+      return fail("event hash mismatch")
     previous = hash
     expectedSequence += 1
     count += 1
@@ -82,7 +87,12 @@ const oracle = (
 const summary = (result: VerifyResult): Expected =>
   result.valid
     ? { valid: true, records: result.records }
-    : { valid: false, records: result.records, failedSequence: result.failedSequence, reason: describeFailure(result.reason) }
+    : {
+        valid: false,
+        records: result.records,
+        failedSequence: result.failedSequence,
+        reason: describeFailure(result.reason)
+      }
 
 // ---------------------------------------------------------------------------
 // Redis plumbing
@@ -99,12 +109,18 @@ afterAll(async () => {
   await redis.quit()
 })
 
-const storeLayer = (prefix: string) => AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layer(url)))
+const storeLayer = (prefix: string) =>
+  AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layer(url)))
 
 const withStore = <A, E>(prefix: string, effect: Effect.Effect<A, E, AuditStore.AuditStore>): Promise<A> =>
   Effect.runPromise(Effect.provide(effect, storeLayer(prefix)))
 
-const event = (i: number) => ({ type: "test.event", at: `2030-01-01T00:00:${String(i % 60).padStart(2, "0")}Z`, n: i, tags: ["a", i] })
+const event = (i: number) => ({
+  type: "test.event",
+  at: `2030-01-01T00:00:${String(i % 60).padStart(2, "0")}Z`,
+  n: i,
+  tags: ["a", i]
+})
 
 /** Writes `n` records through the store; returns their stored JSON in order. */
 const writeChain = async (prefix: string, n: number, from = 0): Promise<Array<string>> => {
@@ -114,9 +130,7 @@ const writeChain = async (prefix: string, n: number, from = 0): Promise<Array<st
       const store = yield* AuditStore.AuditStore
       for (let i = from; i < from + n; i++) {
         yield* store.transaction((tx) =>
-          Effect.flatMap(tx.readLastIntegrity, (previous) =>
-            tx.persist(buildNextRecord(event(i), previous))
-          )
+          Effect.flatMap(tx.readLastIntegrity, (previous) => tx.persist(buildNextRecord(event(i), previous)))
         )
       }
     })
@@ -131,7 +145,8 @@ const storedHead = async (prefix: string) => {
   return json === null ? null : (JSON.parse(json) as { sequence: number; eventHash: string })
 }
 
-const integrityAt = (texts: ReadonlyArray<string>, index: number): AuditIntegrity => JSON.parse(texts[index]!).auditIntegrity
+const integrityAt = (texts: ReadonlyArray<string>, index: number): AuditIntegrity =>
+  JSON.parse(texts[index]!).auditIntegrity
 
 /** First index where `now` differs from `original` (its length if it is a prefix); -1 if equal. */
 const firstDifference = (original: ReadonlyArray<string>, now: ReadonlyArray<string>): number => {
@@ -287,8 +302,19 @@ const tamperFor = (n: number): fc.Arbitrary<Tamper> => {
     fc.record({ kind: fc.constant("swap" as const), i: index, j: index }),
     fc.record({ kind: fc.constant("duplicate" as const), index, after: fc.integer({ min: -1, max: n - 1 }) }),
     fc.record({ kind: fc.constant("truncate" as const), start: fc.nat(n), stop: fc.integer({ min: -1, max: n - 1 }) }),
-    fc.record({ kind: fc.constant("hash" as const), index, which: fc.constantFrom("eventHash" as const, "previousHash" as const) }),
-    fc.record({ kind: fc.constant("garbage" as const), index, text: fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v))) })
+    fc.record({
+      kind: fc.constant("hash" as const),
+      index,
+      which: fc.constantFrom("eventHash" as const, "previousHash" as const)
+    }),
+    fc.record({
+      kind: fc.constant("garbage" as const),
+      index,
+      text: fc.oneof(
+        fc.string(),
+        fc.jsonValue().map((v) => JSON.stringify(v))
+      )
+    })
   )
 }
 
@@ -417,7 +443,13 @@ describe("verifyStore on tampered chains", () => {
 
 describe("verifyStore from a trusted checkpoint", () => {
   /** The store with its reads counted: which list index each read starts at, and how many elements came back. */
-  const counting = (prefix: string, body: (reads: { starts: Array<number>; elements: number }) => Effect.Effect<VerifyResult, unknown, AuditStore.AuditStore>) =>
+  const counting = (
+    prefix: string,
+    body: (reads: {
+      starts: Array<number>
+      elements: number
+    }) => Effect.Effect<VerifyResult, unknown, AuditStore.AuditStore>
+  ) =>
     withStore(
       prefix,
       Effect.gen(function* () {
@@ -451,7 +483,9 @@ describe("verifyStore from a trusted checkpoint", () => {
   it("agrees with a full verification on every later tampering, for any checkpoint (fast-check)", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.integer({ min: 1, max: 8 }).chain((n) => fc.tuple(fc.constant(n), fc.integer({ min: 1, max: n }), tamperFor(n))),
+        fc
+          .integer({ min: 1, max: 8 })
+          .chain((n) => fc.tuple(fc.constant(n), fc.integer({ min: 1, max: n }), tamperFor(n))),
         async ([n, k, tamper]) => {
           const prefix = uniquePrefix("verify-checkpoint-prop")
           const original = await writeChain(prefix, n)
@@ -520,7 +554,9 @@ describe("exportJsonl", () => {
     const texts = await writeChain(prefix, 31)
     const pages = await withStore(
       prefix,
-      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 7 }))), (chunks) => Chunk.toArray(chunks).map(Chunk.toArray))
+      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 7 }))), (chunks) =>
+        Chunk.toArray(chunks).map(Chunk.toArray)
+      )
     )
     expect(pages.map((page) => page.length)).toEqual([7, 7, 7, 7, 3])
     const lines = pages.flat()
@@ -534,11 +570,16 @@ describe("exportJsonl", () => {
     const texts = await writeChain(prefix, 20)
     const pages = await withStore(
       prefix,
-      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 10 }))), (chunks) => Chunk.toArray(chunks).map(Chunk.toArray))
+      Effect.map(Stream.runCollect(Stream.chunks(exportJsonl({ pageSize: 10 }))), (chunks) =>
+        Chunk.toArray(chunks).map(Chunk.toArray)
+      )
     )
     expect(pages.map((page) => page.length)).toEqual([10, 10])
     expect(pages.flat()).toEqual(texts)
-    const empty = await withStore(uniquePrefix("export-empty"), Effect.map(Stream.runCollect(exportJsonl()), Chunk.toArray))
+    const empty = await withStore(
+      uniquePrefix("export-empty"),
+      Effect.map(Stream.runCollect(exportJsonl()), Chunk.toArray)
+    )
     expect(empty).toEqual([])
   })
 

@@ -35,7 +35,7 @@ import { exportCommand } from "./commands/export.js"
 import { statsCommand } from "./commands/stats.js"
 import { checkpointCommand, keygenCommand } from "./commands/checkpoint.js"
 import { verifyCommand } from "./commands/verify.js"
-import { CliFailure, ExitCode, failureOf, identity, oneLine, usage } from "./shared/failure.js"
+import { type CliFailure, ExitCode, failureOf, identity, oneLine, usage } from "./shared/failure.js"
 
 export { ExitCode } from "./shared/failure.js"
 
@@ -92,7 +92,9 @@ export const main = (argv: ReadonlyArray<string>) =>
     const quiet: Console.Console = {
       ...console,
       log: (...args: ReadonlyArray<unknown>) =>
-        plain ? console.log(...args.map((a) => (typeof a === "string" ? a.replace(ansi, "") : a))) : console.log(...args),
+        plain
+          ? console.log(...args.map((a) => (typeof a === "string" ? a.replace(ansi, "") : a)))
+          : console.log(...args),
       error: (...args: ReadonlyArray<unknown>) => Effect.sync(() => void parseErrors.push(args.map(String).join(" ")))
     }
     const args = argv.slice(2)
@@ -110,6 +112,7 @@ export const main = (argv: ReadonlyArray<string>) =>
     } else {
       failure = failureOf(exit.cause, identity, undefined)
     }
-    if (failure.line !== undefined) yield* Effect.sync(() => process.stderr.write(`${NAME}: ${oneLine(failure.line!)}\n`))
+    if (failure.line !== undefined)
+      yield* Effect.sync(() => process.stderr.write(`${NAME}: ${oneLine(failure.line!)}\n`))
     return failure.code
   })

@@ -62,9 +62,7 @@ export interface DemoSummary {
 }
 
 /** Runs the demo and returns its summary; fails only with a store error. */
-export const runDemo = (
-  options: DemoOptions = {}
-): Effect.Effect<DemoSummary, StoreError | InvalidConfig> =>
+export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoSummary, StoreError | InvalidConfig> =>
   Effect.scoped(
     Effect.gen(function* () {
       const replicas = Math.max(1, Math.floor(options.replicas ?? 4))

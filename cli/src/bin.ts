@@ -36,7 +36,8 @@ if (!chosen && process.env.HAECHI_STORE_CHILD !== "1") {
   for (const signal of SIGNALS) process.on(signal, () => child.kill(signal))
   child.on("exit", (code, signal) => {
     // A child killed before it could handle the signal (still starting) said nothing.
-    if (code === null && signal !== null && signal in SIGNAL_CODES) process.stderr.write(`haechi-store: interrupted by ${signal}\n`)
+    if (code === null && signal !== null && signal in SIGNAL_CODES)
+      process.stderr.write(`haechi-store: interrupted by ${signal}\n`)
     process.exitCode = code ?? (signal !== null && signal in SIGNAL_CODES ? SIGNAL_CODES[signal as Signal] : 1)
   })
 } else {

@@ -404,5 +404,8 @@ const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
     if (expiredIn(budget)) return Effect.interrupt
     const self = fiber as Fiber.RuntimeFiber<unknown, unknown>
     markAll(budget, (b) => (b.linked ??= new Set()).add(self))
-    return Effect.ensuring(effect, Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self))))
+    return Effect.ensuring(
+      effect,
+      Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self)))
+    )
   })

@@ -62,21 +62,30 @@ const GRACE_MS = 1000
  * the plan. Fails with `InvalidConfig` for a negative or fractional replica count or a
  * timeout that is not finite and positive. Never touches Redis.
  */
-export const plan = (options: DurabilityOptions | undefined): Effect.Effect<DurabilityPlan | undefined, InvalidConfig> =>
+export const plan = (
+  options: DurabilityOptions | undefined
+): Effect.Effect<DurabilityPlan | undefined, InvalidConfig> =>
   Effect.suspend(() => {
     if (options === undefined) return Effect.succeed(undefined)
     if (typeof options !== "object" || options === null) {
-      return Effect.fail(new InvalidConfig({ option: "durability", reason: "must be an object { replicas?, aof?, timeout? }" }))
+      return Effect.fail(
+        new InvalidConfig({ option: "durability", reason: "must be an object { replicas?, aof?, timeout? }" })
+      )
     }
     const replicas = options.replicas ?? 0
     if (typeof replicas !== "number" || !Number.isSafeInteger(replicas) || replicas < 0) {
       return Effect.fail(
-        new InvalidConfig({ option: "durability.replicas", reason: `must be a whole number >= 0, got ${String(replicas)}` })
+        new InvalidConfig({
+          option: "durability.replicas",
+          reason: `must be a whole number >= 0, got ${String(replicas)}`
+        })
       )
     }
     const aof = options.aof ?? false
     if (typeof aof !== "boolean") {
-      return Effect.fail(new InvalidConfig({ option: "durability.aof", reason: `must be a boolean, got ${typeof aof}` }))
+      return Effect.fail(
+        new InvalidConfig({ option: "durability.aof", reason: `must be a boolean, got ${typeof aof}` })
+      )
     }
     const timeout = Duration.decodeUnknown(options.timeout ?? DEFAULT_TIMEOUT)
     if (timeout._tag === "None" || !Duration.isFinite(timeout.value) || Duration.toMillis(timeout.value) < 1) {
@@ -107,19 +116,25 @@ export const redisVersion = (redis: RedisClientShape): Effect.Effect<string, Red
   Effect.suspend(() => {
     const known = versions.get(redis.client)
     if (known !== undefined) return Effect.succeed(known)
-    return redis.run("INFO server", (c) => c.info("server")).pipe(
-      Effect.flatMap((info) => {
-        const v = parseServerVersion(info)
-        if (v === undefined) {
-          return Effect.fail(
-            new RedisCommandFailed({ operation: "INFO server", reply: "no redis_version in INFO server", cause: undefined })
-          )
-        }
-        const version = v.join(".")
-        versions.set(redis.client, version)
-        return Effect.succeed(version)
-      })
-    )
+    return redis
+      .run("INFO server", (c) => c.info("server"))
+      .pipe(
+        Effect.flatMap((info) => {
+          const v = parseServerVersion(info)
+          if (v === undefined) {
+            return Effect.fail(
+              new RedisCommandFailed({
+                operation: "INFO server",
+                reply: "no redis_version in INFO server",
+                cause: undefined
+              })
+            )
+          }
+          const version = v.join(".")
+          versions.set(redis.client, version)
+          return Effect.succeed(version)
+        })
+      )
   })
 
 /** Whether the server has `WAITAOF` (Redis >= 7.2). */
@@ -134,21 +149,27 @@ export const supportsWaitAof = (redis: RedisClientShape): Effect.Effect<boolean,
  * version asked once per client) and `appendonly yes`. Fails with `InvalidConfig` (naming
  * the server's version) when either is missing.
  */
-export const prepare = (redis: RedisClientShape, durability: DurabilityPlan): Effect.Effect<void, InvalidConfig | RedisError> =>
+export const prepare = (
+  redis: RedisClientShape,
+  durability: DurabilityPlan
+): Effect.Effect<void, InvalidConfig | RedisError> =>
   durability.aof
     ? Effect.flatMap(redisVersion(redis), (version) =>
         Effect.flatMap(supportsWaitAof(redis), (ok) =>
           ok
             ? // WAITAOF with numlocal 1 is an error reply while appendonly is off.
-              Effect.flatMap(redis.run("INFO persistence", (c) => c.info("persistence")), (info) =>
-                /^aof_enabled:1/m.test(info)
-                  ? Effect.void
-                  : Effect.fail(
-                      new InvalidConfig({
-                        option: "durability.aof",
-                        reason: "the server has appendonly off, so there is no AOF fsync to wait for; set appendonly yes"
-                      })
-                    )
+              Effect.flatMap(
+                redis.run("INFO persistence", (c) => c.info("persistence")),
+                (info) =>
+                  /^aof_enabled:1/m.test(info)
+                    ? Effect.void
+                    : Effect.fail(
+                        new InvalidConfig({
+                          option: "durability.aof",
+                          reason:
+                            "the server has appendonly off, so there is no AOF fsync to wait for; set appendonly yes"
+                        })
+                      )
               )
             : Effect.fail(
                 new InvalidConfig({
@@ -192,7 +213,10 @@ const nodeFor = (redis: RedisClientShape, key: string): Effect.Effect<Redis, Red
         : cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === owner)
     if (node !== undefined) return Effect.succeed(node)
     // Not connected yet, or the slot map is stale: a keyed read connects and refreshes it.
-    return Effect.zipRight(redis.run("EXISTS probe", (c) => c.exists(key)), Effect.fail(new Retry()))
+    return Effect.zipRight(
+      redis.run("EXISTS probe", (c) => c.exists(key)),
+      Effect.fail(new Retry())
+    )
   })
 }
 
@@ -286,12 +310,17 @@ export const step = (
   const ms = Math.max(1, Math.ceil(Duration.toMillis(durability.timeout)))
   const wanted = wantedOf(durability)
   const timeout = (acknowledged: string) => new DurabilityTimeout({ prefix: target.prefix, wanted, acknowledged })
-  return Effect.flatMap(nodeFor(redis, target.probeKey), (node) => stepOn(redis, node, durability, target, ms, timeout)).pipe(
+  return Effect.flatMap(nodeFor(redis, target.probeKey), (node) =>
+    stepOn(redis, node, durability, target, ms, timeout)
+  ).pipe(
     Effect.retry({
       schedule: Schedule.spaced("50 millis"),
       while: (e) => e._tag === "Retry" || e._tag === "RedisUnavailable"
     }),
-    Effect.timeoutFail({ duration: Duration.millis(ms + GRACE_MS), onTimeout: () => timeout("unknown (no answer in time)") }),
+    Effect.timeoutFail({
+      duration: Duration.millis(ms + GRACE_MS),
+      onTimeout: () => timeout("unknown (no answer in time)")
+    }),
     Effect.catchTags({
       Retry: () => Effect.fail(timeout("unknown")),
       RedisUnavailable: () => Effect.fail(timeout("unknown (connection lost)"))
@@ -310,5 +339,7 @@ export const make = (
   target: DurabilityTarget
 ): Effect.Effect<Effect.Effect<void, DurabilityTimeout | RedisCommandFailed> | undefined, InvalidConfig | RedisError> =>
   Effect.flatMap(plan(options), (durability) =>
-    durability === undefined ? Effect.succeed(undefined) : Effect.as(prepare(redis, durability), step(redis, durability, target))
+    durability === undefined
+      ? Effect.succeed(undefined)
+      : Effect.as(prepare(redis, durability), step(redis, durability, target))
   )

@@ -27,9 +27,7 @@ const nativeWellFormed = (String.prototype as { isWellFormed?: (this: string) =>
 
 /** A string every JSON parser (and Redis's cjson) reads back unchanged: no lone surrogate. */
 export const isWellFormed: (text: string) => boolean =
-  typeof nativeWellFormed === "function"
-    ? (text) => nativeWellFormed.call(text)
-    : (text) => !LONE_SURROGATE.test(text)
+  typeof nativeWellFormed === "function" ? (text) => nativeWellFormed.call(text) : (text) => !LONE_SURROGATE.test(text)
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 
@@ -102,13 +100,20 @@ const problemAt = (value: unknown, path: string, depth: number, ancestors: Set<o
   if (ancestors.has(object)) return `a circular reference at ${at(path)}`
   ancestors.add(object)
   try {
-    return Array.isArray(object) ? arrayProblem(object, path, depth, ancestors) : objectProblem(object, path, depth, ancestors)
+    return Array.isArray(object)
+      ? arrayProblem(object, path, depth, ancestors)
+      : objectProblem(object, path, depth, ancestors)
   } finally {
     ancestors.delete(object)
   }
 }
 
-const arrayProblem = (array: Array<unknown>, path: string, depth: number, ancestors: Set<object>): string | undefined => {
+const arrayProblem = (
+  array: Array<unknown>,
+  path: string,
+  depth: number,
+  ancestors: Set<object>
+): string | undefined => {
   if (Object.getPrototypeOf(array) !== Array.prototype) return `a non-plain array at ${at(path)}`
   if (Object.keys(array).length !== array.length) {
     return `a sparse array or an array with extra properties at ${at(path)}`

@@ -66,12 +66,10 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
  * The fence counter of a lock key, in the lock key's hash slot: `<key>:fence` when the
  * key has a hash tag, else `{<key>}:fence` (whose hashed part is the key itself).
  */
-export const fenceKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`
+export const fenceKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:fence` : `${key}:fence`)
 
 /** The queue of waiters the release hands the lock to, in the lock key's hash slot like the fence. */
-export const waitersKeyOf = (key: string): string =>
-  hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`
+export const waitersKeyOf = (key: string): string => (hashedPart(key) === key ? `{${key}}:waiters` : `${key}:waiters`)
 
 /** The channel the lock's release script publishes on (a channel, not a key: nothing to delete). */
 export const releaseChannelOf = (key: string): string => `${key}:released`
@@ -160,14 +158,17 @@ export const rateLimitKey = (prefix: string, key: string): string => `${prefix}$
  * would name a store's key: "" or "haechi:" put `audit:chain` on the audit chain.
  */
 export const checkRateLimitPrefix = (prefix: unknown): Effect.Effect<string, InvalidConfig> =>
-  Effect.flatMap(checkPrefix("keyPrefix", prefix, (p) => ({ log: rateLimitKey(p, "") }), false), (p) => {
-    const store = [DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX].find((storePrefix) => storePrefix.startsWith(p))
-    return store === undefined
-      ? Effect.succeed(p)
-      : Effect.fail(
-          new InvalidConfig({
-            option: "keyPrefix",
-            reason: `"${p}" would let a rate limit key name a key of the store under "${store}"; use a prefix of its own, e.g. "${DEFAULT_RATELIMIT_PREFIX}"`
-          })
-        )
-  })
+  Effect.flatMap(
+    checkPrefix("keyPrefix", prefix, (p) => ({ log: rateLimitKey(p, "") }), false),
+    (p) => {
+      const store = [DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX].find((storePrefix) => storePrefix.startsWith(p))
+      return store === undefined
+        ? Effect.succeed(p)
+        : Effect.fail(
+            new InvalidConfig({
+              option: "keyPrefix",
+              reason: `"${p}" would let a rate limit key name a key of the store under "${store}"; use a prefix of its own, e.g. "${DEFAULT_RATELIMIT_PREFIX}"`
+            })
+          )
+    }
+  )

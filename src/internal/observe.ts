@@ -46,7 +46,6 @@ export const observed = (store: StoreKind | "ratelimit", operation: string, pref
     })
 }
 
-
 /** What `haechi.outcome` says of an exit: "ok", "interrupted", "defect" or the error's tag. */
 export const outcomeOf = <A, E>(exit: Exit.Exit<A, E>): string =>
   Exit.isSuccess(exit) ? "ok" : Exit.isInterrupted(exit) ? "interrupted" : failureTag(exit.cause)

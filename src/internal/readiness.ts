@@ -12,8 +12,7 @@ import { Scripts } from "./scripts.js"
 import { spanned } from "./observe.js"
 
 export type Readiness =
-  | { readonly ok: true }
-  | { readonly ok: false; readonly reason: "redis_unreachable" | "redis_not_writable" }
+  { readonly ok: true } | { readonly ok: false; readonly reason: "redis_unreachable" | "redis_not_writable" }
 
 export const READY: Readiness = { ok: true }
 const unreachable: Readiness = { ok: false, reason: "redis_unreachable" }
@@ -32,19 +31,21 @@ export const probe = (
   timeout: Duration.DurationInput = "900 millis"
 ): Effect.Effect<Readiness> => {
   const timeoutMs = Duration.toMillis(timeout)
-  return redis.run("PING", (c) => c.ping()).pipe(
-    timeoutAfter("ready PING", timeoutMs),
-    Effect.matchEffect({
-      onFailure: () => Effect.succeed(unreachable),
-      onSuccess: () =>
-        redis.script(Scripts.readyProbe, [probeKey], []).pipe(
-          timeoutAfter("ready write probe", timeoutMs),
-          Effect.match({
-            onFailure: (error) => (error._tag === "RedisUnavailable" ? unreachable : notWritable),
-            onSuccess: () => READY
-          })
-        )
-    }),
-    spanned("haechi.ready", { "haechi.key": probeKey })
-  )
+  return redis
+    .run("PING", (c) => c.ping())
+    .pipe(
+      timeoutAfter("ready PING", timeoutMs),
+      Effect.matchEffect({
+        onFailure: () => Effect.succeed(unreachable),
+        onSuccess: () =>
+          redis.script(Scripts.readyProbe, [probeKey], []).pipe(
+            timeoutAfter("ready write probe", timeoutMs),
+            Effect.match({
+              onFailure: (error) => (error._tag === "RedisUnavailable" ? unreachable : notWritable),
+              onSuccess: () => READY
+            })
+          )
+      }),
+      spanned("haechi.ready", { "haechi.key": probeKey })
+    )
 }

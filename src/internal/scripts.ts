@@ -72,7 +72,9 @@ let checked: InvalidConfig | null | undefined
  */
 export const checkScripts: Effect.Effect<void, InvalidConfig> = Effect.suspend(() => {
   if (checked === undefined) {
-    const damage = Object.values(Scripts).map(damageOf).filter((d) => d !== undefined)
+    const damage = Object.values(Scripts)
+      .map(damageOf)
+      .filter((d) => d !== undefined)
     checked = damage.length === 0 ? null : new InvalidConfig({ option: "scripts", reason: damage.join("; ") })
   }
   return checked === null ? Effect.void : Effect.fail(checked)

@@ -33,14 +33,16 @@ const SETTINGS: ReadonlyArray<Setting> = ["maxmemory-policy", "appendonly", "sav
 
 /** One setting on one node: its value, or undefined when Redis refused to tell. */
 const readSetting = (node: RedisClientShape, name: Setting): Effect.Effect<string | undefined, RedisError> =>
-  node.run(`CONFIG GET ${name}`, (c) => c.config("GET", name) as Promise<Array<string>>).pipe(
-    Effect.map((reply) => {
-      for (let i = 0; i + 1 < reply.length; i += 2) if (reply[i] === name) return reply[i + 1]
-      return undefined
-    }),
-    // An error reply (unknown command, NOPERM): the setting is unknown, not unsafe.
-    Effect.catchTag("RedisCommandFailed", () => Effect.succeed(undefined))
-  )
+  node
+    .run(`CONFIG GET ${name}`, (c) => c.config("GET", name) as Promise<Array<string>>)
+    .pipe(
+      Effect.map((reply) => {
+        for (let i = 0; i + 1 < reply.length; i += 2) if (reply[i] === name) return reply[i + 1]
+        return undefined
+      }),
+      // An error reply (unknown command, NOPERM): the setting is unknown, not unsafe.
+      Effect.catchTag("RedisCommandFailed", () => Effect.succeed(undefined))
+    )
 
 /** The problems of one node's settings. */
 const judge = (values: Record<Setting, string | undefined>): ConfigReport => {
@@ -56,7 +58,7 @@ const judge = (values: Record<Setting, string | undefined>): ConfigReport => {
   const save = values.save
   if (aof === "no" && save !== undefined && save.trim() === "") {
     problems.push(
-      "no persistence (appendonly no, save \"\"): a restart loses every acknowledged record; " +
+      'no persistence (appendonly no, save ""): a restart loses every acknowledged record; ' +
         "set appendonly yes (appendfsync always to lose nothing on a crash) or RDB snapshots"
     )
   }
@@ -72,7 +74,10 @@ const nodesOf = (redis: RedisClientShape): Effect.Effect<ReadonlyArray<RedisClie
     cluster.status === "ready"
       ? Effect.succeed(masters())
       : // Until it is ready the client lists its seed nodes; a command waits for the slot map.
-        Effect.flatMap(redis.run("PING", (c) => c.ping()), () => Effect.sync(masters))
+        Effect.flatMap(
+          redis.run("PING", (c) => c.ping()),
+          () => Effect.sync(masters)
+        )
   )
 }
 
@@ -80,7 +85,9 @@ const merge = (reports: ReadonlyArray<ConfigReport>): ConfigReport => {
   const count = (pick: (r: ConfigReport) => ReadonlyArray<string>) => {
     const seen = new Map<string, number>()
     for (const report of reports) for (const item of pick(report)) seen.set(item, (seen.get(item) ?? 0) + 1)
-    return [...seen].map(([item, n]) => (reports.length > 1 && n < reports.length ? `${item} (on ${n} of ${reports.length} masters)` : item))
+    return [...seen].map(([item, n]) =>
+      reports.length > 1 && n < reports.length ? `${item} (on ${n} of ${reports.length} masters)` : item
+    )
   }
   return { problems: count((r) => r.problems), unknown: count((r) => r.unknown) }
 }
@@ -156,7 +163,9 @@ export const runStartupChecks = (
 export const checkStartupChecksMode = (mode: unknown): Effect.Effect<StartupChecksMode, InvalidConfig> =>
   mode === undefined || mode === "off" || mode === "warn" || mode === "fail"
     ? Effect.succeed(mode ?? "off")
-    : Effect.fail(new InvalidConfig({ option: "startupChecks", reason: `must be "warn", "fail" or "off", got ${String(mode)}` }))
+    : Effect.fail(
+        new InvalidConfig({ option: "startupChecks", reason: `must be "warn", "fail" or "off", got ${String(mode)}` })
+      )
 
 /** How making a store can fail beyond `InvalidConfig` when it checks the server. */
 export type StartupError = UnsafeRedisConfig | RedisError | OperationTimeout

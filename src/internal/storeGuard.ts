@@ -44,8 +44,12 @@ export const claimArgs = (claim: LockClaim | undefined): [string, string, string
  */
 export const claimMoveOf = (outcome: { readonly _tag: string; readonly tookLock?: boolean }): ClaimMove =>
   outcome._tag === "Conflict"
-    ? outcome.tookLock === true ? "took" : "left"
-    : outcome._tag === "LockHeld" ? "left" : "gaveBack"
+    ? outcome.tookLock === true
+      ? "took"
+      : "left"
+    : outcome._tag === "LockHeld"
+      ? "left"
+      : "gaveBack"
 
 /** A successful attempt's value and what it did with the lock. */
 export interface Attempted<A> {

@@ -32,7 +32,11 @@ export const auditReplica = async (
 ): Promise<AuditStoreUnderTest> => {
   const all = { keyPrefix: prefix, lock: "never" as const, ...options }
   return style === "layer"
-    ? asCore(toHaechiAuditStore(await buildAudit(AuditStore.layer(all).pipe(Layer.provide(RedisClient.layerFromClient(client))))))
+    ? asCore(
+        toHaechiAuditStore(
+          await buildAudit(AuditStore.layer(all).pipe(Layer.provide(RedisClient.layerFromClient(client))))
+        )
+      )
     : asCore(createRedisAuditStore({ client, ...all }))
 }
 

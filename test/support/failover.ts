@@ -64,7 +64,8 @@ export async function lagReplica(primaryPort: number, replica: RedisServer): Pro
   try {
     // The frozen replica cannot reconnect, so nothing written from now on reaches it.
     const killed = await redisCommand(primaryPort, ["CLIENT", "KILL", "TYPE", "replica"])
-    if (killed !== 1) throw new Error(`CLIENT KILL TYPE replica on ${primaryPort} closed ${String(killed)} links, not 1`)
+    if (killed !== 1)
+      throw new Error(`CLIENT KILL TYPE replica on ${primaryPort} closed ${String(killed)} links, not 1`)
     return { resume }
   } catch (e) {
     resume()
@@ -121,7 +122,9 @@ const storesFor = async (
   const layer = layerFromClient(client)
   const auditOptions = { ...more, keyPrefix: prefixes.audit, ...shared } as AuditStore.AuditStoreOptions
   const audit = await Effect.runPromise(Effect.provide(AuditStore.make(auditOptions), layer))
-  const vault = await Effect.runPromise(Effect.provide(TokenStore.make({ keyPrefix: prefixes.vault, ...shared }), layer))
+  const vault = await Effect.runPromise(
+    Effect.provide(TokenStore.make({ keyPrefix: prefixes.vault, ...shared }), layer)
+  )
   return { audit: toHaechiAuditStore(audit), vault: toHaechiTokenStore(vault) }
 }
 
@@ -139,7 +142,9 @@ export const fleetMember = async (
   // The head this member last read or committed on (null: the empty chain; undefined: none yet).
   let seen: AuditIntegrity | null | undefined
   const watchedAudit = {
-    transaction: <A>(fn: (tx: { readLastIntegrity(): Promise<unknown>; persist(r: unknown): Promise<void> }) => Promise<A>) =>
+    transaction: <A>(
+      fn: (tx: { readLastIntegrity(): Promise<unknown>; persist(r: unknown): Promise<void> }) => Promise<A>
+    ) =>
       audit.transaction(({ persist, readLastIntegrity }) =>
         fn({
           readLastIntegrity: async () => {
@@ -350,7 +355,10 @@ const num = async (port: number, args: ReadonlyArray<string>): Promise<number> =
 
 const plaintextOf = (json: string | undefined): string | undefined => {
   try {
-    return Buffer.from((JSON.parse(json ?? "null") as { envelope: { ciphertext: string } }).envelope.ciphertext, "base64url").toString("utf8")
+    return Buffer.from(
+      (JSON.parse(json ?? "null") as { envelope: { ciphertext: string } }).envelope.ciphertext,
+      "base64url"
+    ).toString("utf8")
   } catch {
     return undefined
   }
@@ -408,7 +416,11 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
   }
   const stopped = new Set<FleetMember>()
   const running = new Map<FleetMember, Promise<void>>()
-  const start = (m: FleetMember) => running.set(m, loop(m, () => stopped.has(m)))
+  const start = (m: FleetMember) =>
+    running.set(
+      m,
+      loop(m, () => stopped.has(m))
+    )
   let lag: { resume(): void } | undefined
   const members: Array<FleetMember> = []
   try {
@@ -423,14 +435,18 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     members.push(...fleet, idle)
     for (const m of members) start(m)
     // Healthy: everyone has written (and, with durability, had it acknowledged by the replica).
-    const healthy = await waitUntil(10_000, () => members.every((m) => m.ledger.ackedEvents.length >= 4 && m.ledger.ackedTokens.length >= 4))
+    const healthy = await waitUntil(10_000, () =>
+      members.every((m) => m.ledger.ackedEvents.length >= 4 && m.ledger.ackedTokens.length >= 4)
+    )
     if (!healthy) throw new Error("the fleet did not get going on the healthy primary within 10 s")
 
     // The lag: from now on the primary alone takes what the fleet commits.
     lag = await lagReplica(target.primary.port, target.replica)
     const lagStart = performance.now()
     const inLag = (o: Array<Outcome>) => o.filter((x) => x.startedAt > lagStart && committed(x)).length
-    await waitUntil(maxLagMs - 300, () => members.every((m) => inLag(m.auditOutcomes) >= 2 && inLag(m.vaultOutcomes) >= 2))
+    await waitUntil(maxLagMs - 300, () =>
+      members.every((m) => inLag(m.auditOutcomes) >= 2 && inLag(m.vaultOutcomes) >= 2)
+    )
     stopped.add(idle)
     await running.get(idle)
     const idleCommittedInLag = { records: inLag(idle.auditOutcomes), tokens: inLag(idle.vaultOutcomes) }
@@ -472,10 +488,12 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     members.push(newcomer)
     start(newcomer)
     const promoted = target.replica.port
-    const climbed = await waitUntil(15_000, async () =>
-      (await num(promoted, ["LLEN", `${prefixes.audit}chain`])) > chainAtKill &&
-      (await num(promoted, ["GET", `${prefixes.vault}version`])) > versionAtKill &&
-      fleet.every((m) => m.auditOutcomes.some((o) => o.startedAt > killedAt && decisive(o)))
+    const climbed = await waitUntil(
+      15_000,
+      async () =>
+        (await num(promoted, ["LLEN", `${prefixes.audit}chain`])) > chainAtKill &&
+        (await num(promoted, ["GET", `${prefixes.vault}version`])) > versionAtKill &&
+        fleet.every((m) => m.auditOutcomes.some((o) => o.startedAt > killedAt && decisive(o)))
     )
     for (const m of members) stopped.add(m)
     await Promise.all(running.values())
@@ -487,7 +505,9 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     clients.push(inspector)
     const held = await inspector.hgetall(`${prefixes.vault}tokens`)
     const all = merge(members.map((m) => m.ledger))
-    const tokens = [...new Set([...idle.staged, ...members.flatMap((m) => [...m.staged]), ...all.ackedTokens.map((t) => t.token)])]
+    const tokens = [
+      ...new Set([...idle.staged, ...members.flatMap((m) => [...m.staged]), ...all.ackedTokens.map((t) => t.token)])
+    ]
     let staleReveals = 0
     let staleExports = 0
     let silentVaultRewinds = 0
@@ -534,12 +554,17 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
       members.reduce((n, m) => n + of(m).filter((o) => o.ok && o.at <= killedAt).length, 0)
     const audit = await checkAudit(inspector, prefixes.audit, ledger)
     const vault = await checkVault(inspector, prefixes.vault, ledger)
-    const [head, headHash] = await Promise.all([inspector.get(`${prefixes.audit}head`), inspector.get(`${prefixes.audit}head:hash`)])
+    const [head, headHash] = await Promise.all([
+      inspector.get(`${prefixes.audit}head`),
+      inspector.get(`${prefixes.audit}head:hash`)
+    ])
     const last = chain.at(-1)?.auditIntegrity
     const headConsistent =
       last === undefined
         ? head === null && headHash === null
-        : headHash === last.eventHash && head !== null && (JSON.parse(head) as AuditIntegrity).eventHash === last.eventHash
+        : headHash === last.eventHash &&
+          head !== null &&
+          (JSON.parse(head) as AuditIntegrity).eventHash === last.eventHash
     const chainValid = verifyAuditChain(chain).valid
     const oracleValid = refVerify(chain).valid
     const failedBy: Record<string, number> = {}

@@ -116,8 +116,7 @@ export const createAuditSink = ({ store }: { store: AuditStore }): AuditSink => 
 
 /** haechi's verifier result: `{ valid, records, reason?, headHash? }`. */
 export type HaechiVerifyResult =
-  | { valid: true; records: number; headHash: string | null }
-  | { valid: false; records: number; reason: string }
+  { valid: true; records: number; headHash: string | null } | { valid: false; records: number; reason: string }
 
 /** The core's `verifyAuditChain` over records already read (in order). */
 export const verifyAuditChain = (records: ReadonlyArray<unknown>): HaechiVerifyResult => {
@@ -139,7 +138,11 @@ const fingerprintOf = (type: string, value: string): string =>
 /** Stands in for the crypto provider: yields to the event loop like real async crypto. */
 const encrypt = async (plaintext: string): Promise<TokenRecord["envelope"]> => {
   await new Promise<void>((resolve) => setImmediate(resolve))
-  return { alg: "test", iv: randomBytes(12).toString("base64url"), ciphertext: Buffer.from(plaintext, "utf8").toString("base64url") }
+  return {
+    alg: "test",
+    iv: randomBytes(12).toString("base64url"),
+    ciphertext: Buffer.from(plaintext, "utf8").toString("base64url")
+  }
 }
 
 const decrypt = (envelope: unknown): string => {
@@ -155,24 +158,27 @@ const isExpired = (record: TokenRecord | undefined, now: number): boolean =>
   record !== undefined && !!record.expiresAt && Date.parse(record.expiresAt) < now
 
 export interface TokenVault {
-  tokenize(value: string, options: { type: string; ttlMs?: number }): Promise<{ token: string; type: string; reused: boolean }>
+  tokenize(
+    value: string,
+    options: { type: string; ttlMs?: number }
+  ): Promise<{ token: string; type: string; reused: boolean }>
   reveal(token: string): Promise<{ token: string; type: string; plaintext: string }>
   detokenize(tokens: ReadonlyArray<string>): Promise<Map<string, string>>
   purge(token: string): Promise<{ token: string; purged: boolean }>
   purgeExpired(): Promise<{ purged: number }>
-  exportMetadata(options?: { type?: string }): Promise<Array<{
-    token: string
-    type: string
-    createdAt: string
-    expiresAt: string | null
-    metadata: Record<string, unknown>
-  }>>
+  exportMetadata(options?: { type?: string }): Promise<
+    Array<{
+      token: string
+      type: string
+      createdAt: string
+      expiresAt: string | null
+      metadata: Record<string, unknown>
+    }>
+  >
 }
 
 /** The core's `createTokenVault({ store })`, with an injectable clock. */
-export const createTokenVault = (
-  { now = Date.now, store }: { store: TokenStore; now?: () => number }
-): TokenVault => {
+export const createTokenVault = ({ now = Date.now, store }: { store: TokenStore; now?: () => number }): TokenVault => {
   const enqueue = makeQueue()
   const mutate = <A>(fn: (view: TokenMutableView) => Promise<A>): Promise<A> => enqueue(() => store.mutate(fn))
 
@@ -255,7 +261,8 @@ export const createTokenVault = (
 
     exportMetadata: (options) =>
       store.read((view) =>
-        view.entries()
+        view
+          .entries()
           .filter(([, record]) => !options?.type || asRecord(record)?.type === options.type)
           .map(([token, record]) => {
             const r = asRecord(record)!

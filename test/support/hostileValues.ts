@@ -15,11 +15,16 @@ export const hostile: fc.Arbitrary<{ readonly value: unknown; readonly says: Reg
   fc.constant({ value: 10n, says: /^bigint value at / }),
   fc.constantFrom(NaN, Infinity, -Infinity).map((n) => ({ value: n, says: /\(JSON stores it as null\)$/ })),
   fc.date({ noInvalidDate: true }).map((d) => ({ value: d, says: /^a Date object at / })),
-  fc.constantFrom(new String("boxed"), new Number(1), new Boolean(false)).map((v) => ({ value: v, says: /object at / })),
+  fc
+    .constantFrom(new String("boxed"), new Number(1), new Boolean(false))
+    .map((v) => ({ value: v, says: /object at / })),
   fc.constant({ value: new Map([["a", 1]]), says: /^a Map object at / }),
-  // eslint-disable-next-line no-sparse-arrays
+
   fc.constant({ value: [1, , 3], says: /^a sparse array or an array with extra properties at / }),
-  fc.constant({ value: Object.assign([1], { extra: 2 }), says: /^a sparse array or an array with extra properties at / }),
+  fc.constant({
+    value: Object.assign([1], { extra: 2 }),
+    says: /^a sparse array or an array with extra properties at /
+  }),
   fc.constant({ value: { toJSON: () => "x" }, says: /^an own toJSON method at / }),
   fc.constant({ value: { [Symbol("k")]: 1 }, says: /^a symbol-keyed property at / }),
   // An object literal's __proto__ sets the prototype: not a plain object.
@@ -28,4 +33,3 @@ export const hostile: fc.Arbitrary<{ readonly value: unknown; readonly says: Reg
   loneSurrogate.map((s) => ({ value: s, says: /^a lone UTF-16 surrogate in the string at / })),
   loneSurrogate.map((s) => ({ value: { [s]: 1 }, says: /^a lone UTF-16 surrogate in a key at / }))
 )
-

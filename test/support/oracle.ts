@@ -20,7 +20,9 @@ export const refCanonical = (value: unknown): string | undefined => {
 /** base64url(sha256(canonical(record with auditIntegrity minus eventHash))). */
 export const refHash = (record: any): string => {
   const { eventHash: _omit, ...rest } = record.auditIntegrity
-  return createHash("sha256").update(refCanonical({ ...record, auditIntegrity: rest })!).digest("base64url")
+  return createHash("sha256")
+    .update(refCanonical({ ...record, auditIntegrity: rest })!)
+    .digest("base64url")
 }
 
 /** haechi's verifier rules: sequence 1, 2, 3…, previousHash links, eventHash recomputed. */
@@ -31,7 +33,8 @@ export const refVerify = (records: ReadonlyArray<any>): { valid: boolean; record
     const integrity = record?.auditIntegrity
     if (!integrity || integrity.sequence !== count + 1 || (integrity.previousHash ?? null) !== previous) break
     const hash = refHash(record)
-    if (hash !== integrity.eventHash || integrity.alg !== "sha256" || integrity.canonicalization !== "json-stable-v1") break
+    if (hash !== integrity.eventHash || integrity.alg !== "sha256" || integrity.canonicalization !== "json-stable-v1")
+      break
     previous = hash
     count++
   }

@@ -80,7 +80,10 @@ const startReplica = (index: number, options: ReplicaOptions): Started => {
     })
   })
   return {
-    ready: Promise.race([ready, calls.then(() => Promise.reject(new Error(`rate limit replica ${index} exited before READY`)))]),
+    ready: Promise.race([
+      ready,
+      calls.then(() => Promise.reject(new Error(`rate limit replica ${index} exited before READY`)))
+    ]),
     start: (at) => {
       clearTimeout(timer)
       timer = setTimeout(() => child.kill("SIGKILL"), at - Date.now() + options.durationMs + 20_000)

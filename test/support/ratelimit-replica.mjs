@@ -44,7 +44,10 @@ const program = Effect.gen(function* () {
   o.startAt = Number(line)
   const wait = o.startAt - realNow()
   if (wait > 0) yield* Effect.sleep(wait)
-  yield* Effect.all(Array.from({ length: o.inFlight }, () => worker(limiter)), { concurrency: "unbounded" })
+  yield* Effect.all(
+    Array.from({ length: o.inFlight }, () => worker(limiter)),
+    { concurrency: "unbounded" }
+  )
 })
 
 await Effect.runPromise(Effect.provide(program, Live))

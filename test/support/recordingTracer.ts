@@ -2,7 +2,7 @@
  * A tracer that keeps every span it is asked for (name, attributes, parent, exit), so a
  * test can read what an exporter would be handed.
  */
-import { Exit, Option, Tracer } from "effect"
+import { type Exit, Option, Tracer } from "effect"
 
 export interface RecordedSpan {
   readonly name: string

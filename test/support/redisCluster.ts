@@ -102,7 +102,8 @@ async function stableTopology(ports: ReadonlyArray<number>): Promise<Array<NodeL
     const info = parseInfo(await redisCommand(port, ["CLUSTER", "INFO"]))
     if (info["cluster_state"] !== "ok") return `${port}: cluster_state ${info["cluster_state"]}`
     if (info["cluster_slots_ok"] !== "16384") return `${port}: slots_ok ${info["cluster_slots_ok"]}`
-    if (info["cluster_known_nodes"] !== String(ports.length)) return `${port}: knows ${info["cluster_known_nodes"]} nodes`
+    if (info["cluster_known_nodes"] !== String(ports.length))
+      return `${port}: knows ${info["cluster_known_nodes"]} nodes`
     const nodes = parseNodes(await redisCommand(port, ["CLUSTER", "NODES"]))
     if (nodes.some(unhealthy)) return `${port}: sees a failing/handshaking node`
     const layout = nodes
@@ -178,7 +179,14 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<RedisClus
     const ports = nodes.map((n) => n.port)
     await promisify(execFile)(
       "redis-cli",
-      ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", String(replicas), "--cluster-yes"],
+      [
+        "--cluster",
+        "create",
+        ...ports.map((p) => `127.0.0.1:${p}`),
+        "--cluster-replicas",
+        String(replicas),
+        "--cluster-yes"
+      ],
       { timeout: timeoutMs }
     )
     await waitStable(ports, timeoutMs)

@@ -127,8 +127,7 @@ export function redisCommand(
   args: ReadonlyArray<string | number>,
   opts: { readonly host?: string; readonly timeoutMs?: number } = {}
 ): Promise<RespValue> {
-  const payload = `*${args.length}\r\n` +
-    args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join("")
+  const payload = `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join("")
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0)
     let settled = false
@@ -186,8 +185,7 @@ export function parseInfo(text: RespValue): Record<string, string> {
 // ---------------------------------------------------------------------------
 // standalone server
 
-const exited = (child: ChildProcess) =>
-  child.pid === undefined || child.exitCode !== null || child.signalCode !== null
+const exited = (child: ChildProcess) => child.pid === undefined || child.exitCode !== null || child.signalCode !== null
 
 function waitExit(child: ChildProcess): Promise<void> {
   return exited(child) ? Promise.resolve() : new Promise((r) => child.once("exit", () => r()))
@@ -263,7 +261,14 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       if (attempt >= 5) throw e
       continue // most likely lost a bind race for the port: try another one
     }
-    return makeServer(port, dir, () => child, (c) => (child = c), timeoutMs, sentinel)
+    return makeServer(
+      port,
+      dir,
+      () => child,
+      (c) => (child = c),
+      timeoutMs,
+      sentinel
+    )
   }
 }
 

@@ -91,7 +91,10 @@ export async function startSentinelSet(opts: SentinelSetOptions = {}): Promise<S
     await Promise.allSettled(started.map((s) => s.stop()))
   }
   try {
-    const [primary, replica] = await Promise.all([startRedis({ config: serverConfig }), startRedis({ config: serverConfig })])
+    const [primary, replica] = await Promise.all([
+      startRedis({ config: serverConfig }),
+      startRedis({ config: serverConfig })
+    ])
     started.push(primary, replica)
     await redisCommand(replica.port, ["REPLICAOF", "127.0.0.1", primary.port])
     await waitFor("replica in sync", timeoutMs, async () => {
@@ -106,7 +109,9 @@ export async function startSentinelSet(opts: SentinelSetOptions = {}): Promise<S
       `sentinel failover-timeout ${name} ${opts.failoverTimeoutMs ?? 3000}`,
       `sentinel parallel-syncs ${name} 1`
     ]
-    const results = await Promise.allSettled(Array.from({ length: count }, () => startRedis({ sentinel: true, config })))
+    const results = await Promise.allSettled(
+      Array.from({ length: count }, () => startRedis({ sentinel: true, config }))
+    )
     for (const r of results) if (r.status === "fulfilled") sentinels.push(r.value)
     const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected")
     if (failed) throw failed.reason

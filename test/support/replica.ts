@@ -106,7 +106,11 @@ export type Replica = ReturnType<typeof replica>
  * writer would: a client that fails at once while Redis is down would otherwise spin on
  * microtasks and starve every timer in the process.
  */
-export const runLoops = async (replicas: ReadonlyArray<Replica>, stop: () => boolean, backoffMs = 20): Promise<void> => {
+export const runLoops = async (
+  replicas: ReadonlyArray<Replica>,
+  stop: () => boolean,
+  backoffMs = 20
+): Promise<void> => {
   await Promise.all(
     replicas.map(async (r) => {
       for (let i = 0; !stop(); i++) {
@@ -200,7 +204,9 @@ export const checkVault = async (client: Client, prefix: string, ledger: Ledger)
     const value = plaintextOf(json)
     if (value !== undefined) byValue.set(value, (byValue.get(value) ?? 0) + 1)
   }
-  const losses = ledger.ackedTokens.filter((t) => tokens[t.token] === undefined || plaintextOf(tokens[t.token]!) !== t.value).length
+  const losses = ledger.ackedTokens.filter(
+    (t) => tokens[t.token] === undefined || plaintextOf(tokens[t.token]!) !== t.value
+  ).length
   const duplicates =
     [...byValue.values()].filter((n) => n > 1).length + ledger.ackedTokens.filter((t) => t.reused).length
   const inconsistencies: Array<string> = []
@@ -211,7 +217,8 @@ export const checkVault = async (client: Client, prefix: string, ledger: Ledger)
     if (commit !== undefined) commits.add(commit)
     if (version <= LOG_BOUND && Number(v) !== i + 1) inconsistencies.push(`log entry ${i} has version ${v}`)
   })
-  if (version <= LOG_BOUND && log.length !== version) inconsistencies.push(`version ${version} but ${log.length} log entries`)
+  if (version <= LOG_BOUND && log.length !== version)
+    inconsistencies.push(`version ${version} but ${log.length} log entries`)
   return {
     tokens: Object.keys(tokens).length,
     version,
@@ -283,4 +290,8 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 /** One summary line per test, so the numbers can be quoted. */
 export const summary = (test: string, counts: Record<string, number | string>) =>
-  console.log(`[summary] ${test}: ${Object.entries(counts).map(([k, v]) => `${k}=${v}`).join(" ")}`)
+  console.log(
+    `[summary] ${test}: ${Object.entries(counts)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ")}`
+  )

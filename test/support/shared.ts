@@ -45,6 +45,10 @@ export const sharedCluster = (): SharedCluster & { failover(slotOrKey: number | 
   const cluster = inject("redisCluster")
   return {
     ...cluster,
-    failover: (slotOrKey) => clusterFailover(cluster.startupNodes.map((n) => n.port), slotOrKey)
+    failover: (slotOrKey) =>
+      clusterFailover(
+        cluster.startupNodes.map((n) => n.port),
+        slotOrKey
+      )
   }
 }

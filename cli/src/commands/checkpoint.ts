@@ -29,7 +29,9 @@ const fail = (line: string | undefined, code: number) => new CliFailure({ line, 
 export const checkpointVerifyOptions = {
   checkpoints: Options.file("checkpoints").pipe(
     Options.withPseudoName("FILE"),
-    Options.withDescription("signed checkpoint notes (as `checkpoint --out` appends them): the chain must hold every one"),
+    Options.withDescription(
+      "signed checkpoint notes (as `checkpoint --out` appends them): the chain must hold every one"
+    ),
     Options.optional
   ),
   publicKey: Options.text("public-key").pipe(
@@ -65,7 +67,10 @@ export const describeCheckpointed = (
   fromCheckpoint: boolean
 ): string => {
   if (result.valid) {
-    const from = fromCheckpoint && result.newest !== undefined ? { sequence: result.newest.size, eventHash: result.newest.hash } : undefined
+    const from =
+      fromCheckpoint && result.newest !== undefined
+        ? { sequence: result.newest.size, eventHash: result.newest.hash }
+        : undefined
     const newest = result.newest === undefined ? "no checkpoints" : `newest checkpoint ${result.newest.size}`
     return `${describeResult(result.chain, from)}; holds ${result.checkpoints} checkpoint${result.checkpoints === 1 ? "" : "s"} (${newest})`
   }
@@ -80,7 +85,9 @@ export const describeCheckpointed = (
       return `${at}: the chain ends at sequence ${result.failure.length}, before it`
     case "ChainInvalid": {
       const chain = result.chain
-      const where = chain.valid ? "" : ` at sequence ${chain.failedSequence} (list index ${chain.index}): ${Chain.describeFailure(chain.reason)}`
+      const where = chain.valid
+        ? ""
+        : ` at sequence ${chain.failedSequence} (list index ${chain.index}): ${Chain.describeFailure(chain.reason)}`
       return `${at}: the chain fails before it${where}`
     }
   }
@@ -90,7 +97,9 @@ export const describeCheckpointed = (
 const keyFailure = (error: { readonly _tag: string; readonly message: string; readonly reason?: string }) =>
   fail(
     error.message,
-    error._tag === "CheckpointKeyInvalid" && !/cannot be written|already exists/.test(error.reason ?? "") ? ExitCode.usage : ExitCode.failed
+    error._tag === "CheckpointKeyInvalid" && !/cannot be written|already exists/.test(error.reason ?? "")
+      ? ExitCode.usage
+      : ExitCode.failed
   )
 
 export const keygenCommand = Command.make(
@@ -100,7 +109,10 @@ export const keygenCommand = Command.make(
       Options.withPseudoName("ORIGIN"),
       Options.withDescription("the log's name, also the key's name (e.g. example.com/audit)")
     ),
-    out: Options.file("out").pipe(Options.withPseudoName("FILE"), Options.withDescription("the private key file to create (mode 0600)"))
+    out: Options.file("out").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("the private key file to create (mode 0600)")
+    )
   },
   ({ name, out }) =>
     Checkpoint.keygen({ name, out }).pipe(
@@ -114,7 +126,10 @@ export const checkpointCommand = Command.make(
   {
     url: urlOption,
     prefix: prefixOption("prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
-    key: Options.file("key").pipe(Options.withPseudoName("FILE"), Options.withDescription("the signing key file (see keygen)")),
+    key: Options.file("key").pipe(
+      Options.withPseudoName("FILE"),
+      Options.withDescription("the signing key file (see keygen)")
+    ),
     out: Options.file("out").pipe(
       Options.withPseudoName("FILE"),
       Options.withDescription("append the note to FILE (its newest note is where verification starts); default stdout"),
@@ -142,7 +157,9 @@ export const checkpointCommand = Command.make(
       if (Option.isNone(out)) return
       switch (outcome._tag) {
         case "Signed":
-          return yield* Console.log(`signed checkpoint ${outcome.checkpoint.size} ${outcome.checkpoint.hash} to ${out.value}`)
+          return yield* Console.log(
+            `signed checkpoint ${outcome.checkpoint.size} ${outcome.checkpoint.hash} to ${out.value}`
+          )
         case "Unchanged":
           return yield* Console.log(
             outcome.size === 0 ? "nothing to sign: the chain is empty" : `nothing new since checkpoint ${outcome.size}`
@@ -160,9 +177,13 @@ export const checkpointCommand = Command.make(
  */
 export const verifyAgainstCheckpoints = (args: CheckpointVerifyArgs) =>
   Effect.gen(function* () {
-    if (Option.isNone(args.checkpoints)) return yield* Effect.fail(usage("--public-key and --from-checkpoint need --checkpoints"))
-    if (Option.isNone(args.publicKey)) return yield* Effect.fail(usage("--checkpoints needs --public-key (the notes' verifier key)"))
-    const key = yield* Effect.mapError(Checkpoint.verifierKey(args.publicKey.value), (e) => usage(`--public-key: ${e.reason}`))
+    if (Option.isNone(args.checkpoints))
+      return yield* Effect.fail(usage("--public-key and --from-checkpoint need --checkpoints"))
+    if (Option.isNone(args.publicKey))
+      return yield* Effect.fail(usage("--checkpoints needs --public-key (the notes' verifier key)"))
+    const key = yield* Effect.mapError(Checkpoint.verifierKey(args.publicKey.value), (e) =>
+      usage(`--public-key: ${e.reason}`)
+    )
     const fs = yield* FileSystem.FileSystem
     const path = args.checkpoints.value
     const text = yield* Effect.mapError(fs.readFileString(path), (e) =>
@@ -173,10 +194,11 @@ export const verifyAgainstCheckpoints = (args: CheckpointVerifyArgs) =>
     )
     const bar = progress("verify", "records")
     const result = yield* withRedis(args.url, () =>
-      Verify.verifyCheckpoints(notes, { fromCheckpoint: args.fromCheckpoint, pageSize: args.pageSize, onProgress: bar.update }).pipe(
-        bar.around,
-        Effect.provide(AuditStore.layer({ keyPrefix: args.prefix, timeout: args.timeout }))
-      )
+      Verify.verifyCheckpoints(notes, {
+        fromCheckpoint: args.fromCheckpoint,
+        pageSize: args.pageSize,
+        onProgress: bar.update
+      }).pipe(bar.around, Effect.provide(AuditStore.layer({ keyPrefix: args.prefix, timeout: args.timeout })))
     )
     yield* Console.log(`checkpoints: ${notes.length} notes signed by ${key.name} verified`)
     yield* Console.log(describeCheckpointed(result, notes, args.fromCheckpoint))

@@ -64,7 +64,10 @@ const checkReplace = (fs: FileSystem.FileSystem, out: string, count: number, hea
       ? `the chain holds ${count} records but its head is at sequence ${headSequence} (truncated: run verify)`
       : "the export is empty"
     return yield* Effect.fail(
-      new CliFailure({ line: `not replacing ${out}: ${why}; ${out} is unchanged`, code: truncated ? ExitCode.invalid : ExitCode.empty })
+      new CliFailure({
+        line: `not replacing ${out}: ${why}; ${out} is unchanged`,
+        code: truncated ? ExitCode.invalid : ExitCode.empty
+      })
     )
   })
 
@@ -73,7 +76,9 @@ export const exportCommand = Command.make(
   {
     out: Options.file("out").pipe(
       Options.withPseudoName("FILE"),
-      Options.withDescription("the JSONL file to write (replaced only once complete, never by an empty or truncated export)")
+      Options.withDescription(
+        "the JSONL file to write (replaced only once complete, never by an empty or truncated export)"
+      )
     ),
     url: urlOption,
     prefix: prefixOption("prefix", AuditStore.DEFAULT_PREFIX, "audit store"),
@@ -107,4 +112,6 @@ export const exportCommand = Command.make(
       )
       yield* Console.log(`exported ${count} records to ${out}`)
     })
-).pipe(Command.withDescription("write the audit chain as JSONL (one stored record per line) for haechi's file verifier"))
+).pipe(
+  Command.withDescription("write the audit chain as JSONL (one stored record per line) for haechi's file verifier")
+)

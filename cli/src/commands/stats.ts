@@ -23,7 +23,11 @@ export interface Stats {
     readonly prefix: string
     readonly size: number
     readonly version: number
-    readonly changeLog: { readonly length: number; readonly fromVersion: number | null; readonly toVersion: number | null }
+    readonly changeLog: {
+      readonly length: number
+      readonly fromVersion: number | null
+      readonly toVersion: number | null
+    }
     readonly lock: LockStatus
   }
 }
@@ -55,9 +59,10 @@ const readStats = (auditPrefix: string, vaultPrefix: string, timeout: number) =>
     const length = yield* audit.length
     const v = yield* vault.stats
     const vk = TokenStore.keyLayout(vaultPrefix)
-    const [first, last] = yield* timeoutAfter("LINDEX log", timeout)(
-      redis.run("LINDEX log", (c) => Promise.all([c.lindex(vk.log, 0), c.lindex(vk.log, -1)]))
-    )
+    const [first, last] = yield* timeoutAfter(
+      "LINDEX log",
+      timeout
+    )(redis.run("LINDEX log", (c) => Promise.all([c.lindex(vk.log, 0), c.lindex(vk.log, -1)])))
     return {
       audit: {
         prefix: auditPrefix,
@@ -136,7 +141,10 @@ export const statsCommand = Command.make(
       const [stats, rateLimit] = yield* withRedis(url, () =>
         Effect.all([readStats(auditPrefix, vaultPrefix, timeout), readRateLimit(rl)])
       )
-      if (json) return yield* Console.log(JSON.stringify(Option.isSome(rateLimit) ? { ...stats, ratelimit: rateLimit.value } : stats))
+      if (json)
+        return yield* Console.log(
+          JSON.stringify(Option.isSome(rateLimit) ? { ...stats, ratelimit: rateLimit.value } : stats)
+        )
       if (Option.isSome(rateLimit)) yield* Console.log(describeRateLimit(rateLimit.value))
       for (const line of describeStats(stats)) yield* Console.log(line)
     })

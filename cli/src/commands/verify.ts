@@ -12,7 +12,14 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { AuditStore, Chain, Verify } from "haechi-store-effect"
 import { CliFailure, ExitCode, usage } from "../shared/failure.js"
-import { allowEmptyOption, checkpointOf, pageSizeOption, prefixOption, timeoutOption, urlOption } from "../shared/options.js"
+import {
+  allowEmptyOption,
+  checkpointOf,
+  pageSizeOption,
+  prefixOption,
+  timeoutOption,
+  urlOption
+} from "../shared/options.js"
 import { describeResult, describeRewind } from "../shared/output.js"
 import { progress } from "../shared/progress.js"
 import { requireChain } from "../shared/store.js"
@@ -70,14 +77,34 @@ export const verifyCommand = Command.make(
     timeout: timeoutOption,
     ...checkpointVerifyOptions
   },
-  ({ url, prefix, fromSequence, fromHash, pageSize, allowEmpty, json, timeout, checkpoints, publicKey, fromCheckpoint }) =>
+  ({
+    url,
+    prefix,
+    fromSequence,
+    fromHash,
+    pageSize,
+    allowEmpty,
+    json,
+    timeout,
+    checkpoints,
+    publicKey,
+    fromCheckpoint
+  }) =>
     Effect.gen(function* () {
       if (wantsCheckpoints({ checkpoints, publicKey, fromCheckpoint })) {
         if (Option.isSome(fromSequence) || Option.isSome(fromHash)) {
           return yield* Effect.fail(usage("--from-sequence/--from-hash and --checkpoints do not go together"))
         }
         if (json) return yield* Effect.fail(usage("--json and --checkpoints do not go together"))
-        return yield* verifyAgainstCheckpoints({ url, prefix, pageSize, timeout, checkpoints, publicKey, fromCheckpoint })
+        return yield* verifyAgainstCheckpoints({
+          url,
+          prefix,
+          pageSize,
+          timeout,
+          checkpoints,
+          publicKey,
+          fromCheckpoint
+        })
       }
       const from = yield* checkpointOf(fromSequence, fromHash)
       const bar = progress("verify", "records")

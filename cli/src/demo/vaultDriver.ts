@@ -42,7 +42,9 @@ export const makeVaultDriver = (store: TokenStore.TokenStoreShape, key: Buffer) 
             const expiresAt = new Date(now + ttlMs).toISOString()
             const live = view
               .entries()
-              .find(([, record]) => (record.metadata as { fingerprint?: string } | undefined)?.fingerprint === fingerprint)
+              .find(
+                ([, record]) => (record.metadata as { fingerprint?: string } | undefined)?.fingerprint === fingerprint
+              )
             if (live !== undefined) {
               const existing = view.get(live[0])!
               existing.expiresAt = expiresAt

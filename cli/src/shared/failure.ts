@@ -39,12 +39,14 @@ export const oneLine = (text: string): string =>
 
 export const messageOf = (error: unknown): string => {
   if (error instanceof Error) return error.message
-  if (typeof error === "object" && error !== null && "message" in error) return String((error as { message: unknown }).message)
+  if (typeof error === "object" && error !== null && "message" in error)
+    return String((error as { message: unknown }).message)
   return String(error)
 }
 
 /** Redis refused the credentials (a wrong password or user, or none where one is needed). */
-const isAuthFailure = (text: string): boolean => /\b(WRONGPASS|NOAUTH)\b|invalid (username-password|password)/i.test(text)
+const isAuthFailure = (text: string): boolean =>
+  /\b(WRONGPASS|NOAUTH)\b|invalid (username-password|password)/i.test(text)
 
 /** Words any failure as one line with an exit code; `scrub` removes the password. */
 export const toFailure = (error: unknown, scrub: (text: string) => string, shown: string | undefined): CliFailure => {
@@ -59,7 +61,9 @@ export const toFailure = (error: unknown, scrub: (text: string) => string, shown
         return new CliFailure({ line: scrub(`Redis${where} refused the credentials: ${cause}`), code: ExitCode.failed })
       }
       return new CliFailure({
-        line: scrub(tag === "RedisUnavailable" ? `cannot reach Redis${where}: ${cause}` : `Redis${where} refused: ${cause}`),
+        line: scrub(
+          tag === "RedisUnavailable" ? `cannot reach Redis${where}: ${cause}` : `Redis${where} refused: ${cause}`
+        ),
         code: ExitCode.failed
       })
     }
@@ -73,7 +77,11 @@ export const toFailure = (error: unknown, scrub: (text: string) => string, shown
 }
 
 /** The failure of a cause: its typed error, else an interruption, else an internal error. */
-export const failureOf = <E>(cause: Cause.Cause<E>, scrub: (text: string) => string, shown: string | undefined): CliFailure =>
+export const failureOf = <E>(
+  cause: Cause.Cause<E>,
+  scrub: (text: string) => string,
+  shown: string | undefined
+): CliFailure =>
   Option.match(Cause.failureOption(cause), {
     onSome: (error) => toFailure(error, scrub, shown),
     onNone: () =>

@@ -32,7 +32,9 @@ export const timeoutOption = Options.integer("timeout").pipe(
 )
 
 export const allowEmptyOption = Options.boolean("allow-empty").pipe(
-  Options.withDescription("succeed when there is no chain and no head under the prefix (default: exit 4, nothing there)")
+  Options.withDescription(
+    "succeed when there is no chain and no head under the prefix (default: exit 4, nothing there)"
+  )
 )
 
 const isEventHash = Schema.is(ChainSchema.EventHash)
@@ -44,7 +46,9 @@ export const checkpointOf = (
 ): Effect.Effect<Chain.Checkpoint | undefined, CliFailure> => {
   if (Option.isNone(sequence) && Option.isNone(hash)) return Effect.succeed(undefined)
   if (Option.isNone(sequence) || Option.isNone(hash)) {
-    return Effect.fail(usage("--from-sequence and --from-hash go together (a checkpoint is a sequence and its eventHash)"))
+    return Effect.fail(
+      usage("--from-sequence and --from-hash go together (a checkpoint is a sequence and its eventHash)")
+    )
   }
   if (!Number.isSafeInteger(sequence.value) || sequence.value < 1) {
     return Effect.fail(usage("--from-sequence must be an integer >= 1"))

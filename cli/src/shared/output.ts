@@ -2,7 +2,7 @@
 import { Chain, type Verify } from "haechi-store-effect"
 
 const short = (value: unknown): string => {
-  const text = value === undefined ? "nothing" : JSON.stringify(value) ?? String(value)
+  const text = value === undefined ? "nothing" : (JSON.stringify(value) ?? String(value))
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
 }
 
@@ -19,7 +19,10 @@ export const describeResult = (result: Chain.VerifyResult, from: Chain.Checkpoin
   let detail = ""
   switch (reason._tag) {
     case "SequenceMismatch":
-      detail = reason.actual === undefined ? " (record missing)" : ` (expected ${reason.expected}, found ${short(reason.actual)})`
+      detail =
+        reason.actual === undefined
+          ? " (record missing)"
+          : ` (expected ${reason.expected}, found ${short(reason.actual)})`
       break
     case "PreviousHashMismatch":
     case "EventHashMismatch":

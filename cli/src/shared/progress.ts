@@ -30,7 +30,14 @@ const TERMINAL_EVERY_MS = 100
 const PIPED_EVERY_MS = 5000
 
 /** The bar's line for a terminal `columns` wide: always shorter than `columns`. */
-export const barLine = (label: string, unit: string, done: number, total: number, elapsedS: number, columns: number) => {
+export const barLine = (
+  label: string,
+  unit: string,
+  done: number,
+  total: number,
+  elapsedS: number,
+  columns: number
+) => {
   const of = Math.max(total, done)
   const fraction = of === 0 ? 1 : done / of
   const rate = done / Math.max(elapsedS, 0.001)
@@ -73,7 +80,9 @@ export const progress = (label: string, unit: string, stream: NodeJS.WriteStream
         } else {
           const of = Math.max(total, done)
           const pct = of === 0 ? 100 : Math.floor((done / of) * 100)
-          stream.write(`${label}: ${done}/${of} ${unit} (${pct}%), ${formatRate(done / Math.max(elapsed(), 0.001))}/s\n`)
+          stream.write(
+            `${label}: ${done}/${of} ${unit} (${pct}%), ${formatRate(done / Math.max(elapsed(), 0.001))}/s\n`
+          )
           printed = true
         }
       }),

@@ -13,7 +13,7 @@ import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import { RedisClient, RedisUnavailable } from "haechi-store-effect"
 import { Redis } from "ioredis"
-import { CliFailure, failureOf, identity, usage } from "./failure.js"
+import { type CliFailure, failureOf, identity, usage } from "./failure.js"
 
 export interface RedisTarget {
   readonly url: Redacted.Redacted
@@ -25,14 +25,17 @@ export interface RedisTarget {
 
 /** `--url`, else `REDIS_URL`; `None` when neither is set (or either is empty). */
 export const resolveUrl = (option: Option.Option<Redacted.Redacted>): Effect.Effect<Option.Option<Redacted.Redacted>> =>
-  Option.match(Option.filter(option, (url) => Redacted.value(url) !== ""), {
-    onSome: (url) => Effect.succeedSome(url),
-    onNone: () =>
-      Config.option(Config.redacted("REDIS_URL")).pipe(
-        Effect.map(Option.filter((url) => Redacted.value(url) !== "")),
-        Effect.orElseSucceed(() => Option.none())
-      )
-  })
+  Option.match(
+    Option.filter(option, (url) => Redacted.value(url) !== ""),
+    {
+      onSome: (url) => Effect.succeedSome(url),
+      onNone: () =>
+        Config.option(Config.redacted("REDIS_URL")).pipe(
+          Effect.map(Option.filter((url) => Redacted.value(url) !== "")),
+          Effect.orElseSucceed(() => Option.none())
+        )
+    }
+  )
 
 const urlUsage = "expected redis://[[user]:password@]host[:port][/db] or rediss://…"
 
@@ -78,9 +81,7 @@ export const target = (url: Redacted.Redacted): Effect.Effect<RedisTarget, CliFa
  * One connection for the scope's life, failing fast. (The offline queue stays on: a
  * lock's subscriber, a duplicate of this client, connects on its first command.)
  */
-export const connectTo = (
-  t: RedisTarget
-): Effect.Effect<RedisClient.RedisClientShape, RedisUnavailable, Scope.Scope> =>
+export const connectTo = (t: RedisTarget): Effect.Effect<RedisClient.RedisClientShape, RedisUnavailable, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.async<Redis, RedisUnavailable>((resume) => {
       let last: unknown

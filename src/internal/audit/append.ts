@@ -8,7 +8,6 @@
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import * as Schedule from "effect/Schedule"
 import { CommitOutcomeUnknown, FenceConflict, type StoreError } from "../../Errors.js"
 import * as Metrics from "../../Metrics.js"
 import { committing } from "../deadline.js"
@@ -45,12 +44,11 @@ export const appendOnce = (ctx: AppendContext, write: PreparedAppend): Effect.Ef
         Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
         Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
         Effect.tap(() => Metric.update(resolvedCounter, 1)),
-        Effect.map(
-          (committed): AppendOutcome =>
-            // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
-            committed
-              ? { _tag: "AlreadyCommitted" }
-              : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
+        Effect.map((committed): AppendOutcome =>
+          // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+          committed
+            ? { _tag: "AlreadyCommitted" }
+            : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
         )
       )
     ),

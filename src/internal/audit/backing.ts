@@ -9,7 +9,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { AuditIntegrity } from "../../Chain.js"
-import { type ChainBroken, type ChainPoint, CorruptData, type RedisError } from "../../Errors.js"
+import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { type HeadState, knownHead } from "./headCache.js"
 import { auditKeys, COMMITS_KEPT, type AuditKeys } from "../keys.js"
@@ -107,7 +107,11 @@ export interface AuditBacking {
 }
 
 /** Parses a stored head (auditIntegrity JSON); anything else is corrupt data at `key`. */
-export const parseIntegrity = (json: string, key: string, element?: number): Effect.Effect<AuditIntegrity, CorruptData> =>
+export const parseIntegrity = (
+  json: string,
+  key: string,
+  element?: number
+): Effect.Effect<AuditIntegrity, CorruptData> =>
   Effect.try({
     try: () => JSON.parse(json) as unknown,
     catch: () => new CorruptData({ key, element, detail: "not JSON" })
@@ -138,7 +142,12 @@ const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld"
 
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
-  const [status, head, took, headSequence] = reply as [ReplyCode<typeof AuditAppendReply>, string | null | undefined, number | undefined, unknown]
+  const [status, head, took, headSequence] = reply as [
+    ReplyCode<typeof AuditAppendReply>,
+    string | null | undefined,
+    number | undefined,
+    unknown
+  ]
   switch (status) {
     case AuditAppendReply.Committed:
       return committed
@@ -161,35 +170,76 @@ const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<Appen
   })
 }
 
+/** The head and whether the chain still holds `seen`, in one MULTI: both of one instant. */
+const readHeadOverOn =
+  (redis: RedisClientShape, keys: AuditKeys): AuditBacking["readHeadOver"] =>
+  (seen) =>
+    redis
+      .run("MULTI head over seen", (c) =>
+        c
+          .multi()
+          .get(keys.head)
+          .lindex(keys.chain, Math.max(0, seen.sequence - 1))
+          .exec()
+      )
+      .pipe(
+        Effect.flatMap((replies) => {
+          const [head, at] = replies ?? []
+          const failed = head?.[0] ?? at?.[0] ?? (replies === null ? new Error("aborted") : null)
+          if (failed !== null && failed !== undefined) {
+            const key = head?.[0] ? keys.head : keys.chain
+            return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
+          }
+          const json = (head?.[1] as string | null | undefined) ?? null
+          const holdsSeen =
+            seen.sequence >= 1 && recordHas((at?.[1] as string | null | undefined) ?? null, seen.eventHash)
+          return Effect.map(json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head), (h) => ({
+            head: h,
+            holdsSeen
+          }))
+        })
+      )
+
+/** The head keys, the length and the last element, in one MULTI (for `verify` and the checks). */
+const readHeadKeysOn = (redis: RedisClientShape, keys: AuditKeys): AuditBacking["readHeadKeys"] =>
+  redis
+    .run("MULTI head keys", (c) =>
+      c.multi().get(keys.head).get(keys.headHash).llen(keys.chain).lindex(keys.chain, -1).exec()
+    )
+    .pipe(
+      Effect.flatMap((replies) => {
+        const failed = (replies ?? []).find(([error]) => error !== null)
+        if (replies === null || failed !== undefined) {
+          return Effect.fail(
+            new CorruptData({
+              key: keys.chain,
+              detail: `the head keys could not be read (${failed?.[0]?.message ?? "aborted"})`
+            })
+          )
+        }
+        const [headJson, headHash, length, lastJson] = replies.map(([, value]) => value)
+        return Effect.succeed({
+          headJson: (headJson as string | null) ?? null,
+          headHash: (headHash as string | null) ?? null,
+          length: Number(length),
+          lastJson: (lastJson as string | null) ?? null
+        })
+      })
+    )
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
-  const readHead = redis.run("GET head", (c) => c.get(keys.head)).pipe(
-    wrongType(keys.head),
-    Effect.flatMap((json) => (json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head)))
-  )
+  const readHead = redis
+    .run("GET head", (c) => c.get(keys.head))
+    .pipe(
+      wrongType(keys.head),
+      Effect.flatMap((json) => (json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head)))
+    )
   return {
     keys,
     readHead,
-    // One MULTI, so the head and the record at `seen`'s place are of one instant.
-    readHeadOver: (seen) =>
-      redis
-        .run("MULTI head over seen", (c) =>
-          c.multi().get(keys.head).lindex(keys.chain, Math.max(0, seen.sequence - 1)).exec()
-        )
-        .pipe(
-          Effect.flatMap((replies) => {
-            const [head, at] = replies ?? []
-            const failed = head?.[0] ?? at?.[0] ?? (replies === null ? new Error("aborted") : null)
-            if (failed !== null && failed !== undefined) {
-              const key = head?.[0] ? keys.head : keys.chain
-              return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
-            }
-            const json = (head?.[1] as string | null | undefined) ?? null
-            const holdsSeen = seen.sequence >= 1 && recordHas((at?.[1] as string | null | undefined) ?? null, seen.eventHash)
-            return Effect.map(json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head), (h) => ({ head: h, holdsSeen }))
-          })
-        ),
+    readHeadOver: readHeadOverOn(redis, keys),
     append: (write) =>
       redis
         .script(
@@ -221,25 +271,7 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
       redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),
-    readHeadKeys: redis
-      .run("MULTI head keys", (c) =>
-        c.multi().get(keys.head).get(keys.headHash).llen(keys.chain).lindex(keys.chain, -1).exec()
-      )
-      .pipe(
-        Effect.flatMap((replies) => {
-          const failed = (replies ?? []).find(([error]) => error !== null)
-          if (replies === null || failed !== undefined) {
-            return Effect.fail(new CorruptData({ key: keys.chain, detail: `the head keys could not be read (${failed?.[0]?.message ?? "aborted"})` }))
-          }
-          const [headJson, headHash, length, lastJson] = replies.map(([, value]) => value)
-          return Effect.succeed({
-            headJson: (headJson as string | null) ?? null,
-            headHash: (headHash as string | null) ?? null,
-            length: Number(length),
-            lastJson: (lastJson as string | null) ?? null
-          })
-        })
-      ),
+    readHeadKeys: readHeadKeysOn(redis, keys),
     ready: probe(redis, keys.readyProbe)
   }
 }
@@ -263,13 +295,19 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
     keys,
     readHead: Effect.suspend(currentHead),
     readHeadOver: (seen) =>
-      Effect.suspend(() => Effect.map(currentHead(), (h) => ({ head: h, holdsSeen: seen.sequence >= 1 && holds(seen.sequence, seen.eventHash) }))),
+      Effect.suspend(() =>
+        Effect.map(currentHead(), (h) => ({
+          head: h,
+          holdsSeen: seen.sequence >= 1 && holds(seen.sequence, seen.eventHash)
+        }))
+      ),
     // The same checks, in the same order, as lua/audit_append.lua (the head keys cannot disagree here).
     append: (write) =>
       Effect.suspend((): Effect.Effect<AppendOutcome, BackingError> => {
         const current = head?.hash ?? ""
         const seen = write.seen
-        const outcome = (tag: "Rewound" | "NotSuccessor") => Effect.map(currentHead(), (h): AppendOutcome => ({ _tag: tag, head: h }))
+        const outcome = (tag: "Rewound" | "NotSuccessor") =>
+          Effect.map(currentHead(), (h): AppendOutcome => ({ _tag: tag, head: h }))
         if (current === write.expectedPrev) {
           if (write.sequence !== chain.length + 1) return outcome("NotSuccessor")
           if (seen !== null && seen.eventHash !== write.expectedPrev && !holds(seen.sequence, seen.eventHash)) {
@@ -287,7 +325,11 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
         }
         if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
         if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")
-        return Effect.map(currentHead(), (integrity) => ({ _tag: "Conflict" as const, current: knownHead(integrity), tookLock: false }))
+        return Effect.map(currentHead(), (integrity) => ({
+          _tag: "Conflict" as const,
+          current: knownHead(integrity),
+          tookLock: false
+        }))
       }),
     isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),
     length: Effect.sync(() => chain.length),
@@ -301,4 +343,3 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
     ready: Effect.succeed(READY)
   }
 }
-

@@ -30,7 +30,7 @@ export const canonical = (value: unknown): string | undefined => {
 const mayNeedEscape = /["\\\u0000-\u001f\ud800-\udfff]/
 
 /** `JSON.stringify(text)`, skipping the native call when nothing needs escaping. */
-const quote = (text: string): string => (mayNeedEscape.test(text) ? JSON.stringify(text) : "\"" + text + "\"")
+const quote = (text: string): string => (mayNeedEscape.test(text) ? JSON.stringify(text) : '"' + text + '"')
 
 const canonicalArray = (array: ReadonlyArray<unknown>): string => {
   let out = "["
@@ -160,4 +160,5 @@ const sha256Base64Url: (text: string) => string =
     : (text) => NodeCrypto.createHash("sha256").update(text).digest("base64url")
 
 /** The `eventHash` of `record` whose `auditIntegrity` is `integrity`: sha256 base64url of its canonical form without `eventHash`. */
-export const unsignedHash = (record: object, integrity: object): string => sha256Base64Url(canonicalUnsigned(record, integrity))
+export const unsignedHash = (record: object, integrity: object): string =>
+  sha256Base64Url(canonicalUnsigned(record, integrity))

@@ -72,7 +72,11 @@ export const stepChain = (state: ChainState, record: unknown): ChainState => {
   if (!isJsonObject(record)) return closeWith(state, notAnObject)
   const integrity = (record as { readonly auditIntegrity?: unknown }).auditIntegrity
   if (!integrity) return closeWith(state, missingAuditIntegrity)
-  const fields = integrity as { readonly sequence?: unknown; readonly previousHash?: unknown; readonly eventHash?: unknown }
+  const fields = integrity as {
+    readonly sequence?: unknown
+    readonly previousHash?: unknown
+    readonly eventHash?: unknown
+  }
   const sequence = fields.sequence
   if (sequence !== state.expectedSequence) {
     return closeWith(state, SequenceMismatch({ expected: state.expectedSequence, actual: sequence }))
@@ -91,7 +95,12 @@ export const stepChain = (state: ChainState, record: unknown): ChainState => {
   }
   const eventHash = fields.eventHash
   if (eventHash !== expected) return closeWith(state, EventHashMismatch({ expected, actual: eventHash }))
-  return { expectedSequence: state.expectedSequence + 1, previousHash: expected, records: state.records + 1, failure: undefined }
+  return {
+    expectedSequence: state.expectedSequence + 1,
+    previousHash: expected,
+    records: state.records + 1,
+    failure: undefined
+  }
 }
 
 /** `Chain.stepJson`: parses one stored text, then `stepChain`. Never throws. */
@@ -111,20 +120,20 @@ export const stepJson = (state: ChainState, text: string): ChainState => {
 export const chainResult = (state: ChainState): VerifyResult =>
   state.failure === undefined
     ? {
-      valid: true,
-      records: state.records,
-      headHash: state.previousHash,
-      headSequence: state.expectedSequence - 1
-    }
+        valid: true,
+        records: state.records,
+        headHash: state.previousHash,
+        headSequence: state.expectedSequence - 1
+      }
     : {
-      valid: false,
-      records: state.records,
-      failedSequence: state.expectedSequence,
-      index: state.records,
-      reason: state.failure,
-      headHash: state.previousHash,
-      headSequence: state.expectedSequence - 1
-    }
+        valid: false,
+        records: state.records,
+        failedSequence: state.expectedSequence,
+        index: state.records,
+        reason: state.failure,
+        headHash: state.previousHash,
+        headSequence: state.expectedSequence - 1
+      }
 
 /** The fold over an `Iterable`, which is not consumed past the first failure. */
 export const foldIterable = <A>(

@@ -16,12 +16,7 @@ import { isJsonObject } from "../jsonRecord.js"
 
 /** The ways the head keys can disagree with the list (the script's reply-5 names). */
 export type HeadDisagreement =
-  | "hash_missing"
-  | "head_missing"
-  | "head_unreadable"
-  | "hash_mismatch"
-  | "length_mismatch"
-  | "last_mismatch"
+  "hash_missing" | "head_missing" | "head_unreadable" | "hash_mismatch" | "length_mismatch" | "last_mismatch"
 
 /** The head keys and the list's end, read at one instant. */
 export interface HeadKeys {
@@ -48,7 +43,8 @@ export const headKeysDisagreement = (keys: HeadKeys): HeadDisagreement | undefin
   if (keys.headHash === null) return keys.length > 0 || keys.headJson !== null ? "hash_missing" : undefined
   if (keys.headJson === null) return "head_missing"
   const head = objectOrUndefined(parse(keys.headJson))
-  if (head === undefined || typeof head.sequence !== "number" || typeof head.eventHash !== "string") return "head_unreadable"
+  if (head === undefined || typeof head.sequence !== "number" || typeof head.eventHash !== "string")
+    return "head_unreadable"
   if (head.eventHash !== keys.headHash) return "hash_mismatch"
   if (head.sequence !== keys.length) return "length_mismatch"
   const last = keys.lastJson === null ? undefined : objectOrUndefined(parse(keys.lastJson))
@@ -65,7 +61,8 @@ export const disagreementError = (
   headSequence: number | null
 ): ChainBroken | CorruptData => {
   const records = `chain holds ${length} record${length === 1 ? "" : "s"}`
-  const broken = (names: ReadonlyArray<string>, detail: string) => new ChainBroken({ prefix: keys.prefix, keys: names, detail })
+  const broken = (names: ReadonlyArray<string>, detail: string) =>
+    new ChainBroken({ prefix: keys.prefix, keys: names, detail })
   switch (what as HeadDisagreement) {
     case "hash_missing":
       return length > 0

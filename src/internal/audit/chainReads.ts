@@ -29,7 +29,8 @@ export const storeOnBacking = (backing: AuditBacking, options: AuditStoreOptions
         Stream.mapEffect(([json, index]) =>
           Effect.try({
             try: () => JSON.parse(json) as Record<string, unknown>,
-            catch: () => new CorruptData({ key: backing.keys.chain, element: (opts?.from ?? 0) + index, detail: "not JSON" })
+            catch: () =>
+              new CorruptData({ key: backing.keys.chain, element: (opts?.from ?? 0) + index, detail: "not JSON" })
           })
         )
       )
@@ -42,10 +43,14 @@ const chainPages = (backing: AuditBacking, boundedRead: BoundedRead): AuditStore
   return (opts: ChainReadOptions = {}) => {
     const pageSize = Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE))
     return Stream.paginateChunkEffect(Math.max(0, opts.from ?? 0), (start) =>
-      Effect.map(bound(backing.readRange(start, start + pageSize - 1)), (page) => [
-        Chunk.unsafeFromArray(page as Array<string>),
-        page.length === pageSize ? Option.some(start + pageSize) : Option.none()
-      ] as const)
+      Effect.map(
+        bound(backing.readRange(start, start + pageSize - 1)),
+        (page) =>
+          [
+            Chunk.unsafeFromArray(page as Array<string>),
+            page.length === pageSize ? Option.some(start + pageSize) : Option.none()
+          ] as const
+      )
     )
   }
 }

@@ -18,12 +18,15 @@ import type { AuditBacking, ReadBackingError } from "./backing.js"
 
 /** What is known of the head: nothing (read it), or the head and its eventHash ("" for the empty chain). */
 export type HeadState =
-  | { readonly _tag: "Unknown" }
-  | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string }
+  { readonly _tag: "Unknown" } | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string }
 
 export const unknownHead: HeadState = Object.freeze({ _tag: "Unknown" })
 
-export const knownHead = (head: AuditIntegrity | null): HeadState => ({ _tag: "Known", head, hash: head?.eventHash ?? "" })
+export const knownHead = (head: AuditIntegrity | null): HeadState => ({
+  _tag: "Known",
+  head,
+  hash: head?.eventHash ?? ""
+})
 
 export const pointOf = (head: AuditIntegrity | null): ChainPoint | null =>
   head === null ? null : { sequence: head.sequence, eventHash: head.eventHash }
@@ -85,7 +88,9 @@ export class HeadCache {
   /** The head to build on, decided when it runs: the hint (a private copy), else read from Redis. */
   readonly read: Effect.Effect<AuditIntegrity | null, ReadBackingError> = Effect.suspend(() => {
     const hint = this.hintState
-    return hint._tag === "Known" ? Effect.succeed(copyOf(hint.head)) : Effect.map(this.readFresh(this.seenPoint), copyOf)
+    return hint._tag === "Known"
+      ? Effect.succeed(copyOf(hint.head))
+      : Effect.map(this.readFresh(this.seenPoint), copyOf)
   })
 
   /**

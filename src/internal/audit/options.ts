@@ -36,7 +36,10 @@ export interface AuditStoreOptions extends StoreOptions {
 export const checkAuditOptions = (options: AuditStoreOptions): InvalidConfig | undefined => {
   const { onRewind, verifyRecords } = options
   if (onRewind !== undefined && onRewind !== "record" && onRewind !== "fail") {
-    return new InvalidConfig({ option: "onRewind", reason: `must be "record" or "fail", got ${JSON.stringify(onRewind) ?? typeof onRewind}` })
+    return new InvalidConfig({
+      option: "onRewind",
+      reason: `must be "record" or "fail", got ${JSON.stringify(onRewind) ?? typeof onRewind}`
+    })
   }
   if (verifyRecords !== undefined && verifyRecords !== "chain" && verifyRecords !== "full") {
     return new InvalidConfig({

@@ -27,7 +27,9 @@ export const prepare = (
     return invalid("auditIntegrity is missing or malformed (it needs eventHash, a sequence >= 1 and previousHash)")
   }
   if ((integrity.previousHash === null) !== (integrity.sequence === 1)) {
-    return invalid(`sequence ${integrity.sequence} with previousHash ${JSON.stringify(integrity.previousHash)}: only sequence 1 has previousHash null`)
+    return invalid(
+      `sequence ${integrity.sequence} with previousHash ${JSON.stringify(integrity.previousHash)}: only sequence 1 has previousHash null`
+    )
   }
   // What JSON would not store as it is would be hashed by the caller over one thing
   // and kept as another: refused, so every stored record verifies.

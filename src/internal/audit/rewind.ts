@@ -36,7 +36,10 @@ export const rewound = (
       : Effect.void
   )
   ctx.cache.forget()
-  return Effect.zipRight(report, ctx.onRewind === "fail" ? Effect.fail(error) : recordRewind(ctx, error, current, claim))
+  return Effect.zipRight(
+    report,
+    ctx.onRewind === "fail" ? Effect.fail(error) : recordRewind(ctx, error, current, claim)
+  )
 }
 
 /** `onRewind: "record"`: the gap record on the current head, then a conflict so the caller's record is rebuilt. */
@@ -62,5 +65,13 @@ const recordRewind = (
     yield* settleAppended(ctx, write, outcome)
     yield* Effect.logWarning(`audit store ${ctx.prefix}: recorded the rewind at sequence ${write.sequence}`)
     // The caller's record was built on the lost head: rebuild it on the new one.
-    return yield* Effect.fail(new FenceConflict({ store: "audit", prefix: ctx.prefix, expected: error.seen.eventHash, actual: write.eventHash, lockClaim: "gaveBack" }))
+    return yield* Effect.fail(
+      new FenceConflict({
+        store: "audit",
+        prefix: ctx.prefix,
+        expected: error.seen.eventHash,
+        actual: write.eventHash,
+        lockClaim: "gaveBack"
+      })
+    )
   })

@@ -49,7 +49,8 @@ export const recordedRewind = (json: string): RecordedRewind | undefined => {
   }
   if (!isJsonObject(record) || record.type !== REWIND_EVENT_TYPE || !isJsonObject(record.rewind)) return undefined
   const { lostSequence, lostEventHash, resumedOnSequence, resumedOnEventHash, detectedAt } = record.rewind
-  if (typeof lostSequence !== "number" || typeof lostEventHash !== "string" || typeof detectedAt !== "string") return undefined
+  if (typeof lostSequence !== "number" || typeof lostEventHash !== "string" || typeof detectedAt !== "string")
+    return undefined
   return {
     lost: { sequence: lostSequence, eventHash: lostEventHash },
     resumedOn:

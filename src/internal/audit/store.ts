@@ -51,7 +51,8 @@ export const appendStoreOnBacking = (
   const transaction = transactions(ctx, options.guard ?? noGuard, options.retry ?? defaultRetrySchedule)
   const boundTransaction = within({ store: "audit", prefix, operation: "audit transaction", timeoutMs })
   const observeTransaction = observed("audit", "transaction", prefix)
-  const boundedRead: BoundedRead = (operation) => withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
+  const boundedRead: BoundedRead = (operation) =>
+    withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const store: AppendStore = {
     prefix,
     transaction: (build) => observeTransaction(boundTransaction(transaction(build))),

@@ -21,7 +21,11 @@ import type { AuditStoreShape, AuditTransaction } from "./shape.js"
 type FirstPersist = "pending" | "committed" | "failed" | undefined
 
 /** What one fenced append of a prepared record means for the caller. */
-const settle = (ctx: AppendContext, write: PreparedAppend, outcome: AppendOutcome): Effect.Effect<void, FenceConflict | StoreError> => {
+const settle = (
+  ctx: AppendContext,
+  write: PreparedAppend,
+  outcome: AppendOutcome
+): Effect.Effect<void, FenceConflict | StoreError> => {
   switch (outcome._tag) {
     // (Neither touched the lock: a claim this operation holds stays held and is given back by the guard.)
     case "Rewound":
@@ -41,14 +45,18 @@ const settle = (ctx: AppendContext, write: PreparedAppend, outcome: AppendOutcom
 class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
-  constructor(private readonly pipeline: Pipeline, readonly claim: LockClaim | undefined) {
+  constructor(
+    private readonly pipeline: Pipeline,
+    readonly claim: LockClaim | undefined
+  ) {
     this.persist = (record) => pipeline.persist(this, record)
   }
   // Read when it is used: a head cached by then is handed out as a ready value.
   get readLastIntegrity(): Effect.Effect<AuditIntegrity | null, StoreError> {
     return this.pipeline.ctx.cache.current()
   }
-  readonly ended = (exit: Exit.Exit<unknown, unknown>) => Effect.sync(() => (this.first = Exit.isSuccess(exit) ? "committed" : "failed"))
+  readonly ended = (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.sync(() => (this.first = Exit.isSuccess(exit) ? "committed" : "failed"))
 }
 
 /** The persist path of one store. */
@@ -57,7 +65,8 @@ class Pipeline {
 
   persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
     return Effect.suspend(() => {
-      if (attempt.first !== undefined) return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
+      if (attempt.first !== undefined)
+        return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
       const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck)
       if (write instanceof InvalidRecord) {
         attempt.first = "failed"

@@ -114,7 +114,8 @@ const checkpointRecord = (
   const integrity = (record as { auditIntegrity?: unknown }).auditIntegrity
   if (!integrity || typeof integrity !== "object") return Reason.MissingAuditIntegrity()
   const fields = integrity as { sequence?: unknown; eventHash?: unknown }
-  if (fields.sequence !== from.sequence) return Reason.SequenceMismatch({ expected: from.sequence, actual: fields.sequence })
+  if (fields.sequence !== from.sequence)
+    return Reason.SequenceMismatch({ expected: from.sequence, actual: fields.sequence })
   let computed: string
   try {
     computed = unsignedHash(record, integrity)
@@ -134,11 +135,11 @@ export const withHeadKeys = (result: VerifyResult, broken: ChainBroken | undefin
   !result.valid || broken === undefined
     ? result
     : {
-      valid: false,
-      records: result.records,
-      failedSequence: result.headSequence + 1,
-      index: result.headSequence,
-      reason: Reason.HeadKeysDisagree({ keys: broken.keys, detail: broken.detail }),
-      headHash: result.headHash,
-      headSequence: result.headSequence
-    }
+        valid: false,
+        records: result.records,
+        failedSequence: result.headSequence + 1,
+        index: result.headSequence,
+        reason: Reason.HeadKeysDisagree({ keys: broken.keys, detail: broken.detail }),
+        headHash: result.headHash,
+        headSequence: result.headSequence
+      }

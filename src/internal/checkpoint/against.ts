@@ -12,8 +12,10 @@ export const bySize = (checkpoints: ReadonlyArray<SignedCheckpoint>): ReadonlyAr
 }
 
 /** The first checkpoint (of `sorted`) whose size is at least `sequence`: the first a failure there breaks. */
-export const firstAtOrAfter = (sorted: ReadonlyArray<SignedCheckpoint>, sequence: number): SignedCheckpoint | undefined =>
-  sorted.find((checkpoint) => checkpoint.size >= sequence)
+export const firstAtOrAfter = (
+  sorted: ReadonlyArray<SignedCheckpoint>,
+  sequence: number
+): SignedCheckpoint | undefined => sorted.find((checkpoint) => checkpoint.size >= sequence)
 
 /** The stored eventHash of a record's JSON text; null when it has none. */
 export const eventHashOf = (text: string): string | null => {

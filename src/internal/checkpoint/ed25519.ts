@@ -39,7 +39,8 @@ import {
 const PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex")
 const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex")
 
-const rawPublicKey = (key: KeyObject): Buffer => key.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length)
+const rawPublicKey = (key: KeyObject): Buffer =>
+  key.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length)
 
 /** A signing key: signs note texts; shows only its verifier key. */
 export class Signer {
@@ -70,9 +71,12 @@ export class Signer {
   }
 
   /** A new random key named `name`, and its private key text (to be written to a key file). */
-  static generate(name: string): Either.Either<{ readonly signer: Signer; readonly privateKey: string }, CheckpointKeyInvalid> {
+  static generate(
+    name: string
+  ): Either.Either<{ readonly signer: Signer; readonly privateKey: string }, CheckpointKeyInvalid> {
     const problem = checkKeyName(name)
-    if (problem !== undefined) return Either.left(new CheckpointKeyInvalid({ source: "key name", reason: `the name ${problem}` }))
+    if (problem !== undefined)
+      return Either.left(new CheckpointKeyInvalid({ source: "key name", reason: `the name ${problem}` }))
     const { privateKey } = generateKeyPairSync("ed25519")
     const signer = new Signer(name, privateKey)
     const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(PKCS8_PREFIX.length)
@@ -159,14 +163,18 @@ export const writeKeyFile = (path: string, privateKey: string): Effect.Effect<vo
     },
     catch: (error) => {
       const code = (error as { code?: string }).code
-      const reason = code === "EEXIST" ? "already exists (a key file is never replaced)" : `cannot be written (${code ?? "error"})`
+      const reason =
+        code === "EEXIST" ? "already exists (a key file is never replaced)" : `cannot be written (${code ?? "error"})`
       return new CheckpointKeyInvalid({ source: path, reason })
     }
   })
 
 /** A verifier key parsed and checked, or `CheckpointKeyInvalid`. */
 export const verifierFromText = (text: string): Either.Either<VerifierKey, CheckpointKeyInvalid> =>
-  Either.mapLeft(parseVerifierKey(text.trim()), (reason) => new CheckpointKeyInvalid({ source: "verifier key", reason }))
+  Either.mapLeft(
+    parseVerifierKey(text.trim()),
+    (reason) => new CheckpointKeyInvalid({ source: "verifier key", reason })
+  )
 
 const publicKeyObjects = new WeakMap<VerifierKey, KeyObject>()
 
@@ -202,7 +210,9 @@ export const openNote = (note: string, key: VerifierKey): Either.Either<ParsedNo
     }
     for (const signature of ours) {
       if (!verifies(key, parsed.text, signature.signature)) {
-        return Either.left(`the signature by ${key.name}+${keyIdHex(key.keyId)} does not verify (the note was altered or signed by another key)`)
+        return Either.left(
+          `the signature by ${key.name}+${keyIdHex(key.keyId)} does not verify (the note was altered or signed by another key)`
+        )
       }
     }
     return Either.right(parsed)

@@ -41,19 +41,21 @@ const missing = (prefix: string, origin: string, point: Point, at: string | null
   new ChainMissesCheckpoint({
     prefix,
     checkpoint: { origin, size: point.size, hash: point.hash },
-    found: at === null ? null : ({ sequence: point.size, eventHash: at === "" ? "(not a record of that sequence)" : at } satisfies ChainPoint)
+    found:
+      at === null
+        ? null
+        : ({ sequence: point.size, eventHash: at === "" ? "(not a record of that sequence)" : at } satisfies ChainPoint)
   })
 
 /** The fence on Redis, one script call. */
 export const redisFence = (redis: RedisClientShape, keys: AuditKeys, origin: string): CheckpointFence => ({
   advance: (candidate, floor) =>
     redis
-      .script(Scripts.checkpointAdvance, [keys.chain, keys.checkpoint], [
-        candidate.size,
-        candidate.hash,
-        floor?.size ?? 0,
-        floor?.hash ?? ""
-      ])
+      .script(
+        Scripts.checkpointAdvance,
+        [keys.chain, keys.checkpoint],
+        [candidate.size, candidate.hash, floor?.size ?? 0, floor?.hash ?? ""]
+      )
       .pipe(
         wrongType(keys.chain),
         Effect.flatMap((reply): Effect.Effect<AdvanceOutcome, ChainMissesCheckpoint | CorruptData> => {
@@ -67,7 +69,9 @@ export const redisFence = (redis: RedisClientShape, keys: AuditKeys, origin: str
             case 3:
               return Effect.fail(missing(keys.prefix, origin, point, at ?? null))
             default:
-              return Effect.fail(new CorruptData({ key: keys.checkpoint, detail: "is not a checkpoint (\"<size> <eventHash>\")" }))
+              return Effect.fail(
+                new CorruptData({ key: keys.checkpoint, detail: 'is not a checkpoint ("<size> <eventHash>")' })
+              )
           }
         })
       )
@@ -87,7 +91,8 @@ export const memoryFence = (
     Effect.map(elementAt(size - 1), (text): string | null => {
       if (text === undefined) return null
       try {
-        const integrity = (JSON.parse(text) as { auditIntegrity?: { sequence?: unknown; eventHash?: unknown } }).auditIntegrity
+        const integrity = (JSON.parse(text) as { auditIntegrity?: { sequence?: unknown; eventHash?: unknown } })
+          .auditIntegrity
         return integrity?.sequence === size && typeof integrity.eventHash === "string" ? integrity.eventHash : ""
       } catch {
         return ""

@@ -79,7 +79,7 @@ const CONTROL = /[\u0000-\u0009\u000b-\u001f]/
 export const checkKeyName = (name: string): string | undefined => {
   if (name.length === 0) return "is empty"
   if (UNICODE_SPACE.test(name)) return "contains a space"
-  if (name.includes("+")) return "contains \"+\""
+  if (name.includes("+")) return 'contains "+"'
   if (CONTROL.test(name) || name.includes("\n")) return "contains a control character"
   if (!isWellFormed(name)) return "is not valid UTF-8 (a lone surrogate)"
   return undefined
@@ -121,7 +121,8 @@ const splitKeyText = (
   if (!/^[0-9a-f]{8}$/.test(hex)) return Either.left("its key id is not 8 lowercase hex digits")
   const bytes = decodeBase64(text.slice(second + 1))
   if (bytes === undefined) return Either.left("its key is not canonical base64")
-  if (bytes.length !== 33 || bytes[0] !== ED25519) return Either.left("its key is not an Ed25519 key (0x01 and 32 bytes)")
+  if (bytes.length !== 33 || bytes[0] !== ED25519)
+    return Either.left("its key is not an Ed25519 key (0x01 and 32 bytes)")
   return Either.right({ name, keyId: Number.parseInt(hex, 16), key: bytes.subarray(1) })
 }
 
@@ -182,7 +183,10 @@ export const parseNote = (note: string): Either.Either<ParsedNote, string> => {
   const control = CONTROL.exec(note)
   if (control !== null) {
     const code = control[0].charCodeAt(0)
-    const what = code === 0x0d ? "a carriage return (CRLF line endings?)" : `control character U+${code.toString(16).padStart(4, "0").toUpperCase()}`
+    const what =
+      code === 0x0d
+        ? "a carriage return (CRLF line endings?)"
+        : `control character U+${code.toString(16).padStart(4, "0").toUpperCase()}`
     return Either.left(`line ${lineOf(note, control.index)}: ${what}`)
   }
   if (!note.endsWith("\n")) return Either.left("does not end with a newline")
@@ -192,7 +196,8 @@ export const parseNote = (note: string): Either.Either<ParsedNote, string> => {
   if (text === "\n" || split === 0) return Either.left("the text is empty")
   const lines = note.slice(split + 2, -1).split("\n")
   const firstLine = lineOf(note, split + 2)
-  if (lines.length === 1 && lines[0] === "") return Either.left(`line ${firstLine}: no signature lines after the blank line`)
+  if (lines.length === 1 && lines[0] === "")
+    return Either.left(`line ${firstLine}: no signature lines after the blank line`)
   if (lines.length > MAX_SIGNATURES) return Either.left(`more than ${MAX_SIGNATURES} signatures`)
   const signatures: Array<NoteSignature> = []
   for (let i = 0; i < lines.length; i++) {
@@ -208,7 +213,8 @@ const parseSignatureLine = (line: string): Either.Either<NoteSignature, string> 
     return Either.left("a signature line starts with an em dash (U+2014) and one space")
   }
   const fields = line.slice(SIGNATURE_PREFIX.length).split(" ")
-  if (fields.length !== 2) return Either.left("a signature line is \u2014 <key name> <base64>, single spaces, nothing after")
+  if (fields.length !== 2)
+    return Either.left("a signature line is \u2014 <key name> <base64>, single spaces, nothing after")
   const [name, base64] = fields as [string, string]
   const problem = checkKeyName(name)
   if (problem !== undefined) return Either.left(`the key name ${problem}`)
@@ -221,7 +227,8 @@ const parseSignatureLine = (line: string): Either.Either<NoteSignature, string> 
 /** Parses a note's text as a checkpoint body (see the module's guarantees). */
 export const parseCheckpointBody = (text: string): Either.Either<CheckpointBody, string> => {
   const lines = text.slice(0, -1).split("\n")
-  if (lines.length !== 3) return Either.left(`a checkpoint is 3 lines (origin, size, hash), this text has ${lines.length}`)
+  if (lines.length !== 3)
+    return Either.left(`a checkpoint is 3 lines (origin, size, hash), this text has ${lines.length}`)
   const [origin, size, hash] = lines as [string, string, string]
   const problem = checkKeyName(origin)
   if (problem !== undefined) return Either.left(`line 1: the origin ${problem}`)
@@ -251,7 +258,8 @@ export const splitNotes = (text: string): Either.Either<ReadonlyArray<string>, s
     i += 4
     const signaturesFrom = i
     while (i < lines.length && lines[i]!.startsWith(SIGNATURE_PREFIX)) i++
-    if (i === signaturesFrom) return Either.left(`line ${i + 1}: a signature line starts with an em dash (U+2014) and one space`)
+    if (i === signaturesFrom)
+      return Either.left(`line ${i + 1}: a signature line starts with an em dash (U+2014) and one space`)
     notes.push(lines.slice(start, i).join("\n") + "\n")
   }
   return Either.right(notes)

@@ -33,7 +33,8 @@ export interface WitnessOptions {
   readonly latest: Effect.Effect<string | undefined, CheckpointNoteRejected>
 }
 
-export type WitnessError = CheckpointKeyInvalid | CheckpointNoteRejected | ChainMissesCheckpoint | RedisError | CorruptData
+export type WitnessError =
+  CheckpointKeyInvalid | CheckpointNoteRejected | ChainMissesCheckpoint | RedisError | CorruptData
 
 /** Fails with `ChainMissesCheckpoint` unless the chain under `keys` holds `checkpoint`. */
 export const checkChainHolds = (
@@ -41,31 +42,33 @@ export const checkChainHolds = (
   keys: AuditKeys,
   checkpoint: SignedCheckpoint
 ): Effect.Effect<void, ChainMissesCheckpoint | RedisError | CorruptData> =>
-  redis.run("LINDEX chain", (c) => c.lindex(keys.chain, checkpoint.size - 1)).pipe(
-    wrongType(keys.chain),
-    Effect.flatMap((text) => {
-      let found: { sequence: number; eventHash: string } | null = null
-      if (text !== null) {
-        let integrity: { sequence?: unknown; eventHash?: unknown } | undefined
-        try {
-          integrity = (JSON.parse(text) as { auditIntegrity?: typeof integrity }).auditIntegrity
-        } catch {
-          integrity = undefined
+  redis
+    .run("LINDEX chain", (c) => c.lindex(keys.chain, checkpoint.size - 1))
+    .pipe(
+      wrongType(keys.chain),
+      Effect.flatMap((text) => {
+        let found: { sequence: number; eventHash: string } | null = null
+        if (text !== null) {
+          let integrity: { sequence?: unknown; eventHash?: unknown } | undefined
+          try {
+            integrity = (JSON.parse(text) as { auditIntegrity?: typeof integrity }).auditIntegrity
+          } catch {
+            integrity = undefined
+          }
+          const sequence = typeof integrity?.sequence === "number" ? integrity.sequence : checkpoint.size
+          const eventHash = typeof integrity?.eventHash === "string" ? integrity.eventHash : "(not an audit record)"
+          if (sequence === checkpoint.size && eventHash === checkpoint.hash) return Effect.void
+          found = { sequence, eventHash }
         }
-        const sequence = typeof integrity?.sequence === "number" ? integrity.sequence : checkpoint.size
-        const eventHash = typeof integrity?.eventHash === "string" ? integrity.eventHash : "(not an audit record)"
-        if (sequence === checkpoint.size && eventHash === checkpoint.hash) return Effect.void
-        found = { sequence, eventHash }
-      }
-      return Effect.fail(
-        new ChainMissesCheckpoint({
-          prefix: keys.prefix,
-          checkpoint: { origin: checkpoint.origin, size: checkpoint.size, hash: checkpoint.hash },
-          found
-        })
-      )
-    })
-  )
+        return Effect.fail(
+          new ChainMissesCheckpoint({
+            prefix: keys.prefix,
+            checkpoint: { origin: checkpoint.origin, size: checkpoint.size, hash: checkpoint.hash },
+            found
+          })
+        )
+      })
+    )
 
 /**
  * The witness check: reads the newest checkpoint from `witness.latest`, verifies it with

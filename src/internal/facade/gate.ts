@@ -15,7 +15,10 @@ export interface StartupGate {
 }
 
 /** One check, remembered once it passes. */
-const gateOf = (run: <A>(effect: Effect.Effect<A, unknown>) => Promise<A>, check: Effect.Effect<void, unknown> | undefined): StartupGate => {
+const gateOf = (
+  run: <A>(effect: Effect.Effect<A, unknown>) => Promise<A>,
+  check: Effect.Effect<void, unknown> | undefined
+): StartupGate => {
   let passed = check === undefined
   let pending: Promise<void> | undefined
   const checked = (): Promise<void> => {

@@ -18,7 +18,11 @@ export interface FacadeStoreSetup extends RedisStoreSetup, StartupGate {
 /** The checked client, the store's setup, and its start-up gate (`witness` joins the gate after the server checks). */
 export const facadeStoreSetup = <K extends { readonly lock: string; readonly readyProbe: string }>(
   factory: string,
-  options: StoreOptions & { readonly client: unknown; readonly keyPrefix?: string; readonly runtime?: Runtime.Runtime<never> },
+  options: StoreOptions & {
+    readonly client: unknown
+    readonly keyPrefix?: string
+    readonly runtime?: Runtime.Runtime<never>
+  },
   defaultPrefix: string,
   keysOf: (prefix: string) => K,
   witness?: (redis: RedisClientShape, prefix: string) => Parameters<typeof startupGate>[1]

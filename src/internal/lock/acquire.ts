@@ -63,7 +63,8 @@ export class Acquisition {
     const early = this.wakeups.isLive(channel) ? this.wakeups.open(channel, this.token) : undefined
     return Effect.flatMap(
       Effect.onExit(this.attempt, (exit) =>
-        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(() => early?.close())),
+        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(() => early?.close())
+      ),
       (first) => (first.fence > 0 ? Effect.succeed(first) : this.wait(early))
     )
   })
@@ -71,10 +72,7 @@ export class Acquisition {
   /** The wait ran out: counted as a lock wait, then `LockTimeout`. */
   private readonly timedOut = Effect.suspend(() => {
     const waitedMs = this.waited()
-    return Effect.zipRight(
-      Metric.update(lockWaitOf(this.key), waitedMs),
-      new LockTimeout({ key: this.key, waitedMs })
-    )
+    return Effect.zipRight(Metric.update(lockWaitOf(this.key), waitedMs), new LockTimeout({ key: this.key, waitedMs }))
   })
 
   /** One acquire attempt: fence 0 when someone else holds the lock (then we are queued). */
@@ -107,19 +105,19 @@ export class Acquisition {
     const wakeup = early ?? this.wakeups.open(releaseChannelOf(this.key), this.token)
     const { deadline, token } = this
     const schedule = this.options.retrySchedule
-    const self = this
-    return Effect.gen(function*() {
+    const { timedOut, attempt } = this
+    return Effect.gen(function* () {
       const polls = stepper(schedule)
       for (;;) {
         const at = now()
-        if (at >= deadline) return yield* self.timedOut
+        if (at >= deadline) return yield* timedOut
         const pollAt = yield* polls.next(at, undefined)
-        if (pollAt === undefined) return yield* self.timedOut
+        if (pollAt === undefined) return yield* timedOut
         const woken = yield* wakeup.next(Math.min(pollAt, deadline) - at)
         // Handed to us by the release: ours already, no round trip.
         const handed = woken === undefined ? 0 : handedFence(woken, token)
         if (handed > 0) return { fence: handed, sentAt: now() }
-        const got = yield* self.attempt
+        const got = yield* attempt
         if (got.fence > 0) return got
       }
     }).pipe(Effect.ensuring(Effect.sync(wakeup.close)))

@@ -38,8 +38,7 @@ export const tryAcquire = (
   const queue = Math.ceil(Math.min(queueMs, QUEUE_CAP_MS))
   return Effect.flatMap(
     redis.scriptWithin(Scripts.lockAcquire, lockKeysOf(key), [token, ttlMs, queue > 0 ? queue : ""], boundMs),
-    (value) =>
-      Option.isNone(value) ? Effect.succeed(undefined) : integerReply("lock acquire", value.value)
+    (value) => (Option.isNone(value) ? Effect.succeed(undefined) : integerReply("lock acquire", value.value))
   )
 }
 
@@ -72,16 +71,18 @@ export const release = (
   ttlMs: number,
   queued = true
 ): Effect.Effect<void> =>
-  redis.scriptWithin(
-    Scripts.lockRelease,
-    lockKeysOf(key),
-    [token, releaseChannelOf(key), queued ? `${token} ${ttlMs}` : ""],
-    Math.min(ttlMs, RELEASE_BOUND_MS)
-  ).pipe(
-    Effect.tapBoth({
-      onFailure: (error) => Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error),
-      onSuccess: (answered) =>
-        Option.isNone(answered) ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`) : Effect.void
-    }),
-    Effect.ignore
-  )
+  redis
+    .scriptWithin(
+      Scripts.lockRelease,
+      lockKeysOf(key),
+      [token, releaseChannelOf(key), queued ? `${token} ${ttlMs}` : ""],
+      Math.min(ttlMs, RELEASE_BOUND_MS)
+    )
+    .pipe(
+      Effect.tapBoth({
+        onFailure: (error) => Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error),
+        onSuccess: (answered) =>
+          Option.isNone(answered) ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`) : Effect.void
+      }),
+      Effect.ignore
+    )

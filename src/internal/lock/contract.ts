@@ -44,7 +44,10 @@ export interface RedisLockShape {
       options?: LockOptions
     ): Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
     /** Pipeable: `work.pipe(lock.withLock(key, options))`. */
-    (key: string, options?: LockOptions): <A, E, R>(
+    (
+      key: string,
+      options?: LockOptions
+    ): <A, E, R>(
       effect: Effect.Effect<A, E, R>
     ) => Effect.Effect<A, E | LockLost | LockTimeout | RedisError | InvalidConfig, R>
   }

@@ -24,7 +24,8 @@ const guarded = <A, E, R>(o: ResolvedLockOptions, held: Held, work: Effect.Effec
   o.onLost === "ignore"
     ? work
     : Effect.flatMap(Effect.exit(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work), (exit) =>
-      Effect.zipRight(held.check, exit))
+        Effect.zipRight(held.check, exit)
+      )
 
 const isLockTimeout = (error: unknown): error is LockTimeout => (error as { _tag?: string })._tag === "LockTimeout"
 
@@ -42,28 +43,54 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
     Effect.flatMap(checked(key, options), ([key, o]) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(held(key, o)), (held) =>
-          Effect.ensuring(restore(guarded(o, held, Effect.suspend(() => use(held.lease)))), held.release))
-      ))
+          Effect.ensuring(
+            restore(
+              guarded(
+                o,
+                held,
+                Effect.suspend(() => use(held.lease))
+              )
+            ),
+            held.release
+          )
+        )
+      )
+    )
 
   const acquire: RedisLockShape["acquire"] = (key, options) =>
     Effect.flatMap(checked(key, options), ([key, o]) =>
       Effect.flatMap(Effect.scope, (scope) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(held(key, o)), (held) => Effect.as(Scope.addFinalizer(scope, held.release), held.lease))
-        )))
+          Effect.flatMap(restore(held(key, o)), (held) =>
+            Effect.as(Scope.addFinalizer(scope, held.release), held.lease)
+          )
+        )
+      )
+    )
 
-  const withLock = ((key: string, effectOrOptions?: Effect.Effect<unknown, unknown, unknown> | LockOptions, options?: LockOptions) =>
+  const withLock = ((
+    key: string,
+    effectOrOptions?: Effect.Effect<unknown, unknown, unknown> | LockOptions,
+    options?: LockOptions
+  ) =>
     Effect.isEffect(effectOrOptions)
       ? withLease(key, () => effectOrOptions, options)
-      : (effect: Effect.Effect<unknown, unknown, unknown>) => withLease(key, () => effect, effectOrOptions)) as RedisLockShape["withLock"]
+      : (effect: Effect.Effect<unknown, unknown, unknown>) =>
+          withLease(key, () => effect, effectOrOptions)) as RedisLockShape["withLock"]
 
   const withLockIfAvailable: RedisLockShape["withLockIfAvailable"] = (key, effect, options) =>
     Effect.suspend(() => {
       // Only the acquire's own timeout means "held by someone else": one from the work is the work's.
       let started = false
-      return withLease(key, () => Effect.suspend(() => ((started = true), effect)), { ...options, waitTimeout: 0 }).pipe(
+      return withLease(key, () => Effect.suspend(() => ((started = true), effect)), {
+        ...options,
+        waitTimeout: 0
+      }).pipe(
         Effect.map(Option.some),
-        Effect.catchIf((error): error is LockTimeout => !started && isLockTimeout(error), () => Effect.succeed(Option.none()))
+        Effect.catchIf(
+          (error): error is LockTimeout => !started && isLockTimeout(error),
+          () => Effect.succeed(Option.none())
+        )
       )
     }) as never
 

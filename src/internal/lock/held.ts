@@ -53,7 +53,12 @@ export const acquireHeld = (
     return Effect.flatMap(Effect.tracer, (tracer) =>
       tracer === defaultTracer
         ? held(noSpan)
-        : Effect.useSpan("haechi.lock.acquire", { attributes: { "haechi.lock.key": key }, captureStackTrace: false }, held))
+        : Effect.useSpan(
+            "haechi.lock.acquire",
+            { attributes: { "haechi.lock.key": key }, captureStackTrace: false },
+            held
+          )
+    )
   })
 
 /** What `hold` records on the acquire's span. */
@@ -89,8 +94,6 @@ const hold = (
           return lost.signal
         }
       }
-      return Effect.as(
-        Metric.update(lockWaitOf(key), waitedMs),
-        { lease, release: giveBack, check: lost.check }
-      )
-    }))
+      return Effect.as(Metric.update(lockWaitOf(key), waitedMs), { lease, release: giveBack, check: lost.check })
+    })
+  )

@@ -17,7 +17,10 @@ export const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string
     return invalid("key", "must be a non-empty string")
   }
   // A key without a hash tag but with a '}' cannot get a same-slot fence key this way.
-  if (isCluster && (hashedPart(fenceKeyOf(key)) !== hashedPart(key) || hashedPart(waitersKeyOf(key)) !== hashedPart(key))) {
+  if (
+    isCluster &&
+    (hashedPart(fenceKeyOf(key)) !== hashedPart(key) || hashedPart(waitersKeyOf(key)) !== hashedPart(key))
+  ) {
     return invalid(
       "key",
       `"${key}" contains "}" without a valid hash tag, so its fence counter and waiter queue cannot share its cluster slot; ` +

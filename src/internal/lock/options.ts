@@ -79,12 +79,12 @@ export const resolveOptions = (options: LockOptions = {}): Effect.Effect<Resolve
   return hit !== undefined
     ? Effect.succeed(hit)
     : Effect.tap(resolveFresh(options), (resolved) => {
-      resolvedFrozen.set(options, resolved)
-    })
+        resolvedFrozen.set(options, resolved)
+      })
 }
 
 const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, InvalidConfig> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     if (typeof options !== "object" || options === null) {
       return yield* invalid("options", "must be an object")
     }
@@ -96,9 +96,10 @@ const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, 
     if (!(renewMs > 0)) {
       return yield* invalid("renewEvery", `must be a positive duration, got ${renewMs} ms`)
     }
-    const waitMs = options.waitTimeout === undefined
-      ? Duration.toMillis(DEFAULT_WAIT_TIMEOUT)
-      : yield* duration("waitTimeout", options.waitTimeout)
+    const waitMs =
+      options.waitTimeout === undefined
+        ? Duration.toMillis(DEFAULT_WAIT_TIMEOUT)
+        : yield* duration("waitTimeout", options.waitTimeout)
     const retrySchedule = options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE
     if (!Schedule.isSchedule(retrySchedule)) {
       return yield* invalid("retrySchedule", "must be a Schedule")

@@ -33,7 +33,14 @@ import type { RedisLockHandle, RedisLockShape, Wakeup } from "./contract.js"
 import { makeLockHandle } from "./handle.js"
 import { releaseChannelOf } from "./keys.js"
 import type { LockOptions } from "./options.js"
-import { noGuard, type Attempted, type ClaimMove, type GuardedOperation, type LockClaim, type StoreGuard } from "../storeGuard.js"
+import {
+  noGuard,
+  type Attempted,
+  type ClaimMove,
+  type GuardedOperation,
+  type LockClaim,
+  type StoreGuard
+} from "../storeGuard.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
 
@@ -89,8 +96,10 @@ export const guardFor = (
  * refreshes what it cached once it has the lock. (The lock options are fixed and valid,
  * so withLock's InvalidConfig cannot happen.)
  */
-const lockedGuard = (lock: RedisLockShape, lockKey: string, lockOptions: LockOptions): StoreGuard => (operation) =>
-  lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<never, StoreError>
+const lockedGuard =
+  (lock: RedisLockShape, lockKey: string, lockOptions: LockOptions): StoreGuard =>
+  (operation) =>
+    lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<never, StoreError>
 
 /** What an adaptive guard's operations share. */
 interface Adaptive {
@@ -106,14 +115,14 @@ interface Adaptive {
 const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
 
 /** "adaptive": lock-free attempts; after the first lost race, `contended` takes over. */
-const adaptiveGuard = (adaptive: Adaptive): StoreGuard => (operation) =>
-  // The first attempt never asks, so it cannot take the lock: an uncontended operation is
-  // just its attempt.
-  Effect.catchIf(
-    Effect.map(operation.attempt(adaptive.unclaimed), valueOf),
-    isFenceConflict,
-    (first) => contended(adaptive, operation, first)
-  )
+const adaptiveGuard =
+  (adaptive: Adaptive): StoreGuard =>
+  (operation) =>
+    // The first attempt never asks, so it cannot take the lock: an uncontended operation is
+    // just its attempt.
+    Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
+      contended(adaptive, operation, first)
+    )
 
 /**
  * After the first attempt lost: go on losing, yielding or claiming, up to the bounds,
@@ -128,7 +137,7 @@ const contended = <A, E, R>(
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.suspend(() => {
     const claim = new ClaimState(adaptive)
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       let error = first
       for (;;) {
         if (!(yield* claim.before(error))) return yield* Effect.fail(error)
@@ -236,5 +245,8 @@ export const checkLockPolicy = (policy: unknown): Effect.Effect<LockPolicy, Inva
     : LOCK_POLICIES.includes(policy as LockPolicy)
       ? Effect.succeed(policy as LockPolicy)
       : Effect.fail(
-          new InvalidConfig({ option: "lock", reason: `must be "always", "never" or "adaptive", got ${JSON.stringify(policy)}` })
+          new InvalidConfig({
+            option: "lock",
+            reason: `must be "always", "never" or "adaptive", got ${JSON.stringify(policy)}`
+          })
         )

@@ -51,10 +51,13 @@ const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number) =>
       listener.pending = undefined
       return resume(Effect.succeed(message))
     }
-    const timer = setTimeout(() => {
-      listener.wake = undefined
-      resume(Effect.succeed(undefined))
-    }, Math.max(0, ms))
+    const timer = setTimeout(
+      () => {
+        listener.wake = undefined
+        resume(Effect.succeed(undefined))
+      },
+      Math.max(0, ms)
+    )
     listener.wake = (message) => {
       listener.wake = undefined
       clearTimeout(timer)
@@ -74,7 +77,10 @@ export class ReleaseSubscriber {
   private idleTimer: ReturnType<typeof setTimeout> | undefined
 
   /** `idleMs`: disconnect once no channel has been listened on for this long (never if undefined). */
-  constructor(private readonly client: RedisConnection, private readonly idleMs: number | undefined) {}
+  constructor(
+    private readonly client: RedisConnection,
+    private readonly idleMs: number | undefined
+  ) {}
 
   /** Starts listening on `name` for the waiter with `token`; `close` the result when done. */
   open(name: string, token: string | undefined): Wakeup {

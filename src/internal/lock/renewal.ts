@@ -28,7 +28,7 @@ export interface RenewalOf {
 
 /** Extends the TTL for as long as it runs; reports a loss on `lost` and ends. */
 const keepAlive = ({ key, lost, options: o, redis, sentAt, token }: RenewalOf) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const errorRetryMs = Math.min(o.renewMs, Math.max(o.ttlMs / 10, 10))
     let nextRenewAt = sentAt + o.renewMs
     let unreachable = false
@@ -67,9 +67,12 @@ export class Renewal {
    */
   start(runtime: Runtime.Runtime<never>, of: RenewalOf): void {
     const o = of.options
-    this.startTimer = setTimeout(() => {
-      this.fiber = Runtime.runFork(runtime, Effect.interruptible(keepAlive(of)))
-    }, timerDelay(of.sentAt + Math.min(o.renewMs, o.ttlMs) - now()))
+    this.startTimer = setTimeout(
+      () => {
+        this.fiber = Runtime.runFork(runtime, Effect.interruptible(keepAlive(of)))
+      },
+      timerDelay(of.sentAt + Math.min(o.renewMs, o.ttlMs) - now())
+    )
   }
 
   /** Cancels the start, or interrupts the running renewal. */

@@ -36,14 +36,25 @@ const time = (value: unknown): number | null | undefined =>
   value === "" ? null : typeof value === "string" && /^\d{1,17}$/.test(value) ? Number(value) : undefined
 
 /** The scripts' reply as a `Decision`; anything else is not what they return. */
-const decisionOf = (key: string, reply: unknown, limit: number, allowedAt: number | undefined): Decision | CorruptData => {
+const decisionOf = (
+  key: string,
+  reply: unknown,
+  limit: number,
+  allowedAt: number | undefined
+): Decision | CorruptData => {
   const offset = allowedAt === undefined ? 0 : 1
   const parts = Array.isArray(reply) ? reply : []
   const count = parts[offset]
   const nowUs = time(parts[offset + 1])
   const pivotUs = time(parts[offset + 2])
   const newestUs = time(parts[offset + 3])
-  if (parts.length !== 4 + offset || typeof count !== "number" || nowUs == null || pivotUs === undefined || newestUs === undefined) {
+  if (
+    parts.length !== 4 + offset ||
+    typeof count !== "number" ||
+    nowUs == null ||
+    pivotUs === undefined ||
+    newestUs === undefined
+  ) {
     return new CorruptData({ key, detail: "the rate limit script's reply is not what the script returns" })
   }
   const allowed = allowedAt === undefined ? limit > 0 && count < limit : parts[0] === 1
@@ -116,7 +127,13 @@ export const memoryBacking = (prefix: string): RateLimitBacking => {
     if (++calls % SWEEP_EVERY !== 0) return
     for (const [key, log] of logs) if (log.expiresAtUs <= nowUs) logs.delete(key)
   }
-  const decide = (times: ReadonlyArray<number>, start: number, limit: number, nowUs: number, allowed: boolean): Decision => {
+  const decide = (
+    times: ReadonlyArray<number>,
+    start: number,
+    limit: number,
+    nowUs: number,
+    allowed: boolean
+  ): Decision => {
     const count = times.length - start
     return {
       allowed,

@@ -47,16 +47,25 @@ export interface Request {
 /** What is wrong with a key, or undefined. */
 const keyProblem = (key: unknown): InvalidConfig | undefined =>
   typeof key !== "string"
-    ? new InvalidConfig({ option: "rate limit key", reason: `must be a string, got ${key === null ? "null" : typeof key}` })
+    ? new InvalidConfig({
+        option: "rate limit key",
+        reason: `must be a string, got ${key === null ? "null" : typeof key}`
+      })
     : key.length === 0
       ? new InvalidConfig({ option: "rate limit key", reason: "must not be empty" })
       : key.length > MAX_KEY_LENGTH
-        ? new InvalidConfig({ option: "rate limit key", reason: `is ${key.length} characters long; at most ${MAX_KEY_LENGTH} are accepted` })
+        ? new InvalidConfig({
+            option: "rate limit key",
+            reason: `is ${key.length} characters long; at most ${MAX_KEY_LENGTH} are accepted`
+          })
         : undefined
 
 const limitProblem = (limit: unknown): InvalidConfig | undefined =>
   typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT
-    ? new InvalidConfig({ option: "limit", reason: `must be a whole number from 1 to ${MAX_LIMIT}, got ${describeValue(limit)}` })
+    ? new InvalidConfig({
+        option: "limit",
+        reason: `must be a whole number from 1 to ${MAX_LIMIT}, got ${describeValue(limit)}`
+      })
     : undefined
 
 /** A window as a Duration input (60_000 ms, "1 minute", Duration.seconds(2)) in whole ms, or what is wrong with it. */
@@ -65,11 +74,15 @@ const windowMs = (window: unknown): number | InvalidConfig => {
   if (typeof window === "number") ms = window
   else {
     const decoded = Duration.decodeUnknown(window)
-    if (decoded._tag === "None") return new InvalidConfig({ option: "window", reason: `must be a duration, got ${describeValue(window)}` })
+    if (decoded._tag === "None")
+      return new InvalidConfig({ option: "window", reason: `must be a duration, got ${describeValue(window)}` })
     ms = Duration.toMillis(decoded.value)
   }
   return !Number.isInteger(ms) || ms < 1 || ms > MAX_WINDOW_MS
-    ? new InvalidConfig({ option: "window", reason: `must be a whole number of milliseconds from 1 to ${MAX_WINDOW_MS}, got ${describeValue(ms)}` })
+    ? new InvalidConfig({
+        option: "window",
+        reason: `must be a whole number of milliseconds from 1 to ${MAX_WINDOW_MS}, got ${describeValue(ms)}`
+      })
     : ms
 }
 
@@ -78,7 +91,9 @@ export const checkRequest = (key: unknown, limit: unknown, window: unknown): Eff
   const problem = keyProblem(key) ?? limitProblem(limit)
   if (problem !== undefined) return Effect.fail(problem)
   const ms = windowMs(window)
-  return typeof ms === "number" ? Effect.succeed({ key: key as string, limit: limit as number, windowMs: ms }) : Effect.fail(ms)
+  return typeof ms === "number"
+    ? Effect.succeed({ key: key as string, limit: limit as number, windowMs: ms })
+    : Effect.fail(ms)
 }
 
 /** A window alone, checked (for options given once, such as the facade's). */

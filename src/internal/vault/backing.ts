@@ -106,7 +106,10 @@ export interface VaultBacking {
     { readonly version: Version; readonly commit: string; readonly entries: ReadonlyArray<readonly [string, string]> },
     BackingError
   >
-  readonly stats: Effect.Effect<{ readonly version: Version; readonly size: number; readonly logLength: number }, BackingError>
+  readonly stats: Effect.Effect<
+    { readonly version: Version; readonly size: number; readonly logLength: number },
+    BackingError
+  >
   readonly ready: Effect.Effect<Readiness>
 }
 
@@ -172,7 +175,9 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
     case VaultChangesReply.Same:
       return { _tag: "Same", version: v, commit: detail, size }
     case VaultChangesReply.Reload:
-      return detail === "" ? { _tag: "Reload", version: v, size } : { _tag: "Reload", version: v, size, unreadable: detail }
+      return detail === ""
+        ? { _tag: "Reload", version: v, size }
+        : { _tag: "Reload", version: v, size, unreadable: detail }
     case VaultChangesReply.Rewound:
       return { _tag: "Rewound", version: v, size, commitThere: detail }
   }
@@ -234,8 +239,11 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       )
       .pipe(
         Effect.flatMap((results) => {
-          const [[versionError, version] = [null, null], [tokensError, tokens] = [null, {}], [logError, last] = [null, null]] =
-            (results ?? []) as Array<[Error | null, unknown]>
+          const [
+            [versionError, version] = [null, null],
+            [tokensError, tokens] = [null, {}],
+            [logError, last] = [null, null]
+          ] = (results ?? []) as Array<[Error | null, unknown]>
           if (versionError || tokensError || logError) {
             return Effect.fail(new CorruptData({ key: keys.tokens, detail: "a vault key holds the wrong Redis type" }))
           }
@@ -256,6 +264,26 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       ),
     ready: probe(redis, keys.readyProbe)
   }
+}
+
+/** The log entries' tokens (each once, as the vault holds it now), and whether `commitId` is among them. */
+const deltaOf = (
+  entries: ReadonlyArray<{ readonly commitId: string; readonly ids: ReadonlyArray<string> }>,
+  commitId: string,
+  tokens: ReadonlyMap<string, string>
+): { readonly found: boolean; readonly out: Array<readonly [string, string | null]> } => {
+  const seen = new Set<string>()
+  const out: Array<readonly [string, string | null]> = []
+  let found = false
+  for (const entry of entries) {
+    if (entry.commitId === commitId) found = true
+    for (const id of entry.ids) {
+      if (seen.has(id)) continue
+      seen.add(id)
+      out.push([id, tokens.get(id) ?? null])
+    }
+  }
+  return { found, out }
 }
 
 /**
@@ -286,24 +314,15 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
       while (at >= 0 && window[at]!.version !== since) at--
       if (at === -1) return { _tag: "Rewound", version: current(), size, commitThere: "" }
       const entry = window[at]!
-      if (entry.commitId !== known.commit) return { _tag: "Rewound", version: current(), size, commitThere: entry.commitId }
+      if (entry.commitId !== known.commit)
+        return { _tag: "Rewound", version: current(), size, commitThere: entry.commitId }
       start = at + 1
     }
     const entries = window.slice(start)
     if (entries.length !== version - since || entries.some((entry, i) => entry.version !== since + i + 1)) {
       return { _tag: "Reload", version: current(), size }
     }
-    const seen = new Set<string>()
-    const out: Array<readonly [string, string | null]> = []
-    let found = false
-    for (const entry of entries) {
-      if (entry.commitId === commitId) found = true
-      for (const id of entry.ids) {
-        if (seen.has(id)) continue
-        seen.add(id)
-        out.push([id, tokens.get(id) ?? null])
-      }
-    }
+    const { found, out } = deltaOf(entries, commitId, tokens)
     const commit = proving || entries.length > 0 ? lastCommit() : ""
     return version === since
       ? { _tag: "Same", version: current(), commit, size }

@@ -94,7 +94,8 @@ export class VaultCache {
     if (this.version !== from) return true
     if (to.size !== undefined) {
       let size = this.positions.size
-      for (const [token, record] of changes) size += (record !== undefined ? 1 : 0) - (this.positions.has(token) ? 1 : 0)
+      for (const [token, record] of changes)
+        size += (record !== undefined ? 1 : 0) - (this.positions.has(token) ? 1 : 0)
       if (size !== to.size) return false
     }
     if (this.pins > 0) {
@@ -110,7 +111,11 @@ export class VaultCache {
   }
 
   /** `advance` by stored JSON (null = deleted): every change is decoded first, so a corrupt value changes nothing. */
-  advanceByJson(from: Version, to: Target, changes: ReadonlyArray<readonly [string, string | null]>): Effect.Effect<boolean, CorruptData> {
+  advanceByJson(
+    from: Version,
+    to: Target,
+    changes: ReadonlyArray<readonly [string, string | null]>
+  ): Effect.Effect<boolean, CorruptData> {
     return Effect.suspend(() => {
       const decoded: Array<RecordChange> = []
       for (const [token, json] of changes) {

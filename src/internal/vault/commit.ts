@@ -28,7 +28,11 @@ interface StagedDiff {
 }
 
 /** The diff `view` staged over `snapshot`, every record checked and encoded; `InvalidRecord` names the first bad one. */
-const stagedDiff = (view: StagingView, snapshot: Snapshot, claim: LockClaim | undefined): Effect.Effect<StagedDiff, InvalidRecord> =>
+const stagedDiff = (
+  view: StagingView,
+  snapshot: Snapshot,
+  claim: LockClaim | undefined
+): Effect.Effect<StagedDiff, InvalidRecord> =>
   Effect.suspend(() => {
     const sets: Array<readonly [string, string]> = []
     const deletes: Array<string> = []
@@ -117,9 +121,9 @@ export const commitAttempts = (
       const { write, records } = yield* stagedDiff(view, snapshot, claim)
       const empty = write.sets.length + write.deletes.length === 0
       // (An empty diff writes nothing, so a deadline during it cannot leave a commit behind.)
-      const outcome = yield* (empty
+      const outcome = yield* empty
         ? applyOnce(write)
-        : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted"))
+        : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted")
       switch (outcome._tag) {
         case "Committed": {
           if (empty) return result
@@ -131,7 +135,9 @@ export const commitAttempts = (
           yield* freshness.bringUpToDate
           return result
         case "LockHeld":
-          return yield* Effect.fail(new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" }))
+          return yield* Effect.fail(
+            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })
+          )
         case "Conflict":
           // A rewind found by the fence drops the cache: the next attempt reads the vault again.
           if (outcome.rewound && cache.version === snapshot.version) {
@@ -140,7 +146,13 @@ export const commitAttempts = (
             yield* freshness.bringUpToDate
           }
           return yield* Effect.fail(
-            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, actual: outcome.version, lockClaim: claimMoveOf(outcome) })
+            new FenceConflict({
+              store: "vault",
+              prefix,
+              expected: snapshot.version,
+              actual: outcome.version,
+              lockClaim: claimMoveOf(outcome)
+            })
           )
       }
     })

@@ -48,7 +48,9 @@ const rewindsOf = (prefix: string, cache: VaultCache) => {
         `vault store ${prefix}: Redis no longer holds the vault this replica cached ` +
           `(cached version ${seen.version || "none"}${seen.commit === "" ? "" : `, commit ${seen.commit}`}; ` +
           `Redis now at version ${now || "none"}: ${detail}); the cache is dropped and the vault read again`
-      ).pipe(Effect.annotateLogs({ "haechi.prefix": prefix, "haechi.cached_version": seen.version, "haechi.version": now }))
+      ).pipe(
+        Effect.annotateLogs({ "haechi.prefix": prefix, "haechi.cached_version": seen.version, "haechi.version": now })
+      )
     ).pipe(Effect.zipLeft(Effect.sync(() => cache.drop())))
 
   /** A full read that lands below, or on another commit at, where the cache stood saw a rewind. */
@@ -75,7 +77,10 @@ const logApplier =
     switch (changes._tag) {
       case "Same":
         return cache.version === from.version && cache.size !== changes.size
-          ? Effect.as(dropRewound(from, changes.version, `Redis holds ${changes.size} tokens, the cache ${cache.size}`), false)
+          ? Effect.as(
+              dropRewound(from, changes.version, `Redis holds ${changes.size} tokens, the cache ${cache.size}`),
+              false
+            )
           : Effect.succeed(true)
       case "Reload":
         return changes.unreadable === undefined
@@ -99,11 +104,22 @@ const logApplier =
         )
       case "Delta":
         return Effect.flatMap(
-          cache.advanceByJson(from.version, { version: changes.version, commit: changes.commit, size: changes.size }, changes.changes),
+          cache.advanceByJson(
+            from.version,
+            { version: changes.version, commit: changes.commit, size: changes.size },
+            changes.changes
+          ),
           (applied) =>
             applied
               ? Effect.succeed(true)
-              : Effect.as(dropRewound(from, changes.version, `Redis holds ${changes.size} tokens, which the log does not explain`), false)
+              : Effect.as(
+                  dropRewound(
+                    from,
+                    changes.version,
+                    `Redis holds ${changes.size} tokens, which the log does not explain`
+                  ),
+                  false
+                )
         )
     }
   }

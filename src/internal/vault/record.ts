@@ -5,7 +5,14 @@
  * through a view can never reach the cache without a commit.
  */
 import { CorruptData, InvalidRecord } from "../../Errors.js"
-import { isJsonObject, isPlainObject, isWellFormed, jsonProblem, NotSerializable, stringifyOrProblem } from "../jsonRecord.js"
+import {
+  isJsonObject,
+  isPlainObject,
+  isWellFormed,
+  jsonProblem,
+  NotSerializable,
+  stringifyOrProblem
+} from "../jsonRecord.js"
 import type { TokenRecord } from "./contract.js"
 
 export const deepFreeze = <A>(value: A): A => {
@@ -23,7 +30,8 @@ export const copyJson = (value: unknown): unknown => {
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(value)) {
     const v = (value as Record<string, unknown>)[key]
-    if (key === "__proto__") Object.defineProperty(out, key, { value: copyJson(v), enumerable: true, writable: true, configurable: true })
+    if (key === "__proto__")
+      Object.defineProperty(out, key, { value: copyJson(v), enumerable: true, writable: true, configurable: true })
     else out[key] = copyJson(v)
   }
   return out
@@ -40,7 +48,8 @@ export const frozenCopy = <A>(value: A): A => {
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(value)) {
     const v = frozenCopy((value as Record<string, unknown>)[key])
-    if (key === "__proto__") Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true })
+    if (key === "__proto__")
+      Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true })
     else out[key] = v
   }
   return Object.freeze(out) as A

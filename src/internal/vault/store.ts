@@ -27,7 +27,8 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
   const { attempt } = commitAttempts(backing, cache, freshness, options.afterCommit ?? Effect.void)
 
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
-  const deadline = (operation: string) => ({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs }) as const
+  const deadline = (operation: string) =>
+    ({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs }) as const
   const boundMutate = within(deadline("mutate"))
   const boundRead = withinRead(deadline("read"))
   const observeMutate = observed("vault", "mutate", prefix)
@@ -43,7 +44,10 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
           // (Every successful attempt ran the fenced script, which gives a claimed lock back.)
           attempt: (claim) => Effect.map(budget.attempt(attempt(f, claim)), (a) => attempted(a, true)),
           retrying: (fresh) =>
-            Effect.zipRight(fresh ? freshness.bringUpToDate : Effect.void, budget.retrying(Effect.suspend(() => attempt(f))))
+            Effect.zipRight(
+              fresh ? freshness.bringUpToDate : Effect.void,
+              budget.retrying(Effect.suspend(() => attempt(f)))
+            )
         })
       ).pipe(boundMutate, observeMutate) as never,
     read: (f) =>
