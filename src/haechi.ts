@@ -18,7 +18,6 @@ import { appendStoreOnBacking } from "./internal/audit/store.js"
 import type * as Checkpoint from "./Checkpoint.js"
 import { CheckpointNoteRejected } from "./Errors.js"
 import { memoryAuditBacking, redisAuditBacking } from "./internal/audit/backing.js"
-import { checkWitness } from "./internal/checkpoint/witness.js"
 import { linked } from "./internal/deadline.js"
 import { clientOf } from "./internal/facade/client.js"
 import { promiseConsume } from "./internal/facade/rateLimiter.js"
@@ -243,14 +242,19 @@ const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
   witness === undefined
     ? undefined
     : (redis: RedisClientShape, prefix: string) =>
-        checkWitness(redis, auditKeys(prefix), {
-          verifierKey: witness.verifierKey,
-          latest: Effect.tryPromise({
-            try: async () => witness.latest(),
-            catch: (cause) =>
-              new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
-          })
-        })
+        // Loaded here: the note parser and ed25519 stay off the facade's import path.
+        Effect.flatMap(
+          Effect.promise(() => import("./internal/checkpoint/witness.js")),
+          ({ checkWitness }) =>
+            checkWitness(redis, auditKeys(prefix), {
+              verifierKey: witness.verifierKey,
+              latest: Effect.tryPromise({
+                try: async () => witness.latest(),
+                catch: (cause) =>
+                  new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
+              })
+            })
+        )
 
 /** The shared token store on Redis: `{ mutate(fn), read(fn), ready(), checked() }`, keys under `keyPrefix`. */
 export const createRedisTokenStore = (options: RedisTokenStoreOptions): HaechiTokenStore & Checked => {
