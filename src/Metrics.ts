@@ -5,28 +5,10 @@
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
-import type * as MetricKeyType from "effect/MetricKeyType"
-import * as MetricLabel from "effect/MetricLabel"
-
-/**
- * The metric of `key` with fixed tags, built once. (`Metric.tagged` re-derives and hashes
- * the tagged key and looks it up in the registry on every update: a few µs on each
- * store operation.)
- */
-export const withTags = <Type extends MetricKeyType.MetricKeyType<any, any>>(
-  key: MetricKey.MetricKey<Type>,
-  tags: Record<string, string>
-) =>
-  Metric.fromMetricKey(
-    MetricKey.taggedWithLabels(
-      key,
-      Object.entries(tags).map(([k, v]) => MetricLabel.make(k, v))
-    )
-  )
 
 const latencyBoundaries = MetricBoundaries.exponential({ start: 0.05, factor: 2, count: 16 })
 
-/** The keys of the metrics that hot paths tag (see `withTags`). */
+/** The keys of the metrics that hot paths tag with fixed tags once (`internal/metricTags.ts`). */
 export const keys = {
   fenceConflicts: MetricKey.counter("haechi_store_fence_conflicts_total", {
     description: "fenced writes rejected because another writer committed first",

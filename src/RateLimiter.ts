@@ -27,6 +27,7 @@ import { timeoutMsOf } from "./internal/deadline.js"
 import { RedisClient } from "./RedisClient.js"
 import { isTimeout, memoryBacking, redisBacking, type RateLimitBacking } from "./internal/ratelimit/backing.js"
 import { checkPeek, checkRequest, timing, type Decision, type Request } from "./internal/ratelimit/rule.js"
+import { withTags } from "./internal/metricTags.js"
 
 export { DEFAULT_RATELIMIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
 export { checkWindow, MAX_KEY_LENGTH, MAX_LIMIT, MAX_WINDOW_MS } from "./internal/ratelimit/rule.js"
@@ -102,8 +103,8 @@ const resultOf = (decision: Decision, request: Request): RateLimitResult => ({
 /** The limiter's semantics over any backing: checks, span, metrics, and what callers are told. */
 export const fromBacking = (backing: RateLimitBacking): RateLimiterShape => {
   const tags = { prefix: backing.prefix }
-  const allowed = Metrics.withTags(Metrics.ratelimitKeys.allowed, tags)
-  const denied = Metrics.withTags(Metrics.ratelimitKeys.denied, tags)
+  const allowed = withTags(Metrics.ratelimitKeys.allowed, tags)
+  const denied = withTags(Metrics.ratelimitKeys.denied, tags)
   const observeConsume = observed("ratelimit", "consume", backing.prefix)
   const observePeek = observed("ratelimit", "peek", backing.prefix)
   return {
@@ -223,7 +224,7 @@ export const failModeOf = (mode: FailMode, prefix: string) => {
   const counter = (reason: string) => {
     let metric = counters.get(reason)
     if (metric === undefined) {
-      metric = Metrics.withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer: mode, reason })
+      metric = withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer: mode, reason })
       counters.set(reason, metric)
     }
     return metric

@@ -17,8 +17,9 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { Cluster, Redis, RedisOptions } from "ioredis"
-import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "./Errors.js"
-import { awaitPromise, MAX_TIMER_MS, timerDelay } from "./internal/deadline.js"
+import type { RedisError } from "./Errors.js"
+import { awaitPromise } from "./internal/deadline.js"
+import { toRedisError } from "./internal/redisReply.js"
 import { callScript, type ScriptDefinition } from "./internal/scripts.js"
 import { isClusterClient } from "./internal/client.js"
 
@@ -49,49 +50,6 @@ export interface RedisClientShape {
 }
 
 export class RedisClient extends Context.Tag("haechi-store-effect/RedisClient")<RedisClient, RedisClientShape>() {}
-
-/** True for an error reply from the server (the command was refused, not lost). */
-export const isReplyError = (error: unknown): boolean =>
-  error instanceof Error && (error.name === "ReplyError" || error.constructor?.name === "ReplyError")
-
-/**
- * The cluster reply that ended a Cluster client's redirections, when it gave up on one
- * (`maxRedirections`): TRYAGAIN, ASK, MOVED or CLUSTERDOWN, the first line, else undefined.
- * Each of those means the node refused the command, so it did not run: a slot migration
- * or a failover in progress, not an unreachable Redis.
- */
-export const redirectionReply = (error: unknown): string | undefined => {
-  if (!(error instanceof Error)) return undefined
-  const match =
-    /^Too many Cluster redirections\. Last error: (?:ReplyError: )?((?:TRYAGAIN|ASK|MOVED|CLUSTERDOWN)\b[^\n]*)/.exec(
-      error.message
-    )
-  return match?.[1]
-}
-
-/** Types an ioredis rejection. */
-export const toRedisError = (operation: string, error: unknown): RedisError => {
-  if (isReplyError(error)) {
-    return new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
-  }
-  const refused = redirectionReply(error)
-  return refused !== undefined
-    ? new RedisCommandFailed({ operation, reply: `${refused} (the cluster client gave up redirecting)`, cause: error })
-    : new RedisUnavailable({ operation, cause: error })
-}
-
-/** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
-export const wrongType =
-  (key: string) =>
-  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
-    Effect.catchIf(
-      effect,
-      (e): e is RedisCommandFailed => e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE"),
-      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
-    )
-
-/** Node's longest timer delay, and the clamp to it (their home is the deadline module). */
-export { MAX_TIMER_MS, timerDelay }
 
 /**
  * Wraps a client the caller owns (each script is defined on it once, at first use).

@@ -18,6 +18,7 @@ import { verifyStore } from "../src/Verify.js"
 import { uniquePrefix } from "./support/keys.js"
 import { recordingTracer } from "./support/recordingTracer.js"
 import { sharedRedis } from "./support/shared.js"
+import { withTags } from "../src/internal/metricTags.js"
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
 const histogramCount = (metric: Metric.Metric<any, number, { readonly count: number }>) =>
@@ -35,9 +36,9 @@ describe("observability", () => {
         const store = yield* AuditStore.make({ keyPrefix, lock: "never" }).pipe(Effect.provide(redis))
         const rival = yield* AuditStore.make({ keyPrefix, lock: "never" }).pipe(Effect.provide(redis))
         const tags = { store: "audit", operation: "transaction" }
-        const conflicts = Metrics.withTags(Metrics.keys.fenceConflicts, tags)
-        const retries = Metrics.withTags(Metrics.keys.retries, tags)
-        const latency = Metrics.withTags(Metrics.keys.operationLatency, tags)
+        const conflicts = withTags(Metrics.keys.fenceConflicts, tags)
+        const retries = withTags(Metrics.keys.retries, tags)
+        const latency = withTags(Metrics.keys.operationLatency, tags)
         const before = { conflicts: count(conflicts), retries: count(retries), latency: histogramCount(latency) }
 
         const append = (s: AuditStore.AuditStoreShape, event: object) =>

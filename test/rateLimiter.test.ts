@@ -15,6 +15,7 @@ import * as RateLimiter from "../src/RateLimiter.js"
 import { layerFromClient } from "../src/RedisClient.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
+import { withTags } from "../src/internal/metricTags.js"
 
 const withClient = Effect.acquireRelease(
   Effect.sync(() => new Redis(sharedRedis().url)),
@@ -215,9 +216,9 @@ describe("rate limiter on Redis (Effect API)", () => {
       const client = yield* withClient
       const prefix = uniquePrefix("rl-observe")
       const limiter = yield* limiterOn(client, prefix)
-      const allowed = Metrics.withTags(Metrics.ratelimitKeys.allowed, { prefix })
-      const denied = Metrics.withTags(Metrics.ratelimitKeys.denied, { prefix })
-      const latency = Metrics.withTags(Metrics.keys.operationLatency, { store: "ratelimit", operation: "consume" })
+      const allowed = withTags(Metrics.ratelimitKeys.allowed, { prefix })
+      const denied = withTags(Metrics.ratelimitKeys.denied, { prefix })
+      const latency = withTags(Metrics.keys.operationLatency, { store: "ratelimit", operation: "consume" })
       const latencyBefore = Effect.runSync(Metric.value(latency)).count
       const spans: Array<{ name: string; attributes: Map<string, unknown> }> = []
       const tracer = Tracer.make({
@@ -303,7 +304,7 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
       expect(() => createRedisRateLimiter({ client, timeout: 0 })).toThrow(/timeout/)
       expect(() => createRedisRateLimiter({ client, window: -1 })).toThrow(/window/)
       const limiter = createRedisRateLimiter({ client, keyPrefix, onUnavailable: "allow" })
-      const unavailable = Metrics.withTags(Metrics.ratelimitKeys.unavailable, {
+      const unavailable = withTags(Metrics.ratelimitKeys.unavailable, {
         prefix: keyPrefix,
         answer: "allow",
         reason: "refused"
@@ -323,7 +324,7 @@ describe("rate limiter facade (createRedisRateLimiter)", () => {
     try {
       const keyPrefix = uniquePrefix("rl-facade-corrupt")
       await client.rpush(`${keyPrefix}hank`, "x")
-      const counted = Metrics.withTags(Metrics.ratelimitKeys.unavailable, {
+      const counted = withTags(Metrics.ratelimitKeys.unavailable, {
         prefix: keyPrefix,
         answer: "deny",
         reason: "corrupt"

@@ -14,6 +14,7 @@ import { uniquePrefix } from "./support/keys.js"
 import { freePort, tcpProxy, type TcpProxy } from "./support/redisServer.js"
 import { sleep, summary } from "./support/replica.js"
 import { sharedRedis } from "./support/shared.js"
+import { withTags } from "../src/internal/metricTags.js"
 
 const opened: Array<Redis> = []
 const proxies: Array<TcpProxy> = []
@@ -38,7 +39,7 @@ beforeEach(() => {
 afterEach(() => void process.off("unhandledRejection", onUnhandled))
 
 const counted = (prefix: string, answer: FailMode, reason: string) =>
-  Effect.runSync(Metric.value(Metrics.withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer, reason }))).count
+  Effect.runSync(Metric.value(withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer, reason }))).count
 
 /**
  * Runs `calls` allow()s at once: their answers, the slowest one's time in ms, and when a

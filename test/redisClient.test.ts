@@ -17,6 +17,7 @@ import * as RedisClient from "../src/RedisClient.js"
 import { sharedRedis } from "./support/shared.js"
 import { freePort } from "./support/redisServer.js"
 import { uniquePrefix } from "./support/keys.js"
+import { wrongType } from "../src/internal/redisReply.js"
 
 const failureOf = <E>(exit: Exit.Exit<unknown, E>): E => {
   if (Exit.isSuccess(exit)) throw new Error("expected a failure")
@@ -61,7 +62,7 @@ describe("RedisClient", () => {
       const redis = yield* RedisClient.RedisClient
       yield* redis.run("RPUSH", (c) => c.rpush(key, "x"))
       const refused = yield* Effect.exit(redis.run("NOSUCHCOMMAND", (c) => c.call("NOSUCHCOMMAND")))
-      const wrong = yield* Effect.exit(redis.run("GET", (c) => c.get(key)).pipe(RedisClient.wrongType(key)))
+      const wrong = yield* Effect.exit(redis.run("GET", (c) => c.get(key)).pipe(wrongType(key)))
       yield* redis.run("DEL", (c) => c.del(key))
       return { refused, wrong }
     }).pipe(Effect.provide(RedisClient.layer(sharedRedis().url)))

@@ -17,13 +17,14 @@ import * as TokenStore from "../src/TokenStore.js"
 import { uniquePrefix } from "./support/keys.js"
 import { recordingTracer } from "./support/recordingTracer.js"
 import { sharedRedis } from "./support/shared.js"
+import { withTags } from "../src/internal/metricTags.js"
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
 const counters = (store: "audit" | "vault", operation: string) => {
   const tags = { store, operation }
-  const conflicts = Metrics.withTags(Metrics.keys.fenceConflicts, tags)
-  const retries = Metrics.withTags(Metrics.keys.retries, tags)
-  const exhausted = Metrics.withTags(Metrics.keys.retriesExhausted, tags)
+  const conflicts = withTags(Metrics.keys.fenceConflicts, tags)
+  const retries = withTags(Metrics.keys.retries, tags)
+  const exhausted = withTags(Metrics.keys.retriesExhausted, tags)
   const before = { conflicts: count(conflicts), retries: count(retries), exhausted: count(exhausted) }
   return () => ({
     conflicts: count(conflicts) - before.conflicts,

@@ -15,12 +15,13 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import type { StoreKind } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+import { withTags } from "./metricTags.js"
 
 /** Effect's default tracer, which records nothing anyone can read. */
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 export const observed = (store: StoreKind | "ratelimit", operation: string, prefix: string) => {
-  const latency = Metrics.withTags(Metrics.keys.operationLatency, { store, operation })
+  const latency = withTags(Metrics.keys.operationLatency, { store, operation })
   const span = {
     attributes: { "haechi.store": store, "haechi.prefix": prefix },
     captureStackTrace: false

@@ -9,7 +9,8 @@
 import * as Effect from "effect/Effect"
 import { ChainMissesCheckpoint, CorruptData, type ChainPoint, type StoreError } from "../../Errors.js"
 import type { AuditKeys } from "../keys.js"
-import { wrongType, type RedisClientShape } from "../../RedisClient.js"
+import { type RedisClientShape } from "../../RedisClient.js"
+import { wrongType } from "../redisReply.js"
 import { Scripts } from "../scripts.js"
 
 /** A point of the chain: `size` records, the last with `hash`. */

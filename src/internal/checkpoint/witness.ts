@@ -18,7 +18,8 @@ import {
   type RedisError
 } from "../../Errors.js"
 import type { AuditKeys } from "../keys.js"
-import { wrongType, type RedisClientShape } from "../../RedisClient.js"
+import { type RedisClientShape } from "../../RedisClient.js"
+import { wrongType } from "../redisReply.js"
 import { newestOf, openCheckpoints, type SignedCheckpoint } from "./checkpoints.js"
 import { verifierFromText } from "./ed25519.js"
 

@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Runtime from "effect/Runtime"
 import { InvalidConfig } from "../../Errors.js"
-import { timerDelay } from "../../RedisClient.js"
+import { timerDelay } from "../deadline.js"
 import { promiseRunner } from "./run.js"
 
 /** What the fail mode answers, and how it counts an answer (`undefined`: no reply within the timeout). */

@@ -27,7 +27,7 @@
 import * as Effect from "effect/Effect"
 import { InvalidConfig, type FenceConflict, type StoreError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
-import { isFenceConflict } from "../../Retry.js"
+import { isFenceConflict } from "../retryBudget.js"
 import { randomToken } from "../commitId.js"
 import type { RedisLockHandle, RedisLockShape, Wakeup } from "./contract.js"
 import { makeLockHandle } from "./handle.js"

@@ -5,7 +5,8 @@
  * operation is bounded by the store's deadline and observed (a span and a latency).
  */
 import * as Effect from "effect/Effect"
-import { defaultRetrySchedule, withRetryBudget } from "../../Retry.js"
+import { defaultRetrySchedule } from "../../Retry.js"
+import { withRetryBudget } from "../retryBudget.js"
 import { unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
 import { observed } from "../observe.js"
 import { noGuard, type StoreGuard } from "../storeGuard.js"

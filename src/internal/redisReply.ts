@@ -1,0 +1,48 @@
+/**
+ * How an ioredis rejection is typed, once for the whole package: an error reply is
+ * `RedisCommandFailed` (the command did not take effect), a Cluster client that gave up
+ * redirecting names the reply that stopped it, anything else is `RedisUnavailable`
+ * (no answer: the command may or may not have run); WRONGTYPE is corrupt data at a key.
+ */
+import * as Effect from "effect/Effect"
+import { CorruptData, RedisCommandFailed, RedisUnavailable, type RedisError } from "../Errors.js"
+
+/** True for an error reply from the server (the command was refused, not lost). */
+export const isReplyError = (error: unknown): boolean =>
+  error instanceof Error && (error.name === "ReplyError" || error.constructor?.name === "ReplyError")
+
+/**
+ * The cluster reply that ended a Cluster client's redirections, when it gave up on one
+ * (`maxRedirections`): TRYAGAIN, ASK, MOVED or CLUSTERDOWN, the first line, else undefined.
+ * Each of those means the node refused the command, so it did not run: a slot migration
+ * or a failover in progress, not an unreachable Redis.
+ */
+export const redirectionReply = (error: unknown): string | undefined => {
+  if (!(error instanceof Error)) return undefined
+  const match =
+    /^Too many Cluster redirections\. Last error: (?:ReplyError: )?((?:TRYAGAIN|ASK|MOVED|CLUSTERDOWN)\b[^\n]*)/.exec(
+      error.message
+    )
+  return match?.[1]
+}
+
+/** Types an ioredis rejection. */
+export const toRedisError = (operation: string, error: unknown): RedisError => {
+  if (isReplyError(error)) {
+    return new RedisCommandFailed({ operation, reply: (error as Error).message.split("\n")[0] ?? "", cause: error })
+  }
+  const refused = redirectionReply(error)
+  return refused !== undefined
+    ? new RedisCommandFailed({ operation, reply: `${refused} (the cluster client gave up redirecting)`, cause: error })
+    : new RedisUnavailable({ operation, cause: error })
+}
+
+/** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
+export const wrongType =
+  (key: string) =>
+  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
+    Effect.catchIf(
+      effect,
+      (e): e is RedisCommandFailed => e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE"),
+      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
+    )
