@@ -101,16 +101,6 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
   return { attempt, retrying, attempts: () => attempts }
 }
 
-/**
- * Runs `attempt` (given its 1-based number) and re-runs it after each fence conflict
- * while `schedule` allows; other errors end it at once.
- */
-export const retryOnConflict = <A, E, R>(
-  attempt: (n: number) => Effect.Effect<A, E, R>,
-  options: RetryOptions
-): Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R> =>
-  withRetryBudget(options, (budget) => budget.retrying(Effect.suspend(() => attempt(budget.attempts()))))
-
 type CounterName = "fenceConflicts" | "retries" | "retriesExhausted"
 const tagged = new Map<string, Metric.Metric.Counter<number>>()
 
