@@ -10,27 +10,20 @@
  * never `RedisUnavailable`, never at the first write.
  */
 import { execFile } from "node:child_process"
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises"
-import { tmpdir } from "node:os"
+import { mkdir, symlink, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { build, type Plugin } from "esbuild"
-import { afterAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { uniquePrefix } from "./support/keys.js"
 import { freePort } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
+import { tempDirs } from "./support/tempDirs.js"
 
 const run = promisify(execFile)
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
-const dirs: Array<string> = []
-afterAll(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))))
-
-const tempDir = async (name: string) => {
-  const dir = await mkdtemp(join(tmpdir(), name))
-  dirs.push(dir)
-  return dir
-}
+const tempDir = tempDirs()
 
 // ioredis is CommonJS: an ESM bundle gives its require() calls a real `require`.
 const banner = `import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);`

@@ -16,25 +16,18 @@
  */
 import { execFile } from "node:child_process"
 import { existsSync } from "node:fs"
-import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
-import { tmpdir } from "node:os"
+import { lstat, readdir, readFile, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { beforeAll, describe, expect, it } from "vitest"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
+import { tempDirs } from "./support/tempDirs.js"
 
 const run = promisify(execFile)
 const root = resolve(fileURLToPath(new URL(".", import.meta.url)), "..")
-const dirs: Array<string> = []
-afterAll(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))))
-
-const tempDir = async (name: string) => {
-  const dir = await mkdtemp(join(tmpdir(), name))
-  dirs.push(dir)
-  return dir
-}
+const tempDir = tempDirs()
 
 const sh = async (command: string, args: ReadonlyArray<string>, cwd: string, env: NodeJS.ProcessEnv = {}) => {
   try {
