@@ -26,6 +26,7 @@ if (process.send) {
   const latencies = []
   let errors = 0
   const cpu0 = process.cpuUsage()
+  const attempts0 = sink.counts.attempts
   const end = performance.now() + Number(secs) * 1000
   // RATE: open loop, Poisson arrivals at RATE/replicas per second each, latency from arrival.
   const rate = Number(process.env.RATE ?? 0) / Number(n)
@@ -47,7 +48,7 @@ if (process.send) {
     latencies.push(performance.now() - started)
   }
   const cpu = process.cpuUsage(cpu0)
-  process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, latencies })
+  process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, latencies, attempts: sink.counts.attempts - attempts0 })
   await client.quit()
   process.exit(0)
 } else {
@@ -70,7 +71,8 @@ if (process.send) {
   console.log(
     `${policy}${process.env.SEPARATE ? " (separate chains)" : ""}, ${n} replicas: ${Math.round(ops / Number(secs))} appends/s, ` +
       `p50 ${q(0.5)} p99 ${q(0.99)} max ${q(1)} ms, failed ${per.map((r) => r.errors).join("/")}, ` +
-      `client CPU ${Math.round(per.reduce((sum, r) => sum + r.cpuUs, 0) / ops)} µs/append, per replica ${per.map((r) => r.ops).join("/")}`
+      `client CPU ${Math.round(per.reduce((sum, r) => sum + r.cpuUs, 0) / ops)} µs/append, ` +
+      `${(per.reduce((sum, r) => sum + r.attempts, 0) / ops).toFixed(2)} attempts/append, per replica ${per.map((r) => r.ops).join("/")}`
   )
   await admin.quit()
 }

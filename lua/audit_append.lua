@@ -8,22 +8,25 @@
 -- Fast path: the head keys and LLEN only; the list's elements are read only where the
 -- fence says "empty" or disagrees (or the caller last saw a head other than the one the
 -- record was built on).
--- A lock-free attempt may also take or give back the store's lock here, so the adaptive
--- policy's lock costs no round trip of its own (the lock only decides who goes next).
+-- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
+-- adaptive policy's turns cost no round trip of their own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
 -- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
--- KEYS[5] lock       (the store's lock key)
+-- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
 -- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
 -- ARGV[8] the attempt's claim token ('' = none): while the lock holds it, the attempt does
---         not yield, and committing releases it (DEL and PUBLISH on ARGV[10])
--- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject ('' = do not)
+--         not yield, and committing hands it on to the next waiter with the new head
+--         (its auditIntegrity JSON) or frees it (PUBLISH on ARGV[10] either way)
+-- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject, or hold it that
+--         long once handed it ('' = neither)
 -- ARGV[10] the lock's release channel
--- ARGV[11] the sequence of the head the caller last saw, ARGV[12] its eventHash
+-- ARGV[11] queue for a hand-off this long (ms) when yielding ('' = do not)
+-- ARGV[12] the sequence of the head the caller last saw, ARGV[13] its eventHash
 --          ('' or absent = none): the chain must still hold that record
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1}: committed
@@ -34,24 +37,26 @@
 --                       needs no read; took = 1 when the lock is now ARGV[8]'s
 --   3 WrongType         {3, key}: `commits` holds the wrong Redis type; nothing written
 --   4 LockHeld          {4}: another writer holds the lock and ARGV[7] asked to yield: nothing
---                       written (liveness only; the fence alone keeps the chain whole)
+--                       written but the waiter entry ARGV[11] asked for (liveness only; the
+--                       fence alone keeps the chain whole)
 --   5 HeadDisagrees     {5, what, LLEN, head sequence | nil}: the head keys disagree with the
 --                       list; nothing written. what: 'hash_missing' (head:hash absent, chain
 --                       or head present), 'head_missing', 'head_unreadable', 'hash_mismatch'
 --                       (head's eventHash is not head:hash), 'length_mismatch' (head's
 --                       sequence is not LLEN), 'last_mismatch' (the last element is not the
 --                       head's record)
---   6 Rewound           {6, head JSON | nil}: the chain no longer holds the head ARGV[11..12]
+--   6 Rewound           {6, head JSON | nil}: the chain no longer holds the head ARGV[12..13]
 --                       (rewound); nothing written
 --   7 NotSuccessor      {7, head JSON | nil}: the record's parent (sequence ARGV[5] - 1, hash
 --                       ARGV[1]) is not a record of the chain: it skips ahead, or names no
 --                       record; nothing written
-local headHashKey, chainKey, headKey, commitsKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local headHashKey, chainKey, headKey, commitsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lockKey, fenceKey, waitersKey = KEYS[5], KEYS[6], KEYS[7]
 local expected, recordJson, integrityJson, eventHash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local sequenceArg, commitId = ARGV[5], ARGV[6]
 local sequence = tonumber(sequenceArg)
-local lockFree, claimToken, claimTtl, releaseChannel = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10]
-local seenSeq, seenHash = tonumber(ARGV[11] or ''), ARGV[12] or ''
+local lockFree, claimToken, claimTtl, releaseChannel, queueMs = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 
 --- @include "include/claim"
 
@@ -122,11 +127,11 @@ if (cur == false and expected == '') or cur == expected then
   redis.call('SET', headHashKey, eventHash)
   redis.call('HSET', commitsKey, sequenceArg, commitId)
   redis.call('HDEL', commitsKey, sequence - 1000)
-  release()
+  release(integrityJson)
   return {1}
 end
 if redis.call('HGET', commitsKey, sequenceArg) == commitId then
-  release()
+  release(headJson or '')
   return {2}
 end
 local what = disagreement(true)

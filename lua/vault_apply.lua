@@ -7,9 +7,10 @@
 -- "<version> <commit id> <JSON array of changed token ids>" so replica caches can catch
 -- up without reading the whole vault. A call writes everything or nothing: a key of the
 -- wrong type fails the GET or the first HSET before any write, and `log`, written last,
--- is checked first. A lock-free attempt may also take or give back the store's lock
--- here, so the adaptive policy's lock costs no round trip of its own.
+-- is checked first. A lock-free attempt may also take, queue for or hand on the store's
+-- lock here, so the adaptive policy's turns cost no round trip of their own.
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] the store's lock
+-- KEYS[5] the lock's fence counter  KEYS[6] the lock's waiters
 -- ARGV[1] expected version ('' = never mutated)
 -- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
 -- ARGV[5] the commit id the snapshot saw logged at ARGV[1] ('' = none: never mutated, or
@@ -17,11 +18,14 @@
 -- ARGV[6] the snapshot's token count
 -- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
 -- ARGV[8] the attempt's claim token ('' = none): while the lock holds it, the attempt does
---         not yield, and committing releases it (DEL and PUBLISH on ARGV[10])
--- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject ('' = do not)
+--         not yield, and committing hands it on to the next waiter or frees it (PUBLISH on
+--         ARGV[10] either way)
+-- ARGV[9] a TTL in ms: take the lock with ARGV[8] should the fence reject, or hold it that
+--         long once handed it ('' = neither)
 -- ARGV[10] the lock's release channel
--- ARGV[11] n, the number of sets; ARGV[12 .. 11+2n] token, record JSON pairs;
--- ARGV[12+2n ..] tokens to delete
+-- ARGV[11] queue for a hand-off this long (ms) when yielding ('' = do not)
+-- ARGV[12] n, the number of sets; ARGV[13 .. 12+2n] token, record JSON pairs;
+-- ARGV[13+2n ..] tokens to delete
 -- Reply (VaultApplyReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, new version}: committed ({1, version} unchanged when the diff is empty)
 --   2 AlreadyCommitted  {2, current version}: this commit id is already logged (a re-sent call): done
@@ -31,13 +35,14 @@
 --                       holds the snapshot's history (rewound); otherwise as Conflict
 --   3 WrongType         {3, key}: `log` holds the wrong Redis type; nothing written
 --   4 LockHeld          {4, current version|nil}: another writer holds the lock and ARGV[7]
---                       asked to yield
-local versionKey, tokensKey, logKey, lockKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--                       asked to yield (nothing written but the waiter entry ARGV[11] asked for)
+local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
+local lockKey, fenceKey, waitersKey = KEYS[4], KEYS[5], KEYS[6]
 local expected, commitId, changedJson, logBound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local seen, size = ARGV[5], tonumber(ARGV[6])
-local lockFree, claimToken, claimTtl, releaseChannel = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10]
-local setCount = tonumber(ARGV[11])
-local firstSet, firstDelete = 12, 12 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
+local lockFree, claimToken, claimTtl, releaseChannel, queueMs = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local setCount = tonumber(ARGV[12])
+local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
 
 --- @include "include/claim"
 
@@ -57,7 +62,7 @@ local status = 0
 if (cur == false and expected == '') or cur == expected then
   if continues() then
     if setCount == 0 and #ARGV < firstDelete then
-      release()
+      release('')
       return {1, cur}
     end
     for i = firstSet, firstDelete - 1, 2 do
@@ -70,7 +75,7 @@ if (cur == false and expected == '') or cur == expected then
     redis.call('SET', versionKey, nv)
     redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. changedJson)
     redis.call('LTRIM', logKey, -logBound, -1)
-    release()
+    release('')
     return {1, tostring(nv)}
   end
   status = 5
@@ -79,7 +84,7 @@ else
   if now and now > since then
     for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
       if string.match(e, '^%d+ (%S+)') == commitId then
-        release()
+        release('')
         return {2, cur}
       end
     end

@@ -72,6 +72,17 @@ export const lockWait = Metric.histogram(
   "time spent waiting for a lock in milliseconds"
 )
 
+/**
+ * Turns of a store's adaptive lock policy, by how the turn came (`how`): "granted" (asked
+ * for with no holder), "handed" (the writer before handed the lock on, with the head to
+ * build on), "timedOut" (a wait for the turn ran out; the operation tried again, its
+ * place in the queue kept). The time waited goes to `haechi_store_lock_wait_ms`.
+ */
+export const turns = Metric.counter("haechi_store_turns_total", {
+  description: "turns of a store's lock: granted at once, handed on by the writer before, or waited for in vain",
+  incremental: true
+})
+
 /** Locks lost while held (expired or taken). */
 export const locksLost = Metric.counter("haechi_store_locks_lost_total", {
   description: "locks lost while held",

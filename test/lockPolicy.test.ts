@@ -16,6 +16,9 @@ import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/internal/scripts.js"
 import type { LockClaim } from "../src/internal/storeGuard.js"
 import { redisVaultBacking } from "../src/internal/vault/backing.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
+import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
+import { handedFence, handedPayload } from "../src/internal/lock/releases.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const connect = () => new Redis(sharedRedis().url)
@@ -118,7 +121,7 @@ describe("store lock policies", () => {
     }
   })
 
-  it("the claim lives in the fence script: a rejected attempt takes the lock, its commit gives it back and announces it", async () => {
+  it("the claim lives in the fence script: a rejected attempt takes the lock, a yielding one queues, the commit hands the lock on with the new head", async () => {
     const client = connect()
     const sub = connect()
     const keyPrefix = uniquePrefix("claim-script")
@@ -126,44 +129,100 @@ describe("store lock policies", () => {
     const channel = `${lockKey}:released`
     try {
       const redis = fromClient(client)
-      const keys = [`${keyPrefix}head:hash`, `${keyPrefix}chain`, `${keyPrefix}head`, `${keyPrefix}commits`, lockKey]
+      const keys = [
+        `${keyPrefix}head:hash`,
+        `${keyPrefix}chain`,
+        `${keyPrefix}head`,
+        `${keyPrefix}commits`,
+        ...lockKeysOf(lockKey)
+      ]
       const first = buildNextRecord({ n: 1 }, null)
       const second = buildNextRecord({ n: 2 }, first.auditIntegrity as never)
-      const args = (record: typeof first, expected: string, claim: readonly [string, string, string, string]) => [
+      const third = buildNextRecord({ n: 3 }, second.auditIntegrity as never)
+      const hashOf = (record: typeof first) => (record.auditIntegrity as { eventHash: string }).eventHash
+      const args = (
+        record: typeof first,
+        expected: string,
+        claim: readonly [string, string, string, string, string]
+      ) => [
         expected,
         JSON.stringify(record),
         JSON.stringify(record.auditIntegrity),
-        (record.auditIntegrity as { eventHash: string }).eventHash,
+        hashOf(record),
         (record.auditIntegrity as { sequence: number }).sequence,
         `commit-${(record.auditIntegrity as { sequence: number }).sequence}-${Math.random()}`,
         ...claim
       ]
       const run = (a: Array<string | number>) => Effect.runPromise(redis.script(Scripts.auditAppend, keys, a))
-      expect(await run(args(first, "", ["", "", "", ""]))).toEqual([1])
+      expect(await run(args(first, "", ["", "", "", "", ""]))).toEqual([1])
       const messages: Array<string> = []
       await sub.subscribe(channel)
       sub.on("message", (_c: string, m: string) => messages.push(m))
       // Built on a stale head (the empty chain) and asking for the lock: rejected, and the lock is ours.
       const stale = buildNextRecord({ n: "stale" }, null)
-      const reply = (await run(args(stale, "", ["1", "tok-a", "1000", channel]))) as Array<unknown>
+      const reply = (await run(args(stale, "", ["1", "tok-a", "1000", channel, "1000"]))) as Array<unknown>
       expect(reply[0]).toBe(0)
       expect(reply[2]).toBe(1)
       expect(await client.get(lockKey)).toBe("tok-a")
       expect(await client.pttl(lockKey)).toBeGreaterThan(0)
-      // Another lock-free attempt yields (nothing written), even on the right head.
-      expect(await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-b", "", channel]))).toEqual([
-        4
-      ])
+      // Other lock-free attempts yield (nothing written), even on the right head; one that asks queues, once.
+      expect(await run(args(second, hashOf(first), ["1", "tok-c", "", channel, ""]))).toEqual([4])
+      for (let i = 0; i < 2; i++) {
+        expect(await run(args(second, hashOf(first), ["1", "tok-b", "1000", channel, "1000"]))).toEqual([4])
+      }
       expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
-      // The holder commits: the lock is deleted and a plain release ("") is announced.
-      expect(
-        await run(args(second, first.auditIntegrity.eventHash as string, ["1", "tok-a", "1000", channel]))
-      ).toEqual([1])
-      expect(await client.exists(lockKey)).toBe(0)
+      expect(await client.zrange(waitersKeyOf(lockKey), 0, -1)).toEqual(["tok-b 1000"])
+      // The holder commits: the lock goes to the queued writer, with the head it is to build on.
+      expect(await run(args(second, hashOf(first), ["1", "tok-a", "1000", channel, "1000"]))).toEqual([1])
+      expect(await client.get(lockKey)).toBe("tok-b")
+      expect(await client.zcard(waitersKeyOf(lockKey))).toBe(0)
       for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
-      expect(messages).toEqual([""])
+      expect(messages).toHaveLength(1)
+      expect(handedFence(messages[0]!, "tok-b")).toBeGreaterThan(0)
+      expect(JSON.parse(handedPayload(messages[0]!, "tok-b")!)).toEqual(second.auditIntegrity)
+      expect(handedPayload(messages[0]!, "tok-a")).toBeUndefined()
+      // Its turn: built on the handed head, it commits; nobody is queued, so the lock is freed.
+      expect(await run(args(third, hashOf(second), ["1", "tok-b", "1000", channel, "1000"]))).toEqual([1])
+      expect(await client.exists(lockKey)).toBe(0)
+      for (let i = 0; i < 50 && messages.length === 1; i++) await new Promise((r) => setTimeout(r, 5))
+      expect(messages.slice(1)).toEqual([""])
     } finally {
       await Promise.all([client.quit(), sub.quit()])
+    }
+  })
+
+  it("a turn asked for before building: granted with the head while the lock is free, else queued for the holder's hand-off", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-script")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const backing = redisAuditBacking(fromClient(client), keyPrefix)
+      const claim = (token: string): LockClaim => ({
+        token,
+        ttlMs: 1000,
+        channel: `${lockKey}:released`,
+        ask: true,
+        queueMs: 1000
+      })
+      const turn = (token: string) => Effect.runPromise(backing.requestTurn!(claim(token)))
+      expect(await turn("tok-a")).toEqual({ _tag: "Granted", handed: "null" })
+      expect(await client.get(lockKey)).toBe("tok-a")
+      // Asking again with the same token (a re-sent call) keeps the turn.
+      expect(await turn("tok-a")).toEqual({ _tag: "Granted", handed: "null" })
+      expect(await turn("tok-b")).toEqual({ _tag: "Queued" })
+      expect(await turn("tok-b")).toEqual({ _tag: "Queued" })
+      expect(await client.zrange(waitersKeyOf(lockKey), 0, -1)).toEqual(["tok-b 1000"])
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(0)
+      // With a head in the chain, a granted turn hands it over.
+      await client.del(lockKey)
+      await client.set(`${keyPrefix}head`, '{"sequence":1,"eventHash":"h1","previousHash":null}')
+      expect(await turn("tok-b")).toEqual({
+        _tag: "Granted",
+        handed: '{"sequence":1,"eventHash":"h1","previousHash":null}'
+      })
+      expect(await client.zcard(waitersKeyOf(lockKey))).toBe(0)
+    } finally {
+      await client.quit()
     }
   })
 
@@ -175,7 +234,7 @@ describe("store lock policies", () => {
     const channel = `${lockKey}:released`
     try {
       const backing = redisVaultBacking(fromClient(client), keyPrefix)
-      const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask })
+      const claimOf = (token: string, ask: boolean): LockClaim => ({ token, ttlMs: 1000, channel, ask, queueMs: 0 })
       // The fence's proof of continuity: the commit logged at the expected version, and the token count.
       const seen = { commit: "", size: 0 }
       const apply = async (expected: string, token: string, claim: LockClaim | undefined) => {
@@ -245,6 +304,9 @@ describe("store lock policies", () => {
         expect(new Set(all).size).toBe(4 * perReplica)
         // No lock is left behind, whoever took it (a waiter, or a claim in a fenced script).
         expect(await clients[0]!.exists(`${auditPrefix}lock`, `${vaultPrefix}lock`)).toBe(0)
+        // Nor a place in the lock's queue: a waiter leaves it when its turn comes, it commits or it gives up.
+        expect(await clients[0]!.zcard(waitersKeyOf(`${auditPrefix}lock`))).toBe(0)
+        expect(await clients[0]!.zcard(waitersKeyOf(`${vaultPrefix}lock`))).toBe(0)
       } finally {
         await Promise.all(clients.map((c) => c.quit()))
       }

@@ -1,24 +1,51 @@
--- include/claim: the adaptive lock policy's claim inside a fenced script (spliced into
--- audit_append and vault_apply by scripts/gen-lua.mjs; see src/internal/lock/policy.ts).
--- A lock-free attempt yields to any other holder of the store's lock; while the lock
--- holds the attempt's claim token it does not yield, and committing gives the lock back;
--- a rejected attempt that asked takes the lock with its token, so its next attempt goes first.
--- Uses the including script's locals: lockKey; lockFree (the attempt is lock-free),
--- claimToken ('' = none), claimTtl (ms; '' = do not take the lock), releaseChannel.
-local claimed = false -- the lock holds claimToken: give it back on commit
+-- include/claim: the adaptive lock policy's turns inside a fenced script (spliced into
+-- audit_append and vault_apply by scripts/luaSource.mjs; see src/internal/lock/policy.ts).
+-- A lock-free attempt yields to any other holder of the store's lock, and joins the
+-- lock's waiter queue when it asks (the queue RedisLock uses: member "<token> <ttl ms>",
+-- score = the waiter's deadline in server ms). While the lock holds the attempt's claim
+-- token it does not yield, and committing hands the lock to the first live waiter with
+-- "<its token> <fence> <payload>" (the payload: what the next writer builds on), or
+-- frees it; a rejected attempt that asked takes the lock, so its next attempt goes first.
+-- Uses the including script's locals: lockKey, fenceKey, waitersKey; lockFree (the
+-- attempt is lock-free), claimToken ('' = none), claimTtl (ms; '' = neither take the
+-- lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
+local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
 
--- Whether another writer holds the lock and this attempt must yield (nothing written).
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Whether another writer holds the lock and this attempt must yield (nothing written but
+-- its place in the queue, kept if it had one: ZADD NX).
 local function yields()
   if not lockFree then return false end
   local holder = redis.call('GET', lockKey)
-  if holder and holder ~= claimToken then return true end
+  if holder and holder ~= claimToken then
+    if queueMs ~= '' and claimTtl ~= '' then
+      redis.call('ZADD', waitersKey, 'NX', nowMs() + tonumber(queueMs), claimToken .. ' ' .. claimTtl)
+      local keep = tonumber(queueMs) + tonumber(claimTtl)
+      if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
+    end
+    return true
+  end
   claimed = holder ~= false
   return false
 end
 
--- After a commit: gives back a lock the attempt held by its claim (DEL, and PUBLISH for waiters).
-local function release()
-  if claimed then
+-- After a commit: leaves the queue, and hands a lock the attempt held by its claim to the
+-- next live waiter (their turn, with `payload`), or frees it (DEL, and PUBLISH '').
+local function release(payload)
+  if claimTtl ~= '' then redis.call('ZREM', waitersKey, claimToken .. ' ' .. claimTtl) end
+  if not claimed then return end
+  redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', nowMs())
+  local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
+  if next then
+    redis.call('ZREM', waitersKey, next)
+    local nextToken, nextTtl = string.match(next, '^(%S+) (%d+)$')
+    redis.call('SET', lockKey, nextToken, 'PX', nextTtl)
+    redis.call('PUBLISH', releaseChannel, nextToken .. ' ' .. redis.call('INCR', fenceKey) .. ' ' .. payload)
+  else
     redis.call('DEL', lockKey)
     redis.call('PUBLISH', releaseChannel, '')
   end

@@ -17,6 +17,12 @@ export const AuditAppendReply = {
   NotSuccessor: 7
 } as const
 
+/** `audit_turn`: the reply's first element. */
+export const AuditTurnReply = {
+  Queued: 0,
+  Granted: 1
+} as const
+
 /** `vault_apply`: the reply's first element. */
 export const VaultApplyReply = {
   Conflict: 0,
@@ -63,6 +69,7 @@ export type ReplyCode<Table extends Readonly<Record<string, number | string>>> =
 /** Each table by the script whose replies it names (the file name in `lua/`, without `.lua`). */
 export const replyTables = {
   audit_append: { name: "AuditAppendReply", codes: AuditAppendReply },
+  audit_turn: { name: "AuditTurnReply", codes: AuditTurnReply },
   vault_apply: { name: "VaultApplyReply", codes: VaultApplyReply },
   vault_changes: { name: "VaultChangesReply", codes: VaultChangesReply },
   checkpoint_advance: { name: "CheckpointAdvanceReply", codes: CheckpointAdvanceReply },

@@ -32,11 +32,12 @@ const define = (file: string, keys: number, readOnly = false): ScriptDefinition 
 
 /** The scripts this package defines; locks add theirs through the same registry. */
 export const Scripts = {
-  auditAppend: define("audit_append", 5),
+  auditAppend: define("audit_append", 7),
+  auditTurn: define("audit_turn", 3),
   readyProbe: define("ready_probe", 1),
   ratelimitConsume: define("ratelimit_consume", 1),
   ratelimitPeek: define("ratelimit_peek", 1, true),
-  vaultApply: define("vault_apply", 4),
+  vaultApply: define("vault_apply", 6),
   vaultChanges: define("vault_changes", 3, true),
   vaultScan: define("vault_scan", 3, true),
   lockAcquire: define("lock_acquire", 3),

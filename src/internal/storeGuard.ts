@@ -23,9 +23,22 @@ export interface LockClaim {
   readonly ttlMs: number
   /** Where releasing the lock is announced (waiters of `RedisLock` listen there). */
   readonly channel: string
-  /** Take the lock should this attempt's fence reject it. */
+  /**
+   * Take the lock should this attempt's fence reject it, and when it yields, queue for a
+   * hand-off (the lock's waiter queue) for `queueMs`.
+   */
   readonly ask: boolean
+  readonly queueMs: number
+  /**
+   * What the writer before handed on with this attempt's turn (audit: the head JSON it
+   * committed, `"null"` for the empty chain; "" or undefined: nothing). Only a hint of
+   * what to build on: the fenced script proves it.
+   */
+  readonly handed?: string | undefined
 }
+
+/** A turn asked for before the record is built: the lock is ours now (with what to build on), or we wait in the queue. */
+export type Turn = { readonly _tag: "Granted"; readonly handed: string } | { readonly _tag: "Queued" }
 
 /**
  * What one attempt did with the store's lock: took it (its fence rejected it and the
@@ -34,9 +47,19 @@ export interface LockClaim {
  */
 export type ClaimMove = "took" | "gaveBack" | "left"
 
-/** A fenced script's lock arguments: yield, claim token, TTL to take the lock with, release channel. */
-export const claimArgs = (claim: LockClaim | undefined): [string, string, string, string] =>
-  claim === undefined ? ["", "", "", ""] : ["1", claim.token, claim.ask ? String(claim.ttlMs) : "", claim.channel]
+const noClaim: [string, string, string, string, string] = ["", "", "", "", ""]
+
+/** A fenced script's lock arguments: yield, claim token, TTL to take the lock with, release channel, queue time. */
+export const claimArgs = (claim: LockClaim | undefined): [string, string, string, string, string] =>
+  claim === undefined
+    ? noClaim
+    : [
+        "1",
+        claim.token,
+        claim.ask ? String(claim.ttlMs) : "",
+        claim.channel,
+        claim.ask && claim.queueMs > 0 ? String(claim.queueMs) : ""
+      ]
 
 /**
  * What a fenced script's outcome did with the lock: committing (or finding the commit
@@ -73,6 +96,11 @@ export interface GuardedOperation<A, E, R> {
    * is one the retry schedule allowed: when it runs out, `RetriesExhausted`.
    */
   readonly attempt: (claim: LockClaim) => Effect.Effect<Attempted<A>, E | FenceConflict, R>
+  /**
+   * Asks for a turn without building anything (the audit store's: `audit_turn`), for an
+   * operation that expects contention; absent where the store has none.
+   */
+  readonly turn?: ((claim: LockClaim) => Effect.Effect<Turn, StoreError>) | undefined
   /**
    * The bounded retry loop (the same budget as `attempt`). With `fresh`, cached state is brought up to date first (the
    * caller just waited for a lock, so what it cached is likely stale).

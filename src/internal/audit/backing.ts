@@ -12,13 +12,13 @@ import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { type HeadState, knownHead } from "./headCache.js"
-import { auditKeys, COMMITS_KEPT, type AuditKeys } from "../keys.js"
+import { auditKeys, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
 import { Scripts } from "../scripts.js"
-import { AuditAppendReply, type ReplyCode } from "../replyCodes.js"
-import { claimArgs, type LockClaim } from "../storeGuard.js"
+import { AuditAppendReply, AuditTurnReply, type ReplyCode } from "../replyCodes.js"
+import { claimArgs, type LockClaim, type Turn } from "../storeGuard.js"
 import { isJsonObject } from "../jsonRecord.js"
 import type { BackingError as SharedBackingError } from "../backingError.js"
 
@@ -97,6 +97,11 @@ export interface AuditBacking {
    */
   readonly readHeadOver: (seen: ChainPoint) => Effect.Effect<HeadOver, ReadBackingError>
   readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
+  /**
+   * Asks for the store lock's turn with `claim`'s token (lua/audit_turn.lua): granted with
+   * the head JSON to build on, or queued for a hand-off. Absent where there is no lock.
+   */
+  readonly requestTurn?: (claim: LockClaim) => Effect.Effect<Turn, ReadBackingError>
   /** Whether the append with this commit id committed (at this sequence). */
   readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
   readonly length: Effect.Effect<number, ReadBackingError>
@@ -228,9 +233,27 @@ const readHeadKeysOn = (redis: RedisClientShape, keys: AuditKeys): AuditBacking[
       })
     )
 
+const queued: Turn = Object.freeze({ _tag: "Queued" })
+
+/** audit_turn.lua's reply as a `Turn` (a granted head is passed on as JSON: the attempt checks it). */
+const turnOf = (reply: unknown): Turn => {
+  const [status, head] = reply as [ReplyCode<typeof AuditTurnReply>, string | null | undefined]
+  return status === AuditTurnReply.Granted ? { _tag: "Granted", handed: head ?? "null" } : queued
+}
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
+  const appendKeys = [
+    keys.headHash,
+    keys.chain,
+    keys.head,
+    keys.commits,
+    keys.lock,
+    fenceKeyOf(keys.lock),
+    waitersKeyOf(keys.lock)
+  ]
+  const turnKeys = [keys.head, keys.lock, waitersKeyOf(keys.lock)]
   const readHead = redis
     .run("GET head", (c) => c.get(keys.head))
     .pipe(
@@ -243,25 +266,25 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     readHeadOver: readHeadOverOn(redis, keys),
     append: (write) =>
       redis
-        .script(
-          Scripts.auditAppend,
-          [keys.headHash, keys.chain, keys.head, keys.commits, keys.lock],
-          [
-            write.expectedPrev,
-            write.recordJson,
-            write.integrityJson,
-            write.eventHash,
-            write.sequence,
-            write.commitId,
-            ...claimArgs(write.claim),
-            write.seen === null ? "" : write.seen.sequence,
-            write.seen === null ? "" : write.seen.eventHash
-          ]
-        )
+        .script(Scripts.auditAppend, appendKeys, [
+          write.expectedPrev,
+          write.recordJson,
+          write.integrityJson,
+          write.eventHash,
+          write.sequence,
+          write.commitId,
+          ...claimArgs(write.claim),
+          write.seen === null ? "" : write.seen.sequence,
+          write.seen === null ? "" : write.seen.eventHash
+        ])
         .pipe(
           wrongType(keys.chain),
           Effect.flatMap((reply) => decodeAppendReply(keys, reply))
         ),
+    requestTurn: (claim) =>
+      redis
+        .script(Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs])
+        .pipe(wrongType(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
         .run("HGET commits", (c) => c.hget(keys.commits, String(sequence)))

@@ -16,9 +16,13 @@ import * as Exit from "effect/Exit"
 import type { ChainPoint } from "../../Errors.js"
 import type { AuditBacking, ReadBackingError } from "./backing.js"
 
-/** What is known of the head: nothing (read it), or the head and its eventHash ("" for the empty chain). */
+/**
+ * What is known of the head: nothing (read it), or the head and its eventHash ("" for the
+ * empty chain); `offered` when it only came with a turn (nothing has checked it yet).
+ */
 export type HeadState =
-  { readonly _tag: "Unknown" } | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string }
+  | { readonly _tag: "Unknown" }
+  | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string; readonly offered?: true }
 
 export const unknownHead: HeadState = Object.freeze({ _tag: "Unknown" })
 
@@ -67,6 +71,15 @@ export class HeadCache {
     this.set(knownHead(head), this.seenPoint)
   }
 
+  /**
+   * A head handed over with a turn (the writer before committed it, or the turn's script
+   * read it): only what to build on. Neither `seen` nor known (`knows`): the append
+   * proves it, and a parent that turns out not to be in the chain is no rewind.
+   */
+  offer(head: AuditIntegrity | null): void {
+    this.set({ _tag: "Known", head, hash: head?.eventHash ?? "", offered: true }, this.seenPoint)
+  }
+
   /** Stale or unknown: the next `read` goes to Redis. */
   forget(): void {
     this.set(unknownHead, this.seenPoint)
@@ -75,7 +88,10 @@ export class HeadCache {
   /** Whether `point` is the head this replica saw or hands out. */
   knows(point: ChainPoint): boolean {
     const hint = this.hintState
-    return samePoint(point, this.seenPoint) || (hint._tag === "Known" && samePoint(point, pointOf(hint.head)))
+    return (
+      samePoint(point, this.seenPoint) ||
+      (hint._tag === "Known" && hint.offered !== true && samePoint(point, pointOf(hint.head)))
+    )
   }
 
   /** True the first time a rewind of `lost` is met (then it is reported), false after. */

@@ -14,7 +14,7 @@ import type { RetrySchedule } from "../../Retry.js"
 import { withRetryBudget } from "../retryBudget.js"
 import { attempted, type LockClaim, type StoreGuard } from "../storeGuard.js"
 import { type AppendContext, appendOnce, settleAppended } from "./append.js"
-import type { AppendOutcome, PreparedAppend } from "./backing.js"
+import { type AppendOutcome, isIntegrity, type PreparedAppend } from "./backing.js"
 import { prepare, notSuccessor } from "./prepare.js"
 import { rewound } from "./rewind.js"
 import type { AuditStoreShape, AuditTransaction } from "./shape.js"
@@ -82,6 +82,18 @@ class Pipeline {
   }
 }
 
+/** A turn's head (JSON) offered to build on: a head that does not parse as one is ignored (the append proves what it uses). */
+const offerHanded = (ctx: AppendContext, handed: string | undefined): void => {
+  if (handed === undefined || handed === "") return
+  let head: unknown
+  try {
+    head = JSON.parse(handed)
+  } catch {
+    return
+  }
+  if (head === null || isIntegrity(head)) ctx.cache.offer(head)
+}
+
 /** The store's `transaction`: `build` re-run under `guard` and `schedule` until its record commits. */
 export const transactions = (
   ctx: AppendContext,
@@ -91,15 +103,18 @@ export const transactions = (
   const pipeline = new Pipeline(ctx)
   const retryOptions = { store: "audit", prefix: ctx.prefix, operation: "transaction", schedule } as const
   const forgetHead = Effect.sync(() => ctx.cache.forget())
+  const requestTurn = ctx.backing.requestTurn
   return (build) =>
     withRetryBudget(retryOptions, (budget) =>
       guard({
         // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
         attempt: (claim) =>
           Effect.suspend(() => {
+            offerHanded(ctx, claim.handed)
             const attempt = new Attempt(pipeline, claim)
             return Effect.map(budget.attempt(build(attempt)), (a) => attempted(a, attempt.first === "committed"))
           }),
+        turn: requestTurn,
         retrying: (fresh) =>
           Effect.zipRight(
             fresh ? forgetHead : Effect.void,

@@ -95,13 +95,17 @@ export interface RedisLockHandle {
   readonly lock: RedisLockShape
   /** Closes the subscriber connection; later waits only poll. */
   readonly close: Effect.Effect<void>
-  /** Wake-ups at each release of the lock `key` (by this library's release, commit or script). */
-  readonly releases: (key: string) => Wakeup
+  /**
+   * Wake-ups at each release of the lock `key` (by this library's release, commit or
+   * script), and at each hand-off to `token` if given.
+   */
+  readonly releases: (key: string, token?: string) => Wakeup
   /**
    * Releases `key` if it still holds `token` (compare-and-delete, or hand-off to the next
-   * waiter), for a lock taken outside `acquire` (a store's fenced script). Never fails.
+   * waiter), for a lock taken outside `acquire` (a store's fenced script), and leaves the
+   * queue if `token` may have queued with `queuedTtlMs` (its entry "<token> <ttl>"). Never fails.
    */
-  readonly releaseToken: (key: string, token: string) => Effect.Effect<void>
+  readonly releaseToken: (key: string, token: string, queuedTtlMs?: number) => Effect.Effect<void>
 }
 
 export interface LockHandleOptions {

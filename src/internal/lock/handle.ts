@@ -97,7 +97,8 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
   return {
     lock: { acquire, withLock, withLockIfAvailable, withLease },
     close: wakeups.close,
-    releases: (key) => wakeups.open(releaseChannelOf(key), undefined),
-    releaseToken: (key, token) => release(redis, key, token, RELEASE_BOUND_MS, false)
+    releases: (key, token) => wakeups.open(releaseChannelOf(key), token),
+    releaseToken: (key, token, queuedTtlMs) =>
+      release(redis, key, token, queuedTtlMs ?? RELEASE_BOUND_MS, queuedTtlMs !== undefined)
   }
 }

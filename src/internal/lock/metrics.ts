@@ -25,3 +25,9 @@ export const lockWaitOf = taggedByKey(Metrics.lockWait, (metric, key) => Metric.
 
 /** `haechi_store_locks_lost_total` tagged with the lock key. */
 export const locksLostOf = taggedByKey(Metrics.locksLost, (metric, key) => Metric.tagged(metric, "key", key))
+
+/** `haechi_store_turns_total` tagged with the lock key and how the turn came. */
+export const turnsOf = taggedByKey(Metrics.turns, (metric, key) => {
+  const [lock, how] = key.split("\n") as [string, string]
+  return metric.pipe(Metric.tagged("key", lock), Metric.tagged("how", how))
+})

@@ -28,19 +28,14 @@ import * as Effect from "effect/Effect"
 import { InvalidConfig, type FenceConflict, type StoreError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { isFenceConflict } from "../retryBudget.js"
-import { randomToken } from "../commitId.js"
-import type { RedisLockHandle, RedisLockShape, Wakeup } from "./contract.js"
+import type { RedisLockHandle, RedisLockShape } from "./contract.js"
 import { makeLockHandle } from "./handle.js"
 import { releaseChannelOf } from "./keys.js"
 import type { LockOptions } from "./options.js"
-import {
-  noGuard,
-  type Attempted,
-  type ClaimMove,
-  type GuardedOperation,
-  type LockClaim,
-  type StoreGuard
-} from "../storeGuard.js"
+import { noGuard, type Attempted, type GuardedOperation, type StoreGuard } from "../storeGuard.js"
+import { type Adaptive, CLAIM_TTL_MS, ClaimState, QUEUE_MS } from "./claimState.js"
+
+export { CLAIM_AFTER, CLAIM_TTL_MS } from "./claimState.js"
 
 export type LockPolicy = "always" | "never" | "adaptive"
 
@@ -49,16 +44,8 @@ export const DEFAULT_LOCK_POLICY: LockPolicy = "adaptive"
 
 export const LOCK_POLICIES: ReadonlyArray<LockPolicy> = ["always", "never", "adaptive"]
 
-/** Lost races in a row after which an adaptive attempt asks to take the lock if rejected again. */
-export const CLAIM_AFTER = 5
 /** Lost races an adaptive operation accepts before it waits for the lock (a backstop). */
 export const ADAPTIVE_TRIES = 16
-/** Times an adaptive operation yields to another holder before it waits for the lock instead. */
-export const ADAPTIVE_YIELDS = 64
-/** A yielding attempt waits for the holder's release message, or this long (a missed message). */
-const YIELD_WAIT_MS = 2
-/** A claimed lock outlives a holder that neither commits nor releases it by this much. */
-export const CLAIM_TTL_MS = 1000
 
 /**
  * The stores' lock options: the reference's wait bound, a 2 s TTL renewed every ~0.7 s
@@ -87,7 +74,14 @@ export const guardFor = (
     lockKey,
     tries: options.tries ?? ADAPTIVE_TRIES,
     underLock,
-    unclaimed: Object.freeze({ token: "", ttlMs: CLAIM_TTL_MS, channel: releaseChannelOf(lockKey), ask: false })
+    unclaimed: Object.freeze({
+      token: "",
+      ttlMs: CLAIM_TTL_MS,
+      channel: releaseChannelOf(lockKey),
+      ask: false,
+      queueMs: QUEUE_MS
+    }),
+    busyUntil: 0
   })
 }
 
@@ -101,46 +95,46 @@ const lockedGuard =
   (operation) =>
     lock.withLock(lockKey, operation.retrying(true), lockOptions) as Effect.Effect<never, StoreError>
 
-/** What an adaptive guard's operations share. */
-interface Adaptive {
-  readonly handle: RedisLockHandle
-  readonly lockKey: string
-  readonly tries: number
-  /** Where an operation that keeps losing or yielding ends up: waiting for the lock. */
-  readonly underLock: StoreGuard
-  /** An attempt that has not asked for the lock: it yields to a holder and takes nothing. */
-  readonly unclaimed: LockClaim
-}
-
 const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
 
-/** "adaptive": lock-free attempts; after the first lost race, `contended` takes over. */
+/**
+ * "adaptive": a lock-free attempt; after the first lost race, `contended` takes over. An
+ * operation that starts while the store is busy (one of its operations waited within
+ * `BUSY_MS`) goes to `contended` at once, which asks for its turn first.
+ */
 const adaptiveGuard =
   (adaptive: Adaptive): StoreGuard =>
   (operation) =>
-    // The first attempt never asks, so it cannot take the lock: an uncontended operation is
-    // just its attempt.
-    Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
-      contended(adaptive, operation, first)
+    Effect.suspend(() =>
+      performance.now() < adaptive.busyUntil
+        ? contended(adaptive, operation, undefined)
+        : // The first attempt never asks, so it cannot take the lock or queue: an uncontended
+          // operation is just its attempt.
+          Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
+            contended(adaptive, operation, first)
+          )
     )
 
 /**
- * After the first attempt lost: go on losing, yielding or claiming, up to the bounds,
- * then wait for the lock. A claim still held when the operation ends without a commit
- * that gave it back (it failed, was interrupted, or falls back to waiting) is given
- * back: compare-and-delete, our token only.
+ * After the first attempt lost (or at once, while the store is busy): go on losing,
+ * yielding, queueing or claiming, up to the bounds, then wait for the lock. A busy start
+ * asks for a turn first (where the store has `turn`), so the record is built once, on
+ * the head the turn hands over. A claim or a queue entry still ours when the operation
+ * ends without a commit that gave it back (it failed, was interrupted, or falls back to
+ * waiting) is given back: compare-and-delete, our token only.
  */
 const contended = <A, E, R>(
   adaptive: Adaptive,
   operation: GuardedOperation<A, E, R>,
-  first: FenceConflict
+  first: FenceConflict | undefined
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.suspend(() => {
-    const claim = new ClaimState(adaptive)
+    const claim = new ClaimState(adaptive, first === undefined)
     return Effect.gen(function* () {
       let error = first
+      if (error === undefined && operation.turn !== undefined) yield* claim.turn(operation.turn)
       for (;;) {
-        if (!(yield* claim.before(error))) return yield* Effect.fail(error)
+        if (error !== undefined && !(yield* claim.before(error))) return yield* Effect.fail(error)
         claim.attempting()
         const result = yield* Effect.either(operation.attempt(claim.request))
         if (result._tag === "Right") {
@@ -157,66 +151,6 @@ const contended = <A, E, R>(
       Effect.catchIf(isFenceConflict, () => adaptive.underLock(operation))
     ) as Effect.Effect<A, E | StoreError, R>
   })
-
-const proceed = Effect.succeed(true)
-const giveUp = Effect.succeed(false)
-
-/**
- * One contended operation's claim, kept by the policy alone: the request its attempts
- * get, the bounds it has used, and whether the lock may be ours, from what each attempt
- * reported. An attempt that ends without saying (another error, an interruption) may
- * have taken the lock if it asked, so it counts as held: the release at the end is a
- * compare-and-delete, harmless if it was not.
- */
-class ClaimState {
-  request: LockClaim
-  private lost = 0
-  private yields = 0
-  private held = false
-  private unreported = false
-  /** Listening for releases starts at the first yield and lasts the operation. */
-  private wakeup: Wakeup | undefined
-
-  constructor(private readonly adaptive: Adaptive) {
-    this.request = adaptive.unclaimed
-  }
-
-  /** Before the next attempt, after `error`: waits for a holder or asks for the lock; false past a bound. */
-  before(error: FenceConflict): Effect.Effect<boolean> {
-    const { handle, lockKey, tries, unclaimed } = this.adaptive
-    if (error.lockHeld) {
-      if (++this.yields > ADAPTIVE_YIELDS) return giveUp
-      this.wakeup ??= handle.releases(lockKey)
-      return Effect.as(this.wakeup.next(YIELD_WAIT_MS), true)
-    }
-    if (++this.lost >= tries) return giveUp
-    if (this.lost >= CLAIM_AFTER && !this.request.ask) {
-      this.request = Object.freeze({ ...unclaimed, token: randomToken(), ask: true })
-    }
-    return proceed
-  }
-
-  /** Marks an attempt under way: until it reports, an asking one may have taken the lock. */
-  attempting(): void {
-    this.unreported = this.request.ask
-  }
-
-  /** What the attempt reported doing with the lock (undefined: it did not say). */
-  noted(move: ClaimMove | undefined): void {
-    if (move === "took") this.held = true
-    else if (move === "gaveBack") this.held = false
-    else if (move === undefined) this.held ||= this.request.ask
-    this.unreported = false
-  }
-
-  /** Stops listening, and gives back a lock that may still be ours. */
-  readonly end: Effect.Effect<void> = Effect.suspend(() => {
-    this.wakeup?.close()
-    if (!this.held && !this.unreported) return Effect.void
-    this.held = this.unreported = false
-    return this.adaptive.handle.releaseToken(this.adaptive.lockKey, this.request.token)
-  })
-}
 
 /** Close an idle subscriber connection this soon, so it never holds a process open for long. */
 const SUBSCRIBER_IDLE_MS = 250

@@ -15,11 +15,25 @@ import type { Wakeup } from "./contract.js"
  */
 const CHANNEL_LINGER_MS = 1000
 
-/** The fence of a hand-off message ("<token> <fence>") addressed to `token`, else 0. */
-export const handedFence = (message: string, token: string): number =>
-  message.length > token.length && message.startsWith(token) && message[token.length] === " "
-    ? Number(message.slice(token.length + 1)) || 0
-    : 0
+const isAddressedTo = (message: string, token: string): boolean =>
+  token.length > 0 && message.length > token.length && message.startsWith(token) && message[token.length] === " "
+
+/** The fence of a hand-off message ("<token> <fence>[ <payload>]") addressed to `token`, else 0. */
+export const handedFence = (message: string, token: string): number => {
+  if (!isAddressedTo(message, token)) return 0
+  const end = message.indexOf(" ", token.length + 1)
+  return Number(message.slice(token.length + 1, end < 0 ? undefined : end)) || 0
+}
+
+/**
+ * What a hand-off addressed to `token` carries after its fence (a store's turn: what to
+ * build on), "" when nothing; undefined when the message is no hand-off to `token`.
+ */
+export const handedPayload = (message: string, token: string): string | undefined => {
+  if (handedFence(message, token) === 0) return undefined
+  const end = message.indexOf(" ", token.length + 1)
+  return end < 0 ? "" : message.slice(end + 1)
+}
 
 interface Listener {
   /** The waiter's token, whose hand-offs wake it (others' do not). */

@@ -9,7 +9,7 @@
  */
 import * as Effect from "effect/Effect"
 import { CorruptData } from "../../Errors.js"
-import { vaultKeys, type VaultKeys } from "../keys.js"
+import { fenceKeyOf, vaultKeys, waitersKeyOf, type VaultKeys } from "../keys.js"
 import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
@@ -191,7 +191,7 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
 export const redisVaultBacking = (redis: RedisClientShape, prefix: string): VaultBacking => {
   const keys = vaultKeys(prefix)
   const three = [keys.version, keys.tokens, keys.log]
-  const applyKeys = [...three, keys.lock]
+  const applyKeys = [...three, keys.lock, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock)]
   return {
     keys,
     apply: (write) => {

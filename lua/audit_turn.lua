@@ -1,0 +1,25 @@
+-- audit_turn: ask for a turn at the audit chain without a record yet (a writer that just
+-- met contention): take the store's lock if it is free (or already ours) and return the
+-- head to build on, else join the lock's waiter queue, whose turn arrives as a hand-off
+-- message carrying the head (see include/claim). Writes nothing of the chain. The head
+-- returned is only what to build on: the append proves it continues what the caller saw.
+-- KEYS[1] head (the last record's auditIntegrity JSON)
+-- KEYS[2] the store's lock   KEYS[3] its waiters
+-- ARGV[1] the claim token   ARGV[2] the lock's TTL in ms   ARGV[3] how long to queue, in ms
+-- Reply (AuditTurnReply in src/internal/replyCodes.ts), by code:
+--   1 Granted  {1, head JSON | nil}: the lock holds ARGV[1] now; build on this head
+--   0 Queued   {0}: another writer holds the lock; ARGV[1] waits in the queue (its place kept)
+local headKey, lockKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
+local token, ttlMs, queueMs = ARGV[1], ARGV[2], ARGV[3]
+
+local member = token .. ' ' .. ttlMs
+if redis.call('SET', lockKey, token, 'NX', 'PX', ttlMs) or redis.call('GET', lockKey) == token then
+  redis.call('PEXPIRE', lockKey, ttlMs)
+  redis.call('ZREM', waitersKey, member)
+  return {1, redis.call('GET', headKey)}
+end
+local t = redis.call('TIME')
+redis.call('ZADD', waitersKey, 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(queueMs), member)
+local keep = tonumber(queueMs) + tonumber(ttlMs)
+if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
+return {0}

@@ -1,0 +1,178 @@
+/**
+ * One contended operation's claim on the store's lock, kept by the adaptive policy alone:
+ * the request its attempts get, the bounds it has used, its turn, and whether the lock
+ * or a queue entry may be ours, from what each attempt reported. So the lock only ever
+ * decides who goes next (the fences decide what commits), and an operation that ends
+ * any way at all gives back what may be its own: a compare-and-delete of its token that
+ * also leaves the queue, harmless where nothing was.
+ *
+ * Turns: an attempt that asks and meets another holder joins the lock's waiter queue in
+ * the same script; the holder's commit hands the lock to the first waiter with the head
+ * it just wrote ("<token> <fence> <head JSON>" on the release channel), so the next
+ * writer builds once, on the right head, and commits on its next attempt.
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import type { FenceConflict, StoreError } from "../../Errors.js"
+import { randomToken } from "../commitId.js"
+import type { ClaimMove, LockClaim, StoreGuard, Turn } from "../storeGuard.js"
+import type { RedisLockHandle, Wakeup } from "./contract.js"
+import { lockWaitOf, turnsOf } from "./metrics.js"
+import { handedPayload } from "./releases.js"
+
+/** Lost races in a row after which an adaptive attempt asks to take the lock (or queue) if rejected again. */
+export const CLAIM_AFTER = 1
+/** Times an adaptive operation yields to another holder before it waits for the lock instead. */
+export const ADAPTIVE_YIELDS = 64
+/** A yielding attempt that did not queue waits for the holder's release message, or this long (a missed message). */
+export const YIELD_WAIT_MS = 2
+/**
+ * A queued attempt waits this long for its turn (a hand-off addressed to it) before it
+ * tries again: its place in the queue is kept. Covers a missed message and a holder that
+ * hands nothing on (a haechi-store-redis replica, or a holder that died: its lock's TTL).
+ */
+export const TURN_WAIT_MS = 20
+/** How long a queue entry lives, past which a release skips it (its waiter is gone or gave up). */
+export const QUEUE_MS = 1000
+/** A claimed lock outlives a holder that neither commits nor releases it by this much. */
+export const CLAIM_TTL_MS = 1000
+/** After an operation of this store waited (a lost race, a yield, a queued turn), the next ones start by asking for a turn, for this long. */
+export const BUSY_MS = 100
+
+/** What an adaptive guard's operations share. */
+export interface Adaptive {
+  readonly handle: RedisLockHandle
+  readonly lockKey: string
+  readonly tries: number
+  /** Where an operation that keeps losing or yielding ends up: waiting for the lock. */
+  readonly underLock: StoreGuard
+  /** An attempt that has not asked for the lock: it yields to a holder and takes nothing. */
+  readonly unclaimed: LockClaim
+  /** Until when (performance.now()) the store counts as busy: operations start by asking for a turn. */
+  busyUntil: number
+}
+
+const proceed = Effect.succeed(true)
+const giveUp = Effect.succeed(false)
+
+/**
+ * An attempt that ends without saying (another error, an interruption) may have taken the
+ * lock if it asked, so it counts as held until the end.
+ */
+export class ClaimState {
+  request: LockClaim
+  private readonly asking: LockClaim
+  private lost = 0
+  private yields = 0
+  private held = false
+  private queued = false
+  private unreported = false
+  /** Listening for releases and hand-offs to our token starts at the first wait and lasts the operation. */
+  private wakeup: Wakeup | undefined
+
+  /** `ask`: the operation asks from its first attempt (the store is busy). */
+  constructor(
+    private readonly adaptive: Adaptive,
+    ask: boolean
+  ) {
+    this.asking = Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
+    this.request = ask ? this.asking : adaptive.unclaimed
+    if (ask) this.busy()
+  }
+
+  /** Asks for a turn before anything is built: granted (build on what it hands over) or queued (wait for it). */
+  turn(ask: (claim: LockClaim) => Effect.Effect<Turn, StoreError>): Effect.Effect<void, StoreError> {
+    return Effect.suspend(() => {
+      this.unreported = true
+      // Listening before asking: the hand-off may come before the reply does.
+      this.listen()
+      return Effect.flatMap(ask(this.request), (turn) => {
+        this.unreported = false
+        if (turn._tag === "Granted") {
+          this.held = true
+          this.request = Object.freeze({ ...this.asking, handed: turn.handed })
+          return this.count("granted")
+        }
+        this.queued = true
+        return this.awaitTurn()
+      })
+    })
+  }
+
+  /** Before the next attempt, after `error`: waits for a holder or a turn, or asks for the lock; false past a bound. */
+  before(error: FenceConflict): Effect.Effect<boolean> {
+    this.busy()
+    if (error.lockHeld) {
+      if (++this.yields > ADAPTIVE_YIELDS) return giveUp
+      if (this.request.ask) {
+        this.queued = true
+        return Effect.as(this.awaitTurn(), true)
+      }
+      return Effect.as(this.listen().next(YIELD_WAIT_MS), true)
+    }
+    if (++this.lost >= this.adaptive.tries) return giveUp
+    if (this.lost >= CLAIM_AFTER) this.request = this.asking
+    return proceed
+  }
+
+  /** Marks an attempt under way: until it reports, an asking one may have taken the lock. */
+  attempting(): void {
+    this.unreported = this.request.ask
+    // An asking attempt may queue: listening before it is sent, as the hand-off may come before its reply.
+    if (this.request.ask) this.listen()
+  }
+
+  /** What the attempt reported doing with the lock (undefined: it did not say). */
+  noted(move: ClaimMove | undefined): void {
+    if (move === "took") this.held = true
+    else if (move === "gaveBack") this.held = this.queued = false
+    else if (move === undefined) this.held ||= this.request.ask
+    this.unreported = false
+    // What a turn handed over is for one attempt: a later one builds on what it learns.
+    if (this.request.handed !== undefined) this.request = this.asking
+  }
+
+  /** Stops listening, and gives back a lock or a queue entry that may still be ours. */
+  readonly end: Effect.Effect<void> = Effect.suspend(() => {
+    this.wakeup?.close()
+    if (!this.held && !this.unreported && !this.queued) return Effect.void
+    const queued = this.queued || this.request.ask
+    this.held = this.unreported = this.queued = false
+    const { handle, lockKey } = this.adaptive
+    return handle.releaseToken(lockKey, this.asking.token, queued ? this.asking.ttlMs : undefined)
+  })
+
+  private busy(): void {
+    this.adaptive.busyUntil = performance.now() + BUSY_MS
+  }
+
+  private listen(): Wakeup {
+    this.wakeup ??= this.adaptive.handle.releases(this.adaptive.lockKey, this.asking.token)
+    return this.wakeup
+  }
+
+  /**
+   * Waits for our turn: a hand-off to our token (the lock is ours now, with what to build
+   * on), a plain release, or `TURN_WAIT_MS`; the next attempt finds out which (our queue
+   * place is kept meanwhile).
+   */
+  private awaitTurn(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const started = performance.now()
+      return Effect.flatMap(this.listen().next(TURN_WAIT_MS), (message) => {
+        const waited = Metric.update(lockWaitOf(this.adaptive.lockKey), performance.now() - started)
+        const handed = message === undefined ? undefined : handedPayload(message, this.asking.token)
+        if (handed === undefined)
+          return Effect.zipRight(waited, message === undefined ? this.count("timedOut") : Effect.void)
+        this.held = true
+        this.queued = false
+        this.request = handed === "" ? this.asking : Object.freeze({ ...this.asking, handed })
+        return Effect.zipRight(waited, this.count("handed"))
+      })
+    })
+  }
+
+  private count(how: "granted" | "handed" | "timedOut"): Effect.Effect<void> {
+    return Metric.update(turnsOf(`${this.adaptive.lockKey}\n${how}`), 1)
+  }
+}
