@@ -48,6 +48,18 @@ if (process.send) {
     latencies.push(performance.now() - started)
   }
   const cpu = process.cpuUsage(cpu0)
+  if (process.env.DBG) {
+    const max = Math.max(...latencies)
+    console.error(`[${process.pid}] max ${max.toFixed(1)} at op ${latencies.indexOf(max)} of ${latencies.length}`)
+  }
+  if (process.env.METRICS) {
+    const { Effect, Metric } = await import("effect")
+    const snapshot = Effect.runSync(Metric.snapshot)
+    const lines = snapshot
+      .filter((p) => /turns|conflicts|retries/.test(p.metricKey.name))
+      .map((p) => `${p.metricKey.name}{${p.metricKey.tags.map((t) => `${t.key}=${t.value}`).join(",")}} ${p.metricState.count}`)
+    console.error(`[${process.pid}] ${lines.join(" | ")}`)
+  }
   process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, latencies, attempts: sink.counts.attempts - attempts0 })
   await client.quit()
   process.exit(0)

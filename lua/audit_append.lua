@@ -18,7 +18,9 @@
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
--- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; '' ignores the lock
+-- ARGV[7] '1': a lock-free attempt, which yields to any other lock holder; 'keep <ms>': the
+--         same, and its commit keeps a lock it holds, for <ms>, instead of handing it on;
+--         '' ignores the lock
 -- ARGV[8] the attempt's claim token ('' = none): while the lock holds it, the attempt does
 --         not yield, and committing hands it on to the next waiter with the new head
 --         (its auditIntegrity JSON) or frees it (PUBLISH on ARGV[10] either way)
@@ -29,7 +31,7 @@
 -- ARGV[12] the sequence of the head the caller last saw, ARGV[13] its eventHash
 --          ('' or absent = none): the chain must still hold that record
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
---   1 Committed         {1}: committed
+--   1 Committed         {1, kept}: committed; kept = 1 when the attempt keeps the lock (ARGV[7] 'keep')
 --   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
 --                       lost): do not append again
 --   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
@@ -55,7 +57,8 @@ local lockKey, fenceKey, waitersKey = KEYS[5], KEYS[6], KEYS[7]
 local expected, recordJson, integrityJson, eventHash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local sequenceArg, commitId = ARGV[5], ARGV[6]
 local sequence = tonumber(sequenceArg)
-local lockFree, claimToken, claimTtl, releaseChannel, queueMs = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local lockFree, keepTtl = ARGV[7] ~= '', string.match(ARGV[7], '^keep (%d+)$')
+local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 
 --- @include "include/claim"
@@ -127,11 +130,10 @@ if (cur == false and expected == '') or cur == expected then
   redis.call('SET', headHashKey, eventHash)
   redis.call('HSET', commitsKey, sequenceArg, commitId)
   redis.call('HDEL', commitsKey, sequence - 1000)
-  release(integrityJson)
-  return {1}
+  return {1, release(integrityJson, true)}
 end
 if redis.call('HGET', commitsKey, sequenceArg) == commitId then
-  release(headJson or '')
+  release(headJson or '', false)
   return {2}
 end
 local what = disagreement(true)

@@ -40,7 +40,8 @@ local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
 local lockKey, fenceKey, waitersKey = KEYS[4], KEYS[5], KEYS[6]
 local expected, commitId, changedJson, logBound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local seen, size = ARGV[5], tonumber(ARGV[6])
-local lockFree, claimToken, claimTtl, releaseChannel, queueMs = ARGV[7] == '1', ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local lockFree, keepTtl = ARGV[7] ~= '', nil
+local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local setCount = tonumber(ARGV[12])
 local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
 
@@ -62,7 +63,7 @@ local status = 0
 if (cur == false and expected == '') or cur == expected then
   if continues() then
     if setCount == 0 and #ARGV < firstDelete then
-      release('')
+      release('', false)
       return {1, cur}
     end
     for i = firstSet, firstDelete - 1, 2 do
@@ -75,7 +76,7 @@ if (cur == false and expected == '') or cur == expected then
     redis.call('SET', versionKey, nv)
     redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. changedJson)
     redis.call('LTRIM', logKey, -logBound, -1)
-    release('')
+    release('', false)
     return {1, tostring(nv)}
   end
   status = 5
@@ -84,7 +85,7 @@ else
   if now and now > since then
     for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
       if string.match(e, '^%d+ (%S+)') == commitId then
-        release('')
+        release('', false)
         return {2, cur}
       end
     end

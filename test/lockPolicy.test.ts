@@ -9,7 +9,7 @@ import { Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore, type LockPolicy } from "../src/haechi.js"
 import { createAuditSink, createTokenVault, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
 import { buildNextRecord } from "../src/Chain.js"
 import { CLAIM_AFTER } from "../src/internal/lock/policy.js"
 import { fromClient } from "../src/RedisClient.js"
@@ -19,6 +19,8 @@ import { redisVaultBacking } from "../src/internal/vault/backing.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
 import { handedFence, handedPayload } from "../src/internal/lock/releases.js"
+import { BURST_COMMITS } from "../src/internal/lock/claimState.js"
+import * as Metrics from "../src/Metrics.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const connect = () => new Redis(sharedRedis().url)
@@ -104,8 +106,8 @@ describe("store lock policies", () => {
       // Lock-free for CLAIM_AFTER lost races, then the next rejection took the lock.
       expect(seen.slice(0, CLAIM_AFTER + 1)).toEqual(Array(CLAIM_AFTER + 1).fill(null))
       expect(seen[CLAIM_AFTER + 1]).toMatch(/^[0-9a-f]{32}$/)
-      // Failing gave it back (compare-and-delete), and the yielding rival then got through.
-      expect(await client.get(lockKey)).toBeNull()
+      // Failing gave it back (compare-and-delete, handing it to the rival queued for it), and the rival got through.
+      expect(await client.get(lockKey)).not.toBe(seen[CLAIM_AFTER + 1])
       for (
         let i = 0;
         i < 100 && (await client.lrange(`${keyPrefix}chain`, -1, -1))[0]?.includes('"yields"') !== true;
@@ -116,6 +118,9 @@ describe("store lock policies", () => {
       const chain = (await client.lrange(`${keyPrefix}chain`, 0, -1)).map((line) => JSON.parse(line))
       expect(verifyAuditChain(chain).valid).toBe(true)
       expect(chain.at(-1).yields).toBe(true)
+      // And once it is done nobody holds the lock or waits for it.
+      for (let i = 0; i < 100 && (await client.exists(lockKey)) === 1; i++) await new Promise((r) => setTimeout(r, 5))
+      expect(await client.exists(lockKey, waitersKeyOf(lockKey))).toBe(0)
     } finally {
       await Promise.all([client.quit(), other.quit()])
     }
@@ -154,7 +159,7 @@ describe("store lock policies", () => {
         ...claim
       ]
       const run = (a: Array<string | number>) => Effect.runPromise(redis.script(Scripts.auditAppend, keys, a))
-      expect(await run(args(first, "", ["", "", "", "", ""]))).toEqual([1])
+      expect(await run(args(first, "", ["", "", "", "", ""]))).toEqual([1, 0])
       const messages: Array<string> = []
       await sub.subscribe(channel)
       sub.on("message", (_c: string, m: string) => messages.push(m))
@@ -173,7 +178,7 @@ describe("store lock policies", () => {
       expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
       expect(await client.zrange(waitersKeyOf(lockKey), 0, -1)).toEqual(["tok-b 1000"])
       // The holder commits: the lock goes to the queued writer, with the head it is to build on.
-      expect(await run(args(second, hashOf(first), ["1", "tok-a", "1000", channel, "1000"]))).toEqual([1])
+      expect(await run(args(second, hashOf(first), ["1", "tok-a", "1000", channel, "1000"]))).toEqual([1, 0])
       expect(await client.get(lockKey)).toBe("tok-b")
       expect(await client.zcard(waitersKeyOf(lockKey))).toBe(0)
       for (let i = 0; i < 50 && messages.length === 0; i++) await new Promise((r) => setTimeout(r, 5))
@@ -182,12 +187,43 @@ describe("store lock policies", () => {
       expect(JSON.parse(handedPayload(messages[0]!, "tok-b")!)).toEqual(second.auditIntegrity)
       expect(handedPayload(messages[0]!, "tok-a")).toBeUndefined()
       // Its turn: built on the handed head, it commits; nobody is queued, so the lock is freed.
-      expect(await run(args(third, hashOf(second), ["1", "tok-b", "1000", channel, "1000"]))).toEqual([1])
+      expect(await run(args(third, hashOf(second), ["1", "tok-b", "1000", channel, "1000"]))).toEqual([1, 0])
       expect(await client.exists(lockKey)).toBe(0)
       for (let i = 0; i < 50 && messages.length === 1; i++) await new Promise((r) => setTimeout(r, 5))
       expect(messages.slice(1)).toEqual([""])
     } finally {
       await Promise.all([client.quit(), sub.quit()])
+    }
+  })
+
+  it("a writer that got its turn keeps it for back-to-back writes, a bounded burst, and hands it on once no write follows", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("kept-turn")
+    const lockKey = `${keyPrefix}lock`
+    const granted = () =>
+      Effect.runSync(Metric.value(Metrics.turns.pipe(Metric.tagged("key", lockKey), Metric.tagged("how", "granted"))))
+        .count
+    try {
+      const sink = createAuditSink({ store: createRedisAuditStore({ client, keyPrefix, lock: "adaptive" }) as never })
+      await sink.record({ warm: true })
+      // A holder that hands nothing on (a reference replica): our writer yields, then asks for turns.
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 100)
+      await sink.record({ after: "yield" })
+      const before = granted()
+      const writes = 4 * BURST_COMMITS
+      for (let i = 0; i < writes; i++) await sink.record({ i })
+      const asked = granted() - before
+      // Kept: far fewer turns asked for than writes; bounded: at least one per burst.
+      expect(asked).toBeGreaterThanOrEqual(writes / BURST_COMMITS)
+      expect(asked).toBeLessThan(writes / 2)
+      // No write follows: the kept turn is handed on (here: freed) as soon as the event loop moves on.
+      await new Promise((r) => setTimeout(r, 5))
+      expect(await client.exists(lockKey, waitersKeyOf(lockKey))).toBe(0)
+      const chain = (await client.lrange(`${keyPrefix}chain`, 0, -1)).map((line) => JSON.parse(line))
+      expect(verifyAuditChain(chain).valid).toBe(true)
+      expect(chain).toHaveLength(writes + 2)
+    } finally {
+      await client.quit()
     }
   })
 

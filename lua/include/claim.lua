@@ -6,9 +6,12 @@
 -- token it does not yield, and committing hands the lock to the first live waiter with
 -- "<its token> <fence> <payload>" (the payload: what the next writer builds on), or
 -- frees it; a rejected attempt that asked takes the lock, so its next attempt goes first.
+-- A commit may instead keep the lock it holds for `keepTtl` ms (nil = never): the writer's
+-- next operation, already under way, goes on with it (bounded by the writer; see
+-- lock/claimState.ts), and a writer that stops there holds everyone up that long at most.
 -- Uses the including script's locals: lockKey, fenceKey, waitersKey; lockFree (the
--- attempt is lock-free), claimToken ('' = none), claimTtl (ms; '' = neither take the
--- lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
+-- attempt is lock-free), keepTtl, claimToken ('' = none), claimTtl (ms; '' = neither
+-- take the lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
 local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
 
 local function nowMs()
@@ -34,10 +37,15 @@ local function yields()
 end
 
 -- After a commit: leaves the queue, and hands a lock the attempt held by its claim to the
--- next live waiter (their turn, with `payload`), or frees it (DEL, and PUBLISH '').
-local function release(payload)
+-- next live waiter (their turn, with `payload`), or frees it (DEL, and PUBLISH ''), or
+-- with `mayKeep` and keepTtl keeps it. 1 = kept, else 0.
+local function release(payload, mayKeep)
   if claimTtl ~= '' then redis.call('ZREM', waitersKey, claimToken .. ' ' .. claimTtl) end
-  if not claimed then return end
+  if not claimed then return 0 end
+  if mayKeep and keepTtl then
+    redis.call('PEXPIRE', lockKey, keepTtl)
+    return 1
+  end
   redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', nowMs())
   local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
   if next then
@@ -49,6 +57,7 @@ local function release(payload)
     redis.call('DEL', lockKey)
     redis.call('PUBLISH', releaseChannel, '')
   end
+  return 0
 end
 
 -- After a rejection: takes the lock with claimToken if the attempt asked. 1 = taken (`took`), else 0.

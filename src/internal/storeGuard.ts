@@ -30,6 +30,12 @@ export interface LockClaim {
   readonly ask: boolean
   readonly queueMs: number
   /**
+   * Committing keeps a lock this attempt holds, for this long (the operation after it, in
+   * this process, goes on with it; a short lease, so a writer that stops there holds no
+   * one up for long).
+   */
+  readonly keepMs?: number
+  /**
    * What the writer before handed on with this attempt's turn (audit: the head JSON it
    * committed, `"null"` for the empty chain; "" or undefined: nothing). Only a hint of
    * what to build on: the fenced script proves it.
@@ -42,10 +48,11 @@ export type Turn = { readonly _tag: "Granted"; readonly handed: string } | { rea
 
 /**
  * What one attempt did with the store's lock: took it (its fence rejected it and the
- * claim asked), gave it back (it committed, which releases a lock it held), or left it
- * as it was (it yielded, or lost without asking, or wrote nothing).
+ * claim asked), gave it back (it committed, which releases a lock it held), kept it (it
+ * committed holding the lock and asked to keep it), or left it as it was (it yielded, or
+ * lost without asking, or wrote nothing).
  */
-export type ClaimMove = "took" | "gaveBack" | "left"
+export type ClaimMove = "took" | "gaveBack" | "kept" | "left"
 
 const noClaim: [string, string, string, string, string] = ["", "", "", "", ""]
 
@@ -54,7 +61,7 @@ export const claimArgs = (claim: LockClaim | undefined): [string, string, string
   claim === undefined
     ? noClaim
     : [
-        "1",
+        claim.keepMs !== undefined ? `keep ${claim.keepMs}` : "1",
         claim.token,
         claim.ask ? String(claim.ttlMs) : "",
         claim.channel,
@@ -65,7 +72,10 @@ export const claimArgs = (claim: LockClaim | undefined): [string, string, string
  * What a fenced script's outcome did with the lock: committing (or finding the commit
  * already made) gave a claimed lock back; a rejection may have taken it; a yield left it.
  */
-export const claimMoveOf = (outcome: { readonly _tag: string; readonly tookLock?: boolean }): ClaimMove =>
+export const claimMoveOf = (outcome: {
+  readonly _tag: string
+  readonly tookLock?: boolean
+}): Exclude<ClaimMove, "kept"> =>
   outcome._tag === "Conflict"
     ? outcome.tookLock === true
       ? "took"
@@ -80,10 +90,10 @@ export interface Attempted<A> {
   readonly claim: ClaimMove
 }
 
-/** Reports a successful attempt: `committed` when its fenced script committed (giving a held lock back). */
-export const attempted = <A>(value: A, committed: boolean): Attempted<A> => ({
+/** Reports a successful attempt: `committed` when its fenced script committed (giving a held lock back, or keeping it: `kept`). */
+export const attempted = <A>(value: A, committed: boolean, kept = false): Attempted<A> => ({
   value,
-  claim: committed ? "gaveBack" : "left"
+  claim: committed ? (kept ? "kept" : "gaveBack") : "left"
 })
 
 /** An operation as a guard sees it. */

@@ -47,7 +47,8 @@ export interface PreparedAppend {
 }
 
 export type AppendOutcome =
-  | { readonly _tag: "Committed" }
+  /** `kept`: the attempt holds the store's lock still (it asked to keep it). */
+  | { readonly _tag: "Committed"; readonly kept?: boolean }
   /** The very record is already in the chain: a re-sent call whose reply was lost. */
   | { readonly _tag: "AlreadyCommitted" }
   /**
@@ -143,6 +144,7 @@ export const isIntegrity = (value: unknown): value is AuditIntegrity => {
 
 // The outcomes that carry nothing, made once.
 const committed: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed" })
+const committedKept: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed", kept: true })
 const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
 const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
 
@@ -150,13 +152,13 @@ const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld"
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
   const [status, head, took, headSequence] = reply as [
     ReplyCode<typeof AuditAppendReply>,
-    string | null | undefined,
+    string | number | null | undefined,
     number | undefined,
     unknown
   ]
   switch (status) {
     case AuditAppendReply.Committed:
-      return committed
+      return head === 1 ? committedKept : committed
     case AuditAppendReply.AlreadyCommitted:
       return alreadyCommitted
     case AuditAppendReply.WrongType:
@@ -168,7 +170,7 @@ const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<Appen
         disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
       )
   }
-  const current = head === null || head === undefined ? Effect.succeed(null) : parseIntegrity(head, keys.head)
+  const current = typeof head === "string" ? parseIntegrity(head, keys.head) : Effect.succeed(null)
   return Effect.map(current, (integrity): AppendOutcome => {
     if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
     if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }

@@ -45,6 +45,8 @@ const settle = (
 /** One run of `build`: its claim (lock-free attempts of the adaptive policy) and its one `persist`. */
 class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
+  /** Its commit kept the store's lock (the claim asked to). */
+  kept = false
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
   constructor(
     private readonly pipeline: Pipeline,
@@ -75,7 +77,10 @@ class Pipeline {
       }
       attempt.first = "pending"
       return Effect.onExit(
-        Effect.flatMap(appendOnce(this.ctx, write), (outcome) => settle(this.ctx, write, outcome)),
+        Effect.flatMap(appendOnce(this.ctx, write), (outcome) => {
+          if (outcome._tag === "Committed" && outcome.kept === true) attempt.kept = true
+          return settle(this.ctx, write, outcome)
+        }),
         attempt.ended
       )
     })
@@ -112,7 +117,9 @@ export const transactions = (
           Effect.suspend(() => {
             offerHanded(ctx, claim.handed)
             const attempt = new Attempt(pipeline, claim)
-            return Effect.map(budget.attempt(build(attempt)), (a) => attempted(a, attempt.first === "committed"))
+            return Effect.map(budget.attempt(build(attempt)), (a) =>
+              attempted(a, attempt.first === "committed", attempt.kept)
+            )
           }),
         turn: requestTurn,
         retrying: (fresh) =>

@@ -24,20 +24,37 @@ import { handedPayload } from "./releases.js"
 export const CLAIM_AFTER = 1
 /** Times an adaptive operation yields to another holder before it waits for the lock instead. */
 export const ADAPTIVE_YIELDS = 64
-/** A yielding attempt that did not queue waits for the holder's release message, or this long (a missed message). */
-export const YIELD_WAIT_MS = 2
 /**
  * A queued attempt waits this long for its turn (a hand-off addressed to it) before it
  * tries again: its place in the queue is kept. Covers a missed message and a holder that
  * hands nothing on (a haechi-store-redis replica, or a holder that died: its lock's TTL).
  */
-export const TURN_WAIT_MS = 20
+export const TURN_WAIT_MS = 15
 /** How long a queue entry lives, past which a release skips it (its waiter is gone or gave up). */
 export const QUEUE_MS = 1000
 /** A claimed lock outlives a holder that neither commits nor releases it by this much. */
 export const CLAIM_TTL_MS = 1000
 /** After an operation of this store waited (a lost race, a yield, a queued turn), the next ones start by asking for a turn, for this long. */
 export const BUSY_MS = 100
+
+/**
+ * A holder keeps its turn for the operation after its commit (back-to-back writes in one
+ * process: no hand-off, no turn to ask for) up to this many commits in a row, or this
+ * long since its turn came, and then hands it on: so a writer that is on the CPU goes on
+ * writing, and the queue still moves every few milliseconds.
+ */
+export const BURST_COMMITS = 8
+export const BURST_MS = 4
+/** How long a kept turn's lock lives until the next operation's commit renews or hands it on. */
+export const KEEP_MS = 10
+
+/** A turn kept after a commit, for the store's next operation in this process. */
+export interface KeptTurn {
+  readonly token: string
+  /** Commits in this turn so far, and when (performance.now()) it came. */
+  readonly commits: number
+  readonly since: number
+}
 
 /** What an adaptive guard's operations share. */
 export interface Adaptive {
@@ -50,6 +67,8 @@ export interface Adaptive {
   readonly unclaimed: LockClaim
   /** Until when (performance.now()) the store counts as busy: operations start by asking for a turn. */
   busyUntil: number
+  /** A turn the last operation kept; the next one takes it (else it is handed on once the event loop moves on). */
+  kept: KeptTurn | undefined
 }
 
 const proceed = Effect.succeed(true)
@@ -67,16 +86,25 @@ export class ClaimState {
   private held = false
   private queued = false
   private unreported = false
+  /** When the turn became ours and how many commits it has had (undefined: not our turn). */
+  private burst: { commits: number; since: number } | undefined
+  /** The last attempt committed keeping the lock: the end hands it to the store's next operation. */
+  private keptTurn = false
   /** Listening for releases and hand-offs to our token starts at the first wait and lasts the operation. */
   private wakeup: Wakeup | undefined
 
-  /** `ask`: the operation asks from its first attempt (the store is busy). */
+  /** `ask`: the operation asks from its first attempt (the store is busy); `kept`: it goes on with the last one's turn. */
   constructor(
     private readonly adaptive: Adaptive,
-    ask: boolean
+    ask: boolean,
+    kept?: KeptTurn
   ) {
-    this.asking = Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
-    this.request = ask ? this.asking : adaptive.unclaimed
+    this.asking = Object.freeze({ ...adaptive.unclaimed, token: kept?.token ?? randomToken(), ask: true })
+    this.request = ask || kept !== undefined ? this.asking : adaptive.unclaimed
+    if (kept !== undefined) {
+      this.held = true
+      this.burst = { commits: kept.commits, since: kept.since }
+    }
     if (ask) this.busy()
   }
 
@@ -89,7 +117,7 @@ export class ClaimState {
       return Effect.flatMap(ask(this.request), (turn) => {
         this.unreported = false
         if (turn._tag === "Granted") {
-          this.held = true
+          this.ours()
           this.request = Object.freeze({ ...this.asking, handed: turn.handed })
           return this.count("granted")
         }
@@ -100,7 +128,10 @@ export class ClaimState {
   }
 
   /** Before the next attempt, after `error`: waits for a holder or a turn, or asks for the lock; false past a bound. */
-  before(error: FenceConflict): Effect.Effect<boolean> {
+  before(
+    error: FenceConflict,
+    turn: ((claim: LockClaim) => Effect.Effect<Turn, StoreError>) | undefined
+  ): Effect.Effect<boolean, StoreError> {
     this.busy()
     if (error.lockHeld) {
       if (++this.yields > ADAPTIVE_YIELDS) return giveUp
@@ -108,7 +139,10 @@ export class ClaimState {
         this.queued = true
         return Effect.as(this.awaitTurn(), true)
       }
-      return Effect.as(this.listen().next(YIELD_WAIT_MS), true)
+      // Yielded without asking: from now on it asks, and takes its place in the queue at
+      // once (the turn, where the store has one; else its next attempt queues).
+      this.request = this.asking
+      return turn === undefined ? proceed : Effect.as(this.turn(turn), true)
     }
     if (++this.lost >= this.adaptive.tries) return giveUp
     if (this.lost >= CLAIM_AFTER) this.request = this.asking
@@ -120,27 +154,47 @@ export class ClaimState {
     this.unreported = this.request.ask
     // An asking attempt may queue: listening before it is sent, as the hand-off may come before its reply.
     if (this.request.ask) this.listen()
+    const burst = this.burst
+    if (
+      this.held &&
+      burst !== undefined &&
+      burst.commits + 1 < BURST_COMMITS &&
+      performance.now() - burst.since < BURST_MS
+    ) {
+      this.request = Object.freeze({ ...this.request, keepMs: KEEP_MS })
+    }
   }
 
   /** What the attempt reported doing with the lock (undefined: it did not say). */
   noted(move: ClaimMove | undefined): void {
-    if (move === "took") this.held = true
+    if (move === "took") this.ours()
+    else if (move === "kept") this.keptTurn = true
     else if (move === "gaveBack") this.held = this.queued = false
     else if (move === undefined) this.held ||= this.request.ask
     this.unreported = false
     // What a turn handed over is for one attempt: a later one builds on what it learns.
-    if (this.request.handed !== undefined) this.request = this.asking
+    if (this.request.handed !== undefined || this.request.keepMs !== undefined) this.request = this.asking
   }
 
   /** Stops listening, and gives back a lock or a queue entry that may still be ours. */
   readonly end: Effect.Effect<void> = Effect.suspend(() => {
     this.wakeup?.close()
+    if (this.keptTurn && this.held && this.burst !== undefined) {
+      keepTurn(this.adaptive, { token: this.asking.token, commits: this.burst.commits + 1, since: this.burst.since })
+      return Effect.void
+    }
     if (!this.held && !this.unreported && !this.queued) return Effect.void
     const queued = this.queued || this.request.ask
     this.held = this.unreported = this.queued = false
     const { handle, lockKey } = this.adaptive
     return handle.releaseToken(lockKey, this.asking.token, queued ? this.asking.ttlMs : undefined)
   })
+
+  /** The lock is ours now: a turn starts. */
+  private ours(): void {
+    if (!this.held || this.burst === undefined) this.burst = { commits: 0, since: performance.now() }
+    this.held = true
+  }
 
   private busy(): void {
     this.adaptive.busyUntil = performance.now() + BUSY_MS
@@ -164,7 +218,7 @@ export class ClaimState {
         const handed = message === undefined ? undefined : handedPayload(message, this.asking.token)
         if (handed === undefined)
           return Effect.zipRight(waited, message === undefined ? this.count("timedOut") : Effect.void)
-        this.held = true
+        this.ours()
         this.queued = false
         this.request = handed === "" ? this.asking : Object.freeze({ ...this.asking, handed })
         return Effect.zipRight(waited, this.count("handed"))
@@ -175,4 +229,17 @@ export class ClaimState {
   private count(how: "granted" | "handed" | "timedOut"): Effect.Effect<void> {
     return Metric.update(turnsOf(`${this.adaptive.lockKey}\n${how}`), 1)
   }
+}
+
+/**
+ * Leaves `turn` for the store's next operation in this process. If none has taken it by
+ * the time the event loop moves on (no write follows at once), it is handed on.
+ */
+const keepTurn = (adaptive: Adaptive, turn: KeptTurn): void => {
+  adaptive.kept = turn
+  setImmediate(() => {
+    if (adaptive.kept !== turn) return
+    adaptive.kept = undefined
+    Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, turn.token, adaptive.unclaimed.ttlMs))
+  })
 }

@@ -33,7 +33,7 @@ import { makeLockHandle } from "./handle.js"
 import { releaseChannelOf } from "./keys.js"
 import type { LockOptions } from "./options.js"
 import { noGuard, type Attempted, type GuardedOperation, type StoreGuard } from "../storeGuard.js"
-import { type Adaptive, CLAIM_TTL_MS, ClaimState, QUEUE_MS } from "./claimState.js"
+import { type Adaptive, CLAIM_TTL_MS, ClaimState, type KeptTurn, QUEUE_MS } from "./claimState.js"
 
 export { CLAIM_AFTER, CLAIM_TTL_MS } from "./claimState.js"
 
@@ -81,7 +81,8 @@ export const guardFor = (
       ask: false,
       queueMs: QUEUE_MS
     }),
-    busyUntil: 0
+    busyUntil: 0,
+    kept: undefined
   })
 }
 
@@ -105,15 +106,20 @@ const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
 const adaptiveGuard =
   (adaptive: Adaptive): StoreGuard =>
   (operation) =>
-    Effect.suspend(() =>
-      performance.now() < adaptive.busyUntil
+    Effect.suspend(() => {
+      const kept = adaptive.kept
+      if (kept !== undefined) {
+        adaptive.kept = undefined
+        return contended(adaptive, operation, undefined, kept)
+      }
+      return performance.now() < adaptive.busyUntil
         ? contended(adaptive, operation, undefined)
         : // The first attempt never asks, so it cannot take the lock or queue: an uncontended
           // operation is just its attempt.
           Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
             contended(adaptive, operation, first)
           )
-    )
+    })
 
 /**
  * After the first attempt lost (or at once, while the store is busy): go on losing,
@@ -126,20 +132,21 @@ const adaptiveGuard =
 const contended = <A, E, R>(
   adaptive: Adaptive,
   operation: GuardedOperation<A, E, R>,
-  first: FenceConflict | undefined
+  first: FenceConflict | undefined,
+  kept?: KeptTurn
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.suspend(() => {
-    const claim = new ClaimState(adaptive, first === undefined)
+    const claim = new ClaimState(adaptive, first === undefined, kept)
     return Effect.gen(function* () {
       let error = first
-      if (error === undefined && operation.turn !== undefined) yield* claim.turn(operation.turn)
+      if (error === undefined && kept === undefined && operation.turn !== undefined) yield* claim.turn(operation.turn)
       for (;;) {
-        if (error !== undefined && !(yield* claim.before(error))) return yield* Effect.fail(error)
+        if (error !== undefined && !(yield* claim.before(error, operation.turn))) return yield* Effect.fail(error)
         claim.attempting()
         const result = yield* Effect.either(operation.attempt(claim.request))
         if (result._tag === "Right") {
           // A success that committed nothing may have absorbed a rejection that took the lock.
-          claim.noted(result.right.claim === "gaveBack" ? "gaveBack" : undefined)
+          claim.noted(result.right.claim === "left" ? undefined : result.right.claim)
           return result.right.value
         }
         if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
