@@ -186,13 +186,16 @@ const replicaPool = async () => {
     for (const child of children) child.send({ impl, port: via, lock, separate, rate, warmup: 300 })
     await Promise.all(children.map((c) => nextMessage(c, (m) => m.ready, 30_000)))
     for (const child of children) child.send({ maxOps: 1_000_000, maxMs })
-    const per = (await Promise.all(children.map((c) => nextMessage(c, (m) => m.result, maxMs + 60_000)))).map((m) => m.result)
+    const results = Promise.all(children.map((c) => nextMessage(c, (m) => m.result, maxMs + 60_000)))
+    await Promise.all(children.map((c) => nextMessage(c, (m) => m.measured, maxMs + 60_000)))
+    for (const child of children) child.send({ stop: true })
+    const per = (await results).map((m) => m.result)
     const latencies = per.flatMap((p) => p.latencies)
     const sum = (f) => per.reduce((n, p) => n + f(p), 0)
     const ops = sum((p) => p.ops)
     const ms = Math.max(...per.map((p) => p.ms))
     const chain = separate ? undefined : await verifyStoredChain(admin)
-    const expected = sum((p) => p.ops + p.warmupOk)
+    const expected = sum((p) => p.ops + p.warmupOk + p.coolOk)
     return {
       opsPerSec: (ops / ms) * 1000,
       ops,

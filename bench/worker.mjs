@@ -33,7 +33,8 @@ const audit = async ({ impl, port, warmup, maxOps, maxMs }) => {
 /**
  * One replica process of the 4-process case, kept for a whole round: for each variant it
  * opens its own client and sink on the shared chain, warms up, says ready, waits for "go",
- * appends until the deadline, reports and closes; "exit" ends it.
+ * appends until the deadline, goes on appending unmeasured until "stop" (a cool-down, so
+ * that no replica measures the others' shutdown), reports and closes; "exit" ends it.
  */
 const replica = async ({ replica: name }) => {
   process.send({ up: true })
@@ -51,9 +52,23 @@ const replica = async ({ replica: name }) => {
     const append = () => sink.record(sampleEvent(name))
     // `rate`: open-loop at that many appends/s per replica instead of as fast as possible.
     const run = task.rate ? await runPaced(append, { rate: task.rate, maxMs }) : await runFor(append, { maxOps, maxMs })
+    // Cool-down: go on writing, unmeasured, until every replica has finished measuring, so
+    // no replica's last operations meet the others' shutdown (a replica closing its client).
+    let stopping = false
+    let coolOk = 0
+    const stop = message().then(() => (stopping = true))
+    process.send({ measured: true })
+    while (!stopping) {
+      await append().then(
+        () => (coolOk += 1),
+        () => {}
+      )
+    }
+    await stop
     await store.close()
     process.send({
       result: {
+        coolOk,
         ops: run.ops,
         errors: run.errors,
         firstError: run.firstError,
