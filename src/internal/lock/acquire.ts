@@ -60,10 +60,13 @@ export class Acquisition {
     // that comes right after it is not missed. (On a new one, the subscription becoming
     // active wakes the waiter, which then tries again: nothing is missed either.)
     const channel = releaseChannelOf(this.key)
-    const early = this.wakeups.isLive(channel) ? this.wakeups.open(channel, this.token) : undefined
+    if (!this.wakeups.isLive(channel)) {
+      return Effect.flatMap(this.attempt, (first) => (first.fence > 0 ? Effect.succeed(first) : this.wait(undefined)))
+    }
+    const early = this.wakeups.open(channel, this.token)
     return Effect.flatMap(
       Effect.onExit(this.attempt, (exit) =>
-        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(() => early?.close())
+        Exit.isSuccess(exit) && exit.value.fence === 0 ? Effect.void : Effect.sync(early.close)
       ),
       (first) => (first.fence > 0 ? Effect.succeed(first) : this.wait(early))
     )
