@@ -35,9 +35,9 @@ const guarded = <A, E, R>(
   work: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | LockLost, R> =>
   Effect.flatMap(Effect.exit(restore(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work)), (exit) =>
-    o.onLost === "ignore"
+    o.onLost === "ignore" || held.lost.sound()
       ? Effect.zipRight(held.release, exit)
-      : Effect.flatMap(Effect.exit(restore(held.check)), (checked) =>
+      : Effect.flatMap(Effect.exit(restore(held.lost.check)), (checked) =>
           Effect.zipRight(held.release, Exit.isFailure(checked) ? (checked as Exit.Exit<never, LockLost>) : exit)
         )
   )

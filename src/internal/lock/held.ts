@@ -6,16 +6,16 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Metric from "effect/Metric"
+import * as FiberRef from "effect/FiberRef"
 import * as Runtime from "effect/Runtime"
-import type { LockLost, LockTimeout, RedisError } from "../../Errors.js"
+import type { LockTimeout, RedisError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { randomToken } from "../commitId.js"
 import { outcomeOf } from "../observe.js"
 import { Acquisition } from "./acquire.js"
 import { release } from "./commands.js"
 import type { Lease } from "./contract.js"
-import { lossSignal } from "./loss.js"
+import { lossSignal, type LossSignal } from "./loss.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
 import type { ReleaseSubscriber } from "./releases.js"
@@ -25,7 +25,8 @@ import { Renewal } from "./renewal.js"
 export interface Held {
   readonly lease: Lease
   readonly release: Effect.Effect<void>
-  readonly check: Effect.Effect<void, LockLost>
+  /** The lease's loss signal: `check` (and `sound`) when the work ends. */
+  readonly lost: LossSignal
 }
 
 /**
@@ -56,6 +57,7 @@ export const acquireHeld = (
     })
     const held = (span: SpanAttributes) =>
       Effect.flatMap(Effect.exit(restore(hold(acquisition, renewal, giveBack, span))), (exit) => {
+        acquisition.close()
         span.attribute("haechi.outcome", outcomeOf(exit))
         return Exit.isFailure(exit) && acquisition.sent ? Effect.zipRight(giveBack, exit) : exit
       })
@@ -99,6 +101,8 @@ const hold = (
         fiberRefs: fiber.getFiberRefs()
       })
       const waitedMs = acquisition.waited()
+      // What Metric.update does, without its two frames.
+      lockWaitOf(key).unsafeUpdate(waitedMs, fiber.getFiberRef(FiberRef.currentMetricLabels))
       span.attribute("haechi.lock.fence", fence)
       span.attribute("haechi.lock.waited_ms", waitedMs)
       const lost = lossSignal(key, sentAt + options.ttlMs)
@@ -107,11 +111,13 @@ const hold = (
         key,
         token,
         fence,
-        lost: lost.await,
+        get lost() {
+          return lost.await
+        },
         get signal() {
           return lost.signal
         }
       }
-      return Effect.as(Metric.update(lockWaitOf(key), waitedMs), { lease, release: giveBack, check: lost.check })
+      return Effect.succeed<Held>({ lease, release: giveBack, lost })
     })
   )
