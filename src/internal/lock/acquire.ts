@@ -66,15 +66,15 @@ export class Acquisition {
     this.wakeup = undefined
   }
 
-  /** The lock, at once or after waiting for it; `close` when it ends. */
-  readonly take: Effect.Effect<Taken, LockTimeout | RedisError> = Effect.suspend(() => {
+  /** The lock, at once or after waiting for it; `close` when it ends. Call it when the effect is to run. */
+  take(): Effect.Effect<Taken, LockTimeout | RedisError> {
     // On a channel already subscribed, listen before the first attempt, so a hand-off
     // that comes right after it is not missed. (On a new one, the subscription becoming
     // active wakes the waiter, which then tries again: nothing is missed either.)
     const channel = releaseChannelOf(this.key)
     if (this.wakeups.isLive(channel)) this.wakeup = this.wakeups.open(channel, this.token)
     return Effect.flatMap(this.attempt, (first) => (first.fence > 0 ? Effect.succeed(first) : this.wait()))
-  })
+  }
 
   /** The wait ran out: counted as a lock wait, then `LockTimeout`. */
   private readonly timedOut = Effect.suspend(() => {

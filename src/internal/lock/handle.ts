@@ -10,13 +10,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { LockLost, LockTimeout } from "../../Errors.js"
+import type { InvalidConfig, LockLost, LockTimeout } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { RELEASE_BOUND_MS, release } from "./commands.js"
 import type { LockHandleOptions, RedisLockHandle, RedisLockShape } from "./contract.js"
 import { acquireHeld, type Held } from "./held.js"
-import { checkKey, releaseChannelOf } from "./keys.js"
-import { resolveOptions, type LockOptions, type ResolvedLockOptions } from "./options.js"
+import { checkKey, keyProblem, releaseChannelOf } from "./keys.js"
+import { resolveOptions, resolvedAlready, type LockOptions, type ResolvedLockOptions } from "./options.js"
 import { ReleaseSubscriber } from "./releases.js"
 
 /** The `restore` of an `uninterruptibleMask`. */
@@ -51,11 +51,21 @@ const isLockTimeout = (error: unknown): error is LockTimeout => (error as { _tag
 export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOptions = {}): RedisLockHandle => {
   const wakeups = new ReleaseSubscriber(redis.client, config.subscriberIdleMs)
   const held = (key: string, o: ResolvedLockOptions, restore: Restore) => acquireHeld(redis, wakeups, key, o, restore)
-  const checked = (key: string, options: LockOptions | undefined) =>
-    Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))
+  // Options resolved before and a sound key go straight on (no frames); else the checks
+  // run as effects and fail with InvalidConfig.
+  const checked = <A, E, R>(
+    key: string,
+    options: LockOptions | undefined,
+    f: (key: string, o: ResolvedLockOptions) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | InvalidConfig, R> => {
+    const o = resolvedAlready(options)
+    return o !== undefined && keyProblem(key, redis.isCluster) === undefined
+      ? f(key, o)
+      : Effect.flatMap(Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options)), ([key, o]) => f(key, o))
+  }
 
   const withLease: RedisLockShape["withLease"] = (key, use, options) =>
-    Effect.flatMap(checked(key, options), ([key, o]) =>
+    checked(key, options, (key, o) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(held(key, o, restore), (held) =>
           guarded(
@@ -69,7 +79,7 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
     )
 
   const acquire: RedisLockShape["acquire"] = (key, options) =>
-    Effect.flatMap(checked(key, options), ([key, o]) =>
+    checked(key, options, (key, o) =>
       Effect.flatMap(Effect.scope, (scope) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(held(key, o, restore), (held) =>

@@ -46,7 +46,7 @@ export const acquireHeld = (
   o: ResolvedLockOptions,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Held, LockTimeout | RedisError> =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime<Held, LockTimeout | RedisError>((fiber) => {
     const acquisition = new Acquisition(redis, wakeups, key, randomToken(), o)
     const renewal = new Renewal()
     const releasing = release(redis, key, acquisition.token, o.ttlMs)
@@ -64,15 +64,13 @@ export const acquireHeld = (
     // A span that is not made the current one: nothing under it makes spans, and
     // providing it as the parent cost more than the rest of the span. Under Effect's
     // default tracer no one can see it, so none is made (about 5 KB of a lock cycle).
-    return Effect.withFiberRuntime<Held, LockTimeout | RedisError>((fiber) =>
-      fiber.currentTracer === defaultTracer
-        ? held(noSpan)
-        : Effect.useSpan(
-            "haechi.lock.acquire",
-            { attributes: { "haechi.lock.key": key }, captureStackTrace: false },
-            held
-          )
-    )
+    return fiber.currentTracer === defaultTracer
+      ? held(noSpan)
+      : Effect.useSpan(
+          "haechi.lock.acquire",
+          { attributes: { "haechi.lock.key": key }, captureStackTrace: false },
+          held
+        )
   })
 
 /** What `hold` records on the acquire's span. */
@@ -91,7 +89,7 @@ const hold = (
   giveBack: Effect.Effect<void>,
   span: SpanAttributes
 ): Effect.Effect<Held, LockTimeout | RedisError> =>
-  Effect.flatMap(acquisition.take, ({ fence, sentAt }) =>
+  Effect.flatMap(acquisition.take(), ({ fence, sentAt }) =>
     Effect.withFiberRuntime<Held>((fiber, status) => {
       const { key, options, redis, token } = acquisition
       // The renewal runs with this fiber's services and refs (logger, deadline budget).
