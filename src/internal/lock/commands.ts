@@ -71,18 +71,16 @@ export const release = (
   ttlMs: number,
   queued = true
 ): Effect.Effect<void> =>
-  redis
-    .scriptWithin(
+  Effect.matchEffect(
+    redis.scriptWithin(
       Scripts.lockRelease,
       lockKeysOf(key),
       [token, releaseChannelOf(key), queued ? `${token} ${ttlMs}` : ""],
       Math.min(ttlMs, RELEASE_BOUND_MS)
-    )
-    .pipe(
-      Effect.tapBoth({
-        onFailure: (error) => Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error),
-        onSuccess: (answered) =>
-          Option.isNone(answered) ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`) : Effect.void
-      }),
-      Effect.ignore
-    )
+    ),
+    {
+      onFailure: (error) => Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error),
+      onSuccess: (answered) =>
+        Option.isNone(answered) ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`) : Effect.void
+    }
+  )

@@ -28,6 +28,7 @@ import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
 import { lockOf } from "./policy.js"
 import type { LockOptions } from "./options.js"
+import type { RedisLockShape } from "./contract.js"
 import { fromClient } from "../../RedisClient.js"
 import { originalFailure } from "../facade/run.js"
 
@@ -35,7 +36,16 @@ import { originalFailure } from "../facade/run.js"
  * The client's RedisLock, built once per client object and shared with the stores made
  * on the same client (one subscriber connection, which closes itself when idle).
  */
-const lockFor = (client: Redis | Cluster) => lockOf(fromClient(client))
+const lockFor = (client: Redis | Cluster): RedisLockShape => {
+  let lock = locks.get(client)
+  if (lock === undefined) {
+    lock = lockOf(fromClient(client))
+    locks.set(client, lock)
+  }
+  return lock
+}
+/** The lock per client object, so a call does not wrap the client again to look it up. */
+const locks = new WeakMap<object, RedisLockShape>()
 
 /** Options per (ttlMs, retryMs, timeoutMs), frozen so RedisLock resolves each once. */
 const optionsCache = new Map<string, LockOptions>()

@@ -7,25 +7,40 @@
  * the lock is given back whatever way the work ends (success, failure, interruption).
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { LockTimeout } from "../../Errors.js"
+import type { InvalidConfig, LockLost, LockTimeout } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
 import { RELEASE_BOUND_MS, release } from "./commands.js"
 import type { LockHandleOptions, RedisLockHandle, RedisLockShape } from "./contract.js"
 import { acquireHeld, type Held } from "./held.js"
-import { checkKey, releaseChannelOf } from "./keys.js"
-import { resolveOptions, type LockOptions, type ResolvedLockOptions } from "./options.js"
+import { checkKey, keyProblem, releaseChannelOf } from "./keys.js"
+import { resolveOptions, resolvedAlready, type LockOptions, type ResolvedLockOptions } from "./options.js"
 import { ReleaseSubscriber } from "./releases.js"
 
-// "fail" and "after" also check the lease when the work ends: a loss the renewal had no
-// chance to see (no timer runs while the event loop is blocked) is never silent.
-const guarded = <A, E, R>(o: ResolvedLockOptions, held: Held, work: Effect.Effect<A, E, R>) =>
-  o.onLost === "ignore"
-    ? work
-    : Effect.flatMap(Effect.exit(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work), (exit) =>
-        Effect.zipRight(held.check, exit)
-      )
+/** The `restore` of an `uninterruptibleMask`. */
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
+/**
+ * The work under the lock, then the lease's check (for "fail" and "after": a loss the
+ * renewal had no chance to see, as no timer runs while the event loop is blocked, is
+ * never silent), then the release, whatever way the work ended. Runs inside
+ * `uninterruptibleMask`: one `exit` per cycle instead of an `ensuring` over an `exit`.
+ */
+const guarded = <A, E, R>(
+  restore: Restore,
+  o: ResolvedLockOptions,
+  held: Held,
+  work: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | LockLost, R> =>
+  Effect.flatMap(Effect.exit(restore(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work)), (exit) =>
+    o.onLost === "ignore" || held.lost.sound()
+      ? Effect.zipRight(held.release, exit)
+      : Effect.flatMap(Effect.exit(restore(held.lost.check)), (checked) =>
+          Effect.zipRight(held.release, Exit.isFailure(checked) ? (checked as Exit.Exit<never, LockLost>) : exit)
+        )
+  )
 
 const isLockTimeout = (error: unknown): error is LockTimeout => (error as { _tag?: string })._tag === "LockTimeout"
 
@@ -35,33 +50,39 @@ const isLockTimeout = (error: unknown): error is LockTimeout => (error as { _tag
  */
 export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOptions = {}): RedisLockHandle => {
   const wakeups = new ReleaseSubscriber(redis.client, config.subscriberIdleMs)
-  const held = (key: string, o: ResolvedLockOptions) => acquireHeld(redis, wakeups, key, o)
-  const checked = (key: string, options: LockOptions | undefined) =>
-    Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options))
+  const held = (key: string, o: ResolvedLockOptions, restore: Restore) => acquireHeld(redis, wakeups, key, o, restore)
+  // Options resolved before and a sound key go straight on (no frames); else the checks
+  // run as effects and fail with InvalidConfig.
+  const checked = <A, E, R>(
+    key: string,
+    options: LockOptions | undefined,
+    f: (key: string, o: ResolvedLockOptions) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | InvalidConfig, R> => {
+    const o = resolvedAlready(options)
+    return o !== undefined && keyProblem(key, redis.isCluster) === undefined
+      ? f(key, o)
+      : Effect.flatMap(Effect.zip(checkKey(key, redis.isCluster), resolveOptions(options)), ([key, o]) => f(key, o))
+  }
 
   const withLease: RedisLockShape["withLease"] = (key, use, options) =>
-    Effect.flatMap(checked(key, options), ([key, o]) =>
+    checked(key, options, (key, o) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(held(key, o)), (held) =>
-          Effect.ensuring(
-            restore(
-              guarded(
-                o,
-                held,
-                Effect.suspend(() => use(held.lease))
-              )
-            ),
-            held.release
+        Effect.flatMap(held(key, o, restore), (held) =>
+          guarded(
+            restore,
+            o,
+            held,
+            Effect.suspend(() => use(held.lease))
           )
         )
       )
     )
 
   const acquire: RedisLockShape["acquire"] = (key, options) =>
-    Effect.flatMap(checked(key, options), ([key, o]) =>
+    checked(key, options, (key, o) =>
       Effect.flatMap(Effect.scope, (scope) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(held(key, o)), (held) =>
+          Effect.flatMap(held(key, o, restore), (held) =>
             Effect.as(Scope.addFinalizer(scope, held.release), held.lease)
           )
         )

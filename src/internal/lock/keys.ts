@@ -11,21 +11,24 @@ import { invalid } from "./options.js"
 
 export { fenceKeyOf, lockKeysOf, releaseChannelOf, waitersKeyOf } from "../keys.js"
 
-/** A lock key the scripts can use: non-empty, and on a cluster one whose fence and queue share its slot. */
-export const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, InvalidConfig> => {
-  if (typeof key !== "string" || key.length === 0) {
-    return invalid("key", "must be a non-empty string")
-  }
+/** What is wrong with a lock key for the scripts, or undefined: non-empty, and on a cluster one whose fence and queue share its slot. */
+export const keyProblem = (key: unknown, isCluster: boolean): string | undefined => {
+  if (typeof key !== "string" || key.length === 0) return "must be a non-empty string"
   // A key without a hash tag but with a '}' cannot get a same-slot fence key this way.
   if (
     isCluster &&
     (hashedPart(fenceKeyOf(key)) !== hashedPart(key) || hashedPart(waitersKeyOf(key)) !== hashedPart(key))
   ) {
-    return invalid(
-      "key",
+    return (
       `"${key}" contains "}" without a valid hash tag, so its fence counter and waiter queue cannot share its cluster slot; ` +
-        `put a hash tag in it, e.g. "{${key.replace(/[{}]/g, "")}}"`
+      `put a hash tag in it, e.g. "{${key.replace(/[{}]/g, "")}}"`
     )
   }
-  return Effect.succeed(key)
+  return undefined
+}
+
+/** A lock key the scripts can use (see `keyProblem`), else `InvalidConfig` naming the problem. */
+export const checkKey = (key: unknown, isCluster: boolean): Effect.Effect<string, InvalidConfig> => {
+  const problem = keyProblem(key, isCluster)
+  return problem === undefined ? Effect.succeed(key as string) : invalid("key", problem)
 }

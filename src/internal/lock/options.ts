@@ -83,6 +83,10 @@ export const resolveOptions = (options: LockOptions = {}): Effect.Effect<Resolve
       })
 }
 
+/** The options already resolved (a frozen object resolved before), else undefined. */
+export const resolvedAlready = (options: LockOptions | undefined): ResolvedLockOptions | undefined =>
+  typeof options === "object" && options !== null ? resolvedFrozen.get(options) : undefined
+
 const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, InvalidConfig> =>
   Effect.gen(function* () {
     if (typeof options !== "object" || options === null) {

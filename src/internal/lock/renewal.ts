@@ -7,7 +7,7 @@
  * and a fiber forked per lease cost more than a timer.
  */
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
 import * as Runtime from "effect/Runtime"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { timerDelay } from "../deadline.js"
@@ -55,7 +55,7 @@ const keepAlive = ({ key, lost, options: o, redis, sentAt, token }: RenewalOf) =
     }
   })
 
-/** A renewal that starts on a timer when the first extension is due; `stop` ends it. */
+/** A renewal that starts on a timer when the first extension is due; `halt` (and interrupting what it returns) ends it. */
 export class Renewal {
   private startTimer: ReturnType<typeof setTimeout> | undefined
   private fiber: Fiber.RuntimeFiber<void> | undefined
@@ -63,7 +63,7 @@ export class Renewal {
   /**
    * Schedules the renewal. It runs interruptible even when the lock was acquired in an
    * uninterruptible region (acquireRelease), whose flags the runtime carries and where it
-   * would otherwise keep `stop` from finishing. (A renewal due beyond Node's longest
+   * would otherwise keep its interruption from finishing. (A renewal due beyond Node's longest
    * timer starts early and sleeps on from there.)
    */
   start(runtime: Runtime.Runtime<never>, of: RenewalOf): void {
@@ -76,9 +76,9 @@ export class Renewal {
     )
   }
 
-  /** Cancels the start, or interrupts the running renewal. */
-  readonly stop: Effect.Effect<void> = Effect.suspend(() => {
+  /** Cancels the start; the renewal fiber, if it runs already, is what is left to interrupt. */
+  halt(): Fiber.RuntimeFiber<void> | undefined {
     clearTimeout(this.startTimer)
-    return this.fiber === undefined ? Effect.void : Fiber.interrupt(this.fiber)
-  })
+    return this.fiber
+  }
 }
