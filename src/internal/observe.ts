@@ -10,7 +10,7 @@ import * as Context from "effect/Context"
 import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Metric from "effect/Metric"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import type { StoreKind } from "../Errors.js"
@@ -31,19 +31,23 @@ export const observed = (store: StoreKind | "ratelimit", operation: string, pref
   // cost a context read per operation.
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withFiberRuntime((fiber) => {
-      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) === nativeTracer) {
-        const started = performance.now()
-        return Effect.onExit(effect, () => Metric.update(latency, performance.now() - started))
+      const started = performance.now()
+      // The sample is taken as `Metric.update` would (with the fiber's metric labels), without its two steps.
+      const sample = () => {
+        latency.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        return Effect.void
       }
-      return Effect.useSpan(name, span, (current) => {
-        const started = performance.now()
-        return Effect.withParentSpan(effect, current).pipe(
+      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) === nativeTracer) {
+        return Effect.onExit(effect, sample)
+      }
+      return Effect.useSpan(name, span, (current) =>
+        Effect.withParentSpan(effect, current).pipe(
           Effect.onExit((exit) => {
             current.attribute("haechi.outcome", outcomeOf(exit))
-            return Metric.update(latency, performance.now() - started)
+            return sample()
           })
         )
-      })
+      )
     })
 }
 
