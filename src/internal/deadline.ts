@@ -35,6 +35,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
 
@@ -296,11 +297,26 @@ const withDeadlineClock = (
   return watched
 }
 
-// The running fiber's own setter (what `FiberRef.set` calls), without an Effect step per
-// FiberRef on each side of every operation.
+// The running fiber's own refs, swapped whole: entering sets the budget and the watched
+// Clock in one copy of the fiber's refs (two `FiberRef.set`s copy them twice), and leaving
+// puts back the refs it entered from when nothing else changed them meanwhile.
 interface SettableFiber {
-  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
+  getFiberRefs(): FiberRefs.FiberRefs
+  setFiberRefs(fiberRefs: FiberRefs.FiberRefs): void
 }
+
+const withBoth = (
+  refs: FiberRefs.FiberRefs,
+  id: FiberId.Single,
+  budget: Budget | undefined,
+  services: Context.Context<DefaultServices.DefaultServices>
+): FiberRefs.FiberRefs =>
+  FiberRefs.updateManyAs(refs, {
+    entries: [
+      [currentBudget, [[id, budget]]],
+      [DefaultServices.currentServices, [[id, services]]]
+    ]
+  })
 
 /**
  * `within` for a read: it marks no commit, so past the deadline it is always
@@ -318,17 +334,21 @@ export const within = (spec: DeadlineSpec) => {
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
     Effect.withFiberRuntime((caller) => {
       const fiber = caller as unknown as SettableFiber
+      const id = caller.id()
       const parent = caller.getFiberRef(currentBudget)
       const services = caller.getFiberRef(DefaultServices.currentServices)
       const budget = new Budget(parent, spec)
+      let outside: FiberRefs.FiberRefs
+      let inside: FiberRefs.FiberRefs
       const leave = () => {
         clearTimeout(budget.timer)
-        fiber.setFiberRef(currentBudget, parent)
-        fiber.setFiberRef(DefaultServices.currentServices, services)
+        const now = fiber.getFiberRefs()
+        fiber.setFiberRefs(now === inside ? outside : withBoth(now, id, parent, services))
       }
       return Effect.uninterruptibleMask((restore) => {
-        fiber.setFiberRef(currentBudget, budget)
-        fiber.setFiberRef(DefaultServices.currentServices, withDeadlineClock(services))
+        outside = fiber.getFiberRefs()
+        inside = withBoth(outside, id, budget, withDeadlineClock(services))
+        fiber.setFiberRefs(inside)
         budget.endsAt = performance.now() + delay
         budget.timer = setTimeout(expire, delay, budget)
         return Effect.matchCauseEffect(restore(effect), {
@@ -409,3 +429,4 @@ const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
       Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self)))
     )
   })
+
