@@ -23,6 +23,7 @@ import { clientOf } from "./internal/facade/client.js"
 import { promiseConsume } from "./internal/facade/rateLimiter.js"
 import { facadeStoreSetup } from "./internal/facade/redisStore.js"
 import { fastPromiseRunner, fromCaller, promiseRunner, runSyncOrThrow } from "./internal/facade/run.js"
+import { persistFromCaller } from "./internal/facade/persist.js"
 import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
@@ -192,7 +193,7 @@ export const toHaechiAuditStore = (
             return fromCaller(() =>
               fn({
                 readLastIntegrity: () => runInsideFast(linked(tx.readLastIntegrity)),
-                persist: (record) => runInside(linked(tx.persist(record)))
+                persist: (record) => persistFromCaller(tx, record, inside, runInside)
               })
             )
           })

@@ -36,6 +36,7 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
+import type * as Runtime from "effect/Runtime"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
 
@@ -430,3 +431,45 @@ const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
     )
   })
 
+/** A commit sent outside any fiber as part of an operation (see `sendCommitIn`). */
+export interface CommitInFlight {
+  /** Its reply came: no longer in flight; `landed`: it took effect (the mark stays, as `committing`'s). */
+  readonly settled: (landed: boolean) => void
+  /**
+   * Its reply is handed to an effect that marks the commit itself (`committing`): the
+   * deadline stops watching it here, and the returned step, run when that effect ends
+   * (`Effect.ensuring`), takes this mark off, so the commit is marked throughout.
+   */
+  readonly handOver: () => Effect.Effect<void>
+}
+
+const noCommit: CommitInFlight = { settled: ignore, handOver: () => Effect.void }
+
+/**
+ * Marks a commit the caller sends itself, outside any fiber (the Promise facade's fast
+ * path), as in flight in the operation whose runtime is `inside` (captured inside it),
+ * as `committing` would; `abandon` is called if the deadline passes meanwhile. Undefined
+ * when the deadline has passed already: nothing may be sent.
+ */
+export const sendCommitIn = (inside: Runtime.Runtime<never>, abandon: () => void): CommitInFlight | undefined => {
+  const budget = FiberRefs.getOrDefault(inside.fiberRefs, currentBudget)
+  if (budget === undefined) return noCommit
+  if (expiredIn(budget)) return undefined
+  markAll(budget, (b) => (b.committing += 1))
+  watch(budget, abandon)
+  const unmark = (landed: boolean) =>
+    markAll(budget, (b) => {
+      b.committing -= 1
+      if (landed) b.maybeCommitted = true
+    })
+  return {
+    settled: (landed) => {
+      unwatch(budget, abandon)
+      unmark(landed)
+    },
+    handOver: () => {
+      unwatch(budget, abandon)
+      return Effect.sync(() => unmark(false))
+    }
+  }
+}

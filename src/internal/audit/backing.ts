@@ -16,7 +16,7 @@ import { auditKeys, COMMITS_KEPT, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
-import { Scripts } from "../scripts.js"
+import { callScript, Scripts } from "../scripts.js"
 import { AuditAppendReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 import { isJsonObject } from "../jsonRecord.js"
@@ -96,7 +96,13 @@ export interface AuditBacking {
    * continues `seen`, and a replica that saw `seen` may take the head as seen instead.
    */
   readonly readHeadOver: (seen: ChainPoint) => Effect.Effect<HeadOver, ReadBackingError>
-  readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
+  /** `sent`: the call `send` already sent (its reply is decoded here); otherwise the append is sent now. */
+  readonly append: (write: PreparedAppend, sent?: Promise<unknown>) => Effect.Effect<AppendOutcome, BackingError>
+  /**
+   * The fenced append sent as a bare call, for a caller that settles a `Committed` reply
+   * itself (`isCommittedReply`) and hands anything else to `append(write, sent)`. Redis only.
+   */
+  readonly send?: (write: PreparedAppend) => Promise<unknown>
   /** Whether the append with this commit id committed (at this sequence). */
   readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
   readonly length: Effect.Effect<number, ReadBackingError>
@@ -140,6 +146,10 @@ export const isIntegrity = (value: unknown): value is AuditIntegrity => {
 const committed: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed" })
 const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
 const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
+
+/** Whether the fenced append's raw reply is `Committed` (nothing else to learn from it). */
+export const isCommittedReply = (reply: unknown): boolean =>
+  Array.isArray(reply) && reply[0] === AuditAppendReply.Committed
 
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
@@ -228,6 +238,19 @@ const readHeadKeysOn = (redis: RedisClientShape, keys: AuditKeys): AuditBacking[
       })
     )
 
+/** lua/audit_append.lua's ARGV for `write`. */
+const appendArgs = (write: PreparedAppend): Array<string | number> => [
+  write.expectedPrev,
+  write.recordJson,
+  write.integrityJson,
+  write.eventHash,
+  write.sequence,
+  write.commitId,
+  ...claimArgs(write.claim),
+  write.seen === null ? "" : write.seen.sequence,
+  write.seen === null ? "" : write.seen.eventHash
+]
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
@@ -237,31 +260,20 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       wrongType(keys.head),
       Effect.flatMap((json) => (json === null ? Effect.succeed(null) : parseIntegrity(json, keys.head)))
     )
+  const appendKeys = [keys.headHash, keys.chain, keys.head, keys.commits, keys.lock]
   return {
     keys,
     readHead,
     readHeadOver: readHeadOverOn(redis, keys),
-    append: (write) =>
-      redis
-        .script(
-          Scripts.auditAppend,
-          [keys.headHash, keys.chain, keys.head, keys.commits, keys.lock],
-          [
-            write.expectedPrev,
-            write.recordJson,
-            write.integrityJson,
-            write.eventHash,
-            write.sequence,
-            write.commitId,
-            ...claimArgs(write.claim),
-            write.seen === null ? "" : write.seen.sequence,
-            write.seen === null ? "" : write.seen.eventHash
-          ]
-        )
-        .pipe(
-          wrongType(keys.chain),
-          Effect.flatMap((reply) => decodeAppendReply(keys, reply))
-        ),
+    append: (write, sent) =>
+      (sent === undefined
+        ? redis.script(Scripts.auditAppend, appendKeys, appendArgs(write))
+        : redis.run(Scripts.auditAppend.name, () => sent)
+      ).pipe(
+        wrongType(keys.chain),
+        Effect.flatMap((reply) => decodeAppendReply(keys, reply))
+      ),
+    send: (write) => callScript(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
     isCommitted: (sequence, commitId) =>
       redis
         .run("HGET commits", (c) => c.hget(keys.commits, String(sequence)))

@@ -43,11 +43,11 @@ const settle = (
 }
 
 /** One run of `build`: its claim (lock-free attempts of the adaptive policy) and its one `persist`. */
-class Attempt implements AuditTransaction {
+export class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
   constructor(
-    private readonly pipeline: Pipeline,
+    readonly pipeline: Pipeline,
     readonly claim: LockClaim | undefined
   ) {
     this.persist = (record) => pipeline.persist(this, record)
@@ -61,7 +61,7 @@ class Attempt implements AuditTransaction {
 }
 
 /** The persist path of one store. */
-class Pipeline {
+export class Pipeline {
   constructor(readonly ctx: AppendContext) {}
 
   persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
@@ -74,11 +74,20 @@ class Pipeline {
         return Effect.fail(write)
       }
       attempt.first = "pending"
-      return Effect.onExit(
-        Effect.flatMap(appendOnce(this.ctx, write), (outcome) => settle(this.ctx, write, outcome)),
-        attempt.ended
-      )
+      return this.append(attempt, write)
     })
+  }
+
+  /** The fenced append of `write` for `attempt` (its persist pending); `sent`: the call already sent. */
+  append(
+    attempt: Attempt,
+    write: PreparedAppend,
+    sent?: Promise<unknown>
+  ): Effect.Effect<void, FenceConflict | StoreError> {
+    return Effect.onExit(
+      Effect.flatMap(appendOnce(this.ctx, write, sent), (outcome) => settle(this.ctx, write, outcome)),
+      attempt.ended
+    )
   }
 }
 
