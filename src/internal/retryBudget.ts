@@ -49,22 +49,23 @@ export const withRetryBudget = <A, E, R>(
   options: RetryOptions,
   use: (budget: RetryBudget) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime((fiber) => {
     const budget = makeBudget(options)
+    // The span the count goes on is the one current now (nothing in `use` changes it
+    // for this fiber): none (no tracer), no finalizer either.
+    const span = spanIn(fiber.currentContext)
+    if (span === undefined) return use(budget)
     return Effect.ensuring(
       use(budget),
-      Effect.withFiberRuntime<void>((fiber) => {
-        annotateAttempts(fiber.currentContext, budget.attempts())
-        return Effect.void
-      })
+      Effect.sync(() => span.attribute("haechi.attempts", budget.attempts()))
     )
   })
 
 // The current span, read from the context: `Effect.annotateCurrentSpan` fails (and ignores)
 // a `NoSuchElementException`, stack trace included, on every operation run without a span.
-const annotateAttempts = (context: Context.Context<never>, attempts: number): void => {
+const spanIn = (context: Context.Context<never>): Tracer.Span | undefined => {
   const span = Context.getOrElse(context as Context.Context<Tracer.ParentSpan>, Tracer.ParentSpan, () => undefined)
-  if (span !== undefined && span._tag === "Span") span.attribute("haechi.attempts", attempts)
+  return span !== undefined && span._tag === "Span" ? span : undefined
 }
 
 const makeBudget = (options: RetryOptions): RetryBudget => {
