@@ -332,7 +332,12 @@ export const withinRead = (spec: DeadlineSpec) =>
  */
 export const within = (spec: DeadlineSpec) => {
   const delay = timerDelay(spec.timeoutMs)
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
+  // `ended`: called once the operation has left (however it ended), from the step that
+  // leaves it, so an observer needs no exit step of its own (see `observedWithin`).
+  return <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    ended?: () => void
+  ): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
     Effect.withFiberRuntime((caller) => {
       const fiber = caller as unknown as SettableFiber
       const id = caller.id()
@@ -345,6 +350,7 @@ export const within = (spec: DeadlineSpec) => {
         clearTimeout(budget.timer)
         const now = fiber.getFiberRefs()
         fiber.setFiberRefs(now === inside ? outside : withBoth(now, id, parent, services))
+        ended?.()
       }
       return Effect.uninterruptibleMask((restore) => {
         outside = fiber.getFiberRefs()
