@@ -10,6 +10,7 @@
  * was thrown. The implementation lives in internal/facade/.
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as Runtime from "effect/Runtime"
 import type { Cluster, Redis } from "ioredis"
 import type * as AuditStore from "./AuditStore.js"
@@ -22,7 +23,8 @@ import { linked } from "./internal/deadline.js"
 import { clientOf } from "./internal/facade/client.js"
 import { promiseConsume } from "./internal/facade/rateLimiter.js"
 import { facadeStoreSetup } from "./internal/facade/redisStore.js"
-import { fastPromiseRunner, fromCaller, promiseRunner, runSyncOrThrow } from "./internal/facade/run.js"
+import { fastPromiseRunner, fromCaller, promiseRunner, runSyncOrThrow, settleExit } from "./internal/facade/run.js"
+import { persistFromCaller } from "./internal/facade/persist.js"
 import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
@@ -188,11 +190,16 @@ export const toHaechiAuditStore = (
           // deadline (a persist in flight then fails it with CommitOutcomeUnknown) and end with it.
           Effect.flatMap(Effect.runtime<never>(), (inside) => {
             const runInside = promiseRunner(inside)
-            const runInsideFast = fastPromiseRunner(inside)
             return fromCaller(() =>
               fn({
-                readLastIntegrity: () => runInsideFast(linked(tx.readLastIntegrity)),
-                persist: (record) => runInside(linked(tx.persist(record)))
+                // A cached head is a ready Exit: settled with no runner at all.
+                readLastIntegrity: () => {
+                  const read = linked(tx.readLastIntegrity)
+                  return Exit.isExit(read)
+                    ? settleExit(read as Exit.Exit<Integrity | null, unknown>)
+                    : fastPromiseRunner(inside)(read)
+                },
+                persist: (record) => persistFromCaller(tx, record, inside, runInside)
               })
             )
           })

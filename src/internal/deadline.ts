@@ -35,6 +35,8 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
+import type * as Runtime from "effect/Runtime"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
 
@@ -296,11 +298,26 @@ const withDeadlineClock = (
   return watched
 }
 
-// The running fiber's own setter (what `FiberRef.set` calls), without an Effect step per
-// FiberRef on each side of every operation.
+// The running fiber's own refs, swapped whole: entering sets the budget and the watched
+// Clock in one copy of the fiber's refs (two `FiberRef.set`s copy them twice), and leaving
+// puts back the refs it entered from when nothing else changed them meanwhile.
 interface SettableFiber {
-  setFiberRef<X>(fiberRef: FiberRef.FiberRef<X>, value: X): void
+  getFiberRefs(): FiberRefs.FiberRefs
+  setFiberRefs(fiberRefs: FiberRefs.FiberRefs): void
 }
+
+const withBoth = (
+  refs: FiberRefs.FiberRefs,
+  id: FiberId.Single,
+  budget: Budget | undefined,
+  services: Context.Context<DefaultServices.DefaultServices>
+): FiberRefs.FiberRefs =>
+  FiberRefs.updateManyAs(refs, {
+    entries: [
+      [currentBudget, [[id, budget]]],
+      [DefaultServices.currentServices, [[id, services]]]
+    ]
+  })
 
 /**
  * `within` for a read: it marks no commit, so past the deadline it is always
@@ -315,20 +332,30 @@ export const withinRead = (spec: DeadlineSpec) =>
  */
 export const within = (spec: DeadlineSpec) => {
   const delay = timerDelay(spec.timeoutMs)
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
+  // `ended`: called once the operation has left (however it ended), from the step that
+  // leaves it, so an observer needs no exit step of its own (see `observedWithin`).
+  return <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    ended?: () => void
+  ): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown, R> =>
     Effect.withFiberRuntime((caller) => {
       const fiber = caller as unknown as SettableFiber
+      const id = caller.id()
       const parent = caller.getFiberRef(currentBudget)
       const services = caller.getFiberRef(DefaultServices.currentServices)
       const budget = new Budget(parent, spec)
+      let outside: FiberRefs.FiberRefs
+      let inside: FiberRefs.FiberRefs
       const leave = () => {
         clearTimeout(budget.timer)
-        fiber.setFiberRef(currentBudget, parent)
-        fiber.setFiberRef(DefaultServices.currentServices, services)
+        const now = fiber.getFiberRefs()
+        fiber.setFiberRefs(now === inside ? outside : withBoth(now, id, parent, services))
+        ended?.()
       }
       return Effect.uninterruptibleMask((restore) => {
-        fiber.setFiberRef(currentBudget, budget)
-        fiber.setFiberRef(DefaultServices.currentServices, withDeadlineClock(services))
+        outside = fiber.getFiberRefs()
+        inside = withBoth(outside, id, budget, withDeadlineClock(services))
+        fiber.setFiberRefs(inside)
         budget.endsAt = performance.now() + delay
         budget.timer = setTimeout(expire, delay, budget)
         return Effect.matchCauseEffect(restore(effect), {
@@ -409,3 +436,46 @@ const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
       Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self)))
     )
   })
+
+/** A commit sent outside any fiber as part of an operation (see `sendCommitIn`). */
+export interface CommitInFlight {
+  /** Its reply came: no longer in flight; `landed`: it took effect (the mark stays, as `committing`'s). */
+  readonly settled: (landed: boolean) => void
+  /**
+   * Its reply is handed to an effect that marks the commit itself (`committing`): the
+   * deadline stops watching it here, and the returned step, run when that effect ends
+   * (`Effect.ensuring`), takes this mark off, so the commit is marked throughout.
+   */
+  readonly handOver: () => Effect.Effect<void>
+}
+
+const noCommit: CommitInFlight = { settled: ignore, handOver: () => Effect.void }
+
+/**
+ * Marks a commit the caller sends itself, outside any fiber (the Promise facade's fast
+ * path), as in flight in the operation whose runtime is `inside` (captured inside it),
+ * as `committing` would; `abandon` is called if the deadline passes meanwhile. Undefined
+ * when the deadline has passed already: nothing may be sent.
+ */
+export const sendCommitIn = (inside: Runtime.Runtime<never>, abandon: () => void): CommitInFlight | undefined => {
+  const budget = FiberRefs.getOrDefault(inside.fiberRefs, currentBudget)
+  if (budget === undefined) return noCommit
+  if (expiredIn(budget)) return undefined
+  markAll(budget, (b) => (b.committing += 1))
+  watch(budget, abandon)
+  const unmark = (landed: boolean) =>
+    markAll(budget, (b) => {
+      b.committing -= 1
+      if (landed) b.maybeCommitted = true
+    })
+  return {
+    settled: (landed) => {
+      unwatch(budget, abandon)
+      unmark(landed)
+    },
+    handOver: () => {
+      unwatch(budget, abandon)
+      return Effect.sync(() => unmark(false))
+    }
+  }
+}

@@ -10,11 +10,12 @@ import * as Context from "effect/Context"
 import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Metric from "effect/Metric"
+import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
-import type { StoreKind } from "../Errors.js"
+import type { CommitOutcomeUnknown, OperationTimeout, StoreKind } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
+import type { within } from "./deadline.js"
 import { withTags } from "./metricTags.js"
 
 /** Effect's default tracer, which records nothing anyone can read. */
@@ -31,19 +32,48 @@ export const observed = (store: StoreKind | "ratelimit", operation: string, pref
   // cost a context read per operation.
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withFiberRuntime((fiber) => {
-      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) === nativeTracer) {
-        const started = performance.now()
-        return Effect.onExit(effect, () => Metric.update(latency, performance.now() - started))
+      const started = performance.now()
+      // The sample is taken as `Metric.update` would (with the fiber's metric labels), without its two steps.
+      const sample = () => {
+        latency.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        return Effect.void
       }
-      return Effect.useSpan(name, span, (current) => {
-        const started = performance.now()
-        return Effect.withParentSpan(effect, current).pipe(
+      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) === nativeTracer) {
+        return Effect.onExit(effect, sample)
+      }
+      return Effect.useSpan(name, span, (current) =>
+        Effect.withParentSpan(effect, current).pipe(
           Effect.onExit((exit) => {
             current.attribute("haechi.outcome", outcomeOf(exit))
-            return Metric.update(latency, performance.now() - started)
+            return sample()
           })
         )
-      })
+      )
+    })
+}
+
+/**
+ * `observed(store, operation, prefix)(bound(effect))` for an operation bounded by a
+ * deadline (`within`): the same span and sample, but under the native tracer the latency
+ * is sampled by the deadline's own exit step, not by one more of its own.
+ */
+export const observedWithin = (
+  store: StoreKind,
+  operation: string,
+  prefix: string,
+  bound: ReturnType<typeof within>
+) => {
+  const latency = withTags(Metrics.keys.operationLatency, { store, operation })
+  const traced = observed(store, operation, prefix)
+  return <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.withFiberRuntime<A, E | OperationTimeout | CommitOutcomeUnknown, R>((fiber) => {
+      if (Context.get(fiber.getFiberRef(DefaultServices.currentServices), Tracer.Tracer) !== nativeTracer) {
+        return traced(bound(effect))
+      }
+      const started = performance.now()
+      return bound(effect, () =>
+        latency.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+      )
     })
 }
 

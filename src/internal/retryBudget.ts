@@ -3,8 +3,10 @@
  * under every lock policy, is one the schedule allowed, and one count of conflicts,
  * retries and attempts covers them all.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import * as Tracer from "effect/Tracer"
 import { type FenceConflict, RetriesExhausted, type StoreKind } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import type { RetrySchedule } from "../Retry.js"
@@ -47,13 +49,24 @@ export const withRetryBudget = <A, E, R>(
   options: RetryOptions,
   use: (budget: RetryBudget) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime((fiber) => {
     const budget = makeBudget(options)
+    // The span the count goes on is the one current now (nothing in `use` changes it
+    // for this fiber): none (no tracer), no finalizer either.
+    const span = spanIn(fiber.currentContext)
+    if (span === undefined) return use(budget)
     return Effect.ensuring(
       use(budget),
-      Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", budget.attempts()))
+      Effect.sync(() => span.attribute("haechi.attempts", budget.attempts()))
     )
   })
+
+// The current span, read from the context: `Effect.annotateCurrentSpan` fails (and ignores)
+// a `NoSuchElementException`, stack trace included, on every operation run without a span.
+const spanIn = (context: Context.Context<never>): Tracer.Span | undefined => {
+  const span = Context.getOrElse(context as Context.Context<Tracer.ParentSpan>, Tracer.ParentSpan, () => undefined)
+  return span !== undefined && span._tag === "Span" ? span : undefined
+}
 
 const makeBudget = (options: RetryOptions): RetryBudget => {
   const count = (name: CounterName) => Metric.update(counters(options)(name), 1)
@@ -69,35 +82,35 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
         new RetriesExhausted({ store: options.store, prefix: options.prefix, operation: options.operation, attempts })
       )
     )
-  const allowed: Effect.Effect<void, RetriesExhausted> = Effect.suspend(() => {
-    if (lastConflict === undefined) return Effect.void
-    const conflict = lastConflict
-    driver ??= stepper(options.schedule)
-    return Effect.catchAll(sleepUntilNext(driver, conflict), exhausted)
-  })
+  const noted = (e: unknown) => {
+    if (!isFenceConflict(e)) return Effect.void
+    lastConflict = e
+    return count("fenceConflicts")
+  }
+  const started = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    attempts += 1
+    lastConflict = undefined
+    return Effect.tapError(attempts > 1 ? Effect.zipRight(count("retries"), effect) : effect, noted)
+  }
+  // The schedule is asked only after a conflict: a first attempt is just its effect.
   const attempt = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | RetriesExhausted, R> =>
-    Effect.zipRight(
-      allowed,
-      Effect.suspend(() => {
-        attempts += 1
-        lastConflict = undefined
-        return attempts > 1 ? Effect.zipRight(count("retries"), effect) : effect
-      }).pipe(
-        Effect.tapError((e) => {
-          if (!isFenceConflict(e)) return Effect.void
-          lastConflict = e
-          return count("fenceConflicts")
-        })
+    Effect.suspend(() => {
+      const conflict = lastConflict
+      if (conflict === undefined) return started(effect)
+      driver ??= stepper(options.schedule)
+      return Effect.zipRight(
+        Effect.catchAll(sleepUntilNext(driver, conflict), exhausted),
+        Effect.suspend(() => started(effect))
       )
-    )
-  const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    Effect.gen(function* () {
-      for (;;) {
-        const result = yield* Effect.either(attempt(effect))
-        if (result._tag === "Right") return result.right
-        if (!isFenceConflict(result.left)) return yield* Effect.fail(result.left)
-      }
-    }) as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+    })
+  const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>) => {
+    const loop: Effect.Effect<A, E | RetriesExhausted, R> = Effect.catchIf(
+      attempt(effect),
+      isFenceConflict,
+      () => loop
+    ) as Effect.Effect<A, E | RetriesExhausted, R>
+    return loop as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
+  }
   return { attempt, retrying, attempts: () => attempts }
 }
 

@@ -36,10 +36,17 @@ const resolvedCounter = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("sto
 /** Whether an append took effect (for the deadline: after it, a timeout cannot say "nothing committed"). */
 const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed" || outcome._tag === "AlreadyCommitted"
 
-/** The append of `write`, a lost reply resolved, marked on the deadline as a commit in flight. */
-export const appendOnce = (ctx: AppendContext, write: PreparedAppend): Effect.Effect<AppendOutcome, StoreError> =>
+/**
+ * The append of `write`, a lost reply resolved, marked on the deadline as a commit in
+ * flight. `sent`: the call was already sent (`AuditBacking.send`); its reply is decoded.
+ */
+export const appendOnce = (
+  ctx: AppendContext,
+  write: PreparedAppend,
+  sent?: Promise<unknown>
+): Effect.Effect<AppendOutcome, StoreError> =>
   committing(
-    Effect.catchTag(ctx.backing.append(write), "RedisUnavailable", (lost) =>
+    Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
       ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
         Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
         Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),

@@ -16,7 +16,7 @@ import { auditKeys, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } fro
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
-import { Scripts } from "../scripts.js"
+import { callScript, Scripts } from "../scripts.js"
 import { AuditAppendReply, AuditTurnReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim, type Turn } from "../storeGuard.js"
 import { isJsonObject } from "../jsonRecord.js"
@@ -97,7 +97,13 @@ export interface AuditBacking {
    * continues `seen`, and a replica that saw `seen` may take the head as seen instead.
    */
   readonly readHeadOver: (seen: ChainPoint) => Effect.Effect<HeadOver, ReadBackingError>
-  readonly append: (write: PreparedAppend) => Effect.Effect<AppendOutcome, BackingError>
+  /** `sent`: the call `send` already sent (its reply is decoded here); otherwise the append is sent now. */
+  readonly append: (write: PreparedAppend, sent?: Promise<unknown>) => Effect.Effect<AppendOutcome, BackingError>
+  /**
+   * The fenced append sent as a bare call, for a caller that settles a `Committed` reply
+   * itself (`isCommittedReply`) and hands anything else to `append(write, sent)`. Redis only.
+   */
+  readonly send?: (write: PreparedAppend) => Promise<unknown>
   /**
    * Asks for the store lock's turn with `claim`'s token (lua/audit_turn.lua): granted with
    * the head JSON to build on, or queued for a hand-off. Absent where there is no lock.
@@ -147,6 +153,10 @@ const committed: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committe
 const committedKept: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Committed", kept: true })
 const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
 const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
+
+/** Whether the fenced append's raw reply is `Committed` (nothing else to learn from it). */
+export const isCommittedReply = (reply: unknown): boolean =>
+  Array.isArray(reply) && reply[0] === AuditAppendReply.Committed && reply[1] !== 1
 
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
@@ -243,6 +253,19 @@ const turnOf = (reply: unknown): Turn => {
   return status === AuditTurnReply.Granted ? { _tag: "Granted", handed: head ?? "null" } : queued
 }
 
+/** lua/audit_append.lua's ARGV for `write`. */
+const appendArgs = (write: PreparedAppend): Array<string | number> => [
+  write.expectedPrev,
+  write.recordJson,
+  write.integrityJson,
+  write.eventHash,
+  write.sequence,
+  write.commitId,
+  ...claimArgs(write.claim),
+  write.seen === null ? "" : write.seen.sequence,
+  write.seen === null ? "" : write.seen.eventHash
+]
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
@@ -266,23 +289,15 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     keys,
     readHead,
     readHeadOver: readHeadOverOn(redis, keys),
-    append: (write) =>
-      redis
-        .script(Scripts.auditAppend, appendKeys, [
-          write.expectedPrev,
-          write.recordJson,
-          write.integrityJson,
-          write.eventHash,
-          write.sequence,
-          write.commitId,
-          ...claimArgs(write.claim),
-          write.seen === null ? "" : write.seen.sequence,
-          write.seen === null ? "" : write.seen.eventHash
-        ])
-        .pipe(
-          wrongType(keys.chain),
-          Effect.flatMap((reply) => decodeAppendReply(keys, reply))
-        ),
+    append: (write, sent) =>
+      (sent === undefined
+        ? redis.script(Scripts.auditAppend, appendKeys, appendArgs(write))
+        : redis.run(Scripts.auditAppend.name, () => sent)
+      ).pipe(
+        wrongType(keys.chain),
+        Effect.flatMap((reply) => decodeAppendReply(keys, reply))
+      ),
+    send: (write) => callScript(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
     requestTurn: (claim) =>
       redis
         .script(Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs])

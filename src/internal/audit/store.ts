@@ -11,7 +11,7 @@ import * as Metric from "effect/Metric"
 import * as Metrics from "../../Metrics.js"
 import { defaultRetrySchedule } from "../../Retry.js"
 import { unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
-import { observed } from "../observe.js"
+import { observed, observedWithin } from "../observe.js"
 import { noGuard } from "../storeGuard.js"
 import type { AppendContext } from "./append.js"
 import type { AuditBacking } from "./backing.js"
@@ -49,13 +49,17 @@ export const appendStoreOnBacking = (
     rewindCounter: Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
   }
   const transaction = transactions(ctx, options.guard ?? noGuard, options.retry ?? defaultRetrySchedule)
-  const boundTransaction = within({ store: "audit", prefix, operation: "audit transaction", timeoutMs })
-  const observeTransaction = observed("audit", "transaction", prefix)
+  const observeTransaction = observedWithin(
+    "audit",
+    "transaction",
+    prefix,
+    within({ store: "audit", prefix, operation: "audit transaction", timeoutMs })
+  )
   const boundedRead: BoundedRead = (operation) =>
     withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const store: AppendStore = {
     prefix,
-    transaction: (build) => observeTransaction(boundTransaction(transaction(build))),
+    transaction: (build) => observeTransaction(transaction(build)),
     ready: backing.ready,
     head: backing.readHead.pipe(boundedRead("head"), observed("audit", "head", prefix)),
     length: backing.length.pipe(boundedRead("length"), observed("audit", "length", prefix)),

@@ -43,13 +43,13 @@ const settle = (
 }
 
 /** One run of `build`: its claim (lock-free attempts of the adaptive policy) and its one `persist`. */
-class Attempt implements AuditTransaction {
+export class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
   /** Its commit kept the store's lock (the claim asked to). */
   kept = false
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
   constructor(
-    private readonly pipeline: Pipeline,
+    readonly pipeline: Pipeline,
     readonly claim: LockClaim | undefined
   ) {
     this.persist = (record) => pipeline.persist(this, record)
@@ -63,7 +63,7 @@ class Attempt implements AuditTransaction {
 }
 
 /** The persist path of one store. */
-class Pipeline {
+export class Pipeline {
   constructor(readonly ctx: AppendContext) {}
 
   persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
@@ -76,14 +76,23 @@ class Pipeline {
         return Effect.fail(write)
       }
       attempt.first = "pending"
-      return Effect.onExit(
-        Effect.flatMap(appendOnce(this.ctx, write), (outcome) => {
-          if (outcome._tag === "Committed" && outcome.kept === true) attempt.kept = true
-          return settle(this.ctx, write, outcome)
-        }),
-        attempt.ended
-      )
+      return this.append(attempt, write)
     })
+  }
+
+  /** The fenced append of `write` for `attempt` (its persist pending); `sent`: the call already sent. */
+  append(
+    attempt: Attempt,
+    write: PreparedAppend,
+    sent?: Promise<unknown>
+  ): Effect.Effect<void, FenceConflict | StoreError> {
+    return Effect.onExit(
+      Effect.flatMap(appendOnce(this.ctx, write, sent), (outcome) => {
+        if (outcome._tag === "Committed" && outcome.kept === true) attempt.kept = true
+        return settle(this.ctx, write, outcome)
+      }),
+      attempt.ended
+    )
   }
 }
 

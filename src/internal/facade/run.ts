@@ -22,6 +22,10 @@ export const promiseRunner =
       Exit.isSuccess(exit) ? exit.value : Promise.reject(originalFailure(exit.cause))
     )
 
+/** An Exit as a settled promise: its value, or a rejection with `originalFailure`. */
+export const settleExit = <A>(exit: Exit.Exit<A, unknown>): Promise<A> =>
+  Exit.isSuccess(exit) ? Promise.resolve(exit.value) : Promise.reject(originalFailure(exit.cause))
+
 /** Runs a synchronous effect, throwing `originalFailure`. */
 export const runSyncOrThrow = <A>(effect: Effect.Effect<A, unknown>): A => {
   const exit = Effect.runSyncExit(effect)
@@ -36,20 +40,42 @@ export const runSyncOrThrow = <A>(effect: Effect.Effect<A, unknown>): A => {
 export const fastPromiseRunner = (runtime: Runtime.Runtime<never> = Runtime.defaultRuntime) => {
   const runSync = Runtime.runSyncExit(runtime)
   const runPromise = Runtime.runPromiseExit(runtime)
-  const settle = <A>(exit: Exit.Exit<A, unknown>): Promise<A> =>
-    Exit.isSuccess(exit) ? Promise.resolve(exit.value) : Promise.reject(originalFailure(exit.cause))
   return <A>(effect: Effect.Effect<A, unknown>): Promise<A> => {
     const exit = runSync(effect)
     if (Exit.isFailure(exit)) {
       const died = Cause.dieOption(exit.cause)
       if (Option.isSome(died) && Runtime.isAsyncFiberException(died.value)) {
-        return runPromise(Fiber.join(died.value.fiber as Fiber.Fiber<A, unknown>)).then(settle)
+        return runPromise(Fiber.join(died.value.fiber as Fiber.Fiber<A, unknown>)).then(settleExit)
       }
     }
-    return settle(exit)
+    return settleExit(exit)
   }
 }
 
-/** A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays retryable). */
+/**
+ * A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays
+ * retryable). `fn` is called when the effect runs; a value it returns (not a promise)
+ * settles at once, a promise is awaited with one callback (no `async` wrapper around it).
+ */
 export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknown> =>
-  Effect.tryPromise({ try: async () => fn(), catch: (error) => error })
+  Effect.suspend(() => {
+    let result: Promise<A> | A
+    try {
+      result = fn()
+    } catch (error) {
+      return Effect.fail(error)
+    }
+    if (!isThenable(result)) return Effect.succeed(result)
+    const pending = result
+    return Effect.async<A, unknown>((resume) => {
+      Promise.resolve(pending).then(
+        (value) => resume(Effect.succeed(value)),
+        (error: unknown) => resume(Effect.fail(error))
+      )
+    })
+  })
+
+const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
+  (typeof value === "object" || typeof value === "function") &&
+  value !== null &&
+  typeof (value as { then?: unknown }).then === "function"
