@@ -3,8 +3,12 @@
  * under every lock policy, is one the schedule allowed, and one count of conflicts,
  * retries and attempts covers them all.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Tracer from "effect/Tracer"
 import { type FenceConflict, RetriesExhausted, type StoreKind } from "../Errors.js"
 import * as Metrics from "../Metrics.js"
 import type { RetrySchedule } from "../Retry.js"
@@ -51,7 +55,14 @@ export const withRetryBudget = <A, E, R>(
     const budget = makeBudget(options)
     return Effect.ensuring(
       use(budget),
-      Effect.suspend(() => Effect.annotateCurrentSpan("haechi.attempts", budget.attempts()))
+      Effect.withFiberRuntime<void>((fiber) => {
+        // (Effect.annotateCurrentSpan fails with an exception, and captures its stack,
+        // when there is no span: on every operation under the native tracer.)
+        const span = Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan)
+        if (Option.isSome(span) && span.value._tag === "Span")
+          span.value.attribute("haechi.attempts", budget.attempts())
+        return Effect.void
+      })
     )
   })
 

@@ -251,10 +251,13 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       ]
       for (const [token, json] of write.sets) args.push(token, json)
       for (const token of write.deletes) args.push(token)
-      return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
-        wrongType(keys.tokens),
-        Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
-      )
+      // By SHA as a plain command (a NOSCRIPT means it did not run: resent with the text).
+      return redis
+        .run(Scripts.vaultApply.name, (c) => callScriptBySha(c, Scripts.vaultApply, applyKeys, args))
+        .pipe(
+          wrongType(keys.tokens),
+          Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
+        )
     },
     ...changeReadsOn(redis, keys),
     scan: (cursor) =>
