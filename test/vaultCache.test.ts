@@ -3,7 +3,7 @@
  * the version it started on while mutations commit (on every layer), deletes and
  * re-inserts keep entries() exact, and a replica that cached an old version catches up.
  * The facade's fiber-free read: NOSCRIPT recovery, the caller's failure as thrown, private
- * copies and its latency sample.
+ * copies, its latency sample and its deadlines.
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -12,6 +12,7 @@ import { Redis } from "ioredis"
 import { createMemoryTokenStore, createRedisTokenStore, type HaechiTokenStore } from "../src/haechi.js"
 import { latencyMetric } from "../src/internal/observe.js"
 import { sharedRedis } from "./support/shared.js"
+import { tcpProxy } from "./support/tcpProxy.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const sorted = (entries: Array<[string, unknown]>) => entries.map(([t]) => t).sort()
@@ -147,6 +148,46 @@ describe("the facade's read (no fiber on its common path)", () => {
       expect(samples() - before).toBe(4)
     } finally {
       await c.quit()
+    }
+  })
+
+  it("reads in flight on a frozen link each end at their own deadline (one timer serves them all), then reads go on", async () => {
+    const proxy = await tcpProxy(sharedRedis().port)
+    const c = new Redis(proxy.url)
+    try {
+      const timeout = 300
+      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("frozenreads"), lock: "never", timeout })
+      await store.mutate((v) => v.set("t", { n: 1 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      proxy.freeze()
+      const ended: Array<string> = []
+      const timedRead = async (name: string) => {
+        const started = performance.now()
+        const error = await store
+          .read((v) => v.get("t"))
+          .then(
+            () => undefined,
+            (e: unknown) => e
+          )
+        ended.push(name)
+        return { error, ms: performance.now() - started }
+      }
+      const first = timedRead("first")
+      await new Promise((r) => setTimeout(r, 100))
+      const second = timedRead("second")
+      await new Promise((r) => setTimeout(r, 100))
+      const third = timedRead("third")
+      for (const { error, ms } of await Promise.all([first, second, third])) {
+        expect(error).toMatchObject({ _tag: "OperationTimeout", operation: "vault read", timeoutMs: timeout })
+        expect(ms).toBeGreaterThanOrEqual(timeout)
+        expect(ms).toBeLessThan(timeout + 1500)
+      }
+      expect(ended).toEqual(["first", "second", "third"])
+      proxy.thaw()
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+    } finally {
+      c.disconnect()
+      await proxy.stop()
     }
   })
 })

@@ -46,6 +46,67 @@ export const registerPromiseRead = (store: TokenStoreShape, parts: PromiseReadPa
   readers.set(store, (runtime) => (tracesNothing(runtime.fiberRefs) ? promiseRead(parts, runtime) : undefined))
 }
 
+/** A read in flight: when its deadline passes, and what ends it then. */
+interface Pending {
+  readonly endsAt: number
+  readonly expire: () => void
+  done: boolean
+}
+
+/**
+ * The deadlines of one reader's reads in flight. They all have the same timeout, so
+ * they end in the order they started: one timer, armed for the oldest, serves them all
+ * (a timer per read cost more than the rest of the read's own work). While no read is in
+ * flight the timer is left armed but does not hold the process open.
+ */
+class Deadlines {
+  private queue: Array<Pending> = []
+  private head = 0
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined
+
+  constructor(private readonly delay: number) {}
+
+  add(pending: Pending): void {
+    if (this.head === this.queue.length) this.timer?.ref()
+    this.queue.push(pending)
+    this.timer ??= setTimeout(this.fire, this.delay)
+  }
+
+  /** Marks `pending` ended; the ended reads at the front leave the queue. */
+  end(pending: Pending): void {
+    pending.done = true
+    while (this.head < this.queue.length && this.queue[this.head]!.done) this.head += 1
+    if (this.head === this.queue.length) {
+      this.queue = []
+      this.head = 0
+      this.timer?.unref()
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      // (Reads always in flight never empty the queue: the ended front is dropped now and then.)
+      this.queue = this.queue.slice(this.head)
+      this.head = 0
+    }
+  }
+
+  // Expires every read whose deadline has passed (a timer may fire early: never early
+  // for a read), and re-arms for the next one.
+  private readonly fire = (): void => {
+    this.timer = undefined
+    const now = performance.now()
+    while (this.head < this.queue.length) {
+      const first = this.queue[this.head]!
+      if (first.done) {
+        this.head += 1
+        continue
+      }
+      if (first.endsAt > now) {
+        this.timer = setTimeout(this.fire, Math.ceil(first.endsAt - now))
+        return
+      }
+      first.expire()
+    }
+  }
+}
+
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function"
 
@@ -55,25 +116,27 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const runExit = Runtime.runPromiseExit(runtime)
   const delay = timerDelay(deadline.timeoutMs)
+  const deadlines = new Deadlines(delay)
 
   return <A>(fn: (view: ReadView) => A | PromiseLike<A>): Promise<A> =>
     new Promise<A>((resolve, reject) => {
       const started = performance.now()
-      let done = false
       const finish = (ok: boolean, value: unknown) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
+        if (pending.done) return
+        deadlines.end(pending)
         latency.unsafeUpdate(performance.now() - started, labels)
         if (ok) resolve(value as A)
         else reject(value)
       }
-      const timer = setTimeout(
-        () => finish(false, new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })),
-        delay
-      )
+      const pending: Pending = {
+        endsAt: started + delay,
+        expire: () =>
+          finish(false, new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })),
+        done: false
+      }
+      deadlines.add(pending)
       const pinned = () => {
-        if (done) return
+        if (pending.done) return
         const { snapshot, release } = cache.pin()
         let out: A | PromiseLike<A>
         try {
@@ -103,7 +166,7 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
       if (from === undefined || freshness.unproven()) return settled(freshness.bringUpToDate)
       changesNow(from, "").then(
         (changes) => {
-          if (done) return
+          if (pending.done) return
           if (isCurrent(cache, from, changes)) return pinned()
           if (changes._tag === "Delta") {
             const to = { version: changes.version, commit: changes.commit, size: changes.size }
