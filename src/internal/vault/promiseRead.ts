@@ -128,12 +128,8 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
         if (ok) resolve(value as A)
         else reject(value)
       }
-      const pending: Pending = {
-        endsAt: started + delay,
-        expire: () =>
-          finish(false, new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })),
-        done: false
-      }
+      const timedOut = () => new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })
+      const pending: Pending = { endsAt: started + delay, expire: () => finish(false, timedOut()), done: false }
       deadlines.add(pending)
       const pinned = () => {
         if (pending.done) return
@@ -158,9 +154,12 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
       const settled = (effect: Effect.Effect<void, unknown>) => {
         const left = Math.ceil(delay - (performance.now() - started))
         if (left < 1) return
-        runExit(within({ ...deadline, timeoutMs: left })(effect)).then((exit) =>
-          Exit.isSuccess(exit) ? pinned() : finish(false, originalFailure(exit.cause))
-        )
+        runExit(within({ ...deadline, timeoutMs: left })(effect)).then((exit) => {
+          if (Exit.isSuccess(exit)) return pinned()
+          const failure = originalFailure(exit.cause)
+          // (Its budget was what was left: the timeout it names is the operation's own.)
+          finish(false, failure instanceof OperationTimeout ? timedOut() : failure)
+        })
       }
       const from: VaultPoint | undefined = cache.point()
       if (from === undefined || freshness.unproven()) return settled(freshness.bringUpToDate)
