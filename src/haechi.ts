@@ -11,7 +11,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Runtime from "effect/Runtime"
+import * as Runtime from "effect/Runtime"
 import type { Cluster, Redis } from "ioredis"
 import type * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
@@ -29,6 +29,7 @@ import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
 import { memoryVaultBacking, redisVaultBacking } from "./internal/vault/backing.js"
+import { promiseReadOf } from "./internal/vault/promiseRead.js"
 import * as RateLimiter from "./RateLimiter.js"
 import { RedisClient, type RedisClientShape } from "./RedisClient.js"
 import type { StoreOptions } from "./StoreOptions.js"
@@ -212,9 +213,11 @@ export const toHaechiAuditStore = (
 /** Wraps an Effect token store in haechi's Promise contract. */
 export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOptions = {}): HaechiTokenStore => {
   const run = promiseRunner(options.runtime)
+  // Our own stores read with no fiber when no tracer would see the read's span.
+  const readNow = promiseReadOf(store, options.runtime ?? Runtime.defaultRuntime)
   return {
     mutate: (fn) => run(store.mutate((view) => fromCaller(() => fn(view)))),
-    read: (fn) => run(store.read((view) => fromCaller(() => fn(view)))),
+    read: readNow ?? ((fn) => run(store.read((view) => fromCaller(() => fn(view))))),
     ready: () => run(store.ready)
   }
 }

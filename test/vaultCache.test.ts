@@ -2,11 +2,17 @@
  * The replica cache of the token store: a read whose view is still in use keeps seeing
  * the version it started on while mutations commit (on every layer), deletes and
  * re-inserts keep entries() exact, and a replica that cached an old version catches up.
+ * The facade's fiber-free read: NOSCRIPT recovery, the caller's failure as thrown, private
+ * copies, its latency sample and its deadlines.
  */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
 import { createMemoryTokenStore, createRedisTokenStore, type HaechiTokenStore } from "../src/haechi.js"
+import { latencyMetric } from "../src/internal/observe.js"
 import { sharedRedis } from "./support/shared.js"
+import { tcpProxy } from "./support/tcpProxy.js"
 import { uniquePrefix } from "./support/keys.js"
 
 const sorted = (entries: Array<[string, unknown]>) => entries.map(([t]) => t).sort()
@@ -95,6 +101,99 @@ describe.each(layers)("token store cache (%s)", (_name, make) => {
       )
     } finally {
       await close()
+    }
+  })
+})
+
+describe("the facade's read (no fiber on its common path)", () => {
+  const client = () => new Redis(sharedRedis().url)
+
+  it("after SCRIPT FLUSH (a restarted server) reads and writes go on, NOSCRIPT answered with the script's text", async () => {
+    const [c1, c2, admin] = [client(), client(), client()]
+    const keyPrefix = uniquePrefix("noscript")
+    try {
+      const a = createRedisTokenStore({ client: c1, keyPrefix, lock: "never" })
+      const b = createRedisTokenStore({ client: c2, keyPrefix, lock: "never" })
+      await a.mutate((v) => v.set("t1", { n: 1 }))
+      expect(await b.read((v) => v.get("t1"))).toEqual({ n: 1 })
+      await admin.script("FLUSH")
+      await a.mutate((v) => v.set("t2", { n: 2 }))
+      await admin.script("FLUSH")
+      expect(await b.read((v) => [v.get("t1"), v.get("t2")])).toEqual([{ n: 1 }, { n: 2 }])
+      await admin.script("FLUSH")
+      expect(await a.read((v) => sorted(v.entries()))).toEqual(["t1", "t2"])
+    } finally {
+      await Promise.all([c1, c2, admin].map((c) => c.quit()))
+    }
+  })
+
+  it("hands fn's failure back as it was thrown, a private copy from get, and a latency sample per read", async () => {
+    const c = client()
+    try {
+      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("fastread"), lock: "never" })
+      await store.mutate((v) => v.set("t", { n: 1, nested: { k: "v" } }))
+      const samples = () => Effect.runSync(Metric.value(latencyMetric("vault", "read"))).count
+      const before = samples()
+      const thrown = new Error("caller's own")
+      await expect(
+        store.read(() => {
+          throw thrown
+        })
+      ).rejects.toBe(thrown)
+      await expect(store.read(async () => Promise.reject(thrown))).rejects.toBe(thrown)
+      const copy = await store.read((v) => v.get("t") as { n: number; nested: { k: string } })
+      copy.n = 2
+      copy.nested.k = "changed"
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1, nested: { k: "v" } })
+      expect(samples() - before).toBe(4)
+    } finally {
+      await c.quit()
+    }
+  })
+
+  it("reads in flight on a frozen link each end at their own deadline (one timer serves them all), then reads go on", async () => {
+    const proxy = await tcpProxy(sharedRedis().port)
+    const c = new Redis(proxy.url)
+    try {
+      const timeout = 300
+      const keyPrefix = uniquePrefix("frozenreads")
+      const store = createRedisTokenStore({ client: c, keyPrefix, lock: "never", timeout })
+      await store.mutate((v) => v.set("t", { n: 1 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      // A replica that has read nothing yet reads in full through the Effect path.
+      const fresh = createRedisTokenStore({ client: c, keyPrefix, lock: "never", timeout })
+      proxy.freeze()
+      const ended: Array<string> = []
+      const timedRead = async (name: string, on = store) => {
+        const started = performance.now()
+        const error = await on
+          .read((v) => v.get("t"))
+          .then(
+            () => undefined,
+            (e: unknown) => e
+          )
+        ended.push(name)
+        return { error, ms: performance.now() - started }
+      }
+      const first = timedRead("first")
+      await new Promise((r) => setTimeout(r, 100))
+      const second = timedRead("second")
+      await new Promise((r) => setTimeout(r, 100))
+      const third = timedRead("third")
+      const unread = timedRead("fresh", fresh)
+      for (const { error, ms } of await Promise.all([first, second, third, unread])) {
+        expect(error).toMatchObject({ _tag: "OperationTimeout", operation: "vault read", timeoutMs: timeout })
+        expect(ms).toBeGreaterThanOrEqual(timeout)
+        expect(ms).toBeLessThan(timeout + 1500)
+      }
+      // (One store's reads end in order; the fresh replica is another store, with its own timer.)
+      expect(ended.filter((name) => name !== "fresh")).toEqual(["first", "second", "third"])
+      proxy.thaw()
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      expect(await fresh.read((v) => v.get("t"))).toEqual({ n: 1 })
+    } finally {
+      c.disconnect()
+      await proxy.stop()
     }
   })
 })

@@ -11,6 +11,7 @@ import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import type { CommitOutcomeUnknown, OperationTimeout, StoreKind } from "../Errors.js"
@@ -21,8 +22,16 @@ import { withTags } from "./metricTags.js"
 /** Effect's default tracer, which records nothing anyone can read. */
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
+/** The latency histogram of one store operation, tags fixed once. */
+export const latencyMetric = (store: StoreKind | "ratelimit", operation: string) =>
+  withTags(Metrics.keys.operationLatency, { store, operation })
+
+/** True when fibers started with `fiberRefs` trace with Effect's native tracer: no span would be seen. */
+export const tracesNothing = (fiberRefs: FiberRefs.FiberRefs): boolean =>
+  Context.get(FiberRefs.getOrDefault(fiberRefs, DefaultServices.currentServices), Tracer.Tracer) === nativeTracer
+
 export const observed = (store: StoreKind | "ratelimit", operation: string, prefix: string) => {
-  const latency = withTags(Metrics.keys.operationLatency, { store, operation })
+  const latency = latencyMetric(store, operation)
   const span = {
     attributes: { "haechi.store": store, "haechi.prefix": prefix },
     captureStackTrace: false

@@ -37,12 +37,17 @@ export const toRedisError = (operation: string, error: unknown): RedisError => {
     : new RedisUnavailable({ operation, cause: error })
 }
 
+const isWrongType = (e: RedisError): e is RedisCommandFailed =>
+  e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE")
+
+const wrongTypeAt = (key: string) => new CorruptData({ key, detail: "holds the wrong Redis type" })
+
 /** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
 export const wrongType =
   (key: string) =>
   <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
-    Effect.catchIf(
-      effect,
-      (e): e is RedisCommandFailed => e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE"),
-      () => Effect.fail(new CorruptData({ key, detail: "holds the wrong Redis type" }))
-    )
+    Effect.catchIf(effect, isWrongType, () => Effect.fail(wrongTypeAt(key)))
+
+/** `wrongType` for a typed error outside an Effect. */
+export const wrongTypeOf = (key: string, error: RedisError): RedisError | CorruptData =>
+  isWrongType(error) ? wrongTypeAt(key) : error

@@ -13,6 +13,7 @@ import { createHash } from "node:crypto"
 import * as Effect from "effect/Effect"
 import type { Cluster, Redis } from "ioredis"
 import { InvalidConfig } from "../Errors.js"
+import { isClusterClient } from "./client.js"
 import { luaSources } from "./luaSources.js"
 
 /** A script's file, its command name on the client and how many KEYS it takes. */
@@ -114,4 +115,26 @@ export const callScript = (
   ensureScript(client, script)
   const command = (client as unknown as Record<string, ScriptCommand>)[script.name] as ScriptCommand
   return command.call(client, ...keys, ...args)
+}
+
+const isNoScript = (error: unknown): boolean => error instanceof Error && error.message.startsWith("NOSCRIPT")
+
+/**
+ * `callScript` for a hot path: on a standalone client, EVALSHA sent as a plain command
+ * (ioredis's script command adds a command subclass and a promise per call, about half
+ * again a plain command's client CPU); a NOSCRIPT reply (a restarted or failed-over
+ * server) is answered by the defined command, which sends the text. A Cluster client
+ * goes through `callScript` (its read-only routing is the defined command's).
+ */
+export const callScriptBySha = (
+  client: Redis | Cluster,
+  script: ScriptDefinition,
+  keys: ReadonlyArray<string>,
+  args: ReadonlyArray<string | number>
+): Promise<unknown> => {
+  if (isClusterClient(client)) return callScript(client, script, keys, args)
+  ensureScript(client, script)
+  return client
+    .evalsha(luaSources[script.file]!.sha1, keys.length, ...keys, ...args)
+    .catch((error: unknown) => (isNoScript(error) ? callScript(client, script, keys, args) : Promise.reject(error)))
 }

@@ -13,8 +13,8 @@ import { fenceKeyOf, vaultKeys, waitersKeyOf, type VaultKeys } from "../keys.js"
 import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
-import { wrongType } from "../redisReply.js"
-import { Scripts } from "../scripts.js"
+import { toRedisError, wrongType, wrongTypeOf } from "../redisReply.js"
+import { callScriptBySha, Scripts } from "../scripts.js"
 import { VaultApplyReply, VaultChangesReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 
@@ -100,6 +100,12 @@ export interface VaultBacking {
   readonly apply: (write: VaultWrite) => Effect.Effect<ApplyOutcome, BackingError>
   /** The changes since `known`, proved against the commit it saw; `commitId`: a commit to look for. */
   readonly changes: (known: VaultPoint, commitId: string) => Effect.Effect<Changes, BackingError>
+  /**
+   * `changes` as a plain Promise, for a read path that runs no fiber: it rejects with the
+   * same typed errors. Optional: a backing without it is read through `changes` (a
+   * wrapper that changes `changes` must change or drop this too).
+   */
+  readonly changesNow?: (known: VaultPoint, commitId: string) => Promise<Changes>
   /** One page of a full read; start with cursor "0", done when the returned cursor is "0". */
   readonly scan: (cursor: string) => Effect.Effect<ScanPage, BackingError>
   /** The whole vault at one version, atomically (the fallback when paged reads cannot settle). */
@@ -162,6 +168,17 @@ const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<Apply
 
 /** vault_changes.lua's reply as `Changes`. */
 const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData => {
+  // The common answer, decoded without the general path's copies.
+  const short = reply as [unknown, unknown, number, string, number]
+  if (
+    Array.isArray(reply) &&
+    short.length === 5 &&
+    short[1] === VaultChangesReply.Same &&
+    typeof short[0] === "string"
+  ) {
+    const v = versionOf(short[0], versionKey)
+    if (typeof v === "string") return { _tag: "Same", version: v, commit: short[3], size: short[2] }
+  }
   const [version, status, size, detail, found, ...flat] = reply as [
     string | null,
     ReplyCode<typeof VaultChangesReply>,
@@ -187,6 +204,33 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
   return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
 }
 
+/** `changes` and `changesNow` on Redis: vault_changes.lua, decoded synchronously (this is every read's one round trip). */
+const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBacking, "changes" | "changesNow"> => {
+  const three = [keys.version, keys.tokens, keys.log]
+  const argsOf = (known: VaultPoint, commitId: string) => [known.version, known.commit, commitId, LOG_BOUND]
+  return {
+    changes: (known, commitId) =>
+      redis.script(Scripts.vaultChanges, three, argsOf(known, commitId)).pipe(
+        wrongType(keys.log),
+        Effect.flatMap((reply) => {
+          const decoded = changesOf(reply, keys.version)
+          return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
+        })
+      ),
+    changesNow: (known, commitId) =>
+      callScriptBySha(redis.client, Scripts.vaultChanges, three, argsOf(known, commitId)).then(
+        (reply) => {
+          const decoded = changesOf(reply, keys.version)
+          if (decoded instanceof CorruptData) throw decoded
+          return decoded
+        },
+        (error: unknown) => {
+          throw wrongTypeOf(keys.log, toRedisError(Scripts.vaultChanges.name, error))
+        }
+      )
+  }
+}
+
 /** The vault on Redis, in haechi-store-redis's layout plus our change log. */
 export const redisVaultBacking = (redis: RedisClientShape, prefix: string): VaultBacking => {
   const keys = vaultKeys(prefix)
@@ -207,20 +251,15 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
       ]
       for (const [token, json] of write.sets) args.push(token, json)
       for (const token of write.deletes) args.push(token)
-      return redis.script(Scripts.vaultApply, applyKeys, args).pipe(
-        wrongType(keys.tokens),
-        Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
-      )
+      // By SHA as a plain command (a NOSCRIPT means it did not run: resent with the text).
+      return redis
+        .run(Scripts.vaultApply.name, (c) => callScriptBySha(c, Scripts.vaultApply, applyKeys, args))
+        .pipe(
+          wrongType(keys.tokens),
+          Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
+        )
     },
-    changes: (known, commitId) =>
-      redis.script(Scripts.vaultChanges, three, [known.version, known.commit, commitId, LOG_BOUND]).pipe(
-        wrongType(keys.log),
-        // Decoded synchronously: this is every read's one round trip.
-        Effect.flatMap((reply) => {
-          const decoded = changesOf(reply, keys.version)
-          return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
-        })
-      ),
+    ...changeReadsOn(redis, keys),
     scan: (cursor) =>
       redis.script(Scripts.vaultScan, three, [cursor, SCAN_PAGE]).pipe(
         wrongType(keys.tokens),
@@ -357,6 +396,7 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
         return { _tag: "Committed", version: current() }
       }),
     changes: (known, commitId) => Effect.sync(() => changes(known, commitId)),
+    changesNow: (known, commitId) => Promise.resolve().then(() => changes(known, commitId)),
     scan: () => Effect.sync(() => ({ version: current(), commit: lastCommit(), cursor: "0", entries: [...tokens] })),
     snapshot: Effect.sync(() => ({ version: current(), commit: lastCommit(), entries: [...tokens] })),
     stats: Effect.sync(() => ({ version: current(), size: tokens.size, logLength: log.length })),

@@ -110,20 +110,33 @@ export class VaultCache {
     return true
   }
 
-  /** `advance` by stored JSON (null = deleted): every change is decoded first, so a corrupt value changes nothing. */
+  /**
+   * `advance` by stored JSON (null = deleted): every change is decoded first, so a corrupt
+   * value changes nothing. Synchronous, for the read path that runs no fiber.
+   */
+  advanceByJsonNow(
+    from: Version,
+    to: Target,
+    changes: ReadonlyArray<readonly [string, string | null]>
+  ): boolean | CorruptData {
+    const decoded: Array<RecordChange> = []
+    for (const [token, json] of changes) {
+      const record = json === null ? undefined : decodeRecord(this.tokensKey, token, json)
+      if (record instanceof CorruptData) return record
+      decoded.push([token, record])
+    }
+    return this.advance(from, to, decoded)
+  }
+
+  /** `advanceByJsonNow` as an Effect. */
   advanceByJson(
     from: Version,
     to: Target,
     changes: ReadonlyArray<readonly [string, string | null]>
   ): Effect.Effect<boolean, CorruptData> {
     return Effect.suspend(() => {
-      const decoded: Array<RecordChange> = []
-      for (const [token, json] of changes) {
-        const record = json === null ? undefined : decodeRecord(this.tokensKey, token, json)
-        if (record instanceof CorruptData) return Effect.fail(record)
-        decoded.push([token, record])
-      }
-      return Effect.succeed(this.advance(from, to, decoded))
+      const applied = this.advanceByJsonNow(from, to, changes)
+      return applied instanceof CorruptData ? Effect.fail(applied) : Effect.succeed(applied)
     })
   }
 

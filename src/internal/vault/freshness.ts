@@ -24,6 +24,13 @@ const PAGED_RELOAD_TRIES = 3
 
 const numeric = (version: Version): number => (version === "" ? 0 : Number(version))
 
+/**
+ * Whether a change-log answer for a cache that stood at `from` needs no further step:
+ * nothing changed and the token count agrees (or the cache has moved on meanwhile).
+ */
+export const isCurrent = (cache: VaultCache, from: VaultPoint, changes: Changes): boolean =>
+  changes._tag === "Same" && (cache.version !== from.version || cache.size === changes.size)
+
 export interface VaultFreshness {
   /** Counts and logs a cache Redis no longer backs (both points named), and drops it. */
   readonly dropRewound: (seen: VaultPoint, now: Version, detail: string) => Effect.Effect<void>
@@ -31,8 +38,18 @@ export interface VaultFreshness {
   readonly applyLog: (from: VaultPoint, changes: Changes) => Effect.Effect<boolean, CorruptData>
   /** Reads the whole vault into the cache; `before`: where the cache stood, to tell a rewind meanwhile. */
   readonly readInFull: (before: VaultPoint | undefined) => Effect.Effect<void, RedisError | CorruptData>
+  /**
+   * Finishes bringing the cache from `from` to where a change-log answer says Redis is
+   * (what `bringUpToDate` does with its answer): applied, or a full read.
+   */
+  readonly settle: (from: VaultPoint, changes: Changes) => Effect.Effect<void, RedisError | CorruptData>
   /** Brings the cache to the current version: one round trip unless a full read is needed. */
   readonly bringUpToDate: Effect.Effect<void, RedisError | CorruptData>
+  /**
+   * True when no commit id proves the cache (none yet, or its version was written
+   * without logging, by haechi-store-redis): it is read again before each use.
+   */
+  readonly unproven: () => boolean
   /** A full read when no commit id proves the cache, else nothing (no round trip). */
   readonly loadIfUnproven: Effect.Effect<void, RedisError | CorruptData>
 }
@@ -165,20 +182,21 @@ export const vaultFreshness = (backing: VaultBacking, cache: VaultCache): VaultF
    */
   const unproven = (): boolean => cache.version === undefined || (cache.version !== "" && cache.commit === "")
 
+  const settle = (from: VaultPoint, changes: Changes): Effect.Effect<void, RedisError | CorruptData> =>
+    Effect.flatMap(applyLog(from, changes), (current) =>
+      current ? Effect.void : readInFull(changes._tag === "Reload" ? from : undefined)
+    )
+
   const bringUpToDate: Effect.Effect<void, RedisError | CorruptData> = Effect.suspend(() => {
     const from = cache.point()
     if (from === undefined || unproven()) return readInFull(from)
     return Effect.flatMap(backing.changes(from, ""), (changes) =>
       // (The common answer, nothing changed and the count agrees, takes no further step.)
-      changes._tag === "Same" && (cache.version !== from.version || cache.size === changes.size)
-        ? Effect.void
-        : Effect.flatMap(applyLog(from, changes), (current) =>
-            current ? Effect.void : readInFull(changes._tag === "Reload" ? from : undefined)
-          )
+      isCurrent(cache, from, changes) ? Effect.void : settle(from, changes)
     )
   })
 
   const loadIfUnproven = Effect.suspend(() => (unproven() ? readInFull(cache.point()) : Effect.void))
 
-  return { dropRewound, applyLog, readInFull, bringUpToDate, loadIfUnproven }
+  return { dropRewound, applyLog, readInFull, settle, bringUpToDate, loadIfUnproven, unproven }
 }

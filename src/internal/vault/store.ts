@@ -15,6 +15,7 @@ import { VaultCache } from "./cache.js"
 import { commitAttempts } from "./commit.js"
 import type { TokenStoreOptions, TokenStoreShape } from "./contract.js"
 import { vaultFreshness } from "./freshness.js"
+import { registerPromiseRead } from "./promiseRead.js"
 import { readView } from "./views.js"
 import { attempted } from "../storeGuard.js"
 
@@ -36,7 +37,7 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
   const observeRead = observed("vault", "read", prefix)
   const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
 
-  return {
+  const store: TokenStoreShape = {
     prefix,
     mutate: (f) =>
       withRetryBudget(retryOptions, (budget) =>
@@ -59,4 +60,8 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
     ready: backing.ready,
     stats: backing.stats.pipe(withinRead(deadline("stats")), observed("vault", "stats", prefix))
   }
+  if (backing.changesNow !== undefined) {
+    registerPromiseRead(store, { changesNow: backing.changesNow, cache, freshness, deadline: deadline("read") })
+  }
+  return store
 }
