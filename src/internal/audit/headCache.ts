@@ -44,6 +44,8 @@ export class HeadCache {
   private hintState: HeadState = unknownHead
   private seenPoint: ChainPoint | null = null
   private reportedPoint: ChainPoint | null = null
+  /** The last head offered with a turn (kept when the hint moves on): a record built on it is no caller's mistake. */
+  private offeredPoint: ChainPoint | null = null
 
   constructor(private readonly backing: AuditBacking) {}
 
@@ -77,6 +79,7 @@ export class HeadCache {
    * proves it, and a parent that turns out not to be in the chain is no rewind.
    */
   offer(head: AuditIntegrity | null): void {
+    this.offeredPoint = pointOf(head)
     this.set({ _tag: "Known", head, hash: head?.eventHash ?? "", offered: true }, this.seenPoint)
   }
 
@@ -92,6 +95,11 @@ export class HeadCache {
       samePoint(point, this.seenPoint) ||
       (hint._tag === "Known" && hint.offered !== true && samePoint(point, pointOf(hint.head)))
     )
+  }
+
+  /** Whether `point` is the last head a turn offered (unproven: a hand-off message may be forged or outrun by a rewind). */
+  wasOffered(point: ChainPoint): boolean {
+    return samePoint(point, this.offeredPoint)
   }
 
   /** True the first time a rewind of `lost` is met (then it is reported), false after. */

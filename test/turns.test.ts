@@ -1,0 +1,159 @@
+/**
+ * Adversarial checks of the adaptive policy's turns against real Redis: what a hand-off
+ * message or a turn reply carries is only a hint (a forged one costs a retry, never a
+ * fork, a lost record, a missed rewind or a caller blamed for a record it built right),
+ * and nothing a turn takes (the lock, a queue entry) outlives its lease.
+ */
+import { describe, expect, it } from "vitest"
+import { Redis } from "ioredis"
+import { createRedisAuditStore } from "../src/haechi.js"
+import { createAuditSink, verifyAuditChain } from "./support/haechiCore.js"
+import { sharedRedis } from "./support/shared.js"
+import { waitersKeyOf } from "../src/internal/keys.js"
+import { uniquePrefix } from "./support/keys.js"
+import { Effect, Metric } from "effect"
+import * as Metrics from "../src/Metrics.js"
+
+const connect = () => new Redis(sharedRedis().url)
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `probe` every 2 ms for up to `ms`; its last value. */
+const until = async <A>(probe: () => Promise<A>, ok: (a: A) => boolean, ms = 1000): Promise<A> => {
+  const end = performance.now() + ms
+  let value = await probe()
+  while (!ok(value) && performance.now() < end) {
+    await sleep(2)
+    value = await probe()
+  }
+  return value
+}
+
+const turnsCounted = (lockKey: string, how: "granted" | "handed" | "timedOut") =>
+  Effect.runSync(Metric.value(Metrics.turns.pipe(Metric.tagged("key", lockKey), Metric.tagged("how", how)))).count
+
+const chainOf = async (client: Redis, keyPrefix: string) =>
+  (await client.lrange(`${keyPrefix}chain`, 0, -1)).map((line) => JSON.parse(line))
+
+/**
+ * Starts a write that queues behind a foreign holder, and answers its queue entry with a
+ * hostile hand-off (addressed to its token) carrying `forged` as the head, the lock freed
+ * just before. Resolves with the write's outcome.
+ */
+const forgedHandOff = async (client: Redis, keyPrefix: string, write: () => Promise<unknown>, forged: unknown) => {
+  const lockKey = `${keyPrefix}lock`
+  await client.set(lockKey, "held-by-a-reference-replica", "PX", 2000)
+  const pending = write().then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error })
+  )
+  const entries = await until(
+    () => client.zrange(waitersKeyOf(lockKey), 0, -1),
+    (e) => e.length > 0
+  )
+  expect(entries).toHaveLength(1)
+  const token = entries[0]!.split(" ")[0]!
+  // Once the writer listens (else the message is lost, which its poll covers).
+  const channel = `${lockKey}:released`
+  await until(
+    async () => Number(((await client.pubsub("NUMSUB", channel)) as Array<unknown>)[1]),
+    (n) => n > 0
+  )
+  await sleep(5)
+  await client.del(lockKey)
+  await client.publish(`${lockKey}:released`, `${token} 999999 ${JSON.stringify(forged)}`)
+  return pending
+}
+
+describe("turns: a hand-off's head is only a hint", () => {
+  it("a forged hand-off whose head names no record of the chain costs a retry: the caller's record still commits, on the real head", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-forged-head")
+    try {
+      const sink = createAuditSink({ store: createRedisAuditStore({ client, keyPrefix, lock: "adaptive" }) as never })
+      await sink.record({ n: 0 })
+      await sink.record({ n: 1 })
+      // The real head is sequence 2; the forged one claims sequence 2 with a hash no record has.
+      const outcome = await forgedHandOff(client, keyPrefix, () => sink.record({ n: 2 }), {
+        sequence: 2,
+        eventHash: "f".repeat(64),
+        previousHash: "e".repeat(64)
+      })
+      expect(turnsCounted(`${keyPrefix}lock`, "handed")).toBe(1)
+      expect(outcome.ok ? "committed" : String((outcome.error as { _tag?: string })._tag ?? outcome.error)).toBe(
+        "committed"
+      )
+      const chain = await chainOf(client, keyPrefix)
+      expect(chain).toHaveLength(3)
+      expect(verifyAuditChain(chain).valid).toBe(true)
+      expect(
+        await until(
+          () => client.exists(`${keyPrefix}lock`, waitersKeyOf(`${keyPrefix}lock`)),
+          (n) => n === 0
+        )
+      ).toBe(0)
+    } finally {
+      await client.quit()
+    }
+  })
+
+  /** Rewinds the chain to its first `keep` records (what a failover to a lagging replica leaves). */
+  const rewindTo = async (client: Redis, keyPrefix: string, keep: number) => {
+    const chain = await chainOf(client, keyPrefix)
+    const last = chain[keep - 1]
+    await client.ltrim(`${keyPrefix}chain`, 0, keep - 1)
+    await client.set(`${keyPrefix}head`, JSON.stringify(last.auditIntegrity))
+    await client.set(`${keyPrefix}head:hash`, last.auditIntegrity.eventHash)
+    return last.auditIntegrity
+  }
+
+  const tagOf = (outcome: { ok: boolean; error?: unknown }) =>
+    outcome.ok ? "committed" : String((outcome.error as { _tag?: string })._tag ?? outcome.error)
+
+  it("a rewind is still seen when a hand-off (forged or not) carries the rewound chain's real head", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-forged-rewind")
+    try {
+      const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive", onRewind: "fail" })
+      const sink = createAuditSink({ store: store as never })
+      for (let n = 0; n < 3; n++) await sink.record({ n })
+      const current = await rewindTo(client, keyPrefix, 1)
+      const outcome = await forgedHandOff(client, keyPrefix, () => sink.record({ n: 3 }), current)
+      expect(turnsCounted(`${keyPrefix}lock`, "handed")).toBe(1)
+      expect(tagOf(outcome)).toBe("ChainRewound")
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+    } finally {
+      await client.quit()
+    }
+  })
+
+  it("a rewind is still seen when a busy store's turn is granted with the rewound chain's head", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-granted-rewind")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive", onRewind: "fail" })
+      const sink = createAuditSink({ store: store as never })
+      for (let n = 0; n < 2; n++) await sink.record({ n })
+      // A short foreign hold makes the store busy (it yielded): its next writes start with a turn.
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 20)
+      await sink.record({ n: 2 })
+      const granted = turnsCounted(lockKey, "granted")
+      await rewindTo(client, keyPrefix, 1)
+      const outcome = await sink.record({ n: 3 }).then(
+        () => ({ ok: true as const }),
+        (error: unknown) => ({ ok: false as const, error })
+      )
+      expect(turnsCounted(lockKey, "granted")).toBe(granted + 1)
+      expect(tagOf(outcome)).toBe("ChainRewound")
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+      expect(
+        await until(
+          () => client.exists(lockKey, waitersKeyOf(lockKey)),
+          (n) => n === 0
+        )
+      ).toBe(0)
+    } finally {
+      await client.quit()
+    }
+  })
+})
