@@ -157,3 +157,122 @@ describe("turns: a hand-off's head is only a hint", () => {
     }
   })
 })
+
+describe("turns: nothing a turn takes outlives the operation", () => {
+  const settled = (p: Promise<unknown>) =>
+    p.then(
+      () => ({ ok: true as const, at: performance.now() }),
+      (error: unknown) => ({ ok: false as const, error, at: performance.now() })
+    )
+
+  it("a write that times out while queued leaves the queue at once, so no holder hands the lock to it", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-queued-timeout")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const sink = createAuditSink({
+        store: createRedisAuditStore({ client, keyPrefix, lock: "adaptive", timeout: 100 }) as never
+      })
+      await sink.record({ n: 0 })
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 400)
+      const started = performance.now()
+      const outcome = await settled(sink.record({ n: 1 }))
+      expect(outcome.ok).toBe(false)
+      expect((outcome as { error: { _tag?: string } }).error._tag).toBe("OperationTimeout")
+      expect(outcome.at - started).toBeLessThan(300)
+      // Its place in the queue is gone (a hand-off to it would stall every writer for its TTL).
+      expect(
+        await until(
+          () => client.zcard(waitersKeyOf(lockKey)),
+          (n) => n === 0,
+          100
+        )
+      ).toBe(0)
+      expect(await client.get(lockKey)).toBe("held-by-a-reference-replica")
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+    } finally {
+      await client.quit()
+    }
+  })
+
+  it("a queued writer whose hand-off message is lost finds the lock is its own within a turn's wait, not the lock's TTL", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-lost-message")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const sink = createAuditSink({ store: createRedisAuditStore({ client, keyPrefix, lock: "adaptive" }) as never })
+      await sink.record({ n: 0 })
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 2000)
+      const pending = settled(sink.record({ n: 1 }))
+      const entries = await until(
+        () => client.zrange(waitersKeyOf(lockKey), 0, -1),
+        (e) => e.length > 0
+      )
+      const [token, ttl] = entries[0]!.split(" ")
+      // What a holder's hand-off does, but the message never arrives.
+      const handed = performance.now()
+      await client.set(lockKey, token!, "PX", Number(ttl))
+      await client.zrem(waitersKeyOf(lockKey), entries[0]!)
+      const outcome = await pending
+      expect(outcome.ok).toBe(true)
+      expect(outcome.at - handed).toBeLessThan(500)
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(2)
+      expect(
+        await until(
+          () => client.exists(lockKey, waitersKeyOf(lockKey)),
+          (n) => n === 0,
+          200
+        )
+      ).toBe(0)
+    } finally {
+      await client.quit()
+    }
+  })
+
+  it("a busy store's write that is granted its turn and then runs out of time gives the lock back at once", async () => {
+    const client = connect()
+    const other = connect()
+    const keyPrefix = uniquePrefix("turn-granted-timeout")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive", timeout: 100 })
+      const sink = createAuditSink({ store: store as never })
+      await sink.record({ n: 0 })
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 20)
+      await sink.record({ n: 1 }) // yields: the store is busy, its next write asks for its turn first
+      const granted = turnsCounted(lockKey, "granted")
+      const slow = settled(
+        store.transaction(async (tx) => {
+          await tx.readLastIntegrity()
+          await sleep(400)
+          return "late"
+        })
+      )
+      await until(
+        async () => turnsCounted(lockKey, "granted"),
+        (n) => n > granted,
+        200
+      )
+      expect(turnsCounted(lockKey, "granted")).toBe(granted + 1)
+      const outcome = await slow
+      expect(outcome.ok).toBe(false)
+      // (The facade settles once the caller's fn returns.) The turn is given back when the
+      // operation ends, not when the lock's 1 s lease runs out.
+      expect(
+        await until(
+          () => other.exists(lockKey),
+          (n) => n === 0,
+          100
+        )
+      ).toBe(0)
+      const rival = createAuditSink({
+        store: createRedisAuditStore({ client: other, keyPrefix, lock: "adaptive" }) as never
+      })
+      const started = performance.now()
+      await rival.record({ n: 2 })
+      expect(performance.now() - started).toBeLessThan(200)
+    } finally {
+      await Promise.all([client.quit(), other.quit()])
+    }
+  })
+})
