@@ -276,3 +276,43 @@ describe("turns: nothing a turn takes outlives the operation", () => {
     }
   })
 })
+
+describe("turns: liveness alongside the other policies", () => {
+  it('an "always" writer is not overtaken by the turns of writers that keep coming back', async () => {
+    const keyPrefix = uniquePrefix("turn-always-fifo")
+    const clients = [0, 1, 2].map(() => connect())
+    try {
+      const [a, b, c] = clients as [Redis, Redis, Redis]
+      const hot = [a, b].map((client) =>
+        createAuditSink({ store: createRedisAuditStore({ client, keyPrefix, lock: "adaptive" }) as never })
+      )
+      const always = createAuditSink({
+        store: createRedisAuditStore({ client: c, keyPrefix, lock: "always" }) as never
+      })
+      await hot[0]!.record({ warm: true })
+      await always.record({ warm: true })
+      let stop = false
+      // Two replicas writing back to back (each its own client, so each its own turns), bounded in time.
+      const loops = hot.map(async (sink, i) => {
+        const end = performance.now() + 2500
+        while (!stop && performance.now() < end) await sink.record({ i })
+      })
+      await sleep(100)
+      const waits: Array<number> = []
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now()
+        await always.record({ always: i })
+        waits.push(performance.now() - started)
+      }
+      stop = true
+      await Promise.all(loops)
+      // Its place in the queue comes up within a few turns, not once the others' places
+      // (scored by a shorter wait) stop jumping ahead of it.
+      expect(Math.max(...waits)).toBeLessThan(400)
+      const chain = await chainOf(a, keyPrefix)
+      expect(verifyAuditChain(chain).valid).toBe(true)
+    } finally {
+      await Promise.all(clients.map((client) => client.quit()))
+    }
+  })
+})

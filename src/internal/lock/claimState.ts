@@ -30,8 +30,13 @@ export const ADAPTIVE_YIELDS = 64
  * hands nothing on (a haechi-store-redis replica, or a holder that died: its lock's TTL).
  */
 export const TURN_WAIT_MS = 15
-/** How long a queue entry lives, past which a release skips it (its waiter is gone or gave up). */
-export const QUEUE_MS = 1000
+/**
+ * How long a queue entry lives, past which a release skips it (its waiter is gone or gave
+ * up). The queue is ordered by this deadline, so it is the stores' "always" wait
+ * (`storeLockOptions.waitTimeout`): a turn queued after a waiting "always" writer goes
+ * after it, instead of jumping ahead with a shorter deadline every time it comes back.
+ */
+export const QUEUE_MS = 5000
 /** A claimed lock outlives a holder that neither commits nor releases it by this much. */
 export const CLAIM_TTL_MS = 1000
 /** After an operation of this store waited (a lost race, a yield, a queued turn), the next ones start by asking for a turn, for this long. */
