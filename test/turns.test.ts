@@ -9,7 +9,10 @@ import { Redis } from "ioredis"
 import { createRedisAuditStore } from "../src/haechi.js"
 import { createAuditSink, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
-import { waitersKeyOf } from "../src/internal/keys.js"
+import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
+import { buildNextRecord } from "../src/Chain.js"
+import { fromClient } from "../src/RedisClient.js"
+import { Scripts } from "../src/internal/scripts.js"
 import { uniquePrefix } from "./support/keys.js"
 import { Effect, Metric } from "effect"
 import * as Metrics from "../src/Metrics.js"
@@ -313,6 +316,94 @@ describe("turns: liveness alongside the other policies", () => {
       expect(verifyAuditChain(chain).valid).toBe(true)
     } finally {
       await Promise.all(clients.map((client) => client.quit()))
+    }
+  })
+})
+
+describe("turns: a kept turn", () => {
+  it("is kept only by the lock's holder, on a lease of its own length; one nobody renews frees itself", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-keep-script")
+    const lockKey = `${keyPrefix}lock`
+    const channel = `${lockKey}:released`
+    try {
+      const redis = fromClient(client)
+      const keys = [
+        `${keyPrefix}head:hash`,
+        `${keyPrefix}chain`,
+        `${keyPrefix}head`,
+        `${keyPrefix}commits`,
+        ...lockKeysOf(lockKey)
+      ]
+      let head: unknown = null
+      const append = async (claim: readonly [string, string, string, string, string]) => {
+        const record = buildNextRecord({ at: Math.random() }, head as never)
+        const integrity = record.auditIntegrity as { sequence: number; eventHash: string; previousHash: string | null }
+        const reply = await Effect.runPromise(
+          redis.script(Scripts.auditAppend, keys, [
+            integrity.previousHash ?? "",
+            JSON.stringify(record),
+            JSON.stringify(integrity),
+            integrity.eventHash,
+            integrity.sequence,
+            `commit-${Math.random()}`,
+            ...claim
+          ])
+        )
+        if ((reply as Array<number>)[0] === 1) head = integrity
+        return reply
+      }
+      // Free lock: asking to keep takes nothing (only a holder keeps its turn).
+      expect(await append(["keep 10", "tok-a", "1000", channel, "5000"])).toEqual([1, 0])
+      expect(await client.exists(lockKey)).toBe(0)
+      // Another writer's lock: the attempt yields (and queues), keeping nothing.
+      await client.set(lockKey, "tok-b", "PX", 1000)
+      expect(await append(["keep 10", "tok-a", "1000", channel, "5000"])).toEqual([4])
+      expect(await client.get(lockKey)).toBe("tok-b")
+      // The holder keeps it, on the kept lease (not its 1 s one), with the waiter still queued.
+      expect(await append(["keep 10", "tok-b", "1000", channel, "5000"])).toEqual([1, 1])
+      expect(await client.get(lockKey)).toBe("tok-b")
+      expect(await client.pttl(lockKey)).toBeLessThanOrEqual(10)
+      expect(await client.zrange(waitersKeyOf(lockKey), 0, -1)).toEqual(["tok-a 1000"])
+      // Nobody renews it (its process quit): it frees itself within its lease, and the waiter's next attempt commits.
+      await sleep(25)
+      expect(await client.exists(lockKey)).toBe(0)
+      expect(await append(["1", "tok-a", "1000", channel, "5000"])).toEqual([1, 0])
+      expect(await client.exists(lockKey, waitersKeyOf(lockKey))).toBe(0)
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(3)
+    } finally {
+      await client.quit()
+    }
+  })
+
+  it("that is followed by a write that throws is given back when that write ends", async () => {
+    const client = connect()
+    const other = connect()
+    const keyPrefix = uniquePrefix("turn-keep-throws")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const store = createRedisAuditStore({ client, keyPrefix, lock: "adaptive" })
+      const sink = createAuditSink({ store: store as never })
+      await sink.record({ n: 0 })
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 20)
+      await sink.record({ n: 1 }) // yields, then its turns come: the store is busy
+      await sink.record({ n: 2 }) // granted a turn, and keeps it
+      const failed = await store
+        .transaction(async (tx) => {
+          await tx.readLastIntegrity()
+          throw new Error("the caller's own failure")
+        })
+        .then(
+          () => "resolved",
+          (error: Error) => error.message
+        )
+      expect(failed).toBe("the caller's own failure")
+      expect(await other.exists(lockKey, waitersKeyOf(lockKey))).toBe(0)
+      const chain = await chainOf(other, keyPrefix)
+      expect(chain).toHaveLength(3)
+      expect(verifyAuditChain(chain).valid).toBe(true)
+    } finally {
+      await Promise.all([client.quit(), other.quit()])
     }
   })
 })
