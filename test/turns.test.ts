@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
-import { createRedisAuditStore } from "../src/haechi.js"
+import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { createAuditSink, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
 import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
@@ -404,6 +404,48 @@ describe("turns: a kept turn", () => {
       expect(verifyAuditChain(chain).valid).toBe(true)
     } finally {
       await Promise.all([client.quit(), other.quit()])
+    }
+  })
+})
+
+describe("turns: the vault", () => {
+  it("a forged hand-off while another writer still holds the lock makes a queued vault write wait, never write under that holder", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("turn-vault-forged")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const store = createRedisTokenStore({ client, keyPrefix, lock: "adaptive" })
+      await store.mutate(async (v) => v.set("warm", { type: "t" }))
+      await client.set(lockKey, "held-by-a-reference-replica", "PX", 300)
+      const started = performance.now()
+      const pending = store.mutate(async (v) => v.set("late", { type: "t" }))
+      const entries = await until(
+        () => client.zrange(waitersKeyOf(lockKey), 0, -1),
+        (e) => e.length > 0
+      )
+      expect(entries).toHaveLength(1)
+      const token = entries[0]!.split(" ")[0]!
+      await until(
+        async () => Number(((await client.pubsub("NUMSUB", `${lockKey}:released`)) as Array<unknown>)[1]),
+        (n) => n > 0
+      )
+      await client.publish(`${lockKey}:released`, `${token} 999999 `)
+      await sleep(100)
+      // The holder's lock stands, and the write has not gone under it.
+      expect(await client.get(lockKey)).toBe("held-by-a-reference-replica")
+      expect(await client.hexists(`${keyPrefix}tokens`, "late")).toBe(0)
+      await pending
+      expect(performance.now() - started).toBeGreaterThan(250)
+      expect(await client.hexists(`${keyPrefix}tokens`, "late")).toBe(1)
+      expect(
+        await until(
+          () => client.exists(lockKey, waitersKeyOf(lockKey)),
+          (n) => n === 0,
+          200
+        )
+      ).toBe(0)
+    } finally {
+      await client.quit()
     }
   })
 })
