@@ -53,7 +53,9 @@ const recordRewind = (
     const detectedAt = new Date(yield* Clock.currentTimeMillis).toISOString()
     const event = rewindEvent({ lost: error.seen, resumedOn: error.current, detectedAt })
     const gap = buildNextRecord(event, current as AuditIntegrity | null)
-    const write = prepare(gap, claim, error.current, ctx.fullCheck)
+    // The gap record never keeps a turn: the conflict it ends with says the lock was given back.
+    const gapClaim = claim?.keepMs === undefined ? claim : { ...claim, keepMs: undefined }
+    const write = prepare(gap, gapClaim, error.current, ctx.fullCheck)
     if (write instanceof InvalidRecord) return yield* Effect.fail(write)
     const outcome = yield* appendOnce(ctx, write)
     if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)
