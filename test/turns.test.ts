@@ -40,7 +40,7 @@ const chainOf = async (client: Redis, keyPrefix: string) =>
 /**
  * Starts a write that queues behind a foreign holder, and answers its queue entry with a
  * hostile hand-off (addressed to its token) carrying `forged` as the head, the lock freed
- * just before. Resolves with the write's outcome.
+ * just after. Resolves with the write's outcome.
  */
 const forgedHandOff = async (client: Redis, keyPrefix: string, write: () => Promise<unknown>, forged: unknown) => {
   const lockKey = `${keyPrefix}lock`
@@ -61,9 +61,10 @@ const forgedHandOff = async (client: Redis, keyPrefix: string, write: () => Prom
     async () => Number(((await client.pubsub("NUMSUB", channel)) as Array<unknown>)[1]),
     (n) => n > 0
   )
-  await sleep(5)
-  await client.del(lockKey)
+  // Published while the foreign lock still holds (so no retry of the writer's can commit
+  // before the message is in), then the lock freed.
   await client.publish(`${lockKey}:released`, `${token} 999999 ${JSON.stringify(forged)}`)
+  await client.del(lockKey)
   return pending
 }
 
