@@ -69,7 +69,7 @@ const forgedHandOff = async (client: Redis, keyPrefix: string, write: () => Prom
 }
 
 describe("turns: a hand-off's head is only a hint", () => {
-  it("a forged hand-off whose head names no record of the chain costs a retry: the caller's record still commits, on the real head", async () => {
+  it("a forged hand-off whose head names no record of the chain is reported as a rewind (the caller was handed it), never built on: the gap is recorded and the caller's record commits on the real head", async () => {
     const client = connect()
     const keyPrefix = uniquePrefix("turn-forged-head")
     try {
@@ -86,9 +86,13 @@ describe("turns: a hand-off's head is only a hint", () => {
       expect(outcome.ok ? "committed" : String((outcome.error as { _tag?: string })._tag ?? outcome.error)).toBe(
         "committed"
       )
+      // readLastIntegrity handed the forged head to the caller, as a read would: losing it is
+      // reported (here recorded as a gap naming it, the default onRewind), never built on.
       const chain = await chainOf(client, keyPrefix)
-      expect(chain).toHaveLength(3)
+      expect(chain).toHaveLength(4)
       expect(verifyAuditChain(chain).valid).toBe(true)
+      expect(JSON.stringify(chain[2])).toContain("f".repeat(64))
+      expect(chain[3].n).toBe(2)
       expect(
         await until(
           () => client.exists(`${keyPrefix}lock`, waitersKeyOf(`${keyPrefix}lock`)),

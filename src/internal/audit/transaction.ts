@@ -13,9 +13,8 @@ import { type FenceConflict, InvalidRecord, PersistCalledTwice, type StoreError 
 import type { RetrySchedule } from "../../Retry.js"
 import { withRetryBudget } from "../retryBudget.js"
 import { attempted, type LockClaim, type StoreGuard } from "../storeGuard.js"
-import { type AppendContext, appendOnce, conflict, settleAppended } from "./append.js"
+import { type AppendContext, appendOnce, settleAppended } from "./append.js"
 import { type AppendOutcome, isIntegrity, type PreparedAppend } from "./backing.js"
-import { unknownHead } from "./headCache.js"
 import { prepare, notSuccessor } from "./prepare.js"
 import { rewound } from "./rewind.js"
 import type { AuditStoreShape, AuditTransaction } from "./shape.js"
@@ -34,14 +33,12 @@ const settle = (
       return rewound(ctx, write.seen ?? { sequence: 0, eventHash: "" }, outcome.head, write.claim)
     case "NotSuccessor": {
       const parent = { sequence: write.sequence - 1, eventHash: write.expectedPrev }
-      // A parent this replica saw in Redis and that the chain no longer holds is a rewind.
-      if (parent.sequence >= 1 && ctx.cache.knows(parent)) return rewound(ctx, parent, outcome.head, write.claim)
-      // Built on a head only a turn offered (a forged hand-off, or one a rewind outran): the
-      // hint was wrong, not the caller. Read the head afresh and rebuild (the lock untouched).
-      if (parent.sequence >= 1 && ctx.cache.wasOffered(parent)) {
-        ctx.cache.forget()
-        return Effect.fail(conflict(ctx, write, { _tag: "Conflict", current: unknownHead, tookLock: false }))
-      }
+      // A parent this replica saw in Redis and that the chain no longer holds is a rewind. So
+      // is one a turn offered: `readLastIntegrity` handed it to the caller, as a read would
+      // (a hand-off's head is written before `durability` waits, so a failover can lose it).
+      // A forged hand-off needs the access that could rewrite the chain: it is reported too.
+      if (parent.sequence >= 1 && (ctx.cache.knows(parent) || ctx.cache.wasOffered(parent)))
+        return rewound(ctx, parent, outcome.head, write.claim)
       return Effect.fail(new InvalidRecord({ store: "audit", reason: notSuccessor(write, outcome.head) }))
     }
     default:
