@@ -12,14 +12,8 @@
 local headKey, lockKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, ttlMs, queueMs = ARGV[1], ARGV[2], ARGV[3]
 
-local member = token .. ' ' .. ttlMs
-if redis.call('SET', lockKey, token, 'NX', 'PX', ttlMs) or redis.call('GET', lockKey) == token then
-  redis.call('PEXPIRE', lockKey, ttlMs)
-  redis.call('ZREM', waitersKey, member)
-  return {1, redis.call('GET', headKey)}
-end
-local t = redis.call('TIME')
-redis.call('ZADD', waitersKey, 'NX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(queueMs), member)
-local keep = tonumber(queueMs) + tonumber(ttlMs)
-if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
+--- @include "include/waiters"
+
+if takeIfFree(token, ttlMs) then return {1, redis.call('GET', headKey)} end
+queueWaiter(token, ttlMs, queueMs)
 return {0}

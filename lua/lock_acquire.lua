@@ -17,18 +17,8 @@
 local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, ttlMs, waitMs = ARGV[1], ARGV[2], ARGV[3]
 
-local member = token .. ' ' .. ttlMs
-if redis.call('SET', lockKey, token, 'NX', 'PX', ttlMs) or redis.call('GET', lockKey) == token then
-  redis.call('PEXPIRE', lockKey, ttlMs)
-  redis.call('ZREM', waitersKey, member)
-  return redis.call('INCR', fenceKey)
-end
-if waitMs ~= '' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', waitersKey, 'NX', now + tonumber(waitMs), member)
-  -- The queue outlives its longest-waiting member (then it is only stale entries).
-  local keep = tonumber(waitMs) + tonumber(ttlMs)
-  if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
-end
+--- @include "include/waiters"
+
+if takeIfFree(token, ttlMs) then return redis.call('INCR', fenceKey) end
+if waitMs ~= '' then queueWaiter(token, ttlMs, waitMs) end
 return 0

@@ -16,18 +16,9 @@
 local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, releaseChannel, ownEntry = ARGV[1], ARGV[2], ARGV[3]
 
+--- @include "include/waiters"
+
 if ownEntry ~= '' then redis.call('ZREM', waitersKey, ownEntry) end
 if redis.call('GET', lockKey) ~= token then return 0 end
-local t = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
-if next then
-  redis.call('ZREM', waitersKey, next)
-  local nextToken, nextTtl = string.match(next, '^(%S+) (%d+)$')
-  redis.call('SET', lockKey, nextToken, 'PX', nextTtl)
-  redis.call('PUBLISH', releaseChannel, nextToken .. ' ' .. redis.call('INCR', fenceKey))
-  return 2
-end
-redis.call('DEL', lockKey)
-redis.call('PUBLISH', releaseChannel, '')
+if handOnOrFree(releaseChannel, '') then return 2 end
 return 1

@@ -45,6 +45,7 @@ local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10]
 local setCount = tonumber(ARGV[12])
 local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
 
+--- @include "include/waiters"
 --- @include "include/claim"
 
 local t = redis.call('TYPE', logKey).ok

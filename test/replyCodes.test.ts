@@ -117,4 +117,16 @@ describe("Lua scripts", () => {
     const includers = scripts.filter((script) => luaSources[script]!.source.includes(claim))
     expect(includers).toEqual(["audit_append", "vault_apply"])
   })
+
+  it("the lock's waiter queue is written once: every script that takes, queues for or hands on a lock includes it", () => {
+    const waiters = readFileSync(`${luaDir}include/waiters.lua`, "utf8").replace(/\n$/, "")
+    const users = ["audit_append", "audit_turn", "lock_acquire", "lock_release", "vault_apply"]
+    for (const script of users) {
+      expect(fileOf(script)).toContain('--- @include "include/waiters"')
+      expect(fileOf(script)).not.toContain("redis.call('ZADD'")
+      expect(fileOf(script)).not.toContain("redis.call('ZREMRANGEBYSCORE'")
+    }
+    expect(scripts.filter((script) => luaSources[script]!.source.includes(waiters))).toEqual(users)
+    expect(readFileSync(`${luaDir}include/claim.lua`, "utf8")).not.toContain("redis.call('ZADD'")
+  })
 })

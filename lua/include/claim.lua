@@ -9,15 +9,11 @@
 -- A commit may instead keep the lock it holds for `keepTtl` ms (nil = never): the writer's
 -- next operation, already under way, goes on with it (bounded by the writer; see
 -- lock/claimState.ts), and a writer that stops there holds everyone up that long at most.
+-- The queue itself is include/waiters (included first by the including script).
 -- Uses the including script's locals: lockKey, fenceKey, waitersKey; lockFree (the
 -- attempt is lock-free), keepTtl, claimToken ('' = none), claimTtl (ms; '' = neither
 -- take the lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
 local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
-
-local function nowMs()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
 -- Whether another writer holds the lock and this attempt must yield (nothing written but
 -- its place in the queue, kept if it had one: ZADD NX).
@@ -25,11 +21,7 @@ local function yields()
   if not lockFree then return false end
   local holder = redis.call('GET', lockKey)
   if holder and holder ~= claimToken then
-    if queueMs ~= '' and claimTtl ~= '' then
-      redis.call('ZADD', waitersKey, 'NX', nowMs() + tonumber(queueMs), claimToken .. ' ' .. claimTtl)
-      local keep = tonumber(queueMs) + tonumber(claimTtl)
-      if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
-    end
+    if queueMs ~= '' and claimTtl ~= '' then queueWaiter(claimToken, claimTtl, queueMs) end
     return true
   end
   claimed = holder ~= false
@@ -46,17 +38,7 @@ local function release(payload, mayKeep)
     redis.call('PEXPIRE', lockKey, keepTtl)
     return 1
   end
-  redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', nowMs())
-  local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
-  if next then
-    redis.call('ZREM', waitersKey, next)
-    local nextToken, nextTtl = string.match(next, '^(%S+) (%d+)$')
-    redis.call('SET', lockKey, nextToken, 'PX', nextTtl)
-    redis.call('PUBLISH', releaseChannel, nextToken .. ' ' .. redis.call('INCR', fenceKey) .. ' ' .. payload)
-  else
-    redis.call('DEL', lockKey)
-    redis.call('PUBLISH', releaseChannel, '')
-  end
+  handOnOrFree(releaseChannel, payload)
   return 0
 end
 

@@ -97,9 +97,9 @@ export interface RedisLockHandle {
   readonly close: Effect.Effect<void>
   /**
    * Wake-ups at each release of the lock `key` (by this library's release, commit or
-   * script), and at each hand-off to `token` if given.
+   * script), and at each hand-off to `token`.
    */
-  readonly releases: (key: string, token?: string) => Wakeup
+  readonly releases: (key: string, token: string) => Wakeup
   /**
    * Releases `key` if it still holds `token` (compare-and-delete, or hand-off to the next
    * waiter), for a lock taken outside `acquire` (a store's fenced script), and leaves the

@@ -1,0 +1,49 @@
+-- include/waiters: the lock's waiter queue, in one place for every script that takes,
+-- queues for or hands on a lock (lock_acquire, lock_release, audit_turn, and the fenced
+-- scripts' include/claim). The queue is a sorted set, member "<token> <ttl ms>", score =
+-- the waiter's deadline in server ms; a release hands the lock to its first live member.
+-- Uses the including script's locals: lockKey, waitersKey (and fenceKey for handOnOrFree).
+
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Takes the lock for `token` if it is free, or renews it if it is `token`'s already (a
+-- re-sent call, or a waiter whose hand-off message went missing); leaves the queue then.
+local function takeIfFree(token, ttlMs)
+  if redis.call('SET', lockKey, token, 'NX', 'PX', ttlMs) or redis.call('GET', lockKey) == token then
+    redis.call('PEXPIRE', lockKey, ttlMs)
+    redis.call('ZREM', waitersKey, token .. ' ' .. ttlMs)
+    return true
+  end
+  return false
+end
+
+-- Queues `token` (its place kept if it has one: NX) until `waitMs` from now; the queue
+-- outlives its longest-waiting member (then it is only stale entries).
+local function queueWaiter(token, ttlMs, waitMs)
+  redis.call('ZADD', waitersKey, 'NX', nowMs() + tonumber(waitMs), token .. ' ' .. ttlMs)
+  local keep = tonumber(waitMs) + tonumber(ttlMs)
+  if redis.call('PTTL', waitersKey) < keep then redis.call('PEXPIRE', waitersKey, keep) end
+end
+
+-- Hands the lock to the first live waiter, with a fresh fence, and publishes
+-- "<its token> <fence>[ <payload>]" on `channel` (true); with no one waiting, deletes the
+-- lock and publishes '' (false). A waiter past its deadline gave up and is skipped.
+local function handOnOrFree(channel, payload)
+  redis.call('ZREMRANGEBYSCORE', waitersKey, '-inf', nowMs())
+  local next = redis.call('ZRANGE', waitersKey, 0, 0)[1]
+  if next then
+    redis.call('ZREM', waitersKey, next)
+    local nextToken, nextTtl = string.match(next, '^(%S+) (%d+)$')
+    redis.call('SET', lockKey, nextToken, 'PX', nextTtl)
+    local message = nextToken .. ' ' .. redis.call('INCR', fenceKey)
+    if payload ~= '' then message = message .. ' ' .. payload end
+    redis.call('PUBLISH', channel, message)
+    return true
+  end
+  redis.call('DEL', lockKey)
+  redis.call('PUBLISH', channel, '')
+  return false
+end
