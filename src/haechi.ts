@@ -10,21 +10,19 @@
  * was thrown. The implementation lives in internal/facade/.
  */
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import type { Cluster, Redis } from "ioredis"
 import type * as AuditStore from "./AuditStore.js"
 import type { AuditStoreShape, Integrity } from "./AuditStore.js"
-import { appendStoreOnBacking } from "./internal/audit/store.js"
+import { type AppendLane, appendStoreOnBacking } from "./internal/audit/store.js"
 import type * as Checkpoint from "./Checkpoint.js"
 import { CheckpointNoteRejected } from "./Errors.js"
 import { memoryAuditBacking, redisAuditBacking } from "./internal/audit/backing.js"
-import { linked } from "./internal/deadline.js"
 import { clientOf } from "./internal/facade/client.js"
 import { promiseConsume } from "./internal/facade/rateLimiter.js"
 import { facadeStoreSetup } from "./internal/facade/redisStore.js"
-import { fastPromiseRunner, fromCaller, promiseRunner, runSyncOrThrow, settleExit } from "./internal/facade/run.js"
-import { persistFromCaller } from "./internal/facade/persist.js"
+import { fromCaller, promiseRunner, runSyncOrThrow } from "./internal/facade/run.js"
+import { callerTransactions } from "./internal/facade/auditTransaction.js"
 import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
@@ -181,33 +179,16 @@ export type MemoryRateLimiterOptions = Pick<RedisRateLimiterOptions, "keyPrefix"
 export const toHaechiAuditStore = (
   store: Pick<AuditStoreShape, "transaction" | "ready">,
   options: FacadeOptions = {}
+): HaechiAuditStore => auditFacade(store, undefined, options)
+
+// Our own Redis store also hands over its fast lane (see internal/facade/auditTransaction).
+const auditFacade = (
+  store: Pick<AuditStoreShape, "transaction" | "ready">,
+  lane: AppendLane | undefined,
+  options: FacadeOptions
 ): HaechiAuditStore => {
   const run = promiseRunner(options.runtime)
-  return {
-    transaction: (fn) =>
-      run(
-        store.transaction((tx) =>
-          // `fn`'s calls run on the transaction's own runtime, so they count against its
-          // deadline (a persist in flight then fails it with CommitOutcomeUnknown) and end with it.
-          Effect.flatMap(Effect.runtime<never>(), (inside) => {
-            const runInside = promiseRunner(inside)
-            return fromCaller(() =>
-              fn({
-                // A cached head is a ready Exit: settled with no runner at all.
-                readLastIntegrity: () => {
-                  const read = linked(tx.readLastIntegrity)
-                  return Exit.isExit(read)
-                    ? settleExit(read as Exit.Exit<Integrity | null, unknown>)
-                    : fastPromiseRunner(inside)(read)
-                },
-                persist: (record) => persistFromCaller(tx, record, inside, runInside)
-              })
-            )
-          })
-        )
-      ),
-    ready: () => run(store.ready)
-  }
+  return { transaction: callerTransactions(store, lane, options.runtime), ready: () => run(store.ready) }
 }
 
 /** Wraps an Effect token store in haechi's Promise contract. */
@@ -235,7 +216,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
     witnessCheck(options?.witness)
   )
   const { retry, timeout, onRewind, verifyRecords } = options
-  const { store } = appendStoreOnBacking(redisAuditBacking(setup.redis, setup.prefix), {
+  const { store, lane } = appendStoreOnBacking(redisAuditBacking(setup.redis, setup.prefix), {
     retry,
     timeout,
     onRewind,
@@ -243,7 +224,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
     guard: setup.guard,
     afterCommit: setup.afterCommit
   })
-  const inner = toHaechiAuditStore(store, options)
+  const inner = auditFacade(store, lane, options)
   return { transaction: (fn) => setup.gated(() => inner.transaction(fn)), ready: inner.ready, checked: setup.checked }
 }
 

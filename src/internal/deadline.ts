@@ -24,7 +24,8 @@
  * that starts later does not start (a finalizer's call, e.g. a lock release, is still
  * sent, but not waited for). A wait that is none of these (a caller's own `Deferred` in
  * an Effect `build`) ends the operation only once it returns; the Promise facade's
- * callbacks are covered: they run on fibers that carry the budget (`linked`).
+ * callbacks are covered: they run on fibers that carry the budget (`linked`). A Promise
+ * caller can keep the same budget with no fiber at all (`callerDeadline.ts`).
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -36,7 +37,6 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
-import type * as Runtime from "effect/Runtime"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
 
@@ -95,10 +95,10 @@ export interface DeadlineSpec {
 }
 
 /** Ends one wait at once (it resumes with `ABANDONED`). */
-type Abandon = () => void
+export type Abandon = () => void
 
 /** One operation's budget, shared by the fibers that work for it. */
-class Budget {
+export class Budget {
   /** Commits sent whose outcome is not known yet. */
   committing = 0
   /** A commit landed, or its outcome stayed unknown: the deadline can no longer say "nothing committed". */
@@ -119,7 +119,7 @@ class Budget {
   ) {}
 }
 
-const currentBudget = FiberRef.unsafeMake<Budget | undefined>(undefined)
+export const currentBudget = FiberRef.unsafeMake<Budget | undefined>(undefined)
 
 /** What an abandoned wait resumes with: an interruption, which no `catchAll` or retry handles. */
 const ABANDONED = Exit.interrupt(FiberId.none)
@@ -131,7 +131,7 @@ const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | Commi
     : timeout
 }
 
-const expire = (budget: Budget) => {
+export const expire = (budget: Budget) => {
   // Node schedules a timer from its loop's time, taken when the loop turn began: a timer
   // set late in a long turn fires that much early. A deadline never passes early.
   const early = budget.endsAt - performance.now()
@@ -147,16 +147,16 @@ const expire = (budget: Budget) => {
   budget.linked?.forEach((fiber) => fiber.unsafeInterruptAsFork(FiberId.none))
 }
 
-const expiredIn = (budget: Budget | undefined): boolean => {
+export const expiredIn = (budget: Budget | undefined): boolean => {
   for (let b = budget; b !== undefined; b = b.parent) if (b.expired) return true
   return false
 }
 
 // A wait watches every budget it stands in (an operation inside another one: both).
-const watch = (budget: Budget, abandon: Abandon) => {
+export const watch = (budget: Budget, abandon: Abandon) => {
   for (let b: Budget | undefined = budget; b !== undefined; b = b.parent) (b.waits ??= new Set()).add(abandon)
 }
-const unwatch = (budget: Budget, abandon: Abandon) => {
+export const unwatch = (budget: Budget, abandon: Abandon) => {
   for (let b: Budget | undefined = budget; b !== undefined; b = b.parent) b.waits?.delete(abandon)
 }
 
@@ -287,7 +287,7 @@ const deadlineClock = (clock: Clock.Clock): Clock.Clock =>
 
 // The caller's services with the Clock wrapped, once per services object.
 const watchedServices = new WeakMap<object, Context.Context<DefaultServices.DefaultServices>>()
-const withDeadlineClock = (
+export const withDeadlineClock = (
   services: Context.Context<DefaultServices.DefaultServices>
 ): Context.Context<DefaultServices.DefaultServices> => {
   const known = watchedServices.get(services)
@@ -306,7 +306,7 @@ interface SettableFiber {
   setFiberRefs(fiberRefs: FiberRefs.FiberRefs): void
 }
 
-const withBoth = (
+export const withBoth = (
   refs: FiberRefs.FiberRefs,
   id: FiberId.Single,
   budget: Budget | undefined,
@@ -379,7 +379,7 @@ export const timeoutAfter = (operation: string, timeoutMs: number) => {
     bound(effect) as Effect.Effect<A, E | OperationTimeout, R>
 }
 
-const markAll = (budget: Budget | undefined, f: (b: Budget) => void) => {
+export const markAll = (budget: Budget | undefined, f: (b: Budget) => void) => {
   for (let b = budget; b !== undefined; b = b.parent) f(b)
 }
 
@@ -436,46 +436,3 @@ const linkedToBudget = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
       Effect.sync(() => markAll(budget, (b) => b.linked?.delete(self)))
     )
   })
-
-/** A commit sent outside any fiber as part of an operation (see `sendCommitIn`). */
-export interface CommitInFlight {
-  /** Its reply came: no longer in flight; `landed`: it took effect (the mark stays, as `committing`'s). */
-  readonly settled: (landed: boolean) => void
-  /**
-   * Its reply is handed to an effect that marks the commit itself (`committing`): the
-   * deadline stops watching it here, and the returned step, run when that effect ends
-   * (`Effect.ensuring`), takes this mark off, so the commit is marked throughout.
-   */
-  readonly handOver: () => Effect.Effect<void>
-}
-
-const noCommit: CommitInFlight = { settled: ignore, handOver: () => Effect.void }
-
-/**
- * Marks a commit the caller sends itself, outside any fiber (the Promise facade's fast
- * path), as in flight in the operation whose runtime is `inside` (captured inside it),
- * as `committing` would; `abandon` is called if the deadline passes meanwhile. Undefined
- * when the deadline has passed already: nothing may be sent.
- */
-export const sendCommitIn = (inside: Runtime.Runtime<never>, abandon: () => void): CommitInFlight | undefined => {
-  const budget = FiberRefs.getOrDefault(inside.fiberRefs, currentBudget)
-  if (budget === undefined) return noCommit
-  if (expiredIn(budget)) return undefined
-  markAll(budget, (b) => (b.committing += 1))
-  watch(budget, abandon)
-  const unmark = (landed: boolean) =>
-    markAll(budget, (b) => {
-      b.committing -= 1
-      if (landed) b.maybeCommitted = true
-    })
-  return {
-    settled: (landed) => {
-      unwatch(budget, abandon)
-      unmark(landed)
-    },
-    handOver: () => {
-      unwatch(budget, abandon)
-      return Effect.sync(() => unmark(false))
-    }
-  }
-}

@@ -43,23 +43,35 @@ interface RetryOptions {
 
 /**
  * Runs `use` with a fresh budget for one operation and records its attempt count on the
- * current span (`haechi.attempts`).
+ * current span (`haechi.attempts`). `first`: the operation's first attempt was made
+ * already (by a Promise caller, see `StoreGuard.freeClaim`) and lost with this conflict,
+ * which is counted here; the budget goes on from there.
  */
 export const withRetryBudget = <A, E, R>(
   options: RetryOptions,
-  use: (budget: RetryBudget) => Effect.Effect<A, E, R>
+  use: (budget: RetryBudget) => Effect.Effect<A, E, R>,
+  first?: FenceConflict
 ): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) => {
-    const budget = makeBudget(options)
-    // The span the count goes on is the one current now (nothing in `use` changes it
-    // for this fiber): none (no tracer), no finalizer either.
-    const span = spanIn(fiber.currentContext)
-    if (span === undefined) return use(budget)
-    return Effect.ensuring(
-      use(budget),
-      Effect.sync(() => span.attribute("haechi.attempts", budget.attempts()))
-    )
+    const budget = makeBudget(options, first)
+    const used = useOn(fiber.currentContext, budget, use)
+    return first === undefined ? used : Effect.zipRight(budget.lost, used)
   })
+
+const useOn = <A, E, R>(
+  context: Context.Context<never>,
+  budget: RetryBudget & { readonly lost: Effect.Effect<void> },
+  use: (budget: RetryBudget) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => {
+  // The span the count goes on is the one current now (nothing in `use` changes it
+  // for this fiber): none (no tracer), no finalizer either.
+  const span = spanIn(context)
+  if (span === undefined) return use(budget)
+  return Effect.ensuring(
+    use(budget),
+    Effect.sync(() => span.attribute("haechi.attempts", budget.attempts()))
+  )
+}
 
 // The current span, read from the context: `Effect.annotateCurrentSpan` fails (and ignores)
 // a `NoSuchElementException`, stack trace included, on every operation run without a span.
@@ -68,12 +80,12 @@ const spanIn = (context: Context.Context<never>): Tracer.Span | undefined => {
   return span !== undefined && span._tag === "Span" ? span : undefined
 }
 
-const makeBudget = (options: RetryOptions): RetryBudget => {
+const makeBudget = (options: RetryOptions, first?: FenceConflict) => {
   const count = (name: CounterName) => Metric.update(counters(options)(name), 1)
-  let attempts = 0
+  let attempts = first === undefined ? 0 : 1
   // The conflict that ended the last attempt; the schedule's driver is built only once a
   // first attempt lost, and sees every conflict, the first included, as `Effect.retry` would.
-  let lastConflict: FenceConflict | undefined
+  let lastConflict: FenceConflict | undefined = first
   let driver: ScheduleStepper<unknown> | undefined
   const exhausted = () =>
     Effect.zipRight(
@@ -111,7 +123,8 @@ const makeBudget = (options: RetryOptions): RetryBudget => {
     ) as Effect.Effect<A, E | RetriesExhausted, R>
     return loop as Effect.Effect<A, Exclude<E, FenceConflict> | RetriesExhausted, R>
   }
-  return { attempt, retrying, attempts: () => attempts }
+  // (`lost`: the count of a first attempt made before the budget, which lost.)
+  return { attempt, retrying, attempts: () => attempts, lost: count("fenceConflicts") }
 }
 
 type CounterName = "fenceConflicts" | "retries" | "retriesExhausted"

@@ -116,9 +116,30 @@ export interface GuardedOperation<A, E, R> {
    * caller just waited for a lock, so what it cached is likely stale).
    */
   readonly retrying: (fresh: boolean) => Effect.Effect<A, E | RetriesExhausted, R>
+  /**
+   * The operation's first attempt was made already, by its caller, lock-free under the
+   * guard's `freeClaim`, and lost with this conflict (its retry budget counts it): the
+   * guard goes on from there, as after a first attempt of its own.
+   */
+  readonly first?: FenceConflict | undefined
 }
 
-export type StoreGuard = <A, E, R>(operation: GuardedOperation<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+export interface StoreGuard {
+  <A, E, R>(operation: GuardedOperation<A, E, R>): Effect.Effect<A, E | StoreError, R>
+  /**
+   * The claim an operation starting now would make its first attempt under, when that
+   * attempt is plain (lock-free, touching the lock only to yield to a holder): so a
+   * caller can make it without entering the guard, and enter it only if it loses
+   * (`GuardedOperation.first`). `undefined`: no claim at all; `false` (or no
+   * `freeClaim`): the guard decides the first attempt itself.
+   */
+  readonly freeClaim?: () => LockClaim | undefined | false
+}
+
+const alwaysFree = (): undefined => undefined
 
 /** No lock: the fences alone. */
-export const noGuard: StoreGuard = (operation) => operation.retrying(false)
+export const noGuard: StoreGuard = Object.assign(
+  <A, E, R>(operation: GuardedOperation<A, E, R>) => operation.retrying(false),
+  { freeClaim: alwaysFree }
+)

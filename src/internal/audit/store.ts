@@ -18,7 +18,10 @@ import type { AuditBacking } from "./backing.js"
 import { HeadCache } from "./headCache.js"
 import { type AuditStoreOptions, checkAuditOptions } from "./options.js"
 import type { AuditStoreShape } from "./shape.js"
-import { transactions } from "./transaction.js"
+import { Pipeline, type ResumableTransaction, transactions } from "./transaction.js"
+import type { DeadlineSpec } from "../deadline.js"
+import type { LockClaim } from "../storeGuard.js"
+import { latencyMetric } from "../observe.js"
 
 /** The store without its chain pages: what the Promise facade runs. */
 export type AppendStore = Omit<AuditStoreShape, "readChain" | "readChainJson">
@@ -27,14 +30,30 @@ export type AppendStore = Omit<AuditStoreShape, "readChain" | "readChainJson">
 export type BoundedRead = (operation: string) => ReturnType<typeof withinRead>
 
 /**
+ * What a Promise caller needs to run a transaction's first attempt with no fiber (the
+ * facade's fast lane): the store's append path, its guard's `freeClaim`, the
+ * operation's deadline and latency sample, and the transaction to go on with when that
+ * attempt loses (`first`). Only where an attempt can be sent and settled by the caller:
+ * a backing that `send`s, no durable-commit step, a guard with a `freeClaim`.
+ */
+export interface AppendLane {
+  readonly ctx: AppendContext
+  readonly pipeline: Pipeline
+  readonly freeClaim: () => LockClaim | undefined | false
+  readonly resume: ResumableTransaction
+  readonly deadline: DeadlineSpec
+  readonly latency: ReturnType<typeof latencyMetric>
+}
+
+/**
  * The store over `backing` (each call its own replica: its own cached head), without its
- * chain pages, and its bounded read for them. Throws `InvalidConfig` for an unusable
- * `onRewind`, `verifyRecords` or `timeout`.
+ * chain pages, its bounded read for them, and its fast lane where it has one. Throws
+ * `InvalidConfig` for an unusable `onRewind`, `verifyRecords` or `timeout`.
  */
 export const appendStoreOnBacking = (
   backing: AuditBacking,
   options: AuditStoreOptions = {}
-): { readonly store: AppendStore; readonly boundedRead: BoundedRead } => {
+): { readonly store: AppendStore; readonly boundedRead: BoundedRead; readonly lane: AppendLane | undefined } => {
   const invalidOption = checkAuditOptions(options)
   if (invalidOption !== undefined) throw invalidOption
   const prefix = backing.keys.prefix
@@ -48,13 +67,11 @@ export const appendStoreOnBacking = (
     afterCommit: options.afterCommit ?? Effect.void,
     rewindCounter: Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
   }
-  const transaction = transactions(ctx, options.guard ?? noGuard, options.retry ?? defaultRetrySchedule)
-  const observeTransaction = observedWithin(
-    "audit",
-    "transaction",
-    prefix,
-    within({ store: "audit", prefix, operation: "audit transaction", timeoutMs })
-  )
+  const guard = options.guard ?? noGuard
+  const pipeline = new Pipeline(ctx)
+  const transaction = transactions(ctx, guard, options.retry ?? defaultRetrySchedule, pipeline)
+  const deadline: DeadlineSpec = { store: "audit", prefix, operation: "audit transaction", timeoutMs }
+  const observeTransaction = observedWithin("audit", "transaction", prefix, within(deadline))
   const boundedRead: BoundedRead = (operation) =>
     withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const store: AppendStore = {
@@ -65,5 +82,10 @@ export const appendStoreOnBacking = (
     length: backing.length.pipe(boundedRead("length"), observed("audit", "length", prefix)),
     headKeys: boundedRead("head keys")(backing.readHeadKeys)
   }
-  return { store, boundedRead }
+  const freeClaim = guard.freeClaim
+  const lane: AppendLane | undefined =
+    backing.send !== undefined && ctx.afterCommit === Effect.void && freeClaim !== undefined
+      ? { ctx, pipeline, freeClaim, resume: transaction, deadline, latency: latencyMetric("audit", "transaction") }
+      : undefined
+  return { store, boundedRead, lane }
 }

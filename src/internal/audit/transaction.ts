@@ -17,7 +17,7 @@ import { type AppendContext, appendOnce, settleAppended } from "./append.js"
 import { type AppendOutcome, isIntegrity, type PreparedAppend } from "./backing.js"
 import { prepare, notSuccessor } from "./prepare.js"
 import { rewound } from "./rewind.js"
-import type { AuditStoreShape, AuditTransaction } from "./shape.js"
+import type { AuditTransaction } from "./shape.js"
 
 type FirstPersist = "pending" | "committed" | "failed" | undefined
 
@@ -112,34 +112,48 @@ const offerHanded = (ctx: AppendContext, handed: string | undefined): void => {
   if (head === null || isIntegrity(head)) ctx.cache.offer(head)
 }
 
-/** The store's `transaction`: `build` re-run under `guard` and `schedule` until its record commits. */
+/**
+ * The store's `transaction`: `build` re-run under `guard` and `schedule` until its record
+ * commits. `first`: the operation's first attempt was made already and lost with this
+ * conflict (the Promise facade's fast lane, see `GuardedOperation.first`); it goes on
+ * from there.
+ */
+export type ResumableTransaction = <A, E, R>(
+  build: (tx: AuditTransaction) => Effect.Effect<A, E, R>,
+  first?: FenceConflict
+) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
+
 export const transactions = (
   ctx: AppendContext,
   guard: StoreGuard,
-  schedule: RetrySchedule
-): AuditStoreShape["transaction"] => {
-  const pipeline = new Pipeline(ctx)
+  schedule: RetrySchedule,
+  pipeline: Pipeline = new Pipeline(ctx)
+): ResumableTransaction => {
   const retryOptions = { store: "audit", prefix: ctx.prefix, operation: "transaction", schedule } as const
   const forgetHead = Effect.sync(() => ctx.cache.forget())
   const requestTurn = ctx.backing.requestTurn
-  return (build) =>
-    withRetryBudget(retryOptions, (budget) =>
-      guard({
-        // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
-        attempt: (claim) =>
-          Effect.suspend(() => {
-            offerHanded(ctx, claim.handed)
-            const attempt = new Attempt(pipeline, claim)
-            return Effect.map(budget.attempt(build(attempt)), (a) =>
-              attempted(a, attempt.first === "committed", attempt.kept)
+  return (build, first) =>
+    withRetryBudget(
+      retryOptions,
+      (budget) =>
+        guard({
+          first,
+          // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
+          attempt: (claim) =>
+            Effect.suspend(() => {
+              offerHanded(ctx, claim.handed)
+              const attempt = new Attempt(pipeline, claim)
+              return Effect.map(budget.attempt(build(attempt)), (a) =>
+                attempted(a, attempt.first === "committed", attempt.kept)
+              )
+            }),
+          turn: requestTurn,
+          retrying: (fresh) =>
+            Effect.zipRight(
+              fresh ? forgetHead : Effect.void,
+              budget.retrying(Effect.suspend(() => build(new Attempt(pipeline, undefined))))
             )
-          }),
-        turn: requestTurn,
-        retrying: (fresh) =>
-          Effect.zipRight(
-            fresh ? forgetHead : Effect.void,
-            budget.retrying(Effect.suspend(() => build(new Attempt(pipeline, undefined))))
-          )
-      })
+        }),
+      first
     ) as never
 }

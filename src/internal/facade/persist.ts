@@ -8,21 +8,24 @@
  * already sent handed over, so every outcome means exactly what it means there.
  */
 import * as Effect from "effect/Effect"
-import type * as Runtime from "effect/Runtime"
 import { InvalidRecord } from "../../Errors.js"
 import { isCommittedReply } from "../audit/backing.js"
 import { prepare } from "../audit/prepare.js"
 import type { AuditTransaction } from "../audit/shape.js"
 import { Attempt } from "../audit/transaction.js"
-import { linked, sendCommitIn } from "../deadline.js"
+import type { CommitInFlight } from "../callerDeadline.js"
+import { linked } from "../deadline.js"
 
 type Run = <A>(effect: Effect.Effect<A, unknown>) => Promise<A>
 
-/** `tx.persist(record)` for a Promise caller, run on `inside` (the transaction's runtime) by `run`. */
+/**
+ * `tx.persist(record)` for a Promise caller: `run` runs effects inside the transaction's
+ * deadline, and `commitIn` marks the call sent in flight on it (`CommitInFlight`).
+ */
 export const persistFromCaller = (
   tx: AuditTransaction,
   record: unknown,
-  inside: Runtime.Runtime<never>,
+  commitIn: (abandon: () => void) => CommitInFlight | undefined,
   run: Run
 ): Promise<void> => {
   const slow = () => run(linked(tx.persist(record)))
@@ -43,7 +46,7 @@ export const persistFromCaller = (
       inFlight?.settled(false)
       run(linked(Effect.suspend(() => Effect.void))).then(resolve, reject)
     }
-    const inFlight = sendCommitIn(inside, abandon)
+    const inFlight = commitIn(abandon)
     if (inFlight === undefined) return void slow().then(resolve, reject)
     tx.first = "pending"
     let sent: Promise<unknown>

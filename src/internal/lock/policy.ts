@@ -103,23 +103,31 @@ const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
  * operation that starts while the store is busy (one of its operations waited within
  * `BUSY_MS`) goes to `contended` at once, which asks for its turn first.
  */
-const adaptiveGuard =
-  (adaptive: Adaptive): StoreGuard =>
-  (operation) =>
-    Effect.suspend(() => {
-      const kept = adaptive.kept
-      if (kept !== undefined) {
-        adaptive.kept = undefined
-        return contended(adaptive, operation, undefined, kept)
-      }
-      return performance.now() < adaptive.busyUntil
-        ? contended(adaptive, operation, undefined)
-        : // The first attempt never asks, so it cannot take the lock or queue: an uncontended
-          // operation is just its attempt.
-          Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
-            contended(adaptive, operation, first)
-          )
-    })
+const adaptiveGuard = (adaptive: Adaptive): StoreGuard =>
+  Object.assign(
+    <A, E, R>(operation: GuardedOperation<A, E, R>) =>
+      operation.first !== undefined ? contended(adaptive, operation, operation.first) : started(adaptive, operation),
+    {
+      // A kept turn or a busy store decide the first attempt (a turn, or a claim that asks).
+      freeClaim: () => adaptive.kept === undefined && performance.now() >= adaptive.busyUntil && adaptive.unclaimed
+    }
+  )
+
+const started = <A, E, R>(adaptive: Adaptive, operation: GuardedOperation<A, E, R>) =>
+  Effect.suspend(() => {
+    const kept = adaptive.kept
+    if (kept !== undefined) {
+      adaptive.kept = undefined
+      return contended(adaptive, operation, undefined, kept)
+    }
+    return performance.now() < adaptive.busyUntil
+      ? contended(adaptive, operation, undefined)
+      : // The first attempt never asks, so it cannot take the lock or queue: an uncontended
+        // operation is just its attempt.
+        Effect.catchIf(Effect.map(operation.attempt(adaptive.unclaimed), valueOf), isFenceConflict, (first) =>
+          contended(adaptive, operation, first)
+        )
+  })
 
 /**
  * After the first attempt lost (or at once, while the store is busy): go on losing,

@@ -1,0 +1,130 @@
+/**
+ * The Promise facade's audit `transaction`. The caller's `fn` gets haechi's context
+ * (`readLastIntegrity`, `persist`) over one attempt of the store's transaction, and its
+ * calls run inside the operation's deadline.
+ *
+ * The fast lane: an operation whose first attempt is plain (the guard's `freeClaim`: no
+ * lock to take or wait for, nobody queued), on a runtime that traces nothing (no span
+ * would be seen), runs that attempt with no fiber at all. Its deadline is kept by the
+ * caller (`CallerDeadline`: the same timer and failures), its persist settles a plain
+ * commit itself (`persistFromCaller`), and its latency is sampled as `observedWithin`
+ * would. Anything else the attempt meets is handed to Effect where it happens: a persist
+ * that did not simply commit goes to the store's pipeline, and an attempt that lost (a
+ * `FenceConflict`) goes on in the store's transaction, as its first attempt
+ * (`GuardedOperation.first`), inside the same deadline. So every outcome, retry and
+ * count means exactly what it means on the Effect path.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
+import * as Runtime from "effect/Runtime"
+import type { Integrity } from "../../AuditStore.js"
+import type { AuditStoreShape } from "../../AuditStore.js"
+import type { FenceConflict } from "../../Errors.js"
+import type { AuditTransaction } from "../audit/shape.js"
+import type { AppendLane } from "../audit/store.js"
+import { Attempt } from "../audit/transaction.js"
+import { CallerDeadline, type CommitInFlight, sendCommitIn } from "../callerDeadline.js"
+import { linked } from "../deadline.js"
+import { tracesNothing } from "../observe.js"
+import { isFenceConflict } from "../retryBudget.js"
+import { persistFromCaller } from "./persist.js"
+import { fastPromiseRunner, fromCaller, originalFailure, promiseRunner, settleExit } from "./run.js"
+
+/** haechi's transaction context. */
+export interface CallerTransaction {
+  readLastIntegrity(): Promise<Integrity | null>
+  persist(record: Record<string, unknown>): Promise<void>
+}
+
+export type CallerFn<T> = (ctx: CallerTransaction) => Promise<T> | T
+
+/** haechi's context over `tx`: `run` runs effects inside the operation, `commitIn` marks a persist sent. */
+const callerContext = (
+  tx: AuditTransaction,
+  inside: () => Runtime.Runtime<never>,
+  commitIn: (abandon: () => void) => CommitInFlight | undefined
+): CallerTransaction => ({
+  // A cached head is a ready Exit: settled with no runner at all.
+  readLastIntegrity: () => {
+    const read = linked(tx.readLastIntegrity)
+    return Exit.isExit(read)
+      ? settleExit(read as Exit.Exit<Integrity | null, unknown>)
+      : fastPromiseRunner(inside())(read)
+  },
+  persist: (record) => persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect))
+})
+
+/**
+ * `fn` as the store's `build`: its calls run on the transaction's own runtime, so they
+ * count against its deadline (a persist in flight then fails it with
+ * CommitOutcomeUnknown) and end with it.
+ */
+const buildOf =
+  <T>(fn: CallerFn<T>) =>
+  (tx: AuditTransaction): Effect.Effect<T, unknown> =>
+    Effect.flatMap(Effect.runtime<never>(), (inside) =>
+      fromCaller(() =>
+        fn(
+          callerContext(
+            tx,
+            () => inside,
+            (abandon) => sendCommitIn(inside, abandon)
+          )
+        )
+      )
+    )
+
+/** The facade's `transaction` over `store`, with the fast lane where `lane` is given and `runtime` traces nothing. */
+export const callerTransactions = (
+  store: Pick<AuditStoreShape, "transaction">,
+  lane: AppendLane | undefined,
+  runtime: Runtime.Runtime<never> = Runtime.defaultRuntime
+): (<T>(fn: CallerFn<T>) => Promise<T>) => {
+  const run = promiseRunner(runtime)
+  const slow = <T>(fn: CallerFn<T>): Promise<T> => run(store.transaction(buildOf(fn)))
+  if (lane === undefined || !tracesNothing(runtime.fiberRefs)) return slow
+  const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
+  const sample = (started: number) => lane.latency.unsafeUpdate(performance.now() - started, labels)
+  return <T>(fn: CallerFn<T>): Promise<T> => {
+    const claim = lane.freeClaim()
+    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample)
+  }
+}
+
+/** One operation in the fast lane: its first attempt here, the rest (if it lost) in the store's transaction. */
+const laneOperation = <T>(
+  lane: AppendLane,
+  runtime: Runtime.Runtime<never>,
+  claim: Attempt["claim"],
+  fn: CallerFn<T>,
+  sample: (started: number) => void
+): Promise<T> => {
+  const started = performance.now()
+  const deadline = new CallerDeadline(lane.deadline, runtime)
+  const attempt = new Attempt(lane.pipeline, claim)
+  const inside = () => deadline.runtime()
+  return new Promise<T>((resolve, reject) => {
+    // However it ended: past the deadline, the deadline's failure (as `within`).
+    const end = (exit: Exit.Exit<T, unknown>) => {
+      deadline.close()
+      sample(started)
+      if (deadline.expired) reject(deadline.failure)
+      else if (Exit.isSuccess(exit)) resolve(exit.value)
+      else reject(originalFailure(exit.cause))
+    }
+    const lost = (conflict: FenceConflict) =>
+      Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn), conflict)).then(end)
+    let result: Promise<T> | T
+    try {
+      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon)))
+    } catch (error) {
+      result = Promise.reject(error)
+    }
+    Promise.resolve(result).then(
+      (value) => end(Exit.succeed(value)),
+      (error: unknown) => (isFenceConflict(error) && !deadline.expired ? lost(error) : end(Exit.fail(error)))
+    )
+  })
+}
