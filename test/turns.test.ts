@@ -14,6 +14,7 @@ import { buildNextRecord } from "../src/Chain.js"
 import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/internal/scripts.js"
 import { uniquePrefix } from "./support/keys.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
 import { Effect, Metric } from "effect"
 import * as Metrics from "../src/Metrics.js"
 
@@ -450,6 +451,77 @@ describe("turns: the vault", () => {
         )
       ).toBe(0)
     } finally {
+      await client.quit()
+    }
+  })
+})
+
+describe("turns: a queued waiter's wait", () => {
+  const listening = async (client: Redis, channel: string) =>
+    until(
+      async () => Number(((await client.pubsub("NUMSUB", channel)) as Array<unknown>)[1]),
+      (n) => n > 0
+    )
+
+  /** Hand-offs to other waiters on `channel` every 5 ms while `going()`; resolves when stopped. */
+  const handOffsToOthers = async (client: Redis, channel: string, going: () => boolean) => {
+    for (let i = 0; going() && i < 1000; i++) {
+      await client.publish(channel, `waiter-ahead-${i} ${1000 + i}`)
+      await sleep(5)
+    }
+  }
+
+  it("starts again while the queue moves (hand-offs to others), up to its bound in all; without one it ends on time; its own hand-off wakes it", async () => {
+    const client = connect()
+    const handle = makeLockHandle(fromClient(client))
+    const lockKey = `${uniquePrefix("turn-wait")}lock`
+    const channel = `${lockKey}:released`
+    try {
+      const wakeup = handle.releases(lockKey, "our-token")
+      await listening(client, channel)
+      expect(await Effect.runPromise(wakeup.next(1000))).toBe("") // the subscription going live wakes it once
+
+      // 50 ms waits, restarted by each hand-off to another waiter, for 300 ms: it is still waiting.
+      let going = true
+      const moving = handOffsToOthers(client, channel, () => going)
+      const started = performance.now()
+      let endedAt: number | undefined
+      const restarted = Effect.runPromise(wakeup.next(50, 10_000)).then((message) => {
+        endedAt = performance.now()
+        return message
+      })
+      await sleep(300)
+      expect(endedAt).toBeUndefined()
+      going = false
+      await moving
+      const stoppedAt = performance.now()
+      expect(await restarted).toBeUndefined() // timed out, not woken
+      expect(endedAt! - stoppedAt).toBeGreaterThanOrEqual(35) // a wait's 50 ms after the last hand-off, less the last 5 ms gap
+      expect(endedAt! - started).toBeGreaterThanOrEqual(295)
+
+      // Bounded: with the queue moving all along, it ends `upToMs` after it began.
+      going = true
+      const movingOn = handOffsToOthers(client, channel, () => going)
+      const boundedStart = performance.now()
+      expect(await Effect.runPromise(wakeup.next(50, 150))).toBeUndefined()
+      const bounded = performance.now() - boundedStart
+      // Without `upToMs`, a hand-off to others changes nothing: it ends after its own 50 ms.
+      const plainStart = performance.now()
+      expect(await Effect.runPromise(wakeup.next(50))).toBeUndefined()
+      const plain = performance.now() - plainStart
+      going = false
+      await movingOn
+      expect(bounded).toBeGreaterThanOrEqual(145) // (a timer may fire up to a ms early on the loop's clock)
+      expect(plain).toBeGreaterThanOrEqual(45)
+      expect(plain).toBeLessThan(bounded)
+
+      // Its own hand-off wakes it at once, with the message.
+      const own = Effect.runPromise(wakeup.next(5_000, 10_000))
+      await client.publish(channel, "our-token 7 payload")
+      expect(await own).toBe("our-token 7 payload")
+      wakeup.close()
+    } finally {
+      await Effect.runPromise(handle.close)
       await client.quit()
     }
   })

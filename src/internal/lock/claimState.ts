@@ -31,6 +31,12 @@ export const ADAPTIVE_YIELDS = 64
  */
 export const TURN_WAIT_MS = 15
 /**
+ * While the queue moves (a hand-off to another waiter came), our turn is coming: the
+ * wait starts again, up to this long in all, so a waiter further back does not try
+ * again (and yield again) every `TURN_WAIT_MS` while the writers ahead of it go.
+ */
+export const TURN_WAIT_UP_TO_MS = 60
+/**
  * How long a queue entry lives, past which a release skips it (its waiter is gone or gave
  * up). The queue is ordered by this deadline, so it is the stores' "always" wait
  * (`storeLockOptions.waitTimeout`): a turn queued after a waiting "always" writer goes
@@ -212,13 +218,14 @@ export class ClaimState {
 
   /**
    * Waits for our turn: a hand-off to our token (the lock is ours now, with what to build
-   * on), a plain release, or `TURN_WAIT_MS`; the next attempt finds out which (our queue
-   * place is kept meanwhile).
+   * on), a plain release, or `TURN_WAIT_MS` with no hand-off at all (up to
+   * `TURN_WAIT_UP_TO_MS` while others get theirs); the next attempt finds out which (our
+   * queue place is kept meanwhile).
    */
   private awaitTurn(): Effect.Effect<void> {
     return Effect.suspend(() => {
       const started = performance.now()
-      return Effect.flatMap(this.listen().next(TURN_WAIT_MS), (message) => {
+      return Effect.flatMap(this.listen().next(TURN_WAIT_MS, TURN_WAIT_UP_TO_MS), (message) => {
         const waited = Metric.update(lockWaitOf(this.adaptive.lockKey), performance.now() - started)
         const handed = message === undefined ? undefined : handedPayload(message, this.asking.token)
         if (handed === undefined)

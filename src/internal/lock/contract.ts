@@ -83,9 +83,10 @@ export interface Wakeup {
    * lock, a hand-off to this waiter (the message, "<token> <fence>"; it wins over a
    * plain one), or the subscription becoming active (a release may have come before);
    * hand-offs to others do not wake. Yields the message ("" for a plain wake-up), or
-   * undefined when `ms` ran out.
+   * undefined when `ms` ran out. `upToMs`: a hand-off to another waiter (the queue
+   * moved, so ours is coming) starts the `ms` again, up to `upToMs` in all.
    */
-  readonly next: (ms: number) => Effect.Effect<string | undefined>
+  readonly next: (ms: number, upToMs?: number) => Effect.Effect<string | undefined>
   /** Stops listening (idempotent). */
   readonly close: () => void
 }

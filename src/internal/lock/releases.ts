@@ -41,6 +41,8 @@ interface Listener {
   /** A wake-up that arrived while nobody was waiting on it; the next `next` returns it at once. */
   pending: string | undefined
   wake: ((message: string) => void) | undefined
+  /** Set while it waits with `upToMs`: another waiter's hand-off came. */
+  moved: (() => void) | undefined
 }
 
 interface Channel {
@@ -51,36 +53,50 @@ interface Channel {
 }
 
 const notify = (listener: Listener, message: string) => {
-  if (message !== "" && (listener.token === undefined || handedFence(message, listener.token) === 0)) return
+  if (message !== "" && (listener.token === undefined || handedFence(message, listener.token) === 0)) {
+    listener.moved?.()
+    return
+  }
   const wake = listener.wake
   if (wake !== undefined) wake(message)
   else if (!listener.pending) listener.pending = message
 }
 
-/** The next wake-up of `listener`, or undefined after `ms`; at once if one is pending or it is closed. */
-const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number) =>
+/**
+ * The next wake-up of `listener`, or undefined after `ms` (restarted by another waiter's
+ * hand-off, up to `upToMs` in all); at once if one is pending or it is closed.
+ */
+const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number) =>
   Effect.async<string | undefined>((resume) => {
     if (listener.pending !== undefined || !isOpen()) {
       const message = listener.pending ?? ""
       listener.pending = undefined
       return resume(Effect.succeed(message))
     }
-    const timer = setTimeout(
-      () => {
-        listener.wake = undefined
-        resume(Effect.succeed(undefined))
-      },
-      Math.max(0, ms)
-    )
-    listener.wake = (message) => {
-      listener.wake = undefined
+    const wait = Math.max(0, ms)
+    const endsBy = performance.now() + Math.max(wait, upToMs)
+    const stop = () => {
+      listener.wake = listener.moved = undefined
       clearTimeout(timer)
+    }
+    const timedOut = () => {
+      stop()
+      resume(Effect.succeed(undefined))
+    }
+    let timer = setTimeout(timedOut, wait)
+    listener.wake = (message) => {
+      stop()
       resume(Effect.succeed(message))
     }
-    return Effect.sync(() => {
-      listener.wake = undefined
-      clearTimeout(timer)
-    })
+    if (upToMs > wait) {
+      listener.moved = () => {
+        const left = endsBy - performance.now()
+        if (left <= 0) return
+        clearTimeout(timer)
+        timer = setTimeout(timedOut, Math.min(wait, left))
+      }
+    }
+    return Effect.sync(stop)
   })
 
 /** The release channels one RedisLock listens on, over its own subscriber connection. */
@@ -98,16 +114,16 @@ export class ReleaseSubscriber {
 
   /** Starts listening on `name` for the waiter with `token`; `close` the result when done. */
   open(name: string, token: string | undefined): Wakeup {
-    const listener: Listener = { token, pending: undefined, wake: undefined }
+    const listener: Listener = { token, pending: undefined, wake: undefined, moved: undefined }
     let open = true
     const isOpen = () => open
     this.add(name, listener)
     return {
-      next: (ms) => nextWakeup(listener, isOpen, ms),
+      next: (ms, upToMs = 0) => nextWakeup(listener, isOpen, ms, upToMs),
       close: () => {
         if (!open) return
         open = false
-        listener.wake = undefined
+        listener.wake = listener.moved = undefined
         this.remove(name, listener)
       }
     }
