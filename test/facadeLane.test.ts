@@ -11,7 +11,7 @@ import { afterAll } from "vitest"
 import { Effect, Metric, Runtime, Schedule } from "effect"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
-import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
+import { createRedisAuditStore, createRedisTokenStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { appendStoreOnBacking } from "../src/internal/audit/store.js"
 import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
@@ -223,6 +223,50 @@ describe("the facade's fast lane", () => {
       first: "committed",
       chain: 2
     })
+    expect(results[1]).toEqual(results[0])
+  })
+
+  it("a caller's fn that does not settle holds no operation past its deadline (lane, Effect path, vault mutate and read)", async () => {
+    const client = connect()
+    const { runtime } = tracedRuntime()
+    const results = []
+    for (const path of ["lane", "effect"] as const) {
+      const prefix = uniquePrefix(`lane-stuck-${path}`)
+      const options = {
+        client,
+        startupChecks: "off",
+        timeout: 100,
+        runtime: path === "lane" ? undefined : runtime
+      } as const
+      const store = createRedisAuditStore({ ...options, keyPrefix: `${prefix}audit:` })
+      const tokens = createRedisTokenStore({ ...options, keyPrefix: `${prefix}tv:` })
+      await append(store, { warm: true })
+      let released = false
+      const stuck = new Promise<void>((resolve) => setTimeout(resolve, 1500)).then(() => void (released = true))
+      const outcomes = await Promise.all([
+        rejectionOf(
+          store.transaction(async ({ readLastIntegrity, persist }) => {
+            const head = (await readLastIntegrity()) as Integrity | null
+            await stuck
+            await persist(buildNextRecord({ late: true }, head))
+          })
+        ),
+        rejectionOf(tokens.mutate(() => stuck)),
+        rejectionOf(tokens.read(() => stuck))
+      ])
+      // All three failed at the deadline, before the caller's fn got going again.
+      expect(released).toBe(false)
+      results.push(outcomes.map((e) => ({ ...(e as object), _tag: (e as { _tag?: string })._tag })))
+      await stuck
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      // The late persist sent nothing.
+      expect((await chainOf(client, `${prefix}audit:`)).some((r) => r.late !== undefined)).toBe(false)
+    }
+    expect(results[0]).toEqual([
+      { _tag: "OperationTimeout", operation: "audit transaction", timeoutMs: 100 },
+      { _tag: "OperationTimeout", operation: "vault mutate", timeoutMs: 100 },
+      { _tag: "OperationTimeout", operation: "vault read", timeoutMs: 100 }
+    ])
     expect(results[1]).toEqual(results[0])
   })
 

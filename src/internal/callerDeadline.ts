@@ -102,6 +102,12 @@ export class CallerDeadline {
     clearTimeout(this.budget.timer)
   }
 
+  /** Calls `abandon` once, when the deadline passes (not after `close`). */
+  onExpiry(abandon: Abandon): void {
+    if (this.budget.expired) abandon()
+    else watch(this.budget, abandon)
+  }
+
   /** Marks a commit the caller sends itself (see `commitIn`). */
   commit(abandon: Abandon): CommitInFlight | undefined {
     return commitIn(this.budget, abandon)

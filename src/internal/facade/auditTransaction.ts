@@ -106,8 +106,12 @@ const laneOperation = <T>(
   const attempt = new Attempt(lane.pipeline, claim)
   const inside = () => deadline.runtime()
   return new Promise<T>((resolve, reject) => {
-    // However it ended: past the deadline, the deadline's failure (as `within`).
+    let ended = false
+    // However it ended: past the deadline, the deadline's failure (as `within`), at once,
+    // without waiting for `fn` (its later calls send nothing).
     const end = (exit: Exit.Exit<T, unknown>) => {
+      if (ended) return
+      ended = true
       deadline.close()
       sample(started)
       if (deadline.expired) reject(deadline.failure)
@@ -116,6 +120,7 @@ const laneOperation = <T>(
     }
     const lost = (conflict: FenceConflict) =>
       Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn), conflict)).then(end)
+    deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
     let result: Promise<T> | T
     try {
       result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon)))

@@ -9,6 +9,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
+import { awaitPromise } from "../deadline.js"
 
 /** The failure of `cause` as it was raised; a defect or interruption otherwise. */
 export const originalFailure = (cause: Cause.Cause<unknown>): unknown =>
@@ -55,7 +56,9 @@ export const fastPromiseRunner = (runtime: Runtime.Runtime<never> = Runtime.defa
 /**
  * A thrown value from the caller's `fn`, passed through untouched (a FenceConflict stays
  * retryable). `fn` is called when the effect runs; a value it returns (not a promise)
- * settles at once, a promise is awaited with one callback (no `async` wrapper around it).
+ * settles at once, a promise is awaited with one callback (no `async` wrapper around it),
+ * watching the operation's deadline: past it the operation ends without waiting for `fn`
+ * (whose later calls then send nothing).
  */
 export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknown> =>
   Effect.suspend(() => {
@@ -67,13 +70,10 @@ export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknow
     }
     if (!isThenable(result)) return Effect.succeed(result)
     const pending = result
-    return Effect.async<A, unknown>((resume) => {
-      Promise.resolve(pending).then(
-        (value) => resume(Effect.succeed(value)),
-        (error: unknown) => resume(Effect.fail(error))
-      )
-    })
+    return awaitPromise({ try: () => pending, catch: passThrough })
   })
+
+const passThrough = (error: unknown): unknown => error
 
 const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
   (typeof value === "object" || typeof value === "function") &&
