@@ -2,9 +2,11 @@
 // (prune over entries(), then one set) and a reveal (read + get), on a warm cache, against
 // a throwaway redis-server. DIST= runs another build of dist/; DIST=a,b alternates rounds of
 // two builds in one process (A/B on a busy machine) and prints each one's median round.
-// Two floors run in the same rounds: a bare ioredis HGET of one record (what a reveal's
-// round trip costs with no library) and the same tokenize over an in-process Map (the
-// reference's memory store: what the caller's own work costs with no shared store).
+// Three floors run in the same rounds: a bare ioredis HGET of one record (what a reveal's
+// round trip costs with no library), the read's own protocol called bare (vault_changes
+// by EVALSHA, as a warm cache calls it: what a reveal that proves its cache fresh cannot go
+// under) and the same tokenize over an in-process Map (the reference's memory store: what
+// the caller's own work costs with no shared store).
 // Usage: node bench/vaultops.mjs [tokens=1000] [ops per round=1000] [rounds=5]
 import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -96,6 +98,16 @@ const floors = async () => {
   const key = "bench:tv:0:tokens"
   const ids = Object.keys(await bare.hgetall(key))
   const hget = () => bare.hget(key, ids[Math.floor(Math.random() * ids.length)])
+  // The read's own protocol with no library: vault_changes called bare (EVALSHA, its keys and
+  // arguments as a warm cache sends them, the reply left undecoded), then the same HGET-free
+  // answer from memory. What a proven-fresh reveal cannot go under.
+  const { luaSources } = await import(`${builds[0]}internal/luaSources.js`)
+  const { sha1, source } = luaSources.vault_changes
+  await bare.script("LOAD", source)
+  const p = "bench:tv:0:"
+  const [version, log] = await Promise.all([bare.get(`${p}version`), bare.lrange(`${p}log`, -1, -1)])
+  const seen = (log[0] ?? "").split(" ")[1] ?? ""
+  const changes = () => bare.evalsha(sha1, 3, `${p}version`, `${p}tokens`, `${p}log`, version ?? "", seen, "", 64)
   const { createMemoryTokenStore } = await import(new URL("./node_modules/haechi-store-redis/memory.mjs", import.meta.url).href)
   const map = createMemoryTokenStore()
   await map.mutate((view) => {
@@ -110,18 +122,19 @@ const floors = async () => {
       last = `tok_email_${randomBytes(8).toString("hex")}`
       view.set(last, record(last))
     })
-  return { tokenize, reveal: hget }
+  return { tokenize, reveal: hget, changes }
 }
 
 const subjects = await Promise.all(builds.map((b, n) => setup(b, n)))
-subjects.push(await floors())
+const floor = await floors()
+subjects.push(floor, { tokenize: async () => {}, reveal: floor.changes, floorOnly: true })
 for (const s of subjects) for (let i = 0; i < 300; i++) await s.tokenize(), await s.reveal() // warm-up
 const results = subjects.map(() => ({ tokenize: [], reveal: [] }))
 for (let r = 0; r < rounds; r++) {
   // The order alternates by round: whatever runs first in a round fares better (GC debt, a warmer CPU).
   const order = [...subjects.entries()]
   for (const [n, s] of r % 2 === 0 ? order : order.reverse()) {
-    results[n].tokenize.push(await time(s.tokenize))
+    if (!s.floorOnly) results[n].tokenize.push(await time(s.tokenize))
     results[n].reveal.push(await time(s.reveal))
   }
 }
@@ -131,9 +144,13 @@ const line = (n, name) =>
 for (const [n, build] of builds.entries()) {
   const ratios =
     `tokenize ${(median(results[builds.length].tokenize.map((x) => x.wall)) / median(results[n].tokenize.map((x) => x.wall))).toFixed(2)}x the Map's rate, ` +
-    `reveal CPU ${(median(results[n].reveal.map((x) => x.cpu)) / median(results[builds.length].reveal.map((x) => x.cpu))).toFixed(2)}x a bare HGET's`
+    `reveal CPU ${(median(results[n].reveal.map((x) => x.cpu)) / median(results[builds.length].reveal.map((x) => x.cpu))).toFixed(2)}x a bare HGET's, ` +
+    `${(median(results[n].reveal.map((x) => x.cpu)) / median(results[builds.length + 1].reveal.map((x) => x.cpu))).toFixed(2)}x a bare vault_changes EVALSHA's`
   console.log(`  ${dists[n] ?? "dist"}: ${line(n, "tokenize")}; ${line(n, "reveal")} (${ratios})`)
 }
-console.log(`  floors: ${line(builds.length, "tokenize").replace("tokenize", "tokenize over a Map")}; ${line(builds.length, "reveal").replace("reveal", "bare HGET")}`)
+console.log(
+  `  floors: ${line(builds.length, "tokenize").replace("tokenize", "tokenize over a Map")}; ${line(builds.length, "reveal").replace("reveal", "bare HGET")}; ` +
+    `${line(builds.length + 1, "reveal").replace("reveal", "bare vault_changes EVALSHA")} (${(median(results[builds.length + 1].reveal.map((x) => x.cpu)) / median(results[builds.length].reveal.map((x) => x.cpu))).toFixed(2)}x the HGET's CPU)`
+)
 await Promise.all([client, ...connections].map((c) => c.quit()))
 server.kill()
