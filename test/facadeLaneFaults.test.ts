@@ -7,9 +7,11 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
-import { Effect, Metric, Runtime } from "effect"
+import { Effect, Metric, Runtime, Schedule } from "effect"
+import * as fc from "fast-check"
 import { Redis, type RedisOptions } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
+import { FenceConflict } from "../src/Errors.js"
 import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
 import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
@@ -292,4 +294,313 @@ describe("the lane's persist on a faulty link", () => {
       expect(lane.events).toEqual([{ warm: true }, { rival: true }, { ours: 2 }])
     })
   }
+})
+type Ctx = Parameters<Parameters<HaechiAuditStore["transaction"]>[0]>[0]
+
+/**
+ * Callers that misuse the transaction: each `fn` gets the store, a rival replica on the
+ * same chain and its build number, and may return what it likes.
+ */
+const misuses: ReadonlyArray<{
+  readonly name: string
+  /** `late`: calls the test makes once the transaction settled (a persist not awaited is awaited there). */
+  readonly fn: (ctx: Ctx, rival: HaechiAuditStore, build: number, late: Array<() => Promise<unknown>>) => unknown
+}> = [
+  {
+    name: "does not await its persist",
+    fn: async ({ readLastIntegrity, persist }, _rival, build, late) => {
+      const sent = persist(buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null))
+      late.push(() => sent)
+      return "returned first"
+    }
+  },
+  {
+    name: "persists after the transaction settled",
+    fn: async ({ readLastIntegrity, persist }, _rival, build, late) => {
+      const head = (await readLastIntegrity()) as Integrity | null
+      late.push(() => persist(buildNextRecord({ late: build }, head)))
+      return "nothing yet"
+    }
+  },
+  {
+    name: "throws a FenceConflict of its own, then persists on the retry",
+    fn: async ({ readLastIntegrity, persist }, _rival, build) => {
+      const head = (await readLastIntegrity()) as Integrity | null
+      if (build === 1) throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })
+      await persist(buildNextRecord({ ours: build }, head))
+    }
+  },
+  {
+    name: "swallows its persist's FenceConflict and returns",
+    fn: async ({ readLastIntegrity, persist }, rival, build) => {
+      const head = (await readLastIntegrity()) as Integrity | null
+      await append(rival, { rival: build })
+      try {
+        await persist(buildNextRecord({ ours: build }, head))
+      } catch (error) {
+        return `swallowed ${(error as { _tag?: string })._tag}`
+      }
+    }
+  },
+  {
+    name: "commits, then throws a FenceConflict of its own (its record is there; the retry builds again)",
+    fn: async ({ readLastIntegrity, persist }, _rival, build) => {
+      await persist(buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null))
+      if (build === 1) throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })
+      return build
+    }
+  },
+  { name: "returns a plain value, persisting nothing", fn: () => 42 },
+  {
+    name: "returns a thenable that persists",
+    fn: ({ readLastIntegrity, persist }, _rival, build) => ({
+      then: (resolve: (value: unknown) => void, reject: (error: unknown) => void) =>
+        readLastIntegrity()
+          .then((head) => persist(buildNextRecord({ ours: build }, head as Integrity | null)))
+          .then(() => resolve("thenable"), reject)
+    })
+  },
+  {
+    name: "throws synchronously",
+    fn: () => {
+      throw new TypeError("not a function of the store's")
+    }
+  },
+  { name: "rejects with undefined", fn: () => Promise.reject(undefined) },
+  {
+    name: "persists a record built on no head (the chain has one)",
+    fn: ({ persist }, _rival, build) => persist(buildNextRecord({ ours: build }, null))
+  },
+  {
+    name: "calls persist twice at once",
+    fn: async ({ readLastIntegrity, persist }, _rival, build) => {
+      const record = buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null)
+      const both = await Promise.allSettled([persist(record), persist(record)])
+      return both.map((s) =>
+        s.status === "fulfilled"
+          ? "ok"
+          : {
+              tag: (s.reason as { _tag?: string })._tag,
+              first: (s.reason as { first?: string }).first
+            }
+      )
+    }
+  },
+  {
+    name: "persists a record that is not one",
+    fn: ({ persist }) => persist({ event: "no integrity" })
+  }
+]
+
+describe("callers that misuse the transaction", () => {
+  for (const { name, fn } of misuses) {
+    for (const lock of ["never", "adaptive"] as const) {
+      it(`lock "${lock}", fn ${name}: the same outcome, builds, counts and chain as on the Effect path`, async () => {
+        await samePaths(async (path, runtime) => {
+          const client = connect()
+          const prefix = uniquePrefix(`lane-misuse-${path}`)
+          const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+          const store = createRedisAuditStore({ ...options, lock })
+          const rival = createRedisAuditStore({ ...options, lock: "never" })
+          await append(store, { warm: true })
+          const counted = counters()
+          let builds = 0
+          const late: Array<() => Promise<unknown>> = []
+          const unhandled: Array<unknown> = []
+          const onUnhandled = (reason: unknown) => unhandled.push((reason as { _tag?: string })?._tag)
+          process.on("unhandledRejection", onUnhandled)
+          try {
+            const outcome = await settled(store.transaction((ctx) => fn(ctx, rival, ++builds, late) as never))
+            const lateOutcomes = []
+            for (const call of late) lateOutcomes.push(await settled(call()))
+            const counts = counted()
+            return { outcome, lateOutcomes, builds, counts, unhandled, events: await eventsOf(client, prefix) }
+          } finally {
+            process.off("unhandledRejection", onUnhandled)
+          }
+        })
+      })
+    }
+  }
+})
+
+/** The keys under `prefix`, dumped: restoring them rewinds the store to this point (a restored snapshot). */
+const snapshot = async (client: Redis, prefix: string) => {
+  const keys = await client.keys(`${prefix}*`)
+  const dumps = await Promise.all(keys.map((key) => client.dumpBuffer(key)))
+  return async () => {
+    const now = await client.keys(`${prefix}*`)
+    if (now.length > 0) await client.del(...now)
+    for (let i = 0; i < keys.length; i++) if (dumps[i] !== null) await client.restore(keys[i]!, 0, dumps[i]!)
+  }
+}
+
+describe("a chain rewound under the lane", () => {
+  for (const onRewind of ["record", "fail"] as const) {
+    for (const rewind of ["flushed", "restored"] as const) {
+      for (const lock of ["never", "adaptive"] as const) {
+        it(`lock "${lock}", onRewind "${onRewind}", the chain ${rewind} under a replica's head: the same outcome, gap record and counts as on the Effect path`, async () => {
+          const lane = await samePaths(async (path, runtime) => {
+            const client = connect()
+            const prefix = uniquePrefix(`lane-rewind-${path}`)
+            const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+            const store = createRedisAuditStore({ ...options, lock, onRewind })
+            const other = createRedisAuditStore({ ...options, lock: "never" })
+            await append(other, { first: true })
+            const restore = rewind === "restored" ? await snapshot(client, prefix) : undefined
+            await append(store, { second: true })
+            await append(store, { third: true })
+            if (restore !== undefined) await restore()
+            else await client.del(...(await client.keys(`${prefix}*`)))
+            const rewinds = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
+            const rewindsBefore = count(rewinds)
+            const counted = counters()
+            let builds = 0
+            const outcome = await settled(
+              store.transaction(async ({ readLastIntegrity, persist }) => {
+                builds += 1
+                await persist(buildNextRecord({ ours: builds }, (await readLastIntegrity()) as Integrity | null))
+                return "ok"
+              })
+            )
+            const counts = { ...counted(), rewinds: count(rewinds) - rewindsBefore }
+            const events = (await eventsOf(client, prefix)).map((e) =>
+              "ours" in e || "first" in e ? e : Object.keys(e)
+            )
+            // The store goes on from the chain as it is now ("fail": it refuses again, loudly).
+            const after = await settled(append(store, { after: true }))
+            await eventsOf(client, prefix)
+            return { outcome, builds, counts, events, after: "error" in after ? after.error : "ok" }
+          })
+          expect(lane.counts).toMatchObject({ rewinds: 1 })
+          if (onRewind === "fail") expect(lane.outcome).toEqual({ error: "ChainRewound" })
+          else expect(lane.outcome).toEqual({ value: "ok" })
+        })
+      }
+    }
+  }
+})
+
+describe("the lane next to a writer that holds the lock", () => {
+  it('lock "adaptive": the lane\'s attempt yields (LockHeld) to an "always" writer, queues, and commits after it, as on the Effect path', async () => {
+    const lane = await samePaths(async (path, runtime) => {
+      const client = connect()
+      const prefix = uniquePrefix(`lane-held-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+      const store = createRedisAuditStore({ ...options, lock: "adaptive" })
+      const holder = createRedisAuditStore({ ...options, lock: "always" })
+      await append(store, { warm: true })
+      let open!: () => void
+      const gate = new Promise<void>((resolve) => (open = resolve))
+      let holding!: () => void
+      const held = new Promise<void>((resolve) => (holding = resolve))
+      const holderDone = holder.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        holding()
+        await gate
+        await persist(buildNextRecord({ holder: true }, head))
+      })
+      await held
+      const counted = counters()
+      let builds = 0
+      const persisted: Array<string> = []
+      const ours = store.transaction(async ({ readLastIntegrity, persist }) => {
+        builds += 1
+        const head = (await readLastIntegrity()) as Integrity | null
+        try {
+          await persist(buildNextRecord({ ours: builds }, head))
+          persisted.push("committed")
+        } catch (error) {
+          persisted.push((error as { _tag?: string; lockHeld?: boolean }).lockHeld === true ? "yielded" : "lost")
+          throw error
+        }
+      })
+      // Ours has yielded by the time it waits for its turn; then the holder commits.
+      for (let i = 0; i < 200 && persisted.length === 0; i++) await sleep(5)
+      open()
+      const outcomes = [await settled(holderDone), await settled(ours)]
+      const counts = counted()
+      const events = await eventsOf(client, prefix)
+      expect(events).toEqual([{ warm: true }, { holder: true }, { ours: builds }])
+      expect(persisted).toHaveLength(builds)
+      // How often it yields or loses before its turn comes depends on timing: not compared.
+      return {
+        outcomes,
+        first: persisted[0],
+        last: persisted.at(-1),
+        conflicts: counts.conflicts === builds - 1,
+        retries: counts.retries === builds - 1,
+        samples: counts.samples
+      }
+    })
+    expect(lane).toMatchObject({ first: "yielded", last: "committed", conflicts: true, retries: true, samples: 2 })
+  })
+})
+
+type Kind = "plain" | "ownConflict" | "noPersist" | "failAfterCommit"
+
+describe("many transactions at once, on the lane and the Effect path, with rival replicas", () => {
+  it("no fork, no lost or duplicate record, each outcome says what is in the chain, and it verifies (property)", async () => {
+    const client = connect()
+    const op = fc.record({
+      replica: fc.nat({ max: 7 }),
+      kind: fc.constantFrom<Kind>("plain", "plain", "plain", "ownConflict", "noPersist", "failAfterCommit")
+    })
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 4, maxLength: 24 }), async (ops) => {
+        const prefix = uniquePrefix("lane-property")
+        const options = { client, keyPrefix: prefix, startupChecks: "off" } as const
+        // Replicas: lane ("never", "adaptive"), the Effect path (traced), and "always".
+        const replicas = [
+          createRedisAuditStore({ ...options, lock: "never" }),
+          createRedisAuditStore({ ...options, lock: "adaptive" }),
+          createRedisAuditStore({ ...options, lock: "adaptive" }),
+          createRedisAuditStore({ ...options, lock: "adaptive", runtime: runtimeFor("effect") }),
+          createRedisAuditStore({ ...options, lock: "never", runtime: runtimeFor("effect") }),
+          createRedisAuditStore({ ...options, lock: "always" }),
+          // Short budgets: some run out (RetriesExhausted, nothing written).
+          createRedisAuditStore({ ...options, lock: "never", retry: Schedule.recurs(1) }),
+          createRedisAuditStore({ ...options, lock: "never", retry: Schedule.recurs(1), runtime: runtimeFor("effect") })
+        ]
+        const counted = counters()
+        const outcomes = await Promise.all(
+          ops.map(({ replica, kind }, id) => {
+            let builds = 0
+            return settled(
+              replicas[replica]!.transaction(async ({ readLastIntegrity, persist }) => {
+                builds += 1
+                const head = (await readLastIntegrity()) as Integrity | null
+                if (kind === "ownConflict" && builds === 1)
+                  throw new FenceConflict({ store: "audit", prefix, expected: "" })
+                if (kind === "noPersist") return id
+                await persist(buildNextRecord({ id }, head))
+                if (kind === "failAfterCommit") throw new Error(`failed after ${id}`)
+                return id
+              })
+            )
+          })
+        )
+        const events = await eventsOf(client, prefix)
+        const ids = events.map((e) => e.id as number)
+        let exhausted = 0
+        expect(new Set(ids).size).toBe(ids.length)
+        ops.forEach(({ kind }, id) => {
+          const outcome = outcomes[id]!
+          if ("error" in outcome && outcome.error === "RetriesExhausted") {
+            exhausted += 1
+            expect(ids.includes(id)).toBe(false)
+            return
+          }
+          if (kind === "noPersist") expect(outcome).toEqual({ value: id })
+          else if (kind === "failAfterCommit") expect(outcome).toEqual({ error: `Error: failed after ${id}` })
+          else expect(outcome).toEqual({ value: id })
+          expect(ids.includes(id)).toBe(kind !== "noPersist")
+        })
+        const counts = counted()
+        expect(counts.samples).toBe(ops.length)
+        expect(counts.exhausted).toBe(exhausted)
+      }),
+      { numRuns: 12 }
+    )
+  }, 120_000)
 })
