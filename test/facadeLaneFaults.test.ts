@@ -62,7 +62,9 @@ const counters = () => {
   const before = read()
   return () => {
     const now = read()
-    return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]]))
+    return Object.fromEntries(
+      Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]])
+    ) as typeof before
   }
 }
 
@@ -603,4 +605,152 @@ describe("many transactions at once, on the lane and the Effect path, with rival
       { numRuns: 12 }
     )
   }, 120_000)
+})
+
+describe("the lane's continuation meets the deadline where it waits", () => {
+  it("in the retry schedule's sleep: OperationTimeout (the lost attempt committed nothing), one build, as on the Effect path", async () => {
+    const lane = await samePaths(async (path, runtime) => {
+      const client = connect()
+      const prefix = uniquePrefix(`lane-retry-sleep-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+      const store = createRedisAuditStore({
+        ...options,
+        lock: "never",
+        timeout: 400,
+        retry: Schedule.spaced("5 seconds")
+      })
+      const rival = createRedisAuditStore({ ...options, lock: "never" })
+      await append(store, { warm: true })
+      const counted = counters()
+      let builds = 0
+      const outcome = await settled(
+        store.transaction(async ({ readLastIntegrity, persist }) => {
+          builds += 1
+          const head = (await readLastIntegrity()) as Integrity | null
+          if (builds === 1) await append(rival, { rival: true })
+          await persist(buildNextRecord({ ours: builds }, head))
+        })
+      )
+      return { outcome, builds, counts: counted(), events: await eventsOf(client, prefix) }
+    })
+    expect(lane).toMatchObject({
+      outcome: { error: "OperationTimeout", operation: "audit transaction" },
+      builds: 1,
+      counts: { conflicts: 1, retries: 0, samples: 2 },
+      events: [{ warm: true }, { rival: true }]
+    })
+  })
+
+  it('waiting for its turn behind an "always" writer that never lets go: OperationTimeout, its queue entry given back, the store goes on, as on the Effect path', async () => {
+    const lane = await samePaths(async (path, runtime) => {
+      const client = connect()
+      const prefix = uniquePrefix(`lane-turn-timeout-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+      const store = createRedisAuditStore({ ...options, lock: "adaptive", timeout: 500 })
+      const holder = createRedisAuditStore({ ...options, lock: "always" })
+      await append(store, { warm: true })
+      let open!: () => void
+      const gate = new Promise<void>((resolve) => (open = resolve))
+      let holding!: () => void
+      const held = new Promise<void>((resolve) => (holding = resolve))
+      const holderDone = holder.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        holding()
+        await gate
+        await persist(buildNextRecord({ holder: true }, head))
+      })
+      await held
+      const counted = counters()
+      const outcome = await settled(append(store, { ours: true }))
+      const counts = counted()
+      const waiters = await client.zcard(`${prefix}lock:waiters`)
+      open()
+      const holderOutcome = await settled(holderDone)
+      await append(store, { after: true })
+      return {
+        outcome,
+        holderOutcome,
+        waiters,
+        conflicts: counts.conflicts >= 1,
+        samples: counts.samples,
+        events: await eventsOf(client, prefix)
+      }
+    })
+    expect(lane).toMatchObject({
+      outcome: { error: "OperationTimeout", operation: "audit transaction" },
+      holderOutcome: { value: undefined },
+      waiters: 0,
+      conflicts: true,
+      samples: 1,
+      events: [{ warm: true }, { holder: true }, { after: true }]
+    })
+  })
+})
+
+describe("the lane's counts", () => {
+  it("a runtime's metric labels tag the lane's latency sample and conflict counts as they tag the Effect path's", async () => {
+    await samePaths(async (path) => {
+      const base = runtimeFor(path)
+      const runtime = Runtime.make({
+        ...base,
+        fiberRefs: Effect.runSync(
+          Effect.getFiberRefs.pipe(Effect.provide(base.context), Effect.tagMetrics("replica", `labelled-${path}`))
+        )
+      } as Runtime.Runtime<never>)
+      const client = connect()
+      const prefix = uniquePrefix(`lane-labels-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off" } as const
+      const store = createRedisAuditStore({ ...options, runtime: base })
+      const labelled = createRedisAuditStore({ ...options, runtime })
+      const rival = createRedisAuditStore({ ...options, lock: "never" })
+      await append(labelled, { warm: true })
+      let builds = 0
+      await labelled.transaction(async ({ readLastIntegrity, persist }) => {
+        builds += 1
+        const head = (await readLastIntegrity()) as Integrity | null
+        if (builds === 1) await append(rival, { rival: true })
+        await persist(buildNextRecord({ ours: builds }, head))
+      })
+      await append(store, { unlabelled: true })
+      const labels = { ...tags, replica: `labelled-${path}` }
+      return {
+        samples: Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, labels))).count,
+        conflicts: count(withTags(Metrics.keys.fenceConflicts, labels)),
+        retries: count(withTags(Metrics.keys.retries, labels)),
+        builds
+      }
+    }).then((lane) => expect(lane).toEqual({ samples: 2, conflicts: 1, retries: 1, builds: 2 }))
+  })
+})
+
+describe("turns kept and handed on around the lane", () => {
+  it('lock "adaptive", two replicas racing in bursts: every append commits once, and no lock or queue entry is left behind, as on the Effect path', async () => {
+    const lane = await samePaths(async (path, runtime) => {
+      const client = connect()
+      const prefix = uniquePrefix(`lane-bursts-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime, lock: "adaptive" } as const
+      const replicas = [createRedisAuditStore(options), createRedisAuditStore(options)]
+      await append(replicas[0]!, { warm: true })
+      const counted = counters()
+      const outcomes = []
+      for (let round = 0; round < 4; round++) {
+        outcomes.push(
+          ...(await Promise.all(Array.from({ length: 12 }, (_, i) => settled(append(replicas[i % 2]!, { round, i })))))
+        )
+      }
+      const counts = counted()
+      // A kept turn's lease is 10 ms and a claim's 1 s: a lock given back is gone well before 300 ms.
+      await sleep(300)
+      const events = await eventsOf(client, prefix)
+      return {
+        failed: outcomes.filter((o) => "error" in o),
+        records: events.length,
+        distinct: new Set(events.map((e) => JSON.stringify(e))).size,
+        lock: await client.exists(`${prefix}lock`),
+        waiters: await client.zcard(`${prefix}lock:waiters`),
+        samples: counts.samples
+      }
+    })
+    expect(lane).toEqual({ failed: [], records: 49, distinct: 49, lock: 0, waiters: 0, samples: 48 })
+  })
 })
