@@ -762,3 +762,59 @@ describe("turns kept and handed on around the lane", () => {
     expect(lane).toEqual({ failed: [], records: 49, distinct: 49, lock: 0, waiters: 0, samples: 48 })
   })
 })
+
+describe("many transactions at once while the link freezes and the deadlines pass", () => {
+  it("each outcome says what is in the chain: committed once, OperationTimeout absent, no fork or duplicate (property)", async () => {
+    const { proxy, client } = await proxied()
+    const direct = connect()
+    const op = fc.record({ replica: fc.nat({ max: 3 }), startMs: fc.nat({ max: 40 }) })
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(op, { minLength: 3, maxLength: 14 }),
+        fc.nat({ max: 60 }),
+        fc.nat({ max: 500 }),
+        async (ops, freezeAtMs, frozenMs) => {
+          const prefix = uniquePrefix("lane-frozen-property")
+          const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 250 } as const
+          const replicas = [
+            createRedisAuditStore({ ...options, lock: "never" }),
+            createRedisAuditStore({ ...options, lock: "adaptive" }),
+            createRedisAuditStore({ ...options, lock: "adaptive", runtime: runtimeFor("effect") }),
+            createRedisAuditStore({ ...options, lock: "never", runtime: runtimeFor("effect") })
+          ]
+          await append(replicas[0]!, { warm: true })
+          const fault = sleep(freezeAtMs).then(async () => {
+            proxy.freeze()
+            await sleep(frozenMs)
+            proxy.thaw()
+          })
+          const outcomes = await Promise.all(
+            ops.map(({ replica, startMs }, id) =>
+              sleep(startMs).then(() =>
+                settled(
+                  replicas[replica]!.transaction(async ({ readLastIntegrity, persist }) => {
+                    await persist(buildNextRecord({ id }, (await readLastIntegrity()) as Integrity | null))
+                    return id
+                  })
+                )
+              )
+            )
+          )
+          await fault
+          await client.ping() // every request held by the freeze has run
+          const events = await eventsOf(direct, prefix)
+          const ids = events.slice(1).map((e) => e.id as number)
+          expect(new Set(ids).size).toBe(ids.length)
+          outcomes.forEach((outcome, id) => {
+            if ("value" in outcome) expect([id, ids.includes(id)]).toEqual([outcome.value, true])
+            else if (outcome.error !== "CommitOutcomeUnknown") {
+              expect(["OperationTimeout", "RetriesExhausted"]).toContain(outcome.error)
+              expect(ids.includes(id)).toBe(false)
+            }
+          })
+        }
+      ),
+      { numRuns: 10 }
+    )
+  }, 120_000)
+})
