@@ -818,3 +818,76 @@ describe("many transactions at once while the link freezes and the deadlines pas
     )
   }, 120_000)
 })
+
+describe("the deadline passes in fn, after or before its persist", () => {
+  for (const lock of ["never", "adaptive"] as const) {
+    it(`lock "${lock}": committed on the lane's attempt, then fn outlives the deadline: CommitOutcomeUnknown, the record there once, as on the Effect path`, async () => {
+      const lane = await samePaths(async (path, runtime) => {
+        const client = connect()
+        const prefix = uniquePrefix(`lane-commit-then-late-${lock}-${path}`)
+        const store = createRedisAuditStore({
+          client,
+          keyPrefix: prefix,
+          startupChecks: "off",
+          runtime,
+          lock,
+          timeout: 300
+        })
+        await append(store, { warm: true })
+        const counted = counters()
+        const outcome = await settled(
+          store.transaction(async ({ readLastIntegrity, persist }) => {
+            await persist(buildNextRecord({ ours: true }, (await readLastIntegrity()) as Integrity | null))
+            await sleep(500)
+            return "late"
+          })
+        )
+        await append(store, { next: true })
+        return { outcome, counts: counted(), events: await eventsOf(client, prefix) }
+      })
+      expect(lane).toMatchObject({
+        outcome: { error: "CommitOutcomeUnknown", cause: "OperationTimeout" },
+        counts: { conflicts: 0, retries: 0, samples: 2 },
+        events: [{ warm: true }, { ours: true }, { next: true }]
+      })
+    })
+
+    it(`lock "${lock}": the lane's attempt lost, the retry's fn outlives the deadline before its persist: OperationTimeout, nothing of its own written, as on the Effect path`, async () => {
+      const lane = await samePaths(async (path, runtime) => {
+        const client = connect()
+        const prefix = uniquePrefix(`lane-retry-late-${lock}-${path}`)
+        const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+        const store = createRedisAuditStore({ ...options, lock, timeout: 300 })
+        const rival = createRedisAuditStore({ ...options, lock: "never" })
+        await append(store, { warm: true })
+        const counted = counters()
+        let builds = 0
+        const persisted: Array<string> = []
+        const outcome = await settled(
+          store.transaction(async ({ readLastIntegrity, persist }) => {
+            builds += 1
+            const head = (await readLastIntegrity()) as Integrity | null
+            if (builds === 1) await append(rival, { rival: true })
+            else await sleep(500)
+            try {
+              await persist(buildNextRecord({ ours: builds }, head))
+              persisted.push("committed")
+            } catch (error) {
+              persisted.push((error as { _tag?: string })._tag ?? "error")
+              throw error
+            }
+          })
+        )
+        await append(store, { next: true })
+        return { outcome, builds, persisted, counts: counted(), events: await eventsOf(client, prefix) }
+      })
+      expect(lane).toMatchObject({
+        outcome: { error: "OperationTimeout", operation: "audit transaction" },
+        builds: 2,
+        persisted: ["FenceConflict", expect.stringMatching(/Interrupt/)],
+        counts: { conflicts: 1, retries: 1, samples: 3 },
+        events: [{ warm: true }, { rival: true }, { next: true }]
+      })
+    })
+  }
+})
