@@ -308,11 +308,14 @@ type Ctx = Parameters<Parameters<HaechiAuditStore["transaction"]>[0]>[0]
  */
 const misuses: ReadonlyArray<{
   readonly name: string
+  /** What the lane's run shows (the Effect path's must be the same). */
+  readonly expected: object
   /** `late`: calls the test makes once the transaction settled (a persist not awaited is awaited there). */
   readonly fn: (ctx: Ctx, rival: HaechiAuditStore, build: number, late: Array<() => Promise<unknown>>) => unknown
 }> = [
   {
     name: "does not await its persist",
+    expected: { outcome: { value: "returned first" }, builds: 1, events: [{ warm: true }, { ours: 1 }] },
     fn: async ({ readLastIntegrity, persist }, _rival, build, late) => {
       const sent = persist(buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null))
       late.push(() => sent)
@@ -321,6 +324,7 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "persists after the transaction settled",
+    expected: { outcome: { value: "nothing yet" }, lateOutcomes: [{}], events: [{ warm: true }, { late: 1 }] },
     fn: async ({ readLastIntegrity, persist }, _rival, build, late) => {
       const head = (await readLastIntegrity()) as Integrity | null
       late.push(() => persist(buildNextRecord({ late: build }, head)))
@@ -329,6 +333,7 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "throws a FenceConflict of its own, then persists on the retry",
+    expected: { builds: 2, counts: { conflicts: 1, retries: 1 }, events: [{ warm: true }, { ours: 2 }] },
     fn: async ({ readLastIntegrity, persist }, _rival, build) => {
       const head = (await readLastIntegrity()) as Integrity | null
       if (build === 1) throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })
@@ -337,6 +342,11 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "swallows its persist's FenceConflict and returns",
+    expected: {
+      outcome: { value: "swallowed FenceConflict" },
+      counts: { conflicts: 0 },
+      events: [{ warm: true }, { rival: 1 }]
+    },
     fn: async ({ readLastIntegrity, persist }, rival, build) => {
       const head = (await readLastIntegrity()) as Integrity | null
       await append(rival, { rival: build })
@@ -349,15 +359,21 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "commits, then throws a FenceConflict of its own (its record is there; the retry builds again)",
+    expected: { outcome: { value: 2 }, events: [{ warm: true }, { ours: 1 }, { ours: 2 }] },
     fn: async ({ readLastIntegrity, persist }, _rival, build) => {
       await persist(buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null))
       if (build === 1) throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })
       return build
     }
   },
-  { name: "returns a plain value, persisting nothing", fn: () => 42 },
+  {
+    name: "returns a plain value, persisting nothing",
+    expected: { outcome: { value: 42 }, events: [{ warm: true }] },
+    fn: () => 42
+  },
   {
     name: "returns a thenable that persists",
+    expected: { outcome: { value: "thenable" }, events: [{ warm: true }, { ours: 1 }] },
     fn: ({ readLastIntegrity, persist }, _rival, build) => ({
       then: (resolve: (value: unknown) => void, reject: (error: unknown) => void) =>
         readLastIntegrity()
@@ -367,17 +383,27 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "throws synchronously",
+    expected: { outcome: { error: "TypeError: not a function of the store's" }, builds: 1 },
     fn: () => {
       throw new TypeError("not a function of the store's")
     }
   },
-  { name: "rejects with undefined", fn: () => Promise.reject(undefined) },
+  {
+    name: "rejects with undefined",
+    expected: { outcome: { error: "undefined" }, builds: 1 },
+    fn: () => Promise.reject(undefined)
+  },
   {
     name: "persists a record built on no head (the chain has one)",
+    expected: { outcome: { error: "RetriesExhausted" }, counts: { exhausted: 1 }, events: [{ warm: true }] },
     fn: ({ persist }, _rival, build) => persist(buildNextRecord({ ours: build }, null))
   },
   {
     name: "calls persist twice at once",
+    expected: {
+      outcome: { value: ["ok", { tag: "PersistCalledTwice", first: "pending" }] },
+      events: [{ warm: true }, { ours: 1 }]
+    },
     fn: async ({ readLastIntegrity, persist }, _rival, build) => {
       const record = buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null)
       const both = await Promise.allSettled([persist(record), persist(record)])
@@ -393,15 +419,16 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "persists a record that is not one",
+    expected: { outcome: { error: "InvalidRecord" }, events: [{ warm: true }] },
     fn: ({ persist }) => persist({ event: "no integrity" })
   }
 ]
 
 describe("callers that misuse the transaction", () => {
-  for (const { name, fn } of misuses) {
+  for (const { name, fn, expected } of misuses) {
     for (const lock of ["never", "adaptive"] as const) {
       it(`lock "${lock}", fn ${name}: the same outcome, builds, counts and chain as on the Effect path`, async () => {
-        await samePaths(async (path, runtime) => {
+        const lane = await samePaths(async (path, runtime) => {
           const client = connect()
           const prefix = uniquePrefix(`lane-misuse-${path}`)
           const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
@@ -424,6 +451,7 @@ describe("callers that misuse the transaction", () => {
             process.off("unhandledRejection", onUnhandled)
           }
         })
+        expect(lane).toMatchObject(expected)
       })
     }
   }
