@@ -9,17 +9,17 @@ import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
 import { Effect, Metric, Runtime, Schedule } from "effect"
 import * as fc from "fast-check"
-import { Redis, type RedisOptions } from "ioredis"
+import { Cluster, Redis, type RedisOptions } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { FenceConflict } from "../src/Errors.js"
 import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
 import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
-import { uniquePrefix } from "./support/keys.js"
+import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 import { recordingTracer } from "./support/recordingTracer.js"
 import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
-import { sharedRedis } from "./support/shared.js"
+import { sharedCluster, sharedRedis } from "./support/shared.js"
 
 const clients: Array<Redis> = []
 const proxies: Array<TcpProxy> = []
@@ -918,4 +918,44 @@ describe("the deadline passes in fn, after or before its persist", () => {
       })
     })
   }
+})
+
+describe("the lane on a Redis Cluster", () => {
+  it("lost races and a short budget on a cluster client: the same builds, counts, error and chain as on the Effect path", async () => {
+    const cluster = new Cluster([...sharedCluster().startupNodes], { redisOptions: { maxRetriesPerRequest: 5 } })
+    try {
+      for (const [recurs, losses] of [
+        [3, 2],
+        [1, 3]
+      ] as const) {
+        const lane = await samePaths(async (path, runtime) => {
+          const prefix = uniqueClusterPrefix(`lane-cluster-${path}`)
+          const options = { client: cluster, keyPrefix: prefix, startupChecks: "off", runtime } as const
+          const store = createRedisAuditStore({ ...options, retry: Schedule.recurs(recurs) })
+          const rival = createRedisAuditStore({ ...options, lock: "never" })
+          await append(store, { warm: true })
+          const counted = counters()
+          let builds = 0
+          const outcome = await settled(
+            store.transaction(async ({ readLastIntegrity, persist }) => {
+              builds += 1
+              const head = (await readLastIntegrity()) as Integrity | null
+              if (builds <= losses) await append(rival, { rival: builds })
+              await persist(buildNextRecord({ ours: builds }, head))
+            })
+          )
+          const chain = (await cluster.lrange(`${prefix}chain`, 0, -1)).map((json) => JSON.parse(json) as object)
+          expect(verifyAuditChain(chain).valid).toBe(true)
+          return { outcome, builds, counts: counted(), length: chain.length }
+        })
+        const attempts = Math.min(losses, recurs) + 1
+        expect(lane.builds).toBe(attempts)
+        expect(lane.counts).toMatchObject({ conflicts: Math.min(losses, attempts), retries: attempts - 1 })
+        if (losses > recurs) expect(lane.outcome).toMatchObject({ error: "RetriesExhausted", attempts })
+        else expect(lane.outcome).toEqual({ value: undefined })
+      }
+    } finally {
+      cluster.disconnect()
+    }
+  })
 })
