@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Tracer from "effect/Tracer"
 import { type FenceConflict, RetriesExhausted, type StoreKind } from "../Errors.js"
+import { currentBudget, expiredIn } from "./deadline.js"
 import * as Metrics from "../Metrics.js"
 import type { RetrySchedule } from "../Retry.js"
 import { sleepUntilNext, stepper, type ScheduleStepper } from "./schedules.js"
@@ -104,16 +105,19 @@ const makeBudget = (options: RetryOptions, first?: FenceConflict) => {
     lastConflict = undefined
     return Effect.tapError(attempts > 1 ? Effect.zipRight(count("retries"), effect) : effect, noted)
   }
+  // A re-attempt past the operation's deadline is not started (the caller's build would run
+  // again for nothing): it ends as a wait standing then would, with the deadline's failure.
+  const startedInTime = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withFiberRuntime((fiber) =>
+      expiredIn(fiber.getFiberRef(currentBudget)) ? Effect.interrupt : started(effect)
+    )
   // The schedule is asked only after a conflict: a first attempt is just its effect.
   const attempt = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | RetriesExhausted, R> =>
     Effect.suspend(() => {
       const conflict = lastConflict
       if (conflict === undefined) return started(effect)
       driver ??= stepper(options.schedule)
-      return Effect.zipRight(
-        Effect.catchAll(sleepUntilNext(driver, conflict), exhausted),
-        Effect.suspend(() => started(effect))
-      )
+      return Effect.zipRight(Effect.catchAll(sleepUntilNext(driver, conflict), exhausted), startedInTime(effect))
     })
   const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>) => {
     const loop: Effect.Effect<A, E | RetriesExhausted, R> = Effect.catchIf(

@@ -127,9 +127,11 @@ const laneOperation = <T>(
     } catch (error) {
       result = Promise.reject(error)
     }
+    // A conflict goes on in the store's transaction even past the deadline: there it is
+    // counted, and the guard and the budget meet the deadline as they would on the Effect path.
     Promise.resolve(result).then(
       (value) => end(Exit.succeed(value)),
-      (error: unknown) => (isFenceConflict(error) && !deadline.expired ? lost(error) : end(Exit.fail(error)))
+      (error: unknown) => (isFenceConflict(error) ? lost(error) : end(Exit.fail(error)))
     )
   })
 }
