@@ -127,11 +127,10 @@ const laneOperation = <T>(
     } catch (error) {
       result = Promise.reject(error)
     }
-    // A conflict goes on in the store's transaction even past the deadline: there it is
-    // counted, and the guard and the budget meet the deadline as they would on the Effect path.
+    // (Once the operation has ended at its deadline, what `fn` settles with counts for nothing.)
     Promise.resolve(result).then(
       (value) => end(Exit.succeed(value)),
-      (error: unknown) => (isFenceConflict(error) ? lost(error) : end(Exit.fail(error)))
+      (error: unknown) => (ended ? undefined : isFenceConflict(error) ? lost(error) : end(Exit.fail(error)))
     )
   })
 }
