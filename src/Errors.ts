@@ -183,6 +183,19 @@ export class PersistCalledTwice extends Data.TaggedError("PersistCalledTwice")<{
   }
 }
 
+/**
+ * `persist` was called once its transaction had ended (a Promise caller's `fn` that
+ * kept its context and used it later): the record was not written, as it would belong
+ * to no operation (no deadline, no retry).
+ */
+export class PersistAfterTransaction extends Data.TaggedError("PersistAfterTransaction")<{
+  readonly prefix: string
+}> {
+  override get message() {
+    return `audit store ${this.prefix}: persist was called after its transaction had ended; the record was not written`
+  }
+}
+
 /** An option is unusable (for example a key prefix that cannot work on a Redis Cluster). */
 export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
   readonly option: string
@@ -256,6 +269,7 @@ export type StoreError =
   | ChainBroken
   | ChainRewound
   | PersistCalledTwice
+  | PersistAfterTransaction
   | LockTimeout
   | LockLost
   | DurabilityTimeout

@@ -338,7 +338,12 @@ const misuses: ReadonlyArray<{
   },
   {
     name: "persists after the transaction settled",
-    expected: { outcome: { value: "nothing yet" }, lateOutcomes: [{}], events: [{ warm: true }, { late: 1 }] },
+    // Refused: the record would belong to no operation (no deadline, no retry).
+    expected: {
+      outcome: { value: "nothing yet" },
+      lateOutcomes: [{ error: "PersistAfterTransaction" }],
+      events: [{ warm: true }]
+    },
     fn: async ({ readLastIntegrity, persist }, _rival, build, late) => {
       const head = (await readLastIntegrity()) as Integrity | null
       late.push(() => persist(buildNextRecord({ late: build }, head)))
@@ -928,7 +933,7 @@ describe("the deadline passes in fn, after or before its persist", () => {
       expect(lane).toMatchObject({
         outcome: { error: "OperationTimeout", operation: "audit transaction" },
         builds: 2,
-        persisted: ["FenceConflict", expect.stringMatching(/Interrupt/)],
+        persisted: ["FenceConflict", "PersistAfterTransaction"], // (the call had rejected at the deadline)
         counts: { conflicts: 1, retries: 1, samples: 3 },
         events: [{ warm: true }, { rival: true }, { next: true }]
       })

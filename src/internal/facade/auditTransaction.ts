@@ -21,7 +21,7 @@ import * as FiberRefs from "effect/FiberRefs"
 import * as Runtime from "effect/Runtime"
 import type { Integrity } from "../../AuditStore.js"
 import type { AuditStoreShape } from "../../AuditStore.js"
-import type { FenceConflict } from "../../Errors.js"
+import { type FenceConflict, PersistAfterTransaction } from "../../Errors.js"
 import type { AuditTransaction } from "../audit/shape.js"
 import type { AppendLane } from "../audit/store.js"
 import { Attempt } from "../audit/transaction.js"
@@ -40,11 +40,21 @@ export interface CallerTransaction {
 
 export type CallerFn<T> = (ctx: CallerTransaction) => Promise<T> | T
 
-/** haechi's context over `tx`: `run` runs effects inside the operation, `commitIn` marks a persist sent. */
+/** Whether the attempt a context belongs to is over (its `fn` settled, or the operation ended). */
+interface Closing {
+  readonly prefix: string
+  closed: boolean
+}
+
+/**
+ * haechi's context over `tx`: `inside` runs effects inside the operation, `commitIn`
+ * marks a persist sent; once `closing` is closed, a persist is refused.
+ */
 const callerContext = (
   tx: AuditTransaction,
   inside: () => Runtime.Runtime<never>,
-  commitIn: (abandon: () => void) => CommitInFlight | undefined
+  commitIn: (abandon: () => void) => CommitInFlight | undefined,
+  closing: Closing
 ): CallerTransaction => ({
   // A cached head is a ready Exit: settled with no runner at all.
   readLastIntegrity: () => {
@@ -53,7 +63,10 @@ const callerContext = (
       ? settleExit(read as Exit.Exit<Integrity | null, unknown>)
       : fastPromiseRunner(inside())(read)
   },
-  persist: (record) => persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect))
+  persist: (record) =>
+    closing.closed
+      ? Promise.reject(new PersistAfterTransaction({ prefix: closing.prefix }))
+      : persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect))
 })
 
 /**
@@ -62,19 +75,21 @@ const callerContext = (
  * CommitOutcomeUnknown) and end with it.
  */
 const buildOf =
-  <T>(fn: CallerFn<T>) =>
+  <T>(fn: CallerFn<T>, prefix: string) =>
   (tx: AuditTransaction): Effect.Effect<T, unknown> =>
-    Effect.flatMap(Effect.runtime<never>(), (inside) =>
-      fromCaller(() =>
-        fn(
-          callerContext(
-            tx,
-            () => inside,
-            (abandon) => sendCommitIn(inside, abandon)
-          )
-        )
+    Effect.flatMap(Effect.runtime<never>(), (inside) => {
+      const closing: Closing = { prefix, closed: false }
+      const context = callerContext(
+        tx,
+        () => inside,
+        (abandon) => sendCommitIn(inside, abandon),
+        closing
       )
-    )
+      return Effect.ensuring(
+        fromCaller(() => fn(context)),
+        Effect.sync(() => void (closing.closed = true))
+      )
+    })
 
 /** The facade's `transaction` over `store`, with the fast lane where `lane` is given and `runtime` traces nothing. */
 export const callerTransactions = (
@@ -83,13 +98,14 @@ export const callerTransactions = (
   runtime: Runtime.Runtime<never> = Runtime.defaultRuntime
 ): (<T>(fn: CallerFn<T>) => Promise<T>) => {
   const run = promiseRunner(runtime)
-  const slow = <T>(fn: CallerFn<T>): Promise<T> => run(store.transaction(buildOf(fn)))
+  const prefix = (store as { readonly prefix?: string }).prefix ?? ""
+  const slow = <T>(fn: CallerFn<T>): Promise<T> => run(store.transaction(buildOf(fn, prefix)))
   if (lane === undefined || !tracesNothing(runtime.fiberRefs)) return slow
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const sample = (started: number) => lane.latency.unsafeUpdate(performance.now() - started, labels)
   return <T>(fn: CallerFn<T>): Promise<T> => {
     const claim = lane.freeClaim()
-    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample)
+    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample, prefix)
   }
 }
 
@@ -99,7 +115,8 @@ const laneOperation = <T>(
   runtime: Runtime.Runtime<never>,
   claim: Attempt["claim"],
   fn: CallerFn<T>,
-  sample: (started: number) => void
+  sample: (started: number) => void,
+  prefix: string
 ): Promise<T> => {
   const started = performance.now()
   const deadline = new CallerDeadline(lane.deadline, runtime)
@@ -107,11 +124,12 @@ const laneOperation = <T>(
   const inside = () => deadline.runtime()
   return new Promise<T>((resolve, reject) => {
     let ended = false
+    const closing: Closing = { prefix, closed: false }
     // However it ended: past the deadline, the deadline's failure (as `within`), at once,
     // without waiting for `fn` (its later calls send nothing).
     const end = (exit: Exit.Exit<T, unknown>) => {
       if (ended) return
-      ended = true
+      ended = closing.closed = true
       deadline.close()
       sample(started)
       if (deadline.expired) reject(deadline.failure)
@@ -119,18 +137,23 @@ const laneOperation = <T>(
       else reject(originalFailure(exit.cause))
     }
     const lost = (conflict: FenceConflict) =>
-      Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn), conflict)).then(end)
+      Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn, prefix), conflict)).then(end)
     deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
     let result: Promise<T> | T
     try {
-      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon)))
+      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon), closing))
     } catch (error) {
       result = Promise.reject(error)
     }
     // (Once the operation has ended at its deadline, what `fn` settles with counts for nothing.)
     Promise.resolve(result).then(
       (value) => end(Exit.succeed(value)),
-      (error: unknown) => (ended ? undefined : isFenceConflict(error) ? lost(error) : end(Exit.fail(error)))
+      (error: unknown) => {
+        closing.closed = true
+        if (ended) return
+        if (isFenceConflict(error)) void lost(error)
+        else end(Exit.fail(error))
+      }
     )
   })
 }
