@@ -11,7 +11,7 @@ import { afterAll } from "vitest"
 import { Effect, Metric, Runtime, Schedule } from "effect"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
-import { createRedisAuditStore, createRedisTokenStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
+import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { appendStoreOnBacking } from "../src/internal/audit/store.js"
 import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
@@ -21,7 +21,7 @@ import * as Metrics from "../src/Metrics.js"
 import { fromClient } from "../src/RedisClient.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
-import { recordingTracer } from "./support/recordingTracer.js"
+import { append, chainOf, latencySamples, losingRaces, tracedRuntime } from "./support/facadePaths.js"
 import { sharedRedis } from "./support/shared.js"
 
 const clients: Array<Redis> = []
@@ -53,25 +53,6 @@ const counters = () => {
     exhausted: count(metrics.exhausted) - before.exhausted
   })
 }
-const latencySamples = () => Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
-
-const append = (store: HaechiAuditStore, event: object) =>
-  store.transaction(async ({ readLastIntegrity, persist }) => {
-    const record = buildNextRecord(event, (await readLastIntegrity()) as Integrity | null)
-    await persist(record)
-    return record
-  })
-
-const chainOf = async (client: Redis, prefix: string) =>
-  (await client.lrange(`${prefix}chain`, 0, -1)).map((json) => JSON.parse(json) as Record<string, unknown>)
-
-/** A runtime whose tracer records spans: the facade then takes the Effect path (its spans are seen). */
-const tracedRuntime = () => {
-  const { spans, tracer } = recordingTracer()
-  const runtime = Effect.runSync(Effect.withTracer(Effect.runtime<never>(), tracer))
-  return { spans, runtime }
-}
-
 const rejectionOf = (promise: Promise<unknown>) =>
   promise.then(
     () => undefined,
@@ -147,15 +128,9 @@ describe("the facade's fast lane", () => {
           const rival = createRedisAuditStore({ ...options, lock: "never" })
           await append(store, { warm: true })
           const counted = counters()
-          let builds = 0
-          const error = await rejectionOf(
-            store.transaction(async ({ readLastIntegrity, persist }) => {
-              builds += 1
-              const head = (await readLastIntegrity()) as Integrity | null
-              if (builds <= losses) await append(rival, { rival: builds }) // commits first: our persist loses
-              await persist(buildNextRecord({ ours: builds }, head))
-            })
-          )
+          const race = losingRaces(store, rival, losses)
+          const error = await rejectionOf(race.done)
+          const builds = race.builds()
           const chain = await chainOf(client, prefix)
           expect(verifyAuditChain(chain).valid).toBe(true)
           outcomes.push({

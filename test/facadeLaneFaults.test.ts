@@ -17,7 +17,7 @@ import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
-import { recordingTracer } from "./support/recordingTracer.js"
+import { append, chainOf, latencySamples, losingRaces, PATHS, type Path, runtimeFor } from "./support/facadePaths.js"
 import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
 import { sharedCluster, sharedRedis } from "./support/shared.js"
 
@@ -49,7 +49,6 @@ const metrics = {
   exhausted: withTags(Metrics.keys.retriesExhausted, tags),
   resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit"))
 }
-const latencySamples = () => Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
 /** The counters' and the latency histogram's growth since `counters()` was called. */
 const counters = () => {
   const read = () => ({
@@ -67,26 +66,6 @@ const counters = () => {
     ) as typeof before
   }
 }
-
-type Path = "lane" | "effect"
-const PATHS: ReadonlyArray<Path> = ["lane", "effect"]
-
-/** A runtime whose tracer records spans: the facade then takes the Effect path. */
-const runtimeFor = (path: Path): Runtime.Runtime<never> => {
-  if (path === "lane") return Runtime.defaultRuntime
-  const { tracer } = recordingTracer()
-  return Effect.runSync(Effect.withTracer(Effect.runtime<never>(), tracer))
-}
-
-const append = (store: HaechiAuditStore, event: object) =>
-  store.transaction(async ({ readLastIntegrity, persist }) => {
-    const record = buildNextRecord(event, (await readLastIntegrity()) as Integrity | null)
-    await persist(record)
-    return record
-  })
-
-const chainOf = async (client: Redis, prefix: string) =>
-  (await client.lrange(`${prefix}chain`, 0, -1)).map((json) => JSON.parse(json) as Record<string, unknown>)
 
 /** The chain's events (the records' own fields, without their integrity). */
 const eventsOf = async (client: Redis, prefix: string) => {
@@ -112,64 +91,101 @@ const settled = async (promise: Promise<unknown>) => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Runs `scenario` on both paths and expects the same result from each (but for the `unequal` fields); returns the lane's. */
-const samePaths = async <A>(
-  scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>,
-  unequal: ReadonlyArray<string> = []
-): Promise<A> => {
+/** Runs `scenario` on both paths and expects the same result from each; returns the lane's. */
+const samePaths = async <A>(scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>): Promise<A> => {
   const results: Array<A> = []
   for (const path of PATHS) results.push(await scenario(path, runtimeFor(path)))
-  const compared = (a: A) =>
-    typeof a === "object" && a !== null
-      ? Object.fromEntries(Object.entries(a).filter(([key]) => !unequal.includes(key)))
-      : a
-  expect(compared(results[0]!)).toEqual(compared(results[1]!))
+  expect(results[0]).toEqual(results[1])
   return results[0]!
+}
+
+/**
+ * An "always" replica's transaction that holds the store's lock until `open()` is
+ * called, then commits its record; resolves once it holds the lock.
+ */
+const holdingTheLock = async (holder: HaechiAuditStore) => {
+  let open!: () => void
+  const gate = new Promise<void>((resolve) => (open = resolve))
+  let holding!: () => void
+  const held = new Promise<void>((resolve) => (holding = resolve))
+  const holderDone = holder.transaction(async ({ readLastIntegrity, persist }) => {
+    const head = (await readLastIntegrity()) as Integrity | null
+    holding()
+    await gate
+    await persist(buildNextRecord({ holder: true }, head))
+  })
+  await held
+  return { open, holderDone }
+}
+
+/**
+ * A store and a rival replica on one chain, on `path`: the rival commits inside the
+ * store's first build, so that build's persist loses its race. `lateBuild` runs in a
+ * build before its persist, `lateConflict` after a persist failed (before it is
+ * rethrown); `settle` waits for what the caller's fn still does after the call settled.
+ */
+const lostRace = async (
+  path: Path,
+  runtime: Runtime.Runtime<never>,
+  options: {
+    readonly name: string
+    readonly lock: "never" | "adaptive"
+    readonly timeout: number
+    readonly lateBuild?: (build: number) => Promise<unknown>
+    readonly lateConflict?: (build: number) => Promise<unknown>
+    readonly settle: number
+  }
+) => {
+  const client = connect()
+  const prefix = uniquePrefix(`${options.name}-${options.lock}-${path}`)
+  const common = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
+  const store = createRedisAuditStore({ ...common, lock: options.lock, timeout: options.timeout })
+  const rival = createRedisAuditStore({ ...common, lock: "never" })
+  await append(store, { warm: true })
+  const counted = counters()
+  let builds = 0
+  const persisted: Array<string> = []
+  const outcome = await settled(
+    store.transaction(async ({ readLastIntegrity, persist }) => {
+      const build = ++builds
+      const head = (await readLastIntegrity()) as Integrity | null
+      if (build === 1) await append(rival, { rival: true })
+      else await options.lateBuild?.(build)
+      try {
+        await persist(buildNextRecord({ ours: build }, head))
+        persisted.push("committed")
+      } catch (error) {
+        persisted.push((error as { _tag?: string })._tag ?? "error")
+        await options.lateConflict?.(build)
+        throw error
+      }
+    })
+  )
+  await sleep(options.settle)
+  await append(store, { next: true })
+  return { outcome, builds, persisted, counts: counted(), events: await eventsOf(client, prefix) }
 }
 
 describe("the lane's deadline", () => {
   for (const lock of ["never", "adaptive"] as const) {
     it(`lock "${lock}": a FenceConflict the lane's attempt meets, rethrown after the deadline, comes after the operation ended: not counted, not retried, as on the Effect path`, async () => {
-      const lane = await samePaths(
-        async (path, runtime) => {
-          const client = connect()
-          const prefix = uniquePrefix(`lane-late-conflict-${lock}-${path}`)
-          const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
-          const store = createRedisAuditStore({ ...options, lock, timeout: 1000 })
-          const rival = createRedisAuditStore({ ...options, lock: "never" })
-          await append(store, { warm: true })
-          const counted = counters()
-          let builds = 0
-          const persisted: Array<string> = []
-          const outcome = await settled(
-            store.transaction(async ({ readLastIntegrity, persist }) => {
-              builds += 1
-              const head = (await readLastIntegrity()) as Integrity | null
-              if (builds === 1) await append(rival, { rival: true })
-              try {
-                await persist(buildNextRecord({ ours: builds }, head))
-                persisted.push("committed")
-              } catch (error) {
-                persisted.push((error as { _tag?: string })._tag ?? "error")
-                if (builds === 1) await sleep(1300)
-                throw error
-              }
-            })
-          )
-          const endedAt = performance.now()
-          // The caller's fn rethrows its conflict 300 ms past the deadline: wait for that.
-          await sleep(600)
-          return { outcome, builds, persisted, counts: counted(), events: await eventsOf(client, prefix), endedAt }
-        },
-        ["endedAt"]
+      // The caller's fn rethrows its conflict 300 ms past the deadline; the test waits for that.
+      const lane = await samePaths((path, runtime) =>
+        lostRace(path, runtime, {
+          name: "lane-late-conflict",
+          lock,
+          timeout: 1000,
+          lateConflict: (build) => (build === 1 ? sleep(1300) : Promise.resolve()),
+          settle: 600
+        })
       )
       expect(lane.persisted[0]).toBe("FenceConflict")
       expect(lane.outcome).toEqual({ error: "OperationTimeout", operation: "audit transaction" })
       // The operation ended at its deadline, not when fn rethrew; what fn did after counts for nothing and is not run again.
       expect(lane.builds).toBe(1)
       expect(lane.persisted).toEqual(["FenceConflict"])
-      expect(lane.counts).toMatchObject({ conflicts: 0, retries: 0, samples: 2 })
-      expect(lane.events).toEqual([{ warm: true }, { rival: true }])
+      expect(lane.counts).toMatchObject({ conflicts: 0, retries: 0, samples: 3 }) // (the third: the append after it)
+      expect(lane.events).toEqual([{ warm: true }, { rival: true }, { next: true }])
     })
   }
 })
@@ -542,17 +558,7 @@ describe("the lane next to a writer that holds the lock", () => {
       const store = createRedisAuditStore({ ...options, lock: "adaptive" })
       const holder = createRedisAuditStore({ ...options, lock: "always" })
       await append(store, { warm: true })
-      let open!: () => void
-      const gate = new Promise<void>((resolve) => (open = resolve))
-      let holding!: () => void
-      const held = new Promise<void>((resolve) => (holding = resolve))
-      const holderDone = holder.transaction(async ({ readLastIntegrity, persist }) => {
-        const head = (await readLastIntegrity()) as Integrity | null
-        holding()
-        await gate
-        await persist(buildNextRecord({ holder: true }, head))
-      })
-      await held
+      const { open, holderDone } = await holdingTheLock(holder)
       const counted = counters()
       let builds = 0
       const persisted: Array<string> = []
@@ -672,22 +678,15 @@ describe("the lane's continuation meets the deadline where it waits", () => {
       const rival = createRedisAuditStore({ ...options, lock: "never" })
       await append(store, { warm: true })
       const counted = counters()
-      let builds = 0
-      const outcome = await settled(
-        store.transaction(async ({ readLastIntegrity, persist }) => {
-          builds += 1
-          const head = (await readLastIntegrity()) as Integrity | null
-          if (builds === 1) await append(rival, { rival: true })
-          await persist(buildNextRecord({ ours: builds }, head))
-        })
-      )
-      return { outcome, builds, counts: counted(), events: await eventsOf(client, prefix) }
+      const race = losingRaces(store, rival, 1)
+      const outcome = await settled(race.done)
+      return { outcome, builds: race.builds(), counts: counted(), events: await eventsOf(client, prefix) }
     })
     expect(lane).toMatchObject({
       outcome: { error: "OperationTimeout", operation: "audit transaction" },
       builds: 1,
       counts: { conflicts: 1, retries: 0, samples: 2 },
-      events: [{ warm: true }, { rival: true }]
+      events: [{ warm: true }, { rival: 1 }]
     })
   })
 
@@ -699,17 +698,7 @@ describe("the lane's continuation meets the deadline where it waits", () => {
       const store = createRedisAuditStore({ ...options, lock: "adaptive", timeout: 500 })
       const holder = createRedisAuditStore({ ...options, lock: "always" })
       await append(store, { warm: true })
-      let open!: () => void
-      const gate = new Promise<void>((resolve) => (open = resolve))
-      let holding!: () => void
-      const held = new Promise<void>((resolve) => (holding = resolve))
-      const holderDone = holder.transaction(async ({ readLastIntegrity, persist }) => {
-        const head = (await readLastIntegrity()) as Integrity | null
-        holding()
-        await gate
-        await persist(buildNextRecord({ holder: true }, head))
-      })
-      await held
+      const { open, holderDone } = await holdingTheLock(holder)
       const counted = counters()
       const outcome = await settled(append(store, { ours: true }))
       const counts = counted()
@@ -900,36 +889,16 @@ describe("the deadline passes in fn, after or before its persist", () => {
     })
 
     it(`lock "${lock}": the lane's attempt lost, the retry's fn outlives the deadline before its persist: OperationTimeout, nothing of its own written, as on the Effect path`, async () => {
-      const lane = await samePaths(async (path, runtime) => {
-        const client = connect()
-        const prefix = uniquePrefix(`lane-retry-late-${lock}-${path}`)
-        const options = { client, keyPrefix: prefix, startupChecks: "off", runtime } as const
-        const store = createRedisAuditStore({ ...options, lock, timeout: 300 })
-        const rival = createRedisAuditStore({ ...options, lock: "never" })
-        await append(store, { warm: true })
-        const counted = counters()
-        let builds = 0
-        const persisted: Array<string> = []
-        const outcome = await settled(
-          store.transaction(async ({ readLastIntegrity, persist }) => {
-            builds += 1
-            const head = (await readLastIntegrity()) as Integrity | null
-            if (builds === 1) await append(rival, { rival: true })
-            else await sleep(500)
-            try {
-              await persist(buildNextRecord({ ours: builds }, head))
-              persisted.push("committed")
-            } catch (error) {
-              persisted.push((error as { _tag?: string })._tag ?? "error")
-              throw error
-            }
-          })
-        )
-        // The retry's fn persists 200 ms past the deadline, after the call has rejected: wait for that.
-        await sleep(500)
-        await append(store, { next: true })
-        return { outcome, builds, persisted, counts: counted(), events: await eventsOf(client, prefix) }
-      })
+      // The retry's fn persists 200 ms past the deadline, after the call has rejected; the test waits for that.
+      const lane = await samePaths((path, runtime) =>
+        lostRace(path, runtime, {
+          name: "lane-retry-late",
+          lock,
+          timeout: 300,
+          lateBuild: () => sleep(500),
+          settle: 500
+        })
+      )
       expect(lane).toMatchObject({
         outcome: { error: "OperationTimeout", operation: "audit transaction" },
         builds: 2,
@@ -956,15 +925,9 @@ describe("the lane on a Redis Cluster", () => {
           const rival = createRedisAuditStore({ ...options, lock: "never" })
           await append(store, { warm: true })
           const counted = counters()
-          let builds = 0
-          const outcome = await settled(
-            store.transaction(async ({ readLastIntegrity, persist }) => {
-              builds += 1
-              const head = (await readLastIntegrity()) as Integrity | null
-              if (builds <= losses) await append(rival, { rival: builds })
-              await persist(buildNextRecord({ ours: builds }, head))
-            })
-          )
+          const race = losingRaces(store, rival, losses)
+          const outcome = await settled(race.done)
+          const builds = race.builds()
           const chain = (await cluster.lrange(`${prefix}chain`, 0, -1)).map((json) => JSON.parse(json) as object)
           expect(verifyAuditChain(chain).valid).toBe(true)
           return { outcome, builds, counts: counted(), length: chain.length }
