@@ -14,7 +14,7 @@ import { committing } from "../deadline.js"
 import { claimMoveOf } from "../storeGuard.js"
 import type { AppendOutcome, AuditBacking, PreparedAppend } from "./backing.js"
 import type { HeadCache } from "./headCache.js"
-import { unknownHead } from "./headCache.js"
+import { unknownHead } from "./headState.js"
 import type { OnRewind } from "./options.js"
 import { resolveSchedule } from "../schedules.js"
 

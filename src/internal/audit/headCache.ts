@@ -15,28 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { ChainPoint } from "../../Errors.js"
 import type { AuditBacking, ReadBackingError } from "./backing.js"
-
-/**
- * What is known of the head: nothing (read it), or the head and its eventHash ("" for the
- * empty chain); `offered` when it only came with a turn (nothing has checked it yet).
- */
-export type HeadState =
-  | { readonly _tag: "Unknown" }
-  | { readonly _tag: "Known"; readonly head: AuditIntegrity | null; readonly hash: string; readonly offered?: true }
-
-export const unknownHead: HeadState = Object.freeze({ _tag: "Unknown" })
-
-export const knownHead = (head: AuditIntegrity | null): HeadState => ({
-  _tag: "Known",
-  head,
-  hash: head?.eventHash ?? ""
-})
-
-export const pointOf = (head: AuditIntegrity | null): ChainPoint | null =>
-  head === null ? null : { sequence: head.sequence, eventHash: head.eventHash }
-
-export const samePoint = (a: ChainPoint, b: ChainPoint | null): boolean =>
-  b !== null && a.sequence === b.sequence && a.eventHash === b.eventHash
+import { type HeadState, knownHead, pointOf, samePoint, unknownHead } from "./headState.js"
 
 const copyOf = (head: AuditIntegrity | null): AuditIntegrity | null => (head === null ? null : { ...head })
 

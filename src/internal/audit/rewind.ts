@@ -13,7 +13,7 @@ import { buildNextRecord } from "./chainBuild.js"
 import { ChainRewound, type ChainPoint, FenceConflict, InvalidRecord, type StoreError } from "../../Errors.js"
 import type { LockClaim } from "../storeGuard.js"
 import { type AppendContext, appendOnce, conflict, settleAppended } from "./append.js"
-import { pointOf } from "./headCache.js"
+import { pointOf } from "./headState.js"
 import { prepare } from "./prepare.js"
 import { rewindEvent } from "./rewindRecord.js"
 
