@@ -3,7 +3,7 @@
  * re-exports these). Kept apart from the verification folds so the stores' append path
  * loads no `effect/Stream`.
  */
-import type { AuditIntegrity, AuditRecord } from "../../Chain.js"
+import type { AuditIntegrity, AuditRecord } from "./chainTypes.js"
 import { unsignedHash } from "./chainCanonical.js"
 
 /** haechi's eventHash of `record`: sha256 base64url of its canonical form without `eventHash`. */

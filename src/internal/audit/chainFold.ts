@@ -8,7 +8,7 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import type { ChainState, VerifyFailureReason, VerifyOptions, VerifyResult } from "../../Chain.js"
+import type { ChainState, VerifyFailureReason, VerifyOptions, VerifyResult } from "./chainTypes.js"
 import { unsignedHash } from "./chainCanonical.js"
 import { isJsonObject } from "../jsonRecord.js"
 
