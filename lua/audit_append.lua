@@ -130,7 +130,7 @@ if (cur == false and expected == '') or cur == expected then
   redis.call('SET', headKey, integrityJson)
   redis.call('SET', headHashKey, eventHash)
   redis.call('HSET', commitsKey, sequenceArg, commitId)
-  redis.call('HDEL', commitsKey, sequence - 1000)
+  redis.call('HDEL', commitsKey, sequence - 1000) -- COMMITS_KEPT (src/internal/keys.ts; a test holds them equal)
   return {1, release(integrityJson, true)}
 end
 if redis.call('HGET', commitsKey, sequenceArg) == commitId then

@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { replyTables } from "../src/internal/replyCodes.js"
 import { luaSources } from "../src/internal/luaSources.js"
+import { COMMITS_KEPT } from "../src/internal/keys.js"
 
 const luaDir = fileURLToPath(new URL("../lua/", import.meta.url))
 const scripts = readdirSync(luaDir)
@@ -128,5 +129,11 @@ describe("Lua scripts", () => {
     }
     expect(scripts.filter((script) => luaSources[script]!.source.includes(waiters))).toEqual(users)
     expect(readFileSync(`${luaDir}include/claim.lua`, "utf8")).not.toContain("redis.call('ZADD'")
+  })
+
+  it("the append trims the commit ids it keeps to COMMITS_KEPT, the bound the in-memory backing and the lookups use", () => {
+    const trims = [...fileOf("audit_append").matchAll(/redis\.call\('HDEL', commitsKey, sequence - (\d+)\)/g)]
+    expect(trims.map((m) => Number(m[1]))).toEqual([COMMITS_KEPT])
+    expect(headerOf(fileOf("audit_append")).join("\n")).toContain(`the last ${COMMITS_KEPT} kept`)
   })
 })

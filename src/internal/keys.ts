@@ -36,7 +36,7 @@ export interface VaultKeys {
   readonly readyProbe: string
 }
 
-/** How many of our appends' commit ids `commits` keeps (lua/audit_append.lua trims it to the same bound). */
+/** How many of our appends' commit ids `commits` keeps (lua/audit_append.lua trims it to the same bound, held equal by test/replyCodes). */
 export const COMMITS_KEPT = 1000
 
 export const auditKeys = (prefix: string): AuditKeys => ({
