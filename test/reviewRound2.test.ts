@@ -1,0 +1,163 @@
+/**
+ * Review round 2, against real Redis: a Promise caller's fn that never settles (vault
+ * `mutate` and `read`, on the fiber-free read and on the Effect path), and a fn that
+ * returns a thenable whose `then` throws, on the lane and on the Effect path.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { afterAll } from "vitest"
+import { Effect, Runtime } from "effect"
+import { Redis } from "ioredis"
+import { FenceConflict } from "../src/Errors.js"
+import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
+import { uniquePrefix } from "./support/keys.js"
+import { recordingTracer } from "./support/recordingTracer.js"
+import { sharedRedis } from "./support/shared.js"
+
+const clients: Array<Redis> = []
+const connect = () => {
+  const client = new Redis(sharedRedis().port, "127.0.0.1")
+  client.on("error", () => {})
+  clients.push(client)
+  return client
+}
+afterAll(() => {
+  for (const c of clients) c.disconnect()
+})
+
+type Path = "lane" | "effect"
+const runtimeFor = (path: Path): Runtime.Runtime<never> => {
+  if (path === "lane") return Runtime.defaultRuntime
+  const { tracer } = recordingTracer()
+  return Effect.runSync(Effect.withTracer(Effect.runtime<never>(), tracer))
+}
+
+const settled = async (promise: Promise<unknown>) => {
+  try {
+    return { value: await promise }
+  } catch (error) {
+    const e = error as { _tag?: string; message?: string }
+    return { error: e?._tag ?? String(error) }
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+const never = () => new Promise<never>(() => {})
+
+describe("a vault fn that never settles", () => {
+  for (const path of ["lane", "effect"] as const) {
+    it(`${path}: mutate rejects at the deadline, its later set writes nothing, and the store goes on`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-mutate-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime: runtimeFor(path) } as const
+      const store = createRedisTokenStore({ ...options, timeout: 150 })
+      const other = createRedisTokenStore(options)
+      await store.mutate((view) => view.set("a", { v: 1 }))
+      let late: { set: (token: string, record: Record<string, unknown>) => void } | undefined
+      const outcome = await settled(
+        store.mutate((view) => {
+          view.set("a", { v: "before the deadline" })
+          late = view
+          return never()
+        })
+      )
+      expect(outcome).toEqual({ error: "OperationTimeout" })
+      late!.set("b", { v: "after the deadline" })
+      await sleep(50)
+      expect(await client.hgetall(`${prefix}tokens`)).toEqual({ a: JSON.stringify({ v: 1 }) })
+      await store.mutate((view) => view.set("c", { v: 3 }))
+      const seen = (s: typeof store) => s.read((view) => Object.fromEntries(view.entries()))
+      expect(await seen(store)).toEqual({ a: { v: 1 }, c: { v: 3 } })
+      expect(await seen(other)).toEqual({ a: { v: 1 }, c: { v: 3 } })
+    })
+
+    it(`${path}: read rejects at the deadline and the next reads and mutates work`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-read-${path}`)
+      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime: runtimeFor(path) } as const
+      const store = createRedisTokenStore({ ...options, timeout: 150 })
+      await store.mutate((view) => view.set("a", { v: 1 }))
+      let view: { get: (token: string) => unknown } | undefined
+      const outcome = await settled(store.read((v) => ((view = v), never())))
+      expect(outcome).toEqual({ error: "OperationTimeout" })
+      expect(view!.get("a")).toEqual({ v: 1 })
+      await store.mutate((v) => v.set("a", { v: 2 }))
+      await store.mutate((v) => v.set("a", { v: 3 }))
+      expect(await store.read((v) => v.get("a"))).toEqual({ v: 3 })
+      expect(await createRedisTokenStore(options).read((v) => v.get("a"))).toEqual({ v: 3 })
+    })
+  }
+})
+
+describe("a fn returning a thenable whose then throws", () => {
+  it("transaction: the same rejection on the lane and the Effect path", async () => {
+    const outcomes: Array<unknown> = []
+    for (const path of ["lane", "effect"] as const) {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-thenable-${path}`)
+      const store = createRedisAuditStore({
+        client,
+        keyPrefix: prefix,
+        startupChecks: "off",
+        runtime: runtimeFor(path)
+      })
+      const thenable = {
+        then: () => {
+          throw new TypeError("then threw")
+        }
+      }
+      const outcome = await settled(store.transaction(() => thenable as never))
+      outcomes.push({ outcome, chain: await client.llen(`${prefix}chain`) })
+    }
+    expect(outcomes[0]).toEqual({ outcome: { error: "TypeError: then threw" }, chain: 0 })
+    expect(outcomes[1]).toEqual(outcomes[0])
+  })
+
+  it("transaction: a FenceConflict it throws is retried on the lane and the Effect path alike", async () => {
+    const outcomes: Array<unknown> = []
+    for (const path of ["lane", "effect"] as const) {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-thenable-conflict-${path}`)
+      const store = createRedisAuditStore({
+        client,
+        keyPrefix: prefix,
+        startupChecks: "off",
+        runtime: runtimeFor(path)
+      })
+      let builds = 0
+      const outcome = await settled(
+        store.transaction(() => {
+          builds += 1
+          if (builds > 1) return "built again"
+          return {
+            then: () => {
+              throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })
+            }
+          } as never
+        })
+      )
+      outcomes.push({ outcome, builds })
+    }
+    expect(outcomes[0]).toEqual({ outcome: { value: "built again" }, builds: 2 })
+    expect(outcomes[1]).toEqual(outcomes[0])
+  })
+
+  it("mutate and read: rejected with what then threw, on both paths", async () => {
+    for (const path of ["lane", "effect"] as const) {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-thenable-vault-${path}`)
+      const store = createRedisTokenStore({
+        client,
+        keyPrefix: prefix,
+        startupChecks: "off",
+        runtime: runtimeFor(path)
+      })
+      const thenable = {
+        then: () => {
+          throw new TypeError("then threw")
+        }
+      }
+      expect(await settled(store.mutate(() => thenable as never))).toEqual({ error: "TypeError: then threw" })
+      expect(await settled(store.read(() => thenable as never))).toEqual({ error: "TypeError: then threw" })
+    }
+  })
+})
