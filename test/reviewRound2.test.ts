@@ -10,6 +10,9 @@ import { Redis } from "ioredis"
 import { FenceConflict } from "../src/Errors.js"
 import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
+import { within } from "../src/internal/deadline.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
+import { fromClient } from "../src/RedisClient.js"
 import { recordingTracer } from "./support/recordingTracer.js"
 import { sharedRedis } from "./support/shared.js"
 
@@ -158,6 +161,45 @@ describe("a fn returning a thenable whose then throws", () => {
       }
       expect(await settled(store.mutate(() => thenable as never))).toEqual({ error: "TypeError: then threw" })
       expect(await settled(store.read(() => thenable as never))).toEqual({ error: "TypeError: then threw" })
+    }
+  })
+})
+
+describe("a turn wait inside an operation", () => {
+  it("ends at the operation's deadline, while hand-offs to other waiters keep restarting it", async () => {
+    const client = connect()
+    const publisher = connect()
+    const handle = makeLockHandle(fromClient(client))
+    const lockKey = `${uniquePrefix("review2-turn-deadline")}lock`
+    const channel = `${lockKey}:released`
+    try {
+      const wakeup = handle.releases(lockKey, "our-token")
+      expect(await Effect.runPromise(wakeup.next(2000))).toBe("") // the subscription is live
+      let going = true
+      const moving = (async () => {
+        for (let i = 0; going && i < 400; i++) {
+          await publisher.publish(channel, `waiter-ahead-${i} ${1000 + i}`)
+          await sleep(5)
+        }
+      })()
+      const started = performance.now()
+      const bounded = within({ operation: "turn wait", timeoutMs: 50 })(wakeup.next(30, 5_000))
+      const exit = await Effect.runPromiseExit(bounded)
+      const elapsed = performance.now() - started
+      going = false
+      await moving
+      expect(exit._tag === "Failure" && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit).toBe(
+        "OperationTimeout"
+      )
+      // (Not waited until the queue stopped moving: 2 s of hand-offs, the wait's own bound 5 s.)
+      expect(elapsed).toBeLessThan(1000)
+      // The wake-up is still usable: its own hand-off wakes it.
+      const own = Effect.runPromise(wakeup.next(5_000))
+      await publisher.publish(channel, "our-token 7 payload")
+      expect(await own).toBe("our-token 7 payload")
+      wakeup.close()
+    } finally {
+      await Effect.runPromise(handle.close)
     }
   })
 })
