@@ -8,7 +8,8 @@ import { afterAll } from "vitest"
 import { Effect, Runtime } from "effect"
 import { Redis } from "ioredis"
 import { FenceConflict } from "../src/Errors.js"
-import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
+import { buildNextRecord } from "../src/Chain.js"
+import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
 import { within } from "../src/internal/deadline.js"
 import { makeLockHandle } from "../src/internal/lock/handle.js"
@@ -202,4 +203,52 @@ describe("a turn wait inside an operation", () => {
       await Effect.runPromise(handle.close)
     }
   })
+})
+
+describe("a persist made after fn settled", () => {
+  const hops = async (n: number) => {
+    for (let i = 0; i < n; i++) await Promise.resolve()
+  }
+  const cases = [0, 1, 2, 5, "immediate"] as const
+  for (const returns of ["a promise", "a plain value"] as const) {
+    for (const delay of cases) {
+      it(`fn returns ${returns}, the persist ${delay} microtask hops later: the same outcome on the lane and the Effect path`, async () => {
+        const results: Array<unknown> = []
+        for (const path of ["lane", "effect"] as const) {
+          const client = connect()
+          const prefix = uniquePrefix(`review2-late-persist-${path}`)
+          const store = createRedisAuditStore({
+            client,
+            keyPrefix: prefix,
+            startupChecks: "off",
+            runtime: runtimeFor(path)
+          })
+          await store.transaction(async ({ readLastIntegrity, persist }) => {
+            await persist(buildNextRecord({ warm: true }, (await readLastIntegrity()) as Integrity | null))
+          })
+          let late: Promise<unknown> | undefined
+          const head = await store.transaction(({ readLastIntegrity }) => readLastIntegrity())
+          const outcome = await settled(
+            store.transaction((ctx) => {
+              const record = buildNextRecord({ late: delay }, head as Integrity | null)
+              const after = delay === "immediate" ? new Promise((r) => setImmediate(r)) : hops(delay)
+              late = after.then(() => ctx.persist(record))
+              return returns === "a promise" ? Promise.resolve("resolved") : "resolved"
+            })
+          )
+          const lateOutcome = await settled(late!)
+          results.push({ outcome, lateOutcome, chain: await client.llen(`${prefix}chain`) })
+        }
+        // (A persist queued before a promise fn returned, already resolved, runs before the
+        // transaction sees it settle: it is in time, not awaited. Anything later is refused.)
+        const inTime = returns === "a promise" && delay === 0
+        expect(results[0]).toEqual({
+          outcome: { value: "resolved" },
+          lateOutcome: inTime ? { value: undefined } : { error: "PersistAfterTransaction" },
+          chain: inTime ? 2 : 1
+        })
+        expect(results[1]).toEqual(results[0])
+      })
+    }
+  }
 })

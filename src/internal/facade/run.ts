@@ -77,7 +77,7 @@ export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknow
 
 const passThrough = (error: unknown): unknown => error
 
-const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
+export const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
   (typeof value === "object" || typeof value === "function") &&
   value !== null &&
   typeof (value as { then?: unknown }).then === "function"
