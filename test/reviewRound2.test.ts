@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
 import { Effect, Runtime } from "effect"
 import { Redis } from "ioredis"
-import { FenceConflict } from "../src/Errors.js"
+import { FenceConflict, PersistAfterTransaction } from "../src/Errors.js"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -250,5 +250,49 @@ describe("a persist made after fn settled", () => {
         expect(results[1]).toEqual(results[0])
       })
     }
+  }
+})
+
+describe("what a caller does after its call settled", () => {
+  it("a vault view's set after mutate's fn settled writes nothing, now or with the next mutate", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("review2-late-set")
+    const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off" })
+    let kept: { set: (token: string, record: Record<string, unknown>) => void } | undefined
+    await store.mutate((view) => {
+      kept = view
+      view.set("a", { v: 1 })
+    })
+    kept!.set("late", { v: "after" })
+    await store.mutate((view) => view.set("b", { v: 2 }))
+    expect(await client.hgetall(`${prefix}tokens`)).toEqual({
+      a: JSON.stringify({ v: 1 }),
+      b: JSON.stringify({ v: 2 })
+    })
+    expect(await store.read((view) => view.get("late"))).toBeUndefined()
+  })
+
+  for (const path of ["lane", "effect"] as const) {
+    it(`${path}: PersistAfterTransaction names the store's prefix and says nothing was written`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix(`review2-after-error-${path}`)
+      const store = createRedisAuditStore({
+        client,
+        keyPrefix: prefix,
+        startupChecks: "off",
+        runtime: runtimeFor(path)
+      })
+      let persist: ((record: Record<string, unknown>) => Promise<void>) | undefined
+      await store.transaction((ctx) => void (persist = ctx.persist))
+      const error = await persist!(buildNextRecord({ late: true }, null)).then(
+        () => undefined,
+        (e: unknown) => e
+      )
+      expect(error).toBeInstanceOf(PersistAfterTransaction)
+      expect((error as PersistAfterTransaction).prefix).toBe(prefix)
+      expect((error as Error).message).toContain(prefix)
+      expect((error as Error).message).toContain("not written")
+      expect(await client.llen(`${prefix}chain`)).toBe(0)
+    })
   }
 })
