@@ -30,7 +30,7 @@ import { linked } from "../deadline.js"
 import { tracesNothing } from "../observe.js"
 import { isFenceConflict } from "../retryBudget.js"
 import { persistFromCaller } from "./persist.js"
-import { fastPromiseRunner, fromCaller, originalFailure, promiseRunner, settleExit } from "./run.js"
+import { fastPromiseRunner, fromCaller, isThenable, originalFailure, promiseRunner, settleExit } from "./run.js"
 
 /** haechi's transaction context. */
 export interface CallerTransaction {
@@ -85,9 +85,19 @@ const buildOf =
         (abandon) => sendCommitIn(inside, abandon),
         closing
       )
+      const close = () => void (closing.closed = true)
+      // Closed once `fn` has settled, where the lane closes it (not when this fiber resumes,
+      // some ticks later), or when the operation ends without waiting for it.
       return Effect.ensuring(
-        fromCaller(() => fn(context)),
-        Effect.sync(() => void (closing.closed = true))
+        fromCaller(() => {
+          const out = fn(context)
+          if (!isThenable(out)) return out
+          // (One promise for a thenable: its `then` is called once.)
+          const settles = Promise.resolve(out)
+          settles.then(close, close)
+          return settles
+        }),
+        Effect.sync(close)
       )
     })
 
@@ -140,9 +150,12 @@ const laneOperation = <T>(
       Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn, prefix), conflict)).then(end)
     deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
     let result: Promise<T> | T
+    // A `fn` that returned a value or threw has settled already: from now on a persist is refused.
     try {
       result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon), closing))
+      if (!isThenable(result)) closing.closed = true
     } catch (error) {
+      closing.closed = true
       result = Promise.reject(error)
     }
     // (Once the operation has ended at its deadline, what `fn` settles with counts for nothing.)

@@ -69,13 +69,15 @@ export const fromCaller = <A>(fn: () => Promise<A> | A): Effect.Effect<A, unknow
       return Effect.fail(error)
     }
     if (!isThenable(result)) return Effect.succeed(result)
+    // (`Promise.resolve`: a thenable's `then` that throws rejects, as on the lane; a
+    // native promise is itself.)
     const pending = result
-    return awaitPromise({ try: () => pending, catch: passThrough })
+    return awaitPromise({ try: () => Promise.resolve(pending), catch: passThrough })
   })
 
 const passThrough = (error: unknown): unknown => error
 
-const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
+export const isThenable = <A>(value: PromiseLike<A> | A): value is PromiseLike<A> =>
   (typeof value === "object" || typeof value === "function") &&
   value !== null &&
   typeof (value as { then?: unknown }).then === "function"

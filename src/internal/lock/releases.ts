@@ -5,7 +5,10 @@
  * failure here only costs latency: the waiters' poll covers it.
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import type { RedisConnection } from "../../RedisClient.js"
+import { type Budget, currentBudget, expiredIn, unwatch, watch } from "../deadline.js"
 import type { Wakeup } from "./contract.js"
 
 /**
@@ -64,9 +67,20 @@ const notify = (listener: Listener, message: string) => {
 
 /**
  * The next wake-up of `listener`, or undefined after `ms` (restarted by another waiter's
- * hand-off, up to `upToMs` in all); at once if one is pending or it is closed.
+ * hand-off, up to `upToMs` in all); at once if one is pending or it is closed. It watches
+ * the current operation's deadline like any other wait: past it, it is abandoned (a
+ * queue that keeps moving does not hold the operation).
  */
 const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number) =>
+  Effect.withFiberRuntime<string | undefined>((fiber) => {
+    const budget = fiber.getFiberRef(currentBudget)
+    if (budget !== undefined && expiredIn(budget)) return ABANDONED
+    return waitFor(listener, isOpen, ms, upToMs, budget)
+  })
+
+const ABANDONED = Exit.interrupt(FiberId.none)
+
+const waitFor = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number, budget: Budget | undefined) =>
   Effect.async<string | undefined>((resume) => {
     if (listener.pending !== undefined || !isOpen()) {
       const message = listener.pending ?? ""
@@ -78,6 +92,11 @@ const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToM
     const stop = () => {
       listener.wake = listener.moved = undefined
       clearTimeout(timer)
+      if (budget !== undefined) unwatch(budget, abandon)
+    }
+    const abandon = () => {
+      stop()
+      resume(ABANDONED)
     }
     const timedOut = () => {
       stop()
@@ -88,6 +107,7 @@ const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToM
       stop()
       resume(Effect.succeed(message))
     }
+    if (budget !== undefined) watch(budget, abandon)
     if (upToMs > wait) {
       listener.moved = () => {
         const left = endsBy - performance.now()

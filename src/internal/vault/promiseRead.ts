@@ -145,7 +145,8 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
           release()
           return finish(true, out)
         }
-        out.then(
+        // (A thenable's `then` that throws rejects; a native promise is itself.)
+        Promise.resolve(out).then(
           (value) => (release(), finish(true, value)),
           (error: unknown) => (release(), finish(false, error))
         )
