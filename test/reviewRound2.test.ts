@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
-import { Effect, Runtime } from "effect"
+import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { FenceConflict, PersistAfterTransaction } from "../src/Errors.js"
 import { buildNextRecord } from "../src/Chain.js"
@@ -14,7 +14,7 @@ import { uniquePrefix } from "./support/keys.js"
 import { within } from "../src/internal/deadline.js"
 import { makeLockHandle } from "../src/internal/lock/handle.js"
 import { fromClient } from "../src/RedisClient.js"
-import { recordingTracer } from "./support/recordingTracer.js"
+import { type Path, runtimeFor } from "./support/facadePaths.js"
 import { sharedRedis } from "./support/shared.js"
 
 const clients: Array<Redis> = []
@@ -28,11 +28,12 @@ afterAll(() => {
   for (const c of clients) c.disconnect()
 })
 
-type Path = "lane" | "effect"
-const runtimeFor = (path: Path): Runtime.Runtime<never> => {
-  if (path === "lane") return Runtime.defaultRuntime
-  const { tracer } = recordingTracer()
-  return Effect.runSync(Effect.withTracer(Effect.runtime<never>(), tracer))
+/** A connection, a fresh prefix, and the facade options that make a store take `path`. */
+const onPath = (path: Path, name: string) => {
+  const client = connect()
+  const prefix = uniquePrefix(`${name}-${path}`)
+  const options = { client, keyPrefix: prefix, startupChecks: "off", runtime: runtimeFor(path) } as const
+  return { client, prefix, options }
 }
 
 const settled = async (promise: Promise<unknown>) => {
@@ -50,9 +51,7 @@ const never = () => new Promise<never>(() => {})
 describe("a vault fn that never settles", () => {
   for (const path of ["lane", "effect"] as const) {
     it(`${path}: mutate rejects at the deadline, its later set writes nothing, and the store goes on`, async () => {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-mutate-${path}`)
-      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime: runtimeFor(path) } as const
+      const { client, prefix, options } = onPath(path, "review2-mutate")
       const store = createRedisTokenStore({ ...options, timeout: 150 })
       const other = createRedisTokenStore(options)
       await store.mutate((view) => view.set("a", { v: 1 }))
@@ -75,9 +74,7 @@ describe("a vault fn that never settles", () => {
     })
 
     it(`${path}: read rejects at the deadline and the next reads and mutates work`, async () => {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-read-${path}`)
-      const options = { client, keyPrefix: prefix, startupChecks: "off", runtime: runtimeFor(path) } as const
+      const { options } = onPath(path, "review2-read")
       const store = createRedisTokenStore({ ...options, timeout: 150 })
       await store.mutate((view) => view.set("a", { v: 1 }))
       let view: { get: (token: string) => unknown } | undefined
@@ -96,14 +93,8 @@ describe("a fn returning a thenable whose then throws", () => {
   it("transaction: the same rejection on the lane and the Effect path", async () => {
     const outcomes: Array<unknown> = []
     for (const path of ["lane", "effect"] as const) {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-thenable-${path}`)
-      const store = createRedisAuditStore({
-        client,
-        keyPrefix: prefix,
-        startupChecks: "off",
-        runtime: runtimeFor(path)
-      })
+      const { client, prefix, options } = onPath(path, "review2-thenable")
+      const store = createRedisAuditStore(options)
       const thenable = {
         then: () => {
           throw new TypeError("then threw")
@@ -119,14 +110,8 @@ describe("a fn returning a thenable whose then throws", () => {
   it("transaction: a FenceConflict it throws is retried on the lane and the Effect path alike", async () => {
     const outcomes: Array<unknown> = []
     for (const path of ["lane", "effect"] as const) {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-thenable-conflict-${path}`)
-      const store = createRedisAuditStore({
-        client,
-        keyPrefix: prefix,
-        startupChecks: "off",
-        runtime: runtimeFor(path)
-      })
+      const { options } = onPath(path, "review2-thenable-conflict")
+      const store = createRedisAuditStore(options)
       let builds = 0
       const outcome = await settled(
         store.transaction(() => {
@@ -147,14 +132,8 @@ describe("a fn returning a thenable whose then throws", () => {
 
   it("mutate and read: rejected with what then threw, on both paths", async () => {
     for (const path of ["lane", "effect"] as const) {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-thenable-vault-${path}`)
-      const store = createRedisTokenStore({
-        client,
-        keyPrefix: prefix,
-        startupChecks: "off",
-        runtime: runtimeFor(path)
-      })
+      const { options } = onPath(path, "review2-thenable-vault")
+      const store = createRedisTokenStore(options)
       const thenable = {
         then: () => {
           throw new TypeError("then threw")
@@ -215,14 +194,8 @@ describe("a persist made after fn settled", () => {
       it(`fn returns ${returns}, the persist ${delay} microtask hops later: the same outcome on the lane and the Effect path`, async () => {
         const results: Array<unknown> = []
         for (const path of ["lane", "effect"] as const) {
-          const client = connect()
-          const prefix = uniquePrefix(`review2-late-persist-${path}`)
-          const store = createRedisAuditStore({
-            client,
-            keyPrefix: prefix,
-            startupChecks: "off",
-            runtime: runtimeFor(path)
-          })
+          const { client, prefix, options } = onPath(path, "review2-late-persist")
+          const store = createRedisAuditStore(options)
           await store.transaction(async ({ readLastIntegrity, persist }) => {
             await persist(buildNextRecord({ warm: true }, (await readLastIntegrity()) as Integrity | null))
           })
@@ -274,14 +247,8 @@ describe("what a caller does after its call settled", () => {
 
   for (const path of ["lane", "effect"] as const) {
     it(`${path}: PersistAfterTransaction names the store's prefix and says nothing was written`, async () => {
-      const client = connect()
-      const prefix = uniquePrefix(`review2-after-error-${path}`)
-      const store = createRedisAuditStore({
-        client,
-        keyPrefix: prefix,
-        startupChecks: "off",
-        runtime: runtimeFor(path)
-      })
+      const { client, prefix, options } = onPath(path, "review2-after-error")
+      const store = createRedisAuditStore(options)
       let persist: ((record: Record<string, unknown>) => Promise<void>) | undefined
       await store.transaction((ctx) => void (persist = ctx.persist))
       const error = await persist!(buildNextRecord({ late: true }, null)).then(
