@@ -229,31 +229,45 @@ export const awaitPromise = <A, E>(
     })
   })
 
-/** Sleeps `ms` of real time (a timer, not the Effect Clock), watching the current operation's deadline. */
-export const sleep = (ms: number): Effect.Effect<void> =>
-  Effect.withFiberRuntime<void>((fiber) => {
+/**
+ * A wait that watches the current operation's deadline: `start` begins it and returns
+ * what stops it; it ends with the first `settle`, or, once the deadline passes (already,
+ * or meanwhile), is abandoned (stopped, resuming with `ABANDONED`). The one shape of
+ * `sleep` and of the lock's wake-ups.
+ */
+export const watchedWait = <A>(start: (settle: (effect: Effect.Effect<A>) => void) => () => void): Effect.Effect<A> =>
+  Effect.withFiberRuntime<A>((fiber) => {
     const budget = fiber.getFiberRef(currentBudget)
     if (budget !== undefined && expiredIn(budget)) return ABANDONED
-    return Effect.async<void>((resume) => {
+    return Effect.async<A>((resume) => {
       let settled = false
-      const finish = () => {
+      let stop: () => void = ignore
+      const end = () => {
         settled = true
-        clearTimeout(timer)
+        stop()
         if (budget !== undefined) unwatch(budget, abandon)
       }
-      const abandon = () => {
+      const settle = (effect: Effect.Effect<A>) => {
         if (settled) return
-        finish()
-        resume(ABANDONED)
+        end()
+        resume(effect)
       }
-      const timer = setTimeout(() => {
-        if (settled) return
-        finish()
-        resume(Effect.void)
-      }, timerDelay(ms))
+      const abandon = () => settle(ABANDONED)
       if (budget !== undefined) watch(budget, abandon)
-      return Effect.sync(finish)
+      const stopping = start(settle)
+      if (settled) stopping()
+      else stop = stopping
+      return Effect.sync(() => {
+        if (!settled) end()
+      })
     })
+  })
+
+/** Sleeps `ms` of real time (a timer, not the Effect Clock), watching the current operation's deadline. */
+export const sleep = (ms: number): Effect.Effect<void> =>
+  watchedWait<void>((settle) => {
+    const timer = setTimeout(() => settle(Effect.void), timerDelay(ms))
+    return () => clearTimeout(timer)
   })
 
 /** A wait that only the deadline ends (raced against a Clock's sleep that is not real time). */

@@ -72,7 +72,7 @@ export const observedWithin = (
   prefix: string,
   bound: ReturnType<typeof within>
 ) => {
-  const latency = withTags(Metrics.keys.operationLatency, { store, operation })
+  const latency = latencyMetric(store, operation)
   const traced = observed(store, operation, prefix)
   return <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.withFiberRuntime<A, E | OperationTimeout | CommitOutcomeUnknown, R>((fiber) => {

@@ -5,10 +5,8 @@
  * failure here only costs latency: the waiters' poll covers it.
  */
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import type { RedisConnection } from "../../RedisClient.js"
-import { type Budget, currentBudget, expiredIn, unwatch, watch } from "../deadline.js"
+import { watchedWait } from "../deadline.js"
 import type { Wakeup } from "./contract.js"
 
 /**
@@ -72,42 +70,18 @@ const notify = (listener: Listener, message: string) => {
  * queue that keeps moving does not hold the operation).
  */
 const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number) =>
-  Effect.withFiberRuntime<string | undefined>((fiber) => {
-    const budget = fiber.getFiberRef(currentBudget)
-    if (budget !== undefined && expiredIn(budget)) return ABANDONED
-    return waitFor(listener, isOpen, ms, upToMs, budget)
-  })
-
-const ABANDONED = Exit.interrupt(FiberId.none)
-
-const waitFor = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number, budget: Budget | undefined) =>
-  Effect.async<string | undefined>((resume) => {
+  watchedWait<string | undefined>((settle) => {
     if (listener.pending !== undefined || !isOpen()) {
       const message = listener.pending ?? ""
       listener.pending = undefined
-      return resume(Effect.succeed(message))
+      settle(Effect.succeed(message))
+      return ignore
     }
     const wait = Math.max(0, ms)
     const endsBy = performance.now() + Math.max(wait, upToMs)
-    const stop = () => {
-      listener.wake = listener.moved = undefined
-      clearTimeout(timer)
-      if (budget !== undefined) unwatch(budget, abandon)
-    }
-    const abandon = () => {
-      stop()
-      resume(ABANDONED)
-    }
-    const timedOut = () => {
-      stop()
-      resume(Effect.succeed(undefined))
-    }
+    const timedOut = () => settle(Effect.succeed(undefined))
     let timer = setTimeout(timedOut, wait)
-    listener.wake = (message) => {
-      stop()
-      resume(Effect.succeed(message))
-    }
-    if (budget !== undefined) watch(budget, abandon)
+    listener.wake = (message) => settle(Effect.succeed(message))
     if (upToMs > wait) {
       listener.moved = () => {
         const left = endsBy - performance.now()
@@ -116,8 +90,13 @@ const waitFor = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: 
         timer = setTimeout(timedOut, Math.min(wait, left))
       }
     }
-    return Effect.sync(stop)
+    return () => {
+      listener.wake = listener.moved = undefined
+      clearTimeout(timer)
+    }
   })
+
+const ignore = () => {}
 
 /** The release channels one RedisLock listens on, over its own subscriber connection. */
 export class ReleaseSubscriber {
