@@ -127,7 +127,7 @@ export const transactions = (
   ctx: AppendContext,
   guard: StoreGuard,
   schedule: RetrySchedule,
-  pipeline: Pipeline = new Pipeline(ctx)
+  pipeline: Pipeline
 ): ResumableTransaction => {
   const retryOptions = { store: "audit", prefix: ctx.prefix, operation: "transaction", schedule } as const
   const forgetHead = Effect.sync(() => ctx.cache.forget())
