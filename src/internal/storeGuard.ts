@@ -122,6 +122,23 @@ export interface GuardedOperation<A, E, R> {
    * guard goes on from there, as after a first attempt of its own.
    */
   readonly first?: FenceConflict | undefined
+  /** That first attempt ran in a turn the guard lent (`StoreGuard.lendTurn`): the guard goes on with the turn. */
+  readonly lent?: LentTurn | undefined
+}
+
+/**
+ * A turn the guard kept after a commit (the adaptive policy's back-to-back writes of one
+ * process), lent to the next operation's first attempt, made by its caller under
+ * `claim` (which holds the lock). The caller reports how that attempt ended: it
+ * committed, or it ended any other way than losing (what may be the operation's is
+ * given back); an attempt that lost goes on in the guard (`GuardedOperation.lent`).
+ */
+export interface LentTurn {
+  readonly claim: LockClaim
+  /** The attempt committed; `kept`: its commit kept the lock (for the operation after it). */
+  readonly committed: (kept: boolean) => void
+  /** The attempt failed, wrote nothing, or its deadline passed: the lock is given back. */
+  readonly ended: () => void
 }
 
 export interface StoreGuard {
@@ -134,6 +151,11 @@ export interface StoreGuard {
    * `freeClaim`): the guard decides the first attempt itself.
    */
   readonly freeClaim?: () => LockClaim | undefined | false
+  /**
+   * A turn kept for the operation starting now, lent to a caller that makes its first
+   * attempt itself (asked before `freeClaim`); undefined: none is kept.
+   */
+  readonly lendTurn?: () => LentTurn | undefined
 }
 
 const alwaysFree = (): undefined => undefined

@@ -26,7 +26,7 @@ export const runtimeFor = (path: Path): Runtime.Runtime<never> =>
   path === "lane" ? Runtime.defaultRuntime : tracedRuntime().runtime
 
 /** One record appended the way haechi's core appends it; resolves with the record. */
-export const append = (store: HaechiAuditStore, event: object) =>
+export const append = (store: Pick<HaechiAuditStore, "transaction">, event: object) =>
   store.transaction(async ({ readLastIntegrity, persist }) => {
     const record = buildNextRecord(event, (await readLastIntegrity()) as Integrity | null)
     await persist(record)
@@ -46,7 +46,11 @@ export const latencySamples = () =>
  * A transaction whose first `losses` builds lose their race (`rival` commits inside each,
  * before its persist); `builds()` counts the builds so far.
  */
-export const losingRaces = (store: HaechiAuditStore, rival: HaechiAuditStore, losses: number) => {
+export const losingRaces = (
+  store: Pick<HaechiAuditStore, "transaction">,
+  rival: Pick<HaechiAuditStore, "transaction">,
+  losses: number
+) => {
   let builds = 0
   const done = store.transaction(async ({ readLastIntegrity, persist }) => {
     const build = ++builds

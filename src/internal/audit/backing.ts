@@ -101,7 +101,7 @@ export interface AuditBacking {
   readonly append: (write: PreparedAppend, sent?: Promise<unknown>) => Effect.Effect<AppendOutcome, BackingError>
   /**
    * The fenced append sent as a bare call, for a caller that settles a `Committed` reply
-   * itself (`isCommittedReply`) and hands anything else to `append(write, sent)`. Redis only.
+   * itself (`committedReply`) and hands anything else to `append(write, sent)`. Redis only.
    */
   readonly send?: (write: PreparedAppend) => Promise<unknown>
   /**
@@ -154,9 +154,12 @@ const committedKept: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "Comm
 const alreadyCommitted: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "AlreadyCommitted" })
 const lockHeld: Effect.Effect<AppendOutcome> = Effect.succeed({ _tag: "LockHeld" })
 
-/** Whether the fenced append's raw reply is `Committed` (nothing else to learn from it). */
-export const isCommittedReply = (reply: unknown): boolean =>
-  Array.isArray(reply) && reply[0] === AuditAppendReply.Committed && reply[1] !== 1
+/**
+ * Whether the fenced append's raw reply is `Committed` (nothing else to learn from it):
+ * "kept" when the commit kept the store's lock (the claim asked to), else undefined.
+ */
+export const committedReply = (reply: unknown): "committed" | "kept" | undefined =>
+  Array.isArray(reply) && reply[0] === AuditAppendReply.Committed ? (reply[1] === 1 ? "kept" : "committed") : undefined
 
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {

@@ -20,7 +20,7 @@ import { type AuditStoreOptions, checkAuditOptions } from "./options.js"
 import type { AuditStoreShape } from "./shape.js"
 import { Pipeline, type ResumableTransaction, transactions } from "./transaction.js"
 import type { DeadlineSpec } from "../deadline.js"
-import type { LockClaim } from "../storeGuard.js"
+import type { LentTurn, LockClaim } from "../storeGuard.js"
 import { latencyMetric } from "../observe.js"
 
 /** The store without its chain pages: what the Promise facade runs. */
@@ -31,8 +31,8 @@ export type BoundedRead = (operation: string) => ReturnType<typeof withinRead>
 
 /**
  * What a Promise caller needs to run a transaction's first attempt with no fiber (the
- * facade's fast lane): the store's append path, its guard's `freeClaim`, the
- * operation's deadline and latency sample, and the transaction to go on with when that
+ * facade's fast lane): the store's append path, its guard's `freeClaim` and kept turns
+ * (`lendTurn`), the operation's deadline and latency sample, and the transaction to go on with when that
  * attempt loses (`first`). Only where an attempt can be sent and settled by the caller:
  * a backing that `send`s, no durable-commit step, a guard with a `freeClaim`.
  */
@@ -40,10 +40,13 @@ export interface AppendLane {
   readonly ctx: AppendContext
   readonly pipeline: Pipeline
   readonly freeClaim: () => LockClaim | undefined | false
+  readonly lendTurn: () => LentTurn | undefined
   readonly resume: ResumableTransaction
   readonly deadline: DeadlineSpec
   readonly latency: ReturnType<typeof latencyMetric>
 }
+
+const noTurn = (): undefined => undefined
 
 /**
  * The store over `backing` (each call its own replica: its own cached head), without its
@@ -85,7 +88,15 @@ export const appendStoreOnBacking = (
   const freeClaim = guard.freeClaim
   const lane: AppendLane | undefined =
     backing.send !== undefined && ctx.afterCommit === Effect.void && freeClaim !== undefined
-      ? { ctx, pipeline, freeClaim, resume: transaction, deadline, latency: latencyMetric("audit", "transaction") }
+      ? {
+          ctx,
+          pipeline,
+          freeClaim,
+          lendTurn: guard.lendTurn ?? noTurn,
+          resume: transaction,
+          deadline,
+          latency: latencyMetric("audit", "transaction")
+        }
       : undefined
   return { store, boundedRead, lane }
 }

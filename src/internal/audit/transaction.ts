@@ -12,7 +12,7 @@ import * as Exit from "effect/Exit"
 import { type FenceConflict, InvalidRecord, PersistCalledTwice, type StoreError } from "../../Errors.js"
 import type { RetrySchedule } from "../../Retry.js"
 import { withRetryBudget } from "../retryBudget.js"
-import { attempted, type LockClaim, type StoreGuard } from "../storeGuard.js"
+import { attempted, type LentTurn, type LockClaim, type StoreGuard } from "../storeGuard.js"
 import { type AppendContext, appendOnce, settleAppended } from "./append.js"
 import { type AppendOutcome, isIntegrity, type PreparedAppend } from "./backing.js"
 import { prepare, notSuccessor } from "./prepare.js"
@@ -115,12 +115,13 @@ const offerHanded = (ctx: AppendContext, handed: string | undefined): void => {
 /**
  * The store's `transaction`: `build` re-run under `guard` and `schedule` until its record
  * commits. `first`: the operation's first attempt was made already and lost with this
- * conflict (the Promise facade's fast lane, see `GuardedOperation.first`); it goes on
- * from there.
+ * conflict (the Promise facade's fast lane, see `GuardedOperation.first`), in the turn
+ * `lent` if the guard lent one; it goes on from there.
  */
 export type ResumableTransaction = <A, E, R>(
   build: (tx: AuditTransaction) => Effect.Effect<A, E, R>,
-  first?: FenceConflict
+  first?: FenceConflict,
+  lent?: LentTurn
 ) => Effect.Effect<A, Exclude<E, FenceConflict> | StoreError, R>
 
 export const transactions = (
@@ -132,12 +133,13 @@ export const transactions = (
   const retryOptions = { store: "audit", prefix: ctx.prefix, operation: "transaction", schedule } as const
   const forgetHead = Effect.sync(() => ctx.cache.forget())
   const requestTurn = ctx.backing.requestTurn
-  return (build, first) =>
+  return (build, first, lent) =>
     withRetryBudget(
       retryOptions,
       (budget) =>
         guard({
           first,
+          lent,
           // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
           attempt: (claim) =>
             Effect.suspend(() => {

@@ -4,8 +4,9 @@
  * calls run inside the operation's deadline.
  *
  * The fast lane: an operation whose first attempt is plain (the guard's `freeClaim`: no
- * lock to take or wait for, nobody queued), on a runtime that traces nothing (no span
- * would be seen), runs that attempt with no fiber at all. Its deadline is kept by the
+ * lock to take or wait for, nobody queued) or goes on with the turn the last one kept
+ * (`lendTurn`: back-to-back writes holding the lock), on a runtime that traces nothing
+ * (no span would be seen), runs that attempt with no fiber at all. Its deadline is kept by the
  * caller (`CallerDeadline`: the same timer and failures), its persist settles a plain
  * commit itself (`persistFromCaller`), and its latency is sampled as `observedWithin`
  * would. Anything else the attempt meets is handed to Effect where it happens: a persist
@@ -29,6 +30,7 @@ import { CallerDeadline, type CommitInFlight, sendCommitIn } from "../callerDead
 import { linked } from "../deadline.js"
 import { tracesNothing } from "../observe.js"
 import { isFenceConflict } from "../retryBudget.js"
+import type { LentTurn } from "../storeGuard.js"
 import { persistFromCaller } from "./persist.js"
 import { fastPromiseRunner, fromCaller, isThenable, originalFailure, promiseRunner, settleExit } from "./run.js"
 
@@ -114,19 +116,25 @@ export const callerTransactions = (
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const sample = (started: number) => lane.latency.unsafeUpdate(performance.now() - started, labels)
   return <T>(fn: CallerFn<T>): Promise<T> => {
+    const turn = lane.lendTurn()
+    if (turn !== undefined) return laneOperation(lane, runtime, turn.claim, fn, sample, prefix, turn)
     const claim = lane.freeClaim()
     return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample, prefix)
   }
 }
 
-/** One operation in the fast lane: its first attempt here, the rest (if it lost) in the store's transaction. */
+/**
+ * One operation in the fast lane: its first attempt here (in `turn`, where the guard lent
+ * one), the rest (if it lost) in the store's transaction, which goes on with the turn.
+ */
 const laneOperation = <T>(
   lane: AppendLane,
   runtime: Runtime.Runtime<never>,
   claim: Attempt["claim"],
   fn: CallerFn<T>,
   sample: (started: number) => void,
-  prefix: string
+  prefix: string,
+  turn?: LentTurn
 ): Promise<T> => {
   const started = performance.now()
   const deadline = new CallerDeadline(lane.deadline, runtime)
@@ -134,20 +142,25 @@ const laneOperation = <T>(
   const inside = () => deadline.runtime()
   return new Promise<T>((resolve, reject) => {
     let ended = false
+    let resumed = false
     const closing: Closing = { prefix, closed: false }
     // However it ended: past the deadline, the deadline's failure (as `within`), at once,
     // without waiting for `fn` (its later calls send nothing).
     const end = (exit: Exit.Exit<T, unknown>) => {
       if (ended) return
       ended = closing.closed = true
+      // (A turn handed to the store's transaction is its own to end.)
+      if (turn !== undefined && !resumed) endTurn(turn, attempt)
       deadline.close()
       sample(started)
       if (deadline.expired) reject(deadline.failure)
       else if (Exit.isSuccess(exit)) resolve(exit.value)
       else reject(originalFailure(exit.cause))
     }
-    const lost = (conflict: FenceConflict) =>
-      Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn, prefix), conflict)).then(end)
+    const lost = (conflict: FenceConflict) => {
+      resumed = true
+      return Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn, prefix), conflict, turn)).then(end)
+    }
     deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
     let result: Promise<T> | T
     // A `fn` that returned a value or threw has settled already: from now on a persist is refused.
@@ -169,4 +182,10 @@ const laneOperation = <T>(
       }
     )
   })
+}
+
+/** Tells a lent turn how the lane's attempt ended: committed (keeping the lock or not), or not (given back). */
+const endTurn = (turn: LentTurn, attempt: Attempt): void => {
+  if (attempt.first === "committed") turn.committed(attempt.kept)
+  else turn.ended()
 }

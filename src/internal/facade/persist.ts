@@ -2,14 +2,15 @@
  * The Promise facade's `persist`, settled without a fiber when nothing happens: the
  * record is prepared and the fenced append sent from the caller's own call, and a
  * `Committed` reply is settled right there, as the store's pipeline would (the head
- * learned, the attempt committed, the deadline told the commit landed). Anything else
- * (a record refused, a conflict, a yield, a rewind, a lost reply, an error reply, a
- * durable-commit step, the deadline passing) goes to that pipeline, with the call
- * already sent handed over, so every outcome means exactly what it means there.
+ * learned, the attempt committed and whether it kept the lock, the deadline told the
+ * commit landed). Anything else (a record refused, a conflict, a yield, a rewind, a lost
+ * reply, an error reply, a durable-commit step, the deadline passing) goes to that
+ * pipeline, with the call already sent handed over, so every outcome means exactly what
+ * it means there.
  */
 import * as Effect from "effect/Effect"
 import { InvalidRecord } from "../../Errors.js"
-import { isCommittedReply } from "../audit/backing.js"
+import { committedReply } from "../audit/backing.js"
 import { prepare } from "../audit/prepare.js"
 import type { AuditTransaction } from "../audit/shape.js"
 import { Attempt } from "../audit/transaction.js"
@@ -63,11 +64,13 @@ export const persistFromCaller = (
     sent.then(
       (reply) => {
         if (settled) return
-        if (!isCommittedReply(reply)) return handOver()
+        const committed = committedReply(reply)
+        if (committed === undefined) return handOver()
         settled = true
         inFlight.settled(true)
         cache.learn(write.integrity)
         tx.first = "committed"
+        if (committed === "kept") tx.kept = true
         resolve()
       },
       () => {

@@ -15,7 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type { FenceConflict, StoreError } from "../../Errors.js"
 import { randomToken } from "../commitId.js"
-import type { ClaimMove, LockClaim, StoreGuard, Turn } from "../storeGuard.js"
+import type { ClaimMove, LentTurn, LockClaim, StoreGuard, Turn } from "../storeGuard.js"
 import type { RedisLockHandle, Wakeup } from "./contract.js"
 import { lockWaitOf, turnsOf } from "./metrics.js"
 import { handedPayload } from "./releases.js"
@@ -65,13 +65,32 @@ export interface KeptTurn {
   /** Commits in this turn so far, and when (performance.now()) it came. */
   readonly commits: number
   readonly since: number
+  /** The turn's requests, made once: asking with its token, and the same keeping the lock at its commit. */
+  readonly asking: LockClaim
+  readonly keeping: LockClaim
 }
+
+/** How long a holder keeps its turn: up to this many commits in a row, or this long (ms) since the turn came. */
+export interface Burst {
+  readonly commits: number
+  readonly ms: number
+}
+
+export const DEFAULT_BURST: Burst = Object.freeze({ commits: BURST_COMMITS, ms: BURST_MS })
+
+/** Whether a turn with this many commits since `since` keeps the lock at its next commit. */
+const burstGoesOn = (bound: Burst, turn: { readonly commits: number; readonly since: number }): boolean =>
+  turn.commits + 1 < bound.commits && performance.now() - turn.since < bound.ms
+
+/** `claim`, its commit keeping the lock it holds (for `KEEP_MS`). */
+const keepingOf = (claim: LockClaim): LockClaim => Object.freeze({ ...claim, keepMs: KEEP_MS })
 
 /** What an adaptive guard's operations share. */
 export interface Adaptive {
   readonly handle: RedisLockHandle
   readonly lockKey: string
   readonly tries: number
+  readonly burst: Burst
   /** Where an operation that keeps losing or yielding ends up: waiting for the lock. */
   readonly underLock: StoreGuard
   /** An attempt that has not asked for the lock: it yields to a holder and takes nothing. */
@@ -110,7 +129,7 @@ export class ClaimState {
     ask: boolean,
     kept?: KeptTurn
   ) {
-    this.asking = Object.freeze({ ...adaptive.unclaimed, token: kept?.token ?? randomToken(), ask: true })
+    this.asking = kept?.asking ?? Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
     this.request = ask || kept !== undefined ? this.asking : adaptive.unclaimed
     if (kept !== undefined) {
       this.held = true
@@ -165,15 +184,8 @@ export class ClaimState {
     this.unreported = this.request.ask
     // An asking attempt may queue: listening before it is sent, as the hand-off may come before its reply.
     if (this.request.ask) this.listen()
-    const burst = this.burst
-    if (
-      this.held &&
-      burst !== undefined &&
-      burst.commits + 1 < BURST_COMMITS &&
-      performance.now() - burst.since < BURST_MS
-    ) {
-      this.request = Object.freeze({ ...this.request, keepMs: KEEP_MS })
-    }
+    if (this.held && this.burst !== undefined && burstGoesOn(this.adaptive.burst, this.burst))
+      this.request = keepingOf(this.request)
   }
 
   /** What the attempt reported doing with the lock (undefined: it did not say). */
@@ -191,7 +203,9 @@ export class ClaimState {
   readonly end: Effect.Effect<void> = Effect.suspend(() => {
     this.wakeup?.close()
     if (this.keptTurn && this.held && this.burst !== undefined) {
-      keepTurn(this.adaptive, { token: this.asking.token, commits: this.burst.commits + 1, since: this.burst.since })
+      const { commits, since } = this.burst
+      const asking = this.asking
+      keepTurn(this.adaptive, { token: asking.token, commits: commits + 1, since, asking, keeping: keepingOf(asking) })
       return Effect.void
     }
     if (!this.held && !this.unreported && !this.queued) return Effect.void
@@ -240,6 +254,30 @@ export class ClaimState {
 
   private count(how: "granted" | "handed" | "timedOut"): Effect.Effect<void> {
     return Metric.update(turnsOf(`${this.adaptive.lockKey}\n${how}`), 1)
+  }
+}
+
+/**
+ * The kept `turn` lent to a caller's first attempt (`StoreGuard.lendTurn`): the same
+ * request a `ClaimState` would make with it, and the same end (a commit that kept the
+ * lock keeps the turn; anything else but a lost race gives it back).
+ */
+export class LentKeptTurn implements LentTurn {
+  readonly claim: LockClaim
+  constructor(
+    private readonly adaptive: Adaptive,
+    readonly turn: KeptTurn
+  ) {
+    this.claim = burstGoesOn(adaptive.burst, turn) ? turn.keeping : turn.asking
+  }
+
+  committed(kept: boolean): void {
+    if (kept) keepTurn(this.adaptive, { ...this.turn, commits: this.turn.commits + 1 })
+  }
+
+  ended(): void {
+    const { handle, lockKey, unclaimed } = this.adaptive
+    Effect.runFork(handle.releaseToken(lockKey, this.turn.token, unclaimed.ttlMs))
   }
 }
 

@@ -33,7 +33,16 @@ import { makeLockHandle } from "./handle.js"
 import { releaseChannelOf } from "./keys.js"
 import type { LockOptions } from "./options.js"
 import { noGuard, type Attempted, type GuardedOperation, type StoreGuard } from "../storeGuard.js"
-import { type Adaptive, CLAIM_TTL_MS, ClaimState, type KeptTurn, QUEUE_MS } from "./claimState.js"
+import {
+  type Adaptive,
+  type Burst,
+  CLAIM_TTL_MS,
+  ClaimState,
+  DEFAULT_BURST,
+  type KeptTurn,
+  LentKeptTurn,
+  QUEUE_MS
+} from "./claimState.js"
 
 export { CLAIM_AFTER, CLAIM_TTL_MS } from "./claimState.js"
 
@@ -63,7 +72,7 @@ export const guardFor = (
   policy: LockPolicy,
   redis: RedisClientShape,
   lockKey: string,
-  options: { readonly lockOptions?: LockOptions; readonly tries?: number } = {}
+  options: { readonly lockOptions?: LockOptions; readonly tries?: number; readonly burst?: Burst } = {}
 ): StoreGuard => {
   if (policy === "never") return noGuard
   const handle = lockHandleOf(redis)
@@ -73,6 +82,7 @@ export const guardFor = (
     handle,
     lockKey,
     tries: options.tries ?? ADAPTIVE_TRIES,
+    burst: options.burst ?? DEFAULT_BURST,
     underLock,
     unclaimed: Object.freeze({
       token: "",
@@ -106,12 +116,22 @@ const valueOf = <A>(attempted: Attempted<A>): A => attempted.value
 const adaptiveGuard = (adaptive: Adaptive): StoreGuard =>
   Object.assign(
     <A, E, R>(operation: GuardedOperation<A, E, R>) =>
-      operation.first !== undefined ? contended(adaptive, operation, operation.first) : started(adaptive, operation),
+      operation.first !== undefined
+        ? contended(adaptive, operation, operation.first, lentTurnOf(operation.lent))
+        : started(adaptive, operation),
     {
       // A kept turn or a busy store decide the first attempt (a turn, or a claim that asks).
-      freeClaim: () => adaptive.kept === undefined && performance.now() >= adaptive.busyUntil && adaptive.unclaimed
+      freeClaim: () => adaptive.kept === undefined && performance.now() >= adaptive.busyUntil && adaptive.unclaimed,
+      lendTurn: () => {
+        const kept = adaptive.kept
+        if (kept === undefined) return undefined
+        adaptive.kept = undefined
+        return new LentKeptTurn(adaptive, kept)
+      }
     }
   )
+
+const lentTurnOf = (lent: unknown): KeptTurn | undefined => (lent instanceof LentKeptTurn ? lent.turn : undefined)
 
 const started = <A, E, R>(adaptive: Adaptive, operation: GuardedOperation<A, E, R>) =>
   Effect.suspend(() => {
@@ -145,6 +165,8 @@ const contended = <A, E, R>(
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.suspend(() => {
     const claim = new ClaimState(adaptive, first === undefined, kept)
+    // A first attempt made in a lent turn may have taken the lock back (its lease lapsed).
+    if (first !== undefined && kept !== undefined) claim.noted(first.lockClaim)
     return Effect.gen(function* () {
       let error = first
       if (error === undefined && kept === undefined && operation.turn !== undefined) yield* claim.turn(operation.turn)
