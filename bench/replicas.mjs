@@ -24,6 +24,7 @@ if (process.send) {
   process.send({ ready: true })
   await new Promise((resolve) => process.once("message", resolve))
   const latencies = []
+  const finishedAt = []
   let errors = 0
   const cpu0 = process.cpuUsage()
   const attempts0 = sink.counts.attempts
@@ -46,11 +47,16 @@ if (process.send) {
       errors += 1
     }
     latencies.push(performance.now() - started)
+    if (process.env.DBG) finishedAt.push(performance.timeOrigin + performance.now())
   }
   const cpu = process.cpuUsage(cpu0)
+  const attempts = sink.counts.attempts - attempts0
+  // Cool-down: go on writing, unmeasured, a little longer, so no replica's last operations meet another's shutdown.
+  const coolEnd = performance.now() + 300
+  while (performance.now() < coolEnd) await sink.record(core.sampleEvent(name)).catch(() => {})
   if (process.env.DBG) {
-    const max = Math.max(...latencies)
-    console.error(`[${process.pid}] max ${max.toFixed(1)} at op ${latencies.indexOf(max)} of ${latencies.length}`)
+    const slow = latencies.flatMap((l, i) => (l > Number(process.env.DBG) ? [`${l.toFixed(1)}ms@${(finishedAt[i] - performance.timeOrigin - (end - Number(secs) * 1000)).toFixed(0)}`] : []))
+    console.error(`[${process.pid}] t0 ${(performance.timeOrigin + end - Number(secs) * 1000).toFixed(0)} slow: ${slow.join(" ")}`)
   }
   if (process.env.METRICS) {
     const { Effect, Metric } = await import("effect")
@@ -60,14 +66,14 @@ if (process.send) {
       .map((p) => `${p.metricKey.name}{${p.metricKey.tags.map((t) => `${t.key}=${t.value}`).join(",")}} ${p.metricState.count}`)
     console.error(`[${process.pid}] ${lines.join(" | ")}`)
   }
-  process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, latencies, attempts: sink.counts.attempts - attempts0 })
+  process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, sysUs: cpu.system, latencies, attempts })
   await client.quit()
   process.exit(0)
 } else {
   const admin = new Redis({ port: Number(port) })
   await admin.flushall()
   const profDir = fileURLToPath(new URL("./results/prof-replicas/", import.meta.url))
-  const execArgv = [...(process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...(process.env.TRACE_GC ? ["--trace-gc"] : [])]
+  const execArgv = [...(process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...(process.env.TRACE_GC ? ["--trace-gc"] : []), ...(process.env.EXEC_ARGV ? process.env.EXEC_ARGV.split(" ") : [])]
   const kids = Array.from({ length: Number(n) }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), { execArgv }))
   const next = (kid) => new Promise((resolve, reject) => {
     kid.once("message", resolve)
@@ -82,8 +88,8 @@ if (process.send) {
   const q = (p) => all[Math.floor(p * (all.length - 1))].toFixed(2)
   console.log(
     `${policy}${process.env.SEPARATE ? " (separate chains)" : ""}, ${n} replicas: ${Math.round(ops / Number(secs))} appends/s, ` +
-      `p50 ${q(0.5)} p99 ${q(0.99)} max ${q(1)} ms, failed ${per.map((r) => r.errors).join("/")}, ` +
-      `client CPU ${Math.round(per.reduce((sum, r) => sum + r.cpuUs, 0) / ops)} µs/append, ` +
+      `p50 ${q(0.5)} p99 ${q(0.99)} max ${q(1)} ms (${all.filter((l) => l > 50).length} over 50), failed ${per.map((r) => r.errors).join("/")}, ` +
+      `client CPU ${Math.round(per.reduce((sum, r) => sum + r.cpuUs, 0) / ops)} µs/append (system ${Math.round(per.reduce((sum, r) => sum + r.sysUs, 0) / ops)}), ` +
       `${(per.reduce((sum, r) => sum + r.attempts, 0) / ops).toFixed(2)} attempts/append, per replica ${per.map((r) => r.ops).join("/")}`
   )
   await admin.quit()
