@@ -7,9 +7,7 @@
  * the same facade made to take the Effect path (a runtime with a tracer installed).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Effect, Metric, Runtime, Schedule } from "effect"
-import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
@@ -22,17 +20,9 @@ import { fromClient } from "../src/RedisClient.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
 import { append, chainOf, latencySamples, losingRaces, tracedRuntime } from "./support/facadePaths.js"
-import { sharedRedis } from "./support/shared.js"
+import { sharedConnections } from "./support/shared.js"
 
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().url)
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.quit()))
-})
+const connect = sharedConnections()
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
 const tags = { store: "audit", operation: "transaction" } as const

@@ -8,9 +8,8 @@
  * the event loop moves on), so these look at the lock from inside the next write's fn.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Effect, Metric } from "effect"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
@@ -24,17 +23,9 @@ import { fromClient } from "../src/RedisClient.js"
 import { append, chainOf, losingRaces } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniquePrefix } from "./support/keys.js"
-import { sharedRedis } from "./support/shared.js"
+import { sharedConnections } from "./support/shared.js"
 
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().url)
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.quit()))
-})
+const connect = sharedConnections()
 
 type Transactions = Pick<HaechiAuditStore, "transaction">
 

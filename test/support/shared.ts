@@ -6,7 +6,8 @@
  * ./keys.ts and must not FLUSHALL/SHUTDOWN/CONFIG SET the shared servers; tests that need
  * restarts or kill -9 start their own server with startRedis().
  */
-import { inject } from "vitest"
+import { afterAll, inject } from "vitest"
+import { Redis } from "ioredis"
 import { clusterFailover } from "./redisCluster.js"
 
 export interface SharedRedis {
@@ -34,6 +35,19 @@ declare module "vitest" {
 
 /** Connection details of the shared standalone server. */
 export const sharedRedis = (): SharedRedis => inject("redis")
+
+/** A test file's connections to the shared server: `connect()` opens one, quit after all its tests. */
+export const sharedConnections = (): (() => Redis) => {
+  const clients: Array<Redis> = []
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.quit()))
+  })
+  return () => {
+    const client = new Redis(sharedRedis().url)
+    clients.push(client)
+    return client
+  }
+}
 
 /**
  * Connection details of the shared cluster, plus `failover(slotOrKey)`. A failover is
