@@ -8,6 +8,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
 import { Effect, Metric, type Runtime } from "effect"
+import fc from "fast-check"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
@@ -52,8 +53,19 @@ const laneStore = (
     timeout: options.timeout ?? 2000
   })
   expect(lane).toBeDefined()
-  return { transaction: callerTransactions(store, lane, options.runtime) } as Transactions
+  // (Counts the turns lent, so a test can tell it ran some writes in one.)
+  const lending = {
+    ...lane!,
+    lendTurn: () => {
+      const turn = lane!.lendTurn()
+      if (turn !== undefined) lent.turns += 1
+      return turn
+    }
+  }
+  return { transaction: callerTransactions(store, lending, options.runtime) } as Transactions
 }
+
+const lent = { turns: 0 }
 
 /** The store made busy, then granted a turn that it keeps (see laneKeptTurn.test.ts). */
 const takeATurn = async (client: Redis, prefix: string, store: Transactions) => {
@@ -289,7 +301,10 @@ describe("a kept turn lent to the lane, under faults", () => {
 
   for (const misuse of ["loses", "swallows", "throwsAfter", "persistsTwice"] as const) {
     it(`a lent-turn write that ${misuse}: the lane and the Effect path agree on outcome, counts, chain and lock`, async () => {
-      const [lane, effect] = [await scenario(misuse, "lane"), await scenario(misuse, "effect")]
+      const lentBefore = lent.turns
+      const lane = await scenario(misuse, "lane")
+      expect(lent.turns - lentBefore).toBeGreaterThanOrEqual(1) // its write was lent the turn
+      const effect = await scenario(misuse, "effect")
       expect(lane).toEqual(effect)
       expect(lane.valid).toBe(true)
       expect(lane.left).toEqual({ holder: null, waiters: 0 })
@@ -331,4 +346,96 @@ describe("a kept turn lent to the lane, under faults", () => {
       expect(await eventsOf(client, prefix)).toEqual(["warm", "waited", "granted", "rival"])
     })
   }
+
+  type Op = "write" | "slow" | "throws" | "swallows" | "throwsAfter" | "rival" | "waiter" | "foreign" | "pause"
+  const ops: ReadonlyArray<Op> = [
+    "write",
+    "write",
+    "slow",
+    "throws",
+    "swallows",
+    "throwsAfter",
+    "rival",
+    "waiter",
+    "foreign",
+    "pause"
+  ]
+  const ownOps = new Set<Op>(["write", "slow", "throws", "swallows", "throwsAfter"])
+
+  it("random interleavings of lent-turn writes, misuses and rivals: a valid chain, each write at most once, nothing left", async () => {
+    const client = connect()
+    const other = connect()
+    const lentBefore = lent.turns
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.array(fc.constantFrom(...ops), { minLength: 1, maxLength: 6 }), { minLength: 2, maxLength: 5 }),
+        fc.integer({ min: 2, max: 5 }),
+        async (rounds, commits) => {
+          const prefix = uniquePrefix("lent-interleavings")
+          const store = laneStore(client, prefix, { commits })
+          const waiter = createRedisAuditStore({
+            client: other,
+            keyPrefix: prefix,
+            startupChecks: "off",
+            lock: "adaptive"
+          })
+          const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+          await takeATurn(client, prefix, store)
+          const landed = new Set<string>() // resolved after their persist did
+          const maybe = new Set<string>() // persisted, then failed
+          let n = 0
+          const run = (op: Op): Promise<unknown> => {
+            const name = `${op}${++n}`
+            switch (op) {
+              case "rival":
+                return append(rival, { [name]: true }).then(() => landed.add(name))
+              case "waiter":
+                return append(waiter, { [name]: true }).then(() => landed.add(name))
+              case "foreign":
+                return other.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 20)
+              case "pause":
+                return sleep(12)
+              default:
+                return store
+                  .transaction(async ({ readLastIntegrity, persist }) => {
+                    const head = (await readLastIntegrity()) as Integrity | null
+                    if (op === "throws") throw new Error("before")
+                    if (op === "slow") await sleep(15) // the kept lease (10 ms) lapses
+                    const record = buildNextRecord({ [name]: true }, head)
+                    if (op === "swallows") return persist(record).then(() => maybe.add(name), tagOf)
+                    await persist(record)
+                    maybe.add(name)
+                    if (op === "throwsAfter") throw new Error("after")
+                  })
+                  .then(
+                    () => {
+                      if (op === "write" || op === "slow") landed.add(name)
+                    },
+                    () => {}
+                  )
+            }
+          }
+          for (const round of rounds) {
+            // The store's writes back to back (each may be lent the turn the last kept), the others at once.
+            const own = round.filter((op) => ownOps.has(op))
+            const ownInTurn = own.reduce<Promise<unknown>>(
+              (before, op) => before.then(() => run(op)),
+              Promise.resolve()
+            )
+            await Promise.all([ownInTurn, ...round.filter((op) => !ownOps.has(op)).map(run)])
+          }
+          await sleep(40)
+          expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+          const chain = await chainOf(client, prefix)
+          expect(verifyAuditChain(chain).valid).toBe(true)
+          const events = (await eventsOf(client, prefix)).slice(3) as Array<string>
+          expect(new Set(events).size).toBe(events.length)
+          for (const name of landed) expect(events).toContain(name)
+          for (const name of events) expect(landed.has(name) || maybe.has(name)).toBe(true)
+        }
+      ),
+      { numRuns: 15 }
+    )
+    expect(lent.turns - lentBefore).toBeGreaterThan(15)
+  })
 })
