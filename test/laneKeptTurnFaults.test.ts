@@ -233,6 +233,63 @@ describe("a kept turn lent to the lane, under faults", () => {
     expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
   })
 
+  it("a lent attempt that loses a race and whose reply is lost goes on with the turn, commits once, leaves no lock", async () => {
+    const direct = connect()
+    const proxy = await tcpProxy(sharedRedis().port)
+    proxies.push(proxy)
+    const client = connect(proxy.port)
+    await client.ping()
+    const prefix = uniquePrefix("lent-cut-lost")
+    const store = laneStore(client, prefix)
+    const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await takeATurn(client, prefix, store)
+    let builds = 0
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const build = ++builds
+        const head = (await readLastIntegrity()) as Integrity | null
+        if (build === 1) {
+          await append(rival, { rival: true })
+          proxy.cutAfterNextRequest()
+        }
+        await persist(buildNextRecord({ [`ours${build}`]: true }, head))
+      })
+    )
+    expect(outcome).toBe("ok")
+    expect(builds).toBe(2)
+    await sleep(30)
+    expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "granted", "rival", "ours2"])
+    expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
+  })
+
+  for (const path of PATHS) {
+    it(`a lent-turn write whose fn returns with its losing persist in flight, its reply lost (${path}): no lock left`, async () => {
+      const direct = connect()
+      const proxy = await tcpProxy(sharedRedis().port)
+      proxies.push(proxy)
+      const client = connect(proxy.port)
+      await client.ping()
+      const prefix = uniquePrefix(`lent-floating-${path}`)
+      const store = laneStore(client, prefix, { runtime: runtimeFor(path) })
+      const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+      await takeATurn(client, prefix, store)
+      let floating: Promise<string> = Promise.resolve("")
+      const outcome = await settled(
+        store.transaction(async ({ readLastIntegrity, persist }) => {
+          const head = (await readLastIntegrity()) as Integrity | null
+          await append(rival, { rival: true })
+          proxy.cutAfterNextRequest()
+          floating = persist(buildNextRecord({ ours: true }, head)).then(() => "ok", tagOf)
+        })
+      )
+      expect(outcome).toBe("ok")
+      expect(await floating).toBe("FenceConflict")
+      await sleep(50)
+      expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    })
+  }
+
   it("a resumed lent attempt queued behind a foreign holder until its deadline leaves its queue entry behind for no one", async () => {
     const client = connect()
     const prefix = uniquePrefix("lent-resumed-deadline")
