@@ -1,0 +1,498 @@
+/**
+ * A kept turn lent to the facade's fast lane, under faults and hostile interleavings:
+ * whatever the lent attempt meets (its deadline passing with the lock taken or a queue
+ * entry made, a lost or held reply, writes of the same store at once, rivals that ignore
+ * or hold the lock), it commits at most once, and leaves no lock or queue entry behind
+ * that would stall another writer until a TTL. Against real Redis.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { afterAll } from "vitest"
+import { Effect, Metric, type Runtime } from "effect"
+import fc from "fast-check"
+import { Redis } from "ioredis"
+import { buildNextRecord } from "../src/Chain.js"
+import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
+import { appendStoreOnBacking } from "../src/internal/audit/store.js"
+import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
+import { waitersKeyOf } from "../src/internal/keys.js"
+import { guardFor } from "../src/internal/lock/policy.js"
+import { withTags } from "../src/internal/metricTags.js"
+import * as Metrics from "../src/Metrics.js"
+import { fromClient } from "../src/RedisClient.js"
+import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
+import { verifyAuditChain } from "./support/haechiCore.js"
+import { uniquePrefix } from "./support/keys.js"
+import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
+import { sharedRedis } from "./support/shared.js"
+
+const clients: Array<Redis> = []
+const proxies: Array<TcpProxy> = []
+const connect = (port = sharedRedis().port) => {
+  const client = new Redis(port, "127.0.0.1")
+  client.on("error", () => {})
+  clients.push(client)
+  return client
+}
+afterAll(async () => {
+  for (const c of clients) c.disconnect()
+  await Promise.all(proxies.map((p) => p.stop()))
+})
+
+type Transactions = Pick<HaechiAuditStore, "transaction">
+
+/** A facade transaction over a store with the adaptive policy, a burst of `commits` (no time bound) and `timeout`. */
+const laneStore = (
+  client: Redis,
+  prefix: string,
+  options: { commits?: number; timeout?: number; runtime?: Runtime.Runtime<never> } = {}
+) => {
+  const redis = fromClient(client)
+  const { lane, store } = appendStoreOnBacking(redisAuditBacking(redis, prefix), {
+    guard: guardFor("adaptive", redis, `${prefix}lock`, { burst: { commits: options.commits ?? 8, ms: 60_000 } }),
+    timeout: options.timeout ?? 2000
+  })
+  expect(lane).toBeDefined()
+  // (Counts the turns lent, so a test can tell it ran some writes in one.)
+  const lending = {
+    ...lane!,
+    lendTurn: () => {
+      const turn = lane!.lendTurn()
+      if (turn !== undefined) lent.turns += 1
+      return turn
+    }
+  }
+  return { transaction: callerTransactions(store, lending, options.runtime) } as Transactions
+}
+
+const lent = { turns: 0 }
+
+/** The store made busy, then granted a turn that it keeps (see laneKeptTurn.test.ts). */
+const takeATurn = async (client: Redis, prefix: string, store: Transactions) => {
+  await append(store, { warm: true })
+  await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 40)
+  await append(store, { waited: true })
+  await append(store, { granted: true })
+}
+
+const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
+const settled = <T>(p: Promise<T>) =>
+  p.then(
+    () => "ok",
+    (error: unknown) => tagOf(error)
+  )
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** What is left of the store's lock: its holder and lease, and the waiter queue's size. */
+const lockLeft = async (client: Redis, prefix: string) => ({
+  holder: await client.get(`${prefix}lock`),
+  waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
+})
+
+const count = (key: typeof Metrics.keys.fenceConflicts) =>
+  Effect.runSync(Metric.value(withTags(key, { store: "audit", operation: "transaction" }))).count
+
+const eventsOf = async (client: Redis, prefix: string) =>
+  (await chainOf(client, prefix)).map((r) => Object.keys(r).find((k) => k !== "auditIntegrity"))
+
+describe("a kept turn lent to the lane, under faults", () => {
+  it("a lent attempt that took the lock on a conflict and then passes its deadline leaves no lock behind", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("lent-deadline-took")
+    const store = laneStore(client, prefix, { timeout: 150 })
+    const rival = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await takeATurn(client, prefix, store)
+    let persistFailed = ""
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        await append(rival, { rival: true })
+        try {
+          await persist(buildNextRecord({ ours: true }, head))
+        } catch (error) {
+          persistFailed = tagOf(error)
+          // Holds on to the conflict past the deadline, then rethrows it.
+          await sleep(300)
+          throw error
+        }
+      })
+    )
+    expect(persistFailed).toBe("FenceConflict")
+    expect(outcome).toBe("OperationTimeout")
+    // The conflict took the lock for the claim's TTL (1 s): given back at the deadline.
+    await sleep(20)
+    expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+    await sleep(300) // the late rethrow: it changes nothing
+    expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(client, prefix)).toEqual(["warm", "waited", "granted", "rival"])
+  })
+
+  it("a lent attempt that yielded (its lease lapsed, a foreign holder) and queued, then fails, leaves no queue entry", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("lent-yield-queued")
+    const store = laneStore(client, prefix)
+    await takeATurn(client, prefix, store)
+    let persistFailed = ""
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        // The kept lease (10 ms) lapses; a reference replica takes the lock meanwhile.
+        await sleep(30)
+        await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 5000)
+        try {
+          await persist(buildNextRecord({ ours: true }, head))
+        } catch (error) {
+          persistFailed = tagOf(error)
+        }
+        throw new Error("the caller's own failure")
+      })
+    )
+    expect(persistFailed).toBe("FenceConflict")
+    expect(outcome).toBe("Error: the caller's own failure")
+    await sleep(20)
+    expect(await lockLeft(client, prefix)).toEqual({ holder: "held-by-a-reference-replica", waiters: 0 })
+    await client.del(`${prefix}lock`)
+    expect(await eventsOf(client, prefix)).toEqual(["warm", "waited", "granted"])
+  })
+
+  it("writes of one store at once while its turn is kept, with rivals that queue and that ignore the lock: each commits once, nothing left", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("lent-concurrent")
+    const store = laneStore(client, prefix, { commits: 3 })
+    const waiter = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "adaptive" })
+    const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    const expected: Array<string> = []
+    for (let round = 0; round < 4; round++) {
+      await takeATurn(client, prefix, store)
+      const writes = []
+      for (let i = 0; i < 4; i++) {
+        expected.push(`ours${round}_${i}`, `waiter${round}_${i}`)
+        writes.push(append(store, { [`ours${round}_${i}`]: true }), append(waiter, { [`waiter${round}_${i}`]: true }))
+      }
+      expected.push(`rival${round}`)
+      writes.push(append(rival, { [`rival${round}`]: true }))
+      const outcomes = await Promise.all(writes.map(settled))
+      expect(outcomes.every((o) => o === "ok")).toBe(true)
+      await sleep(30)
+      expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+    }
+    const chain = await chainOf(client, prefix)
+    expect(verifyAuditChain(chain).valid).toBe(true)
+    const events = await eventsOf(client, prefix)
+    const ours = events.filter((e) => !["warm", "waited", "granted"].includes(e!))
+    expect([...ours].sort()).toEqual([...expected].sort())
+  })
+
+  for (const passRequest of [true, false]) {
+    it(`a lent attempt whose link freezes with its commit in flight (${passRequest ? "it ran" : "it is held"}): CommitOutcomeUnknown, the record once, no lock left`, async () => {
+      const direct = connect()
+      const proxy = await tcpProxy(sharedRedis().port)
+      proxies.push(proxy)
+      const client = connect(proxy.port)
+      await client.ping()
+      const prefix = uniquePrefix(`lent-frozen-${passRequest}`)
+      const store = laneStore(client, prefix, { timeout: 200 })
+      await takeATurn(client, prefix, store)
+      const frozen = proxy.freezeWhen("evalsha", { passRequest })
+      const outcome = await settled(append(store, { ours: true }))
+      await frozen
+      expect(outcome).toBe("CommitOutcomeUnknown")
+      proxy.thaw()
+      await client.ping()
+      await sleep(20)
+      expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+      await append(store, { next: true })
+      const events = await eventsOf(direct, prefix)
+      // (A request held by the frozen link still reaches Redis when it thaws: it lands then.)
+      expect(events).toEqual(["warm", "waited", "granted", "ours", "next"])
+    })
+  }
+
+  it("a lent attempt whose reply is lost (the link cut after it ran) commits once and leaves no lock", async () => {
+    const direct = connect()
+    const proxy = await tcpProxy(sharedRedis().port)
+    proxies.push(proxy)
+    const client = connect(proxy.port)
+    await client.ping()
+    const prefix = uniquePrefix("lent-cut")
+    const store = laneStore(client, prefix)
+    await takeATurn(client, prefix, store)
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        proxy.cutAfterNextRequest()
+        await persist(buildNextRecord({ ours: true }, head))
+      })
+    )
+    expect(outcome).toBe("ok")
+    await sleep(30)
+    expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    await append(store, { next: true })
+    expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "granted", "ours", "next"])
+    expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
+  })
+
+  it("a lent attempt that loses a race and whose reply is lost goes on with the turn, commits once, leaves no lock", async () => {
+    const direct = connect()
+    const proxy = await tcpProxy(sharedRedis().port)
+    proxies.push(proxy)
+    const client = connect(proxy.port)
+    await client.ping()
+    const prefix = uniquePrefix("lent-cut-lost")
+    const store = laneStore(client, prefix)
+    const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await takeATurn(client, prefix, store)
+    let builds = 0
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const build = ++builds
+        const head = (await readLastIntegrity()) as Integrity | null
+        if (build === 1) {
+          await append(rival, { rival: true })
+          proxy.cutAfterNextRequest()
+        }
+        await persist(buildNextRecord({ [`ours${build}`]: true }, head))
+      })
+    )
+    expect(outcome).toBe("ok")
+    expect(builds).toBe(2)
+    await sleep(30)
+    expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "granted", "rival", "ours2"])
+    expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
+  })
+
+  for (const path of PATHS) {
+    it(`a lent-turn write whose fn returns with its losing persist in flight, its reply lost (${path}): no lock left`, async () => {
+      const direct = connect()
+      const proxy = await tcpProxy(sharedRedis().port)
+      proxies.push(proxy)
+      const client = connect(proxy.port)
+      await client.ping()
+      const prefix = uniquePrefix(`lent-floating-${path}`)
+      const store = laneStore(client, prefix, { runtime: runtimeFor(path) })
+      const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+      await takeATurn(client, prefix, store)
+      let floating: Promise<string> = Promise.resolve("")
+      const outcome = await settled(
+        store.transaction(async ({ readLastIntegrity, persist }) => {
+          const head = (await readLastIntegrity()) as Integrity | null
+          await append(rival, { rival: true })
+          proxy.cutAfterNextRequest()
+          floating = persist(buildNextRecord({ ours: true }, head)).then(() => "ok", tagOf)
+        })
+      )
+      expect(outcome).toBe("ok")
+      expect(await floating).toBe("FenceConflict")
+      await sleep(50)
+      expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    })
+  }
+
+  it("a resumed lent attempt queued behind a foreign holder until its deadline leaves its queue entry behind for no one", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("lent-resumed-deadline")
+    const store = laneStore(client, prefix, { timeout: 200 })
+    await takeATurn(client, prefix, store)
+    let builds = 0
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        if (++builds === 1) {
+          await sleep(30)
+          await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 5000)
+        }
+        await persist(buildNextRecord({ ours: true }, head))
+      })
+    )
+    expect(outcome).toBe("OperationTimeout")
+    await sleep(20)
+    expect(await lockLeft(client, prefix)).toEqual({ holder: "held-by-a-reference-replica", waiters: 0 })
+    await client.del(`${prefix}lock`)
+    await append(store, { next: true })
+    expect(await eventsOf(client, prefix)).toEqual(["warm", "waited", "granted", "next"])
+  })
+
+  type Misuse = "loses" | "swallows" | "throwsAfter" | "persistsTwice"
+  const scenario = async (misuse: Misuse, path: (typeof PATHS)[number]) => {
+    const client = connect()
+    const prefix = uniquePrefix(`lent-paths-${misuse}-${path}`)
+    const store = laneStore(client, prefix, { runtime: runtimeFor(path) })
+    const rival = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await takeATurn(client, prefix, store)
+    const before = { conflicts: count(Metrics.keys.fenceConflicts), retries: count(Metrics.keys.retries) }
+    let builds = 0
+    const outcome = await settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const build = ++builds
+        const head = (await readLastIntegrity()) as Integrity | null
+        const record = buildNextRecord({ [`ours${build}`]: true }, head)
+        if (misuse === "persistsTwice") {
+          const twice = await Promise.allSettled([persist(record), persist(record)])
+          return twice.map((t) => (t.status === "fulfilled" ? "ok" : tagOf(t.reason)))
+        }
+        if (build === 1 && misuse !== "throwsAfter") await append(rival, { rival: true })
+        if (misuse === "swallows") return persist(record).catch(tagOf)
+        await persist(record)
+        if (misuse === "throwsAfter") throw new Error("after")
+      })
+    )
+    const counts = {
+      conflicts: count(Metrics.keys.fenceConflicts) - before.conflicts,
+      retries: count(Metrics.keys.retries) - before.retries
+    }
+    await sleep(30)
+    const left = await lockLeft(client, prefix)
+    await append(store, { next: true })
+    const chain = await chainOf(client, prefix)
+    return {
+      outcome,
+      builds,
+      counts,
+      left,
+      events: await eventsOf(client, prefix),
+      valid: verifyAuditChain(chain).valid
+    }
+  }
+
+  for (const misuse of ["loses", "swallows", "throwsAfter", "persistsTwice"] as const) {
+    it(`a lent-turn write that ${misuse}: the lane and the Effect path agree on outcome, counts, chain and lock`, async () => {
+      const lentBefore = lent.turns
+      const lane = await scenario(misuse, "lane")
+      expect(lent.turns - lentBefore).toBeGreaterThanOrEqual(1) // its write was lent the turn
+      const effect = await scenario(misuse, "effect")
+      expect(lane).toEqual(effect)
+      expect(lane.valid).toBe(true)
+      expect(lane.left).toEqual({ holder: null, waiters: 0 })
+    })
+  }
+
+  for (const path of PATHS) {
+    it(`a resumed lent attempt whose build persists after the deadline (${path}): refused, nothing written`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix(`lent-late-persist-${path}`)
+      const store = laneStore(client, prefix, { timeout: 150, runtime: runtimeFor(path) })
+      const rival = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+      await takeATurn(client, prefix, store)
+      let builds = 0
+      let late = ""
+      const lateDone = new Promise<void>((resolve) => {
+        void settled(
+          store.transaction(async ({ readLastIntegrity, persist }) => {
+            const build = ++builds
+            const head = (await readLastIntegrity()) as Integrity | null
+            if (build === 1) await append(rival, { rival: true })
+            else await sleep(250)
+            try {
+              await persist(buildNextRecord({ [`ours${build}`]: true }, head))
+            } catch (error) {
+              if (build > 1) late = tagOf(error)
+              throw error
+            } finally {
+              if (build > 1) resolve()
+            }
+          })
+        ).then((outcome) => expect(outcome).toBe("OperationTimeout"))
+      })
+      await lateDone
+      expect(builds).toBe(2)
+      expect(late).not.toBe("")
+      await sleep(30)
+      expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+      expect(await eventsOf(client, prefix)).toEqual(["warm", "waited", "granted", "rival"])
+    })
+  }
+
+  type Op = "write" | "slow" | "throws" | "swallows" | "throwsAfter" | "rival" | "waiter" | "foreign" | "pause"
+  const ops: ReadonlyArray<Op> = [
+    "write",
+    "write",
+    "slow",
+    "throws",
+    "swallows",
+    "throwsAfter",
+    "rival",
+    "waiter",
+    "foreign",
+    "pause"
+  ]
+  const ownOps = new Set<Op>(["write", "slow", "throws", "swallows", "throwsAfter"])
+
+  it("random interleavings of lent-turn writes, misuses and rivals: a valid chain, each write at most once, nothing left", async () => {
+    const client = connect()
+    const other = connect()
+    const lentBefore = lent.turns
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.array(fc.constantFrom(...ops), { minLength: 1, maxLength: 6 }), { minLength: 2, maxLength: 5 }),
+        fc.integer({ min: 2, max: 5 }),
+        async (rounds, commits) => {
+          const prefix = uniquePrefix("lent-interleavings")
+          const store = laneStore(client, prefix, { commits })
+          const waiter = createRedisAuditStore({
+            client: other,
+            keyPrefix: prefix,
+            startupChecks: "off",
+            lock: "adaptive"
+          })
+          const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+          await takeATurn(client, prefix, store)
+          const landed = new Set<string>() // resolved after their persist did
+          const maybe = new Set<string>() // persisted, then failed
+          let n = 0
+          const run = (op: Op): Promise<unknown> => {
+            const name = `${op}${++n}`
+            switch (op) {
+              case "rival":
+                return append(rival, { [name]: true }).then(() => landed.add(name))
+              case "waiter":
+                return append(waiter, { [name]: true }).then(() => landed.add(name))
+              case "foreign":
+                return other.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 20)
+              case "pause":
+                return sleep(12)
+              default:
+                return store
+                  .transaction(async ({ readLastIntegrity, persist }) => {
+                    const head = (await readLastIntegrity()) as Integrity | null
+                    if (op === "throws") throw new Error("before")
+                    if (op === "slow") await sleep(15) // the kept lease (10 ms) lapses
+                    const record = buildNextRecord({ [name]: true }, head)
+                    if (op === "swallows") return persist(record).then(() => maybe.add(name), tagOf)
+                    await persist(record)
+                    maybe.add(name)
+                    if (op === "throwsAfter") throw new Error("after")
+                  })
+                  .then(
+                    () => {
+                      if (op === "write" || op === "slow") landed.add(name)
+                    },
+                    () => {}
+                  )
+            }
+          }
+          for (const round of rounds) {
+            // The store's writes back to back (each may be lent the turn the last kept), the others at once.
+            const own = round.filter((op) => ownOps.has(op))
+            const ownInTurn = own.reduce<Promise<unknown>>(
+              (before, op) => before.then(() => run(op)),
+              Promise.resolve()
+            )
+            await Promise.all([ownInTurn, ...round.filter((op) => !ownOps.has(op)).map(run)])
+          }
+          await sleep(40)
+          expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+          const chain = await chainOf(client, prefix)
+          expect(verifyAuditChain(chain).valid).toBe(true)
+          const events = (await eventsOf(client, prefix)).slice(3) as Array<string>
+          expect(new Set(events).size).toBe(events.length)
+          for (const name of landed) expect(events).toContain(name)
+          for (const name of events) expect(landed.has(name) || maybe.has(name)).toBe(true)
+        }
+      ),
+      { numRuns: 15 }
+    )
+    expect(lent.turns - lentBefore).toBeGreaterThan(15)
+  })
+})
