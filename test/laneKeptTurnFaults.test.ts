@@ -338,6 +338,8 @@ describe("a kept turn lent to the lane, under faults", () => {
         if (misuse === "throwsAfter") throw new Error("after")
       })
     )
+    // Whether the lock is held right after the write ended: a write that failed keeps no turn.
+    const heldAtOnce = (await lockLeft(client, prefix)).holder !== null
     const counts = {
       conflicts: count(Metrics.keys.fenceConflicts) - before.conflicts,
       retries: count(Metrics.keys.retries) - before.retries
@@ -350,6 +352,7 @@ describe("a kept turn lent to the lane, under faults", () => {
       outcome,
       builds,
       counts,
+      heldAtOnce: misuse === "throwsAfter" ? heldAtOnce : undefined,
       left,
       events: await eventsOf(client, prefix),
       valid: verifyAuditChain(chain).valid

@@ -150,7 +150,7 @@ const laneOperation = <T>(
       if (ended) return
       ended = closing.closed = true
       // (A turn handed to the store's transaction is its own to end.)
-      if (turn !== undefined && !resumed) endTurn(turn, attempt)
+      if (turn !== undefined && !resumed) endTurn(turn, attempt, Exit.isSuccess(exit) && !deadline.expired)
       deadline.close()
       sample(started)
       if (deadline.expired) reject(deadline.failure)
@@ -184,8 +184,12 @@ const laneOperation = <T>(
   })
 }
 
-/** Tells a lent turn how the lane's attempt ended: committed (keeping the lock or not), or not (given back). */
-const endTurn = (turn: LentTurn, attempt: Attempt): void => {
-  if (attempt.first === "committed") turn.committed(attempt.kept)
+/**
+ * Tells a lent turn how the lane's operation ended: its attempt committed and `fn`
+ * returned in time (keeping the lock or not), or not (given back), as the store's
+ * transaction ends a turn: a commit whose `fn` then failed keeps no turn.
+ */
+const endTurn = (turn: LentTurn, attempt: Attempt, succeeded: boolean): void => {
+  if (succeeded && attempt.first === "committed") turn.committed(attempt.kept)
   else turn.ended()
 }
