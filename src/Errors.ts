@@ -184,9 +184,9 @@ export class PersistCalledTwice extends Data.TaggedError("PersistCalledTwice")<{
 }
 
 /**
- * `persist` was called once its transaction had ended (a Promise caller's `fn` that
- * kept its context and used it later): the record was not written, as it would belong
- * to no operation (no deadline, no retry).
+ * `persist` was called once its transaction had ended (a Promise caller's `fn`, or an
+ * Effect `build`, that kept its transaction and used it later): the record was not
+ * written, as it would belong to no operation (no deadline, no retry).
  */
 export class PersistAfterTransaction extends Data.TaggedError("PersistAfterTransaction")<{
   readonly prefix: string

@@ -319,3 +319,47 @@ describe("unusable options", () => {
     }
   })
 })
+
+describe("a persist after the Effect transaction ended", () => {
+  const leakAndPersistLate = (layer: Layer.Layer<AuditStore.AuditStore, unknown>) =>
+    Effect.gen(function* () {
+      const store = yield* AuditStore.AuditStore
+      let leaked: AuditStore.AuditTransaction | undefined
+      const head = yield* store.transaction((tx) =>
+        Effect.flatMap(tx.readLastIntegrity, (last) => {
+          leaked = tx
+          return Effect.succeed(last)
+        })
+      )
+      // The build ended without persisting; its transaction persists later, from outside it.
+      const late = yield* Effect.either(leaked!.persist(buildNextRecord({ id: "late" }, head)))
+      // And a build that persisted once, then returned: its transaction refuses the same way.
+      let twice: AuditStore.AuditTransaction | undefined
+      yield* store.transaction((tx) =>
+        Effect.flatMap(tx.readLastIntegrity, (last) => {
+          twice = tx
+          return tx.persist(buildNextRecord({ id: "in time" }, last))
+        })
+      )
+      const afterCommit = yield* Effect.either(twice!.persist(buildNextRecord({ id: "after" }, head)))
+      const length = yield* store.length
+      return { late, afterCommit, length }
+    }).pipe(Effect.provide(layer))
+
+  it.each(["redis", "memory"] as const)(
+    "is PersistAfterTransaction naming the prefix, and writes nothing (%s)",
+    async (backing) => {
+      const prefix = uniquePrefix("persist-late-effect")
+      const layer =
+        backing === "redis"
+          ? AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
+          : AuditStore.layerMemory({ keyPrefix: prefix })
+      const { late, afterCommit, length } = await Effect.runPromise(leakAndPersistLate(layer))
+      for (const outcome of [late, afterCommit]) {
+        expect(outcome._tag).toBe("Left")
+        expectTag((outcome as { left: unknown }).left, "PersistAfterTransaction", { prefix })
+      }
+      expect(length).toBe(1)
+    }
+  )
+})

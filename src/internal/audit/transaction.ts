@@ -9,7 +9,13 @@
 import type { AuditIntegrity } from "../../Chain.js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import { type FenceConflict, InvalidRecord, PersistCalledTwice, type StoreError } from "../../Errors.js"
+import {
+  type FenceConflict,
+  InvalidRecord,
+  PersistAfterTransaction,
+  PersistCalledTwice,
+  type StoreError
+} from "../../Errors.js"
 import type { RetrySchedule } from "../../Retry.js"
 import { withRetryBudget } from "../retryBudget.js"
 import { attempted, type LentTurn, type LockClaim, type StoreGuard } from "../storeGuard.js"
@@ -51,6 +57,8 @@ export class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
   /** Its commit kept the store's lock (the claim asked to). */
   kept = false
+  /** Its run of `build` has ended: a `persist` from now on belongs to no operation and is refused. */
+  closed = false
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
   constructor(
     readonly pipeline: Pipeline,
@@ -64,6 +72,11 @@ export class Attempt implements AuditTransaction {
   }
   readonly ended = (exit: Exit.Exit<unknown, unknown>) =>
     Effect.sync(() => (this.first = Exit.isSuccess(exit) ? "committed" : "failed"))
+  private readonly close = Effect.sync(() => void (this.closed = true))
+  /** `build`'s run over this attempt, which closes it however it ends (a `tx` it leaked persists nothing). */
+  running<A, E, R>(build: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.ensuring(build, this.close)
+  }
 }
 
 /** The persist path of one store. */
@@ -72,6 +85,7 @@ export class Pipeline {
 
   persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
     return Effect.suspend(() => {
+      if (attempt.closed) return Effect.fail(new PersistAfterTransaction({ prefix: this.ctx.prefix }))
       if (attempt.first !== undefined)
         return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
       const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck)
@@ -145,7 +159,7 @@ export const transactions = (
             Effect.suspend(() => {
               offerHanded(ctx, claim.handed)
               const attempt = new Attempt(pipeline, claim)
-              return Effect.map(budget.attempt(build(attempt)), (a) =>
+              return Effect.map(budget.attempt(attempt.running(build(attempt))), (a) =>
                 attempted(a, attempt.first === "committed", attempt.kept)
               )
             }),
@@ -153,7 +167,12 @@ export const transactions = (
           retrying: (fresh) =>
             Effect.zipRight(
               fresh ? forgetHead : Effect.void,
-              budget.retrying(Effect.suspend(() => build(new Attempt(pipeline, undefined))))
+              budget.retrying(
+                Effect.suspend(() => {
+                  const attempt = new Attempt(pipeline, undefined)
+                  return attempt.running(build(attempt))
+                })
+              )
             )
         }),
       first

@@ -148,7 +148,7 @@ const laneOperation = <T>(
     // without waiting for `fn` (its later calls send nothing).
     const end = (exit: Exit.Exit<T, unknown>) => {
       if (ended) return
-      ended = closing.closed = true
+      ended = closing.closed = attempt.closed = true
       // (A turn handed to the store's transaction is its own to end.)
       if (turn !== undefined && !resumed) endTurn(turn, attempt, Exit.isSuccess(exit) && !deadline.expired)
       deadline.close()
