@@ -175,6 +175,12 @@ export interface VaultCheck {
   readonly falseFailures: number
   /** Problems with the version / change log (must be empty). */
   readonly inconsistencies: ReadonlyArray<string>
+  /** What the counts count, so a failure names it: acknowledged tokens lost, values with two tokens, tokens that came back reused. */
+  readonly evidence: {
+    readonly lost: ReadonlyArray<string>
+    readonly twice: ReadonlyArray<string>
+    readonly reused: ReadonlyArray<string>
+  }
 }
 
 const plaintextOf = (json: string): string | undefined => {
@@ -204,11 +210,13 @@ export const checkVault = async (client: Client, prefix: string, ledger: Ledger)
     const value = plaintextOf(json)
     if (value !== undefined) byValue.set(value, (byValue.get(value) ?? 0) + 1)
   }
-  const losses = ledger.ackedTokens.filter(
+  const lost = ledger.ackedTokens.filter(
     (t) => tokens[t.token] === undefined || plaintextOf(tokens[t.token]!) !== t.value
-  ).length
-  const duplicates =
-    [...byValue.values()].filter((n) => n > 1).length + ledger.ackedTokens.filter((t) => t.reused).length
+  )
+  const twice = [...byValue].filter(([, n]) => n > 1).map(([value]) => value)
+  const reused = ledger.ackedTokens.filter((t) => t.reused)
+  const losses = lost.length
+  const duplicates = twice.length + reused.length
   const inconsistencies: Array<string> = []
   const commits = new Set<string>()
   log.forEach((entry, i) => {
@@ -226,7 +234,12 @@ export const checkVault = async (client: Client, prefix: string, ledger: Ledger)
     losses,
     duplicates,
     falseFailures: ledger.failedTokens.filter((f) => byValue.has(f.value)).length,
-    inconsistencies
+    inconsistencies,
+    evidence: {
+      lost: lost.map((t) => `${t.token} (${t.value}): ${tokens[t.token] === undefined ? "absent" : "another value"}`),
+      twice,
+      reused: reused.map((t) => `${t.token} (${t.value})`)
+    }
   }
 }
 
