@@ -196,6 +196,21 @@ export class PersistAfterTransaction extends Data.TaggedError("PersistAfterTrans
   }
 }
 
+/**
+ * A token store's mutable view was written (`set` or `delete`) after its `mutate` had
+ * ended (a caller that kept the view and used it later, or whose `fn` outlived its
+ * deadline): the change was not written, as it would belong to no commit. Thrown by the
+ * view's method itself, to the code that made the late call.
+ */
+export class ViewChangedAfterMutate extends Data.TaggedError("ViewChangedAfterMutate")<{
+  readonly prefix: string
+  readonly token: string
+}> {
+  override get message() {
+    return `token store ${this.prefix}: ${JSON.stringify(this.token)} was changed through a view after its mutate had ended; nothing was written`
+  }
+}
+
 /** An option is unusable (for example a key prefix that cannot work on a Redis Cluster). */
 export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
   readonly option: string

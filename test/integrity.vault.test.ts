@@ -12,7 +12,7 @@ import { Effect, Layer } from "effect"
 import fc from "fast-check"
 import type { Redis } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
-import { InvalidRecord } from "../src/Errors.js"
+import { InvalidRecord, ViewChangedAfterMutate } from "../src/Errors.js"
 import { createMemoryTokenStore, type HaechiTokenStore } from "../src/haechi.js"
 import * as RedisClient from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
@@ -310,4 +310,37 @@ it("the Effect API refuses a Date the same way (InvalidRecord in the error chann
   expect(error).toBeInstanceOf(InvalidRecord)
   expect(error).toMatchObject({ _tag: "InvalidRecord", token: "d" })
   expect(await inspector().exists(`${prefix}tokens`, `${prefix}version`, `${prefix}log`)).toBe(0)
+})
+
+describe("a view changed after its Effect mutate ended", () => {
+  it.each(["redis", "memory"] as const)(
+    "set and delete throw ViewChangedAfterMutate naming the prefix and token; nothing is written (%s)",
+    async (backing) => {
+      const prefix = uniquePrefix("view-late-effect")
+      const layer: Layer.Layer<TokenStore.TokenStore, unknown> =
+        backing === "redis"
+          ? TokenStore.layer({ keyPrefix: prefix }).pipe(Layer.provide(RedisClient.layerFromClient(connect())))
+          : TokenStore.layerMemory({ keyPrefix: prefix })
+      const program = Effect.gen(function* () {
+        const store = yield* TokenStore.TokenStore
+        let kept: TokenStore.MutableView | undefined
+        yield* store.mutate((view) =>
+          Effect.sync(() => {
+            kept = view
+            view.set("a", { v: 1 })
+          })
+        )
+        const late = [Effect.try(() => kept!.set("late", { v: 2 })), Effect.try(() => kept!.delete("a"))]
+        const refused = yield* Effect.all(late.map((e) => Effect.flip(e)))
+        const seen = yield* store.read((view) => Effect.succeed(Object.fromEntries(view.entries())))
+        return { refused, seen }
+      })
+      const { refused, seen } = await Effect.runPromise(Effect.provide(program, layer))
+      expect(refused.map((e) => (e as { error: unknown }).error)).toEqual([
+        new ViewChangedAfterMutate({ prefix, token: "late" }),
+        new ViewChangedAfterMutate({ prefix, token: "a" })
+      ])
+      expect(seen).toEqual({ a: { v: 1 } })
+    }
+  )
 })

@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
 import { Effect } from "effect"
 import { Redis } from "ioredis"
-import { FenceConflict, PersistAfterTransaction } from "../src/Errors.js"
+import { FenceConflict, PersistAfterTransaction, ViewChangedAfterMutate } from "../src/Errors.js"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -64,13 +64,42 @@ describe("a vault fn that never settles", () => {
         })
       )
       expect(outcome).toEqual({ error: "OperationTimeout" })
-      late!.set("b", { v: "after the deadline" })
+      expect(() => late!.set("b", { v: "after the deadline" })).toThrow(ViewChangedAfterMutate)
       await sleep(50)
       expect(await client.hgetall(`${prefix}tokens`)).toEqual({ a: JSON.stringify({ v: 1 }) })
       await store.mutate((view) => view.set("c", { v: 3 }))
       const seen = (s: typeof store) => s.read((view) => Object.fromEntries(view.entries()))
       expect(await seen(store)).toEqual({ a: { v: 1 }, c: { v: 3 } })
       expect(await seen(other)).toEqual({ a: { v: 1 }, c: { v: 3 } })
+    })
+
+    it(`${path}: an fn that sets after its deadline passed gets the refusal as its own rejection, not an unhandled one`, async () => {
+      const { client, prefix, options } = onPath(path, "review2-mutate-late-set")
+      const store = createRedisTokenStore({ ...options, timeout: 100 })
+      const unhandled: Array<unknown> = []
+      const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+      process.on("unhandledRejection", onUnhandled)
+      let thrown: unknown
+      try {
+        const outcome = await settled(
+          store.mutate(async (view) => {
+            await sleep(250)
+            try {
+              view.set("late", { v: "after the deadline" })
+            } catch (error) {
+              thrown = error
+              throw error
+            }
+          })
+        )
+        expect(outcome).toEqual({ error: "OperationTimeout" })
+        await sleep(350)
+      } finally {
+        process.off("unhandledRejection", onUnhandled)
+      }
+      expect(thrown).toBeInstanceOf(ViewChangedAfterMutate)
+      expect(unhandled).toEqual([])
+      expect(await client.hgetall(`${prefix}tokens`)).toEqual({})
     })
 
     it(`${path}: read rejects at the deadline and the next reads and mutates work`, async () => {
@@ -227,7 +256,7 @@ describe("a persist made after fn settled", () => {
 })
 
 describe("what a caller does after its call settled", () => {
-  it("a vault view's set after mutate's fn settled writes nothing, now or with the next mutate", async () => {
+  it("a vault view's set or delete after mutate's fn settled is refused, and writes nothing, now or with the next mutate", async () => {
     const client = connect()
     const prefix = uniquePrefix("review2-late-set")
     const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off" })
@@ -236,7 +265,19 @@ describe("what a caller does after its call settled", () => {
       kept = view
       view.set("a", { v: 1 })
     })
-    kept!.set("late", { v: "after" })
+    const refusal = (() => {
+      try {
+        kept!.set("late", { v: "after" })
+      } catch (error) {
+        return error
+      }
+    })()
+    expect(refusal).toBeInstanceOf(ViewChangedAfterMutate)
+    expect(refusal).toMatchObject({ prefix, token: "late" })
+    expect((refusal as Error).message).toContain("nothing was written")
+    expect(() => (kept as unknown as { delete: (token: string) => boolean }).delete("a")).toThrow(
+      ViewChangedAfterMutate
+    )
     await store.mutate((view) => view.set("b", { v: 2 }))
     expect(await client.hgetall(`${prefix}tokens`)).toEqual({
       a: JSON.stringify({ v: 1 }),

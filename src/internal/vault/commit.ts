@@ -27,6 +27,13 @@ interface StagedDiff {
   readonly records: ReadonlyArray<RecordChange>
 }
 
+/** However `f` ended: its view closed (a later change is refused) and its snapshot released. */
+const endView = (view: StagingView, release: () => void) =>
+  Effect.sync(() => {
+    view.close()
+    release()
+  })
+
 /** The diff `view` staged over `snapshot`, every record checked and encoded; `InvalidRecord` names the first bad one. */
 const stagedDiff = (
   view: StagingView,
@@ -116,8 +123,8 @@ export const commitAttempts = (
     Effect.gen(function* () {
       yield* freshness.loadIfUnproven
       const { snapshot, release } = cache.pin()
-      const view = new StagingView(snapshot)
-      const result = yield* Effect.ensuring(f(view), Effect.sync(release))
+      const view = new StagingView(snapshot, prefix)
+      const result = yield* Effect.ensuring(f(view), endView(view, release))
       const { write, records } = yield* stagedDiff(view, snapshot, claim)
       const empty = write.sets.length + write.deletes.length === 0
       // (An empty diff writes nothing, so a deadline during it cannot leave a commit behind.)

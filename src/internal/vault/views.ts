@@ -3,6 +3,7 @@
  * copies from `get` (the cache's frozen records never leave through it); the mutable
  * view keeps every change aside, so only what `f` staged by the time it ends commits.
  */
+import { ViewChangedAfterMutate } from "../../Errors.js"
 import type { Snapshot } from "./cache.js"
 import type { MutableView, ReadView, TokenRecord } from "./contract.js"
 import { copyJson } from "./record.js"
@@ -18,12 +19,27 @@ export const readView = (snapshot: Snapshot): ReadView => ({
   entries: () => snapshot.pairs().slice() as Array<[string, TokenRecord]>
 })
 
-/** A mutable view staging changes over a pinned snapshot. */
+/**
+ * A mutable view staging changes over a pinned snapshot. Once its `fn` has ended
+ * (`close`), a `set` or `delete` throws `ViewChangedAfterMutate`: what it staged has been
+ * taken already, and a later change would be silently lost.
+ */
 export class StagingView implements MutableView {
   readonly staged = new Map<string, Staged>()
   /** Tokens only read through `get` (copies staged but not changed by `set`/`delete`). */
   readonly touched = new Set<string>()
-  constructor(readonly snapshot: Snapshot) {}
+  private closed = false
+  constructor(
+    readonly snapshot: Snapshot,
+    private readonly prefix: string
+  ) {}
+  /** `fn` has ended: from now on a change is refused. */
+  close(): void {
+    this.closed = true
+  }
+  private open(token: string): void {
+    if (this.closed) throw new ViewChangedAfterMutate({ prefix: this.prefix, token })
+  }
   get(token: string): TokenRecord | undefined {
     const staged = this.staged.get(token)
     if (staged !== undefined) return staged === DELETED ? undefined : staged
@@ -36,10 +52,12 @@ export class StagingView implements MutableView {
     return copy
   }
   set(token: string, record: TokenRecord): void {
+    this.open(token)
     this.staged.set(token, record)
     this.touched.delete(token)
   }
   delete(token: string): boolean {
+    this.open(token)
     const existed = this.get(token) !== undefined
     this.staged.set(token, DELETED)
     this.touched.delete(token)
