@@ -7,21 +7,15 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll } from "vitest"
-import { Effect, Metric, type Runtime } from "effect"
 import fc from "fast-check"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
-import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
-import { redisAuditBacking } from "../src/internal/audit/backing.js"
-import { appendStoreOnBacking } from "../src/internal/audit/store.js"
-import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
+import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { waitersKeyOf } from "../src/internal/keys.js"
-import { guardFor } from "../src/internal/lock/policy.js"
-import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
-import { fromClient } from "../src/RedisClient.js"
 import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
+import { eventsOf, laneStore, lentTurns, takeATurn, transactionCount } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
@@ -39,42 +33,6 @@ afterAll(async () => {
   await Promise.all(proxies.map((p) => p.stop()))
 })
 
-type Transactions = Pick<HaechiAuditStore, "transaction">
-
-/** A facade transaction over a store with the adaptive policy, a burst of `commits` (no time bound) and `timeout`. */
-const laneStore = (
-  client: Redis,
-  prefix: string,
-  options: { commits?: number; timeout?: number; runtime?: Runtime.Runtime<never> } = {}
-) => {
-  const redis = fromClient(client)
-  const { lane, store } = appendStoreOnBacking(redisAuditBacking(redis, prefix), {
-    guard: guardFor("adaptive", redis, `${prefix}lock`, { burst: { commits: options.commits ?? 8, ms: 60_000 } }),
-    timeout: options.timeout ?? 2000
-  })
-  expect(lane).toBeDefined()
-  // (Counts the turns lent, so a test can tell it ran some writes in one.)
-  const lending = {
-    ...lane!,
-    lendTurn: () => {
-      const turn = lane!.lendTurn()
-      if (turn !== undefined) lent.turns += 1
-      return turn
-    }
-  }
-  return { transaction: callerTransactions(store, lending, options.runtime) } as Transactions
-}
-
-const lent = { turns: 0 }
-
-/** The store made busy, then granted a turn that it keeps (see laneKeptTurn.test.ts). */
-const takeATurn = async (client: Redis, prefix: string, store: Transactions) => {
-  await append(store, { warm: true })
-  await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 40)
-  await append(store, { waited: true })
-  await append(store, { granted: true })
-}
-
 const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
 const settled = <T>(p: Promise<T>) =>
   p.then(
@@ -89,11 +47,7 @@ const lockLeft = async (client: Redis, prefix: string) => ({
   waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
 })
 
-const count = (key: typeof Metrics.keys.fenceConflicts) =>
-  Effect.runSync(Metric.value(withTags(key, { store: "audit", operation: "transaction" }))).count
-
-const eventsOf = async (client: Redis, prefix: string) =>
-  (await chainOf(client, prefix)).map((r) => Object.keys(r).find((k) => k !== "auditIntegrity"))
+const count = transactionCount
 
 describe("a kept turn lent to the lane, under faults", () => {
   it("a lent attempt that took the lock on a conflict and then passes its deadline leaves no lock behind", async () => {
@@ -361,9 +315,9 @@ describe("a kept turn lent to the lane, under faults", () => {
 
   for (const misuse of ["loses", "swallows", "throwsAfter", "persistsTwice"] as const) {
     it(`a lent-turn write that ${misuse}: the lane and the Effect path agree on outcome, counts, chain and lock`, async () => {
-      const lentBefore = lent.turns
+      const lentBefore = lentTurns.count
       const lane = await scenario(misuse, "lane")
-      expect(lent.turns - lentBefore).toBeGreaterThanOrEqual(1) // its write was lent the turn
+      expect(lentTurns.count - lentBefore).toBeGreaterThanOrEqual(1) // its write was lent the turn
       const effect = await scenario(misuse, "effect")
       expect(lane).toEqual(effect)
       expect(lane.valid).toBe(true)
@@ -425,7 +379,7 @@ describe("a kept turn lent to the lane, under faults", () => {
   it("random interleavings of lent-turn writes, misuses and rivals: a valid chain, each write at most once, nothing left", async () => {
     const client = connect()
     const other = connect()
-    const lentBefore = lent.turns
+    const lentBefore = lentTurns.count
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.array(fc.constantFrom(...ops), { minLength: 1, maxLength: 6 }), { minLength: 2, maxLength: 5 }),
@@ -496,6 +450,6 @@ describe("a kept turn lent to the lane, under faults", () => {
       ),
       { numRuns: 15 }
     )
-    expect(lent.turns - lentBefore).toBeGreaterThan(15)
+    expect(lentTurns.count - lentBefore).toBeGreaterThan(15)
   })
 })
