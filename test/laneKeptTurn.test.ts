@@ -8,14 +8,15 @@
  * the event loop moves on), so these look at the lock from inside the next write's fn.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { Effect, Metric } from "effect"
 import type { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { waitersKeyOf } from "../src/internal/keys.js"
 import * as Metrics from "../src/Metrics.js"
-import { append, chainOf, losingRaces } from "./support/facadePaths.js"
+import { append, chainOf, losingRaces, type Path, runtimeFor } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
-import { eventsOf, laneStore, takeATurn, transactionCount, type Transactions } from "./support/keptTurns.js"
+import { eventsOf, laneStore, lentTurns, takeATurn, transactionCount, type Transactions } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedConnections } from "./support/shared.js"
 
@@ -132,4 +133,54 @@ describe("a kept turn in the fast lane", () => {
     expect(chain).toHaveLength(6)
     expect(verifyAuditChain(chain).valid).toBe(true)
   })
+})
+
+describe("a chain rewound under a kept turn", () => {
+  const rewoundInTurn = async (path: Path, onRewind: "record" | "fail") => {
+    const client = connect()
+    const prefix = uniquePrefix(`lane-kept-rewind-${onRewind}-${path}`)
+    const store = laneStore(client, prefix, { runtime: runtimeFor(path), onRewind })
+    await takeATurn(client, prefix, store)
+    const rewinds = Metrics.chainRewinds.pipe(Metric.tagged("prefix", prefix))
+    const rewindsBefore = Effect.runSync(Metric.value(rewinds)).count
+    const lentBefore = lentTurns.count
+    // The next write, back to back (lent the turn), finds its chain gone (a FLUSHALL) before it persists.
+    let builds = 0
+    const outcome = await store
+      .transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as Integrity | null
+        if (++builds === 1) await client.del(...(await client.keys(`${prefix}*`)))
+        await persist(buildNextRecord({ ours: true }, head))
+        return "ok"
+      })
+      .then(
+        (value) => value,
+        (error: { _tag?: string }) => error._tag
+      )
+    await new Promise((r) => setTimeout(r, 30))
+    return {
+      outcome,
+      builds,
+      lent: lentTurns.count - lentBefore,
+      rewinds: Effect.runSync(Metric.value(rewinds)).count - rewindsBefore,
+      events: await eventsOf(client, prefix),
+      lock: await client.exists(`${prefix}lock`, waitersKeyOf(`${prefix}lock`))
+    }
+  }
+
+  for (const onRewind of ["record", "fail"] as const) {
+    it(`onRewind "${onRewind}": the rewind is reported once, as on the Effect path, and nothing is left of the lock`, async () => {
+      const lane = await rewoundInTurn("lane", onRewind)
+      const effect = await rewoundInTurn("effect", onRewind)
+      expect(lane.lent).toBe(1)
+      expect(effect.lent).toBe(0)
+      expect({ ...lane, lent: 0 }).toEqual({ ...effect, lent: 0 })
+      expect(lane.rewinds).toBe(1)
+      expect(lane.builds).toBe(onRewind === "fail" ? 1 : 2)
+      expect(lane.lock).toBe(0)
+      expect(lane.outcome).toBe(onRewind === "fail" ? "ChainRewound" : "ok")
+      if (onRewind === "record") expect(lane.events.at(-1)).toBe("ours")
+      else expect(lane.events).toEqual([])
+    })
+  }
 })

@@ -8,6 +8,7 @@ import type { Redis } from "ioredis"
 import { expect } from "vitest"
 import type { HaechiAuditStore } from "../../src/haechi.js"
 import { redisAuditBacking } from "../../src/internal/audit/backing.js"
+import type { OnRewind } from "../../src/internal/audit/options.js"
 import { type AppendLane, appendStoreOnBacking } from "../../src/internal/audit/store.js"
 import { callerTransactions } from "../../src/internal/facade/auditTransaction.js"
 import { guardFor } from "../../src/internal/lock/policy.js"
@@ -27,6 +28,7 @@ export interface LaneStoreOptions {
   readonly timeout?: number
   /** The facade's runtime (a traced one takes the Effect path). */
   readonly runtime?: Runtime.Runtime<never>
+  readonly onRewind?: OnRewind
 }
 
 /**
@@ -38,7 +40,8 @@ export const laneStore = (client: Redis, prefix: string, options: LaneStoreOptio
   const redis = fromClient(client)
   const { lane, store } = appendStoreOnBacking(redisAuditBacking(redis, prefix), {
     guard: guardFor("adaptive", redis, `${prefix}lock`, { burst: { commits: options.commits ?? 8, ms: 60_000 } }),
-    timeout: options.timeout ?? 2000
+    timeout: options.timeout ?? 2000,
+    ...(options.onRewind !== undefined ? { onRewind: options.onRewind } : {})
   })
   expect(lane).toBeDefined()
   const counts = { entered: 0, resumed: 0 }
