@@ -57,7 +57,10 @@ export class Attempt implements AuditTransaction {
   first: FirstPersist = undefined
   /** Its commit kept the store's lock (the claim asked to). */
   kept = false
-  /** Its run of `build` has ended: a `persist` from now on belongs to no operation and is refused. */
+  /**
+   * Its run of `build` has ended (or, for a Promise caller, its `fn` settled): a `persist`
+   * from now on belongs to no operation and is refused.
+   */
   closed = false
   readonly persist: (record: unknown) => Effect.Effect<void, FenceConflict | StoreError>
   constructor(
@@ -79,13 +82,18 @@ export class Attempt implements AuditTransaction {
   }
 }
 
+/** The refusal of a persist made once `attempt`'s run has ended; undefined while it runs. */
+export const refusedLate = (attempt: Attempt): PersistAfterTransaction | undefined =>
+  attempt.closed ? new PersistAfterTransaction({ prefix: attempt.pipeline.ctx.prefix }) : undefined
+
 /** The persist path of one store. */
 export class Pipeline {
   constructor(readonly ctx: AppendContext) {}
 
   persist(attempt: Attempt, record: unknown): Effect.Effect<void, FenceConflict | StoreError> {
     return Effect.suspend(() => {
-      if (attempt.closed) return Effect.fail(new PersistAfterTransaction({ prefix: this.ctx.prefix }))
+      const late = refusedLate(attempt)
+      if (late !== undefined) return Effect.fail(late)
       if (attempt.first !== undefined)
         return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
       const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck)

@@ -22,10 +22,10 @@ import * as FiberRefs from "effect/FiberRefs"
 import * as Runtime from "effect/Runtime"
 import type { Integrity } from "../../AuditStore.js"
 import type { AuditStoreShape } from "../../AuditStore.js"
-import { type FenceConflict, PersistAfterTransaction } from "../../Errors.js"
+import type { FenceConflict } from "../../Errors.js"
 import type { AuditTransaction } from "../audit/shape.js"
 import type { AppendLane } from "../audit/store.js"
-import { Attempt } from "../audit/transaction.js"
+import { Attempt, refusedLate } from "../audit/transaction.js"
 import { CallerDeadline, type CommitInFlight, sendCommitIn } from "../callerDeadline.js"
 import { linked } from "../deadline.js"
 import { tracesNothing } from "../observe.js"
@@ -42,21 +42,16 @@ export interface CallerTransaction {
 
 export type CallerFn<T> = (ctx: CallerTransaction) => Promise<T> | T
 
-/** Whether the attempt a context belongs to is over (its `fn` settled, or the operation ended). */
-interface Closing {
-  readonly prefix: string
-  closed: boolean
+/** Marks `tx`'s attempt over (its `fn` settled): from now on its persist is refused (`refusedLate`). */
+const closeOf = (tx: AuditTransaction) => (): void => {
+  if (tx instanceof Attempt) tx.closed = true
 }
 
-/**
- * haechi's context over `tx`: `inside` runs effects inside the operation, `commitIn`
- * marks a persist sent; once `closing` is closed, a persist is refused.
- */
+/** haechi's context over `tx`: `inside` runs effects inside the operation, `commitIn` marks a persist sent. */
 const callerContext = (
   tx: AuditTransaction,
   inside: () => Runtime.Runtime<never>,
-  commitIn: (abandon: () => void) => CommitInFlight | undefined,
-  closing: Closing
+  commitIn: (abandon: () => void) => CommitInFlight | undefined
 ): CallerTransaction => ({
   // A cached head is a ready Exit: settled with no runner at all.
   readLastIntegrity: () => {
@@ -65,42 +60,40 @@ const callerContext = (
       ? settleExit(read as Exit.Exit<Integrity | null, unknown>)
       : fastPromiseRunner(inside())(read)
   },
-  persist: (record) =>
-    closing.closed
-      ? Promise.reject(new PersistAfterTransaction({ prefix: closing.prefix }))
+  persist: (record) => {
+    // (Refused here, not by a run inside an operation that may have passed its deadline.)
+    const late = tx instanceof Attempt ? refusedLate(tx) : undefined
+    return late !== undefined
+      ? Promise.reject(late)
       : persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect))
+  }
 })
 
 /**
  * `fn` as the store's `build`: its calls run on the transaction's own runtime, so they
  * count against its deadline (a persist in flight then fails it with
- * CommitOutcomeUnknown) and end with it.
+ * CommitOutcomeUnknown) and end with it. The attempt is closed once `fn` has settled,
+ * where the lane closes it (not when this fiber resumes, some ticks later); the store's
+ * transaction closes it when the operation ends without waiting for `fn`.
  */
 const buildOf =
-  <T>(fn: CallerFn<T>, prefix: string) =>
+  <T>(fn: CallerFn<T>) =>
   (tx: AuditTransaction): Effect.Effect<T, unknown> =>
     Effect.flatMap(Effect.runtime<never>(), (inside) => {
-      const closing: Closing = { prefix, closed: false }
       const context = callerContext(
         tx,
         () => inside,
-        (abandon) => sendCommitIn(inside, abandon),
-        closing
+        (abandon) => sendCommitIn(inside, abandon)
       )
-      const close = () => void (closing.closed = true)
-      // Closed once `fn` has settled, where the lane closes it (not when this fiber resumes,
-      // some ticks later), or when the operation ends without waiting for it.
-      return Effect.ensuring(
-        fromCaller(() => {
-          const out = fn(context)
-          if (!isThenable(out)) return out
-          // (One promise for a thenable: its `then` is called once.)
-          const settles = Promise.resolve(out)
-          settles.then(close, close)
-          return settles
-        }),
-        Effect.sync(close)
-      )
+      const close = closeOf(tx)
+      return fromCaller(() => {
+        const out = fn(context)
+        if (!isThenable(out)) return out
+        // (One promise for a thenable: its `then` is called once.)
+        const settles = Promise.resolve(out)
+        settles.then(close, close)
+        return settles
+      })
     })
 
 /** The facade's `transaction` over `store`, with the fast lane where `lane` is given and `runtime` traces nothing. */
@@ -110,16 +103,15 @@ export const callerTransactions = (
   runtime: Runtime.Runtime<never> = Runtime.defaultRuntime
 ): (<T>(fn: CallerFn<T>) => Promise<T>) => {
   const run = promiseRunner(runtime)
-  const prefix = (store as { readonly prefix?: string }).prefix ?? ""
-  const slow = <T>(fn: CallerFn<T>): Promise<T> => run(store.transaction(buildOf(fn, prefix)))
+  const slow = <T>(fn: CallerFn<T>): Promise<T> => run(store.transaction(buildOf(fn)))
   if (lane === undefined || !tracesNothing(runtime.fiberRefs)) return slow
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const sample = (started: number) => lane.latency.unsafeUpdate(performance.now() - started, labels)
   return <T>(fn: CallerFn<T>): Promise<T> => {
     const turn = lane.lendTurn()
-    if (turn !== undefined) return laneOperation(lane, runtime, turn.claim, fn, sample, prefix, turn)
+    if (turn !== undefined) return laneOperation(lane, runtime, turn.claim, fn, sample, turn)
     const claim = lane.freeClaim()
-    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample, prefix)
+    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample)
   }
 }
 
@@ -133,7 +125,6 @@ const laneOperation = <T>(
   claim: Attempt["claim"],
   fn: CallerFn<T>,
   sample: (started: number) => void,
-  prefix: string,
   turn?: LentTurn
 ): Promise<T> => {
   const started = performance.now()
@@ -143,12 +134,11 @@ const laneOperation = <T>(
   return new Promise<T>((resolve, reject) => {
     let ended = false
     let resumed = false
-    const closing: Closing = { prefix, closed: false }
     // However it ended: past the deadline, the deadline's failure (as `within`), at once,
     // without waiting for `fn` (its later calls send nothing).
     const end = (exit: Exit.Exit<T, unknown>) => {
       if (ended) return
-      ended = closing.closed = attempt.closed = true
+      ended = attempt.closed = true
       // (A turn handed to the store's transaction is its own to end.)
       if (turn !== undefined && !resumed) endTurn(turn, attempt, Exit.isSuccess(exit) && !deadline.expired)
       deadline.close()
@@ -159,23 +149,23 @@ const laneOperation = <T>(
     }
     const lost = (conflict: FenceConflict) => {
       resumed = true
-      return Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn, prefix), conflict, turn)).then(end)
+      return Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn), conflict, turn)).then(end)
     }
     deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
     let result: Promise<T> | T
     // A `fn` that returned a value or threw has settled already: from now on a persist is refused.
     try {
-      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon), closing))
-      if (!isThenable(result)) closing.closed = true
+      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon)))
+      if (!isThenable(result)) attempt.closed = true
     } catch (error) {
-      closing.closed = true
+      attempt.closed = true
       result = Promise.reject(error)
     }
     // (Once the operation has ended at its deadline, what `fn` settles with counts for nothing.)
     Promise.resolve(result).then(
       (value) => end(Exit.succeed(value)),
       (error: unknown) => {
-        closing.closed = true
+        attempt.closed = true
         if (ended) return
         if (isFenceConflict(error)) void lost(error)
         else end(Exit.fail(error))
