@@ -61,11 +61,10 @@ export const KEEP_MS = 10
 
 /** A turn kept after a commit, for the store's next operation in this process. */
 export interface KeptTurn {
-  readonly token: string
   /** Commits in this turn so far, and when (performance.now()) it came. */
   readonly commits: number
   readonly since: number
-  /** The turn's requests, made once: asking with its token, and the same keeping the lock at its commit. */
+  /** The turn's requests, made once: asking with its token (the lock's value), and the same keeping the lock at its commit. */
   readonly asking: LockClaim
   readonly keeping: LockClaim
 }
@@ -204,8 +203,7 @@ export class ClaimState {
     this.wakeup?.close()
     if (this.keptTurn && this.held && this.burst !== undefined) {
       const { commits, since } = this.burst
-      const asking = this.asking
-      keepTurn(this.adaptive, { token: asking.token, commits: commits + 1, since, asking, keeping: keepingOf(asking) })
+      keepTurn(this.adaptive, { commits: commits + 1, since, asking: this.asking, keeping: keepingOf(this.asking) })
       return Effect.void
     }
     if (!this.held && !this.unreported && !this.queued) return Effect.void
@@ -276,9 +274,13 @@ export class LentKeptTurn implements LentTurn {
   }
 
   ended(): void {
-    const { handle, lockKey, unclaimed } = this.adaptive
-    Effect.runFork(handle.releaseToken(lockKey, this.turn.token, unclaimed.ttlMs))
+    giveBack(this.adaptive, this.turn)
   }
+}
+
+/** Gives a kept turn's lock back: to the first waiter, or freed (our token only). */
+const giveBack = (adaptive: Adaptive, turn: KeptTurn): void => {
+  Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, turn.asking.token, adaptive.unclaimed.ttlMs))
 }
 
 /**
@@ -290,6 +292,6 @@ const keepTurn = (adaptive: Adaptive, turn: KeptTurn): void => {
   setImmediate(() => {
     if (adaptive.kept !== turn) return
     adaptive.kept = undefined
-    Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, turn.token, adaptive.unclaimed.ttlMs))
+    giveBack(adaptive, turn)
   })
 }
