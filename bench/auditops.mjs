@@ -8,7 +8,9 @@
 // Allocation is the heap growth over batches of appends in which no garbage collection ran
 // (run with a large young generation, e.g. node --max-semi-space-size=64, so most batches
 // qualify); the median batch is taken.
-// Usage: [DIST=<build>,<build>] node bench/auditops.mjs [appends per round=3000] [rounds=5]
+// DELAY=<ms> puts every subject behind a delay proxy (bench/delayProxy.mjs, in a process of its
+// own, so its CPU is not counted): ms each way, a simulated network round trip.
+// Usage: [DIST=<build>,<build>] [DELAY=<ms>] node bench/auditops.mjs [appends per round=3000] [rounds=5]
 import { spawn } from "node:child_process"
 import { createConnection, createServer } from "node:net"
 import { PerformanceObserver, performance } from "node:perf_hooks"
@@ -37,13 +39,23 @@ const reachable = () =>
     socket.once("error", () => resolve(false))
   })
 for (let i = 0; i < 50 && !(await reachable()); i++) await new Promise((r) => setTimeout(r, 100))
-const connect = async () => {
-  const client = new Redis(port, "127.0.0.1")
+// The subjects' port: the server's, or a delay proxy's in front of it.
+const subjectPort = await (async () => {
+  if (process.env.DELAY === undefined) return port
+  const proxy = spawn(process.execPath, ["--input-type=module", "-e", `
+    const { delayProxy } = await import(${JSON.stringify(new URL("./delayProxy.mjs", import.meta.url).href)})
+    const p = await delayProxy(${port}, ${Number(process.env.DELAY)})
+    console.log(p.port)`], { stdio: ["ignore", "pipe", "inherit"] })
+  process.on("exit", () => proxy.kill())
+  return await new Promise((resolve) => proxy.stdout.once("data", (d) => resolve(Number(String(d).trim()))))
+})()
+const connect = async (to = subjectPort) => {
+  const client = new Redis(to, "127.0.0.1")
   client.on("error", () => {})
   await client.ping()
   return client
 }
-const admin = await connect()
+const admin = await connect(port)
 
 // The floor: haechi's transaction contract over bare ioredis. The head is cached; the append
 // is one script fenced on the head's hash, whose conflict reply carries the current head.
@@ -106,7 +118,7 @@ for (const [n, build] of builds.entries()) {
 }
 // AUDITOPS_BUILDS_ONLY=1 leaves the reference and the floor out (e.g. for a --cpu-prof of ours alone).
 if (!process.env.AUDITOPS_BUILDS_ONLY) {
-  const ref = await open("ref", port, { auditPrefix: "bench:audit:ref:" })
+  const ref = await open("ref", subjectPort, { auditPrefix: "bench:audit:ref:" })
   clients.push({ quit: ref.close })
   subjects.push({ name: "reference", prefix: "bench:audit:ref:", sink: createAuditSink({ store: ref.audit() }) })
   const floor = await floorStore("bench:audit:floor:")

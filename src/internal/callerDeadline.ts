@@ -1,6 +1,6 @@
 /**
  * An operation's deadline kept by a Promise caller, outside any fiber: the budget
- * `within` installs (one timer, the same `OperationTimeout` or `CommitOutcomeUnknown`),
+ * `within` installs (on its operation's timer, the same `OperationTimeout` or `CommitOutcomeUnknown`),
  * opened and closed by the caller. A commit the caller sends itself is marked in flight
  * on it (`commit`), and whatever the caller hands to Effect runs on `runtime()`, whose
  * fibers stand inside the budget as an operation's own would (their waits watch it).
@@ -16,15 +16,14 @@ import {
   Budget,
   currentBudget,
   type DeadlineSpec,
-  expire,
   expiredIn,
   markAll,
-  timerDelay,
   unwatch,
   watch,
   withBoth,
   withDeadlineClock
 } from "./deadline.js"
+import type { DeadlineQueue } from "./deadlineQueue.js"
 
 /** A commit sent outside any fiber as part of an operation (see `commitIn`). */
 export interface CommitInFlight {
@@ -74,18 +73,18 @@ export const sendCommitIn = (inside: Runtime.Runtime<never>, abandon: Abandon): 
 
 /** One operation's deadline, kept by its Promise caller. */
 export class CallerDeadline {
-  private readonly budget: Budget
   private inside: Runtime.Runtime<never> | undefined = undefined
 
+  private readonly budget: Budget
+
+  /** Starts on `deadlines`, the queue of `spec`'s operation (`budgetQueue(spec)`). */
   constructor(
     spec: DeadlineSpec,
+    private readonly deadlines: DeadlineQueue<Budget>,
     private readonly outside: Runtime.Runtime<never>
   ) {
-    const budget = new Budget(undefined, spec)
-    const delay = timerDelay(spec.timeoutMs)
-    budget.endsAt = performance.now() + delay
-    budget.timer = setTimeout(expire, delay, budget)
-    this.budget = budget
+    this.budget = new Budget(undefined, spec)
+    deadlines.start(this.budget)
   }
 
   get expired(): boolean {
@@ -99,7 +98,7 @@ export class CallerDeadline {
 
   /** The operation has ended: the timer goes. */
   close(): void {
-    clearTimeout(this.budget.timer)
+    this.deadlines.end(this.budget)
   }
 
   /** Calls `abandon` once, when the deadline passes (not after `close`). */

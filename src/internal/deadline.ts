@@ -15,8 +15,8 @@
  * sleeping Redis or a reply that never comes cannot hold an operation past it.
  *
  * Mechanism, with no fiber of its own (a child fiber per operation cost 54-142 µs of an
- * append): the operation runs on the caller's fiber with a budget in a FiberRef and one
- * timer. Every wait an operation makes watches that budget: a Redis call (`awaitPromise`,
+ * append): the operation runs on the caller's fiber with a budget in a FiberRef, and one
+ * timer serves the deadlines of all runs of one store operation (`deadlineQueue.ts`). Every wait an operation makes watches that budget: a Redis call (`awaitPromise`,
  * which `RedisClient.run`/`script` use), `sleep`, and any `Clock.sleep` (a retry
  * schedule's; the Clock is wrapped for the operation, time itself still reads the
  * caller's Clock). When the timer fires, the budget decides the failure, and each wait
@@ -39,6 +39,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import { CommitOutcomeUnknown, InvalidConfig, OperationTimeout, type StoreKind } from "../Errors.js"
+import { DeadlineQueue } from "./deadlineQueue.js"
 
 /** The default deadline of every store operation. */
 export const DEFAULT_TIMEOUT_MS = 10_000
@@ -110,14 +111,19 @@ export class Budget {
   waits: Set<Abandon> | undefined = undefined
   /** Fibers other than the operation's own that work for it (the facade's `persist`). */
   linked: Set<Fiber.RuntimeFiber<unknown, unknown>> | undefined = undefined
-  timer: ReturnType<typeof setTimeout> | undefined = undefined
-  /** When the deadline passes, on `performance.now()`'s clock. */
+  /** When the deadline passes, on `performance.now()`'s clock (set by its queue). */
   endsAt = 0
+  /** The operation has left: its deadline will not pass. */
+  done = false
   constructor(
     readonly parent: Budget | undefined,
     readonly spec: DeadlineSpec
   ) {}
 }
+
+/** The deadlines of one store operation's runs (`spec`'s), on one timer. */
+export const budgetQueue = (spec: DeadlineSpec): DeadlineQueue<Budget> =>
+  new DeadlineQueue(timerDelay(spec.timeoutMs), expire)
 
 export const currentBudget = FiberRef.unsafeMake<Budget | undefined>(undefined)
 
@@ -131,14 +137,8 @@ const failureOf = (spec: DeadlineSpec, budget: Budget): OperationTimeout | Commi
     : timeout
 }
 
-export const expire = (budget: Budget) => {
-  // Node schedules a timer from its loop's time, taken when the loop turn began: a timer
-  // set late in a long turn fires that much early. A deadline never passes early.
-  const early = budget.endsAt - performance.now()
-  if (early > 0) {
-    budget.timer = setTimeout(expire, Math.ceil(early), budget)
-    return
-  }
+/** The deadline has passed (its queue never passes one early). */
+const expire = (budget: Budget) => {
   budget.expired = true
   budget.failure = failureOf(budget.spec, budget)
   const waits = budget.waits
@@ -342,10 +342,9 @@ export const withinRead = (spec: DeadlineSpec) =>
 
 /**
  * Runs `effect` within `spec.timeoutMs` of real time (see the module comment). Built
- * once per store operation; each run costs one timer and one small object, no fiber.
+ * once per store operation (with its deadlines' timer); each run costs one small object, no fiber.
  */
-export const within = (spec: DeadlineSpec) => {
-  const delay = timerDelay(spec.timeoutMs)
+export const within = (spec: DeadlineSpec, deadlines: DeadlineQueue<Budget> = budgetQueue(spec)) => {
   // `ended`: called once the operation has left (however it ended), from the step that
   // leaves it, so an observer needs no exit step of its own (see `observedWithin`).
   return <A, E, R>(
@@ -361,7 +360,7 @@ export const within = (spec: DeadlineSpec) => {
       let outside: FiberRefs.FiberRefs
       let inside: FiberRefs.FiberRefs
       const leave = () => {
-        clearTimeout(budget.timer)
+        deadlines.end(budget)
         const now = fiber.getFiberRefs()
         fiber.setFiberRefs(now === inside ? outside : withBoth(now, id, parent, services))
         ended?.()
@@ -370,8 +369,7 @@ export const within = (spec: DeadlineSpec) => {
         outside = fiber.getFiberRefs()
         inside = withBoth(outside, id, budget, withDeadlineClock(services))
         fiber.setFiberRefs(inside)
-        budget.endsAt = performance.now() + delay
-        budget.timer = setTimeout(expire, delay, budget)
+        deadlines.start(budget)
         return Effect.matchCauseEffect(restore(effect), {
           onFailure: (cause): Effect.Effect<A, E | OperationTimeout | CommitOutcomeUnknown> => {
             leave()

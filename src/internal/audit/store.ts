@@ -10,7 +10,8 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Metrics from "../../Metrics.js"
 import { defaultRetrySchedule } from "../../Retry.js"
-import { unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
+import { type Budget, budgetQueue, unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
+import type { DeadlineQueue } from "../deadlineQueue.js"
 import { observed, observedWithin } from "../observe.js"
 import { noGuard } from "../storeGuard.js"
 import type { AppendContext } from "./append.js"
@@ -43,6 +44,8 @@ export interface AppendLane {
   readonly lendTurn: () => LentTurn | undefined
   readonly resume: ResumableTransaction
   readonly deadline: DeadlineSpec
+  /** The lane's deadlines, on one timer. */
+  readonly deadlines: DeadlineQueue<Budget>
   readonly latency: ReturnType<typeof latencyMetric>
 }
 
@@ -74,7 +77,9 @@ export const appendStoreOnBacking = (
   const pipeline = new Pipeline(ctx)
   const transaction = transactions(ctx, guard, options.retry ?? defaultRetrySchedule, pipeline)
   const deadline: DeadlineSpec = { store: "audit", prefix, operation: "audit transaction", timeoutMs }
-  const observeTransaction = observedWithin("audit", "transaction", prefix, within(deadline))
+  // (The lane's deadlines and the transaction's share one timer.)
+  const deadlines = budgetQueue(deadline)
+  const observeTransaction = observedWithin("audit", "transaction", prefix, within(deadline, deadlines))
   const boundedRead: BoundedRead = (operation) =>
     withinRead({ store: "audit", prefix, operation: `audit ${operation}`, timeoutMs })
   const store: AppendStore = {
@@ -95,6 +100,7 @@ export const appendStoreOnBacking = (
           lendTurn: guard.lendTurn ?? noTurn,
           resume: transaction,
           deadline,
+          deadlines,
           latency: latencyMetric("audit", "transaction")
         }
       : undefined

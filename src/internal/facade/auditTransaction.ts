@@ -7,7 +7,7 @@
  * lock to take or wait for, nobody queued) or goes on with the turn the last one kept
  * (`lendTurn`: back-to-back writes holding the lock), on a runtime that traces nothing
  * (no span would be seen), runs that attempt with no fiber at all. Its deadline is kept by the
- * caller (`CallerDeadline`: the same timer and failures), its persist settles a plain
+ * caller (`CallerDeadline`: the same kind of timer, the same failures), its persist settles a plain
  * commit itself (`persistFromCaller`), and its latency is sampled as `observedWithin`
  * would. Anything else the attempt meets is handed to Effect where it happens: a persist
  * that did not simply commit goes to the store's pipeline, and an attempt that lost (a
@@ -128,7 +128,7 @@ const laneOperation = <T>(
   turn?: LentTurn
 ): Promise<T> => {
   const started = performance.now()
-  const deadline = new CallerDeadline(lane.deadline, runtime)
+  const deadline = new CallerDeadline(lane.deadline, lane.deadlines, runtime)
   const attempt = new Attempt(lane.pipeline, claim)
   const inside = () => deadline.runtime()
   return new Promise<T>((resolve, reject) => {

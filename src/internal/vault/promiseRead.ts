@@ -18,6 +18,7 @@ import * as Runtime from "effect/Runtime"
 import { CorruptData, OperationTimeout } from "../../Errors.js"
 import { timerDelay, within, type DeadlineSpec } from "../deadline.js"
 import { originalFailure } from "../facade/run.js"
+import { DeadlineQueue, type QueuedDeadline } from "../deadlineQueue.js"
 import { latencyMetric, tracesNothing } from "../observe.js"
 import type { VaultBacking, VaultPoint } from "./backing.js"
 import type { VaultCache } from "./cache.js"
@@ -46,65 +47,9 @@ export const registerPromiseRead = (store: TokenStoreShape, parts: PromiseReadPa
   readers.set(store, (runtime) => (tracesNothing(runtime.fiberRefs) ? promiseRead(parts, runtime) : undefined))
 }
 
-/** A read in flight: when its deadline passes, and what ends it then. */
-interface Pending {
-  readonly endsAt: number
+/** A read in flight: its deadline, and what ends the read when that passes. */
+interface Pending extends QueuedDeadline {
   readonly expire: () => void
-  done: boolean
-}
-
-/**
- * The deadlines of one reader's reads in flight. They all have the same timeout, so
- * they end in the order they started: one timer, armed for the oldest, serves them all
- * (a timer per read cost more than the rest of the read's own work). While no read is in
- * flight the timer is left armed but does not hold the process open.
- */
-class Deadlines {
-  private queue: Array<Pending> = []
-  private head = 0
-  private timer: ReturnType<typeof setTimeout> | undefined = undefined
-
-  constructor(private readonly delay: number) {}
-
-  add(pending: Pending): void {
-    if (this.head === this.queue.length) this.timer?.ref()
-    this.queue.push(pending)
-    this.timer ??= setTimeout(this.fire, this.delay)
-  }
-
-  /** Marks `pending` ended; the ended reads at the front leave the queue. */
-  end(pending: Pending): void {
-    pending.done = true
-    while (this.head < this.queue.length && this.queue[this.head]!.done) this.head += 1
-    if (this.head === this.queue.length) {
-      this.queue = []
-      this.head = 0
-      this.timer?.unref()
-    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      // (Reads always in flight never empty the queue: the ended front is dropped now and then.)
-      this.queue = this.queue.slice(this.head)
-      this.head = 0
-    }
-  }
-
-  // Expires every read whose deadline has passed (a timer may fire early: never early
-  // for a read), and re-arms for the next one.
-  private readonly fire = (): void => {
-    this.timer = undefined
-    const now = performance.now()
-    while (this.head < this.queue.length) {
-      const first = this.queue[this.head]!
-      if (first.done) {
-        this.head += 1
-        continue
-      }
-      if (first.endsAt > now) {
-        this.timer = setTimeout(this.fire, Math.ceil(first.endsAt - now))
-        return
-      }
-      first.expire()
-    }
-  }
 }
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
@@ -115,8 +60,8 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
   const latency = latencyMetric("vault", "read")
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const runExit = Runtime.runPromiseExit(runtime)
-  const delay = timerDelay(deadline.timeoutMs)
-  const deadlines = new Deadlines(delay)
+  // (One timer for all of this reader's reads: a timer per read cost more than the rest of its own work.)
+  const deadlines = new DeadlineQueue<Pending>(timerDelay(deadline.timeoutMs), (pending) => pending.expire())
 
   return <A>(fn: (view: ReadView) => A | PromiseLike<A>): Promise<A> =>
     new Promise<A>((resolve, reject) => {
@@ -129,8 +74,8 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
         else reject(value)
       }
       const timedOut = () => new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })
-      const pending: Pending = { endsAt: started + delay, expire: () => finish(false, timedOut()), done: false }
-      deadlines.add(pending)
+      const pending: Pending = { endsAt: 0, expire: () => finish(false, timedOut()), done: false }
+      deadlines.start(pending)
       const pinned = () => {
         if (pending.done) return
         const { snapshot, release } = cache.pin()
@@ -153,7 +98,7 @@ const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): 
       }
       // The rare answers go through the Effect path, within what is left of the deadline.
       const settled = (effect: Effect.Effect<void, unknown>) => {
-        const left = Math.ceil(delay - (performance.now() - started))
+        const left = Math.ceil(pending.endsAt - performance.now())
         if (left < 1) return
         runExit(within({ ...deadline, timeoutMs: left })(effect)).then((exit) => {
           if (Exit.isSuccess(exit)) return pinned()
