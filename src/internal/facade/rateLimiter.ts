@@ -1,7 +1,8 @@
 /**
- * The rate limiter's Promise calls. Each call starts a plain timer of `timeoutMs` when it
- * is made: if no decision has come when the timer fires, the fail mode answers from the
- * timer itself, so a busy Effect scheduler cannot make the answer late. Each fail-mode
+ * The rate limiter's Promise calls. Each call starts a deadline of `timeoutMs` on a plain
+ * timer when it is made (one timer for all the limiter's calls: `DeadlineQueue`): if no
+ * decision has come when it passes, the fail mode answers from the timer itself, so a
+ * busy Effect scheduler cannot make the answer late. Each fail-mode
  * answer is counted once; a bad key or limit (`InvalidConfig`) rejects.
  */
 import * as Effect from "effect/Effect"
@@ -9,12 +10,18 @@ import * as Either from "effect/Either"
 import type * as Runtime from "effect/Runtime"
 import { InvalidConfig } from "../../Errors.js"
 import { timerDelay } from "../deadline.js"
+import { DeadlineQueue, type QueuedDeadline } from "../deadlineQueue.js"
 import { promiseRunner } from "./run.js"
 
 /** What the fail mode answers, and how it counts an answer (`undefined`: no reply within the timeout). */
 export interface FailModeAnswer<A, E> {
   readonly answer: A
   readonly count: (error: E | undefined) => Effect.Effect<void>
+}
+
+/** A call in flight: its deadline, and the fail mode's answer when that passes. */
+interface Call extends QueuedDeadline {
+  readonly timedOut: () => void
 }
 
 /** `consume` as a Promise that settles within `timeoutMs` (when given), answering with the fail mode past it. */
@@ -29,22 +36,26 @@ export const promiseConsume = <A, E>(
     Effect.runSync(failMode.count(error))
     return failMode.answer
   }
+  const deadlines =
+    timeoutMs === undefined ? undefined : new DeadlineQueue<Call>(timerDelay(timeoutMs), (call) => call.timedOut())
   return (key: string, limit: number): Promise<A> =>
     new Promise<A>((resolve, reject) => {
       let settled = false
+      const call: Call = {
+        endsAt: 0,
+        done: false,
+        timedOut: () => {
+          settled = true
+          resolve(answer(undefined))
+        }
+      }
+      deadlines?.start(call)
       const settle = (): boolean => {
         if (settled) return false
         settled = true
-        clearTimeout(guard)
+        deadlines?.end(call)
         return true
       }
-      const guard =
-        timeoutMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              settled = true
-              resolve(answer(undefined))
-            }, timerDelay(timeoutMs))
       run(Effect.either(consume(key, limit))).then(
         (decided) => {
           if (!settle()) return
