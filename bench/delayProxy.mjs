@@ -6,19 +6,22 @@ import net from "node:net"
 const delayed = (from, to, delayMs) => {
   const queue = []
   let timer
+  let closed = false
   const flushDue = () => {
     timer = undefined
     const at = performance.now()
     while (queue.length > 0 && queue[0].due <= at) to.write(queue.shift().chunk)
     if (queue.length > 0) timer = setTimeout(flushDue, Math.max(0, queue[0].due - at))
+    else if (closed) to.end()
   }
   from.on("data", (chunk) => {
     queue.push({ due: performance.now() + delayMs, chunk })
     timer ??= setTimeout(flushDue, delayMs)
   })
+  // A side that closed still has its last bytes delivered (a QUIT's reply), then the other side ends.
   from.on("close", () => {
-    clearTimeout(timer)
-    to.destroy()
+    closed = true
+    if (timer === undefined) to.end()
   })
   from.on("error", () => to.destroy())
 }

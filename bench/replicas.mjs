@@ -3,7 +3,8 @@
 //   node bench/replicas.mjs <redis port> [policy=adaptive] [replicas=4] [seconds=3] [warm-up appends=1500]
 // SEPARATE=1 gives each replica a chain of its own (nothing shared: the machine's floor);
 // RATE=<appends/s> offers that total load open-loop (Poisson arrivals) instead of flat out;
-// DIST=<dir> benchmarks another build of dist/ (an A/B); PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/.
+// DIST=<dir> benchmarks another build of dist/ (an A/B); PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/
+// (PROF=window: of the measured seconds only).
 // Flushes the server's data first: point it at a throwaway redis-server.
 import { fork } from "node:child_process"
 import { Redis } from "ioredis"
@@ -23,6 +24,14 @@ if (process.send) {
   for (let i = 0; i < Number(warm); i++) await sink.record(core.sampleEvent(name)).catch(() => {})
   process.send({ ready: true })
   await new Promise((resolve) => process.once("message", resolve))
+  // PROF=window: a CPU profile of the measured seconds only (no start-up, no warm-up).
+  const session = process.env.PROF === "window" ? new (await import("node:inspector/promises")).Session() : undefined
+  if (session) {
+    session.connect()
+    await session.post("Profiler.enable")
+    await session.post("Profiler.setSamplingInterval", { interval: 50 })
+    await session.post("Profiler.start")
+  }
   const latencies = []
   const finishedAt = []
   let errors = 0
@@ -51,6 +60,13 @@ if (process.send) {
   }
   const cpu = process.cpuUsage(cpu0)
   const attempts = sink.counts.attempts - attempts0
+  if (session) {
+    const { profile } = await session.post("Profiler.stop")
+    const { mkdirSync, writeFileSync } = await import("node:fs")
+    const dir = fileURLToPath(new URL("./results/prof-replicas/", import.meta.url))
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(`${dir}window-${process.pid}.cpuprofile`, JSON.stringify(profile))
+  }
   // Cool-down: go on writing, unmeasured, a little longer, so no replica's last operations meet another's shutdown.
   const coolEnd = performance.now() + 300
   while (performance.now() < coolEnd) await sink.record(core.sampleEvent(name)).catch(() => {})
@@ -73,7 +89,7 @@ if (process.send) {
   const admin = new Redis({ port: Number(port) })
   await admin.flushall()
   const profDir = fileURLToPath(new URL("./results/prof-replicas/", import.meta.url))
-  const execArgv = [...(process.env.PROF ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...(process.env.TRACE_GC ? ["--trace-gc"] : []), ...(process.env.EXEC_ARGV ? process.env.EXEC_ARGV.split(" ") : [])]
+  const execArgv = [...(process.env.PROF && process.env.PROF !== "window" ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...(process.env.TRACE_GC ? ["--trace-gc"] : []), ...(process.env.EXEC_ARGV ? process.env.EXEC_ARGV.split(" ") : [])]
   const kids = Array.from({ length: Number(n) }, () => fork(fileURLToPath(import.meta.url), process.argv.slice(2), { execArgv }))
   const next = (kid) => new Promise((resolve, reject) => {
     kid.once("message", resolve)
