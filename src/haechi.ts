@@ -27,6 +27,7 @@ import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
 import { memoryVaultBacking, redisVaultBacking } from "./internal/vault/backing.js"
+import { promiseMutateOf } from "./internal/vault/promiseMutate.js"
 import { promiseReadOf } from "./internal/vault/promiseRead.js"
 import * as RateLimiter from "./RateLimiter.js"
 import { RedisClient, type RedisClientShape } from "./RedisClient.js"
@@ -194,10 +195,11 @@ const auditFacade = (
 /** Wraps an Effect token store in haechi's Promise contract. */
 export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOptions = {}): HaechiTokenStore => {
   const run = promiseRunner(options.runtime)
-  // Our own stores read with no fiber when no tracer would see the read's span.
+  // Our own stores read and mutate with no fiber when no tracer would see the operation's span.
   const readNow = promiseReadOf(store, options.runtime ?? Runtime.defaultRuntime)
+  const mutateNow = promiseMutateOf(store, options.runtime ?? Runtime.defaultRuntime)
   return {
-    mutate: (fn) => run(store.mutate((view) => fromCaller(() => fn(view)))),
+    mutate: mutateNow ?? ((fn) => run(store.mutate((view) => fromCaller(() => fn(view))))),
     read: readNow ?? ((fn) => run(store.read((view) => fromCaller(() => fn(view))))),
     ready: () => run(store.ready)
   }

@@ -97,7 +97,13 @@ export type { BackingError }
 
 export interface VaultBacking {
   readonly keys: VaultKeys
-  readonly apply: (write: VaultWrite) => Effect.Effect<ApplyOutcome, BackingError>
+  /** `sent`: the call `send` already sent (its reply is decoded here); otherwise the apply is sent now. */
+  readonly apply: (write: VaultWrite, sent?: Promise<unknown>) => Effect.Effect<ApplyOutcome, BackingError>
+  /**
+   * The apply sent as a bare call, for a caller that settles a `Committed` reply itself
+   * (`committedVersion`) and hands anything else to `apply(write, sent)`. Redis only.
+   */
+  readonly send?: (write: VaultWrite) => Promise<unknown>
   /** The changes since `known`, proved against the commit it saw; `commitId`: a commit to look for. */
   readonly changes: (known: VaultPoint, commitId: string) => Effect.Effect<Changes, BackingError>
   /**
@@ -147,6 +153,13 @@ const pairs = (flat: ReadonlyArray<string>): Array<readonly [string, string]> =>
   const out: Array<readonly [string, string]> = []
   for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i] as string, flat[i + 1] as string])
   return out
+}
+
+/** The version a `Committed` vault_apply reply moved the vault to; undefined for any other reply. */
+export const committedVersion = (reply: unknown): Version | undefined => {
+  if (!Array.isArray(reply) || reply[0] !== VaultApplyReply.Committed) return undefined
+  const version = reply[1] as unknown
+  return typeof version === "string" && /^\d+$/.test(version) ? version : undefined
 }
 
 /** vault_apply.lua's reply as an `ApplyOutcome`. */
@@ -231,34 +244,43 @@ const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBack
   }
 }
 
+/** vault_apply.lua's ARGV for `write` (its header lists them). */
+const applyArgs = (write: VaultWrite): Array<string | number> => {
+  const args: Array<string | number> = [
+    write.expected,
+    write.commitId,
+    JSON.stringify([...write.sets.map(([token]) => token), ...write.deletes]),
+    LOG_BOUND,
+    write.expectedCommit,
+    write.expectedSize,
+    ...claimArgs(write.claim),
+    write.sets.length
+  ]
+  for (const [token, json] of write.sets) args.push(token, json)
+  for (const token of write.deletes) args.push(token)
+  return args
+}
+
 /** The vault on Redis, in haechi-store-redis's layout plus our change log. */
 export const redisVaultBacking = (redis: RedisClientShape, prefix: string): VaultBacking => {
   const keys = vaultKeys(prefix)
   const three = [keys.version, keys.tokens, keys.log]
   const applyKeys = [...three, keys.lock, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock)]
+  // By SHA as a plain command (a NOSCRIPT means it did not run: resent with the text).
+  const send = (write: VaultWrite) => callScriptBySha(redis.client, Scripts.vaultApply, applyKeys, applyArgs(write))
   return {
     keys,
-    apply: (write) => {
-      const args: Array<string | number> = [
-        write.expected,
-        write.commitId,
-        JSON.stringify([...write.sets.map(([token]) => token), ...write.deletes]),
-        LOG_BOUND,
-        write.expectedCommit,
-        write.expectedSize,
-        ...claimArgs(write.claim),
-        write.sets.length
-      ]
-      for (const [token, json] of write.sets) args.push(token, json)
-      for (const token of write.deletes) args.push(token)
-      // By SHA as a plain command (a NOSCRIPT means it did not run: resent with the text).
-      return redis
-        .run(Scripts.vaultApply.name, (c) => callScriptBySha(c, Scripts.vaultApply, applyKeys, args))
+    apply: (write, sent) =>
+      redis
+        .run(
+          Scripts.vaultApply.name,
+          (c) => sent ?? callScriptBySha(c, Scripts.vaultApply, applyKeys, applyArgs(write))
+        )
         .pipe(
           wrongType(keys.tokens),
           Effect.flatMap((reply) => applyOutcomeOf(reply, keys.version))
-        )
-    },
+        ),
+    send,
     ...changeReadsOn(redis, keys),
     scan: (cursor) =>
       redis.script(Scripts.vaultScan, three, [cursor, SCAN_PAGE]).pipe(

@@ -22,57 +22,55 @@ import { DELETED, StagingView } from "./views.js"
 import { resolveSchedule } from "../schedules.js"
 
 /** What a view staged: the write for the backing, and the same changes as frozen records for the cache. */
-interface StagedDiff {
+export interface StagedDiff {
   readonly write: VaultWrite
   readonly records: ReadonlyArray<RecordChange>
 }
 
 /** However `f` ended: its view closed (a later change is refused) and its snapshot released. */
-const endView = (view: StagingView, release: () => void) =>
-  Effect.sync(() => {
-    view.close()
-    release()
-  })
+export const endView = (view: StagingView, release: () => void): void => {
+  view.close()
+  release()
+}
+
+/** Whether `staged` changes nothing (sent all the same: the fence still checks its snapshot). */
+export const isEmpty = (staged: StagedDiff): boolean => staged.write.sets.length + staged.write.deletes.length === 0
 
 /** The diff `view` staged over `snapshot`, every record checked and encoded; `InvalidRecord` names the first bad one. */
-const stagedDiff = (
+export const stagedDiff = (
   view: StagingView,
   snapshot: Snapshot,
   claim: LockClaim | undefined
-): Effect.Effect<StagedDiff, InvalidRecord> =>
-  Effect.suspend(() => {
-    const sets: Array<readonly [string, string]> = []
-    const deletes: Array<string> = []
-    const records: Array<RecordChange> = []
-    for (const [token, staged] of view.staged) {
-      if (view.touched.has(token)) continue
-      if (typeof token !== "string") {
-        return Effect.fail(new InvalidRecord({ store: "vault", token, reason: "a token id must be a string" }))
-      }
-      if (staged === DELETED) {
-        // (Only ids read back from Redis are deleted, and those are well-formed.)
-        if (view.snapshot.records.has(token)) deletes.push(token)
-        continue
-      }
-      const json = encodeRecord(token, staged)
-      if (typeof json !== "string") return Effect.fail(json)
-      sets.push([token, json])
-      records.push([token, frozenCopy(staged)])
+): StagedDiff | InvalidRecord => {
+  const sets: Array<readonly [string, string]> = []
+  const deletes: Array<string> = []
+  const records: Array<RecordChange> = []
+  for (const [token, staged] of view.staged) {
+    if (view.touched.has(token)) continue
+    if (typeof token !== "string")
+      return new InvalidRecord({ store: "vault", token, reason: "a token id must be a string" })
+    if (staged === DELETED) {
+      // (Only ids read back from Redis are deleted, and those are well-formed.)
+      if (view.snapshot.records.has(token)) deletes.push(token)
+      continue
     }
-    for (const token of deletes) records.push([token, undefined])
-    return Effect.succeed({
-      write: {
-        expected: snapshot.version,
-        expectedCommit: snapshot.commit,
-        expectedSize: snapshot.size,
-        commitId: nextCommitId(),
-        sets,
-        deletes,
-        claim
-      },
-      records
-    })
-  })
+    const json = encodeRecord(token, staged)
+    if (typeof json !== "string") return json
+    sets.push([token, json])
+    records.push([token, frozenCopy(staged)])
+  }
+  for (const token of deletes) records.push([token, undefined])
+  const write: VaultWrite = {
+    expected: snapshot.version,
+    expectedCommit: snapshot.commit,
+    expectedSize: snapshot.size,
+    commitId: nextCommitId(),
+    sets,
+    deletes,
+    claim
+  }
+  return { write, records }
+}
 
 export interface CommitAttempt {
   /** One attempt of `f`: its value once its diff committed, `FenceConflict` when another commit won. */
@@ -80,20 +78,26 @@ export interface CommitAttempt {
     f: (view: MutableView) => Effect.Effect<A, E, R>,
     claim?: LockClaim
   ) => Effect.Effect<A, E | FenceConflict | StoreError, R>
+  /**
+   * The rest of an attempt whose `f` returned `result` over `snapshot`, and whose apply
+   * of `staged` the caller sent itself (`sent`): what `attempt` does with the reply.
+   */
+  readonly settleSent: <A>(
+    snapshot: Snapshot,
+    staged: StagedDiff,
+    result: A,
+    sent: Promise<unknown>
+  ) => Effect.Effect<A, FenceConflict | StoreError>
 }
 
-export const commitAttempts = (
-  backing: VaultBacking,
-  cache: VaultCache,
-  freshness: VaultFreshness,
-  afterCommit: Effect.Effect<void, StoreError>
-): CommitAttempt => {
-  const prefix = backing.keys.prefix
+/**
+ * The apply (sent now, or by the caller: `sent`). A call that got no answer may or may
+ * not have committed: the log says, by commit id.
+ */
+const resolvingApply = (backing: VaultBacking, prefix: string) => {
   const resolved = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
-
-  // A call that got no answer may or may not have committed: the log says, by commit id.
-  const applyOnce = (write: VaultWrite): Effect.Effect<ApplyOutcome, StoreError> =>
-    backing.apply(write).pipe(
+  return (write: VaultWrite, sent?: Promise<unknown>): Effect.Effect<ApplyOutcome, StoreError> =>
+    backing.apply(write, sent).pipe(
       Effect.catchTag("RedisUnavailable", (lost) =>
         backing.changes({ version: write.expected, commit: write.expectedCommit }, write.commitId).pipe(
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
@@ -118,51 +122,82 @@ export const commitAttempts = (
         )
       )
     )
+}
+
+export const commitAttempts = (
+  backing: VaultBacking,
+  cache: VaultCache,
+  freshness: VaultFreshness,
+  afterCommit: Effect.Effect<void, StoreError>
+): CommitAttempt => {
+  const prefix = backing.keys.prefix
+  const applyOnce = resolvingApply(backing, prefix)
+
+  // What the apply's outcome means for the attempt (its value, a conflict, a rewind dropped).
+  const settled = <A>(
+    snapshot: Snapshot,
+    { write, records }: StagedDiff,
+    result: A,
+    outcome: ApplyOutcome
+  ): Effect.Effect<A, FenceConflict | StoreError> => {
+    switch (outcome._tag) {
+      case "Committed": {
+        if (write.sets.length + write.deletes.length === 0) return Effect.succeed(result)
+        cache.advance(snapshot.version, { version: outcome.version, commit: write.commitId }, records)
+        return Effect.as(afterCommit, result)
+      }
+      case "AlreadyCommitted":
+        return Effect.as(freshness.bringUpToDate, result)
+      case "LockHeld":
+        return Effect.fail(
+          new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })
+        )
+      case "Conflict": {
+        const conflict = new FenceConflict({
+          store: "vault",
+          prefix,
+          expected: snapshot.version,
+          actual: outcome.version,
+          lockClaim: claimMoveOf(outcome)
+        })
+        // A rewind found by the fence drops the cache: the next attempt reads the vault again.
+        const refreshed =
+          outcome.rewound && cache.version === snapshot.version
+            ? freshness.dropRewound(snapshot, outcome.version, "the fence found another history at that version")
+            : freshness.bringUpToDate
+        return Effect.zipRight(refreshed, Effect.fail(conflict))
+      }
+    }
+  }
+
+  // The apply (sent now, or by the caller: `sent`) and its outcome. (An empty diff writes
+  // nothing, so a deadline during it cannot leave a commit behind.)
+  const applied = <A>(snapshot: Snapshot, staged: StagedDiff, result: A, sent?: Promise<unknown>) => {
+    const apply = applyOnce(staged.write, sent)
+    const outcome = isEmpty(staged)
+      ? apply
+      : committing(apply, (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted")
+    return Effect.flatMap(outcome, (o) => settled(snapshot, staged, result, o))
+  }
 
   const attempt = <A, E, R>(f: (view: MutableView) => Effect.Effect<A, E, R>, claim?: LockClaim) =>
-    Effect.gen(function* () {
-      yield* freshness.loadIfUnproven
-      const { snapshot, release } = cache.pin()
-      const view = new StagingView(snapshot, prefix)
-      const result = yield* Effect.ensuring(f(view), endView(view, release))
-      const { write, records } = yield* stagedDiff(view, snapshot, claim)
-      const empty = write.sets.length + write.deletes.length === 0
-      // (An empty diff writes nothing, so a deadline during it cannot leave a commit behind.)
-      const outcome = yield* empty
-        ? applyOnce(write)
-        : committing(applyOnce(write), (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted")
-      switch (outcome._tag) {
-        case "Committed": {
-          if (empty) return result
-          cache.advance(snapshot.version, { version: outcome.version, commit: write.commitId }, records)
-          yield* afterCommit
-          return result
-        }
-        case "AlreadyCommitted":
-          yield* freshness.bringUpToDate
-          return result
-        case "LockHeld":
-          return yield* Effect.fail(
-            new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })
-          )
-        case "Conflict":
-          // A rewind found by the fence drops the cache: the next attempt reads the vault again.
-          if (outcome.rewound && cache.version === snapshot.version) {
-            yield* freshness.dropRewound(snapshot, outcome.version, "the fence found another history at that version")
-          } else {
-            yield* freshness.bringUpToDate
+    Effect.zipRight(
+      freshness.loadIfUnproven,
+      Effect.suspend(() => {
+        const { snapshot, release } = cache.pin()
+        const view = new StagingView(snapshot, prefix)
+        return Effect.flatMap(
+          Effect.ensuring(
+            f(view),
+            Effect.sync(() => endView(view, release))
+          ),
+          (result) => {
+            const staged = stagedDiff(view, snapshot, claim)
+            return staged instanceof InvalidRecord ? Effect.fail(staged) : applied(snapshot, staged, result)
           }
-          return yield* Effect.fail(
-            new FenceConflict({
-              store: "vault",
-              prefix,
-              expected: snapshot.version,
-              actual: outcome.version,
-              lockClaim: claimMoveOf(outcome)
-            })
-          )
-      }
-    })
+        )
+      })
+    )
 
-  return { attempt }
+  return { attempt, settleSent: (snapshot, staged, result, sent) => applied(snapshot, staged, result, sent) }
 }

@@ -7,7 +7,7 @@
 import * as Effect from "effect/Effect"
 import { defaultRetrySchedule } from "../../Retry.js"
 import { withRetryBudget } from "../retryBudget.js"
-import { unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
+import { budgetQueue, unsafeTimeoutMsOf, within, withinRead } from "../deadline.js"
 import { observed } from "../observe.js"
 import { noGuard, type StoreGuard } from "../storeGuard.js"
 import type { VaultBacking } from "./backing.js"
@@ -15,6 +15,7 @@ import { VaultCache } from "./cache.js"
 import { commitAttempts } from "./commit.js"
 import type { TokenStoreOptions, TokenStoreShape } from "./contract.js"
 import { vaultFreshness } from "./freshness.js"
+import { registerPromiseMutate, type ResumableMutate } from "./promiseMutate.js"
 import { registerPromiseRead } from "./promiseRead.js"
 import { readView } from "./views.js"
 import { attempted } from "../storeGuard.js"
@@ -26,22 +27,28 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
   const guard: StoreGuard = options.guard ?? noGuard
   const cache = new VaultCache(backing.keys.tokens)
   const freshness = vaultFreshness(backing, cache)
-  const { attempt } = commitAttempts(backing, cache, freshness, options.afterCommit ?? Effect.void)
+  const afterCommit = options.afterCommit ?? Effect.void
+  const { attempt, settleSent } = commitAttempts(backing, cache, freshness, afterCommit)
 
   const timeoutMs = unsafeTimeoutMsOf(options.timeout)
   const deadline = (operation: string) =>
     ({ store: "vault", prefix, operation: `vault ${operation}`, timeoutMs }) as const
-  const boundMutate = within(deadline("mutate"))
+  // (The fiber-free mutate's deadlines and the Effect path's share one timer.)
+  const mutateDeadlines = budgetQueue(deadline("mutate"))
+  const boundMutate = within(deadline("mutate"), mutateDeadlines)
   const boundRead = withinRead(deadline("read"))
   const observeMutate = observed("vault", "mutate", prefix)
   const observeRead = observed("vault", "read", prefix)
   const retryOptions = { store: "vault", prefix, operation: "mutate", schedule } as const
 
-  const store: TokenStoreShape = {
-    prefix,
-    mutate: (f) =>
-      withRetryBudget(retryOptions, (budget) =>
+  // `first`: the operation's first attempt was made already and lost (the facade's
+  // fiber-free mutate, see `promiseMutate.ts`); it goes on from there.
+  const mutating: ResumableMutate = (f, first) =>
+    withRetryBudget(
+      retryOptions,
+      (budget) =>
         guard({
+          first,
           // A lock-free attempt of the adaptive policy: it yields to a writer holding the lock.
           // (Every successful attempt ran the fenced script, which gives a claimed lock back.)
           attempt: (claim) => Effect.map(budget.attempt(attempt(f, claim)), (a) => attempted(a, true)),
@@ -50,8 +57,13 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
               fresh ? freshness.bringUpToDate : Effect.void,
               budget.retrying(Effect.suspend(() => attempt(f)))
             )
-        })
-      ).pipe(boundMutate, observeMutate) as never,
+        }),
+      first
+    ) as never
+
+  const store: TokenStoreShape = {
+    prefix,
+    mutate: (f) => mutating(f).pipe(boundMutate, observeMutate),
     read: (f) =>
       Effect.flatMap(freshness.bringUpToDate, () => {
         const { snapshot, release } = cache.pin()
@@ -62,6 +74,19 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
   }
   if (backing.changesNow !== undefined) {
     registerPromiseRead(store, { changesNow: backing.changesNow, cache, freshness, deadline: deadline("read") })
+  }
+  if (backing.send !== undefined && afterCommit === Effect.void && guard.freeClaim !== undefined) {
+    registerPromiseMutate(store, {
+      prefix,
+      send: backing.send,
+      cache,
+      freshness,
+      freeClaim: guard.freeClaim,
+      settleSent,
+      resume: mutating,
+      deadline: deadline("mutate"),
+      deadlines: mutateDeadlines
+    })
   }
   return store
 }
