@@ -3,8 +3,8 @@
  * operation's own timer used to promise (its deadline passes once, never early, never
  * more than a little late, never after it ended; an idle queue holds nothing open) must
  * hold when the deadlines share a timer, also when `passed` starts and ends other
- * deadlines, when thousands end behind one that stands, when the timer fires early.
- * Against real Redis: a store's facade lane and Effect transaction share
+ * deadlines, when thousands end behind one that stands, when the timer fires early or a
+ * `passed` throws. Against real Redis: a store's facade lane and Effect transaction share
  * one queue, and each operation that stands still ends at its own deadline while the
  * others on the same store go on; the vault's fiber-free reads on a frozen link too; and
  * a process that used the stores and quit its client exits at once.
@@ -212,6 +212,31 @@ describe("DeadlineQueue under faults", () => {
     } finally {
       globalThis.setTimeout = realSetTimeout
     }
+  })
+
+  // Catches: a `passed` that throws (an abandon's finalizer; the process keeps running
+  // under an uncaughtException handler) leaving every other deadline of the queue standing
+  // for good: with a timer per operation only the one that threw was affected.
+  it("a passed that throws does not keep the others of its queue from passing", async () => {
+    const queueUrl = pathToFileURL(fileURLToPath(new URL("../dist/internal/deadlineQueue.js", import.meta.url))).href
+    const script = `
+      import { DeadlineQueue } from ${JSON.stringify(queueUrl)}
+      process.on("uncaughtException", () => {})
+      const passed = []
+      const queue = new DeadlineQueue(40, (d) => {
+        passed.push(d.name)
+        if (d.name === "throws") throw new Error("a finalizer failed")
+      })
+      queue.start({ name: "throws", endsAt: 0, done: false })
+      setTimeout(() => queue.start({ name: "after", endsAt: 0, done: false }), 10)
+      setTimeout(() => { console.log(JSON.stringify(passed)); process.exit(0) }, 400)
+    `
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ["--input-type=module", "-e", script], { timeout: 10_000 }, (error, stdout) =>
+        error ? reject(error) : resolve(stdout)
+      )
+    )
+    expect(JSON.parse(out)).toEqual(["throws", "after"])
   })
 })
 
