@@ -4,13 +4,15 @@
  * more than a little late, never after it ended; an idle queue holds nothing open) must
  * hold when the deadlines share a timer, also when `passed` starts and ends other
  * deadlines, when thousands end behind one that stands, when the timer fires early or a
- * `passed` throws. Against real Redis: a store's facade lane and Effect transaction share
- * one queue, and each operation that stands still ends at its own deadline while the
- * others on the same store go on; the vault's fiber-free reads on a frozen link too; and
- * a process that used the stores and quit its client exits at once.
+ * `passed` throws; and for nested operations, on one queue or on two. Against real
+ * Redis: a store's facade lane and Effect transaction share one queue, and each operation
+ * that stands still ends at its own deadline while the others on the same store go on
+ * (also one that lost its race and went on); the vault's fiber-free reads on a frozen link
+ * too; and a process that used the stores and quit its client exits at once.
  */
 import { execFile } from "node:child_process"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { Effect, Either } from "effect"
 import fc from "fast-check"
 import { Redis } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
@@ -18,6 +20,7 @@ import { buildNextRecord } from "../src/Chain.js"
 import { createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { appendStoreOnBacking } from "../src/internal/audit/store.js"
+import { sleep as deadlineSleep, within } from "../src/internal/deadline.js"
 import { DeadlineQueue, type QueuedDeadline } from "../src/internal/deadlineQueue.js"
 import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
 import { guardFor } from "../src/internal/lock/policy.js"
@@ -240,6 +243,59 @@ describe("DeadlineQueue under faults", () => {
   })
 })
 
+// Catches: nested operations (one `within` another) that end at the wrong deadline once
+// their deadlines share a timer: the inner one's (on the same queue, or a shorter one on
+// its own) or the outer one's (a longer inner one) must each be kept, and an inner one
+// that failed at its deadline leaves the outer one going on undisturbed.
+describe("nested operations on shared and separate queues", () => {
+  const timed = <A, E>(effect: Effect.Effect<A, E>) => {
+    const startedAt = performance.now()
+    return Effect.runPromise(Effect.either(effect)).then((either) => ({ ms: performance.now() - startedAt, either }))
+  }
+  const failureOf = (either: Either.Either<unknown, unknown>) =>
+    Either.isLeft(either) ? (either.left as { operation?: string; timeoutMs?: number }) : undefined
+
+  it("an inner run on the same queue ends with the outer one, at the outer one's deadline", async () => {
+    const bound = within({ operation: "outer", timeoutMs: 250 })
+    const { ms, either } = await timed(bound(Effect.zipRight(deadlineSleep(150), bound(deadlineSleep(10_000)))))
+    expect(failureOf(either)).toMatchObject({ _tag: "OperationTimeout", operation: "outer", timeoutMs: 250 })
+    expect(ms).toBeGreaterThanOrEqual(249)
+    // (The inner run's own deadline, on the same queue, is 150 ms later.)
+    expect(ms).toBeLessThanOrEqual(250 + 120)
+  })
+
+  it("a shorter inner operation fails at its own deadline and the outer one goes on", async () => {
+    const outer = within({ operation: "outer", timeoutMs: 600 })
+    const inner = within({ operation: "inner", timeoutMs: 150 })
+    let innerAt = 0
+    const { ms, either } = await timed(
+      outer(
+        Effect.gen(function* () {
+          const startedAt = performance.now()
+          const failed = yield* Effect.either(inner(deadlineSleep(10_000)))
+          innerAt = performance.now() - startedAt
+          expect(failureOf(failed)).toMatchObject({ _tag: "OperationTimeout", operation: "inner" })
+          yield* deadlineSleep(100)
+          return "outer done"
+        })
+      )
+    )
+    expect(either).toEqual(Either.right("outer done"))
+    expect(innerAt).toBeGreaterThanOrEqual(149)
+    expect(innerAt).toBeLessThanOrEqual(150 + 120)
+    expect(ms).toBeLessThan(600)
+  })
+
+  it("a longer inner operation ends at the outer one's deadline", async () => {
+    const outer = within({ operation: "outer", timeoutMs: 200 })
+    const inner = within({ operation: "inner", timeoutMs: 5_000 })
+    const { ms, either } = await timed(outer(inner(deadlineSleep(10_000))))
+    expect(failureOf(either)).toMatchObject({ _tag: "OperationTimeout", operation: "outer" })
+    expect(ms).toBeGreaterThanOrEqual(199)
+    expect(ms).toBeLessThanOrEqual(200 + 120)
+  })
+})
+
 /** When `promise` settled, in ms from `startedAt`, and its rejection (undefined if it resolved). */
 const settledAt = (startedAt: number, promise: Promise<unknown>) =>
   promise.then(
@@ -328,6 +384,48 @@ describe("one store's deadlines on one timer, against real Redis", () => {
     const chain = await chainOf(redisClient, prefix)
     expect(chain).toHaveLength(quick + 1)
     expect(verifyAuditChain(chain).valid).toBe(true)
+  })
+
+  // Catches: a lane operation that lost its race going on in the store's transaction (or
+  // an Effect transaction retrying) on a deadline of its own, started when it went on:
+  // the operation's deadline is the one it started with, on the shared queue.
+  it("an operation that lost its race and then stands ends at the deadline it started with (lane and Effect path)", async () => {
+    const timeout = 400
+    const late = 120
+    const redisClient = client(sharedRedis().port)
+    for (const path of ["lane", "effect"] as const) {
+      const prefix = uniquePrefix(`dq-lost-${path}`)
+      const paths = laneAndEffect(redisClient, prefix, timeout)
+      const rival = laneAndEffect(redisClient, prefix, timeout)
+      await appendOn(paths.lane, { warm: true })
+      let builds = 0
+      let release!: () => void
+      const stuck = new Promise<void>((resolve) => (release = resolve))
+      const startedAt = performance.now()
+      const outcome = await settledAt(
+        startedAt,
+        paths[path](async ({ readLastIntegrity, persist }) => {
+          const build = ++builds
+          const head = (await readLastIntegrity()) as Integrity | null
+          if (build > 1) await stuck
+          await sleep(200)
+          await appendOn(rival.lane, { rival: build })
+          await persist(buildNextRecord({ ours: build }, head))
+        })
+      )
+      release()
+      expect(builds, path).toBe(2)
+      expect(tagOf(outcome.error), path).toBe("OperationTimeout")
+      expect(outcome.ms, path).toBeGreaterThanOrEqual(timeout - 1)
+      // (From the second build's start it would be 200 ms more.)
+      expect(outcome.ms, path).toBeLessThanOrEqual(timeout + late)
+      const chain = await chainOf(redisClient, prefix)
+      expect(chain.map((r) => Object.keys(r).find((k) => k === "ours" || k === "rival" || k === "warm"))).toEqual([
+        "warm",
+        "rival"
+      ])
+      expect(verifyAuditChain(chain).valid).toBe(true)
+    }
   })
 
   // Catches: a frozen link holding an operation past its own deadline (or ending one
