@@ -53,16 +53,24 @@ export class DeadlineQueue<D extends QueuedDeadline> {
     this.timer?.unref()
   }
 
-  // Passes every deadline due (a `passed` may end or start others), then re-arms for the oldest left.
+  // Passes every deadline due (a `passed` may end or start others), then re-arms for the
+  // oldest left, also when a `passed` throws (the others still pass, as on timers of their own).
   private readonly fire = (): void => {
     this.timer = undefined
     const now = performance.now()
-    while (this.head < this.queue.length) {
-      const first = this.queue[this.head]!
-      if (!first.done && first.endsAt > now) break
-      this.head += 1
-      if (!first.done) this.passed(first)
+    try {
+      while (this.head < this.queue.length) {
+        const first = this.queue[this.head]!
+        if (!first.done && first.endsAt > now) break
+        this.head += 1
+        if (!first.done) this.passed(first)
+      }
+    } finally {
+      this.rearm(now)
     }
+  }
+
+  private rearm(now: number): void {
     if (this.head === this.queue.length) return this.empty()
     clearTimeout(this.timer)
     this.timer = setTimeout(this.fire, Math.ceil(this.queue[this.head]!.endsAt - now))
