@@ -64,6 +64,7 @@ const print = (scenario: string, f: FailoverFigures) =>
     silentRewinds: f.silentAuditRewinds + f.silentVaultRewinds,
     silentAuditRewinds: f.silentAuditRewinds,
     silentVaultRewinds: f.silentVaultRewinds,
+    ...(f.silentAuditDetails.length === 0 ? {} : { silentAuditDetails: JSON.stringify(f.silentAuditDetails) }),
     rewoundReplicas: f.rewoundMembers,
     toldByError: f.rewindErrors,
     toldByRecordedGap: f.rewindsRecorded,

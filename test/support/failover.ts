@@ -86,7 +86,11 @@ export interface Outcome {
   readonly error?: string
   /** Audit calls: the head this member had last seen when the call started. */
   readonly seenAtStart?: AuditIntegrity | null | undefined
+  /** How it was seen: handed out by `readLastIntegrity`, committed, or committed with `DurabilityTimeout`. */
+  readonly seenHowAtStart?: SeenHow | undefined
 }
+
+type SeenHow = "read" | "committed" | "DurabilityTimeout"
 
 export interface FleetMember {
   readonly name: string
@@ -141,6 +145,7 @@ export const fleetMember = async (
   const { audit, vault } = await storesFor(client, prefixes, options)
   // The head this member last read or committed on (null: the empty chain; undefined: none yet).
   let seen: AuditIntegrity | null | undefined
+  let seenHow: SeenHow | undefined
   const watchedAudit = {
     transaction: <A>(
       fn: (tx: { readLastIntegrity(): Promise<unknown>; persist(r: unknown): Promise<void> }) => Promise<A>
@@ -150,6 +155,7 @@ export const fleetMember = async (
           readLastIntegrity: async () => {
             const head = await readLastIntegrity()
             seen = head
+            seenHow = "read"
             return head
           },
           persist: async (record) => {
@@ -157,8 +163,12 @@ export const fleetMember = async (
             try {
               await persist(record as Record<string, unknown>)
               seen = integrity
+              seenHow = "committed"
             } catch (error) {
-              if (committedAnyway(error)) seen = integrity
+              if (committedAnyway(error)) {
+                seen = integrity
+                seenHow = "DurabilityTimeout"
+              }
               throw error
             }
           }
@@ -201,14 +211,22 @@ export const fleetMember = async (
       const id = `${name}-e${++n}`
       const startedAt = performance.now()
       const seenAtStart = seen
+      const seenHowAtStart = seenHow
       try {
         await sink.record({ type: "failover-test", id })
         ledger.ackedEvents.push(id)
-        auditOutcomes.push({ startedAt, at: performance.now(), ok: true, seenAtStart })
+        auditOutcomes.push({ startedAt, at: performance.now(), ok: true, seenAtStart, seenHowAtStart })
         return true
       } catch (error) {
         ledger.failedEvents.push({ id, error: errorTag(error) })
-        auditOutcomes.push({ startedAt, at: performance.now(), ok: false, error: errorTag(error), seenAtStart })
+        auditOutcomes.push({
+          startedAt,
+          at: performance.now(),
+          ok: false,
+          error: errorTag(error),
+          seenAtStart,
+          seenHowAtStart
+        })
         return false
       }
     },
@@ -296,6 +314,8 @@ export interface FailoverFigures {
   readonly staleExports: number
   /** Rewound members that appended on without an error or a recorded gap; members serving an unbacked vault. */
   readonly silentAuditRewinds: number
+  /** For each silent audit rewind: the member, the head it had seen and how, and its calls' outcomes after the kill. */
+  readonly silentAuditDetails: ReadonlyArray<string>
   readonly silentVaultRewinds: number
   /** Members whose last seen head was lost, and how each was told: by an error, or by a recorded gap. */
   readonly rewoundMembers: number
@@ -530,6 +550,7 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
     let rewindErrors = 0
     let rewindsRecorded = 0
     let silentAuditRewinds = 0
+    const silentAuditDetails: Array<string> = []
     let undecided = 0
     let idleRewound = false
     // A member is judged by its calls started after the kill (only the promoted replica can
@@ -546,7 +567,15 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
       else if (!committed(first)) rewindErrors++
       // A lost head can be in the chain only if a record names it: the gap was recorded.
       else if (chainJson.some((json) => json.includes(seen.eventHash))) rewindsRecorded++
-      else silentAuditRewinds++
+      else {
+        silentAuditRewinds++
+        const after = m.auditOutcomes.filter((o) => o.startedAt > killedAt).slice(0, 6)
+        const how = after[0]?.seenHowAtStart ?? "?"
+        const outcomes = after.map((o) => (o.ok ? "ok" : o.error)).join(",")
+        silentAuditDetails.push(
+          `${m.name} saw ${seen.sequence}/${seen.eventHash.slice(0, 8)} (${how}) then ${outcomes}`
+        )
+      }
     }
 
     const ledger = merge(members.map((m) => m.ledger))
@@ -584,6 +613,7 @@ export async function runFailover(target: FailoverTarget, options: ScenarioOptio
       staleReveals,
       staleExports,
       silentAuditRewinds,
+      silentAuditDetails,
       silentVaultRewinds,
       rewoundMembers,
       rewindErrors,
