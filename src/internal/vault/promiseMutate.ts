@@ -154,9 +154,11 @@ class LaneMutation<A> {
     } catch (error) {
       sent = Promise.reject(error)
     }
+    // (The mark comes off once the apply's outcome is known, under the apply's own mark:
+    // a deadline while a conflict is settled then says, as `within` does, that nothing committed.)
     const handOver = () => {
       const unmark = inFlight?.handOver() ?? Effect.void
-      this.effectPath(Effect.ensuring(this.parts.settleSent(snapshot, staged, result, sent), unmark))
+      this.effectPath(this.parts.settleSent(snapshot, staged, result, sent, unmark))
     }
     sent.then(
       (reply) => {
