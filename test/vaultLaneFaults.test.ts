@@ -11,7 +11,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
 import { Effect, Metric, type Runtime } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
-import { createRedisTokenStore, type TokenRecord } from "../src/haechi.js"
+import { createRedisTokenStore, type MutableView, type TokenRecord } from "../src/haechi.js"
 import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -141,5 +141,69 @@ describe("the facade's fiber-free mutate under faults", () => {
     })
     expect(lane.outcome).toEqual({ error: "OperationTimeout" })
     expect(lane.vault).toEqual(["next", "rival", "warm", "warm2"])
+  })
+
+  // Catches: a value whose `then` cannot even be read escaping the lane's start (the
+  // promise rejected, but the view left open and pinned, and the deadline and latency
+  // sample left for the timer), where the Effect path ends the attempt at once.
+  it("fn returns a hostile thenable (then throws, its getter throws, its getter throws on the second read): the same outcome, count and closed view as the Effect path", async () => {
+    const direct = connect()
+    const hostile: ReadonlyArray<readonly [string, () => unknown]> = [
+      [
+        "then throws",
+        () => ({
+          then: () => {
+            throw new Error("then threw")
+          }
+        })
+      ],
+      [
+        "then's getter throws",
+        () => ({
+          get then() {
+            throw new Error("then's getter threw")
+          }
+        })
+      ],
+      [
+        "then's getter throws on the second read",
+        () => {
+          let reads = 0
+          return {
+            get then() {
+              reads += 1
+              if (reads > 1) throw new Error("then's getter threw on read 2")
+              return (resolve: (v: unknown) => void) => resolve("never")
+            }
+          }
+        }
+      ]
+    ]
+    for (const [name, make] of hostile) {
+      await samePaths(async (path, runtime) => {
+        const prefix = uniquePrefix(`vault-lane-faults-thenable-${path}`)
+        const store = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", runtime })
+        await store.mutate((view) => view.set("warm", rec(1)))
+        await store.mutate((view) => view.set("warm2", rec(2)))
+        const counted = counters()
+        let kept: MutableView | undefined
+        const outcome = await settled(
+          store.mutate((view) => {
+            kept = view
+            view.set("kept-out", rec(3))
+            return make() as never
+          })
+        )
+        const counts = counted()
+        let lateSet = "accepted"
+        try {
+          kept!.set("late", rec(4))
+        } catch (error) {
+          lateSet = (error as { _tag?: string })._tag ?? String(error)
+        }
+        await store.mutate((view) => view.set("next", rec(5)))
+        return { name, outcome, counts, lateSet, vault: Object.keys(await vaultOf(direct, prefix)) }
+      })
+    }
   })
 })
