@@ -133,14 +133,17 @@ class LaneMutation<A> {
       else this.end(Exit.fail(error))
     }
     let out: A | PromiseLike<A>
+    let pending: Promise<A> | undefined
     try {
       out = this.fn(view)
+      // (A thenable's `then` that throws rejects; a native promise is itself; a `then`
+      // that cannot even be read throws here, and ends the attempt as `fn` throwing.)
+      if (isThenable(out)) pending = Promise.resolve(out)
     } catch (error) {
       return threw(error)
     }
-    // (A thenable's `then` that throws rejects; a native promise is itself.)
-    if (isThenable(out)) Promise.resolve(out).then(returned, threw)
-    else returned(out)
+    if (pending !== undefined) pending.then(returned, threw)
+    else returned(out as A)
   }
 
   /** Sends the apply; a `Committed` reply is settled here, anything else by the store's attempt. */
