@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Effect, Metric, type Runtime } from "effect"
+import { Effect, Metric, type Runtime, Schedule } from "effect"
 import { Redis, type RedisOptions } from "ioredis"
 import { createRedisTokenStore, type MutableView, type TokenRecord } from "../src/haechi.js"
 import { withTags } from "../src/internal/metricTags.js"
@@ -50,18 +50,19 @@ const metrics = {
   conflicts: withTags(Metrics.keys.fenceConflicts, tags),
   retries: withTags(Metrics.keys.retries, tags),
   exhausted: withTags(Metrics.keys.retriesExhausted, tags),
-  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault")),
-  rewinds: Metrics.vaultRewinds
+  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
 }
+// (Rewinds are counted per prefix: the untagged counter never moves.)
+const rewindsOf = (prefix: string) => count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix)))
 const samples = () => Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
-/** The counters' and the latency histogram's growth since `counters()` was called. */
-const counters = () => {
+/** The counters' and the latency histogram's growth since `counters()` was called (rewinds: of `prefix`). */
+const counters = (prefix = "") => {
   const read = () => ({
     conflicts: count(metrics.conflicts),
     retries: count(metrics.retries),
     exhausted: count(metrics.exhausted),
     resolved: count(metrics.resolved),
-    rewinds: count(metrics.rewinds),
+    rewinds: rewindsOf(prefix),
     samples: samples()
   })
   const before = read()
@@ -129,7 +130,7 @@ describe("the facade's fiber-free mutate under faults", () => {
       await store.mutate((view) => view.set("warm", rec(1)))
       await store.mutate((view) => view.set("warm2", rec(2)))
       await rival.mutate((view) => view.set("rival", rec(3)))
-      const counted = counters()
+      const counted = counters(prefix)
       const frozen = proxy.freezeWhen(changesCall)
       const outcome = await settled(store.mutate((view) => view.set("ours", rec(4))))
       expect(await within(frozen, 1000)).toBe(true)
@@ -185,7 +186,7 @@ describe("the facade's fiber-free mutate under faults", () => {
         const store = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", runtime })
         await store.mutate((view) => view.set("warm", rec(1)))
         await store.mutate((view) => view.set("warm2", rec(2)))
-        const counted = counters()
+        const counted = counters(prefix)
         let kept: MutableView | undefined
         const outcome = await settled(
           store.mutate((view) => {
@@ -206,4 +207,207 @@ describe("the facade's fiber-free mutate under faults", () => {
       })
     }
   })
+
+  // Catches: a pinned snapshot edited under a running view (cache.advance's copy-on-pin,
+  // a release that unpins another view's version, a delete's swap in place), a commit of
+  // one lane mutate lost or doubled by another's, a get-then-delete or entries() that
+  // disagrees with what was staged, and a fiber-free read seeing a torn version.
+  it("one store, lane mutates and fiber-free reads at once: every view keeps its snapshot, no increment lost or doubled", async () => {
+    const direct = connect()
+    const prefix = uniquePrefix("vault-lane-faults-one-store")
+    const store = createRedisTokenStore({
+      client: direct,
+      keyPrefix: prefix,
+      startupChecks: "off",
+      retry: Schedule.recurs(200)
+    })
+    const other = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await store.mutate((view) => view.set("counter", { n: 0 }))
+    await store.mutate((view) => view.set("seed", rec(0)))
+    const torn: Array<string> = []
+    // A view's invariant: the counter counts the op tokens it holds.
+    const check = (where: string, entries: Array<[string, TokenRecord]>) => {
+      const ops = entries.filter(([t]) => t.startsWith("op")).length
+      const counter = entries.find(([t]) => t === "counter")?.[1].n
+      if (counter !== ops) torn.push(`${where}: counter ${String(counter)}, ${ops} op tokens`)
+    }
+    const N = 40
+    const mutates = Array.from({ length: N }, (_, i) =>
+      (i % 5 === 4 ? other : store).mutate(async (view) => {
+        const before = JSON.stringify(view.entries())
+        check(`op${i} before`, view.entries())
+        await sleep(i % 3)
+        if (JSON.stringify(view.entries()) !== before) torn.push(`op${i}: its snapshot changed under it`)
+        const n = view.get("counter")!.n as number
+        // An op token moves: read, then deleted, and a new one set in its place.
+        const moved = view.entries().find(([t]) => t.startsWith("op"))?.[0]
+        if (moved !== undefined) {
+          const read = view.get(moved)
+          if (read === undefined || !view.delete(moved) || view.get(moved) !== undefined)
+            torn.push(`op${i}: get/delete of ${moved}`)
+          view.set(`op-moved-${i}`, read!)
+        }
+        view.set(`op${i}`, rec(i))
+        view.set("counter", { n: n + 1 })
+        const staged = view.entries()
+        if (moved !== undefined && staged.some(([t]) => t === moved)) torn.push(`op${i}: entries() kept ${moved}`)
+        if (!staged.some(([t]) => t === `op${i}`)) torn.push(`op${i}: entries() lost its set`)
+        check(`op${i} staged`, staged)
+        return n
+      })
+    )
+    const reads = Array.from({ length: 20 }, async (_, i) => {
+      await sleep(i % 4)
+      return store.read((view) => check(`read ${i}`, view.entries()))
+    })
+    const outcomes = await Promise.allSettled([...mutates, ...reads])
+    expect(outcomes.filter((o) => o.status === "rejected")).toEqual([])
+    expect(torn).toEqual([])
+    const vault = await vaultOf(direct, prefix)
+    check("vault", Object.entries(vault))
+    expect(vault.counter).toEqual({ n: N })
+    // Every run saw a different counter: no two commits on one snapshot.
+    const seen = (outcomes.slice(0, N) as Array<PromiseFulfilledResult<number>>)
+      .map((o) => o.value)
+      .sort((a, b) => a - b)
+    expect(seen).toEqual(Array.from({ length: N }, (_, i) => i))
+    // The store's cache is the vault: a read after all of it agrees with Redis.
+    expect(Object.fromEntries(await store.read((view) => view.entries()))).toEqual(vault)
+  })
+
+  // Catches: the lane's own send (callScriptBySha) not recovering from NOSCRIPT, or a
+  // recovered send settled differently from the Effect path's.
+  it("SCRIPT FLUSH before a lane mutate: the apply is re-sent with its text and commits once, as on the Effect path", async () => {
+    const admin = connect(own!.port)
+    await samePaths(async (path, runtime) => {
+      const client = connect(own!.port)
+      const prefix = uniquePrefix(`vault-lane-faults-noscript-${path}`)
+      const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
+      await store.mutate((view) => view.set("warm", rec(1)))
+      await store.mutate((view) => view.set("warm2", rec(2)))
+      await admin.script("FLUSH")
+      const counted = counters(prefix)
+      let runs = 0
+      const outcome = await settled(
+        store.mutate((view) => {
+          runs += 1
+          view.set("ours", rec(3))
+          return "done"
+        })
+      )
+      return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(admin, prefix)) }
+    })
+  })
+
+  // Catches: a wrong-type key failing differently on the lane (its reply or rejection
+  // decoded outside the backing's `apply`), or a half-written vault.
+  for (const key of ["tokens", "log", "version"] as const) {
+    it(`the vault's ${key} key holds the wrong type: the same error and untouched keys as on the Effect path`, async () => {
+      const direct = connect()
+      await samePaths(async (path, runtime) => {
+        const prefix = uniquePrefix(`vault-lane-faults-wrongtype-${key}-${path}`)
+        const store = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", runtime })
+        await store.mutate((view) => view.set("warm", rec(1)))
+        await store.mutate((view) => view.set("warm2", rec(2)))
+        const dump = await direct.dumpBuffer(`${prefix}${key}`)
+        await direct.del(`${prefix}${key}`)
+        await direct.sadd(`${prefix}${key}`, "not-a-vault")
+        const counted = counters(prefix)
+        const outcome = await settled(store.mutate((view) => view.set("ours", rec(3))))
+        const counts = counted()
+        const type = await direct.type(`${prefix}${key}`)
+        const others = await Promise.all(
+          ["tokens", "log", "version"].filter((k) => k !== key).map((k) => direct.dump(`${prefix}${k}`))
+        )
+        await direct.del(`${prefix}${key}`)
+        await direct.restore(`${prefix}${key}`, 0, dump!)
+        return { outcome, counts, type, others: others.map((d) => d !== null), vault: await vaultOf(direct, prefix) }
+      })
+    })
+  }
+
+  // Catches: a reply lost and the call re-sent by ioredis (AlreadyCommitted) settled
+  // differently on the lane, or committed twice.
+  it("a lost reply re-sent by ioredis (its defaults): AlreadyCommitted, committed once, as on the Effect path", async () => {
+    const direct = connect()
+    const lane = await samePaths(async (path, runtime) => {
+      const { proxy, client } = await proxied()
+      const prefix = uniquePrefix(`vault-lane-faults-resent-${path}`)
+      const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
+      await store.mutate((view) => view.set("counter", { n: 0 }))
+      await store.mutate((view) => view.set("warm", rec(1)))
+      const counted = counters(prefix)
+      let runs = 0
+      const outcome = await settled(
+        store.mutate((view) => {
+          runs += 1
+          proxy.cutAfterNextRequest()
+          view.set("counter", { n: (view.get("counter")!.n as number) + 1 })
+          return "done"
+        })
+      )
+      const counts = counted()
+      await store.mutate((view) => view.set("next", rec(3)))
+      return { outcome, runs, counts, vault: await vaultOf(direct, prefix) }
+    })
+    expect(lane.outcome).toEqual({ value: "done" })
+    expect(lane.vault.counter).toEqual({ n: 1 })
+  })
+
+  // Catches: a rewind (FLUSHALL, or an older DUMP restored, climbed back or not) met by
+  // a lane mutate whose fn was running over the old cache: stale records written back,
+  // the rewind counted other than once, or another outcome than the Effect path's.
+  for (const rewind of ["flushall", "restored", "restored and climbed back"] as const) {
+    it(`${rewind} while a lane mutate's fn runs: the same outcome, rewind count and vault as on the Effect path`, async () => {
+      const admin = connect(own!.port)
+      const lane = await samePaths(async (path, runtime) => {
+        const client = connect(own!.port)
+        const prefix = uniquePrefix(`vault-lane-faults-rewind-${path}`)
+        const common = { keyPrefix: prefix, startupChecks: "off" } as const
+        const store = createRedisTokenStore({ ...common, client, runtime })
+        const climber = createRedisTokenStore({ ...common, client: admin, lock: "never" })
+        await store.mutate((view) => view.set("a", rec(1)))
+        await store.mutate((view) => view.set("b", rec(2)))
+        const older = new Map<string, Buffer | null>()
+        for (const k of ["version", "tokens", "log"]) older.set(k, await admin.dumpBuffer(`${prefix}${k}`))
+        await store.mutate((view) => view.set("c", rec(3)))
+        await store.mutate((view) => view.set("d", rec(4)))
+        const counted = counters(prefix)
+        let open!: () => void
+        const gate = new Promise<void>((resolve) => (open = resolve))
+        let started!: () => void
+        const running = new Promise<void>((resolve) => (started = resolve))
+        let runs = 0
+        const ours = settled(
+          store.mutate(async (view) => {
+            runs += 1
+            const seen = Object.keys(Object.fromEntries(view.entries())).sort()
+            if (runs === 1) {
+              started()
+              await gate
+            }
+            view.set(`ours${runs}`, rec(10 + runs))
+            return seen
+          })
+        )
+        await running
+        if (rewind === "flushall") {
+          await admin.flushall()
+        } else {
+          for (const [k, dump] of older) await admin.restore(`${prefix}${k}`, 0, dump!, "REPLACE")
+          if (rewind === "restored and climbed back") {
+            await climber.mutate((view) => view.set("x", rec(5)))
+            await climber.mutate((view) => view.set("y", rec(6)))
+          }
+        }
+        open()
+        const outcome = await ours
+        return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(admin, prefix)) }
+      })
+      // Nothing the rewind took comes back through our write.
+      expect(lane.vault).not.toContain("c")
+      expect(lane.vault).not.toContain("d")
+      expect(lane.counts.rewinds).toBe(1)
+    })
+  }
 })
