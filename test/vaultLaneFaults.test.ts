@@ -10,7 +10,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
 import { Effect, Metric, type Runtime, Schedule } from "effect"
+import * as fc from "fast-check"
 import { Redis, type RedisOptions } from "ioredis"
+import { FenceConflict } from "../src/Errors.js"
 import { createRedisTokenStore, type MutableView, type TokenRecord } from "../src/haechi.js"
 import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
@@ -279,7 +281,7 @@ describe("the facade's fiber-free mutate under faults", () => {
   // recovered send settled differently from the Effect path's.
   it("SCRIPT FLUSH before a lane mutate: the apply is re-sent with its text and commits once, as on the Effect path", async () => {
     const admin = connect(own!.port)
-    await samePaths(async (path, runtime) => {
+    const lane = await samePaths(async (path, runtime) => {
       const client = connect(own!.port)
       const prefix = uniquePrefix(`vault-lane-faults-noscript-${path}`)
       const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
@@ -297,6 +299,7 @@ describe("the facade's fiber-free mutate under faults", () => {
       )
       return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(admin, prefix)) }
     })
+    expect(lane).toMatchObject({ outcome: { value: "done" }, runs: 1, vault: ["ours", "warm", "warm2"] })
   })
 
   // Catches: a wrong-type key failing differently on the lane (its reply or rejection
@@ -304,7 +307,7 @@ describe("the facade's fiber-free mutate under faults", () => {
   for (const key of ["tokens", "log", "version"] as const) {
     it(`the vault's ${key} key holds the wrong type: the same error and untouched keys as on the Effect path`, async () => {
       const direct = connect()
-      await samePaths(async (path, runtime) => {
+      const lane = await samePaths(async (path, runtime) => {
         const prefix = uniquePrefix(`vault-lane-faults-wrongtype-${key}-${path}`)
         const store = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", runtime })
         await store.mutate((view) => view.set("warm", rec(1)))
@@ -323,6 +326,8 @@ describe("the facade's fiber-free mutate under faults", () => {
         await direct.restore(`${prefix}${key}`, 0, dump!)
         return { outcome, counts, type, others: others.map((d) => d !== null), vault: await vaultOf(direct, prefix) }
       })
+      expect(lane.outcome).toEqual({ error: "CorruptData" })
+      expect(lane.type).toBe("set")
     })
   }
 
@@ -350,7 +355,8 @@ describe("the facade's fiber-free mutate under faults", () => {
       await store.mutate((view) => view.set("next", rec(3)))
       return { outcome, runs, counts, vault: await vaultOf(direct, prefix) }
     })
-    expect(lane.outcome).toEqual({ value: "done" })
+    // (Re-sent, not resolved through the log: the second run of the script found its commit.)
+    expect(lane).toMatchObject({ outcome: { value: "done" }, runs: 1, counts: { resolved: 0, conflicts: 0 } })
     expect(lane.vault.counter).toEqual({ n: 1 })
   })
 
@@ -410,4 +416,138 @@ describe("the facade's fiber-free mutate under faults", () => {
       expect(lane.counts.rewinds).toBe(1)
     })
   }
+
+  // Catches: a fn that ends after the deadline with a FenceConflict retried (a second
+  // run, a commit after the operation failed) instead of ignored.
+  it("fn rejects with a FenceConflict after the deadline: OperationTimeout, fn not run again, nothing written, as on the Effect path", async () => {
+    const direct = connect()
+    await samePaths(async (path, runtime) => {
+      const prefix = uniquePrefix(`vault-lane-faults-late-conflict-${path}`)
+      const store = createRedisTokenStore({
+        client: direct,
+        keyPrefix: prefix,
+        startupChecks: "off",
+        runtime,
+        timeout: 120
+      })
+      await store.mutate((view) => view.set("warm", rec(1)))
+      await store.mutate((view) => view.set("warm2", rec(2)))
+      const counted = counters(prefix)
+      let runs = 0
+      const outcome = await settled(
+        store.mutate(async (view) => {
+          runs += 1
+          view.set(`run${runs}`, rec(runs))
+          await sleep(200)
+          throw new FenceConflict({ store: "vault", prefix, expected: "2" })
+        })
+      )
+      await sleep(150)
+      return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(direct, prefix)) }
+    })
+  })
+
+  // Catches: any lost or doubled increment, a mutate that says it committed and did not,
+  // or that failed saying nothing committed (OperationTimeout, RetriesExhausted, a Redis
+  // error) and did; a latency sample other than one per operation. Lane replicas and
+  // Effect-path replicas ("always", a traced runtime) share one vault, some behind a link
+  // that freezes (a request held, or run with its reply held), is cut after a request
+  // (the reply lost, the call re-sent by ioredis or not) or delays replies.
+  it("lane and Effect-path replicas, frozen links and lost replies: every outcome truthful, no increment lost or doubled (property)", async () => {
+    const direct = connect()
+    const fault = fc.oneof(
+      {
+        arbitrary: fc.record({ kind: fc.constant("freeze" as const), ms: fc.integer({ min: 50, max: 500 }) }),
+        weight: 2
+      },
+      {
+        arbitrary: fc.record({ kind: fc.constant("dropReplies" as const), ms: fc.integer({ min: 20, max: 300 }) }),
+        weight: 1
+      },
+      { arbitrary: fc.record({ kind: fc.constant("cut" as const) }), weight: 3 },
+      { arbitrary: fc.record({ kind: fc.constant("delay" as const), ms: fc.integer({ min: 5, max: 60 }) }), weight: 1 }
+    )
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ replica: fc.integer({ min: 0, max: 4 }), slow: fc.boolean() }), {
+          minLength: 4,
+          maxLength: 12
+        }),
+        fc.array(fc.record({ after: fc.integer({ min: 0, max: 12 }), fault }), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        async (ops, faults, resend) => {
+          const prefix = uniquePrefix("vault-lane-faults-property")
+          const { proxy, client } = await proxied(
+            resend ? {} : { autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 0 }
+          )
+          const common = { keyPrefix: prefix, startupChecks: "off", retry: Schedule.recurs(60), timeout: 400 } as const
+          const replicas = [
+            createRedisTokenStore({ ...common, client, lock: "adaptive" }),
+            createRedisTokenStore({ ...common, client, lock: "never", runtime: runtimeFor("effect") }),
+            createRedisTokenStore({ ...common, client: direct, lock: "never" }),
+            createRedisTokenStore({ ...common, client: direct, lock: "always" }),
+            createRedisTokenStore({ ...common, client, lock: "never" })
+          ]
+          await replicas[2]!.mutate((view) => view.set("counter", { n: 0 }))
+          // Every replica's cache proven (its next mutate may take the lane).
+          for (const r of replicas) await r.mutate((view) => view.set("warm", rec(0)))
+          const counted = counters(prefix)
+          const driving = (async () => {
+            for (const { after, fault: f } of faults) {
+              await sleep(after)
+              if (f.kind === "freeze" || f.kind === "dropReplies") {
+                proxy.setMode(f.kind === "freeze" ? "stall" : "dropReplies")
+                await sleep(f.ms)
+                proxy.setMode("forward")
+              } else if (f.kind === "cut") {
+                proxy.cutAfterNextRequest()
+              } else {
+                proxy.delayReplies(f.ms)
+              }
+            }
+          })()
+          const started = performance.now()
+          const outcomes = await Promise.all(
+            ops.map(({ replica, slow }, i) =>
+              settled(
+                replicas[replica]!.mutate(async (view) => {
+                  const n = view.get("counter")!.n as number
+                  if (slow) await sleep(8)
+                  view.set("counter", { n: n + 1 })
+                  view.set(`op${i}`, { by: replica })
+                })
+              )
+            )
+          )
+          // Every operation ends within its deadline (and the faults' time, at most 3 × 500 ms of freezes).
+          expect(performance.now() - started).toBeLessThan(3000)
+          await driving
+          proxy.thaw()
+          proxy.delayReplies(0)
+          // (Held requests have run once a ping after them answers; a cut no operation met takes the ping instead.)
+          await within(
+            client.ping().catch(() => undefined),
+            1000
+          )
+          await sleep(50)
+          const counts = counted()
+          const vault = await vaultOf(direct, prefix)
+          const landed = Object.keys(vault).filter((k) => k.startsWith("op")).length
+          expect(vault.counter).toEqual({ n: landed })
+          ops.forEach((_, i) => {
+            const outcome = outcomes[i]!
+            const there = vault[`op${i}`] !== undefined
+            if ("value" in outcome) expect({ i, there }).toEqual({ i, there: true })
+            else if (outcome.error !== "CommitOutcomeUnknown")
+              expect({ i, outcome, there }).toEqual({ i, outcome, there: false })
+          })
+          const known = ["CommitOutcomeUnknown", "OperationTimeout", "RetriesExhausted", "RedisUnavailable"]
+          for (const o of outcomes) if ("error" in o) expect(known).toContain(o.error)
+          expect(counts.samples).toBe(ops.length)
+          expect(counts.rewinds).toBe(0)
+        }
+      ),
+      { numRuns: 15 }
+    )
+  }, 90_000)
 })
