@@ -550,4 +550,111 @@ describe("the facade's fiber-free mutate under faults", () => {
       { numRuns: 15 }
     )
   }, 90_000)
+
+  // Catches: the lane's lost or yielded first attempt handed on wrongly under contention
+  // for the lock (a claim or queue entry left behind, an operation never let through, a
+  // commit doubled), with an "always" writer holding the lock and another waiting for it.
+  it('lock "adaptive": lane mutates at once while an "always" writer holds the lock and another waits: all commit once, nothing of the lock left behind', async () => {
+    const direct = connect()
+    const prefix = uniquePrefix("vault-lane-faults-lock-queue")
+    const common = { keyPrefix: prefix, startupChecks: "off", retry: Schedule.recurs(100) } as const
+    const lane = createRedisTokenStore({ ...common, client: connect(), lock: "adaptive" })
+    const traced = createRedisTokenStore({
+      ...common,
+      client: connect(),
+      lock: "adaptive",
+      runtime: runtimeFor("effect")
+    })
+    const holder = createRedisTokenStore({ ...common, client: connect(), lock: "always" })
+    const waiter = createRedisTokenStore({ ...common, client: connect(), lock: "always" })
+    await lane.mutate((view) => view.set("counter", { n: 0 }))
+    await lane.mutate((view) => view.set("warm", rec(0)))
+    await traced.mutate((view) => view.set("warm", rec(0)))
+    const bump = (name: string) => (view: MutableView) => {
+      view.set("counter", { n: (view.get("counter")!.n as number) + 1 })
+      view.set(name, rec(1))
+      return name
+    }
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let holding!: () => void
+    const held = new Promise<void>((resolve) => (holding = resolve))
+    const holderDone = holder.mutate(async (view) => {
+      holding()
+      await gate
+      return bump("holder")(view)
+    })
+    await held
+    const waiterDone = waiter.mutate(bump("waiter"))
+    await sleep(20)
+    const ours = [
+      ...Array.from({ length: 5 }, (_, i) => lane.mutate(bump(`lane${i}`))),
+      ...Array.from({ length: 2 }, (_, i) => traced.mutate(bump(`traced${i}`)))
+    ]
+    await sleep(80)
+    expect(Object.keys(await vaultOf(direct, prefix))).toEqual(["counter", "warm"])
+    open()
+    const outcomes = await Promise.all([holderDone, waiterDone, ...ours].map(settled))
+    expect(outcomes.filter((o) => !("value" in o))).toEqual([])
+    const vault = await vaultOf(direct, prefix)
+    expect(vault.counter).toEqual({ n: 9 })
+    expect(Object.keys(vault).sort()).toEqual(
+      [
+        "counter",
+        "holder",
+        "waiter",
+        "warm",
+        ...Array.from({ length: 5 }, (_, i) => `lane${i}`),
+        "traced0",
+        "traced1"
+      ].sort()
+    )
+    // Every claim and queue entry was given back.
+    await sleep(50)
+    expect(await direct.exists(`${prefix}lock`)).toBe(0)
+    const lockKeys = (await direct.keys(`${prefix}lock*`)).filter((k) => k !== `${prefix}lock`)
+    for (const key of lockKeys) {
+      const type = await direct.type(key)
+      if (type === "zset") expect({ key, entries: await direct.zcard(key) }).toEqual({ key, entries: 0 })
+    }
+  })
+
+  // Catches: a lane mutate in flight across a Redis restart (connection lost, scripts
+  // gone, the data as the restart left it) ending otherwise than on the Effect path.
+  it("Redis restarts while a lane mutate's fn runs: the same outcome, counts and vault as on the Effect path", async () => {
+    const admin = connect(own!.port)
+    const lane = await samePaths(async (path, runtime) => {
+      const client = connect(own!.port)
+      const prefix = uniquePrefix(`vault-lane-faults-restart-${path}`)
+      const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
+      await store.mutate((view) => view.set("a", rec(1)))
+      await store.mutate((view) => view.set("b", rec(2)))
+      const counted = counters(prefix)
+      let open!: () => void
+      const gate = new Promise<void>((resolve) => (open = resolve))
+      let started!: () => void
+      const running = new Promise<void>((resolve) => (started = resolve))
+      let runs = 0
+      const ours = settled(
+        store.mutate(async (view) => {
+          runs += 1
+          if (runs === 1) {
+            started()
+            await gate
+          }
+          view.set("ours", rec(3))
+          return runs
+        })
+      )
+      await running
+      await own!.restart()
+      await admin.ping()
+      await client.ping()
+      open()
+      const outcome = await ours
+      return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(admin, prefix)) }
+    })
+    expect(lane.outcome).toMatchObject({ value: expect.any(Number) })
+    expect(lane.vault).toContain("ours")
+  })
 })
