@@ -81,12 +81,15 @@ export interface CommitAttempt {
   /**
    * The rest of an attempt whose `f` returned `result` over `snapshot`, and whose apply
    * of `staged` the caller sent itself (`sent`): what `attempt` does with the reply.
+   * `replied` runs once the apply's outcome is known, inside the apply's own commit mark
+   * (the caller's mark on the commit it sent comes off there, not after the settling).
    */
   readonly settleSent: <A>(
     snapshot: Snapshot,
     staged: StagedDiff,
     result: A,
-    sent: Promise<unknown>
+    sent: Promise<unknown>,
+    replied?: Effect.Effect<void>
   ) => Effect.Effect<A, FenceConflict | StoreError>
 }
 
@@ -172,8 +175,15 @@ export const commitAttempts = (
 
   // The apply (sent now, or by the caller: `sent`) and its outcome. (An empty diff writes
   // nothing, so a deadline during it cannot leave a commit behind.)
-  const applied = <A>(snapshot: Snapshot, staged: StagedDiff, result: A, sent?: Promise<unknown>) => {
-    const apply = applyOnce(staged.write, sent)
+  const applied = <A>(
+    snapshot: Snapshot,
+    staged: StagedDiff,
+    result: A,
+    sent?: Promise<unknown>,
+    replied?: Effect.Effect<void>
+  ) => {
+    const apply =
+      replied === undefined ? applyOnce(staged.write, sent) : Effect.ensuring(applyOnce(staged.write, sent), replied)
     const outcome = isEmpty(staged)
       ? apply
       : committing(apply, (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted")
@@ -199,5 +209,8 @@ export const commitAttempts = (
       })
     )
 
-  return { attempt, settleSent: (snapshot, staged, result, sent) => applied(snapshot, staged, result, sent) }
+  return {
+    attempt,
+    settleSent: (snapshot, staged, result, sent, replied) => applied(snapshot, staged, result, sent, replied)
+  }
 }

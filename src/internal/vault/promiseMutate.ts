@@ -133,14 +133,17 @@ class LaneMutation<A> {
       else this.end(Exit.fail(error))
     }
     let out: A | PromiseLike<A>
+    let pending: Promise<A> | undefined
     try {
       out = this.fn(view)
+      // (A thenable's `then` that throws rejects; a native promise is itself; a `then`
+      // that cannot even be read throws here, and ends the attempt as `fn` throwing.)
+      if (isThenable(out)) pending = Promise.resolve(out)
     } catch (error) {
       return threw(error)
     }
-    // (A thenable's `then` that throws rejects; a native promise is itself.)
-    if (isThenable(out)) Promise.resolve(out).then(returned, threw)
-    else returned(out)
+    if (pending !== undefined) pending.then(returned, threw)
+    else returned(out as A)
   }
 
   /** Sends the apply; a `Committed` reply is settled here, anything else by the store's attempt. */
@@ -154,9 +157,11 @@ class LaneMutation<A> {
     } catch (error) {
       sent = Promise.reject(error)
     }
+    // (The mark comes off once the apply's outcome is known, under the apply's own mark:
+    // a deadline while a conflict is settled then says, as `within` does, that nothing committed.)
     const handOver = () => {
       const unmark = inFlight?.handOver() ?? Effect.void
-      this.effectPath(Effect.ensuring(this.parts.settleSent(snapshot, staged, result, sent), unmark))
+      this.effectPath(this.parts.settleSent(snapshot, staged, result, sent, unmark))
     }
     sent.then(
       (reply) => {
