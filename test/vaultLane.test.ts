@@ -51,18 +51,19 @@ const metrics = {
   conflicts: withTags(Metrics.keys.fenceConflicts, tags),
   retries: withTags(Metrics.keys.retries, tags),
   exhausted: withTags(Metrics.keys.retriesExhausted, tags),
-  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault")),
-  rewinds: Metrics.vaultRewinds
+  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
 }
+// (Rewinds are counted per store: tagged with its prefix.)
+const rewindsOf = (prefix: string) => count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix)))
 const samples = () => Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
-/** The counters' and the latency histogram's growth since `counters()` was called. */
-const counters = () => {
+/** The counters' and the latency histogram's growth since `counters()` was called (rewinds: of `prefix`). */
+const counters = (prefix = "") => {
   const read = () => ({
     conflicts: count(metrics.conflicts),
     retries: count(metrics.retries),
     exhausted: count(metrics.exhausted),
     resolved: count(metrics.resolved),
-    rewinds: count(metrics.rewinds),
+    rewinds: rewindsOf(prefix),
     samples: samples()
   })
   const before = read()
@@ -324,14 +325,14 @@ describe("the facade's fiber-free mutate", () => {
 
   it("the vault flushed under a replica's cache: the lane's apply finds the rewind, counted once, the same outcome and vault as on the Effect path", async () => {
     const direct = connect()
-    await samePaths(async (path, runtime) => {
+    const lane = await samePaths(async (path, runtime) => {
       const prefix = uniquePrefix(`vault-lane-rewound-${path}`)
       const store = createRedisTokenStore({ client: direct, keyPrefix: prefix, startupChecks: "off", runtime })
       await store.mutate((view) => view.set("warm", rec(1)))
       await store.mutate((view) => view.set("second", rec(2)))
       const keys = await direct.keys(`${prefix}*`)
       await direct.del(...keys)
-      const counted = counters()
+      const counted = counters(prefix)
       let runs = 0
       const outcome = await settled(
         store.mutate((view) => {
@@ -342,6 +343,8 @@ describe("the facade's fiber-free mutate", () => {
       )
       return { outcome, runs, counts: counted(), vault: Object.keys(await vaultOf(direct, prefix)) }
     })
+    expect(lane.counts).toMatchObject({ rewinds: 1, exhausted: 0 })
+    expect(lane.vault).toEqual(["after"])
   })
 
   it('lock "adaptive": the lane\'s apply yields (LockHeld) to an "always" writer, then commits after it, as on the Effect path', async () => {
