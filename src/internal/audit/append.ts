@@ -39,27 +39,36 @@ const landed = (outcome: AppendOutcome): boolean => outcome._tag === "Committed"
 /**
  * The append of `write`, a lost reply resolved, marked on the deadline as a commit in
  * flight. `sent`: the call was already sent (`AuditBacking.send`); its reply is decoded.
+ * `replied` runs once the outcome is known, inside this mark (the caller's own mark on
+ * the call it sent comes off there: a deadline while the outcome is settled, after a
+ * conflict, then says that nothing committed, as it does on the Effect path).
  */
 export const appendOnce = (
   ctx: AppendContext,
   write: PreparedAppend,
-  sent?: Promise<unknown>
+  sent?: Promise<unknown>,
+  replied: Effect.Effect<void> = Effect.void
 ): Effect.Effect<AppendOutcome, StoreError> =>
-  committing(
-    Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
-      ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
-        Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
-        Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
-        Effect.tap(() => Metric.update(resolvedCounter, 1)),
-        Effect.map((committed): AppendOutcome =>
-          // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
-          committed
-            ? { _tag: "AlreadyCommitted" }
-            : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
-        )
+  committing(Effect.ensuring(resolvedAppend(ctx, write, sent), replied), landed)
+
+/** The append's outcome, a lost reply resolved by asking Redis whether its commit id landed. */
+const resolvedAppend = (
+  ctx: AppendContext,
+  write: PreparedAppend,
+  sent: Promise<unknown> | undefined
+): Effect.Effect<AppendOutcome, StoreError> =>
+  Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
+    ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
+      Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+      Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
+      Effect.tap(() => Metric.update(resolvedCounter, 1)),
+      Effect.map((committed): AppendOutcome =>
+        // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+        committed
+          ? { _tag: "AlreadyCommitted" }
+          : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
       )
-    ),
-    landed
+    )
   )
 
 /** The `FenceConflict` a rejected append fails with. */

@@ -106,14 +106,18 @@ export class Pipeline {
     })
   }
 
-  /** The fenced append of `write` for `attempt` (its persist pending); `sent`: the call already sent. */
+  /**
+   * The fenced append of `write` for `attempt` (its persist pending); `sent`: the call
+   * already sent, `replied`: run once its outcome is known (see `appendOnce`).
+   */
   append(
     attempt: Attempt,
     write: PreparedAppend,
-    sent?: Promise<unknown>
+    sent?: Promise<unknown>,
+    replied?: Effect.Effect<void>
   ): Effect.Effect<void, FenceConflict | StoreError> {
     return Effect.onExit(
-      Effect.flatMap(appendOnce(this.ctx, write, sent), (outcome) => {
+      Effect.flatMap(appendOnce(this.ctx, write, sent, replied), (outcome) => {
         if (outcome._tag === "Committed" && outcome.kept === true) attempt.kept = true
         return settle(this.ctx, write, outcome)
       }),

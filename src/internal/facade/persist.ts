@@ -56,10 +56,12 @@ export const persistFromCaller = (
     } catch (error) {
       sent = Promise.reject(error)
     }
+    // (The mark comes off once the append's outcome is known, under the append's own mark:
+    // a deadline while a conflict or a rewind is settled then says that nothing committed.)
     const handOver = () => {
       settled = true
       const unmark = inFlight.handOver()
-      run(linked(Effect.ensuring(pipeline.append(tx, write, sent), unmark))).then(resolve, reject)
+      run(linked(pipeline.append(tx, write, sent, unmark))).then(resolve, reject)
     }
     sent.then(
       (reply) => {
