@@ -6,10 +6,9 @@
  * installed) and the two must agree: the same outcome, error, builds, counts and chain.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Effect, Metric, Runtime, Schedule } from "effect"
 import * as fc from "fast-check"
-import { Cluster, Redis, type RedisOptions } from "ioredis"
+import { Cluster, type Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { FenceConflict } from "../src/Errors.js"
 import { createRedisAuditStore, type HaechiAuditStore, type Integrity } from "../src/haechi.js"
@@ -17,29 +16,11 @@ import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
-import { append, chainOf, latencySamples, losingRaces, PATHS, type Path, runtimeFor } from "./support/facadePaths.js"
-import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
-import { sharedCluster, sharedRedis } from "./support/shared.js"
+import { append, chainOf, latencySamples, losingRaces, type Path, runtimeFor } from "./support/facadePaths.js"
+import { sharedCluster } from "./support/shared.js"
+import { laneLinks, samePaths } from "./support/laneLinks.js"
 
-const clients: Array<Redis> = []
-const proxies: Array<TcpProxy> = []
-const connect = (port = sharedRedis().port, options: RedisOptions = {}) => {
-  const client = new Redis(port, "127.0.0.1", options)
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-const proxied = async (options: RedisOptions = {}) => {
-  const proxy = await tcpProxy(sharedRedis().port)
-  proxies.push(proxy)
-  const client = connect(proxy.port, options)
-  await client.ping()
-  return { proxy, client }
-}
-afterAll(async () => {
-  for (const c of clients) c.disconnect()
-  await Promise.all(proxies.map((p) => p.stop()))
-})
+const { connect, proxied } = laneLinks()
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
 const tags = { store: "audit", operation: "transaction" } as const
@@ -90,14 +71,6 @@ const settled = async (promise: Promise<unknown>) => {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Runs `scenario` on both paths and expects the same result from each; returns the lane's. */
-const samePaths = async <A>(scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>): Promise<A> => {
-  const results: Array<A> = []
-  for (const path of PATHS) results.push(await scenario(path, runtimeFor(path)))
-  expect(results[0]).toEqual(results[1])
-  return results[0]!
-}
 
 /**
  * An "always" replica's transaction that holds the store's lock until `open()` is

@@ -9,72 +9,24 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Effect, Metric, type Runtime, Schedule } from "effect"
+import { Schedule } from "effect"
 import * as fc from "fast-check"
-import { Redis, type RedisOptions } from "ioredis"
 import { FenceConflict } from "../src/Errors.js"
 import { createRedisTokenStore, type MutableView, type TokenRecord } from "../src/haechi.js"
-import { withTags } from "../src/internal/metricTags.js"
-import * as Metrics from "../src/Metrics.js"
 import { uniquePrefix } from "./support/keys.js"
-import { PATHS, type Path, runtimeFor } from "./support/facadePaths.js"
-import { startRedis, tcpProxy, type RedisServer, type TcpProxy } from "./support/redisServer.js"
-import { sharedRedis } from "./support/shared.js"
+import { runtimeFor } from "./support/facadePaths.js"
+import { startRedis, type RedisServer } from "./support/redisServer.js"
+import { laneLinks, samePaths, vaultCounters, vaultOf } from "./support/laneLinks.js"
 
-const clients: Array<Redis> = []
-const proxies: Array<TcpProxy> = []
 let own: RedisServer | undefined
-const connect = (port = sharedRedis().port, options: RedisOptions = {}) => {
-  const client = new Redis(port, "127.0.0.1", options)
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-const proxied = async (options: RedisOptions = {}, port = sharedRedis().port) => {
-  const proxy = await tcpProxy(port)
-  proxies.push(proxy)
-  const client = connect(proxy.port, options)
-  await client.ping()
-  return { proxy, client }
-}
+const { connect, proxied } = laneLinks()
 beforeAll(async () => {
   own = await startRedis()
 })
 afterAll(async () => {
-  for (const c of clients) c.disconnect()
-  await Promise.all(proxies.map((p) => p.stop()))
   await own?.stop()
 })
-
-const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
-const tags = { store: "vault", operation: "mutate" } as const
-const metrics = {
-  conflicts: withTags(Metrics.keys.fenceConflicts, tags),
-  retries: withTags(Metrics.keys.retries, tags),
-  exhausted: withTags(Metrics.keys.retriesExhausted, tags),
-  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
-}
-// (Rewinds are counted per prefix: the untagged counter never moves.)
-const rewindsOf = (prefix: string) => count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix)))
-const samples = () => Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
-/** The counters' and the latency histogram's growth since `counters()` was called (rewinds: of `prefix`). */
-const counters = (prefix = "") => {
-  const read = () => ({
-    conflicts: count(metrics.conflicts),
-    retries: count(metrics.retries),
-    exhausted: count(metrics.exhausted),
-    resolved: count(metrics.resolved),
-    rewinds: rewindsOf(prefix),
-    samples: samples()
-  })
-  const before = read()
-  return () => {
-    const now = read()
-    return Object.fromEntries(
-      Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]])
-    ) as typeof before
-  }
-}
+const counters = vaultCounters
 
 /** How a promise settled: its value, or the error's tag (and its cause's). */
 const settled = async (promise: Promise<unknown>) => {
@@ -90,22 +42,6 @@ const settled = async (promise: Promise<unknown>) => {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** The vault's records under `prefix`, as Redis holds them, sorted by token. */
-const vaultOf = async (client: Redis, prefix: string) =>
-  Object.fromEntries(
-    Object.entries(await client.hgetall(`${prefix}tokens`))
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([token, json]) => [token, JSON.parse(json) as TokenRecord])
-  )
-
-/** Runs `scenario` on both paths and expects the same result from each; returns the lane's. */
-const samePaths = async <A>(scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>): Promise<A> => {
-  const results: Array<A> = []
-  for (const path of PATHS) results.push(await scenario(path, runtimeFor(path)))
-  expect(results[0]).toEqual(results[1])
-  return results[0]!
-}
 
 const rec = (n: number): TokenRecord => ({ type: "email", n, envelope: { ciphertext: `c${n}` } })
 /**

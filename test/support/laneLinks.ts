@@ -1,0 +1,88 @@
+/**
+ * What the lane tests share: connections (direct, or through a TCP proxy that can freeze,
+ * drop or cut), all closed when the file ends; both paths run and compared
+ * (`samePaths`); and, for the token store, its counters' growth and the vault as Redis
+ * holds it.
+ */
+import { Effect, Metric, type Runtime } from "effect"
+import { Redis, type RedisOptions } from "ioredis"
+import { afterAll, expect } from "vitest"
+import type { TokenRecord } from "../../src/haechi.js"
+import { withTags } from "../../src/internal/metricTags.js"
+import * as Metrics from "../../src/Metrics.js"
+import { PATHS, type Path, runtimeFor } from "./facadePaths.js"
+import { tcpProxy } from "./tcpProxy.js"
+import { sharedRedis } from "./shared.js"
+
+/** `connect(port?, options?)` and `proxied(options?, port?)`, every client and proxy closed after the file. */
+export const laneLinks = () => {
+  const clients: Array<Redis> = []
+  const proxies: Array<{ stop(): Promise<void> }> = []
+  afterAll(async () => {
+    for (const c of clients) c.disconnect()
+    await Promise.all(proxies.map((p) => p.stop()))
+  })
+  const connect = (port = sharedRedis().port, options: RedisOptions = {}) => {
+    const client = new Redis(port, "127.0.0.1", options)
+    client.on("error", () => {})
+    clients.push(client)
+    return client
+  }
+  const proxied = async (options: RedisOptions = {}, port = sharedRedis().port) => {
+    const proxy = await tcpProxy(port)
+    proxies.push(proxy)
+    const client = connect(proxy.port, options)
+    await client.ping()
+    return { proxy, client }
+  }
+  return { connect, proxied }
+}
+
+/** Runs `scenario` on both paths and expects the same result from each; returns the lane's. */
+export const samePaths = async <A>(
+  scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>
+): Promise<A> => {
+  const results: Array<A> = []
+  for (const path of PATHS) results.push(await scenario(path, runtimeFor(path)))
+  expect(results[0]).toEqual(results[1])
+  return results[0]!
+}
+
+const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
+const vaultTags = { store: "vault", operation: "mutate" } as const
+const vaultMetrics = {
+  conflicts: withTags(Metrics.keys.fenceConflicts, vaultTags),
+  retries: withTags(Metrics.keys.retries, vaultTags),
+  exhausted: withTags(Metrics.keys.retriesExhausted, vaultTags),
+  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
+}
+
+/**
+ * The token store's counters' and mutate latency histogram's growth since this call
+ * (rewinds: of `prefix`; they are counted per store, the untagged counter never moves).
+ */
+export const vaultCounters = (prefix = "") => {
+  const read = () => ({
+    conflicts: count(vaultMetrics.conflicts),
+    retries: count(vaultMetrics.retries),
+    exhausted: count(vaultMetrics.exhausted),
+    resolved: count(vaultMetrics.resolved),
+    rewinds: count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))),
+    samples: Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, vaultTags))).count
+  })
+  const before = read()
+  return () => {
+    const now = read()
+    return Object.fromEntries(
+      Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]])
+    ) as typeof before
+  }
+}
+
+/** The vault's records under `prefix`, as Redis holds them, sorted by token. */
+export const vaultOf = async (client: Redis, prefix: string) =>
+  Object.fromEntries(
+    Object.entries(await client.hgetall(`${prefix}tokens`))
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([token, json]) => [token, JSON.parse(json) as TokenRecord])
+  )
