@@ -27,7 +27,7 @@ import { openScoped } from "./internal/facade/scoped.js"
 import { auditKeys, DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX, vaultKeys } from "./internal/keys.js"
 import type { Readiness } from "./internal/readiness.js"
 import { memoryVaultBacking, redisVaultBacking } from "./internal/vault/backing.js"
-import { promiseMutateOf } from "./internal/vault/promiseMutate.js"
+import { effectOf, promiseMutateOf } from "./internal/vault/promiseMutate.js"
 import { promiseReadOf } from "./internal/vault/promiseRead.js"
 import * as RateLimiter from "./RateLimiter.js"
 import { RedisClient, type RedisClientShape } from "./RedisClient.js"
@@ -199,7 +199,7 @@ export const toHaechiTokenStore = (store: TokenStoreShape, options: FacadeOption
   const readNow = promiseReadOf(store, options.runtime ?? Runtime.defaultRuntime)
   const mutateNow = promiseMutateOf(store, options.runtime ?? Runtime.defaultRuntime)
   return {
-    mutate: mutateNow ?? ((fn) => run(store.mutate((view) => fromCaller(() => fn(view))))),
+    mutate: mutateNow ?? ((fn) => run(store.mutate(effectOf(fn)))),
     read: readNow ?? ((fn) => run(store.read((view) => fromCaller(() => fn(view))))),
     ready: () => run(store.ready)
   }

@@ -391,6 +391,10 @@ export const timeoutAfter = (operation: string, timeoutMs: number) => {
     bound(effect) as Effect.Effect<A, E | OperationTimeout, R>
 }
 
+/** `effect`, then `replied` however it ends (nothing more when there is none: no finalizer on the hot path). */
+export const endingWith = <A, E, R>(effect: Effect.Effect<A, E, R>, replied: Effect.Effect<void> | undefined) =>
+  replied === undefined ? effect : Effect.ensuring(effect, replied)
+
 export const markAll = (budget: Budget | undefined, f: (b: Budget) => void) => {
   for (let b = budget; b !== undefined; b = b.parent) f(b)
 }

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import { CommitOutcomeUnknown, FenceConflict, type StoreError } from "../../Errors.js"
 import * as Metrics from "../../Metrics.js"
-import { committing } from "../deadline.js"
+import { committing, endingWith } from "../deadline.js"
 import { claimMoveOf } from "../storeGuard.js"
 import type { AppendOutcome, AuditBacking, PreparedAppend } from "./backing.js"
 import type { HeadCache } from "./headCache.js"
@@ -47,9 +47,8 @@ export const appendOnce = (
   ctx: AppendContext,
   write: PreparedAppend,
   sent?: Promise<unknown>,
-  replied: Effect.Effect<void> = Effect.void
-): Effect.Effect<AppendOutcome, StoreError> =>
-  committing(Effect.ensuring(resolvedAppend(ctx, write, sent), replied), landed)
+  replied?: Effect.Effect<void>
+): Effect.Effect<AppendOutcome, StoreError> => committing(endingWith(resolvedAppend(ctx, write, sent), replied), landed)
 
 /** The append's outcome, a lost reply resolved by asking Redis whether its commit id landed. */
 const resolvedAppend = (

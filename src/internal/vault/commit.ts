@@ -11,7 +11,7 @@ import * as Metric from "effect/Metric"
 import { CommitOutcomeUnknown, FenceConflict, InvalidRecord, type StoreError } from "../../Errors.js"
 import * as Metrics from "../../Metrics.js"
 import { nextCommitId } from "../commitId.js"
-import { committing } from "../deadline.js"
+import { committing, endingWith } from "../deadline.js"
 import { claimMoveOf, type LockClaim } from "../storeGuard.js"
 import type { ApplyOutcome, VaultBacking, VaultWrite } from "./backing.js"
 import type { RecordChange, Snapshot, VaultCache } from "./cache.js"
@@ -139,14 +139,14 @@ export const commitAttempts = (
   // What the apply's outcome means for the attempt (its value, a conflict, a rewind dropped).
   const settled = <A>(
     snapshot: Snapshot,
-    { write, records }: StagedDiff,
+    staged: StagedDiff,
     result: A,
     outcome: ApplyOutcome
   ): Effect.Effect<A, FenceConflict | StoreError> => {
     switch (outcome._tag) {
       case "Committed": {
-        if (write.sets.length + write.deletes.length === 0) return Effect.succeed(result)
-        cache.advance(snapshot.version, { version: outcome.version, commit: write.commitId }, records)
+        if (isEmpty(staged)) return Effect.succeed(result)
+        cache.advance(snapshot.version, { version: outcome.version, commit: staged.write.commitId }, staged.records)
         return Effect.as(afterCommit, result)
       }
       case "AlreadyCommitted":
@@ -182,8 +182,7 @@ export const commitAttempts = (
     sent?: Promise<unknown>,
     replied?: Effect.Effect<void>
   ) => {
-    const apply =
-      replied === undefined ? applyOnce(staged.write, sent) : Effect.ensuring(applyOnce(staged.write, sent), replied)
+    const apply = endingWith(applyOnce(staged.write, sent), replied)
     const outcome = isEmpty(staged)
       ? apply
       : committing(apply, (o) => o._tag === "Committed" || o._tag === "AlreadyCommitted")
@@ -209,8 +208,5 @@ export const commitAttempts = (
       })
     )
 
-  return {
-    attempt,
-    settleSent: (snapshot, staged, result, sent, replied) => applied(snapshot, staged, result, sent, replied)
-  }
+  return { attempt, settleSent: applied }
 }

@@ -69,7 +69,7 @@ export const registerPromiseMutate = (store: TokenStoreShape, parts: PromiseMuta
 }
 
 /** `fn` as the store's `f`: its failure passed through as it was thrown (a FenceConflict stays retryable). */
-const effectOf =
+export const effectOf =
   <A>(fn: (view: MutableView) => A | PromiseLike<A>) =>
   (view: MutableView): Effect.Effect<A, unknown> =>
     fromCaller(() => fn(view) as A | Promise<A>)
@@ -149,8 +149,10 @@ class LaneMutation<A> {
   /** Sends the apply; a `Committed` reply is settled here, anything else by the store's attempt. */
   private send(snapshot: Snapshot, staged: StagedDiff, result: A): void {
     // (An empty diff writes nothing: not a commit in flight, as on the Effect path.)
-    const inFlight = isEmpty(staged) ? undefined : this.deadline.commit(ignore)
-    if (inFlight === undefined && !isEmpty(staged)) return
+    const empty = isEmpty(staged)
+    const inFlight = empty ? undefined : this.deadline.commit(ignore)
+    // (Past the deadline already: the operation has ended, nothing is sent.)
+    if (!empty && inFlight === undefined) return
     let sent: Promise<unknown>
     try {
       sent = this.parts.send(staged.write)
@@ -169,7 +171,7 @@ class LaneMutation<A> {
         const version = committedVersion(reply)
         if (version === undefined) return handOver()
         inFlight?.settled(true)
-        if (!isEmpty(staged)) {
+        if (!empty) {
           this.parts.cache.advance(snapshot.version, { version, commit: staged.write.commitId }, staged.records)
         }
         this.end(Exit.succeed(result))
