@@ -18,7 +18,7 @@ import * as TokenStore from "../src/TokenStore.js"
 import { toHaechiTokenStore } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
 import { PATHS, runtimeFor } from "./support/facadePaths.js"
-import { laneLinks, samePaths, vaultCounters, vaultOf } from "./support/laneLinks.js"
+import { laneLinks, latch, samePaths, vaultCounters, vaultOf } from "./support/laneLinks.js"
 const { connect, proxied } = laneLinks()
 const counters = vaultCounters
 
@@ -288,10 +288,8 @@ describe("the facade's fiber-free mutate", () => {
       const store = createRedisTokenStore({ ...common, runtime, lock: "adaptive" })
       const holder = createRedisTokenStore({ ...common, lock: "always" })
       await store.mutate((view) => view.set("warm", rec(1)))
-      let open!: () => void
-      const gate = new Promise<void>((resolve) => (open = resolve))
-      let holding!: () => void
-      const held = new Promise<void>((resolve) => (holding = resolve))
+      const { reached: gate, open: open } = latch()
+      const { reached: held, open: holding } = latch()
       const holderDone = holder.mutate(async (view) => {
         holding()
         await gate

@@ -16,7 +16,7 @@ import { createRedisTokenStore, type MutableView, type TokenRecord } from "../sr
 import { uniquePrefix } from "./support/keys.js"
 import { runtimeFor } from "./support/facadePaths.js"
 import { startRedis, type RedisServer } from "./support/redisServer.js"
-import { laneLinks, samePaths, vaultCounters, vaultOf } from "./support/laneLinks.js"
+import { laneLinks, latch, samePaths, vaultCounters, vaultOf } from "./support/laneLinks.js"
 
 let own: RedisServer | undefined
 const { connect, proxied } = laneLinks()
@@ -315,10 +315,8 @@ describe("the facade's fiber-free mutate under faults", () => {
         await store.mutate((view) => view.set("c", rec(3)))
         await store.mutate((view) => view.set("d", rec(4)))
         const counted = counters(prefix)
-        let open!: () => void
-        const gate = new Promise<void>((resolve) => (open = resolve))
-        let started!: () => void
-        const running = new Promise<void>((resolve) => (started = resolve))
+        const { reached: gate, open: open } = latch()
+        const { reached: running, open: started } = latch()
         let runs = 0
         const ours = settled(
           store.mutate(async (view) => {
@@ -511,10 +509,8 @@ describe("the facade's fiber-free mutate under faults", () => {
       view.set(name, rec(1))
       return name
     }
-    let open!: () => void
-    const gate = new Promise<void>((resolve) => (open = resolve))
-    let holding!: () => void
-    const held = new Promise<void>((resolve) => (holding = resolve))
+    const { reached: gate, open: open } = latch()
+    const { reached: held, open: holding } = latch()
     const holderDone = holder.mutate(async (view) => {
       holding()
       await gate
@@ -566,10 +562,8 @@ describe("the facade's fiber-free mutate under faults", () => {
       await store.mutate((view) => view.set("a", rec(1)))
       await store.mutate((view) => view.set("b", rec(2)))
       const counted = counters(prefix)
-      let open!: () => void
-      const gate = new Promise<void>((resolve) => (open = resolve))
-      let started!: () => void
-      const running = new Promise<void>((resolve) => (started = resolve))
+      const { reached: gate, open: open } = latch()
+      const { reached: running, open: started } = latch()
       let runs = 0
       const ours = settled(
         store.mutate(async (view) => {

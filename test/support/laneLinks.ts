@@ -38,6 +38,13 @@ export const laneLinks = () => {
   return { connect, proxied }
 }
 
+/** A promise and what resolves it (`open`): a point one side waits at until the other lets it on. */
+export const latch = (): { readonly reached: Promise<void>; readonly open: () => void } => {
+  let open!: () => void
+  const reached = new Promise<void>((resolve) => (open = resolve))
+  return { reached, open }
+}
+
 /** Runs `scenario` on both paths and expects the same result from each; returns the lane's. */
 export const samePaths = async <A>(
   scenario: (path: Path, runtime: Runtime.Runtime<never>) => Promise<A>
