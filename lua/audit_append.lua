@@ -3,17 +3,19 @@
 -- agree with the list, the record is the head's successor, and the chain still holds
 -- what the caller last saw: so the chain cannot fork, restart on a non-empty list, or
 -- be built on after a rewind. A call writes everything or nothing: a key of the wrong
--- type fails a read or the RPUSH before any write, and `commits`, written last, is
--- checked first. Nothing is ever repaired here: inconsistent keys are reported as found.
--- Fast path: the head keys and LLEN only; the list's elements are read only where the
--- fence says "empty" or disagrees (or the caller last saw a head other than the one the
--- record was built on).
+-- type fails a read before any write, and `commits` is refused by its own HSET, the
+-- first write, where the record commits (checked with TYPE before any other reply).
+-- Nothing is ever repaired here: inconsistent keys are reported as found.
+-- Fast path: the lock, the head keys (one MGET) and LLEN, then HSET, RPUSH and MSET; the
+-- list's elements are read only where the fence says "empty" or disagrees (or the caller
+-- last saw a head other than the one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
 -- adaptive policy's turns cost no round trip of their own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
--- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
+-- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept, and
+--                     up to COMMITS_TRIM - 1 more: they are trimmed in batches)
 -- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
@@ -64,9 +66,23 @@ local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 --- @include "include/waiters"
 --- @include "include/claim"
 
-local t = redis.call('TYPE', commitsKey).ok
-if t ~= 'none' and t ~= 'hash' then return {3, commitsKey} end
-if yields() then return {4} end
+-- Keeps the commit ids of the last COMMITS_KEPT appends (src/internal/keys.ts; a test holds
+-- them equal): every COMMITS_TRIM-th append drops the ids that fell out since the last
+-- trim, so the other appends pay no call for it.
+local COMMITS_KEPT, COMMITS_TRIM = 1000, 64
+local function trimCommits()
+  if sequence % COMMITS_TRIM ~= 0 or sequence <= COMMITS_KEPT then return end
+  local stale = {}
+  for s = math.max(1, sequence - COMMITS_KEPT - COMMITS_TRIM + 1), sequence - COMMITS_KEPT do
+    stale[#stale + 1] = s
+  end
+  redis.call('HDEL', commitsKey, unpack(stale))
+end
+
+local function commitsWrongType()
+  local t = redis.call('TYPE', commitsKey).ok
+  return t ~= 'none' and t ~= 'hash'
+end
 
 -- A decoded JSON object, or nil (not JSON, not an object, or beyond cjson).
 local function decoded(json)
@@ -81,10 +97,27 @@ local function integrityOf(json)
   return nil
 end
 
--- The head keys against the list: nil when they agree, else the reply naming what does not.
-local cur = redis.call('GET', headHashKey)
-local headJson = redis.call('GET', headKey)
+-- The head keys in one read. MGET reads a key of another type as absent, so an absent one
+-- is read again with GET, which refuses it (WRONGTYPE: a script error, nothing written).
+local heads = redis.call('MGET', headHashKey, headKey)
+local cur, headJson = heads[1], heads[2]
+if cur == false then cur = redis.call('GET', headHashKey) end
+if headJson == false then headJson = redis.call('GET', headKey) end
 local len = redis.call('LLEN', chainKey)
+local straight = (cur == false and expected == '') or cur == expected
+
+-- Any reply but a commit first refuses a `commits` of the wrong type (the commit's own HSET does).
+local function refused(reply)
+  if commitsWrongType() then return {3, commitsKey} end
+  return reply
+end
+if lockedOut() then
+  if commitsWrongType() then return {3, commitsKey} end
+  queueIfAsked()
+  return {4}
+end
+
+-- The head keys against the list: nil when they agree, else the reply naming what does not.
 local head, last = nil, nil
 local function disagreement(readLast)
   if cur == false then
@@ -120,19 +153,19 @@ local function broken(what)
   return {5, what, len, head and head.sequence or false}
 end
 
-if (cur == false and expected == '') or cur == expected then
+if straight then
   local what = disagreement(false)
-  if what then return broken(what) end
+  if what then return refused(broken(what)) end
   local headSeq = head and head.sequence or 0
-  if sequence ~= headSeq + 1 then return {7, headJson} end
-  if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return {6, headJson} end
+  if sequence ~= headSeq + 1 then return refused({7, headJson}) end
+  if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
+  if type(redis.pcall('HSET', commitsKey, sequenceArg, commitId)) == 'table' then return {3, commitsKey} end
   redis.call('RPUSH', chainKey, recordJson)
-  redis.call('SET', headKey, integrityJson)
-  redis.call('SET', headHashKey, eventHash)
-  redis.call('HSET', commitsKey, sequenceArg, commitId)
-  redis.call('HDEL', commitsKey, sequence - 1000) -- COMMITS_KEPT (src/internal/keys.ts; a test holds them equal)
+  redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
+  trimCommits()
   return {1, release(integrityJson, true)}
 end
+if commitsWrongType() then return {3, commitsKey} end
 if redis.call('HGET', commitsKey, sequenceArg) == commitId then
   release(headJson or '', false)
   return {2}

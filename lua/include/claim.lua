@@ -15,17 +15,24 @@
 -- take the lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
 local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
 
--- Whether another writer holds the lock and this attempt must yield (nothing written but
--- its place in the queue, kept if it had one: ZADD NX).
-local function yields()
+-- Whether another writer holds the lock, so this attempt must yield (a read only).
+local function lockedOut()
   if not lockFree then return false end
   local holder = redis.call('GET', lockKey)
-  if holder and holder ~= claimToken then
-    if queueMs ~= '' and claimTtl ~= '' then queueWaiter(claimToken, claimTtl, queueMs) end
-    return true
-  end
-  claimed = holder ~= false
-  return false
+  claimed = holder == claimToken
+  return holder ~= false and not claimed
+end
+
+-- A yielding attempt that asks takes its place in the queue (kept if it had one: ZADD NX).
+local function queueIfAsked()
+  if queueMs ~= '' and claimTtl ~= '' then queueWaiter(claimToken, claimTtl, queueMs) end
+end
+
+-- Whether this attempt must yield (nothing written but its place in the queue).
+local function yields()
+  if not lockedOut() then return false end
+  queueIfAsked()
+  return true
 end
 
 -- After a commit: leaves the queue, and hands a lock the attempt held by its claim to the
