@@ -16,7 +16,7 @@ import { auditKeys, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } fro
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
-import { callScript, Scripts } from "../scripts.js"
+import { callScriptBySha, Scripts } from "../scripts.js"
 import { AuditAppendReply, AuditTurnReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim, type Turn } from "../storeGuard.js"
 import { isJsonObject } from "../jsonRecord.js"
@@ -293,14 +293,16 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     readHead,
     readHeadOver: readHeadOverOn(redis, keys),
     append: (write, sent) =>
-      (sent === undefined
-        ? redis.script(Scripts.auditAppend, appendKeys, appendArgs(write))
-        : redis.run(Scripts.auditAppend.name, () => sent)
-      ).pipe(
-        wrongType(keys.chain),
-        Effect.flatMap((reply) => decodeAppendReply(keys, reply))
-      ),
-    send: (write) => callScript(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
+      redis
+        .run(
+          Scripts.auditAppend.name,
+          (c) => sent ?? callScriptBySha(c, Scripts.auditAppend, appendKeys, appendArgs(write))
+        )
+        .pipe(
+          wrongType(keys.chain),
+          Effect.flatMap((reply) => decodeAppendReply(keys, reply))
+        ),
+    send: (write) => callScriptBySha(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
     requestTurn: (claim) =>
       redis
         .script(Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs])
