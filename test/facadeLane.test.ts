@@ -254,4 +254,23 @@ describe("the facade's fast lane", () => {
     await append(store, { after: true })
     expect(verifyAuditChain(await chainOf(client, prefix)).valid).toBe(true)
   })
+
+  it.each(["lane", "effect"] as const)(
+    "after SCRIPT FLUSH (a restarted server) appends go on, NOSCRIPT answered with the script's text (%s)",
+    async (path) => {
+      const client = connect()
+      const admin = connect()
+      const prefix = uniquePrefix(`noscript-${path}`)
+      const runtime = path === "lane" ? undefined : tracedRuntime().runtime
+      const store = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
+      await append(store, { n: 1 })
+      await admin.script("FLUSH")
+      await append(store, { n: 2 })
+      await admin.script("FLUSH")
+      await append(store, { n: 3 })
+      const chain = await chainOf(client, prefix)
+      expect(chain.map((r) => r.n)).toEqual([1, 2, 3])
+      expect(verifyAuditChain(chain).valid).toBe(true)
+    }
+  )
 })
