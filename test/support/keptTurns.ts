@@ -25,6 +25,8 @@ export const lentTurns = { count: 0 }
 export interface LaneStoreOptions {
   /** The burst: commits a turn is kept for (default 8); no time bound. */
   readonly commits?: number
+  /** The kept lock's lease (default the stores' 10 ms). */
+  readonly keepMs?: number
   readonly timeout?: number
   /** The facade's runtime (a traced one takes the Effect path). */
   readonly runtime?: Runtime.Runtime<never>
@@ -39,7 +41,9 @@ export interface LaneStoreOptions {
 export const laneStore = (client: Redis, prefix: string, options: LaneStoreOptions = {}) => {
   const redis = fromClient(client)
   const { lane, store } = appendStoreOnBacking(redisAuditBacking(redis, prefix), {
-    guard: guardFor("adaptive", redis, `${prefix}lock`, { burst: { commits: options.commits ?? 8, ms: 60_000 } }),
+    guard: guardFor("adaptive", redis, `${prefix}lock`, {
+      burst: { commits: options.commits ?? 8, ms: 60_000, keepMs: options.keepMs }
+    }),
     timeout: options.timeout ?? 2000,
     ...(options.onRewind !== undefined ? { onRewind: options.onRewind } : {})
   })
