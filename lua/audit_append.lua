@@ -159,7 +159,12 @@ if straight then
   local headSeq = head and head.sequence or 0
   if sequence ~= headSeq + 1 then return refused({7, headJson}) end
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
-  if type(redis.pcall('HSET', commitsKey, sequenceArg, commitId)) == 'table' then return {3, commitsKey} end
+  local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId)
+  if type(set) == 'table' then
+    -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
+    if string.find(set.err, 'WRONGTYPE', 1, true) == 1 then return {3, commitsKey} end
+    return set
+  end
   redis.call('RPUSH', chainKey, recordJson)
   redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
   trimCommits()
