@@ -6,7 +6,7 @@
 -- type fails a read before any write, and `commits` is refused by its own HSET, the
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
--- Fast path: the lock, the head keys (one MGET) and LLEN, then HSET, RPUSH and MSET; the
+-- Fast path: the lock, the head keys (one MGET) and LLEN, then HSET, RPUSH, MSET and HDEL; the
 -- list's elements are read only where the fence says "empty" or disagrees (or the caller
 -- last saw a head other than the one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
@@ -14,8 +14,7 @@
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
--- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept, and
---                     up to COMMITS_TRIM - 1 more: they are trimmed in batches)
+-- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
 -- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
@@ -67,16 +66,12 @@ local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 --- @include "include/claim"
 
 -- Keeps the commit ids of the last COMMITS_KEPT appends (src/internal/keys.ts; a test holds
--- them equal): every COMMITS_TRIM-th append drops the ids that fell out since the last
--- trim, so the other appends pay no call for it.
-local COMMITS_KEPT, COMMITS_TRIM = 1000, 64
+-- them equal): each append drops the id that fell out with it. Not in batches at every
+-- n-th sequence: a sequence another writer appends (haechi-store-redis keeps no ids)
+-- would skip its batch for good, and one that appends every other record skips them all.
+local COMMITS_KEPT = 1000
 local function trimCommits()
-  if sequence % COMMITS_TRIM ~= 0 or sequence <= COMMITS_KEPT then return end
-  local stale = {}
-  for s = math.max(1, sequence - COMMITS_KEPT - COMMITS_TRIM + 1), sequence - COMMITS_KEPT do
-    stale[#stale + 1] = s
-  end
-  redis.call('HDEL', commitsKey, unpack(stale))
+  if sequence > COMMITS_KEPT then redis.call('HDEL', commitsKey, sequence - COMMITS_KEPT) end
 end
 
 local function commitsWrongType()
