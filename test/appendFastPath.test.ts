@@ -9,7 +9,7 @@ import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { COMMITS_KEPT } from "../src/internal/keys.js"
-import { append } from "./support/facadePaths.js"
+import { append, losingRaces } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis } from "./support/redisServer.js"
 import { sharedConnections } from "./support/shared.js"
@@ -68,5 +68,63 @@ describe("the audit append's fast path", () => {
     const kept = Object.keys(await client.hgetall(`${prefix}commits`)).map(Number)
     expect(kept.length).toBeGreaterThan(0)
     expect(Math.min(...kept)).toBeGreaterThan(total - COMMITS_KEPT - 64)
+  })
+})
+
+/** Every key under `prefix` with its type and DUMP, to show that nothing was written. */
+const snapshot = async (client: Redis, prefix: string) => {
+  const keys = (await client.keys(`${prefix.replace(/[[\]*?\\{}]/g, "\\$&")}*`)).sort()
+  const out: Record<string, unknown> = {}
+  for (const key of keys) out[key] = [await client.type(key), (await client.dumpBuffer(key))?.toString("hex")]
+  return out
+}
+
+/** An append with lock `policy` on a chain of `records` records whose `key` is a set: its error and the keys around it. */
+const appendOver = async (policy: "never" | "adaptive" | "always", records: number, key: string) => {
+  const client = connect()
+  const prefix = uniquePrefix(`wrongtype-${policy}-${records}`)
+  const options = { client, keyPrefix: prefix, startupChecks: "off", lock: policy, timeout: 1500 } as const
+  const seed = createRedisAuditStore({ ...options, lock: "never" })
+  for (let i = 0; i < records; i++) await append(seed, { i })
+  await client.del(`${prefix}${key}`)
+  await client.sadd(`${prefix}${key}`, "not-audit")
+  const before = await snapshot(client, prefix)
+  const error = await rejectionOf(append(createRedisAuditStore(options), { on: key }))
+  return { prefix, error, before, after: await snapshot(client, prefix) }
+}
+
+describe("an audit key of the wrong type", () => {
+  const chainKeys = ["head:hash", "head", "chain", "commits"] as const
+  for (const records of [0, 3])
+    for (const policy of ["never", "adaptive", "always"] as const) {
+      for (const key of chainKeys)
+        it(`lock "${policy}", ${records} records, ${key} a set: the append fails with CorruptData naming it, nothing written`, async () => {
+          const { prefix, error, before, after } = await appendOver(policy, records, key)
+          expect(error?._tag).toBe("CorruptData")
+          expect(error?.key).toBe(`${prefix}${key}`)
+          expect(after).toEqual(before)
+        })
+      if (policy !== "never")
+        it(`lock "${policy}", ${records} records, lock a set: the append fails with a typed error, nothing written`, async () => {
+          const { error, before, after } = await appendOver(policy, records, "lock")
+          expect(error?._tag).toMatch(/^(CorruptData|RedisCommandFailed)$/)
+          expect(after).toEqual(before)
+        })
+    }
+
+  it('lock "adaptive", the lock\'s waiter queue a set: the attempt that took the lock after losing a race fails without its record, or commits it', async () => {
+    const client = connect()
+    const prefix = uniquePrefix("wrongtype-waiters")
+    const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 1500 } as const
+    const rival = createRedisAuditStore({ ...options, lock: "never" })
+    await append(rival, { first: true })
+    await client.sadd(`${prefix}lock:waiters`, "not-a-queue")
+    const race = losingRaces(createRedisAuditStore({ ...options, lock: "adaptive" }), rival, 1)
+    const error = await rejectionOf(race.done)
+    const ours = (await client.lrange(`${prefix}chain`, 0, -1)).filter((json) => json.includes('"ours"'))
+    expect(race.builds()).toBe(2)
+    expect({ failed: error !== undefined, ours: ours.length }).toEqual(
+      error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
+    )
   })
 })
