@@ -3,7 +3,7 @@
 -- agree with the list, the record is the head's successor, and the chain still holds
 -- what the caller last saw: so the chain cannot fork, restart on a non-empty list, or
 -- be built on after a rewind. A call writes everything or nothing: a key of the wrong
--- type fails a read before any write, and `commits` is refused by its own HSET, the
+-- type is refused by a read before any write, and `commits` by its own HSET, the
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
 -- Fast path: the lock, the head keys (one MGET) and LLEN, then HSET, RPUSH, MSET and HDEL; the
@@ -38,7 +38,8 @@
 --   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
 --                       the chain the record was built on; the current head, so the retry
 --                       needs no read; took = 1 when the lock is now ARGV[8]'s
---   3 WrongType         {3, key}: `commits` holds the wrong Redis type; nothing written
+--   3 WrongType         {3, key}: `key` (head:hash, head, chain or commits) holds the wrong
+--                       Redis type; nothing written
 --   4 LockHeld          {4}: another writer holds the lock and ARGV[7] asked to yield: nothing
 --                       written but the waiter entry ARGV[11] asked for (liveness only; the
 --                       fence alone keeps the chain whole)
@@ -92,13 +93,26 @@ local function integrityOf(json)
   return nil
 end
 
+-- Whether `reply` is an error reply (of redis.pcall).
+local function isError(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+-- The reply for a refusal of a command on `key`: WrongType naming it, or Redis's own error.
+local function refusalOn(key, reply)
+  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 then return {3, key} end
+  return reply
+end
+
 -- The head keys in one read. MGET reads a key of another type as absent, so an absent one
--- is read again with GET, which refuses it (WRONGTYPE: a script error, nothing written).
+-- is read again with GET, which refuses it (nothing written).
 local heads = redis.call('MGET', headHashKey, headKey)
 local cur, headJson = heads[1], heads[2]
-if cur == false then cur = redis.call('GET', headHashKey) end
-if headJson == false then headJson = redis.call('GET', headKey) end
-local len = redis.call('LLEN', chainKey)
+if cur == false then cur = redis.pcall('GET', headHashKey) end
+if isError(cur) then return refusalOn(headHashKey, cur) end
+if headJson == false then headJson = redis.pcall('GET', headKey) end
+if isError(headJson) then return refusalOn(headKey, headJson) end
+local len = redis.pcall('LLEN', chainKey)
+if isError(len) then return refusalOn(chainKey, len) end
 local straight = (cur == false and expected == '') or cur == expected
 
 -- Any reply but a commit first refuses a `commits` of the wrong type (the commit's own HSET does).
@@ -154,12 +168,9 @@ if straight then
   local headSeq = head and head.sequence or 0
   if sequence ~= headSeq + 1 then return refused({7, headJson}) end
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
+  -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
   local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId)
-  if type(set) == 'table' then
-    -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
-    if string.find(set.err, 'WRONGTYPE', 1, true) == 1 then return {3, commitsKey} end
-    return set
-  end
+  if isError(set) then return refusalOn(commitsKey, set) end
   redis.call('RPUSH', chainKey, recordJson)
   redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
   trimCommits()
