@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
-import { COMMITS_KEPT } from "../src/internal/keys.js"
+import { COMMITS_KEPT, waitersKeyOf } from "../src/internal/keys.js"
 import { append, losingRaces } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis } from "./support/redisServer.js"
@@ -118,11 +118,11 @@ describe("an audit key of the wrong type", () => {
     const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 1500 } as const
     const rival = createRedisAuditStore({ ...options, lock: "never" })
     await append(rival, { first: true })
-    await client.sadd(`${prefix}lock:waiters`, "not-a-queue")
-    const race = losingRaces(createRedisAuditStore({ ...options, lock: "adaptive" }), rival, 1)
+    await client.sadd(waitersKeyOf(`${prefix}lock`), "not-a-queue")
+    const race = losingRaces(createRedisAuditStore({ ...options, lock: "adaptive" }), rival, 2)
     const error = await rejectionOf(race.done)
     const ours = (await client.lrange(`${prefix}chain`, 0, -1)).filter((json) => json.includes('"ours"'))
-    expect(race.builds()).toBe(2)
+    expect(race.builds()).toBe(3)
     expect({ failed: error !== undefined, ours: ours.length }).toEqual(
       error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
     )
