@@ -38,8 +38,9 @@
 --   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
 --                       the chain the record was built on; the current head, so the retry
 --                       needs no read; took = 1 when the lock is now ARGV[8]'s
---   3 WrongType         {3, key}: `key` (head:hash, head, chain or commits) holds the wrong
---                       Redis type; nothing written
+--   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, or the waiters an
+--                       attempt that asked or holds the lock would leave or hand on to)
+--                       holds the wrong Redis type; nothing written
 --   4 LockHeld          {4}: another writer holds the lock and ARGV[7] asked to yield: nothing
 --                       written but the waiter entry ARGV[11] asked for (liveness only; the
 --                       fence alone keeps the chain whole)
@@ -168,6 +169,7 @@ if straight then
   local headSeq = head and head.sequence or 0
   if sequence ~= headSeq + 1 then return refused({7, headJson}) end
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
+  if queueWrongType() then return refused({3, waitersKey}) end
   -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
   local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId)
   if isError(set) then return refusalOn(commitsKey, set) end

@@ -35,6 +35,14 @@ local function yields()
   return true
 end
 
+-- Whether release() would meet a waiter queue of the wrong type: checked before a commit's
+-- first write, as release() runs after the last (only an attempt that asked or holds the lock).
+local function queueWrongType()
+  if claimTtl == '' and (not claimed or keepTtl) then return false end
+  local t = redis.call('TYPE', waitersKey).ok
+  return t ~= 'none' and t ~= 'zset'
+end
+
 -- After a commit: leaves the queue, and hands a lock the attempt held by its claim to the
 -- next live waiter (their turn, with `payload`), or frees it (DEL, and PUBLISH ''), or
 -- with `mayKeep` and keepTtl keeps it. 1 = kept, else 0.
