@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
-import { COMMITS_KEPT, waitersKeyOf } from "../src/internal/keys.js"
+import { COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { append, losingRaces } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis } from "./support/redisServer.js"
@@ -55,7 +56,7 @@ describe("the audit append's fast path", () => {
     }
   })
 
-  it("with a reference writer appending every other record, the commit ids kept stay within the last COMMITS_KEPT + 63", async () => {
+  it("with a reference writer appending every other record, the commit ids kept are those of the last COMMITS_KEPT records", async () => {
     const client = connect()
     const prefix = uniquePrefix("trim-mixed")
     const store = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off" })
@@ -67,7 +68,50 @@ describe("the audit append's fast path", () => {
     expect(await client.llen(`${prefix}chain`)).toBe(total)
     const kept = Object.keys(await client.hgetall(`${prefix}commits`)).map(Number)
     expect(kept.length).toBeGreaterThan(0)
-    expect(Math.min(...kept)).toBeGreaterThan(total - COMMITS_KEPT - 64)
+    expect(Math.min(...kept)).toBeGreaterThan(total - COMMITS_KEPT)
+  })
+})
+
+/** audit_append called as the store calls it, without a lock: the reply, and the record's integrity. */
+const appendCall = async (client: Redis, prefix: string, previous: Integrity | null, commitId: string) => {
+  const record = buildNextRecord({ commitId }, previous)
+  const integrity = record.auditIntegrity as Integrity
+  const lock = `${prefix}lock`
+  const keys = [`${prefix}head:hash`, `${prefix}chain`, `${prefix}head`, `${prefix}commits`, lock]
+  const args = [previous?.eventHash ?? "", JSON.stringify(record), JSON.stringify(integrity), integrity.eventHash]
+  const call = [...args, integrity.sequence, commitId, "", "", "", "", "", "", ""]
+  const reply = await callScriptBySha(
+    client,
+    Scripts.auditAppend,
+    [...keys, fenceKeyOf(lock), waitersKeyOf(lock)],
+    call
+  )
+  return { reply, integrity }
+}
+
+describe("a re-sent append across the commit ids' trim", () => {
+  it("a call re-sent with COMMITS_KEPT - 1 records after it is AlreadyCommitted; with COMMITS_KEPT after it, it never commits again", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("trim-resend")
+    let head: Integrity | null = null
+    const sent: Array<{ previous: Integrity | null; id: string }> = []
+    for (let i = 1; i <= COMMITS_KEPT + 300; i++) {
+      const id = `id-${i}`
+      sent.push({ previous: head, id })
+      const { reply, integrity } = await appendCall(client, prefix, head, id)
+      expect(reply).toEqual([1, 0])
+      head = integrity
+      if (i > COMMITS_KEPT && i % 37 === 0) {
+        // The call COMMITS_KEPT - 1 records back is still known; the one before it never commits twice.
+        const known = sent[i - COMMITS_KEPT]!
+        expect((await appendCall(client, prefix, known.previous, known.id)).reply).toEqual([2])
+        const older = sent[i - COMMITS_KEPT - 1]!
+        const again = (await appendCall(client, prefix, older.previous, older.id)).reply as Array<unknown>
+        expect([0, 2]).toContain(again[0])
+      }
+    }
+    expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 300)
+    expect(await client.hlen(`${prefix}commits`)).toBe(COMMITS_KEPT)
   })
 })
 
