@@ -124,7 +124,7 @@ const snapshot = async (client: Redis, prefix: string) => {
 }
 
 /** An append with lock `policy` on a chain of `records` records whose `key` is a set: its error and the keys around it. */
-const appendOver = async (policy: "never" | "adaptive" | "always", records: number, key: string) => {
+const appendOver = async (policy: "never" | "adaptive" | "always", records: number, key: string, held = false) => {
   const client = connect()
   const prefix = uniquePrefix(`wrongtype-${policy}-${records}`)
   const options = { client, keyPrefix: prefix, startupChecks: "off", lock: policy, timeout: 1500 } as const
@@ -132,6 +132,7 @@ const appendOver = async (policy: "never" | "adaptive" | "always", records: numb
   for (let i = 0; i < records; i++) await append(seed, { i })
   await client.del(`${prefix}${key}`)
   await client.sadd(`${prefix}${key}`, "not-audit")
+  if (held) await client.set(`${prefix}lock`, "another-writer", "PX", 60_000)
   const before = await snapshot(client, prefix)
   const error = await rejectionOf(append(createRedisAuditStore(options), { on: key }))
   return { prefix, error, before, after: await snapshot(client, prefix) }
@@ -148,6 +149,14 @@ describe("an audit key of the wrong type", () => {
           expect(error?.key).toBe(`${prefix}${key}`)
           expect(after).toEqual(before)
         })
+      if (policy === "adaptive")
+        for (const key of chainKeys)
+          it(`lock "adaptive", ${records} records, the lock held by another writer, ${key} a set: CorruptData naming it, nothing written`, async () => {
+            const { prefix, error, before, after } = await appendOver(policy, records, key, true)
+            expect(error?._tag).toBe("CorruptData")
+            expect(error?.key).toBe(`${prefix}${key}`)
+            expect(after).toEqual(before)
+          })
       if (policy !== "never")
         it(`lock "${policy}", ${records} records, lock a set: the append fails with a typed error, nothing written`, async () => {
           const { error, before, after } = await appendOver(policy, records, "lock")
