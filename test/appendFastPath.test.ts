@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
-import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
+import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
 import { COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
 import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { append, losingRaces } from "./support/facadePaths.js"
@@ -177,6 +177,31 @@ describe("an audit key of the wrong type", () => {
     const ours = (await client.lrange(`${prefix}chain`, 0, -1)).filter((json) => json.includes('"ours"'))
     expect(race.builds()).toBe(3)
     expect({ failed: error !== undefined, ours: ours.length }).toEqual(
+      error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
+    )
+  })
+})
+
+describe("the vault's waiter queue of the wrong type", () => {
+  it('lock "adaptive": the apply that took the lock after losing two races fails without its change, or makes it', async () => {
+    const client = connect()
+    const prefix = uniquePrefix("vault-wrongtype-waiters")
+    const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 1500 } as const
+    const rival = createRedisTokenStore({ ...options, lock: "never" })
+    await rival.mutate((view) => view.set("first", { type: "email", n: 0 }))
+    await client.sadd(waitersKeyOf(`${prefix}lock`), "not-a-queue")
+    const store = createRedisTokenStore({ ...options, lock: "adaptive" })
+    let runs = 0
+    const error = await rejectionOf(
+      store.mutate(async (view) => {
+        runs += 1
+        if (runs <= 2) await rival.mutate((v) => v.set(`rival-${runs}`, { type: "email", n: runs }))
+        view.set("ours", { type: "email", n: 9 })
+      })
+    )
+    const ours = await client.hexists(`${prefix}tokens`, "ours")
+    expect(runs).toBe(3)
+    expect({ failed: error !== undefined, ours }).toEqual(
       error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
     )
   })
