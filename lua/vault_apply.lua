@@ -33,7 +33,8 @@
 --                       lock: took = 1 when the lock is now ARGV[8]'s
 --   5 Rewound           {5, current version|nil, took}: the version matches but Redis no longer
 --                       holds the snapshot's history (rewound); otherwise as Conflict
---   3 WrongType         {3, key}: `log` holds the wrong Redis type; nothing written
+--   3 WrongType         {3, key}: `log`, or the waiters a commit's lock release would leave or
+--                       hand on to, holds the wrong Redis type; nothing written
 --   4 LockHeld          {4, current version|nil}: another writer holds the lock and ARGV[7]
 --                       asked to yield (nothing written but the waiter entry ARGV[11] asked for)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
@@ -67,6 +68,7 @@ if (cur == false and expected == '') or cur == expected then
       release('', false)
       return {1, cur}
     end
+    if queueWrongType() then return {3, waitersKey} end
     for i = firstSet, firstDelete - 1, 2 do
       redis.call('HSET', tokensKey, ARGV[i], ARGV[i + 1])
     end
