@@ -77,8 +77,14 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoSummary, S
       const key = randomBytes(32)
       const started = performance.now()
       const tally: Tally = { done: 0, created: 0, reused: 0, pruned: 0, lastTurn: started }
-      if (onRedis && !options.keep) {
-        yield* Effect.addFinalizer(() => Effect.ignore(deleteKeys(options.connect!, auditPrefix, vaultPrefix)))
+      // A demo that fails or is interrupted still deletes its keys, as well as it can; one
+      // that ends deletes them below, where a failure to is the demo's failure (not hidden).
+      const deleting = onRedis && !options.keep
+      let deleted = false
+      if (deleting) {
+        yield* Effect.addFinalizer(() =>
+          deleted ? Effect.void : Effect.ignore(deleteKeys(options.connect!, auditPrefix, vaultPrefix))
+        )
       }
 
       yield* Effect.forEach(
@@ -94,6 +100,10 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoSummary, S
       const verify = yield* Effect.provideService(Verify.verifyStore(), AuditStore.AuditStore, check.audit)
       const stats = yield* check.vault.stats
       const elapsedMs = performance.now() - started
+      if (deleting) {
+        yield* deleteKeys(options.connect!, auditPrefix, vaultPrefix)
+        deleted = true
+      }
       const conflictsAfter = yield* counterTotal(FENCE_CONFLICTS)
       return {
         backend: onRedis ? "redis" : "memory",
