@@ -189,7 +189,12 @@ describe("turns: nothing a turn takes outlives the operation", () => {
       const started = performance.now()
       const outcome = await settled(sink.record({ n: 1 }))
       expect(outcome.ok).toBe(false)
-      expect((outcome as { error: { _tag?: string } }).error._tag).toBe("OperationTimeout")
+      // OperationTimeout, or CommitOutcomeUnknown when the deadline met one of its attempts in
+      // flight (it retries every 15 ms while it waits; a loaded machine stretches each): both
+      // fail closed, and the chain below shows nothing committed.
+      expect(["OperationTimeout", "CommitOutcomeUnknown"]).toContain(
+        (outcome as { error: { _tag?: string } }).error._tag
+      )
       expect(outcome.at - started).toBeLessThan(600)
       // Its place in the queue is gone (a hand-off to it would stall every writer for its TTL).
       expect(
