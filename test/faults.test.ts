@@ -99,8 +99,17 @@ describe("Redis killed (-9) and restarted from its AOF while replicas write", ()
     const audit = await checkAudit(inspector, prefixes.audit, definite(all))
     const vault = await checkVault(inspector, prefixes.vault, definite(all))
     expect(all.ackedEvents.length).toBeGreaterThan(ackedAtKill[0]!) // writes went on after the restarts
-    expect(audit).toMatchObject({ valid: true, forks: 0, losses: 0, duplicates: 0 })
-    expect(vault).toMatchObject({ losses: 0, duplicates: 0, inconsistencies: [] })
+    expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
+      valid: true,
+      forks: 0,
+      losses: 0,
+      duplicates: 0
+    })
+    expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
+      losses: 0,
+      duplicates: 0,
+      inconsistencies: []
+    })
     // Writers tolerate the outage: anything they report is Redis being away, or unknown.
     for (const tag of Object.keys(tags)) expect(NOT_ACKNOWLEDGED).toContain(tag)
     expect(audit.falseFailures + vault.falseFailures).toBe(0)
@@ -173,8 +182,19 @@ describe("a writer killed (-9) mid-transaction, holding the lock", () => {
     const all = merge(survivors.map((r) => r.ledger))
     const audit = await checkAudit(raw, prefixes.audit, all)
     const vault = await checkVault(raw, prefixes.vault, all)
-    expect(audit).toMatchObject({ valid: true, forks: 0, losses: 0, duplicates: 0, falseFailures: 0 })
-    expect(vault).toMatchObject({ losses: 0, duplicates: 0, falseFailures: 0, inconsistencies: [] })
+    expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
+      valid: true,
+      forks: 0,
+      losses: 0,
+      duplicates: 0,
+      falseFailures: 0
+    })
+    expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
+      losses: 0,
+      duplicates: 0,
+      falseFailures: 0,
+      inconsistencies: []
+    })
     // Nothing of the dead writers reached Redis: not their record, not their token.
     const [auditCrash, vaultCrash] = crashed
     expect(audit.ids).not.toContain(auditCrash!.payload)
@@ -260,8 +280,17 @@ describe("Redis Cluster: failover of the master that owns the stores' slot while
     expect(audit.falseFailures + vault.falseFailures).toBe(0)
     expect(after.master).not.toBe(before.master)
     expect(all.ackedEvents.length).toBeGreaterThan(ackedBeforeFailover) // writes went on on the new master
-    expect(audit).toMatchObject({ valid: true, forks: 0, losses: 0, duplicates: 0 })
-    expect(vault).toMatchObject({ losses: 0, duplicates: 0, inconsistencies: [] })
+    expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
+      valid: true,
+      forks: 0,
+      losses: 0,
+      duplicates: 0
+    })
+    expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
+      losses: 0,
+      duplicates: 0,
+      inconsistencies: []
+    })
     for (const tag of Object.keys(tags)) expect(NOT_ACKNOWLEDGED).toContain(tag)
     // The promoted replica had no scripts (EVALSHA is not replicated); it has them now.
     const scriptOnNewMasterAfter = await inspector
