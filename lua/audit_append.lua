@@ -38,9 +38,10 @@
 --   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
 --                       the chain the record was built on; the current head, so the retry
 --                       needs no read; took = 1 when the lock is now ARGV[8]'s
---   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, or the waiters an
---                       attempt that asked or holds the lock would leave or hand on to)
---                       holds the wrong Redis type; nothing written
+--   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, the lock a lock-free
+--                       attempt reads, or the waiters or fence counter an attempt that asked
+--                       or holds the lock would leave, hand on to or count up) holds the
+--                       wrong Redis type; nothing written
 --   4 LockHeld          {4}: another writer holds the lock and ARGV[7] asked to yield: nothing
 --                       written but the waiter entry ARGV[11] asked for (liveness only; the
 --                       fence alone keeps the chain whole)
@@ -77,8 +78,7 @@ local function trimCommits()
 end
 
 local function commitsWrongType()
-  local t = redis.call('TYPE', commitsKey).ok
-  return t ~= 'none' and t ~= 'hash'
+  return not typeIs(commitsKey, 'hash')
 end
 
 -- A decoded JSON object, or nil (not JSON, not an object, or beyond cjson).
@@ -92,16 +92,6 @@ local function integrityOf(json)
   local record = json and decoded(json)
   if record and type(record.auditIntegrity) == 'table' then return record.auditIntegrity end
   return nil
-end
-
--- Whether `reply` is an error reply (of redis.pcall).
-local function isError(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
--- The reply for a refusal of a command on `key`: WrongType naming it, or Redis's own error.
-local function refusalOn(key, reply)
-  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 then return {3, key} end
-  return reply
 end
 
 -- The head keys in one read. MGET reads a key of another type as absent, so an absent one
@@ -121,7 +111,9 @@ local function refused(reply)
   if commitsWrongType() then return {3, commitsKey} end
   return reply
 end
-if lockedOut() then
+local yielding, lockRefusal = lockedOut()
+if lockRefusal then return lockRefusal end
+if yielding then
   if commitsWrongType() then return {3, commitsKey} end
   queueIfAsked()
   return {4}
@@ -169,7 +161,8 @@ if straight then
   local headSeq = head and head.sequence or 0
   if sequence ~= headSeq + 1 then return refused({7, headJson}) end
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
-  if queueWrongType() then return refused({3, waitersKey}) end
+  local releaseKey = releaseWrongType()
+  if releaseKey then return refused({3, releaseKey}) end
   -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
   local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId)
   if isError(set) then return refusalOn(commitsKey, set) end

@@ -33,8 +33,9 @@
 --                       lock: took = 1 when the lock is now ARGV[8]'s
 --   5 Rewound           {5, current version|nil, took}: the version matches but Redis no longer
 --                       holds the snapshot's history (rewound); otherwise as Conflict
---   3 WrongType         {3, key}: `log`, or the waiters a commit's lock release would leave or
---                       hand on to, holds the wrong Redis type; nothing written
+--   3 WrongType         {3, key}: `log`, the lock a lock-free attempt reads, or the waiters or
+--                       fence counter a commit's lock release would leave, hand on to or count
+--                       up, holds the wrong Redis type; nothing written
 --   4 LockHeld          {4, current version|nil}: another writer holds the lock and ARGV[7]
 --                       asked to yield (nothing written but the waiter entry ARGV[11] asked for)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
@@ -52,7 +53,9 @@ local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, 
 local t = redis.call('TYPE', logKey).ok
 if t ~= 'none' and t ~= 'list' then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
-if yields() then return {4, cur} end
+local yielding, lockRefusal = yields()
+if lockRefusal then return lockRefusal end
+if yielding then return {4, cur} end
 -- Whether the vault at the expected version is the one the snapshot was read from.
 local function continues()
   if redis.call('HLEN', tokensKey) ~= size then return false end
@@ -68,7 +71,8 @@ if (cur == false and expected == '') or cur == expected then
       release('', false)
       return {1, cur}
     end
-    if queueWrongType() then return {3, waitersKey} end
+    local releaseKey = releaseWrongType()
+    if releaseKey then return {3, releaseKey} end
     for i = firstSet, firstDelete - 1, 2 do
       redis.call('HSET', tokensKey, ARGV[i], ARGV[i + 1])
     end

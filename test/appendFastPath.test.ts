@@ -11,6 +11,7 @@ import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "..
 import { COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
 import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { append, losingRaces } from "./support/facadePaths.js"
+import { laneStore } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis } from "./support/redisServer.js"
 import { sharedConnections } from "./support/shared.js"
@@ -157,8 +158,15 @@ describe("an audit key of the wrong type", () => {
             expect(error?.key).toBe(`${prefix}${key}`)
             expect(after).toEqual(before)
           })
-      if (policy !== "never")
-        it(`lock "${policy}", ${records} records, lock a set: the append fails with a typed error, nothing written`, async () => {
+      if (policy === "adaptive")
+        it(`lock "adaptive", ${records} records, lock a set: the append fails with CorruptData naming the lock, nothing written`, async () => {
+          const { prefix, error, before, after } = await appendOver(policy, records, "lock")
+          expect(error?._tag).toBe("CorruptData")
+          expect(error?.key).toBe(`${prefix}lock`)
+          expect(after).toEqual(before)
+        })
+      if (policy === "always")
+        it(`lock "always", ${records} records, lock a set: the append fails with a typed error, nothing written`, async () => {
           const { error, before, after } = await appendOver(policy, records, "lock")
           expect(error?._tag).toMatch(/^(CorruptData|RedisCommandFailed)$/)
           expect(after).toEqual(before)
@@ -179,6 +187,48 @@ describe("an audit key of the wrong type", () => {
     expect({ failed: error !== undefined, ours: ours.length }).toEqual(
       error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
     )
+  })
+})
+
+describe("the lock's fence counter of the wrong type", () => {
+  it('lock "adaptive": the commit that would hand the lock to a waiter is refused naming the fence, before its record is written', async () => {
+    const client = connect()
+    const prefix = uniquePrefix("wrongtype-fence")
+    const lock = `${prefix}lock`
+    const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 1500 } as const
+    const rival = createRedisAuditStore({ ...options, lock: "never" })
+    await append(rival, { first: true })
+    // A live waiter (its deadline a minute off, in server ms), and a fence counter that is a list.
+    const [seconds] = await client.time()
+    await client.zadd(waitersKeyOf(lock), Number(seconds) * 1000 + 60_000, "another-waiter 1000")
+    await client.rpush(fenceKeyOf(lock), "not-a-counter")
+    // A turn of one commit: the commit that took the lock hands it on (a longer turn keeps it).
+    const race = losingRaces(laneStore(client, prefix, { commits: 1 }), rival, 2)
+    const error = (await rejectionOf(race.done)) as { _tag?: string; key?: string } | undefined
+    const ours = (await client.lrange(`${prefix}chain`, 0, -1)).filter((json) => json.includes('"ours"'))
+    expect(race.builds()).toBe(3)
+    expect({ tag: error?._tag, key: error?.key, ours: ours.length }).toEqual({
+      tag: "CorruptData",
+      key: fenceKeyOf(lock),
+      ours: 0
+    })
+    expect(await client.lrange(fenceKeyOf(lock), 0, -1)).toEqual(["not-a-counter"])
+  })
+})
+
+describe("the vault's lock key of the wrong type", () => {
+  it('lock "adaptive": the mutate fails with CorruptData naming the lock, nothing written', async () => {
+    const client = connect()
+    const prefix = uniquePrefix("vault-wrongtype-lock")
+    const options = { client, keyPrefix: prefix, startupChecks: "off", timeout: 1500 } as const
+    await createRedisTokenStore({ ...options, lock: "never" }).mutate((view) => view.set("first", { type: "email" }))
+    await client.sadd(`${prefix}lock`, "not-a-lock")
+    const before = await snapshot(client, prefix)
+    const error = (await rejectionOf(
+      createRedisTokenStore({ ...options, lock: "adaptive" }).mutate((view) => view.set("ours", { type: "email" }))
+    )) as { _tag?: string; key?: string } | undefined
+    expect({ tag: error?._tag, key: error?.key }).toEqual({ tag: "CorruptData", key: `${prefix}lock` })
+    expect(await snapshot(client, prefix)).toEqual(before)
   })
 })
 

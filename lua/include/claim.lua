@@ -15,10 +15,22 @@
 -- take the lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
 local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
 
--- Whether another writer holds the lock, so this attempt must yield (a read only).
+-- Whether `reply` is an error reply (of redis.pcall).
+local function isError(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+-- The reply for a refusal of a command on `key`: WrongType {3, key}, or Redis's own error.
+local function refusalOn(key, reply)
+  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 then return {3, key} end
+  return reply
+end
+
+-- Whether another writer holds the lock, so this attempt must yield (a read only); or,
+-- second, the reply refusing a lock key of the wrong type (the caller returns it).
 local function lockedOut()
   if not lockFree then return false end
-  local holder = redis.call('GET', lockKey)
+  local holder = redis.pcall('GET', lockKey)
+  if isError(holder) then return false, refusalOn(lockKey, holder) end
   claimed = holder == claimToken
   return holder ~= false and not claimed
 end
@@ -28,19 +40,30 @@ local function queueIfAsked()
   if queueMs ~= '' and claimTtl ~= '' then queueWaiter(claimToken, claimTtl, queueMs) end
 end
 
--- Whether this attempt must yield (nothing written but its place in the queue).
+-- Whether this attempt must yield (nothing written but its place in the queue); or, second,
+-- the reply refusing a lock key of the wrong type.
 local function yields()
-  if not lockedOut() then return false end
+  local out, refusal = lockedOut()
+  if not out then return false, refusal end
   queueIfAsked()
   return true
 end
 
--- Whether release() would meet a waiter queue of the wrong type: checked before a commit's
--- first write, as release() runs after the last (only an attempt that asked or holds the lock).
-local function queueWrongType()
-  if claimTtl == '' and (not claimed or keepTtl) then return false end
-  local t = redis.call('TYPE', waitersKey).ok
-  return t ~= 'none' and t ~= 'zset'
+local function typeIs(key, ...)
+  local t = redis.call('TYPE', key).ok
+  for _, want in ipairs({'none', ...}) do
+    if t == want then return true end
+  end
+  return false
+end
+-- The key of the wrong type release() would meet after a commit's writes (its waiter queue,
+-- or the fence counter a hand-off INCRs), or nil: checked before the commit's first write
+-- (only for an attempt that asked or holds the lock).
+local function releaseWrongType()
+  if claimTtl == '' and (not claimed or keepTtl) then return nil end
+  if not typeIs(waitersKey, 'zset') then return waitersKey end
+  if claimed and not keepTtl and not typeIs(fenceKey, 'string') then return fenceKey end
+  return nil
 end
 
 -- After a commit: leaves the queue, and hands a lock the attempt held by its claim to the
