@@ -23,8 +23,10 @@ import {
   sleep,
   spawnCrashingWriter,
   summary,
+  type AuditCheck,
   type Ledger,
-  type Replica
+  type Replica,
+  type VaultCheck
 } from "./support/replica.js"
 import { sharedCluster, sharedRedis } from "./support/shared.js"
 
@@ -65,6 +67,21 @@ const failures = (replicas: ReadonlyArray<Replica>) => {
   return { all, tags }
 }
 
+/** The chain whole and every acknowledged record and token there once; what was found is printed when not. */
+const expectNothingLost = (audit: AuditCheck, vault: VaultCheck) => {
+  expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
+    valid: true,
+    forks: 0,
+    losses: 0,
+    duplicates: 0
+  })
+  expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
+    losses: 0,
+    duplicates: 0,
+    inconsistencies: []
+  })
+}
+
 describe("Redis killed (-9) and restarted from its AOF while replicas write", () => {
   it("every acknowledged record and token survives, none is doubled, the chain verifies", async () => {
     const server = await startRedis({ appendonly: true })
@@ -99,17 +116,7 @@ describe("Redis killed (-9) and restarted from its AOF while replicas write", ()
     const audit = await checkAudit(inspector, prefixes.audit, definite(all))
     const vault = await checkVault(inspector, prefixes.vault, definite(all))
     expect(all.ackedEvents.length).toBeGreaterThan(ackedAtKill[0]!) // writes went on after the restarts
-    expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
-      valid: true,
-      forks: 0,
-      losses: 0,
-      duplicates: 0
-    })
-    expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
-      losses: 0,
-      duplicates: 0,
-      inconsistencies: []
-    })
+    expectNothingLost(audit, vault)
     // Writers tolerate the outage: anything they report is Redis being away, or unknown.
     for (const tag of Object.keys(tags)) expect(NOT_ACKNOWLEDGED).toContain(tag)
     expect(audit.falseFailures + vault.falseFailures).toBe(0)
@@ -280,17 +287,7 @@ describe("Redis Cluster: failover of the master that owns the stores' slot while
     expect(audit.falseFailures + vault.falseFailures).toBe(0)
     expect(after.master).not.toBe(before.master)
     expect(all.ackedEvents.length).toBeGreaterThan(ackedBeforeFailover) // writes went on on the new master
-    expect(audit, `audit check: ${JSON.stringify(audit)}`).toMatchObject({
-      valid: true,
-      forks: 0,
-      losses: 0,
-      duplicates: 0
-    })
-    expect(vault, `vault evidence: ${JSON.stringify(vault.evidence)}`).toMatchObject({
-      losses: 0,
-      duplicates: 0,
-      inconsistencies: []
-    })
+    expectNothingLost(audit, vault)
     for (const tag of Object.keys(tags)) expect(NOT_ACKNOWLEDGED).toContain(tag)
     // The promoted replica had no scripts (EVALSHA is not replicated); it has them now.
     const scriptOnNewMasterAfter = await inspector
