@@ -260,7 +260,9 @@ describe("a kept turn lent to the lane, under faults", () => {
         await persist(buildNextRecord({ ours: true }, head))
       })
     )
-    expect(outcome).toBe("OperationTimeout")
+    // OperationTimeout, or CommitOutcomeUnknown when the deadline met one of its re-attempts in
+    // flight (a loaded run did): both fail closed, and the events below show nothing committed.
+    expect(["OperationTimeout", "CommitOutcomeUnknown"]).toContain(outcome)
     await sleep(20)
     expect(await lockLeft(client, prefix)).toEqual({ holder: "held-by-a-reference-replica", waiters: 0 })
     await client.del(`${prefix}lock`)
