@@ -65,6 +65,7 @@ local lockFree, keepTtl = ARGV[7] ~= '', string.match(ARGV[7], '^keep (%d+)$')
 local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 
+--- @include "include/refusal"
 --- @include "include/waiters"
 --- @include "include/claim"
 

@@ -47,11 +47,11 @@ local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10]
 local setCount = tonumber(ARGV[12])
 local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
 
+--- @include "include/refusal"
 --- @include "include/waiters"
 --- @include "include/claim"
 
-local t = redis.call('TYPE', logKey).ok
-if t ~= 'none' and t ~= 'list' then return {3, logKey} end
+if not typeIs(logKey, 'list') then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
 local yielding, lockRefusal = yields()
 if lockRefusal then return lockRefusal end

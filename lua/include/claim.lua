@@ -9,21 +9,12 @@
 -- A commit may instead keep the lock it holds for `keepTtl` ms (nil = never): the writer's
 -- next operation, already under way, goes on with it (bounded by the writer; see
 -- lock/claimState.ts), and a writer that stops there holds everyone up that long at most.
--- The queue itself is include/waiters (included first by the including script).
+-- The queue itself is include/waiters, and the refusals of a key of the wrong type
+-- include/refusal (both included first by the including script).
 -- Uses the including script's locals: lockKey, fenceKey, waitersKey; lockFree (the
 -- attempt is lock-free), keepTtl, claimToken ('' = none), claimTtl (ms; '' = neither
 -- take the lock nor queue), releaseChannel, queueMs (ms; '' = do not queue).
 local claimed = false -- the lock holds claimToken: hand it on (or free it) on commit
-
--- Whether `reply` is an error reply (of redis.pcall).
-local function isError(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
--- The reply for a refusal of a command on `key`: WrongType {3, key}, or Redis's own error.
-local function refusalOn(key, reply)
-  if string.find(reply.err, 'WRONGTYPE', 1, true) == 1 then return {3, key} end
-  return reply
-end
 
 -- Whether another writer holds the lock, so this attempt must yield (a read only); or,
 -- second, the reply refusing a lock key of the wrong type (the caller returns it).
@@ -49,13 +40,6 @@ local function yields()
   return true
 end
 
-local function typeIs(key, ...)
-  local t = redis.call('TYPE', key).ok
-  for _, want in ipairs({'none', ...}) do
-    if t == want then return true end
-  end
-  return false
-end
 -- The key of the wrong type release() would meet after a commit's writes (its waiter queue,
 -- or the fence counter a hand-off INCRs), or nil: checked before the commit's first write
 -- (only for an attempt that asked or holds the lock).
