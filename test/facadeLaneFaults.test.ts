@@ -16,37 +16,14 @@ import { withTags } from "../src/internal/metricTags.js"
 import * as Metrics from "../src/Metrics.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
-import { append, chainOf, latencySamples, losingRaces, type Path, runtimeFor } from "./support/facadePaths.js"
+import { append, chainOf, losingRaces, type Path, runtimeFor } from "./support/facadePaths.js"
 import { sharedCluster } from "./support/shared.js"
-import { laneLinks, samePaths } from "./support/laneLinks.js"
+import { count, countersOf, laneLinks, samePaths } from "./support/laneLinks.js"
 
 const { connect, proxied } = laneLinks()
 
-const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
-const tags = { store: "audit", operation: "transaction" } as const
-const metrics = {
-  conflicts: withTags(Metrics.keys.fenceConflicts, tags),
-  retries: withTags(Metrics.keys.retries, tags),
-  exhausted: withTags(Metrics.keys.retriesExhausted, tags),
-  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "audit"))
-}
-/** The counters' and the latency histogram's growth since `counters()` was called. */
-const counters = () => {
-  const read = () => ({
-    conflicts: count(metrics.conflicts),
-    retries: count(metrics.retries),
-    exhausted: count(metrics.exhausted),
-    resolved: count(metrics.resolved),
-    samples: latencySamples()
-  })
-  const before = read()
-  return () => {
-    const now = read()
-    return Object.fromEntries(
-      Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]])
-    ) as typeof before
-  }
-}
+/** The audit transaction's counters' and latency samples' growth since `counters()` was called. */
+const counters = () => countersOf("audit", "transaction")
 
 /** The chain's events (the records' own fields, without their integrity). */
 const eventsOf = async (client: Redis, prefix: string) => {
@@ -729,7 +706,7 @@ describe("the lane's counts", () => {
         await persist(buildNextRecord({ ours: builds }, head))
       })
       await append(store, { unlabelled: true })
-      const labels = { ...tags, replica: `labelled-${path}` }
+      const labels = { store: "audit", operation: "transaction", replica: `labelled-${path}` }
       return {
         samples: Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, labels))).count,
         conflicts: count(withTags(Metrics.keys.fenceConflicts, labels)),

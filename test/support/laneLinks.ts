@@ -55,36 +55,48 @@ export const samePaths = async <A>(
   return results[0]!
 }
 
-const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
-const vaultTags = { store: "vault", operation: "mutate" } as const
-const vaultMetrics = {
-  conflicts: withTags(Metrics.keys.fenceConflicts, vaultTags),
-  retries: withTags(Metrics.keys.retries, vaultTags),
-  exhausted: withTags(Metrics.keys.retriesExhausted, vaultTags),
-  resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
+/** A counter's count now. */
+export const count = (metric: Metric.Metric.Counter<number>) => Effect.runSync(Metric.value(metric)).count
+
+/**
+ * The growth, since this call, of a store operation's conflict, retry, exhaustion and
+ * resolution counters and its latency samples, and of `extra`'s counts.
+ */
+export const countersOf = <E extends string = never>(
+  store: "audit" | "vault",
+  operation: string,
+  extra: Record<E, () => number> = {} as Record<E, () => number>
+) => {
+  const tags = { store, operation } as const
+  const metrics = {
+    conflicts: withTags(Metrics.keys.fenceConflicts, tags),
+    retries: withTags(Metrics.keys.retries, tags),
+    exhausted: withTags(Metrics.keys.retriesExhausted, tags),
+    resolved: Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", store))
+  }
+  const read = () => ({
+    conflicts: count(metrics.conflicts),
+    retries: count(metrics.retries),
+    exhausted: count(metrics.exhausted),
+    resolved: count(metrics.resolved),
+    ...(Object.fromEntries(Object.entries(extra).map(([k, f]) => [k, (f as () => number)()])) as Record<E, number>),
+    samples: Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, tags))).count
+  })
+  const before = read()
+  return () => {
+    const now = read()
+    return Object.fromEntries(
+      Object.entries(now).map(([k, v]) => [k, (v as number) - (before[k as keyof typeof before] as number)])
+    ) as typeof before
+  }
 }
 
 /**
  * The token store's counters' and mutate latency histogram's growth since this call
  * (rewinds: of `prefix`; they are counted per store, the untagged counter never moves).
  */
-export const vaultCounters = (prefix = "") => {
-  const read = () => ({
-    conflicts: count(vaultMetrics.conflicts),
-    retries: count(vaultMetrics.retries),
-    exhausted: count(vaultMetrics.exhausted),
-    resolved: count(vaultMetrics.resolved),
-    rewinds: count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))),
-    samples: Effect.runSync(Metric.value(withTags(Metrics.keys.operationLatency, vaultTags))).count
-  })
-  const before = read()
-  return () => {
-    const now = read()
-    return Object.fromEntries(
-      Object.entries(now).map(([k, v]) => [k, v - before[k as keyof typeof before]])
-    ) as typeof before
-  }
-}
+export const vaultCounters = (prefix = "") =>
+  countersOf("vault", "mutate", { rewinds: () => count(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))) })
 
 /** The vault's records under `prefix`, as Redis holds them, sorted by token. */
 export const vaultOf = async (client: Redis, prefix: string) =>
