@@ -14,7 +14,7 @@ import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { toRedisError, wrongType, wrongTypeOf } from "../redisReply.js"
-import { callScriptBySha, Scripts } from "../scripts.js"
+import { callScriptBySha, callScriptByShaThen, Scripts } from "../scripts.js"
 import { VaultApplyReply, VaultChangesReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
 
@@ -107,11 +107,17 @@ export interface VaultBacking {
   /** The changes since `known`, proved against the commit it saw; `commitId`: a commit to look for. */
   readonly changes: (known: VaultPoint, commitId: string) => Effect.Effect<Changes, BackingError>
   /**
-   * `changes` as a plain Promise, for a read path that runs no fiber: it rejects with the
-   * same typed errors. Optional: a backing without it is read through `changes` (a
-   * wrapper that changes `changes` must change or drop this too).
+   * `changes` for a read path that runs no fiber: `onChanges` gets the answer, `onError`
+   * the same typed errors, in the one promise step the reply lands in. Optional: a
+   * backing without it is read through `changes` (a wrapper that changes `changes` must
+   * change or drop this too).
    */
-  readonly changesNow?: (known: VaultPoint, commitId: string) => Promise<Changes>
+  readonly changesThen?: <A>(
+    known: VaultPoint,
+    commitId: string,
+    onChanges: (changes: Changes) => A,
+    onError: (error: unknown) => A
+  ) => Promise<A>
   /** One page of a full read; start with cursor "0", done when the returned cursor is "0". */
   readonly scan: (cursor: string) => Effect.Effect<ScanPage, BackingError>
   /** The whole vault at one version, atomically (the fallback when paged reads cannot settle). */
@@ -179,6 +185,20 @@ const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<Apply
   )
 }
 
+/** `changesThen` over a synchronous `changes` (the in-memory backing's), answered a step later as Redis's would be. */
+const changesThenOf =
+  (changes: (known: VaultPoint, commitId: string) => Changes): NonNullable<VaultBacking["changesThen"]> =>
+  (known, commitId, onChanges, onError) =>
+    Promise.resolve().then(() => {
+      let answer: Changes
+      try {
+        answer = changes(known, commitId)
+      } catch (error) {
+        return onError(error)
+      }
+      return onChanges(answer)
+    })
+
 /** vault_changes.lua's reply as `Changes`. */
 const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData => {
   // The common answer, decoded without the general path's copies.
@@ -217,8 +237,8 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
   return { _tag: "Delta", version: v, commit: detail, size, found: found === 1, changes }
 }
 
-/** `changes` and `changesNow` on Redis: vault_changes.lua, decoded synchronously (this is every read's one round trip). */
-const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBacking, "changes" | "changesNow"> => {
+/** `changes` and `changesThen` on Redis: vault_changes.lua, decoded synchronously (this is every read's one round trip). */
+const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBacking, "changes" | "changesThen"> => {
   const three = [keys.version, keys.tokens, keys.log]
   const argsOf = (known: VaultPoint, commitId: string) => [known.version, known.commit, commitId, LOG_BOUND]
   return {
@@ -230,16 +250,17 @@ const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBack
           return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
         })
       ),
-    changesNow: (known, commitId) =>
-      callScriptBySha(redis.client, Scripts.vaultChanges, three, argsOf(known, commitId)).then(
+    changesThen: (known, commitId, onChanges, onError) =>
+      callScriptByShaThen(
+        redis.client,
+        Scripts.vaultChanges,
+        three,
+        argsOf(known, commitId),
         (reply) => {
           const decoded = changesOf(reply, keys.version)
-          if (decoded instanceof CorruptData) throw decoded
-          return decoded
+          return decoded instanceof CorruptData ? onError(decoded) : onChanges(decoded)
         },
-        (error: unknown) => {
-          throw wrongTypeOf(keys.log, toRedisError(Scripts.vaultChanges.name, error))
-        }
+        (error: unknown) => onError(wrongTypeOf(keys.log, toRedisError(Scripts.vaultChanges.name, error)))
       )
   }
 }
@@ -418,7 +439,7 @@ export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
         return { _tag: "Committed", version: current() }
       }),
     changes: (known, commitId) => Effect.sync(() => changes(known, commitId)),
-    changesNow: (known, commitId) => Promise.resolve().then(() => changes(known, commitId)),
+    changesThen: changesThenOf(changes),
     scan: () => Effect.sync(() => ({ version: current(), commit: lastCommit(), cursor: "0", entries: [...tokens] })),
     snapshot: Effect.sync(() => ({ version: current(), commit: lastCommit(), entries: [...tokens] })),
     stats: Effect.sync(() => ({ version: current(), size: tokens.size, logLength: log.length })),

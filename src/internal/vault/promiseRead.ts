@@ -14,13 +14,14 @@ import type * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as FiberRefs from "effect/FiberRefs"
+import type { MetricLabel } from "effect/MetricLabel"
 import * as Runtime from "effect/Runtime"
 import { CorruptData, OperationTimeout } from "../../Errors.js"
 import { timerDelay, within, type DeadlineSpec } from "../deadline.js"
 import { originalFailure } from "../facade/run.js"
 import { DeadlineQueue, type QueuedDeadline } from "../deadlineQueue.js"
 import { latencyMetric, tracesNothing } from "../observe.js"
-import type { VaultBacking, VaultPoint } from "./backing.js"
+import type { Changes, VaultBacking, VaultPoint } from "./backing.js"
 import type { VaultCache } from "./cache.js"
 import type { ReadView, TokenStoreShape } from "./contract.js"
 import { isCurrent, type VaultFreshness } from "./freshness.js"
@@ -30,7 +31,7 @@ import { readView } from "./views.js"
 export type PromiseRead = <A>(fn: (view: ReadView) => A | PromiseLike<A>) => Promise<A>
 
 export interface PromiseReadParts {
-  readonly changesNow: NonNullable<VaultBacking["changesNow"]>
+  readonly changesThen: NonNullable<VaultBacking["changesThen"]>
   readonly cache: VaultCache
   readonly freshness: VaultFreshness
   readonly deadline: DeadlineSpec
@@ -55,73 +56,115 @@ interface Pending extends QueuedDeadline {
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function"
 
-const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): PromiseRead => {
-  const { changesNow, cache, freshness, deadline } = parts
-  const latency = latencyMetric("vault", "read")
-  const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
-  const runExit = Runtime.runPromiseExit(runtime)
-  // (One timer for all of this reader's reads: a timer per read cost more than the rest of its own work.)
-  const deadlines = new DeadlineQueue<Pending>(timerDelay(deadline.timeoutMs), (pending) => pending.expire())
+/** What all of one reader's reads share. */
+interface Reader extends PromiseReadParts {
+  readonly latency: ReturnType<typeof latencyMetric>
+  readonly labels: ReadonlyArray<MetricLabel>
+  readonly runExit: (effect: Effect.Effect<void, unknown>) => Promise<Exit.Exit<void, unknown>>
+  readonly deadlines: DeadlineQueue<Pending>
+}
 
-  return <A>(fn: (view: ReadView) => A | PromiseLike<A>): Promise<A> =>
-    new Promise<A>((resolve, reject) => {
-      const started = performance.now()
-      const finish = (ok: boolean, value: unknown) => {
-        if (pending.done) return
-        deadlines.end(pending)
-        latency.unsafeUpdate(performance.now() - started, labels)
-        if (ok) resolve(value as A)
-        else reject(value)
-      }
-      const timedOut = () => new OperationTimeout({ operation: deadline.operation, timeoutMs: deadline.timeoutMs })
-      const pending: Pending = { endsAt: 0, expire: () => finish(false, timedOut()), done: false }
-      deadlines.start(pending)
-      const pinned = () => {
-        if (pending.done) return
-        const { snapshot, release } = cache.pin()
-        let out: A | PromiseLike<A>
-        try {
-          out = fn(readView(snapshot))
-        } catch (error) {
-          release()
-          return finish(false, error)
-        }
-        if (!isThenable(out)) {
-          release()
-          return finish(true, out)
-        }
-        // (A thenable's `then` that throws rejects; a native promise is itself.)
-        Promise.resolve(out).then(
-          (value) => (release(), finish(true, value)),
-          (error: unknown) => (release(), finish(false, error))
-        )
-      }
-      // The rare answers go through the Effect path, within what is left of the deadline.
-      const settled = (effect: Effect.Effect<void, unknown>) => {
-        const left = Math.ceil(pending.endsAt - performance.now())
-        if (left < 1) return
-        runExit(within({ ...deadline, timeoutMs: left })(effect)).then((exit) => {
-          if (Exit.isSuccess(exit)) return pinned()
-          const failure = originalFailure(exit.cause)
-          // (Its budget was what was left: the timeout it names is the operation's own.)
-          finish(false, failure instanceof OperationTimeout ? timedOut() : failure)
-        })
-      }
-      const from: VaultPoint | undefined = cache.point()
-      if (from === undefined || freshness.unproven()) return settled(freshness.bringUpToDate)
-      changesNow(from, "").then(
-        (changes) => {
-          if (pending.done) return
-          if (isCurrent(cache, from, changes)) return pinned()
-          if (changes._tag === "Delta") {
-            const to = { version: changes.version, commit: changes.commit, size: changes.size }
-            const applied = cache.advanceByJsonNow(from.version, to, changes.changes)
-            if (applied instanceof CorruptData) return finish(false, applied)
-            if (applied) return pinned()
-          }
-          settled(freshness.settle(from, changes))
-        },
-        (error: unknown) => finish(false, error)
-      )
+/** One read, from its round trip to its answer; its steps are methods, not closures made per read. */
+class ReadCall<A> implements Pending {
+  endsAt = 0
+  done = false
+  private readonly started = performance.now()
+  constructor(
+    private readonly reader: Reader,
+    private readonly fn: (view: ReadView) => A | PromiseLike<A>,
+    private readonly resolve: (value: A) => void,
+    private readonly reject: (error: unknown) => void
+  ) {}
+
+  expire(): void {
+    this.finish(false, this.timedOut())
+  }
+
+  private timedOut(): OperationTimeout {
+    const { operation, timeoutMs } = this.reader.deadline
+    return new OperationTimeout({ operation, timeoutMs })
+  }
+
+  finish(ok: boolean, value: unknown): void {
+    if (this.done) return
+    const { deadlines, latency, labels } = this.reader
+    deadlines.end(this)
+    latency.unsafeUpdate(performance.now() - this.started, labels)
+    if (ok) this.resolve(value as A)
+    else this.reject(value)
+  }
+
+  /** Runs `fn` over a pinned snapshot of the cache, unpinned once its answer settles. */
+  pinned(): void {
+    if (this.done) return
+    const { snapshot, release } = this.reader.cache.pin()
+    let out: A | PromiseLike<A>
+    try {
+      out = this.fn(readView(snapshot))
+    } catch (error) {
+      release()
+      return this.finish(false, error)
+    }
+    if (!isThenable(out)) {
+      release()
+      return this.finish(true, out)
+    }
+    // (A thenable's `then` that throws rejects; a native promise is itself.)
+    Promise.resolve(out).then(
+      (value) => (release(), this.finish(true, value)),
+      (error: unknown) => (release(), this.finish(false, error))
+    )
+  }
+
+  /** The rare answers go through the Effect path, within what is left of the deadline. */
+  settled(effect: Effect.Effect<void, unknown>): void {
+    const left = Math.ceil(this.endsAt - performance.now())
+    if (left < 1) return
+    this.reader.runExit(within({ ...this.reader.deadline, timeoutMs: left })(effect)).then((exit) => {
+      if (Exit.isSuccess(exit)) return this.pinned()
+      const failure = originalFailure(exit.cause)
+      // (Its budget was what was left: the timeout it names is the operation's own.)
+      this.finish(false, failure instanceof OperationTimeout ? this.timedOut() : failure)
     })
+  }
+
+  /** What the change log answered for a cache that stood at `from`. */
+  answered(from: VaultPoint, changes: Changes): void {
+    if (this.done) return
+    const { cache, freshness } = this.reader
+    if (isCurrent(cache, from, changes)) return this.pinned()
+    if (changes._tag === "Delta") {
+      const to = { version: changes.version, commit: changes.commit, size: changes.size }
+      const applied = cache.advanceByJsonNow(from.version, to, changes.changes)
+      if (applied instanceof CorruptData) return this.finish(false, applied)
+      if (applied) return this.pinned()
+    }
+    this.settled(freshness.settle(from, changes))
+  }
+
+  start(): void {
+    const { cache, freshness, changesThen } = this.reader
+    this.reader.deadlines.start(this)
+    const from: VaultPoint | undefined = cache.point()
+    if (from === undefined || freshness.unproven()) return this.settled(freshness.bringUpToDate)
+    void changesThen(
+      from,
+      "",
+      (changes) => this.answered(from, changes),
+      (error: unknown) => this.finish(false, error)
+    )
+  }
+}
+
+const promiseRead = (parts: PromiseReadParts, runtime: Runtime.Runtime<never>): PromiseRead => {
+  const reader: Reader = {
+    ...parts,
+    latency: latencyMetric("vault", "read"),
+    labels: FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels),
+    runExit: Runtime.runPromiseExit(runtime),
+    // (One timer for all of this reader's reads: a timer per read cost more than the rest of its own work.)
+    deadlines: new DeadlineQueue<Pending>(timerDelay(parts.deadline.timeoutMs), (pending) => pending.expire())
+  }
+  return <A>(fn: (view: ReadView) => A | PromiseLike<A>): Promise<A> =>
+    new Promise<A>((resolve, reject) => new ReadCall(reader, fn, resolve, reject).start())
 }

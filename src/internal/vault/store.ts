@@ -72,8 +72,8 @@ export const makeVaultStore = (backing: VaultBacking, options: TokenStoreOptions
     ready: backing.ready,
     stats: backing.stats.pipe(withinRead(deadline("stats")), observed("vault", "stats", prefix))
   }
-  if (backing.changesNow !== undefined) {
-    registerPromiseRead(store, { changesNow: backing.changesNow, cache, freshness, deadline: deadline("read") })
+  if (backing.changesThen !== undefined) {
+    registerPromiseRead(store, { changesThen: backing.changesThen, cache, freshness, deadline: deadline("read") })
   }
   if (backing.send !== undefined && afterCommit === Effect.void && guard.freeClaim !== undefined) {
     registerPromiseMutate(store, {
