@@ -305,7 +305,8 @@ const vaultRun = async (impl, size, phase, maxMs) => {
   const { tokens } = await preloadVault(admin, size)
   const sample = tokens.filter((_, i) => i % Math.max(1, Math.floor(tokens.length / 2000)) === 0)
   const res = await runWorker({ mode: "vault", impl, phase, tokens: sample, warmup: size >= 10000 ? 1 : 20, maxOps: 100_000, maxMs, label: `${phase}${size}` })
-  if (phase === "tokenize") {
+  // (The floor's Map is in its own process: Redis's count says nothing of it.)
+  if (phase === "tokenize" && impl !== "floor") {
     const stored = await admin.hlen("bench:tv:tokens")
     res.stored = stored
     res.lost = size + res.tokenized - stored
@@ -315,18 +316,19 @@ const vaultRun = async (impl, size, phase, maxMs) => {
 
 if (wanted("tokenize") || wanted("reveal")) await preloadRecords(50000)
 if (wanted("tokenize")) {
+  // The floor ("floor": the core's own cost at this size, the same driver over an in-process
+  // Map, no Redis) runs in every round, as long as the others and in turn with them: on a
+  // machine whose speed drifts 2x, a floor measured once, after them, was a different machine.
+  const VAULT_IMPLS = [...IMPLS, "floor"]
   for (const size of SIZES) {
     for (let r = 0; r < cfg.rounds; r++) {
-      for (const impl of order(r)) {
+      for (const impl of VAULT_IMPLS.map((_, i) => VAULT_IMPLS[(i + r) % VAULT_IMPLS.length])) {
         const res = await safely(`tokenize ${impl} ${size}`, () => vaultRun(impl, size, "tokenize", cfg.vaultMs))
         push(`tokenize:${size}`, impl, res)
-        log(`tokenize @${String(size).padEnd(6)} ${impl.padEnd(4)} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms cpu ${fmt(res.cpuUsPerOp)} µs/op lost ${res.lost ?? "-"}`)
+        const what = impl === "floor" ? "core over an in-process Map" : impl.padEnd(4)
+        log(`tokenize @${String(size).padEnd(6)} ${what} round ${r + 1}: ${fmt(res.opsPerSec)}/s p50 ${fmt(res.p50, 2)} ms cpu ${fmt(res.cpuUsPerOp)} µs/op lost ${res.lost ?? "-"}`)
       }
     }
-    // The core's own cost at this size: the same driver over an in-process Map, no Redis.
-    const res = await safely(`tokenize floor ${size}`, () => vaultRun("floor", size, "tokenize", cfg.vaultMs / 2))
-    push(`tokenize:${size}`, "floor", res)
-    log(`tokenize @${String(size).padEnd(6)} core over an in-process Map: ${fmt(res.opsPerSec)}/s cpu ${fmt(res.cpuUsPerOp)} µs/op`)
   }
 }
 mark("tokenize")
@@ -427,9 +429,14 @@ function mb(bytes) {
 
 /** The median of `pick` over the rounds of `key` for `impl` (failed runs left out). */
 const med = (key, impl, pick) => median((raw[key]?.[impl] ?? []).filter((r) => r && !r.failed && r.available !== false).map(pick))
+/** The floor's median, and ours against it round by round (each round's pair ran side by side), their median. */
 const floorNote = (key, pick, digits, unit) => {
   const f = med(key, "floor", pick)
-  return Number.isFinite(f) ? ` [core alone, in-process Map: ${fmt(f, digits)}${unit}]` : ""
+  if (!Number.isFinite(f)) return ""
+  const ours = raw[key]?.ours ?? []
+  const ratios = (raw[key]?.floor ?? []).map((fl, i) => (ours[i] && !ours[i].failed && !fl.failed ? pick(ours[i]) / pick(fl) : NaN)).filter(Number.isFinite)
+  const paired = ratios.length > 0 ? `; ours ${[...ratios].sort((a, b) => a - b)[Math.floor(ratios.length / 2)].toFixed(2)}× of it, the median of its rounds` : ""
+  return ` [core alone, in-process Map: ${fmt(f, digits)}${unit}${paired}]`
 }
 const problems = (key, impl) => {
   const runs = raw[key]?.[impl] ?? []
