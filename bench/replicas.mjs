@@ -32,6 +32,15 @@ if (process.send) {
     await session.post("Profiler.setSamplingInterval", { interval: 50 })
     await session.post("Profiler.start")
   }
+  // METRICS: the lock's turns, conflicts and retries of the measured seconds only (not the warm-up's).
+  const { Effect, Metric } = await import("effect")
+  const counters = () =>
+    new Map(
+      Effect.runSync(Metric.snapshot)
+        .filter((p) => /turns|conflicts|retries/.test(p.metricKey.name))
+        .map((p) => [`${p.metricKey.name}{${p.metricKey.tags.map((t) => `${t.key}=${t.value}`).join(",")}}`, p.metricState.count])
+    )
+  const counters0 = counters()
   const latencies = []
   const finishedAt = []
   let errors = 0
@@ -60,6 +69,7 @@ if (process.send) {
   }
   const cpu = process.cpuUsage(cpu0)
   const attempts = sink.counts.attempts - attempts0
+  const countersAtEnd = counters()
   if (session) {
     const { profile } = await session.post("Profiler.stop")
     const { mkdirSync, writeFileSync } = await import("node:fs")
@@ -75,12 +85,9 @@ if (process.send) {
     console.error(`[${process.pid}] t0 ${(performance.timeOrigin + end - Number(secs) * 1000).toFixed(0)} slow: ${slow.join(" ")}`)
   }
   if (process.env.METRICS) {
-    const { Effect, Metric } = await import("effect")
-    const snapshot = Effect.runSync(Metric.snapshot)
-    const lines = snapshot
-      .filter((p) => /turns|conflicts|retries/.test(p.metricKey.name))
-      .map((p) => `${p.metricKey.name}{${p.metricKey.tags.map((t) => `${t.key}=${t.value}`).join(",")}} ${p.metricState.count}`)
-    console.error(`[${process.pid}] ${lines.join(" | ")}`)
+    const window = [...countersAtEnd].map(([key, count]) => [key, count - (counters0.get(key) ?? 0)])
+    const turns = window.filter(([key]) => /turns.*how=(handed|granted)/.test(key)).reduce((sum, [, c]) => sum + c, 0)
+    console.error(`[${process.pid}] ${window.map(([key, c]) => `${key} ${c}`).join(" | ")} | appends per turn ${(latencies.length / Math.max(1, turns)).toFixed(1)}`)
   }
   process.send({ ops: latencies.length, errors, cpuUs: cpu.user + cpu.system, sysUs: cpu.system, latencies, attempts })
   await client.quit()
