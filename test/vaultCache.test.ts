@@ -197,3 +197,66 @@ describe("the facade's read (no fiber on its common path)", () => {
     }
   })
 })
+
+describe("the facade's read under faults and hostile input", () => {
+  /** Unhandled rejections raised while `body` runs (and a turn after it). */
+  const unhandledDuring = async (body: () => Promise<void>): Promise<Array<unknown>> => {
+    const seen: Array<unknown> = []
+    const listener = (reason: unknown) => void seen.push(reason)
+    process.on("unhandledRejection", listener)
+    try {
+      await body()
+      await new Promise((r) => setTimeout(r, 50))
+    } finally {
+      process.off("unhandledRejection", listener)
+    }
+    return seen
+  }
+
+  const samples = () => Effect.runSync(Metric.value(latencyMetric("vault", "read"))).count
+
+  /** A client whose vault_changes replies (3 KEYS, 4 ARGV) are replaced by `lie` while it is set. */
+  class LyingRedis extends Redis {
+    lie: unknown = undefined
+    override evalsha(...args: Array<unknown>): never {
+      const call = (Redis.prototype.evalsha as (...a: Array<unknown>) => Promise<unknown>).apply(this, args)
+      if (this.lie === undefined || args[1] !== 3 || args.length !== 9) return call as never
+      const lie = this.lie
+      return call.then(() => lie) as never
+    }
+  }
+
+  it("a change-log reply that is no list, or has an unknown status, fails the read at once with CorruptData, never an unhandled rejection", async () => {
+    const c = new LyingRedis(sharedRedis().url)
+    try {
+      const timeout = 3000
+      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("liereply"), lock: "never", timeout })
+      await store.mutate((v) => v.set("t", { n: 1 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      for (const lie of [null, 7, { version: "1" }, ["1", "bogus", 1, "", 0]]) {
+        const before = samples()
+        let outcome: unknown
+        let ms = 0
+        const unhandled = await unhandledDuring(async () => {
+          c.lie = lie
+          const started = performance.now()
+          outcome = await store
+            .read((v) => v.get("t"))
+            .then(
+              () => "resolved",
+              (e: unknown) => e
+            )
+          ms = performance.now() - started
+          c.lie = undefined
+        })
+        expect(unhandled).toEqual([])
+        expect(outcome).toMatchObject({ _tag: "CorruptData" })
+        expect(ms).toBeLessThan(timeout / 2)
+        expect(samples() - before).toBe(1)
+      }
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+    } finally {
+      await c.quit()
+    }
+  })
+})

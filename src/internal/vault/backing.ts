@@ -212,6 +212,8 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
     const v = versionOf(short[0], versionKey)
     if (typeof v === "string") return { _tag: "Same", version: v, commit: short[3], size: short[2] }
   }
+  // (A reply this script cannot give is refused here: a throw would escape the promise step it lands in.)
+  if (!Array.isArray(reply)) return new CorruptData({ key: versionKey, detail: "the change log reply is not a list" })
   const [version, status, size, detail, found, ...flat] = reply as [
     string | null,
     ReplyCode<typeof VaultChangesReply>,
@@ -231,6 +233,13 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
         : { _tag: "Reload", version: v, size, unreadable: detail }
     case VaultChangesReply.Rewound:
       return { _tag: "Rewound", version: v, size, commitThere: detail }
+    case VaultChangesReply.Delta:
+      break
+    default:
+      return new CorruptData({
+        key: versionKey,
+        detail: `the change log reply has an unknown status (${String(status)})`
+      })
   }
   const changes: Array<readonly [string, string | null]> = []
   for (let i = 0; i + 1 < flat.length; i += 2) changes.push([flat[i] as string, flat[i + 1] ?? null])
