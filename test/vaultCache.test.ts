@@ -17,7 +17,16 @@ import { uniquePrefix } from "./support/keys.js"
 
 const sorted = (entries: Array<[string, unknown]>) => entries.map(([t]) => t).sort()
 
-const layers: Array<[string, () => { a: HaechiTokenStore; b: HaechiTokenStore; close: () => Promise<void> }]> = [
+const layers: Array<
+  [
+    string,
+    () => {
+      a: HaechiTokenStore
+      b: HaechiTokenStore
+      close: () => Promise<void>
+    }
+  ]
+> = [
   [
     "memory",
     () => {
@@ -57,7 +66,12 @@ describe.each(layers)("token store cache (%s)", (_name, make) => {
       const reading = a.read(async (view) => {
         const before = sorted(view.entries())
         await gate
-        return { before, after: sorted(view.entries()), t1: view.get("t1"), t3: view.get("t3") }
+        return {
+          before,
+          after: sorted(view.entries()),
+          t1: view.get("t1"),
+          t3: view.get("t3")
+        }
       })
       await new Promise((r) => setTimeout(r, 20))
       await a.mutate((v) => {
@@ -130,7 +144,11 @@ describe("the facade's read (no fiber on its common path)", () => {
   it("hands fn's failure back as it was thrown, a private copy from get, and a latency sample per read", async () => {
     const c = client()
     try {
-      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("fastread"), lock: "never" })
+      const store = createRedisTokenStore({
+        client: c,
+        keyPrefix: uniquePrefix("fastread"),
+        lock: "never"
+      })
       await store.mutate((v) => v.set("t", { n: 1, nested: { k: "v" } }))
       const samples = () => Effect.runSync(Metric.value(latencyMetric("vault", "read"))).count
       const before = samples()
@@ -144,7 +162,10 @@ describe("the facade's read (no fiber on its common path)", () => {
       const copy = await store.read((v) => v.get("t") as { n: number; nested: { k: string } })
       copy.n = 2
       copy.nested.k = "changed"
-      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1, nested: { k: "v" } })
+      expect(await store.read((v) => v.get("t"))).toEqual({
+        n: 1,
+        nested: { k: "v" }
+      })
       expect(samples() - before).toBe(4)
     } finally {
       await c.quit()
@@ -157,11 +178,21 @@ describe("the facade's read (no fiber on its common path)", () => {
     try {
       const timeout = 300
       const keyPrefix = uniquePrefix("frozenreads")
-      const store = createRedisTokenStore({ client: c, keyPrefix, lock: "never", timeout })
+      const store = createRedisTokenStore({
+        client: c,
+        keyPrefix,
+        lock: "never",
+        timeout
+      })
       await store.mutate((v) => v.set("t", { n: 1 }))
       expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
       // A replica that has read nothing yet reads in full through the Effect path.
-      const fresh = createRedisTokenStore({ client: c, keyPrefix, lock: "never", timeout })
+      const fresh = createRedisTokenStore({
+        client: c,
+        keyPrefix,
+        lock: "never",
+        timeout
+      })
       proxy.freeze()
       const ended: Array<string> = []
       const timedRead = async (name: string, on = store) => {
@@ -182,7 +213,11 @@ describe("the facade's read (no fiber on its common path)", () => {
       const third = timedRead("third")
       const unread = timedRead("fresh", fresh)
       for (const { error, ms } of await Promise.all([first, second, third, unread])) {
-        expect(error).toMatchObject({ _tag: "OperationTimeout", operation: "vault read", timeoutMs: timeout })
+        expect(error).toMatchObject({
+          _tag: "OperationTimeout",
+          operation: "vault read",
+          timeoutMs: timeout
+        })
         expect(ms).toBeGreaterThanOrEqual(timeout)
         expect(ms).toBeLessThan(timeout + 1500)
       }
@@ -230,7 +265,12 @@ describe("the facade's read under faults and hostile input", () => {
     const c = new LyingRedis(sharedRedis().url)
     try {
       const timeout = 3000
-      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("liereply"), lock: "never", timeout })
+      const store = createRedisTokenStore({
+        client: c,
+        keyPrefix: uniquePrefix("liereply"),
+        lock: "never",
+        timeout
+      })
       await store.mutate((v) => v.set("t", { n: 1 }))
       expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
       for (const lie of [null, 7, { version: "1" }, ["1", "bogus", 1, "", 0]]) {
@@ -257,6 +297,55 @@ describe("the facade's read under faults and hostile input", () => {
       expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
     } finally {
       await c.quit()
+    }
+  })
+
+  it("fn's value whose `then` cannot be read fails the read with that error, at once, and the store reads and writes on", async () => {
+    for (const [name, make] of [
+      [
+        "redis",
+        () => {
+          const c = new Redis(sharedRedis().url)
+          const store = createRedisTokenStore({
+            client: c,
+            keyPrefix: uniquePrefix("thenget"),
+            lock: "never",
+            timeout: 3000
+          })
+          return { store, done: async () => void (await c.quit()) }
+        }
+      ],
+      ["memory", () => ({ store: createMemoryTokenStore(), done: async () => {} })]
+    ] as const) {
+      const { store, done } = make()
+      await store.mutate((v) => v.set("t", { n: 1 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      const thrown = new Error(`then getter (${name})`)
+      const hostile = {
+        get then(): never {
+          throw thrown
+        }
+      }
+      const before = samples()
+      let outcome: unknown
+      let ms = 0
+      const unhandled = await unhandledDuring(async () => {
+        const started = performance.now()
+        outcome = await store
+          .read(() => hostile)
+          .then(
+            () => "resolved",
+            (e: unknown) => e
+          )
+        ms = performance.now() - started
+      })
+      expect(unhandled).toEqual([])
+      expect(outcome).toBe(thrown)
+      expect(ms).toBeLessThan(1500)
+      expect(samples() - before).toBe(1)
+      await store.mutate((v) => v.set("t", { n: 2 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 2 })
+      await done()
     }
   })
 })

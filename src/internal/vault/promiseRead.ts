@@ -99,13 +99,16 @@ class ReadCall<A> implements Pending {
     if (this.done) return
     const { snapshot, release } = this.reader.cache.pin()
     let out: A | PromiseLike<A>
+    let thenable: boolean
     try {
       out = this.fn(readView(snapshot))
+      // (Inside the try: a `then` getter that throws is fn's failure, not this step's.)
+      thenable = isThenable(out)
     } catch (error) {
       release()
       return this.finish(false, error)
     }
-    if (!isThenable(out)) {
+    if (!thenable) {
       release()
       return this.finish(true, out)
     }
