@@ -8,12 +8,13 @@
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import { describe, expect, it } from "vitest"
-import { Redis } from "ioredis"
+import { Cluster, Redis } from "ioredis"
 import { createMemoryTokenStore, createRedisTokenStore, type HaechiTokenStore } from "../src/haechi.js"
 import { latencyMetric } from "../src/internal/observe.js"
-import { sharedRedis } from "./support/shared.js"
+import { vaultKeys } from "../src/internal/keys.js"
+import { sharedCluster, sharedRedis } from "./support/shared.js"
 import { tcpProxy } from "./support/tcpProxy.js"
-import { uniquePrefix } from "./support/keys.js"
+import { uniqueClusterPrefix, uniquePrefix } from "./support/keys.js"
 
 const sorted = (entries: Array<[string, unknown]>) => entries.map(([t]) => t).sort()
 
@@ -346,6 +347,163 @@ describe("the facade's read under faults and hostile input", () => {
       await store.mutate((v) => v.set("t", { n: 2 }))
       expect(await store.read((v) => v.get("t"))).toEqual({ n: 2 })
       await done()
+    }
+  })
+
+  /** A wrong-type log fails reads with CorruptData at the log key, before and after SCRIPT FLUSH; removing it reads again. */
+  const wrongTypeLogThroughNoScript = async (
+    c: Redis | Cluster,
+    keyPrefix: string,
+    flush: () => Promise<void>
+  ): Promise<void> => {
+    const store = createRedisTokenStore({ client: c, keyPrefix, lock: "never", timeout: 3000 })
+    await store.mutate((v) => v.set("t", { n: 1 }))
+    expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+    const { log } = vaultKeys(keyPrefix)
+    await c.del(log)
+    await c.set(log, "not a list")
+    const before = samples()
+    const unhandled = await unhandledDuring(async () => {
+      for (const flushFirst of [false, true, true]) {
+        if (flushFirst) await flush()
+        const started = performance.now()
+        const error = await store
+          .read((v) => v.get("t"))
+          .then(
+            () => "resolved",
+            (e: unknown) => e
+          )
+        expect(error).toMatchObject({ _tag: "CorruptData", key: log })
+        expect(performance.now() - started).toBeLessThan(1500)
+      }
+    })
+    expect(unhandled).toEqual([])
+    expect(samples() - before).toBe(3)
+    // (The log gone, the commit the cache saw is no longer proved: a rewind, then a full read.)
+    await c.del(log)
+    await flush()
+    expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+    await store.mutate((v) => v.set("t", { n: 2 }))
+    await flush()
+    expect(await store.read((v) => v.get("t"))).toEqual({ n: 2 })
+  }
+
+  it("a log key of the wrong type fails the read with CorruptData at that key, also in the NOSCRIPT answer", async () => {
+    const [c, admin] = [new Redis(sharedRedis().url), new Redis(sharedRedis().url)]
+    try {
+      await wrongTypeLogThroughNoScript(
+        c,
+        uniquePrefix("wrongnoscript"),
+        async () => void (await admin.script("FLUSH"))
+      )
+    } finally {
+      await Promise.all([c.quit(), admin.quit()])
+    }
+  })
+
+  it("on a Cluster client too: a wrong-type log key through NOSCRIPT, then reads and writes go on", async () => {
+    const c = new Cluster([...sharedCluster().startupNodes], { redisOptions: { maxRetriesPerRequest: 5 } })
+    try {
+      await wrongTypeLogThroughNoScript(c, uniqueClusterPrefix("wrongnoscript"), async () => {
+        await Promise.all(c.nodes("master").map((node) => node.script("FLUSH")))
+      })
+    } finally {
+      await c.quit()
+    }
+  })
+
+  it("many reads at once, failing every way, each end once (one latency sample each) and views keep their version", async () => {
+    const c = new Redis(sharedRedis().url)
+    try {
+      const timeout = 400
+      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("manyreads"), lock: "never", timeout })
+      await store.mutate((v) => v.set("t", { n: 0 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 0 })
+      const thrown = new Error("fn's own")
+      const lateViews: Array<[unknown, unknown]> = []
+      const kinds = ["value", "throw", "reject", "never", "late", "thenThrows", "twice"] as const
+      type Kind = (typeof kinds)[number]
+      const fnOf =
+        (kind: Kind) =>
+        (v: { get(token: string): unknown }): unknown => {
+          const seen = v.get("t")
+          switch (kind) {
+            case "value":
+              return seen
+            case "throw":
+              throw thrown
+            case "reject":
+              return Promise.reject(thrown)
+            case "never":
+              return new Promise(() => {})
+            case "late":
+              // Resolves after the deadline: the read has already timed out.
+              return new Promise((r) =>
+                setTimeout(() => {
+                  lateViews.push([seen, v.get("t")])
+                  r(seen)
+                }, timeout + 200)
+              )
+            case "thenThrows":
+              return {
+                then() {
+                  throw thrown
+                }
+              }
+            case "twice":
+              return {
+                then(ok: (x: unknown) => void, fail: (e: unknown) => void) {
+                  ok(seen)
+                  fail(thrown)
+                  ok("again")
+                }
+              }
+          }
+        }
+      const before = samples()
+      const rounds = 6
+      const outcomes: Array<{ kind: Kind; n: number; outcome: unknown }> = []
+      const unhandled = await unhandledDuring(async () => {
+        const reads: Array<Promise<void>> = []
+        for (let round = 0; round < rounds; round++) {
+          for (const kind of kinds) {
+            reads.push(
+              store.read(fnOf(kind)).then(
+                (value) => void outcomes.push({ kind, n: round, outcome: { value } }),
+                (error: unknown) => void outcomes.push({ kind, n: round, outcome: { error } })
+              )
+            )
+          }
+          await store.mutate((v) => v.set("t", { n: round + 1 }))
+        }
+        await Promise.all(reads)
+      })
+      expect(unhandled).toEqual([])
+      expect(samples() - before).toBe(rounds * kinds.length)
+      expect(outcomes).toHaveLength(rounds * kinds.length)
+      for (const { kind, outcome } of outcomes) {
+        const o = outcome as { value?: unknown; error?: unknown }
+        if (kind === "value" || kind === "twice") expect(o.value).toMatchObject({ n: expect.any(Number) })
+        else if (kind === "never" || kind === "late")
+          expect(o.error).toMatchObject({ _tag: "OperationTimeout", operation: "vault read", timeoutMs: timeout })
+        else expect(o.error).toBe(thrown)
+      }
+      // A read sees at least what this replica committed before it started.
+      const values = outcomes.filter((o) => o.kind === "value")
+      for (const { n, outcome } of values) {
+        expect((outcome as { value: { n: number } }).value.n).toBeGreaterThanOrEqual(n)
+      }
+      // The cache still moves forward after the pins the failed and abandoned reads held.
+      for (let i = 0; i < 3; i++) {
+        await store.mutate((v) => v.set("t", { n: 100 + i }))
+        expect(await store.read((v) => v.get("t"))).toEqual({ n: 100 + i })
+      }
+      // A view that outlives its read still sees its own version, though the cache moved on.
+      await new Promise((r) => setTimeout(r, timeout + 300))
+      expect(lateViews).toHaveLength(rounds)
+      for (const [first, later] of lateViews) expect(later).toEqual(first)
+    } finally {
+      await c.quit()
     }
   })
 })
