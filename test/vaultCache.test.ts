@@ -506,4 +506,34 @@ describe("the facade's read under faults and hostile input", () => {
       await c.quit()
     }
   })
+
+  it("fn's thenable function (a thenable that is a function) is awaited within the deadline like any other", async () => {
+    const c = new Redis(sharedRedis().url)
+    try {
+      const timeout = 300
+      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("thenfn"), lock: "never", timeout })
+      await store.mutate((v) => v.set("t", { n: 1 }))
+      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      const settlesNever = Object.assign(() => {}, { then: () => {} })
+      const settles = Object.assign(() => {}, { then: (ok: (x: unknown) => void) => ok("its value") })
+      expect(await store.read(() => settles)).toBe("its value")
+      const before = samples()
+      const started = performance.now()
+      const hung = new Promise((r) => setTimeout(() => r("still pending"), timeout + 2000))
+      const outcome = await Promise.race([
+        store
+          .read(() => settlesNever)
+          .then(
+            () => "resolved",
+            (e: unknown) => e
+          ),
+        hung
+      ])
+      expect(outcome).toMatchObject({ _tag: "OperationTimeout", operation: "vault read", timeoutMs: timeout })
+      expect(performance.now() - started).toBeGreaterThanOrEqual(timeout)
+      expect(samples() - before).toBe(1)
+    } finally {
+      await c.quit()
+    }
+  })
 })

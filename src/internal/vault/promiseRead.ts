@@ -18,7 +18,7 @@ import type { MetricLabel } from "effect/MetricLabel"
 import * as Runtime from "effect/Runtime"
 import { CorruptData, OperationTimeout } from "../../Errors.js"
 import { timerDelay, within, type DeadlineSpec } from "../deadline.js"
-import { originalFailure } from "../facade/run.js"
+import { isThenable, originalFailure } from "../facade/run.js"
 import { DeadlineQueue, type QueuedDeadline } from "../deadlineQueue.js"
 import { latencyMetric, tracesNothing } from "../observe.js"
 import type { Changes, VaultBacking, VaultPoint } from "./backing.js"
@@ -52,9 +52,6 @@ export const registerPromiseRead = (store: TokenStoreShape, parts: PromiseReadPa
 interface Pending extends QueuedDeadline {
   readonly expire: () => void
 }
-
-const isThenable = (value: unknown): value is PromiseLike<unknown> =>
-  typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function"
 
 /** What all of one reader's reads share. */
 interface Reader extends PromiseReadParts {
