@@ -22,11 +22,23 @@
 --   'delta' Delta      as 'same', then the changed tokens
 --   'reload' Reload    detail = '' (a gap, a trimmed log) or the version of an entry that does not decode
 --   'rewound' Rewound  detail = the commit id now logged at ARGV[1] ('' = none)
+--   'wrongtype' WrongType  detail = the key that holds the wrong Redis type (version nil, size 0)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
 local known, seen, wanted, bound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
-local cur = redis.call('GET', versionKey)
-local size = redis.call('HLEN', tokensKey)
+--- @include "include/refusal"
+
+-- A read refused: a key of the wrong type, named (its first read here; the HGETs below
+-- cannot fail then), or Redis's own error.
+local function refused(key, reply)
+  if refusalOn(key, reply) == reply then return reply end
+  return {false, 'wrongtype', 0, key, 0}
+end
+
+local cur = redis.pcall('GET', versionKey)
+if isError(cur) then return refused(versionKey, cur) end
+local size = redis.pcall('HLEN', tokensKey)
+if isError(size) then return refused(tokensKey, size) end
 if cur ~= false and tonumber(cur) == nil then
   return {cur, 'reload', size, '', 0}
 end
@@ -39,7 +51,8 @@ if now - since >= bound then
 end
 local proving = seen ~= '' and since > 0
 local count = now - since + (proving and 1 or 0)
-local entries = count > 0 and redis.call('LRANGE', logKey, -count, -1) or {}
+local entries = count > 0 and redis.pcall('LRANGE', logKey, -count, -1) or {}
+if isError(entries) then return refused(logKey, entries) end
 local function parse(entry)
   local v, commit, ids = string.match(entry, '^(%d+) (%S+) (.*)$')
   return tonumber(v), commit, ids

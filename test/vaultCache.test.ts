@@ -10,6 +10,8 @@ import * as Metric from "effect/Metric"
 import { describe, expect, it } from "vitest"
 import { Cluster, Redis } from "ioredis"
 import { createMemoryTokenStore, createRedisTokenStore, type HaechiTokenStore } from "../src/haechi.js"
+import { layerFromClient } from "../src/RedisClient.js"
+import * as TokenStore from "../src/TokenStore.js"
 import { latencyMetric } from "../src/internal/observe.js"
 import { vaultKeys } from "../src/internal/keys.js"
 import { sharedCluster, sharedRedis } from "./support/shared.js"
@@ -398,6 +400,43 @@ describe("the facade's read under faults and hostile input", () => {
       )
     } finally {
       await Promise.all([c.quit(), admin.quit()])
+    }
+  })
+
+  it("a version, tokens or log key of the wrong type is named as itself by the change log, on the facade's read and the Effect store's", async () => {
+    const c = new Redis(sharedRedis().url)
+    try {
+      for (const which of ["version", "tokens", "log"] as const) {
+        const keyPrefix = uniquePrefix(`wrongkey-${which}`)
+        const facade = createRedisTokenStore({ client: c, keyPrefix, lock: "never" })
+        const store = await Effect.runPromise(
+          Effect.provide(TokenStore.make({ keyPrefix, lock: "never" }), layerFromClient(c))
+        )
+        await facade.mutate((v) => v.set("t", { n: 1 }))
+        // Both caches warm: the next read of each is the change log's one round trip.
+        expect(await facade.read((v) => v.get("t"))).toEqual({ n: 1 })
+        expect(await Effect.runPromise(store.read((v) => Effect.succeed(v.get("t"))))).toEqual({ n: 1 })
+        const key = vaultKeys(keyPrefix)[which]
+        const saved = await c.dumpBuffer(key)
+        await c.del(key)
+        await (which === "version" ? c.hset(key, "not", "a string") : c.set(key, "not a hash or list"))
+        const viaFacade = await facade
+          .read((v) => v.get("t"))
+          .then(
+            () => "resolved",
+            (e: unknown) => e
+          )
+        expect(viaFacade).toMatchObject({ _tag: "CorruptData", key, detail: "holds the wrong Redis type" })
+        const viaEffect = await Effect.runPromise(Effect.flip(store.read((v) => Effect.succeed(v.get("t")))))
+        expect(viaEffect).toMatchObject({ _tag: "CorruptData", key, detail: "holds the wrong Redis type" })
+        // Put back as it was, both read on.
+        await c.del(key)
+        await c.restore(key, 0, saved!)
+        expect(await facade.read((v) => v.get("t"))).toEqual({ n: 1 })
+        expect(await Effect.runPromise(store.read((v) => Effect.succeed(v.get("t"))))).toEqual({ n: 1 })
+      }
+    } finally {
+      await c.quit()
     }
   })
 

@@ -40,7 +40,8 @@ export const toRedisError = (operation: string, error: unknown): RedisError => {
 const isWrongType = (e: RedisError): e is RedisCommandFailed =>
   e._tag === "RedisCommandFailed" && e.reply.includes("WRONGTYPE")
 
-const wrongTypeAt = (key: string) => new CorruptData({ key, detail: "holds the wrong Redis type" })
+/** Corrupt data at `key`: it holds another Redis type than the store writes there. */
+export const wrongTypeAt = (key: string) => new CorruptData({ key, detail: "holds the wrong Redis type" })
 
 /** Turns a WRONGTYPE reply (a key holding another Redis type) into corrupt data at `key`. */
 export const wrongType =

@@ -38,7 +38,8 @@ export const VaultChangesReply = {
   Same: "same",
   Delta: "delta",
   Reload: "reload",
-  Rewound: "rewound"
+  Rewound: "rewound",
+  WrongType: "wrongtype"
 } as const
 
 /** `checkpoint_advance`: the reply's first element. */

@@ -13,7 +13,7 @@ import { fenceKeyOf, vaultKeys, waitersKeyOf, type VaultKeys } from "../keys.js"
 import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
-import { toRedisError, wrongType, wrongTypeOf } from "../redisReply.js"
+import { toRedisError, wrongType, wrongTypeAt } from "../redisReply.js"
 import { callScriptBySha, callScriptByShaThen, Scripts } from "../scripts.js"
 import { VaultApplyReply, VaultChangesReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
@@ -222,6 +222,8 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
     number,
     ...Array<string | null>
   ]
+  // (The script names a key of the wrong type itself: the tokens hash, the version or the log.)
+  if (status === VaultChangesReply.WrongType) return wrongTypeAt(detail)
   const v = versionOf(version, versionKey)
   if (typeof v !== "string") return v
   switch (status) {
@@ -253,7 +255,6 @@ const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBack
   return {
     changes: (known, commitId) =>
       redis.script(Scripts.vaultChanges, three, argsOf(known, commitId)).pipe(
-        wrongType(keys.log),
         Effect.flatMap((reply) => {
           const decoded = changesOf(reply, keys.version)
           return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
@@ -269,7 +270,7 @@ const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBack
           const decoded = changesOf(reply, keys.version)
           return decoded instanceof CorruptData ? onError(decoded) : onChanges(decoded)
         },
-        (error: unknown) => onError(wrongTypeOf(keys.log, toRedisError(Scripts.vaultChanges.name, error)))
+        (error: unknown) => onError(toRedisError(Scripts.vaultChanges.name, error))
       )
   }
 }
