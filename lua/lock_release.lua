@@ -13,12 +13,20 @@
 --   2 HandedOn  handed to the next waiter (and published)
 --   1 Released  released (and published)
 --   0 NotOurs   not ours (expired or taken): nothing changed but our leaving the queue
+-- A key of the wrong type fails the call (WRONGTYPE) before anything is written: a fence
+-- counter's, checked while the lock is ours, would otherwise fail the hand-off's INCR
+-- after the lock was already handed on, and its waiter would never be told.
 local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, releaseChannel, ownEntry = ARGV[1], ARGV[2], ARGV[3]
 
+--- @include "include/refusal"
 --- @include "include/waiters"
 
+local ours = redis.call('GET', lockKey) == token
+if ours and not typeIs(fenceKey, 'string') then
+  return redis.error_reply('WRONGTYPE ' .. fenceKey .. ' (the fence counter) holds the wrong type: nothing released')
+end
 if ownEntry ~= '' then redis.call('ZREM', waitersKey, ownEntry) end
-if redis.call('GET', lockKey) ~= token then return 0 end
+if not ours then return 0 end
 if handOnOrFree(releaseChannel, '') then return 2 end
 return 1

@@ -216,6 +216,34 @@ describe("the lock's fence counter of the wrong type", () => {
   })
 })
 
+describe("lock_release with a fence counter of the wrong type", () => {
+  it("refuses before anything is written: the lock stays its holder's and the waiter keeps its place", async () => {
+    const client = connect()
+    const lock = `${uniquePrefix("release-wrong-fence")}lock`
+    const keys = [lock, fenceKeyOf(lock), waitersKeyOf(lock)]
+    const [seconds] = await client.time()
+    await client.set(lock, "holder", "PX", 60_000)
+    await client.zadd(waitersKeyOf(lock), Number(seconds) * 1000 + 60_000, "waiter 1000")
+    await client.rpush(fenceKeyOf(lock), "not-a-counter")
+    const before = await Promise.all(keys.map((k) => client.dumpBuffer(k)))
+    const release = (token: string, entry: string) =>
+      callScriptBySha(client, Scripts.lockRelease, keys, [token, `${lock}:released`, entry])
+    // The holder's release, and a waiter's that gives up while the lock is ours: both refused, nothing moved.
+    for (const [token, entry] of [
+      ["holder", ""],
+      ["holder", "holder 1000"]
+    ] as const) {
+      const error = (await rejectionOf(release(token, entry))) as Error | undefined
+      expect(await Promise.all(keys.map((k) => client.dumpBuffer(k)))).toEqual(before)
+      expect(error?.message).toMatch(/^WRONGTYPE .*fence counter/)
+    }
+    // Not ours: nothing is checked or handed; the caller only leaves the queue.
+    expect(await release("someone-else", "waiter 1000")).toBe(0)
+    expect(await client.zcard(waitersKeyOf(lock))).toBe(0)
+    expect(await client.get(lock)).toBe("holder")
+  })
+})
+
 describe("the vault's lock key of the wrong type", () => {
   it('lock "adaptive": the mutate fails with CorruptData naming the lock, nothing written', async () => {
     const client = connect()
