@@ -451,13 +451,19 @@ describe("the facade's read under faults and hostile input", () => {
     }
   })
 
+  /** A store on `c` holding token "t" as `record`, its cache warm (the next read is the change log's one round trip). */
+  const warmStore = async (c: Redis, name: string, timeout: number, record: { n: number }) => {
+    const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix(name), lock: "never", timeout })
+    await store.mutate((v) => v.set("t", record))
+    expect(await store.read((v) => v.get("t"))).toEqual(record)
+    return store
+  }
+
   it("many reads at once, failing every way, each end once (one latency sample each) and views keep their version", async () => {
     const c = new Redis(sharedRedis().url)
     try {
       const timeout = 400
-      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("manyreads"), lock: "never", timeout })
-      await store.mutate((v) => v.set("t", { n: 0 }))
-      expect(await store.read((v) => v.get("t"))).toEqual({ n: 0 })
+      const store = await warmStore(c, "manyreads", timeout, { n: 0 })
       const thrown = new Error("fn's own")
       const lateViews: Array<[unknown, unknown]> = []
       const kinds = ["value", "throw", "reject", "never", "late", "thenThrows", "twice"] as const
@@ -550,9 +556,7 @@ describe("the facade's read under faults and hostile input", () => {
     const c = new Redis(sharedRedis().url)
     try {
       const timeout = 300
-      const store = createRedisTokenStore({ client: c, keyPrefix: uniquePrefix("thenfn"), lock: "never", timeout })
-      await store.mutate((v) => v.set("t", { n: 1 }))
-      expect(await store.read((v) => v.get("t"))).toEqual({ n: 1 })
+      const store = await warmStore(c, "thenfn", timeout, { n: 1 })
       const settlesNever = Object.assign(() => {}, { then: () => {} })
       const settles = Object.assign(() => {}, { then: (ok: (x: unknown) => void) => ok("its value") })
       expect(await store.read(() => settles)).toBe("its value")
