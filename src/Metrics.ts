@@ -26,7 +26,20 @@ export const keys = {
     "haechi_store_operation_latency_ms",
     latencyBoundaries,
     "store operation latency in milliseconds"
-  )
+  ),
+  lockWait: MetricKey.histogram(
+    "haechi_store_lock_wait_ms",
+    latencyBoundaries,
+    "time spent waiting for a lock in milliseconds"
+  ),
+  turns: MetricKey.counter("haechi_store_turns_total", {
+    description: "turns of a store's lock: granted at once, handed on by the writer before, or waited for in vain",
+    incremental: true
+  }),
+  locksLost: MetricKey.counter("haechi_store_locks_lost_total", {
+    description: "locks lost while held",
+    incremental: true
+  })
 }
 
 /** Fenced writes rejected because another writer committed first. */
@@ -66,11 +79,7 @@ export const vaultRewinds = Metric.counter("haechi_store_vault_rewinds_total", {
 export const operationLatency = Metric.fromMetricKey(keys.operationLatency)
 
 /** Time spent waiting to acquire a lock, in milliseconds. */
-export const lockWait = Metric.histogram(
-  "haechi_store_lock_wait_ms",
-  latencyBoundaries,
-  "time spent waiting for a lock in milliseconds"
-)
+export const lockWait = Metric.fromMetricKey(keys.lockWait)
 
 /**
  * Turns of a store's adaptive lock policy, by how the turn came (`how`): "granted" (asked
@@ -78,16 +87,10 @@ export const lockWait = Metric.histogram(
  * build on), "timedOut" (a wait for the turn ran out; the operation tried again, its
  * place in the queue kept). The time waited goes to `haechi_store_lock_wait_ms`.
  */
-export const turns = Metric.counter("haechi_store_turns_total", {
-  description: "turns of a store's lock: granted at once, handed on by the writer before, or waited for in vain",
-  incremental: true
-})
+export const turns = Metric.fromMetricKey(keys.turns)
 
 /** Locks lost while held (expired or taken). */
-export const locksLost = Metric.counter("haechi_store_locks_lost_total", {
-  description: "locks lost while held",
-  incremental: true
-})
+export const locksLost = Metric.fromMetricKey(keys.locksLost)
 
 /** Checkpoint notes signed and handed to a sink (see Checkpoint.ts). */
 export const checkpointsSigned = Metric.counter("haechi_store_checkpoints_signed_total", {

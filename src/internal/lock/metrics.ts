@@ -1,19 +1,21 @@
 /**
  * The lock's metrics, tagged by lock key. A tagged metric is made once per key (a few
- * keys in practice; the table is bounded), not once per lock cycle.
+ * keys in practice; the table is bounded), not once per lock cycle, with its tags fixed
+ * (`withTags`): an update is then a cached hook's, not a registry lookup.
  */
-import * as Metric from "effect/Metric"
+import type * as Metric from "effect/Metric"
 import * as Metrics from "../../Metrics.js"
+import { withTags } from "../metricTags.js"
 
 const TAGGED_KEYS_MAX = 1024
 
-const taggedByKey = <M extends Metric.Metric<any, any, any>>(metric: M, tag: (metric: M, key: string) => M) => {
+const taggedByKey = <M extends Metric.Metric<any, any, any>>(tag: (key: string) => M) => {
   const byKey = new Map<string, M>()
   return (key: string): M => {
     let tagged = byKey.get(key)
     if (tagged === undefined) {
       if (byKey.size >= TAGGED_KEYS_MAX) byKey.clear()
-      tagged = tag(metric, key)
+      tagged = tag(key)
       byKey.set(key, tagged)
     }
     return tagged
@@ -21,13 +23,13 @@ const taggedByKey = <M extends Metric.Metric<any, any, any>>(metric: M, tag: (me
 }
 
 /** `haechi_store_lock_wait_ms` tagged with the lock key. */
-export const lockWaitOf = taggedByKey(Metrics.lockWait, (metric, key) => Metric.tagged(metric, "key", key))
+export const lockWaitOf = taggedByKey((key) => withTags(Metrics.keys.lockWait, { key }))
 
 /** `haechi_store_locks_lost_total` tagged with the lock key. */
-export const locksLostOf = taggedByKey(Metrics.locksLost, (metric, key) => Metric.tagged(metric, "key", key))
+export const locksLostOf = taggedByKey((key) => withTags(Metrics.keys.locksLost, { key }))
 
-/** `haechi_store_turns_total` tagged with the lock key and how the turn came. */
-export const turnsOf = taggedByKey(Metrics.turns, (metric, key) => {
-  const [lock, how] = key.split("\n") as [string, string]
-  return metric.pipe(Metric.tagged("key", lock), Metric.tagged("how", how))
+/** `haechi_store_turns_total` tagged with the lock key and how the turn came ("<key>\n<how>"). */
+export const turnsOf = taggedByKey((keyAndHow) => {
+  const [key, how] = keyAndHow.split("\n") as [string, string]
+  return withTags(Metrics.keys.turns, { key, how })
 })
