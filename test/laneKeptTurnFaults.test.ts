@@ -19,6 +19,8 @@ import { eventsOf, laneStore, lentTurns, takeATurn, transactionCount } from "./s
 import { uniquePrefix } from "./support/keys.js"
 import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
+import { luaSources } from "../src/internal/luaSources.js"
+import { Scripts } from "../src/internal/scripts.js"
 
 const clients: Array<Redis> = []
 const proxies: Array<TcpProxy> = []
@@ -454,4 +456,43 @@ describe("a kept turn lent to the lane, under faults", () => {
     )
     expect(lentTurns.count - lentBefore).toBeGreaterThan(15)
   })
+})
+
+describe("a busy store's turn asked for in the lane, under faults", () => {
+  /** A facade store on `client` made busy (it yielded to a foreign lock), with no turn kept. */
+  const busyStore = async (client: Redis, prefix: string) => {
+    const store = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off", timeout: 200 })
+    await append(store, { warm: true })
+    await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 40)
+    await append(store, { waited: true })
+    await new Promise((resolve) => setImmediate(resolve))
+    return store
+  }
+
+  for (const holder of [null, "held-by-a-reference-replica"])
+    for (const passRequest of [true, false])
+      it(`a turn request whose link freezes (${holder === null ? "granted" : "queued"}, ${passRequest ? "it ran" : "it is held"}) ends at the deadline; no lock or queue entry of ours is left`, async () => {
+        const direct = connect()
+        const proxy = await tcpProxy(sharedRedis().port)
+        proxies.push(proxy)
+        const client = connect(proxy.port)
+        await client.ping()
+        const prefix = uniquePrefix(`busy-frozen-${holder === null}-${passRequest}`)
+        const store = await busyStore(client, prefix)
+        if (holder !== null) await direct.set(`${prefix}lock`, holder, "PX", 5000)
+        const frozen = proxy.freezeWhen(luaSources[Scripts.auditTurn.file]!.sha1, { passRequest })
+        const started = performance.now()
+        const outcome = await settled(append(store, { frozen: true }))
+        await frozen
+        expect(outcome).toBe("OperationTimeout")
+        expect(performance.now() - started).toBeLessThan(1000)
+        proxy.thaw()
+        await client.ping()
+        await sleep(20)
+        // (The turn request, held or not, ran before the give-back sent after it on the same link.)
+        expect(await lockLeft(direct, prefix)).toEqual({ holder, waiters: 0 })
+        await direct.del(`${prefix}lock`)
+        await append(store, { next: true })
+        expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "next"])
+      })
 })

@@ -4,6 +4,7 @@
  * alone carry.
  */
 import type * as Effect from "effect/Effect"
+import type { MetricLabel } from "effect/MetricLabel"
 import type { FenceConflict, RetriesExhausted, StoreError } from "../Errors.js"
 
 /**
@@ -141,6 +142,17 @@ export interface LentTurn {
   readonly ended: () => void
 }
 
+/**
+ * A turn asked for outside any fiber (`StoreGuard.takeTurn`): `turn` settles with the
+ * turn, lent to the caller's first attempt, or undefined when none came (the operation
+ * goes on in the guard); `abandon` ends the wait (the caller's deadline passed): what
+ * may be the operation's is given back, and a turn that comes after is the caller's to end.
+ */
+export interface TurnWait {
+  readonly turn: Promise<LentTurn | undefined>
+  readonly abandon: () => void
+}
+
 export interface StoreGuard {
   <A, E, R>(operation: GuardedOperation<A, E, R>): Effect.Effect<A, E | StoreError, R>
   /**
@@ -156,6 +168,12 @@ export interface StoreGuard {
    * attempt itself (asked before `freeClaim`); undefined: none is kept.
    */
   readonly lendTurn?: () => LentTurn | undefined
+  /**
+   * For an operation starting while the store is busy (`freeClaim` said false and no turn
+   * is kept): asks for its turn with `ask` (the store's turn request, sent by the caller)
+   * and waits for it, with no fiber. Absent: the guard asks itself.
+   */
+  readonly takeTurn?: (ask: (claim: LockClaim) => Promise<Turn>, labels: ReadonlyArray<MetricLabel>) => TurnWait
 }
 
 const alwaysFree = (): undefined => undefined

@@ -109,6 +109,8 @@ export interface AuditBacking {
    * the head JSON to build on, or queued for a hand-off. Absent where there is no lock.
    */
   readonly requestTurn?: (claim: LockClaim) => Effect.Effect<Turn, ReadBackingError>
+  /** `requestTurn` as a bare call (it rejects with the client's own error); where `requestTurn` is. */
+  readonly sendTurn?: (claim: LockClaim) => Promise<Turn>
   /** Whether the append with this commit id committed (at this sequence). */
   readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
   readonly length: Effect.Effect<number, ReadBackingError>
@@ -303,6 +305,10 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
           Effect.flatMap((reply) => decodeAppendReply(keys, reply))
         ),
     send: (write) => callScriptBySha(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
+    sendTurn: (claim) =>
+      callScriptBySha(redis.client, Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs]).then(
+        turnOf
+      ),
     requestTurn: (claim) =>
       redis
         .script(Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs])

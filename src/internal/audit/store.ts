@@ -21,7 +21,8 @@ import { type AuditStoreOptions, checkAuditOptions } from "./options.js"
 import type { AuditStoreShape } from "./shape.js"
 import { Pipeline, type ResumableTransaction, transactions } from "./transaction.js"
 import type { DeadlineSpec } from "../deadline.js"
-import type { LentTurn, LockClaim } from "../storeGuard.js"
+import type { LentTurn, LockClaim, StoreGuard, TurnWait } from "../storeGuard.js"
+import type { MetricLabel } from "effect/MetricLabel"
 import { latencyMetric } from "../observe.js"
 
 /** The store without its chain pages: what the Promise facade runs. */
@@ -42,6 +43,8 @@ export interface AppendLane {
   readonly pipeline: Pipeline
   readonly freeClaim: () => LockClaim | undefined | false
   readonly lendTurn: () => LentTurn | undefined
+  /** A busy store's turn, asked for and waited for with no fiber (absent: the guard asks in the transaction). */
+  readonly takeTurn: ((labels: ReadonlyArray<MetricLabel>) => TurnWait) | undefined
   readonly resume: ResumableTransaction
   readonly deadline: DeadlineSpec
   /** The lane's deadlines, on one timer. */
@@ -50,6 +53,13 @@ export interface AppendLane {
 }
 
 const noTurn = (): undefined => undefined
+
+/** The guard's fiber-free turn over the backing's bare turn request, where both have one. */
+const turnTakerOf = (guard: StoreGuard, backing: AuditBacking): AppendLane["takeTurn"] => {
+  const { takeTurn } = guard
+  const { sendTurn } = backing
+  return takeTurn === undefined || sendTurn === undefined ? undefined : (labels) => takeTurn(sendTurn, labels)
+}
 
 /**
  * The store over `backing` (each call its own replica: its own cached head), without its
@@ -98,6 +108,7 @@ export const appendStoreOnBacking = (
           pipeline,
           freeClaim,
           lendTurn: guard.lendTurn ?? noTurn,
+          takeTurn: turnTakerOf(guard, backing),
           resume: transaction,
           deadline,
           deadlines,

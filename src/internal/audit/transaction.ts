@@ -127,7 +127,7 @@ export class Pipeline {
 }
 
 /** A turn's head (JSON) offered to build on: a head that does not parse as one is ignored (the append proves what it uses). */
-const offerHanded = (ctx: AppendContext, handed: string | undefined): void => {
+export const offerHanded = (ctx: AppendContext, handed: string | undefined): void => {
   if (handed === undefined || handed === "") return
   let head: unknown
   try {

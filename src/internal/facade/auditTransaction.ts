@@ -25,12 +25,12 @@ import type { AuditStoreShape } from "../../AuditStore.js"
 import type { FenceConflict } from "../../Errors.js"
 import type { AuditTransaction } from "../audit/shape.js"
 import type { AppendLane } from "../audit/store.js"
-import { Attempt, refusedLate } from "../audit/transaction.js"
+import { Attempt, offerHanded, refusedLate } from "../audit/transaction.js"
 import { CallerDeadline, type CommitInFlight, sendCommitIn } from "../callerDeadline.js"
 import { linked } from "../deadline.js"
 import { tracesNothing } from "../observe.js"
 import { isFenceConflict } from "../retryBudget.js"
-import type { LentTurn } from "../storeGuard.js"
+import type { LentTurn, TurnWait } from "../storeGuard.js"
 import { persistFromCaller } from "./persist.js"
 import { fastPromiseRunner, fromCaller, isThenable, originalFailure, promiseRunner, settleExit } from "./run.js"
 
@@ -107,55 +107,99 @@ export const callerTransactions = (
   if (lane === undefined || !tracesNothing(runtime.fiberRefs)) return slow
   const labels = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentMetricLabels)
   const sample = (started: number) => lane.latency.unsafeUpdate(performance.now() - started, labels)
+  const takeTurn = lane.takeTurn
   return <T>(fn: CallerFn<T>): Promise<T> => {
     const turn = lane.lendTurn()
-    if (turn !== undefined) return laneOperation(lane, runtime, turn.claim, fn, sample, turn)
+    if (turn !== undefined) return new LaneCall(lane, runtime, fn, sample).first(turn.claim, turn)
     const claim = lane.freeClaim()
-    return claim === false ? slow(fn) : laneOperation(lane, runtime, claim, fn, sample)
+    if (claim !== false) return new LaneCall(lane, runtime, fn, sample).first(claim)
+    // The store is busy: its turn first, then the first attempt in it.
+    return takeTurn === undefined ? slow(fn) : new LaneCall(lane, runtime, fn, sample).afterTurn(takeTurn(labels))
   }
 }
 
 /**
- * One operation in the fast lane: its first attempt here (in `turn`, where the guard lent
- * one), the rest (if it lost) in the store's transaction, which goes on with the turn.
+ * One operation in the fast lane, within one deadline: its first attempt here (in `turn`,
+ * where the guard lent one or the operation waited for its turn), the rest (if it lost,
+ * or no turn came) in the store's transaction, which goes on with the turn.
  */
-const laneOperation = <T>(
-  lane: AppendLane,
-  runtime: Runtime.Runtime<never>,
-  claim: Attempt["claim"],
-  fn: CallerFn<T>,
-  sample: (started: number) => void,
-  turn?: LentTurn
-): Promise<T> => {
-  const started = performance.now()
-  const deadline = new CallerDeadline(lane.deadline, lane.deadlines, runtime)
-  const attempt = new Attempt(lane.pipeline, claim)
-  const inside = () => deadline.runtime()
-  return new Promise<T>((resolve, reject) => {
-    let ended = false
-    let resumed = false
+class LaneCall<T> {
+  private readonly started = performance.now()
+  private readonly deadline: CallerDeadline
+  private ended = false
+  private resolve!: (value: T) => void
+  private reject!: (error: unknown) => void
+  readonly settled = new Promise<T>((resolve, reject) => {
+    this.resolve = resolve
+    this.reject = reject
+  })
+
+  constructor(
+    private readonly lane: AppendLane,
+    runtime: Runtime.Runtime<never>,
+    private readonly fn: CallerFn<T>,
+    private readonly sample: (started: number) => void
+  ) {
+    this.deadline = new CallerDeadline(lane.deadline, lane.deadlines, runtime)
     // However it ended: past the deadline, the deadline's failure (as `within`), at once,
     // without waiting for `fn` (its later calls send nothing).
-    const end = (exit: Exit.Exit<T, unknown>) => {
-      if (ended) return
-      ended = attempt.closed = true
-      // (A turn handed to the store's transaction is its own to end.)
-      if (turn !== undefined && !resumed) endTurn(turn, attempt, Exit.isSuccess(exit) && !deadline.expired)
-      deadline.close()
-      sample(started)
-      if (deadline.expired) reject(deadline.failure)
-      else if (Exit.isSuccess(exit)) resolve(exit.value)
-      else reject(originalFailure(exit.cause))
+    this.deadline.onExpiry(() => this.end(Exit.void as Exit.Exit<never>))
+  }
+
+  /** Ends the operation once, with `exit` (or the deadline's failure, past it); `onEnd` first. */
+  private end(exit: Exit.Exit<T, unknown>, onEnd?: (succeeded: boolean) => void): void {
+    if (this.ended) return
+    this.ended = true
+    onEnd?.(Exit.isSuccess(exit) && !this.deadline.expired)
+    this.deadline.close()
+    this.sample(this.started)
+    if (this.deadline.expired) this.reject(this.deadline.failure)
+    else if (Exit.isSuccess(exit)) this.resolve(exit.value)
+    else this.reject(originalFailure(exit.cause))
+  }
+
+  /** The rest of the operation in the store's transaction, inside this deadline. */
+  private resume(conflict?: FenceConflict, turn?: LentTurn): void {
+    const inside = this.deadline.runtime()
+    void Runtime.runPromiseExit(inside)(this.lane.resume(buildOf(this.fn), conflict, turn)).then((exit) =>
+      this.end(exit)
+    )
+  }
+
+  /** Waits for the turn (`wait`), then makes the first attempt in it; with none, the transaction asks again. */
+  afterTurn(wait: TurnWait): Promise<T> {
+    this.deadline.onExpiry(wait.abandon)
+    void wait.turn.then((turn) => {
+      // (Past the deadline the wait was abandoned: a turn that came anyway is given back.)
+      if (this.ended) return turn?.ended()
+      if (turn === undefined) this.resume()
+      else this.first(turn.claim, turn)
+    })
+    return this.settled
+  }
+
+  /** The operation's first attempt, under `claim` (in `turn`, where it has one). */
+  first(claim: Attempt["claim"], turn?: LentTurn): Promise<T> {
+    const { lane, deadline } = this
+    offerHanded(lane.ctx, claim?.handed)
+    const attempt = new Attempt(lane.pipeline, claim)
+    let resumed = false
+    // (A turn handed to the store's transaction is its own to end.)
+    const onEnd = (succeeded: boolean) => {
+      attempt.closed = true
+      if (turn !== undefined && !resumed) endTurn(turn, attempt, succeeded)
     }
-    const lost = (conflict: FenceConflict) => {
-      resumed = true
-      return Runtime.runPromiseExit(inside())(lane.resume(buildOf(fn), conflict, turn)).then(end)
-    }
-    deadline.onExpiry(() => end(Exit.void as Exit.Exit<never>))
+    deadline.onExpiry(() => onEnd(false))
     let result: Promise<T> | T
     // A `fn` that returned a value or threw has settled already: from now on a persist is refused.
     try {
-      result = fn(callerContext(attempt, inside, (abandon) => deadline.commit(abandon)))
+      result = this.fn(
+        callerContext(
+          attempt,
+          () => deadline.runtime(),
+          (abandon) => deadline.commit(abandon)
+        )
+      )
       if (!isThenable(result)) attempt.closed = true
     } catch (error) {
       attempt.closed = true
@@ -163,15 +207,17 @@ const laneOperation = <T>(
     }
     // (Once the operation has ended at its deadline, what `fn` settles with counts for nothing.)
     Promise.resolve(result).then(
-      (value) => end(Exit.succeed(value)),
+      (value) => this.end(Exit.succeed(value), onEnd),
       (error: unknown) => {
         attempt.closed = true
-        if (ended) return
-        if (isFenceConflict(error)) void lost(error)
-        else end(Exit.fail(error))
+        if (this.ended) return
+        if (!isFenceConflict(error)) return this.end(Exit.fail(error), onEnd)
+        resumed = true
+        this.resume(error, turn)
       }
     )
-  })
+    return this.settled
+  }
 }
 
 /**

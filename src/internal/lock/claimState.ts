@@ -15,7 +15,8 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import type { FenceConflict, StoreError } from "../../Errors.js"
 import { randomToken } from "../commitId.js"
-import type { ClaimMove, LentTurn, LockClaim, StoreGuard, Turn } from "../storeGuard.js"
+import type { MetricLabel } from "effect/MetricLabel"
+import type { ClaimMove, LentTurn, LockClaim, StoreGuard, Turn, TurnWait } from "../storeGuard.js"
 import type { RedisLockHandle, Wakeup } from "./contract.js"
 import { lockWaitOf, turnsOf } from "./metrics.js"
 import { handedPayload } from "./releases.js"
@@ -272,15 +273,18 @@ export class ClaimState {
 /**
  * The kept `turn` lent to a caller's first attempt (`StoreGuard.lendTurn`): the same
  * request a `ClaimState` would make with it, and the same end (a commit that kept the
- * lock keeps the turn; anything else but a lost race gives it back).
+ * lock keeps the turn; anything else but a lost race gives it back). `handed`: what the
+ * writer before handed on with a turn that has just come (`takeTurnThen`).
  */
 export class LentKeptTurn implements LentTurn {
   readonly claim: LockClaim
   constructor(
     private readonly adaptive: Adaptive,
-    readonly turn: KeptTurn
+    readonly turn: KeptTurn,
+    handed?: string
   ) {
-    this.claim = burstGoesOn(adaptive.burst, turn) ? turn.keeping : turn.asking
+    const claim = burstGoesOn(adaptive.burst, turn) ? turn.keeping : turn.asking
+    this.claim = handed === undefined || handed === "" ? claim : Object.freeze({ ...claim, handed })
   }
 
   committed(kept: boolean): void {
@@ -308,4 +312,68 @@ const keepTurn = (adaptive: Adaptive, turn: KeptTurn): void => {
     adaptive.kept = undefined
     giveBack(adaptive, turn)
   })
+}
+
+/** What ends a turn wait that brought no turn: our queue place is given back (and a lock handed to us whose message was lost). */
+const leaveQueue = (adaptive: Adaptive, token: string): void => {
+  Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, token, adaptive.unclaimed.ttlMs))
+}
+
+/**
+ * A busy store's next operation asking for its turn outside any fiber, as `ClaimState.turn`
+ * does (listening first, then `ask`: granted at once, or queued and woken by the hand-off
+ * to its token), with the same counts and wait times. The turn comes as a kept turn of no
+ * commits yet, lent to the caller's first attempt with what the writer before handed on;
+ * undefined when none came (no hand-off within the wait, a plain release, or `ask`
+ * failed): the queue place is given back and the operation goes on in the guard.
+ */
+export const takeTurnThen = (
+  adaptive: Adaptive,
+  ask: (claim: LockClaim) => Promise<Turn>,
+  labels: ReadonlyArray<MetricLabel>
+): TurnWait => {
+  adaptive.busyUntil = performance.now() + BUSY_MS
+  const asking: LockClaim = Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
+  const wakeup = adaptive.handle.releases(adaptive.lockKey, asking.token)
+  const counted = (how: "granted" | "handed" | "timedOut") =>
+    turnsOf(`${adaptive.lockKey}\n${how}`).unsafeUpdate(1, labels)
+  const lent = (handed: string | undefined) => {
+    const since = performance.now()
+    return new LentKeptTurn(adaptive, { commits: 0, since, asking, keeping: keepingOf(asking, adaptive.burst) }, handed)
+  }
+  let stopWait: (() => void) | undefined
+  let over = false
+  const turn = new Promise<LentTurn | undefined>((resolve) => {
+    const none = () => (leaveQueue(adaptive, asking.token), resolve(undefined))
+    const woken = (started: number) => (message: string | undefined) => {
+      lockWaitOf(adaptive.lockKey).unsafeUpdate(performance.now() - started, labels)
+      const handed = message === undefined ? undefined : handedPayload(message, asking.token)
+      if (handed === undefined) {
+        if (message === undefined) counted("timedOut")
+        return none()
+      }
+      counted("handed")
+      resolve(lent(handed))
+    }
+    ask(asking).then(
+      (reply) => {
+        // (Abandoned: the queue place was given back after this call, on the same connection.)
+        if (over) return resolve(undefined)
+        if (reply._tag === "Granted") return (counted("granted"), resolve(lent(reply.handed)))
+        stopWait = wakeup.nextThen(TURN_WAIT_MS, TURN_WAIT_UP_TO_MS, woken(performance.now()))
+      },
+      // (Its reply lost, the lock may be ours: given back with the queue place.)
+      none
+    )
+  }).finally(() => wakeup.close())
+  return {
+    turn,
+    abandon: () => {
+      if (over) return
+      over = true
+      stopWait?.()
+      wakeup.close()
+      leaveQueue(adaptive, asking.token)
+    }
+  }
 }

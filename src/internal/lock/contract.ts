@@ -87,6 +87,12 @@ export interface Wakeup {
    * moved, so ours is coming) starts the `ms` again, up to `upToMs` in all.
    */
   readonly next: (ms: number, upToMs?: number) => Effect.Effect<string | undefined>
+  /**
+   * `next` for a caller outside any fiber: calls `settle` once with what `next` would
+   * yield; the result stops the wait (then `settle` is not called). Watches no deadline:
+   * the caller keeps its own.
+   */
+  readonly nextThen: (ms: number, upToMs: number, settle: (message: string | undefined) => void) => () => void
   /** Stops listening (idempotent). */
   readonly close: () => void
 }

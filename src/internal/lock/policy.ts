@@ -32,7 +32,15 @@ import type { RedisLockHandle, RedisLockShape } from "./contract.js"
 import { makeLockHandle } from "./handle.js"
 import { releaseChannelOf } from "./keys.js"
 import type { LockOptions } from "./options.js"
-import { noGuard, type Attempted, type GuardedOperation, type StoreGuard } from "../storeGuard.js"
+import type { MetricLabel } from "effect/MetricLabel"
+import {
+  noGuard,
+  type Attempted,
+  type GuardedOperation,
+  type LockClaim,
+  type StoreGuard,
+  type Turn
+} from "../storeGuard.js"
 import {
   type Adaptive,
   type Burst,
@@ -41,7 +49,8 @@ import {
   DEFAULT_BURST,
   type KeptTurn,
   LentKeptTurn,
-  QUEUE_MS
+  QUEUE_MS,
+  takeTurnThen
 } from "./claimState.js"
 
 export { CLAIM_AFTER, CLAIM_TTL_MS } from "./claimState.js"
@@ -127,7 +136,9 @@ const adaptiveGuard = (adaptive: Adaptive): StoreGuard =>
         if (kept === undefined) return undefined
         adaptive.kept = undefined
         return new LentKeptTurn(adaptive, kept)
-      }
+      },
+      takeTurn: (ask: (claim: LockClaim) => Promise<Turn>, labels: ReadonlyArray<MetricLabel>) =>
+        takeTurnThen(adaptive, ask, labels)
     }
   )
 

@@ -64,37 +64,73 @@ const notify = (listener: Listener, message: string) => {
 }
 
 /**
- * The next wake-up of `listener`, or undefined after `ms` (restarted by another waiter's
- * hand-off, up to `upToMs` in all); at once if one is pending or it is closed. It watches
- * the current operation's deadline like any other wait: past it, it is abandoned (a
- * queue that keeps moving does not hold the operation).
+ * Waits for the next wake-up of `listener`, or `ms` (restarted by another waiter's
+ * hand-off, up to `upToMs` in all), and calls `settle` once with the message (undefined:
+ * timed out); at once if one is pending or it is closed. Returns what stops the wait.
+ */
+const startWait = (
+  listener: Listener,
+  isOpen: () => boolean,
+  ms: number,
+  upToMs: number,
+  settle: (message: string | undefined) => void
+): (() => void) => {
+  if (listener.pending !== undefined || !isOpen()) {
+    const message = listener.pending ?? ""
+    listener.pending = undefined
+    settle(message)
+    return ignore
+  }
+  const wait = Math.max(0, ms)
+  const endsBy = performance.now() + Math.max(wait, upToMs)
+  const timedOut = () => settle(undefined)
+  let timer = setTimeout(timedOut, wait)
+  listener.wake = settle
+  if (upToMs > wait) {
+    listener.moved = () => {
+      const left = endsBy - performance.now()
+      if (left <= 0) return
+      clearTimeout(timer)
+      timer = setTimeout(timedOut, Math.min(wait, left))
+    }
+  }
+  return () => {
+    listener.wake = listener.moved = undefined
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * The next wake-up of `listener` (see `startWait`). It watches the current operation's
+ * deadline like any other wait: past it, it is abandoned (a queue that keeps moving does
+ * not hold the operation).
  */
 const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToMs: number) =>
-  watchedWait<string | undefined>((settle) => {
-    if (listener.pending !== undefined || !isOpen()) {
-      const message = listener.pending ?? ""
-      listener.pending = undefined
-      settle(Effect.succeed(message))
-      return ignore
-    }
-    const wait = Math.max(0, ms)
-    const endsBy = performance.now() + Math.max(wait, upToMs)
-    const timedOut = () => settle(Effect.succeed(undefined))
-    let timer = setTimeout(timedOut, wait)
-    listener.wake = (message) => settle(Effect.succeed(message))
-    if (upToMs > wait) {
-      listener.moved = () => {
-        const left = endsBy - performance.now()
-        if (left <= 0) return
-        clearTimeout(timer)
-        timer = setTimeout(timedOut, Math.min(wait, left))
-      }
-    }
-    return () => {
-      listener.wake = listener.moved = undefined
-      clearTimeout(timer)
-    }
+  watchedWait<string | undefined>((settle) =>
+    startWait(listener, isOpen, ms, upToMs, (message) => settle(Effect.succeed(message)))
+  )
+
+/** `startWait` settling once, and stopped once it settled; the result stops it before that. */
+const waitThen = (
+  listener: Listener,
+  isOpen: () => boolean,
+  ms: number,
+  upToMs: number,
+  settle: (message: string | undefined) => void
+): (() => void) => {
+  // (`stop` is set once `startWait` returns: a wake-up settled at once has nothing to stop.)
+  const wait = { settled: false, stop: undefined as (() => void) | undefined }
+  const end = () => {
+    if (wait.settled) return false
+    wait.settled = true
+    wait.stop?.()
+    return true
+  }
+  wait.stop = startWait(listener, isOpen, ms, upToMs, (message) => {
+    if (end()) settle(message)
   })
+  return () => void end()
+}
 
 const ignore = () => {}
 
@@ -119,6 +155,7 @@ export class ReleaseSubscriber {
     this.add(name, listener)
     return {
       next: (ms, upToMs = 0) => nextWakeup(listener, isOpen, ms, upToMs),
+      nextThen: (ms, upToMs, settle) => waitThen(listener, isOpen, ms, upToMs, settle),
       close: () => {
         if (!open) return
         open = false
