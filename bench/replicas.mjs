@@ -4,7 +4,8 @@
 // SEPARATE=1 gives each replica a chain of its own (nothing shared: the machine's floor);
 // RATE=<appends/s> offers that total load open-loop (Poisson arrivals) instead of flat out;
 // DIST=<dir> benchmarks another build of dist/ (an A/B); PROF=1 writes a CPU profile of each replica to bench/results/prof-replicas/
-// (PROF=window: of the measured seconds only).
+// (PROF=window: of the measured seconds only); CPUSPLIT=1 prints the client CPU and time of the appends that took under
+// 1 ms (inside a turn) apart from the others (that waited for one).
 // Flushes the server's data first: point it at a throwaway redis-server.
 import { fork } from "node:child_process"
 import { Redis } from "ioredis"
@@ -24,6 +25,9 @@ if (process.send) {
   for (let i = 0; i < Number(warm); i++) await sink.record(core.sampleEvent(name)).catch(() => {})
   process.send({ ready: true })
   await new Promise((resolve) => process.once("message", resolve))
+  // METRICS: the lock's turns, conflicts and retries of the measured seconds only (not the
+  // warm-up's). Imported before a profile starts, so the profile holds no module loading.
+  const { Effect, Metric } = await import("effect")
   // PROF=window: a CPU profile of the measured seconds only (no start-up, no warm-up).
   const session = process.env.PROF === "window" ? new (await import("node:inspector/promises")).Session() : undefined
   if (session) {
@@ -32,8 +36,6 @@ if (process.send) {
     await session.post("Profiler.setSamplingInterval", { interval: 50 })
     await session.post("Profiler.start")
   }
-  // METRICS: the lock's turns, conflicts and retries of the measured seconds only (not the warm-up's).
-  const { Effect, Metric } = await import("effect")
   const counters = () =>
     new Map(
       Effect.runSync(Metric.snapshot)
@@ -42,6 +44,8 @@ if (process.send) {
     )
   const counters0 = counters()
   const latencies = []
+  // CPUSPLIT: client CPU of the appends that took under 1 ms (in a turn) and of the others (waited for one).
+  const split = process.env.CPUSPLIT ? { fast: { n: 0, us: 0, ms: 0 }, waited: { n: 0, us: 0, ms: 0 } } : undefined
   const finishedAt = []
   let errors = 0
   const cpu0 = process.cpuUsage()
@@ -59,12 +63,20 @@ if (process.send) {
     }
     // From the arrival, or from the start if a timer fired early (as stats.mjs's runPaced).
     const started = rate > 0 ? Math.min(arrival, performance.now()) : performance.now()
+    const cpuBefore = split ? process.cpuUsage() : undefined
     try {
       await sink.record(core.sampleEvent(name))
     } catch {
       errors += 1
     }
     latencies.push(performance.now() - started)
+    if (cpuBefore) {
+      const used = process.cpuUsage(cpuBefore)
+      const kind = latencies.at(-1) < 1 ? split.fast : split.waited
+      kind.n += 1
+      kind.us += used.user + used.system
+      kind.ms += latencies.at(-1)
+    }
     if (process.env.DBG) finishedAt.push(performance.timeOrigin + performance.now())
   }
   const cpu = process.cpuUsage(cpu0)
@@ -83,6 +95,10 @@ if (process.send) {
   if (process.env.DBG) {
     const slow = latencies.flatMap((l, i) => (l > Number(process.env.DBG) ? [`${l.toFixed(1)}ms@${(finishedAt[i] - performance.timeOrigin - (end - Number(secs) * 1000)).toFixed(0)}`] : []))
     console.error(`[${process.pid}] t0 ${(performance.timeOrigin + end - Number(secs) * 1000).toFixed(0)} slow: ${slow.join(" ")}`)
+  }
+  if (split) {
+    const per = (k) => `${k.n} appends at ${Math.round(k.us / Math.max(1, k.n))} µs, ${(k.ms / Math.max(1, k.n)).toFixed(3)} ms each (${Math.round(k.ms)} ms in all)`
+    console.error(`[${process.pid}] CPU: under 1 ms ${per(split.fast)}; waited ${per(split.waited)}`)
   }
   if (process.env.METRICS) {
     const window = [...countersAtEnd].map(([key, count]) => [key, count - (counters0.get(key) ?? 0)])
