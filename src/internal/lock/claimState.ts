@@ -319,61 +319,98 @@ const leaveQueue = (adaptive: Adaptive, token: string): void => {
   Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, token, adaptive.unclaimed.ttlMs))
 }
 
+/** Plain wake-ups (a release with no hand-off, or the subscription becoming live) a turn wait asks again after. */
+const PLAIN_WAKES_ASKED_AGAIN = 2
+
 /**
  * A busy store's next operation asking for its turn outside any fiber, as `ClaimState.turn`
  * does (listening first, then `ask`: granted at once, or queued and woken by the hand-off
  * to its token), with the same counts and wait times. The turn comes as a kept turn of no
- * commits yet, lent to the caller's first attempt with what the writer before handed on;
- * undefined when none came (no hand-off within the wait, a plain release, or `ask`
- * failed): the queue place is given back and the operation goes on in the guard.
+ * commits yet, lent to the caller's first attempt with what the writer before handed on.
+ * A plain wake-up asks again (the lock may be free; the queue place is kept). `turn` is
+ * undefined when none came (no hand-off within the wait, or `ask` failed): the queue
+ * place is given back and the operation goes on in the guard.
  */
+class TurnRequest implements TurnWait {
+  readonly turn: Promise<LentTurn | undefined>
+  private readonly asking: LockClaim
+  private readonly wakeup: Wakeup
+  private resolve!: (turn: LentTurn | undefined) => void
+  private stopWait: (() => void) | undefined
+  private over = false
+  private plainWakes = 0
+
+  constructor(
+    private readonly adaptive: Adaptive,
+    private readonly ask: (claim: LockClaim) => Promise<Turn>,
+    private readonly labels: ReadonlyArray<MetricLabel>
+  ) {
+    adaptive.busyUntil = performance.now() + BUSY_MS
+    this.asking = Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
+    // Listening before asking: the hand-off may come before the reply does.
+    this.wakeup = adaptive.handle.releases(adaptive.lockKey, this.asking.token)
+    this.turn = new Promise<LentTurn | undefined>((resolve) => (this.resolve = resolve)).finally(() =>
+      this.wakeup.close()
+    )
+    this.askNow()
+  }
+
+  readonly abandon = (): void => {
+    if (this.over) return
+    this.over = true
+    this.stopWait?.()
+    this.wakeup.close()
+    leaveQueue(this.adaptive, this.asking.token)
+  }
+
+  private askNow(): void {
+    this.ask(this.asking).then(
+      (reply) => this.asked(reply),
+      // (Its reply lost, the lock may be ours: given back with the queue place, unless abandoned, which did.)
+      () => (this.over ? this.resolve(undefined) : this.none())
+    )
+  }
+
+  private asked(reply: Turn): void {
+    // (Abandoned: the queue place was given back after this call, on the same connection.)
+    if (this.over) return this.resolve(undefined)
+    if (reply._tag === "Granted") return this.came("granted", reply.handed)
+    const started = performance.now()
+    this.stopWait = this.wakeup.nextThen(TURN_WAIT_MS, TURN_WAIT_UP_TO_MS, (message) => this.woken(started, message))
+  }
+
+  private woken(started: number, message: string | undefined): void {
+    lockWaitOf(this.adaptive.lockKey).unsafeUpdate(performance.now() - started, this.labels)
+    const handed = message === undefined ? undefined : handedPayload(message, this.asking.token)
+    if (handed !== undefined) return this.came("handed", handed)
+    if (message === undefined) {
+      this.count("timedOut")
+      return this.none()
+    }
+    if (++this.plainWakes > PLAIN_WAKES_ASKED_AGAIN) return this.none()
+    this.askNow()
+  }
+
+  private came(how: "granted" | "handed", handed: string): void {
+    this.count(how)
+    const { adaptive, asking } = this
+    const turn = { commits: 0, since: performance.now(), asking, keeping: keepingOf(asking, adaptive.burst) }
+    this.resolve(new LentKeptTurn(adaptive, turn, handed))
+  }
+
+  private none(): void {
+    leaveQueue(this.adaptive, this.asking.token)
+    this.resolve(undefined)
+  }
+
+  private count(how: "granted" | "handed" | "timedOut"): void {
+    turnsOf(`${this.adaptive.lockKey}\n${how}`).unsafeUpdate(1, this.labels)
+  }
+}
+
+/** See `TurnRequest`. */
 export const takeTurnThen = (
   adaptive: Adaptive,
   ask: (claim: LockClaim) => Promise<Turn>,
   labels: ReadonlyArray<MetricLabel>
-): TurnWait => {
-  adaptive.busyUntil = performance.now() + BUSY_MS
-  const asking: LockClaim = Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
-  const wakeup = adaptive.handle.releases(adaptive.lockKey, asking.token)
-  const counted = (how: "granted" | "handed" | "timedOut") =>
-    turnsOf(`${adaptive.lockKey}\n${how}`).unsafeUpdate(1, labels)
-  const lent = (handed: string | undefined) => {
-    const since = performance.now()
-    return new LentKeptTurn(adaptive, { commits: 0, since, asking, keeping: keepingOf(asking, adaptive.burst) }, handed)
-  }
-  let stopWait: (() => void) | undefined
-  let over = false
-  const turn = new Promise<LentTurn | undefined>((resolve) => {
-    const none = () => (leaveQueue(adaptive, asking.token), resolve(undefined))
-    const woken = (started: number) => (message: string | undefined) => {
-      lockWaitOf(adaptive.lockKey).unsafeUpdate(performance.now() - started, labels)
-      const handed = message === undefined ? undefined : handedPayload(message, asking.token)
-      if (handed === undefined) {
-        if (message === undefined) counted("timedOut")
-        return none()
-      }
-      counted("handed")
-      resolve(lent(handed))
-    }
-    ask(asking).then(
-      (reply) => {
-        // (Abandoned: the queue place was given back after this call, on the same connection.)
-        if (over) return resolve(undefined)
-        if (reply._tag === "Granted") return (counted("granted"), resolve(lent(reply.handed)))
-        stopWait = wakeup.nextThen(TURN_WAIT_MS, TURN_WAIT_UP_TO_MS, woken(performance.now()))
-      },
-      // (Its reply lost, the lock may be ours: given back with the queue place.)
-      none
-    )
-  }).finally(() => wakeup.close())
-  return {
-    turn,
-    abandon: () => {
-      if (over) return
-      over = true
-      stopWait?.()
-      wakeup.close()
-      leaveQueue(adaptive, asking.token)
-    }
-  }
-}
+): TurnWait => new TurnRequest(adaptive, ask, labels)
