@@ -28,7 +28,8 @@
 -- ARGV[13+2n ..] tokens to delete
 -- Reply (VaultApplyReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, new version}: committed ({1, version} unchanged when the diff is empty)
---   2 AlreadyCommitted  {2, current version}: this commit id is already logged (a re-sent call): done
+--   2 AlreadyCommitted  {2, current version}: this commit id is already logged (a re-sent call): done,
+--                       whoever holds the lock now (asked before any yield)
 --   0 Conflict          {0, current version|nil, took}: fence conflict, nothing written but the
 --                       lock: took = 1 when the lock is now ARGV[8]'s
 --   5 Rewound           {5, current version|nil, took}: the version matches but Redis no longer
@@ -53,9 +54,27 @@ local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, 
 
 if not typeIs(logKey, 'list') then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
-local yielding, lockRefusal = yields()
+-- Whether this commit id is logged after the expected version: a re-sent call whose
+-- first send committed (its reply lost). Asked before yielding, since the lock may have
+-- moved to another writer since then, and a yield would have the commit made again.
+local function loggedAlready()
+  local since, now = tonumber(expected) or 0, tonumber(cur)
+  if not now or now <= since then return false end
+  for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
+    if string.match(e, '^%d+ (%S+)') == commitId then return true end
+  end
+  return false
+end
+local lockedOutNow, lockRefusal = lockedOut()
 if lockRefusal then return lockRefusal end
-if yielding then return {4, cur} end
+if loggedAlready() then
+  release('', false)
+  return {2, cur}
+end
+if lockedOutNow then
+  queueIfAsked()
+  return {4, cur}
+end
 -- Whether the vault at the expected version is the one the snapshot was read from.
 local function continues()
   if redis.call('HLEN', tokensKey) ~= size then return false end
@@ -87,15 +106,5 @@ if (cur == false and expected == '') or cur == expected then
     return {1, tostring(nv)}
   end
   status = 5
-else
-  local since, now = tonumber(expected) or 0, tonumber(cur)
-  if now and now > since then
-    for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
-      if string.match(e, '^%d+ (%S+)') == commitId then
-        release('', false)
-        return {2, cur}
-      end
-    end
-  end
 end
 return {status, cur, claim()}

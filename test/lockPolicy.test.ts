@@ -305,6 +305,49 @@ describe("store lock policies", () => {
     }
   })
 
+  // Catches: a re-sent call (ioredis re-sends a call in flight after a reconnect) whose
+  // first send committed yielding to a writer that took the lock in between: LockHeld
+  // says "nothing written", so the store ran fn again over its own commit.
+  it("the vault's fence script answers a re-sent call whose first send committed AlreadyCommitted, though another writer holds the lock now", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("resent-vault")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const backing = redisVaultBacking(fromClient(client), keyPrefix)
+      // The first attempt of a lock-free operation (the adaptive policy's: no claim token, no ask).
+      const claim: LockClaim = { token: "", ttlMs: 1000, channel: `${lockKey}:released`, ask: false, queueMs: 0 }
+      const write = {
+        expected: "",
+        expectedCommit: "",
+        expectedSize: 0,
+        commitId: "c-resent",
+        sets: [["tok", '{"type":"t"}']] as Array<readonly [string, string]>,
+        deletes: [],
+        claim
+      }
+      const apply = () => Effect.runPromise(backing.apply(write))
+      expect(await apply()).toEqual({ _tag: "Committed", version: "1" })
+      await client.set(lockKey, "another-writer", "PX", 5000)
+      expect(await apply()).toEqual({ _tag: "AlreadyCommitted", version: "1" })
+      // Nothing written the second time, and the other writer's lock is left as it was.
+      expect(await client.get(`${keyPrefix}version`)).toBe("1")
+      expect(await client.llen(`${keyPrefix}log`)).toBe(1)
+      expect(await client.get(lockKey)).toBe("another-writer")
+      // A call whose commit is not logged still yields to the holder, writing nothing.
+      expect(
+        await Effect.runPromise(
+          backing.apply({ ...write, expected: "1", expectedCommit: "c-resent", expectedSize: 1, commitId: "c-new" })
+        )
+      ).toEqual({
+        _tag: "LockHeld",
+        version: "1"
+      })
+      expect(await client.get(`${keyPrefix}version`)).toBe("1")
+    } finally {
+      await client.quit()
+    }
+  })
+
   for (const policy of ["never", "always", "adaptive"] as Array<LockPolicy>) {
     it(`"${policy}": 4 racing replicas keep one valid chain and lose no token`, async () => {
       const clients = Array.from({ length: 4 }, connect)

@@ -296,6 +296,54 @@ describe("the facade's fiber-free mutate under faults", () => {
     expect(lane.vault.counter).toEqual({ n: 1 })
   })
 
+  // Catches: the call re-sent after its first send committed (the reply lost) yielding to
+  // a writer that took the lock meanwhile (LockHeld: "nothing written"), so fn ran again
+  // over its own commit and the increment was applied twice (seen as a reused token after
+  // a Redis kill -9 in test/faults.test.ts).
+  it("a lost reply re-sent by ioredis after another writer took the lock: AlreadyCommitted, fn run once, committed once, as on the Effect path", async () => {
+    const direct = connect()
+    const lane = await samePaths(async (path, runtime) => {
+      const { proxy, client } = await proxied()
+      const prefix = uniquePrefix(`vault-lane-faults-resent-locked-${path}`)
+      const store = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off", runtime })
+      await store.mutate((view) => view.set("counter", { n: 0 }))
+      await store.mutate((view) => view.set("warm", rec(1)))
+      const counted = counters(prefix)
+      let runs = 0
+      const outcome = settled(
+        store.mutate((view) => {
+          runs += 1
+          if (runs === 1) {
+            // The apply runs, its reply is lost and the link cut; no reconnect gets through yet.
+            proxy.cutAfterNextRequest()
+            proxy.setMode("refuse")
+          }
+          view.set("counter", { n: (view.get("counter")!.n as number) + 1 })
+          return "done"
+        })
+      )
+      for (let i = 0; i < 200 && (await direct.get(`${prefix}version`)) !== "3"; i++) await sleep(5)
+      const committed = await direct.get(`${prefix}version`)
+      // Another writer takes the lock before the call is re-sent (it lapses on its own).
+      await direct.set(`${prefix}lock`, "another-writer", "PX", 1500)
+      proxy.setMode("forward")
+      const result = await outcome
+      const counts = counted()
+      const lock = await direct.get(`${prefix}lock`)
+      await direct.del(`${prefix}lock`)
+      await store.mutate((view) => view.set("next", rec(3)))
+      return { committed, outcome: result, runs, counts, lock, vault: await vaultOf(direct, prefix) }
+    })
+    expect(lane).toMatchObject({
+      committed: "3",
+      outcome: { value: "done" },
+      runs: 1,
+      counts: { conflicts: 0 },
+      lock: "another-writer"
+    })
+    expect(lane.vault.counter).toEqual({ n: 1 })
+  })
+
   // Catches: a rewind (FLUSHALL, or an older DUMP restored, climbed back or not) met by
   // a lane mutate whose fn was running over the old cache: stale records written back,
   // the rewind counted other than once, or another outcome than the Effect path's.

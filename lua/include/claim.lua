@@ -31,15 +31,6 @@ local function queueIfAsked()
   if queueMs ~= '' and claimTtl ~= '' then queueWaiter(claimToken, claimTtl, queueMs) end
 end
 
--- Whether this attempt must yield (nothing written but its place in the queue); or, second,
--- the reply refusing a lock key of the wrong type.
-local function yields()
-  local out, refusal = lockedOut()
-  if not out then return false, refusal end
-  queueIfAsked()
-  return true
-end
-
 -- The key of the wrong type release() would meet after a commit's writes (its waiter queue,
 -- or the fence counter a hand-off INCRs), or nil: checked before the commit's first write
 -- (only for an attempt that asked or holds the lock).
