@@ -34,7 +34,7 @@
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, kept}: committed; kept = 1 when the attempt keeps the lock (ARGV[7] 'keep')
 --   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
---                       lost): do not append again
+--                       lost): do not append again, whoever holds the lock now
 --   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
 --                       the chain the record was built on; the current head, so the retry
 --                       needs no read; took = 1 when the lock is now ARGV[8]'s
@@ -114,6 +114,15 @@ local function refused(reply)
 end
 local yielding, lockRefusal = lockedOut()
 if lockRefusal then return lockRefusal end
+-- A re-sent call whose first send committed (its reply lost) is done, whoever holds the
+-- lock now: asked before yielding, as a yield would have the record built and appended again.
+if not straight then
+  if commitsWrongType() then return {3, commitsKey} end
+  if redis.call('HGET', commitsKey, sequenceArg) == commitId then
+    release(headJson or '', false)
+    return {2}
+  end
+end
 if yielding then
   if commitsWrongType() then return {3, commitsKey} end
   queueIfAsked()
@@ -171,11 +180,6 @@ if straight then
   redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
   trimCommits()
   return {1, release(integrityJson, true)}
-end
-if commitsWrongType() then return {3, commitsKey} end
-if redis.call('HGET', commitsKey, sequenceArg) == commitId then
-  release(headJson or '', false)
-  return {2}
 end
 local what = disagreement(true)
 if what then return broken(what) end

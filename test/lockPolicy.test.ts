@@ -305,6 +305,53 @@ describe("store lock policies", () => {
     }
   })
 
+  // Catches: as below for the vault, an append re-sent after its first send committed
+  // yielding to a writer that took the lock in between, so the record was built and
+  // appended again.
+  it("the audit's fence script answers a re-sent append whose first send committed AlreadyCommitted, though another writer holds the lock now", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("resent-audit")
+    const lockKey = `${keyPrefix}lock`
+    try {
+      const redis = fromClient(client)
+      const keys = [
+        `${keyPrefix}head:hash`,
+        `${keyPrefix}chain`,
+        `${keyPrefix}head`,
+        `${keyPrefix}commits`,
+        ...lockKeysOf(lockKey)
+      ]
+      const record = buildNextRecord({ n: 1 }, null)
+      const integrity = record.auditIntegrity as { eventHash: string; sequence: number }
+      // A lock-free first attempt (yields to a holder; no claim token, no ask).
+      const args = (commitId: string) => [
+        "",
+        JSON.stringify(record),
+        JSON.stringify(integrity),
+        integrity.eventHash,
+        integrity.sequence,
+        commitId,
+        "1",
+        "",
+        "",
+        `${lockKey}:released`,
+        ""
+      ]
+      const run = (a: Array<string | number>) => Effect.runPromise(redis.script(Scripts.auditAppend, keys, a))
+      expect(await run(args("c-resent"))).toEqual([1, 0])
+      await client.set(lockKey, "another-writer", "PX", 5000)
+      expect(await run(args("c-resent"))).toEqual([2])
+      // Nothing appended the second time, and the other writer's lock is left as it was.
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+      expect(await client.get(lockKey)).toBe("another-writer")
+      // Another call for that place in the chain still yields to the holder, writing nothing.
+      expect(await run(args("c-other"))).toEqual([4])
+      expect(await client.llen(`${keyPrefix}chain`)).toBe(1)
+    } finally {
+      await client.quit()
+    }
+  })
+
   // Catches: a re-sent call (ioredis re-sends a call in flight after a reconnect) whose
   // first send committed yielding to a writer that took the lock in between: LockHeld
   // says "nothing written", so the store ran fn again over its own commit.

@@ -338,6 +338,61 @@ describe("exactly once when the reply to a committed append is lost", () => {
 // ---------------------------------------------------------------------------
 // durable commits
 
+// Catches: the fenced script asking whether to yield to the lock before it looked for its
+// own commit, so a call re-sent after its first send committed answered LockHeld when
+// another writer took the lock meanwhile, and the store ran the caller's fn again: the
+// record appended twice, the token coming back reused (seen after a Redis kill -9).
+describe("a call re-sent after its first send committed meets another writer's lock", () => {
+  for (const store of ["audit", "vault"] as const) {
+    it(`${store}: committed once, the writer's call resolves once, the other writer's lock left alone`, async () => {
+      const client = await connect("resend")
+      const prefixes = prefixesFor(`cut-locked-${store}`)
+      const prefix = prefixes[store]
+      const r = replica("w", client, prefixes)
+      const write = () => (store === "audit" ? r.record() : r.tokenize())
+      expect(await write()).toBe(true) // warm: the next operation's first call is its fenced write
+      const landed = async () =>
+        store === "audit" ? (await raw.llen(`${prefix}chain`)) === 2 : (await raw.get(`${prefix}version`)) === "2"
+      // The write runs, its reply is lost and the link cut; no reconnect gets through yet.
+      proxy.cutAfterNextRequest()
+      proxy.setMode("refuse")
+      const pending = write()
+      for (let i = 0; i < 200 && !(await landed()); i++) await sleep(5)
+      const committed = await landed()
+      // Another writer takes the lock before the call is re-sent (it lapses on its own).
+      await raw.set(`${prefix}lock`, "another-writer", "PX", 1500)
+      proxy.setMode("forward")
+      const acknowledged = await pending
+      const lock = await raw.get(`${prefix}lock`)
+      await raw.del(`${prefix}lock`)
+      // (Read directly: the audit's duplicates and the vault's evidence name a second write.)
+      const found =
+        store === "audit"
+          ? await checkAudit(raw, prefix, r.ledger).then(({ records, duplicates, losses, valid }) => ({
+              records,
+              duplicates,
+              losses,
+              valid
+            }))
+          : await checkVault(raw, prefix, r.ledger).then(({ tokens, version, losses, evidence }) => ({
+              tokens,
+              version,
+              losses,
+              evidence
+            }))
+      expect({ committed, acknowledged, lock, found }).toEqual({
+        committed: true,
+        acknowledged: true,
+        lock: "another-writer",
+        found:
+          store === "audit"
+            ? { records: 2, duplicates: 0, losses: 0, valid: true }
+            : { tokens: 2, version: 2, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
+      })
+    })
+  }
+})
+
 describe("opt-in durable commits (WAIT / WAITAOF)", () => {
   let primary: RedisServer
   let secondary: RedisServer
