@@ -66,7 +66,8 @@ const notify = (listener: Listener, message: string) => {
 /**
  * Waits for the next wake-up of `listener`, or `ms` (restarted by another waiter's
  * hand-off, up to `upToMs` in all), and calls `settle` once with the message (undefined:
- * timed out); at once if one is pending or it is closed. Returns what stops the wait.
+ * timed out); at once if one is pending or it is closed. Returns what stops the wait
+ * (after which `settle` is not called).
  */
 const startWait = (
   listener: Listener,
@@ -83,9 +84,20 @@ const startWait = (
   }
   const wait = Math.max(0, ms)
   const endsBy = performance.now() + Math.max(wait, upToMs)
-  const timedOut = () => settle(undefined)
+  let settled = false
+  const stop = () => {
+    settled = true
+    listener.wake = listener.moved = undefined
+    clearTimeout(timer)
+  }
+  const once = (message: string | undefined) => {
+    if (settled) return
+    stop()
+    settle(message)
+  }
+  const timedOut = () => once(undefined)
   let timer = setTimeout(timedOut, wait)
-  listener.wake = settle
+  listener.wake = once
   if (upToMs > wait) {
     listener.moved = () => {
       const left = endsBy - performance.now()
@@ -94,10 +106,7 @@ const startWait = (
       timer = setTimeout(timedOut, Math.min(wait, left))
     }
   }
-  return () => {
-    listener.wake = listener.moved = undefined
-    clearTimeout(timer)
-  }
+  return stop
 }
 
 /**
@@ -109,28 +118,6 @@ const nextWakeup = (listener: Listener, isOpen: () => boolean, ms: number, upToM
   watchedWait<string | undefined>((settle) =>
     startWait(listener, isOpen, ms, upToMs, (message) => settle(Effect.succeed(message)))
   )
-
-/** `startWait` settling once, and stopped once it settled; the result stops it before that. */
-const waitThen = (
-  listener: Listener,
-  isOpen: () => boolean,
-  ms: number,
-  upToMs: number,
-  settle: (message: string | undefined) => void
-): (() => void) => {
-  // (`stop` is set once `startWait` returns: a wake-up settled at once has nothing to stop.)
-  const wait = { settled: false, stop: undefined as (() => void) | undefined }
-  const end = () => {
-    if (wait.settled) return false
-    wait.settled = true
-    wait.stop?.()
-    return true
-  }
-  wait.stop = startWait(listener, isOpen, ms, upToMs, (message) => {
-    if (end()) settle(message)
-  })
-  return () => void end()
-}
 
 const ignore = () => {}
 
@@ -155,7 +142,7 @@ export class ReleaseSubscriber {
     this.add(name, listener)
     return {
       next: (ms, upToMs = 0) => nextWakeup(listener, isOpen, ms, upToMs),
-      nextThen: (ms, upToMs, settle) => waitThen(listener, isOpen, ms, upToMs, settle),
+      nextThen: (ms, upToMs, settle) => startWait(listener, isOpen, ms, upToMs, settle),
       close: () => {
         if (!open) return
         open = false
