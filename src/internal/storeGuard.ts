@@ -123,7 +123,11 @@ export interface GuardedOperation<A, E, R> {
    * guard goes on from there, as after a first attempt of its own.
    */
   readonly first?: FenceConflict | undefined
-  /** That first attempt ran in a turn the guard lent (`StoreGuard.lendTurn`): the guard goes on with the turn. */
+  /**
+   * That first attempt ran in a turn the guard lent (`StoreGuard.lendTurn`): the guard goes
+   * on with the turn. With no `first`, a queue place (`LentTurn.queued`) that brought no
+   * turn: the guard goes on from there, as after a wait of its own, the place kept.
+   */
   readonly lent?: LentTurn | undefined
 }
 
@@ -140,12 +144,20 @@ export interface LentTurn {
   readonly committed: (kept: boolean) => void
   /** The attempt failed, wrote nothing, or its deadline passed: the lock is given back. */
   readonly ended: () => void
+  /**
+   * No turn came (`StoreGuard.takeTurn`'s wait ran out, or a plain release): `claim` is the
+   * operation's place in the queue, kept for the guard's next attempt (no attempt is made
+   * in it here); `ended` gives it back.
+   */
+  readonly queued?: true
 }
 
 /**
  * A turn asked for outside any fiber (`StoreGuard.takeTurn`): `turn` settles with the
- * turn, lent to the caller's first attempt, or undefined when none came (the operation
- * goes on in the guard); `abandon` ends the wait (the caller's deadline passed): what
+ * turn, lent to the caller's first attempt; with the queue place (`LentTurn.queued`) when
+ * none came within the wait, for the guard to go on with; or undefined when the request
+ * failed (what it may have taken is given back; the operation goes on in the guard,
+ * which asks again); `abandon` ends the wait (the caller's deadline passed): what
  * may be the operation's is given back, and a turn that comes after is the caller's to end.
  */
 export interface TurnWait {

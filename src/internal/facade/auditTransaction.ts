@@ -166,13 +166,16 @@ class LaneCall<T> {
     )
   }
 
-  /** Waits for the turn (`wait`), then makes the first attempt in it; with none, the transaction asks again. */
+  /**
+   * Waits for the turn (`wait`), then makes the first attempt in it; with none, the
+   * transaction goes on from the queue place (or asks again, the request having failed).
+   */
   afterTurn(wait: TurnWait): Promise<T> {
     this.deadline.onExpiry(wait.abandon)
     void wait.turn.then((turn) => {
       // (Past the deadline the wait was abandoned: a turn that came anyway is given back.)
       if (this.ended) return turn?.ended()
-      if (turn === undefined) this.resume()
+      if (turn === undefined || turn.queued) this.resume(undefined, turn)
       else this.first(turn.claim, turn)
     })
     return this.settled

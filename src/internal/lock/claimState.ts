@@ -132,18 +132,24 @@ export class ClaimState {
   /** Listening for releases and hand-offs to our token starts at the first wait and lasts the operation. */
   private wakeup: Wakeup | undefined
 
-  /** `ask`: the operation asks from its first attempt (the store is busy); `kept`: it goes on with the last one's turn. */
+  /**
+   * `ask`: the operation asks from its first attempt (the store is busy); `kept`: it goes
+   * on with the last one's turn; `place`: with its place in the queue, waited on in vain
+   * (`QueuePlace`).
+   */
   constructor(
     private readonly adaptive: Adaptive,
     ask: boolean,
-    kept?: KeptTurn
+    kept?: KeptTurn,
+    place?: LockClaim
   ) {
-    this.asking = kept?.asking ?? Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
+    this.asking = kept?.asking ?? place ?? Object.freeze({ ...adaptive.unclaimed, token: randomToken(), ask: true })
     this.request = ask || kept !== undefined ? this.asking : adaptive.unclaimed
     if (kept !== undefined) {
       this.held = true
       this.burst = { commits: kept.commits, since: kept.since }
     }
+    if (place !== undefined) this.queued = true
     if (ask) this.busy()
   }
 
@@ -296,6 +302,26 @@ export class LentKeptTurn implements LentTurn {
   }
 }
 
+/**
+ * A queue place that brought no turn within `takeTurnThen`'s wait (no hand-off, or a plain
+ * release), handed to the guard, which goes on from it as `ClaimState.turn` does after its
+ * wait: its next attempt asks with the same token, so the place is kept (a place given
+ * back and asked for again goes behind every writer that queued meanwhile).
+ */
+export class QueuePlace implements LentTurn {
+  readonly queued = true
+  constructor(
+    private readonly adaptive: Adaptive,
+    readonly claim: LockClaim
+  ) {}
+
+  committed(): void {}
+
+  ended(): void {
+    leaveQueue(this.adaptive, this.claim.token)
+  }
+}
+
 /** Gives a kept turn's lock back: to the first waiter, or freed (our token only). */
 const giveBack = (adaptive: Adaptive, turn: KeptTurn): void => {
   Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, turn.asking.token, adaptive.unclaimed.ttlMs))
@@ -319,17 +345,14 @@ const leaveQueue = (adaptive: Adaptive, token: string): void => {
   Effect.runFork(adaptive.handle.releaseToken(adaptive.lockKey, token, adaptive.unclaimed.ttlMs))
 }
 
-/** Plain wake-ups (a release with no hand-off, or the subscription becoming live) a turn wait asks again after. */
-const PLAIN_WAKES_ASKED_AGAIN = 2
-
 /**
  * A busy store's next operation asking for its turn outside any fiber, as `ClaimState.turn`
  * does (listening first, then `ask`: granted at once, or queued and woken by the hand-off
  * to its token), with the same counts and wait times. The turn comes as a kept turn of no
  * commits yet, lent to the caller's first attempt with what the writer before handed on.
- * A plain wake-up asks again (the lock may be free; the queue place is kept). `turn` is
- * undefined when none came (no hand-off within the wait, or `ask` failed): the queue
- * place is given back and the operation goes on in the guard.
+ * When none came (no hand-off within the wait, a plain release) the queue place goes to the
+ * guard (`QueuePlace`); when `ask` failed, what it may have taken is given back and the
+ * turn is undefined: the operation goes on in the guard, which asks again.
  */
 class TurnRequest implements TurnWait {
   readonly turn: Promise<LentTurn | undefined>
@@ -338,7 +361,6 @@ class TurnRequest implements TurnWait {
   private resolve!: (turn: LentTurn | undefined) => void
   private stopWait: (() => void) | undefined
   private over = false
-  private plainWakes = 0
 
   constructor(
     private readonly adaptive: Adaptive,
@@ -364,7 +386,7 @@ class TurnRequest implements TurnWait {
   }
 
   private askNow(): void {
-    this.ask(this.asking).then(
+    void this.ask(this.asking).then(
       (reply) => this.asked(reply),
       // (Its reply lost, the lock may be ours: given back with the queue place, unless abandoned, which did.)
       () => (this.over ? this.resolve(undefined) : this.none())
@@ -383,12 +405,8 @@ class TurnRequest implements TurnWait {
     lockWaitOf(this.adaptive.lockKey).unsafeUpdate(performance.now() - started, this.labels)
     const handed = message === undefined ? undefined : handedPayload(message, this.asking.token)
     if (handed !== undefined) return this.came("handed", handed)
-    if (message === undefined) {
-      this.count("timedOut")
-      return this.none()
-    }
-    if (++this.plainWakes > PLAIN_WAKES_ASKED_AGAIN) return this.none()
-    this.askNow()
+    if (message === undefined) this.count("timedOut")
+    this.resolve(new QueuePlace(this.adaptive, this.asking))
   }
 
   private came(how: "granted" | "handed", handed: string): void {

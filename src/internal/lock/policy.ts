@@ -50,6 +50,7 @@ import {
   type KeptTurn,
   LentKeptTurn,
   QUEUE_MS,
+  QueuePlace,
   takeTurnThen
 } from "./claimState.js"
 
@@ -127,7 +128,9 @@ const adaptiveGuard = (adaptive: Adaptive): StoreGuard =>
     <A, E, R>(operation: GuardedOperation<A, E, R>) =>
       operation.first !== undefined
         ? contended(adaptive, operation, operation.first, lentTurnOf(operation.lent))
-        : started(adaptive, operation),
+        : operation.lent instanceof QueuePlace
+          ? contended(adaptive, operation, undefined, undefined, operation.lent.claim)
+          : started(adaptive, operation),
     {
       // A kept turn or a busy store decide the first attempt (a turn, or a claim that asks).
       freeClaim: () => adaptive.kept === undefined && performance.now() >= adaptive.busyUntil && adaptive.unclaimed,
@@ -166,21 +169,24 @@ const started = <A, E, R>(adaptive: Adaptive, operation: GuardedOperation<A, E, 
  * asks for a turn first (where the store has `turn`), so the record is built once, on
  * the head the turn hands over. A claim or a queue entry still ours when the operation
  * ends without a commit that gave it back (it failed, was interrupted, or falls back to
- * waiting) is given back: compare-and-delete, our token only.
+ * waiting) is given back: compare-and-delete, our token only. `place`: the operation's queue
+ * place, waited on in vain outside the guard (`QueuePlace`): it goes on as after its wait.
  */
 const contended = <A, E, R>(
   adaptive: Adaptive,
   operation: GuardedOperation<A, E, R>,
   first: FenceConflict | undefined,
-  kept?: KeptTurn
+  kept?: KeptTurn,
+  place?: LockClaim
 ): Effect.Effect<A, E | StoreError, R> =>
   Effect.suspend(() => {
-    const claim = new ClaimState(adaptive, first === undefined, kept)
+    const claim = new ClaimState(adaptive, first === undefined, kept, place)
     // A first attempt made in a lent turn may have taken the lock back (its lease lapsed).
     if (first !== undefined && kept !== undefined) claim.noted(first.lockClaim)
     return Effect.gen(function* () {
       let error = first
-      if (error === undefined && kept === undefined && operation.turn !== undefined) yield* claim.turn(operation.turn)
+      if (error === undefined && kept === undefined && place === undefined && operation.turn !== undefined)
+        yield* claim.turn(operation.turn)
       for (;;) {
         if (error !== undefined && !(yield* claim.before(error, operation.turn))) return yield* Effect.fail(error)
         claim.attempting()

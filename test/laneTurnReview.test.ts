@@ -1,0 +1,370 @@
+/**
+ * A busy store's turn asked for in the facade's lane (`takeTurnThen`), against real
+ * Redis, under interleavings the turn's request and its wait can meet: a hand-off that
+ * arrives before the request's reply, a plain release while queued, a wait abandoned at
+ * the deadline and a turn that comes after it, writes of one store at once. Each write
+ * commits at most once, the chain verifies, no lock or queue entry of ours is left, and
+ * the turns counted match the Effect path's.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { afterAll } from "vitest"
+import { Effect, Metric, type Runtime } from "effect"
+import { Redis } from "ioredis"
+import { redisAuditBacking, type AuditBacking } from "../src/internal/audit/backing.js"
+import { appendStoreOnBacking } from "../src/internal/audit/store.js"
+import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
+import { waitersKeyOf } from "../src/internal/keys.js"
+import { guardFor } from "../src/internal/lock/policy.js"
+import { makeLockHandle } from "../src/internal/lock/handle.js"
+import * as Metrics from "../src/Metrics.js"
+import { fromClient } from "../src/RedisClient.js"
+import { append, chainOf, runtimeFor, type Path } from "./support/facadePaths.js"
+import { verifyAuditChain } from "./support/haechiCore.js"
+import { eventsOf } from "./support/keptTurns.js"
+import { uniquePrefix } from "./support/keys.js"
+import { sharedRedis } from "./support/shared.js"
+
+const clients: Array<Redis> = []
+const connect = () => {
+  const client = new Redis(sharedRedis().port, "127.0.0.1")
+  client.on("error", () => {})
+  clients.push(client)
+  return client
+}
+afterAll(() => {
+  for (const c of clients) c.disconnect()
+})
+
+const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
+const settled = <T>(p: Promise<T>) =>
+  p.then(
+    () => "ok",
+    (error: unknown) => tagOf(error)
+  )
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const until = async <A>(probe: () => Promise<A>, ok: (a: A) => boolean, ms = 1000): Promise<A> => {
+  const end = performance.now() + ms
+  let value = await probe()
+  while (!ok(value) && performance.now() < end) {
+    await sleep(2)
+    value = await probe()
+  }
+  return value
+}
+
+const lockLeft = async (client: Redis, prefix: string) => ({
+  holder: await client.get(`${prefix}lock`),
+  waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
+})
+
+const turnsCounted = (lockKey: string, how: "granted" | "handed" | "timedOut") =>
+  Effect.runSync(Metric.value(Metrics.turns.pipe(Metric.tagged("key", lockKey), Metric.tagged("how", how)))).count
+const lockWaits = (lockKey: string) =>
+  Effect.runSync(Metric.value(Metrics.lockWait.pipe(Metric.tagged("key", lockKey)))).count
+
+/** The lock's counts now, to compare paths by their differences. */
+const countsOf = (lockKey: string) => ({
+  granted: turnsCounted(lockKey, "granted"),
+  handed: turnsCounted(lockKey, "handed"),
+  timedOut: turnsCounted(lockKey, "timedOut"),
+  waits: lockWaits(lockKey)
+})
+const minus = (a: ReturnType<typeof countsOf>, b: ReturnType<typeof countsOf>) => ({
+  granted: a.granted - b.granted,
+  handed: a.handed - b.handed,
+  timedOut: a.timedOut - b.timedOut,
+  waits: a.waits - b.waits
+})
+
+interface BusyLaneOptions {
+  readonly timeout?: number
+  readonly runtime?: Runtime.Runtime<never>
+  /** Wraps the backing's bare turn request (to hold its reply, or see its claim). */
+  readonly sendTurn?: (send: NonNullable<AuditBacking["sendTurn"]>) => NonNullable<AuditBacking["sendTurn"]>
+}
+
+/**
+ * The facade's transaction over a Redis store under `prefix` (adaptive policy), counting
+ * the operations that enter the store's Effect transaction and the lane's that go on there.
+ */
+const busyLane = (client: Redis, prefix: string, options: BusyLaneOptions = {}) => {
+  const redis = fromClient(client)
+  const backing = redisAuditBacking(redis, prefix)
+  const sendTurn =
+    options.sendTurn !== undefined && backing.sendTurn !== undefined ? options.sendTurn(backing.sendTurn) : undefined
+  const { lane, store } = appendStoreOnBacking(sendTurn === undefined ? backing : { ...backing, sendTurn }, {
+    guard: guardFor("adaptive", redis, `${prefix}lock`),
+    timeout: options.timeout ?? 2000
+  })
+  expect(lane).toBeDefined()
+  const counts = { entered: 0, resumed: 0 }
+  const counting = {
+    ...lane!,
+    resume: ((build, first, lent) => {
+      counts.resumed += 1
+      return lane!.resume(build, first, lent)
+    }) as NonNullable<typeof lane>["resume"]
+  }
+  const entering: Pick<typeof store, "transaction"> = {
+    transaction: (build) => {
+      counts.entered += 1
+      return store.transaction(build)
+    }
+  }
+  return { transaction: callerTransactions(entering, counting, options.runtime), counts }
+}
+
+/** The store made busy (it yielded to a foreign lock and waited it out), with no turn kept. */
+const makeBusy = async (client: Redis, prefix: string, store: Parameters<typeof append>[0]) => {
+  await append(store, { warm: true })
+  await client.set(`${prefix}lock`, "held-by-a-reference-replica", "PX", 30)
+  await append(store, { waited: true })
+  await new Promise((resolve) => setImmediate(resolve))
+}
+
+describe("a busy store's turn in the lane: review", () => {
+  it("a hand-off that arrives before the turn request's reply is kept and wakes the write at once, in the lane", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("review-early-handoff")
+    const lockKey = `${prefix}lock`
+    let held = false
+    let release: (() => void) | undefined
+    const store = busyLane(client, prefix, {
+      sendTurn: (send) => (claim) =>
+        held ? send(claim).then((turn) => new Promise((resolve) => (release = () => resolve(turn)))) : send(claim)
+    })
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    held = true
+    const before = countsOf(lockKey)
+    const entered = store.counts.entered
+    const resumed = store.counts.resumed
+    const write = settled(append(store, { ours: true }))
+    const entries = await until(
+      () => other.zrange(waitersKeyOf(lockKey), 0, -1),
+      (e) => e.length > 0
+    )
+    expect(entries).toHaveLength(1)
+    // The holder hands the lock on (lock_release) while the request's reply is still held.
+    await Effect.runPromise(makeLockHandle(fromClient(other)).releaseToken(lockKey, "foreign-holder"))
+    await sleep(20)
+    expect(release).toBeDefined()
+    held = false
+    release!()
+    expect(await write).toBe("ok")
+    expect(store.counts.entered - entered).toBe(0)
+    expect(store.counts.resumed - resumed).toBe(0)
+    expect(minus(countsOf(lockKey), before)).toEqual({ granted: 0, handed: 1, timedOut: 0, waits: 1 })
+    await sleep(20)
+    expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
+  })
+
+  for (const path of ["lane", "effect"] as const)
+    it(`a queued write woken by a hand-off from a rival's commit (${path}): one turn handed, one wait, nothing left`, async () => {
+      const client = connect()
+      const other = connect()
+      const prefix = uniquePrefix(`review-handed-${path}`)
+      const lockKey = `${prefix}lock`
+      const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
+      await makeBusy(client, prefix, store)
+      const handle = makeLockHandle(fromClient(other))
+      await client.set(lockKey, "foreign-holder", "PX", 5000)
+      const before = countsOf(lockKey)
+      const write = settled(append(store, { ours: true }))
+      await until(
+        () => other.zcard(waitersKeyOf(lockKey)),
+        (n) => n > 0
+      )
+      await sleep(5)
+      await Effect.runPromise(handle.releaseToken(lockKey, "foreign-holder"))
+      expect(await write).toBe("ok")
+      expect(minus(countsOf(lockKey), before)).toEqual({ granted: 0, handed: 1, timedOut: 0, waits: 1 })
+      await sleep(20)
+      expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+      expect(verifyAuditChain(await chainOf(other, prefix)).valid).toBe(true)
+    })
+
+  const releaseForeign = (client: Redis, lockKey: string) =>
+    Effect.runPromise(makeLockHandle(fromClient(client)).releaseToken(lockKey, "foreign-holder"))
+
+  /**
+   * A busy write queued behind a foreign holder, an "always" rival queued behind it, then
+   * (`plain`) a plain release ("") published while both wait, and the holder hands on
+   * after `holdMs`: who goes first.
+   */
+  const queueOrder = async (path: Path, plain: boolean, holdMs: number) => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix(`review-order-${path}`)
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
+    const { createRedisAuditStore } = await import("../src/haechi.js")
+    const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "always" })
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    const started = performance.now()
+    const write = settled(append(store, { ours: true }))
+    await until(
+      () => other.zcard(waitersKeyOf(lockKey)),
+      (n) => n > 0
+    )
+    const rivalWrite = settled(append(rival, { rival: true }))
+    await until(
+      () => other.zcard(waitersKeyOf(lockKey)),
+      (n) => n > 1,
+      200
+    )
+    if (plain) await other.publish(`${lockKey}:released`, "")
+    await sleep(Math.max(0, holdMs - (performance.now() - started)))
+    await releaseForeign(other, lockKey)
+    const outcomes = [await write, await rivalWrite]
+    await sleep(20)
+    return { outcomes, events: await eventsOf(other, prefix), left: await lockLeft(other, prefix) }
+  }
+
+  for (const [plain, holdMs] of [
+    [true, 5],
+    [false, 40]
+  ] as const)
+    it(`a queued write ${plain ? "told of a plain release" : "whose holder holds past a turn's wait"}: the lane and the Effect path agree on the order the queue gives`, async () => {
+      const lane = await queueOrder("lane", plain, holdMs)
+      const effect = await queueOrder("effect", plain, holdMs)
+      expect(effect.outcomes).toEqual(["ok", "ok"])
+      expect(effect.events).toEqual(["warm", "waited", "ours", "rival"])
+      expect(lane).toEqual(effect)
+    })
+
+  /** A busy write whose first attempt, in the turn it waited for, loses to a rival that ignores the lock. */
+  const lentLoses = async (path: Path) => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix(`review-lent-loses-${path}`)
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
+    const { createRedisAuditStore } = await import("../src/haechi.js")
+    const { buildNextRecord } = await import("../src/Chain.js")
+    const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    const before = countsOf(lockKey)
+    let builds = 0
+    const write = settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const build = ++builds
+        const head = (await readLastIntegrity()) as never
+        if (build === 1) await append(rival, { rival: true })
+        await persist(buildNextRecord({ [`ours${build}`]: true }, head))
+      })
+    )
+    await until(
+      () => other.zcard(waitersKeyOf(lockKey)),
+      (n) => n > 0
+    )
+    await sleep(3)
+    await releaseForeign(other, lockKey)
+    const outcome = await write
+    const counts = minus(countsOf(lockKey), before)
+    await sleep(20)
+    return {
+      outcome,
+      builds,
+      counts,
+      events: await eventsOf(other, prefix),
+      left: await lockLeft(other, prefix),
+      valid: verifyAuditChain(await chainOf(other, prefix)).valid
+    }
+  }
+
+  it("a first attempt in a waited-for turn that loses: the lane and the Effect path agree", async () => {
+    const lane = await lentLoses("lane")
+    const effect = await lentLoses("effect")
+    expect(effect.outcome).toBe("ok")
+    expect(lane).toEqual(effect)
+  })
+
+  /** A busy write queued behind a foreign holder that never hands on, until its deadline. */
+  const queuedPastDeadline = async (path: Path) => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix(`review-deadline-${path}`)
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix, { runtime: runtimeFor(path), timeout: 150 })
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    const before = countsOf(lockKey)
+    const outcome = await settled(append(store, { ours: true }))
+    const counts = minus(countsOf(lockKey), before)
+    await sleep(20)
+    const left = await lockLeft(other, prefix)
+    await other.del(lockKey)
+    return {
+      outcome,
+      left,
+      events: await eventsOf(other, prefix),
+      counts: { granted: counts.granted, handed: counts.handed }
+    }
+  }
+
+  it("a write queued until its deadline: the lane and the Effect path agree, and leave the queue", async () => {
+    const lane = await queuedPastDeadline("lane")
+    const effect = await queuedPastDeadline("effect")
+    expect(effect.left).toEqual({ holder: "foreign-holder", waiters: 0 })
+    expect(lane).toEqual(effect)
+  })
+
+  it("writes of one busy store at once, a foreign holder handing on and a rival that ignores the lock: each commits once, nothing left", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("review-concurrent")
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix)
+    const { createRedisAuditStore } = await import("../src/haechi.js")
+    const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
+    const expected: Array<string> = []
+    for (let round = 0; round < 5; round++) {
+      await makeBusy(client, prefix, store)
+      expected.push("warm", "waited")
+      await client.set(lockKey, "foreign-holder", "PX", 5000)
+      const writes = []
+      for (let i = 0; i < 5; i++) {
+        expected.push(`ours${round}_${i}`)
+        writes.push(settled(append(store, { [`ours${round}_${i}`]: true })))
+      }
+      await sleep(round * 3)
+      expected.push(`rival${round}`)
+      writes.push(settled(append(rival, { [`rival${round}`]: true })))
+      await releaseForeign(other, lockKey)
+      expect(await Promise.all(writes)).toEqual(writes.map(() => "ok"))
+      await sleep(30)
+      expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+    }
+    expect(verifyAuditChain(await chainOf(other, prefix)).valid).toBe(true)
+    expect([...(await eventsOf(other, prefix))].sort()).toEqual([...expected].sort())
+  })
+
+  it("a turn request that rejects after it ran (granted or queued) leaves nothing, and the write commits once", async () => {
+    for (const holder of [false, true]) {
+      const client = connect()
+      const other = connect()
+      const prefix = uniquePrefix(`review-reject-${holder}`)
+      const lockKey = `${prefix}lock`
+      let failing = false
+      const store = busyLane(client, prefix, {
+        sendTurn: (send) => (claim) =>
+          failing ? ((failing = false), send(claim).then(() => Promise.reject(new Error("reply lost")))) : send(claim)
+      })
+      await makeBusy(client, prefix, store)
+      if (holder) await client.set(lockKey, "foreign-holder", "PX", 60)
+      failing = true
+      expect(await settled(append(store, { ours: true }))).toBe("ok")
+      await sleep(20)
+      expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+      expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
+    }
+  })
+})
+
+export type { Path }
