@@ -23,16 +23,23 @@ import { verifyAuditChain } from "./support/haechiCore.js"
 import { eventsOf } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sharedRedis } from "./support/shared.js"
+import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
+import { luaSources } from "../src/internal/luaSources.js"
+import { Scripts } from "../src/internal/scripts.js"
+import { buildNextRecord } from "../src/Chain.js"
+import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 
 const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().port, "127.0.0.1")
+const proxies: Array<TcpProxy> = []
+const connect = (port = sharedRedis().port) => {
+  const client = new Redis(port, "127.0.0.1")
   client.on("error", () => {})
   clients.push(client)
   return client
 }
-afterAll(() => {
+afterAll(async () => {
   for (const c of clients) c.disconnect()
+  await Promise.all(proxies.map((p) => p.stop()))
 })
 
 const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
@@ -201,15 +208,14 @@ describe("a busy store's turn in the lane: review", () => {
     const prefix = uniquePrefix(`review-order-${path}`)
     const lockKey = `${prefix}lock`
     const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
-    const { createRedisAuditStore } = await import("../src/haechi.js")
     const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "always" })
     await makeBusy(client, prefix, store)
     await client.set(lockKey, "foreign-holder", "PX", 5000)
     const started = performance.now()
     const write = settled(append(store, { ours: true }))
-    await until(
-      () => other.zcard(waitersKeyOf(lockKey)),
-      (n) => n > 0
+    const [ours] = await until(
+      () => other.zrange(waitersKeyOf(lockKey), 0, -1),
+      (e) => e.length > 0
     )
     const rivalWrite = settled(append(rival, { rival: true }))
     await until(
@@ -218,7 +224,10 @@ describe("a busy store's turn in the lane: review", () => {
       200
     )
     if (plain) await other.publish(`${lockKey}:released`, "")
+    await sleep(5)
     await sleep(Math.max(0, holdMs - (performance.now() - started)))
+    // Its place is still first: it queued first, and nothing it does gives the place up.
+    expect((await other.zrange(waitersKeyOf(lockKey), 0, 0))[0]).toBe(ours)
     await releaseForeign(other, lockKey)
     const outcomes = [await write, await rivalWrite]
     await sleep(20)
@@ -244,8 +253,6 @@ describe("a busy store's turn in the lane: review", () => {
     const prefix = uniquePrefix(`review-lent-loses-${path}`)
     const lockKey = `${prefix}lock`
     const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
-    const { createRedisAuditStore } = await import("../src/haechi.js")
-    const { buildNextRecord } = await import("../src/Chain.js")
     const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
     await makeBusy(client, prefix, store)
     await client.set(lockKey, "foreign-holder", "PX", 5000)
@@ -300,8 +307,10 @@ describe("a busy store's turn in the lane: review", () => {
     await sleep(20)
     const left = await lockLeft(other, prefix)
     await other.del(lockKey)
+    // OperationTimeout, or CommitOutcomeUnknown when the deadline met one of its attempts in
+    // flight (it tries again every 15 ms while it waits): both fail closed, nothing committed.
+    expect(["OperationTimeout", "CommitOutcomeUnknown"]).toContain(outcome)
     return {
-      outcome,
       left,
       events: await eventsOf(other, prefix),
       counts: { granted: counts.granted, handed: counts.handed }
@@ -321,7 +330,6 @@ describe("a busy store's turn in the lane: review", () => {
     const prefix = uniquePrefix("review-concurrent")
     const lockKey = `${prefix}lock`
     const store = busyLane(client, prefix)
-    const { createRedisAuditStore } = await import("../src/haechi.js")
     const rival = createRedisAuditStore({ client: other, keyPrefix: prefix, startupChecks: "off", lock: "never" })
     const expected: Array<string> = []
     for (let round = 0; round < 5; round++) {
@@ -365,6 +373,115 @@ describe("a busy store's turn in the lane: review", () => {
       expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
     }
   })
-})
 
-export type { Path }
+  for (const passRequest of [true, false])
+    it(`a first attempt in a granted turn whose commit's link freezes (${passRequest ? "it ran" : "it is held"}): CommitOutcomeUnknown, the record once, no lock left`, async () => {
+      const direct = connect()
+      const proxy = await tcpProxy(sharedRedis().port)
+      proxies.push(proxy)
+      const client = connect(proxy.port)
+      await client.ping()
+      const prefix = uniquePrefix(`review-granted-frozen-${passRequest}`)
+      const store = busyLane(client, prefix, { timeout: 200 })
+      await makeBusy(client, prefix, store)
+      const granted = turnsCounted(`${prefix}lock`, "granted")
+      const frozen = proxy.freezeWhen(luaSources[Scripts.auditAppend.file]!.sha1, { passRequest })
+      const outcome = await settled(append(store, { ours: true }))
+      await frozen
+      expect(outcome).toBe("CommitOutcomeUnknown")
+      expect(turnsCounted(`${prefix}lock`, "granted")).toBe(granted + 1)
+      proxy.thaw()
+      await client.ping()
+      await sleep(20)
+      expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+      await append(store, { next: true })
+      expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "ours", "next"])
+      expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
+    })
+
+  it("a forged hand-off to a queued write while a foreign holder still holds the lock: it never commits under that holder", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("review-forged-held")
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix)
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    let committedAt = 0
+    const write = settled(
+      store.transaction(async ({ readLastIntegrity, persist }) => {
+        const head = (await readLastIntegrity()) as never
+        await persist(buildNextRecord({ ours: true }, head))
+        committedAt = performance.now()
+      })
+    )
+    const entries = await until(
+      () => other.zrange(waitersKeyOf(lockKey), 0, -1),
+      (e) => e.length > 0
+    )
+    const token = entries[0]!.split(" ")[0]!
+    const head = await other.get(`${prefix}head`)
+    await other.publish(`${lockKey}:released`, `${token} 77 ${head}`)
+    await sleep(60)
+    expect(committedAt).toBe(0)
+    expect(await eventsOf(other, prefix)).toEqual(["warm", "waited"])
+    const freed = performance.now()
+    await other.del(lockKey)
+    expect(await write).toBe("ok")
+    expect(committedAt).toBeGreaterThan(freed)
+    await sleep(20)
+    expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
+  })
+
+  it("a malformed hand-off (no fence, a zero fence, another token) wakes no queued write; its own hand-off does", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("review-malformed")
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix)
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    const before = countsOf(lockKey)
+    const write = settled(append(store, { ours: true }))
+    const entries = await until(
+      () => other.zrange(waitersKeyOf(lockKey), 0, -1),
+      (e) => e.length > 0
+    )
+    const token = entries[0]!.split(" ")[0]!
+    const channel = `${lockKey}:released`
+    for (const message of [token, `${token} `, `${token} 0 null`, `${token} x {}`, `${token}x 5 null`, `x${token} 5`])
+      await other.publish(channel, message)
+    await sleep(5)
+    expect(minus(countsOf(lockKey), before).handed).toBe(0)
+    await releaseForeign(other, lockKey)
+    expect(await write).toBe("ok")
+    await sleep(20)
+    expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
+  })
+
+  it("a vault store on the same lock alongside a busy audit store's queued write: both commit, nothing is left", async () => {
+    const client = connect()
+    const other = connect()
+    const prefix = uniquePrefix("review-vault")
+    const lockKey = `${prefix}lock`
+    const vault = createRedisTokenStore({ client, keyPrefix: prefix, startupChecks: "off" })
+    const store = busyLane(client, prefix)
+    await makeBusy(client, prefix, store)
+    await client.set(lockKey, "foreign-holder", "PX", 5000)
+    const write = settled(append(store, { ours: true }))
+    await until(
+      () => other.zcard(waitersKeyOf(lockKey)),
+      (n) => n > 0
+    )
+    const mutated = settled(vault.mutate((view) => view.set("tok_a", { type: "a" } as never)))
+    await sleep(10)
+    await releaseForeign(other, lockKey)
+    expect([await write, await mutated]).toEqual(["ok", "ok"])
+    expect(await vault.read((view) => view.get("tok_a"))).toEqual({ type: "a" })
+    await sleep(30)
+    expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
+    expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
+  })
+})
