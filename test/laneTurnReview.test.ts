@@ -485,3 +485,19 @@ describe("a busy store's turn in the lane: review", () => {
     expect(await eventsOf(other, prefix)).toEqual(["warm", "waited", "ours"])
   })
 })
+
+describe("a busy store's turns counted under a key prefix with a line break", () => {
+  for (const path of ["lane", "effect"] as const)
+    it(`(${path}) the turn is counted under the store's lock key`, async () => {
+      const client = connect()
+      const prefix = `${uniquePrefix(`review-newline-${path}`)}tenant\nb:`
+      const lockKey = `${prefix}lock`
+      const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
+      await makeBusy(client, prefix, store)
+      const granted = turnsCounted(lockKey, "granted")
+      expect(await settled(append(store, { ours: true }))).toBe("ok")
+      expect(turnsCounted(lockKey, "granted")).toBe(granted + 1)
+      await sleep(20)
+      expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
+    })
+})

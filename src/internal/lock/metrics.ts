@@ -28,8 +28,11 @@ export const lockWaitOf = taggedByKey((key) => withTags(Metrics.keys.lockWait, {
 /** `haechi_store_locks_lost_total` tagged with the lock key. */
 export const locksLostOf = taggedByKey((key) => withTags(Metrics.keys.locksLost, { key }))
 
-/** `haechi_store_turns_total` tagged with the lock key and how the turn came ("<key>\n<how>"). */
+/**
+ * `haechi_store_turns_total` tagged with the lock key and how the turn came ("<key>\n<how>",
+ * split at the last line break: a key prefix may hold one, `how` never does).
+ */
 export const turnsOf = taggedByKey((keyAndHow) => {
-  const [key, how] = keyAndHow.split("\n") as [string, string]
-  return withTags(Metrics.keys.turns, { key, how })
+  const at = keyAndHow.lastIndexOf("\n")
+  return withTags(Metrics.keys.turns, { key: keyAndHow.slice(0, at), how: keyAndHow.slice(at + 1) })
 })
