@@ -130,6 +130,10 @@ const makeBusy = async (client: Redis, prefix: string, store: Parameters<typeof 
   await new Promise((resolve) => setImmediate(resolve))
 }
 
+/** The foreign holder hands the lock on (lock_release: to the first waiter, or freed). */
+const releaseForeign = (client: Redis, lockKey: string) =>
+  Effect.runPromise(makeLockHandle(fromClient(client)).releaseToken(lockKey, "foreign-holder"))
+
 describe("a busy store's turn in the lane: review", () => {
   it("a hand-off that arrives before the turn request's reply is kept and wakes the write at once, in the lane", async () => {
     const client = connect()
@@ -193,9 +197,6 @@ describe("a busy store's turn in the lane: review", () => {
       expect(await lockLeft(other, prefix)).toEqual({ holder: null, waiters: 0 })
       expect(verifyAuditChain(await chainOf(other, prefix)).valid).toBe(true)
     })
-
-  const releaseForeign = (client: Redis, lockKey: string) =>
-    Effect.runPromise(makeLockHandle(fromClient(client)).releaseToken(lockKey, "foreign-holder"))
 
   /**
    * A busy write queued behind a foreign holder, an "always" rival queued behind it, then
@@ -500,4 +501,81 @@ describe("a busy store's turns counted under a key prefix with a line break", ()
       await sleep(20)
       expect(await lockLeft(client, prefix)).toEqual({ holder: null, waiters: 0 })
     })
+})
+
+describe("a busy store's turn in the lane when its connections close", () => {
+  for (const [when, holder] of [
+    ["during the request", false],
+    ["during the request", true],
+    ["during the wait", true]
+  ] as const)
+    it(`closed ${when} (${holder ? "queued" : "granted"}): the write commits once, within a wait, and nothing is left`, async () => {
+      const direct = connect()
+      const proxy = await tcpProxy(sharedRedis().port)
+      proxies.push(proxy)
+      const client = connect(proxy.port)
+      await client.ping()
+      const prefix = uniquePrefix(`review-closed-${when === "during the wait"}-${holder}`)
+      const lockKey = `${prefix}lock`
+      const store = busyLane(client, prefix)
+      await makeBusy(client, prefix, store)
+      if (holder) await direct.set(lockKey, "foreign-holder", "PX", 5000)
+      const started = performance.now()
+      let write: Promise<string>
+      if (when === "during the request") {
+        const frozen = proxy.freezeWhen(luaSources[Scripts.auditTurn.file]!.sha1, { passRequest: true })
+        write = settled(append(store, { ours: true }))
+        await frozen
+        proxy.closeAllConnections()
+        proxy.thaw()
+        if (holder) {
+          await sleep(30)
+          await releaseForeign(direct, lockKey)
+        }
+      } else {
+        write = settled(append(store, { ours: true }))
+        await until(
+          () => direct.zcard(waitersKeyOf(lockKey)),
+          (n) => n > 0
+        )
+        proxy.closeAllConnections()
+        await releaseForeign(direct, lockKey)
+      }
+      expect(await write).toBe("ok")
+      expect(performance.now() - started).toBeLessThan(900)
+      await sleep(30)
+      expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+      expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "ours"])
+      expect(verifyAuditChain(await chainOf(direct, prefix)).valid).toBe(true)
+    })
+})
+
+describe("a busy store's turn in the lane after its deadline", () => {
+  it("a hand-off that lands after the wait was abandoned, before the give-back ran: the give-back hands the lock on, no stall", async () => {
+    const direct = connect()
+    const proxy = await tcpProxy(sharedRedis().port)
+    proxies.push(proxy)
+    const client = connect(proxy.port)
+    await client.ping()
+    const prefix = uniquePrefix("review-after-abandon")
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix, { timeout: 120 })
+    await makeBusy(client, prefix, store)
+    await direct.set(lockKey, "foreign-holder", "PX", 5000)
+    // The give-back at the deadline is held (not yet run) while the holder hands on to it.
+    const frozen = proxy.freezeWhen(luaSources[Scripts.lockRelease.file]!.sha1, { passRequest: false })
+    const outcome = await settled(append(store, { ours: true }))
+    expect(["OperationTimeout", "CommitOutcomeUnknown"]).toContain(outcome)
+    await frozen
+    const [entry] = await direct.zrange(waitersKeyOf(lockKey), 0, -1)
+    expect(entry).toBeDefined()
+    await releaseForeign(direct, lockKey)
+    expect(await direct.get(lockKey)).toBe(entry!.split(" ")[0])
+    proxy.thaw()
+    await client.ping()
+    await sleep(20)
+    expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
+    await append(store, { next: true })
+    expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "next"])
+  })
 })
