@@ -218,6 +218,8 @@ describe("a busy store's turn in the lane: review", () => {
       () => other.zrange(waitersKeyOf(lockKey), 0, -1),
       (e) => e.length > 0
     )
+    // (The queue orders by deadline in server ms, and equal ones by token: the rival's comes a few ms later.)
+    await sleep(3)
     const rivalWrite = settled(append(rival, { rival: true }))
     await until(
       () => other.zcard(waitersKeyOf(lockKey)),
