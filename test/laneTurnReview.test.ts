@@ -586,3 +586,29 @@ describe("a busy store's turn in the lane after its deadline", () => {
     expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "next"])
   })
 })
+
+describe("a busy store's turn request refused by Redis", () => {
+  /** A busy write whose lock key holds a hash (WRONGTYPE): its outcome, and what is left. */
+  const refused = async (path: Path) => {
+    const client = connect()
+    const prefix = uniquePrefix(`review-wrongtype-${path}`)
+    const lockKey = `${prefix}lock`
+    const store = busyLane(client, prefix, { runtime: runtimeFor(path) })
+    await makeBusy(client, prefix, store)
+    await client.hset(lockKey, "not", "a lock")
+    const outcome = await settled(append(store, { ours: true }))
+    await sleep(20)
+    const left = { type: await client.type(lockKey), waiters: await client.zcard(waitersKeyOf(lockKey)) }
+    await client.del(lockKey)
+    return { outcome, left, events: await eventsOf(client, prefix) }
+  }
+
+  it("a lock key of the wrong type: the lane and the Effect path fail alike, with the typed error, and write nothing", async () => {
+    const lane = await refused("lane")
+    const effect = await refused("effect")
+    expect(effect.outcome).not.toBe("ok")
+    expect(effect.outcome).not.toMatch(/^Error/)
+    expect(lane).toEqual(effect)
+    expect(lane.events).toEqual(["warm", "waited"])
+  })
+})
