@@ -50,9 +50,9 @@ import {
   type KeptTurn,
   LentKeptTurn,
   QUEUE_MS,
-  QueuePlace,
-  takeTurnThen
+  QueuePlace
 } from "./claimState.js"
+import { takeTurnThen } from "./laneTurn.js"
 
 export { CLAIM_AFTER, CLAIM_TTL_MS } from "./claimState.js"
 
