@@ -6,9 +6,8 @@
  * that would stall another writer until a TTL. Against real Redis.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import fc from "fast-check"
-import { Redis } from "ioredis"
+import { type Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { waitersKeyOf } from "../src/internal/keys.js"
@@ -17,23 +16,11 @@ import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { eventsOf, laneStore, lentTurns, takeATurn, transactionCount } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
-import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
-import { sharedRedis } from "./support/shared.js"
+import { laneLinks } from "./support/laneLinks.js"
 import { luaSources } from "../src/internal/luaSources.js"
 import { Scripts } from "../src/internal/scripts.js"
 
-const clients: Array<Redis> = []
-const proxies: Array<TcpProxy> = []
-const connect = (port = sharedRedis().port) => {
-  const client = new Redis(port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  for (const c of clients) c.disconnect()
-  await Promise.all(proxies.map((p) => p.stop()))
-})
+const { connect, proxied } = laneLinks()
 
 const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
 const settled = <T>(p: Promise<T>) =>
@@ -143,10 +130,7 @@ describe("a kept turn lent to the lane, under faults", () => {
   for (const passRequest of [true, false]) {
     it(`a lent attempt whose link freezes with its commit in flight (${passRequest ? "it ran" : "it is held"}): CommitOutcomeUnknown, the record once, no lock left`, async () => {
       const direct = connect()
-      const proxy = await tcpProxy(sharedRedis().port)
-      proxies.push(proxy)
-      const client = connect(proxy.port)
-      await client.ping()
+      const { proxy, client } = await proxied()
       const prefix = uniquePrefix(`lent-frozen-${passRequest}`)
       const store = laneStore(client, prefix, { timeout: 200 })
       await takeATurn(client, prefix, store)
@@ -167,10 +151,7 @@ describe("a kept turn lent to the lane, under faults", () => {
 
   it("a lent attempt whose reply is lost (the link cut after it ran) commits once and leaves no lock", async () => {
     const direct = connect()
-    const proxy = await tcpProxy(sharedRedis().port)
-    proxies.push(proxy)
-    const client = connect(proxy.port)
-    await client.ping()
+    const { proxy, client } = await proxied()
     const prefix = uniquePrefix("lent-cut")
     const store = laneStore(client, prefix)
     await takeATurn(client, prefix, store)
@@ -191,10 +172,7 @@ describe("a kept turn lent to the lane, under faults", () => {
 
   it("a lent attempt that loses a race and whose reply is lost goes on with the turn, commits once, leaves no lock", async () => {
     const direct = connect()
-    const proxy = await tcpProxy(sharedRedis().port)
-    proxies.push(proxy)
-    const client = connect(proxy.port)
-    await client.ping()
+    const { proxy, client } = await proxied()
     const prefix = uniquePrefix("lent-cut-lost")
     const store = laneStore(client, prefix)
     const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
@@ -222,10 +200,7 @@ describe("a kept turn lent to the lane, under faults", () => {
   for (const path of PATHS) {
     it(`a lent-turn write whose fn returns with its losing persist in flight, its reply lost (${path}): no lock left`, async () => {
       const direct = connect()
-      const proxy = await tcpProxy(sharedRedis().port)
-      proxies.push(proxy)
-      const client = connect(proxy.port)
-      await client.ping()
+      const { proxy, client } = await proxied()
       const prefix = uniquePrefix(`lent-floating-${path}`)
       const store = laneStore(client, prefix, { runtime: runtimeFor(path) })
       const rival = createRedisAuditStore({ client: direct, keyPrefix: prefix, startupChecks: "off", lock: "never" })
@@ -473,10 +448,7 @@ describe("a busy store's turn asked for in the lane, under faults", () => {
     for (const passRequest of [true, false])
       it(`a turn request whose link freezes (${holder === null ? "granted" : "queued"}, ${passRequest ? "it ran" : "it is held"}) ends at the deadline; no lock or queue entry of ours is left`, async () => {
         const direct = connect()
-        const proxy = await tcpProxy(sharedRedis().port)
-        proxies.push(proxy)
-        const client = connect(proxy.port)
-        await client.ping()
+        const { proxy, client } = await proxied()
         const prefix = uniquePrefix(`busy-frozen-${holder === null}-${passRequest}`)
         const store = await busyStore(client, prefix)
         if (holder !== null) await direct.set(`${prefix}lock`, holder, "PX", 5000)

@@ -7,9 +7,8 @@
  * the turns counted match the Effect path's.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Effect, Metric, type Runtime } from "effect"
-import { Redis } from "ioredis"
+import { type Redis } from "ioredis"
 import { redisAuditBacking, type AuditBacking } from "../src/internal/audit/backing.js"
 import { appendStoreOnBacking } from "../src/internal/audit/store.js"
 import { callerTransactions } from "../src/internal/facade/auditTransaction.js"
@@ -22,25 +21,13 @@ import { append, chainOf, runtimeFor, type Path } from "./support/facadePaths.js
 import { verifyAuditChain } from "./support/haechiCore.js"
 import { eventsOf } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
-import { sharedRedis } from "./support/shared.js"
-import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
+import { laneLinks, until } from "./support/laneLinks.js"
 import { luaSources } from "../src/internal/luaSources.js"
 import { Scripts } from "../src/internal/scripts.js"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 
-const clients: Array<Redis> = []
-const proxies: Array<TcpProxy> = []
-const connect = (port = sharedRedis().port) => {
-  const client = new Redis(port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(async () => {
-  for (const c of clients) c.disconnect()
-  await Promise.all(proxies.map((p) => p.stop()))
-})
+const { connect, proxied } = laneLinks()
 
 const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
 const settled = <T>(p: Promise<T>) =>
@@ -49,16 +36,6 @@ const settled = <T>(p: Promise<T>) =>
     (error: unknown) => tagOf(error)
   )
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-const until = async <A>(probe: () => Promise<A>, ok: (a: A) => boolean, ms = 1000): Promise<A> => {
-  const end = performance.now() + ms
-  let value = await probe()
-  while (!ok(value) && performance.now() < end) {
-    await sleep(2)
-    value = await probe()
-  }
-  return value
-}
 
 const lockLeft = async (client: Redis, prefix: string) => ({
   holder: await client.get(`${prefix}lock`),
@@ -385,10 +362,7 @@ describe("a busy store's turn in the lane: review", () => {
   for (const passRequest of [true, false])
     it(`a first attempt in a granted turn whose commit's link freezes (${passRequest ? "it ran" : "it is held"}): CommitOutcomeUnknown, the record once, no lock left`, async () => {
       const direct = connect()
-      const proxy = await tcpProxy(sharedRedis().port)
-      proxies.push(proxy)
-      const client = connect(proxy.port)
-      await client.ping()
+      const { proxy, client } = await proxied()
       const prefix = uniquePrefix(`review-granted-frozen-${passRequest}`)
       const store = busyLane(client, prefix, { timeout: 200 })
       await makeBusy(client, prefix, store)
@@ -518,10 +492,7 @@ describe("a busy store's turn in the lane when its connections close", () => {
   ] as const)
     it(`closed ${when} (${holder ? "queued" : "granted"}): the write commits once, within a wait, and nothing is left`, async () => {
       const direct = connect()
-      const proxy = await tcpProxy(sharedRedis().port)
-      proxies.push(proxy)
-      const client = connect(proxy.port)
-      await client.ping()
+      const { proxy, client } = await proxied()
       const prefix = uniquePrefix(`review-closed-${when === "during the wait"}-${holder}`)
       const lockKey = `${prefix}lock`
       const store = busyLane(client, prefix)
@@ -560,10 +531,7 @@ describe("a busy store's turn in the lane when its connections close", () => {
 describe("a busy store's turn in the lane after its deadline", () => {
   it("a hand-off that lands after the wait was abandoned, before the give-back ran: the give-back hands the lock on, no stall", async () => {
     const direct = connect()
-    const proxy = await tcpProxy(sharedRedis().port)
-    proxies.push(proxy)
-    const client = connect(proxy.port)
-    await client.ping()
+    const { proxy, client } = await proxied()
     const prefix = uniquePrefix("review-after-abandon")
     const lockKey = `${prefix}lock`
     const store = busyLane(client, prefix, { timeout: 120 })

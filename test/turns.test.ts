@@ -9,6 +9,7 @@ import { Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { createAuditSink, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
+import { until } from "./support/laneLinks.js"
 import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
 import { buildNextRecord } from "../src/Chain.js"
 import { fromClient } from "../src/RedisClient.js"
@@ -20,17 +21,6 @@ import * as Metrics from "../src/Metrics.js"
 
 const connect = () => new Redis(sharedRedis().url)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `probe` every 2 ms for up to `ms`; its last value. */
-const until = async <A>(probe: () => Promise<A>, ok: (a: A) => boolean, ms = 1000): Promise<A> => {
-  const end = performance.now() + ms
-  let value = await probe()
-  while (!ok(value) && performance.now() < end) {
-    await sleep(2)
-    value = await probe()
-  }
-  return value
-}
 
 const turnsCounted = (lockKey: string, how: "granted" | "handed" | "timedOut") =>
   Effect.runSync(Metric.value(Metrics.turns.pipe(Metric.tagged("key", lockKey), Metric.tagged("how", how)))).count

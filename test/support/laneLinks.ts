@@ -38,6 +38,17 @@ export const laneLinks = () => {
   return { connect, proxied }
 }
 
+/** Polls `probe` every 2 ms for up to `ms`; its last value. */
+export const until = async <A>(probe: () => Promise<A>, ok: (a: A) => boolean, ms = 1000): Promise<A> => {
+  const end = performance.now() + ms
+  let value = await probe()
+  while (!ok(value) && performance.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 2))
+    value = await probe()
+  }
+  return value
+}
+
 /** A promise and what resolves it (`open`): a point one side waits at until the other lets it on. */
 export const latch = (): { readonly reached: Promise<void>; readonly open: () => void } => {
   let open!: () => void
