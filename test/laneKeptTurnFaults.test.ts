@@ -10,11 +10,19 @@ import fc from "fast-check"
 import { type Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
-import { waitersKeyOf } from "../src/internal/keys.js"
 import * as Metrics from "../src/Metrics.js"
 import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
-import { eventsOf, laneStore, lentTurns, takeATurn, transactionCount } from "./support/keptTurns.js"
+import {
+  eventsOf,
+  laneStore,
+  lentTurns,
+  lockLeft,
+  settled,
+  tagOf,
+  takeATurn,
+  transactionCount
+} from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { laneLinks } from "./support/laneLinks.js"
 import { luaSources } from "../src/internal/luaSources.js"
@@ -22,19 +30,7 @@ import { Scripts } from "../src/internal/scripts.js"
 
 const { connect, proxied } = laneLinks()
 
-const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
-const settled = <T>(p: Promise<T>) =>
-  p.then(
-    () => "ok",
-    (error: unknown) => tagOf(error)
-  )
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** What is left of the store's lock: its holder and lease, and the waiter queue's size. */
-const lockLeft = async (client: Redis, prefix: string) => ({
-  holder: await client.get(`${prefix}lock`),
-  waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
-})
 
 const count = transactionCount
 

@@ -19,7 +19,7 @@ import * as Metrics from "../src/Metrics.js"
 import { fromClient } from "../src/RedisClient.js"
 import { append, chainOf, runtimeFor, type Path } from "./support/facadePaths.js"
 import { verifyAuditChain } from "./support/haechiCore.js"
-import { eventsOf } from "./support/keptTurns.js"
+import { eventsOf, lockLeft, settled } from "./support/keptTurns.js"
 import { uniquePrefix } from "./support/keys.js"
 import { laneLinks, until } from "./support/laneLinks.js"
 import { luaSources } from "../src/internal/luaSources.js"
@@ -29,18 +29,7 @@ import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 
 const { connect, proxied } = laneLinks()
 
-const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
-const settled = <T>(p: Promise<T>) =>
-  p.then(
-    () => "ok",
-    (error: unknown) => tagOf(error)
-  )
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-const lockLeft = async (client: Redis, prefix: string) => ({
-  holder: await client.get(`${prefix}lock`),
-  waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
-})
 
 const turnsCounted = (lockKey: string, how: "granted" | "handed" | "timedOut") =>
   Effect.runSync(Metric.value(Metrics.turns.pipe(Metric.tagged("key", lockKey), Metric.tagged("how", how)))).count

@@ -11,6 +11,7 @@ import { redisAuditBacking } from "../../src/internal/audit/backing.js"
 import type { OnRewind } from "../../src/internal/audit/options.js"
 import { type AppendLane, appendStoreOnBacking } from "../../src/internal/audit/store.js"
 import { callerTransactions } from "../../src/internal/facade/auditTransaction.js"
+import { waitersKeyOf } from "../../src/internal/keys.js"
 import { guardFor } from "../../src/internal/lock/policy.js"
 import { withTags } from "../../src/internal/metricTags.js"
 import type * as Metrics from "../../src/Metrics.js"
@@ -85,3 +86,19 @@ export const eventsOf = async (client: Redis, prefix: string) =>
 /** The audit transaction's count of `key` so far. */
 export const transactionCount = (key: typeof Metrics.keys.fenceConflicts) =>
   Effect.runSync(Metric.value(withTags(key, { store: "audit", operation: "transaction" }))).count
+
+/** An error's tag (or its text). */
+export const tagOf = (error: unknown) => (error as { _tag?: string })._tag ?? String(error)
+
+/** How a call settled: "ok", or its error's tag. */
+export const settled = <T>(p: Promise<T>) =>
+  p.then(
+    () => "ok",
+    (error: unknown) => tagOf(error)
+  )
+
+/** What is left of the store's lock: its holder, and the waiter queue's size. */
+export const lockLeft = async (client: Redis, prefix: string) => ({
+  holder: await client.get(`${prefix}lock`),
+  waiters: await client.zcard(waitersKeyOf(`${prefix}lock`))
+})
