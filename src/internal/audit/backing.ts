@@ -258,6 +258,9 @@ const turnOf = (reply: unknown): Turn => {
   return status === AuditTurnReply.Granted ? { _tag: "Granted", handed: head ?? "null" } : queued
 }
 
+/** lua/audit_turn.lua's ARGV for `claim`. */
+const turnArgs = (claim: LockClaim): Array<string | number> => [claim.token, claim.ttlMs, claim.queueMs]
+
 /** lua/audit_append.lua's ARGV for `write`. */
 const appendArgs = (write: PreparedAppend): Array<string | number> => [
   write.expectedPrev,
@@ -305,14 +308,9 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
           Effect.flatMap((reply) => decodeAppendReply(keys, reply))
         ),
     send: (write) => callScriptBySha(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
-    sendTurn: (claim) =>
-      callScriptBySha(redis.client, Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs]).then(
-        turnOf
-      ),
+    sendTurn: (claim) => callScriptBySha(redis.client, Scripts.auditTurn, turnKeys, turnArgs(claim)).then(turnOf),
     requestTurn: (claim) =>
-      redis
-        .script(Scripts.auditTurn, turnKeys, [claim.token, claim.ttlMs, claim.queueMs])
-        .pipe(wrongType(keys.lock), Effect.map(turnOf)),
+      redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongType(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
         .run("HGET commits", (c) => c.hget(keys.commits, String(sequence)))

@@ -53,6 +53,9 @@ class TurnRequest implements TurnWait {
     this.askNow()
   }
 
+  // (At the caller's deadline this gives the place back even after it went to the guard as a
+  // `QueuePlace`: the transaction resumed from it is not relied on to do so in time; see
+  // "a hand-off that lands after the wait was abandoned" in test/laneTurnReview.test.ts.)
   readonly abandon = (): void => {
     if (this.over) return
     this.over = true
