@@ -6,15 +6,18 @@
 -- type is refused by a read before any write, and `commits` by its own HSET, the
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
--- Fast path: the lock, the head keys (one MGET) and LLEN, then HSET, RPUSH, MSET and HDEL; the
--- list's elements are read only where the fence says "empty" or disagrees (or the caller
--- last saw a head other than the one the record was built on).
+-- Fast path: the lock, the head keys (one MGET) and LLEN, then TIME, HSET, RPUSH, MSET and
+-- the trim of `commits` (two HGETs, more while old ids are dropped); the list's elements
+-- are read only where the fence says "empty" or disagrees (or the caller last saw a head
+-- other than the one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
 -- adaptive policy's turns cost no round trip of their own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
--- KEYS[4] commits    (hash: sequence -> commit id of our appends, the last 1000 kept)
+-- KEYS[4] commits    (hash: sequence -> "<commit id> <unix seconds>" of our appends, kept while
+--                     among the last 1000 records or younger than ARGV[14]; field 'floor': the
+--                     lowest sequence whose id is still kept, below it a miss proves nothing)
 -- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
@@ -31,13 +34,16 @@
 -- ARGV[11] queue for a hand-off this long (ms) when yielding ('' = do not)
 -- ARGV[12] the sequence of the head the caller last saw, ARGV[13] its eventHash
 --          ('' or absent = none): the chain must still hold that record
+-- ARGV[14] how many seconds a commit id is kept at least (absent = 0: the last 1000 only)
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, kept}: committed; kept = 1 when the attempt keeps the lock (ARGV[7] 'keep')
 --   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
 --                       lost): do not append again, whoever holds the lock now
---   0 Conflict          {0, head JSON | nil, took}: fence conflict on a head that continues
---                       the chain the record was built on; the current head, so the retry
---                       needs no read; took = 1 when the lock is now ARGV[8]'s
+--   0 Conflict          {0, head JSON | nil, took, unproven}: fence conflict on a head that
+--                       continues the chain the record was built on; the current head, so the
+--                       retry needs no read; took = 1 when the lock is now ARGV[8]'s;
+--                       unproven = 1 when ARGV[5] is below `commits`' floor, so that this call
+--                       (if a re-send) did not commit before cannot be told
 --   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, the lock a lock-free
 --                       attempt reads, or the waiters or fence counter an attempt that asked
 --                       or holds the lock would leave, hand on to or count up) holds the
@@ -64,18 +70,37 @@ local sequence = tonumber(sequenceArg)
 local lockFree, keepTtl = ARGV[7] ~= '', string.match(ARGV[7], '^keep (%d+)$')
 local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
+local keptSeconds = tonumber(ARGV[14] or '') or 0
 
 --- @include "include/refusal"
 --- @include "include/waiters"
 --- @include "include/claim"
 
--- Keeps the commit ids of the last COMMITS_KEPT appends (src/internal/keys.ts; a test holds
--- them equal): each append drops the id that fell out with it. Not in batches at every
--- n-th sequence: a sequence another writer appends (haechi-store-redis keeps no ids)
--- would skip its batch for good, and one that appends every other record skips them all.
-local COMMITS_KEPT = 1000
-local function trimCommits()
-  if sequence > COMMITS_KEPT then redis.call('HDEL', commitsKey, sequence - COMMITS_KEPT) end
+-- Keeps the commit ids of our appends while among the last COMMITS_KEPT records
+-- (src/internal/keys.ts; a test holds them equal) or younger than ARGV[14] seconds, so a
+-- call ioredis re-sends after a reconnect finds its first send's commit however fast the
+-- chain grew meanwhile. `floor` walks up from the oldest id kept, a few sequences per
+-- commit (each one is passed once: amortised O(1)), skipping the sequences other writers
+-- appended (haechi-store-redis keeps no ids). Below it a miss proves nothing.
+local COMMITS_KEPT, TRIM_STEPS = 1000, 64
+local function trimCommits(nowSeconds, stored)
+  -- (No floor yet: an older version of this script kept exactly the last COMMITS_KEPT.)
+  local floor = tonumber(stored) or math.max(1, sequence - COMMITS_KEPT)
+  local from = floor
+  for _ = 1, TRIM_STEPS do
+    if floor > sequence - COMMITS_KEPT then break end
+    local entry = redis.call('HGET', commitsKey, floor)
+    if entry then
+      if nowSeconds - (tonumber(string.match(entry, ' (%d+)$')) or 0) < keptSeconds then break end
+      redis.call('HDEL', commitsKey, floor)
+    end
+    floor = floor + 1
+  end
+  if floor ~= from or stored == false then redis.call('HSET', commitsKey, 'floor', floor) end
+end
+-- Whether a `commits` entry is this call's commit id ("<id> <seconds>", or an older bare "<id>").
+local function isThisCommit(entry)
+  return entry == commitId or (entry and string.sub(entry, 1, #commitId + 1) == commitId .. ' ')
 end
 
 local function commitsWrongType()
@@ -116,9 +141,11 @@ local yielding, lockRefusal = lockedOut()
 if lockRefusal then return lockRefusal end
 -- A re-sent call whose first send committed (its reply lost) is done, whoever holds the
 -- lock now: asked before yielding, as a yield would have the record built and appended again.
+local kept = nil
 if not straight then
   if commitsWrongType() then return {3, commitsKey} end
-  if redis.call('HGET', commitsKey, sequenceArg) == commitId then
+  kept = redis.call('HMGET', commitsKey, sequenceArg, 'floor')
+  if isThisCommit(kept[1]) then
     release(headJson or '', false)
     return {2}
   end
@@ -173,16 +200,18 @@ if straight then
   if seenHash ~= '' and seenHash ~= expected and not holds(seenSeq, seenHash) then return refused({6, headJson}) end
   local releaseKey = releaseWrongType()
   if releaseKey then return refused({3, releaseKey}) end
+  local nowSeconds = tonumber(redis.call('TIME')[1])
   -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
-  local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId)
+  local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId .. ' ' .. nowSeconds)
   if isError(set) then return refusalOn(commitsKey, set) end
   redis.call('RPUSH', chainKey, recordJson)
   redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
-  trimCommits()
+  trimCommits(nowSeconds, redis.call('HGET', commitsKey, 'floor'))
   return {1, release(integrityJson, true)}
 end
 local what = disagreement(true)
 if what then return broken(what) end
 if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
 if not holds(sequence - 1, expected) then return {7, headJson} end
-return {0, headJson, claim()}
+-- (No floor: no append of ours ever committed here, so neither did this call.)
+return {0, headJson, claim(), (kept[2] and sequence < tonumber(kept[2])) and 1 or 0}

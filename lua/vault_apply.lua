@@ -4,11 +4,14 @@
 -- the commit the snapshot saw still logged at its version (a version restored from an
 -- older snapshot and climbed back by other writers carries another commit). The version
 -- then moves by exactly one and the change log gets one entry
--- "<version> <commit id> <JSON array of changed token ids>" so replica caches can catch
--- up without reading the whole vault. A call writes everything or nothing: a key of the
--- wrong type fails the GET or the first HSET before any write, and `log`, written last,
--- is checked first. A lock-free attempt may also take, queue for or hand on the store's
--- lock here, so the adaptive policy's turns cost no round trip of their own.
+-- "<version> <commit id> <unix seconds> <JSON array of changed token ids>" so replica
+-- caches can catch up without reading the whole vault, and a call ioredis re-sends after
+-- a reconnect finds its first send's commit: the log keeps the last ARGV[4] entries and
+-- any younger than ARGV[12] seconds (the oldest few dropped per commit: amortised O(1)).
+-- A call writes everything or nothing: a key of the wrong type fails the GET or the first
+-- HSET before any write, and `log`, written last, is checked first. A lock-free attempt may
+-- also take, queue for or hand on the store's lock here, so the adaptive policy's turns
+-- cost no round trip of their own.
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] the store's lock
 -- KEYS[5] the lock's fence counter  KEYS[6] the lock's waiters
 -- ARGV[1] expected version ('' = never mutated)
@@ -24,16 +27,19 @@
 --         long once handed it ('' = neither)
 -- ARGV[10] the lock's release channel
 -- ARGV[11] queue for a hand-off this long (ms) when yielding ('' = do not)
--- ARGV[12] n, the number of sets; ARGV[13 .. 12+2n] token, record JSON pairs;
--- ARGV[13+2n ..] tokens to delete
+-- ARGV[12] how many seconds a log entry is kept at least (0: the last ARGV[4] only)
+-- ARGV[13] n, the number of sets; ARGV[14 .. 13+2n] token, record JSON pairs;
+-- ARGV[14+2n ..] tokens to delete
 -- Reply (VaultApplyReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, new version}: committed ({1, version} unchanged when the diff is empty)
 --   2 AlreadyCommitted  {2, current version}: this commit id is already logged (a re-sent call): done,
 --                       whoever holds the lock now (asked before any yield)
---   0 Conflict          {0, current version|nil, took}: fence conflict, nothing written but the
---                       lock: took = 1 when the lock is now ARGV[8]'s
---   5 Rewound           {5, current version|nil, took}: the version matches but Redis no longer
---                       holds the snapshot's history (rewound); otherwise as Conflict
+--   0 Conflict          {0, current version|nil, took, unproven}: fence conflict, nothing written
+--                       but the lock: took = 1 when the lock is now ARGV[8]'s; unproven = 1 when
+--                       the log no longer reaches back to version ARGV[1] + 1, so that this call
+--                       (if a re-send) did not commit before cannot be told
+--   5 Rewound           {5, current version|nil, took, 0}: the version matches but Redis no
+--                       longer holds the snapshot's history (rewound); otherwise as Conflict
 --   3 WrongType         {3, key}: `log`, the lock a lock-free attempt reads, or the waiters or
 --                       fence counter a commit's lock release would leave, hand on to or count
 --                       up, holds the wrong Redis type; nothing written
@@ -45,8 +51,8 @@ local expected, commitId, changedJson, logBound = ARGV[1], ARGV[2], ARGV[3], ton
 local seen, size = ARGV[5], tonumber(ARGV[6])
 local lockFree, keepTtl = ARGV[7] ~= '', nil
 local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local setCount = tonumber(ARGV[12])
-local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
+local keptSeconds, setCount = tonumber(ARGV[12]), tonumber(ARGV[13])
+local firstSet, firstDelete = 14, 14 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
 
 --- @include "include/refusal"
 --- @include "include/waiters"
@@ -54,20 +60,37 @@ local firstSet, firstDelete = 13, 13 + 2 * setCount -- ARGV[firstSet ..] pairs, 
 
 if not typeIs(logKey, 'list') then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
--- Whether this commit id is logged after the expected version: a re-sent call whose
--- first send committed (its reply lost). Asked before yielding, since the lock may have
--- moved to another writer since then, and a yield would have the commit made again.
+-- Whether this commit id is logged after the expected version (a re-sent call whose first
+-- send committed, its reply lost), and whether a miss proves it is not. Asked before
+-- yielding, since the lock may have moved to another writer since then, and a yield would
+-- have the commit made again. A first send committed at version since + 1, which sits
+-- now - since entries from the end unless haechi-store-redis bumped the version unlogged
+-- since (then the newest ARGV[4] entries are searched).
 local function loggedAlready()
   local since, now = tonumber(expected) or 0, tonumber(cur)
-  if not now or now <= since then return false end
-  for _, e in ipairs(redis.call('LRANGE', logKey, since - now, -1)) do
-    if string.match(e, '^%d+ (%S+)') == commitId then return true end
+  if not now or now <= since then return false, true end
+  local v, commit = string.match(redis.call('LINDEX', logKey, since - now) or '', '^(%d+) (%S+)')
+  if tonumber(v) == since + 1 then return commit == commitId, true end
+  local entries = redis.call('LRANGE', logKey, math.max(since - now, -logBound), -1)
+  for _, e in ipairs(entries) do
+    if string.match(e, '^%d+ (%S+)') == commitId then return true, true end
   end
-  return false
+  return false, (tonumber(string.match(entries[1] or '', '^(%d+)')) or now + 1) <= since + 1
+end
+-- Drops the oldest entries beyond the bound that are older than keptSeconds, a few per commit.
+local function trimLog(length, nowSeconds)
+  for _ = 1, 64 do
+    if length <= logBound then return end
+    local at = tonumber(string.match(redis.call('LINDEX', logKey, 0) or '', '^%d+ %S+ (%d+) ')) or 0
+    if nowSeconds - at < keptSeconds then return end
+    redis.call('LPOP', logKey)
+    length = length - 1
+  end
 end
 local lockedOutNow, lockRefusal = lockedOut()
 if lockRefusal then return lockRefusal end
-if loggedAlready() then
+local logged, proven = loggedAlready()
+if logged then
   release('', false)
   return {2, cur}
 end
@@ -100,11 +123,11 @@ if (cur == false and expected == '') or cur == expected then
     end
     local nv = (tonumber(cur) or 0) + 1
     redis.call('SET', versionKey, nv)
-    redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. changedJson)
-    redis.call('LTRIM', logKey, -logBound, -1)
+    local nowSeconds = tonumber(redis.call('TIME')[1])
+    trimLog(redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. nowSeconds .. ' ' .. changedJson), nowSeconds)
     release('', false)
     return {1, tostring(nv)}
   end
   status = 5
 end
-return {status, cur, claim()}
+return {status, cur, claim(), (status == 0 and not proven) and 1 or 0}

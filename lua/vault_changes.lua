@@ -53,9 +53,10 @@ local proving = seen ~= '' and since > 0
 local count = now - since + (proving and 1 or 0)
 local entries = count > 0 and redis.pcall('LRANGE', logKey, -count, -1) or {}
 if isError(entries) then return refused(logKey, entries) end
+-- "<version> <commit id> <seconds> <ids JSON>" (an older entry has no seconds).
 local function parse(entry)
-  local v, commit, ids = string.match(entry, '^(%d+) (%S+) (.*)$')
-  return tonumber(v), commit, ids
+  local v, commit, rest = string.match(entry, '^(%d+) (%S+) (.*)$')
+  return tonumber(v), commit, rest and (string.match(rest, '^%d+ (.*)$') or rest)
 end
 local start = 0
 if proving then

@@ -73,7 +73,9 @@ export class RedisCommandFailed extends Data.TaggedError("RedisCommandFailed")<{
 
 /**
  * A write's outcome could not be established: the reply was lost and Redis could not
- * be asked afterwards whether the write landed. The caller must not assume either way.
+ * be asked afterwards whether the write landed, or a call answered as a conflict was too
+ * old for Redis's kept commit ids to prove that an earlier send of it (ioredis re-sends
+ * after a reconnect) had not committed. The caller must not assume either way.
  */
 export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown")<{
   readonly store: StoreKind

@@ -1,14 +1,13 @@
 /**
- * The audit append's fast path (one MGET, `commits` refused by its own HSET, commit ids
- * trimmed in batches), against real Redis: a refusal of that HSET for another reason than
- * the key's type is reported as Redis said it, and the batched trim keeps the commit ids
- * bounded when another writer appends some of the sequences.
+ * The audit append's fast path (one MGET, `commits` refused by its own HSET), against
+ * real Redis: a refusal of that HSET for another reason than the key's type is reported
+ * as Redis said it, and a refused append writes nothing. (How the commit ids are kept and
+ * trimmed: test/resentCalls.test.ts.)
  */
 import { describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
-import { buildNextRecord } from "../src/Chain.js"
-import { createRedisAuditStore, createRedisTokenStore, type Integrity } from "../src/haechi.js"
-import { COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
+import { fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
 import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { append, losingRaces } from "./support/facadePaths.js"
 import { laneStore } from "./support/keptTurns.js"
@@ -23,19 +22,6 @@ const rejectionOf = (promise: Promise<unknown>) =>
     () => undefined,
     (error: unknown) => error as { _tag?: string; reply?: string; key?: string }
   )
-
-/** A writer in the reference layout: the record, then the head keys; no commit ids. */
-const referenceAppend = async (client: Redis, prefix: string, event: object) => {
-  const json = await client.get(`${prefix}head`)
-  const record = buildNextRecord(event, json === null ? null : (JSON.parse(json) as Integrity))
-  const integrity = record.auditIntegrity as Integrity
-  await client
-    .multi()
-    .rpush(`${prefix}chain`, JSON.stringify(record))
-    .set(`${prefix}head`, JSON.stringify(integrity))
-    .set(`${prefix}head:hash`, integrity.eventHash)
-    .exec()
-}
 
 describe("the audit append's fast path", () => {
   it("on a read-only replica the append fails with Redis's READONLY refusal, not as a commits key of the wrong type", async () => {
@@ -55,64 +41,6 @@ describe("the audit append's fast path", () => {
       await replica.stop()
       await primary.stop()
     }
-  })
-
-  it("with a reference writer appending every other record, the commit ids kept are those of the last COMMITS_KEPT records", async () => {
-    const client = connect()
-    const prefix = uniquePrefix("trim-mixed")
-    const store = createRedisAuditStore({ client, keyPrefix: prefix, startupChecks: "off" })
-    const total = COMMITS_KEPT + 200
-    for (let i = 1; i <= total; i++) {
-      if (i % 2 === 0) await referenceAppend(client, prefix, { i })
-      else await append(store, { i })
-    }
-    expect(await client.llen(`${prefix}chain`)).toBe(total)
-    const kept = Object.keys(await client.hgetall(`${prefix}commits`)).map(Number)
-    expect(kept.length).toBeGreaterThan(0)
-    expect(Math.min(...kept)).toBeGreaterThan(total - COMMITS_KEPT)
-  })
-})
-
-/** audit_append called as the store calls it, without a lock: the reply, and the record's integrity. */
-const appendCall = async (client: Redis, prefix: string, previous: Integrity | null, commitId: string) => {
-  const record = buildNextRecord({ commitId }, previous)
-  const integrity = record.auditIntegrity as Integrity
-  const lock = `${prefix}lock`
-  const keys = [`${prefix}head:hash`, `${prefix}chain`, `${prefix}head`, `${prefix}commits`, lock]
-  const args = [previous?.eventHash ?? "", JSON.stringify(record), JSON.stringify(integrity), integrity.eventHash]
-  const call = [...args, integrity.sequence, commitId, "", "", "", "", "", "", ""]
-  const reply = await callScriptBySha(
-    client,
-    Scripts.auditAppend,
-    [...keys, fenceKeyOf(lock), waitersKeyOf(lock)],
-    call
-  )
-  return { reply, integrity }
-}
-
-describe("a re-sent append across the commit ids' trim", () => {
-  it("a call re-sent with COMMITS_KEPT - 1 records after it is AlreadyCommitted; with COMMITS_KEPT after it, it never commits again", async () => {
-    const client = connect()
-    const prefix = uniquePrefix("trim-resend")
-    let head: Integrity | null = null
-    const sent: Array<{ previous: Integrity | null; id: string }> = []
-    for (let i = 1; i <= COMMITS_KEPT + 300; i++) {
-      const id = `id-${i}`
-      sent.push({ previous: head, id })
-      const { reply, integrity } = await appendCall(client, prefix, head, id)
-      expect(reply).toEqual([1, 0])
-      head = integrity
-      if (i > COMMITS_KEPT && i % 37 === 0) {
-        // The call COMMITS_KEPT - 1 records back is still known; the one before it never commits twice.
-        const known = sent[i - COMMITS_KEPT]!
-        expect((await appendCall(client, prefix, known.previous, known.id)).reply).toEqual([2])
-        const older = sent[i - COMMITS_KEPT - 1]!
-        const again = (await appendCall(client, prefix, older.previous, older.id)).reply as Array<unknown>
-        expect([0, 2]).toContain(again[0])
-      }
-    }
-    expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 300)
-    expect(await client.hlen(`${prefix}commits`)).toBe(COMMITS_KEPT)
   })
 })
 

@@ -275,7 +275,14 @@ describe("store lock policies", () => {
       const seen = { commit: "", size: 0 }
       const apply = async (expected: string, token: string, claim: LockClaim | undefined) => {
         const commitId = `c-${Math.random()}`
-        const write = { expected, expectedCommit: seen.commit, expectedSize: seen.size, commitId, claim }
+        const write = {
+          expected,
+          expectedCommit: seen.commit,
+          expectedSize: seen.size,
+          commitId,
+          madeAt: Date.now(),
+          claim
+        }
         const outcome = await Effect.runPromise(
           backing.apply({ ...write, sets: [[token, '{"type":"t"}']], deletes: [] })
         )
@@ -368,6 +375,7 @@ describe("store lock policies", () => {
         expectedCommit: "",
         expectedSize: 0,
         commitId: "c-resent",
+        madeAt: Date.now(),
         sets: [["tok", '{"type":"t"}']] as Array<readonly [string, string]>,
         deletes: [],
         claim

@@ -26,6 +26,7 @@ import {
   checkVault,
   emptyLedger,
   errorTag,
+  merge,
   replica,
   sleep,
   summary,
@@ -388,6 +389,59 @@ describe("a call re-sent after its first send committed meets another writer's l
           store === "audit"
             ? { records: 2, duplicates: 0, losses: 0, valid: true }
             : { tokens: 2, version: 2, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
+      })
+    })
+  }
+})
+
+// Catches: the script proving a re-send by the ids of the last 1,000 commits only, so a
+// call ioredis re-sent after 1,200 commits by another writer (a quarter of a second at
+// full speed) answered Conflict, and the store ran the caller's fn again: the event
+// appended twice, the token minted twice.
+describe("a call re-sent after its first send committed and 1,200 commits by another writer", () => {
+  for (const store of ["audit", "vault"] as const) {
+    it(`${store}: committed once, the writer's call resolves once`, async () => {
+      const client = await connect("resend")
+      const prefixes = prefixesFor(`cut-busy-${store}`)
+      const prefix = prefixes[store]
+      const r = replica("w", client, prefixes)
+      const other = replica("o", direct(server.port), prefixes)
+      const write = (on: typeof r) => (store === "audit" ? on.record() : on.tokenize())
+      expect(await write(r)).toBe(true)
+      const landed = async () =>
+        store === "audit" ? (await raw.llen(`${prefix}chain`)) === 2 : (await raw.get(`${prefix}version`)) === "2"
+      // The write runs, its reply is lost and the link cut; no reconnect gets through yet.
+      proxy.cutAfterNextRequest()
+      proxy.setMode("refuse")
+      const pending = write(r)
+      for (let i = 0; i < 200 && !(await landed()); i++) await sleep(5)
+      const committed = await landed()
+      let others = 0
+      for (let i = 0; i < 1200; i++) if (await write(other)) others++
+      proxy.setMode("forward")
+      const acknowledged = await pending
+      const ledger = merge([r.ledger, other.ledger])
+      const found =
+        store === "audit"
+          ? await checkAudit(raw, prefix, ledger).then(({ records, duplicates, losses, valid }) => ({
+              records,
+              duplicates,
+              losses,
+              valid
+            }))
+          : await checkVault(raw, prefix, ledger).then(({ tokens, losses, evidence }) => ({
+              tokens,
+              losses,
+              evidence
+            }))
+      expect({ committed, others, acknowledged, found }).toEqual({
+        committed: true,
+        others: 1200,
+        acknowledged: true,
+        found:
+          store === "audit"
+            ? { records: 1202, duplicates: 0, losses: 0, valid: true }
+            : { tokens: 1202, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
       })
     })
   }

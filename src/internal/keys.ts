@@ -18,7 +18,11 @@ export interface AuditKeys {
   readonly chain: string
   readonly head: string
   readonly headHash: string
-  /** Ours: sequence -> commit id of our appends (the last 1,000), to recognise a re-sent append. */
+  /**
+   * Ours: sequence -> "<commit id> <unix seconds>" of our appends (the last 1,000, and any
+   * younger than `COMMIT_IDS_KEPT_SECONDS`; field `floor`: the lowest kept), to recognise a
+   * re-sent append.
+   */
   readonly commits: string
   readonly lock: string
   readonly readyProbe: string
@@ -30,7 +34,10 @@ export interface VaultKeys {
   readonly prefix: string
   readonly tokens: string
   readonly version: string
-  /** Ours: "<version> <commit id> <changed ids JSON>" per commit, trimmed to a bound. */
+  /**
+   * Ours: "<version> <commit id> <unix seconds> <changed ids JSON>" per commit, the last
+   * `LOG_BOUND` and any younger than `COMMIT_IDS_KEPT_SECONDS` kept.
+   */
   readonly log: string
   readonly lock: string
   readonly readyProbe: string
@@ -38,6 +45,14 @@ export interface VaultKeys {
 
 /** How many of our appends' commit ids `commits` keeps (lua/audit_append.lua trims it to the same bound, held equal by test/replyCodes). */
 export const COMMITS_KEPT = 1000
+
+/**
+ * How long (Redis's seconds) the audit's `commits` and the vault's change log keep a
+ * commit id at least, however many commits followed: a call re-sent after a reconnect
+ * then still finds its first send's commit at thousands of commits a second. Passed to
+ * the scripts (ARGV), which trim by it and by the count bound, whichever keeps more.
+ */
+export const COMMIT_IDS_KEPT_SECONDS = 30
 
 export const auditKeys = (prefix: string): AuditKeys => ({
   prefix,

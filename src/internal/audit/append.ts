@@ -4,7 +4,9 @@
  * Exactly once: a call that got no answer may or may not have appended, so it is looked
  * up by its commit id at its sequence before anything is built again. Not found means it
  * never will be: the lookup runs on the same connection after the lost call, so that
- * call has been executed or dropped by then.
+ * call has been executed or dropped by then. A conflict (answered, or found by the
+ * lookup) that Redis's kept commit ids cannot prove on a call this old fails closed
+ * (resentCalls.ts): a re-send of it may have committed first.
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -17,6 +19,7 @@ import type { HeadCache } from "./headCache.js"
 import { unknownHead } from "./headState.js"
 import type { OnRewind } from "./options.js"
 import { resolveSchedule } from "../schedules.js"
+import { cannotTell, unprovenConflict } from "../resentCalls.js"
 
 /** What the append path of one store needs, built once per store. */
 export interface AppendContext {
@@ -56,18 +59,31 @@ const resolvedAppend = (
   write: PreparedAppend,
   sent: Promise<unknown> | undefined
 ): Effect.Effect<AppendOutcome, StoreError> =>
-  Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
-    ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
-      Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
-      Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
-      Effect.tap(() => Metric.update(resolvedCounter, 1)),
-      Effect.map((committed): AppendOutcome =>
-        // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
-        committed
-          ? { _tag: "AlreadyCommitted" }
-          : { _tag: "Conflict", current: unknownHead, tookLock: write.claim?.ask === true }
+  Effect.flatMap(
+    Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
+      ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
+        Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
+        Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
+        Effect.tap(() => Metric.update(resolvedCounter, 1)),
+        Effect.map((lookup): AppendOutcome =>
+          // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+          lookup === "committed"
+            ? { _tag: "AlreadyCommitted" }
+            : {
+                _tag: "Conflict",
+                current: unknownHead,
+                tookLock: write.claim?.ask === true,
+                unproven: lookup === "unproven"
+              }
+        )
       )
-    )
+    ),
+    (outcome) =>
+      outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
+        ? Effect.fail(
+            new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: unprovenConflict(write.madeAt) })
+          )
+        : Effect.succeed(outcome)
   )
 
 /** The `FenceConflict` a rejected append fails with. */

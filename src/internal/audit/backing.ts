@@ -12,7 +12,7 @@ import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
 import { type HeadState, knownHead } from "./headState.js"
-import { auditKeys, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } from "../keys.js"
+import { auditKeys, COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
@@ -34,6 +34,8 @@ export interface PreparedAppend {
   readonly sequence: number
   /** Unique to this append call; a re-sent call repeats it, a rebuilt record gets a new one. */
   readonly commitId: string
+  /** When the call was made (`resentCalls.callMadeAt`), before its first send. */
+  readonly madeAt: number
   /**
    * The head this replica last saw (null: none). The chain must still hold it, else the
    * append is `Rewound`; checked without reading the list when the record is built on it.
@@ -54,9 +56,16 @@ export type AppendOutcome =
   /**
    * The head moved; `current` is the head the reply carried, so no extra read is needed
    * to retry (`Unknown` when the reply was lost and the call found not committed).
-   * `tookLock`: the attempt's claim asked for the lock and now holds it.
+   * `tookLock`: the attempt's claim asked for the lock and now holds it. `unproven`: the
+   * record's sequence is below the commit ids Redis still keeps, so that a re-sent call
+   * did not commit before cannot be told from them (see resentCalls.ts).
    */
-  | { readonly _tag: "Conflict"; readonly current: HeadState; readonly tookLock: boolean }
+  | {
+      readonly _tag: "Conflict"
+      readonly current: HeadState
+      readonly tookLock: boolean
+      readonly unproven?: boolean
+    }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
   /** The chain no longer holds `seen` (rewound); `head` is the current one. Nothing written. */
@@ -83,6 +92,20 @@ const recordHas = (json: string | null, eventHash: string): boolean => {
     return false
   }
 }
+
+/** What `isCommitted` found. */
+export type CommitLookup = "committed" | "not committed" | "unproven"
+
+/** Whether a `commits` entry ("<id> <seconds>", or an older bare "<id>") is `commitId`'s. */
+const isCommitOf = (entry: string | null | undefined, commitId: string): boolean =>
+  entry === commitId || (typeof entry === "string" && entry.startsWith(`${commitId} `))
+
+/**
+ * Whether a miss at `sequence` proves nothing: it is below `commits`' floor. (No floor:
+ * no append of ours ever committed there, so neither did this one.)
+ */
+const belowFloor = (sequence: number, floor: string | null | undefined): boolean =>
+  floor !== null && floor !== undefined && sequence < Number(floor)
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
 export type BackingError = ReadBackingError | ChainBroken
@@ -111,8 +134,11 @@ export interface AuditBacking {
   readonly requestTurn?: (claim: LockClaim) => Effect.Effect<Turn, ReadBackingError>
   /** `requestTurn` as a bare call (it rejects with the client's own error); where `requestTurn` is. */
   readonly sendTurn?: (claim: LockClaim) => Promise<Turn>
-  /** Whether the append with this commit id committed (at this sequence). */
-  readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<boolean, BackingError>
+  /**
+   * Whether the append with this commit id committed (at this sequence): "unproven" when
+   * it is not kept there and the sequence is below the ids Redis still keeps.
+   */
+  readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<CommitLookup, BackingError>
   readonly length: Effect.Effect<number, ReadBackingError>
   /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
   readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, ReadBackingError>
@@ -165,7 +191,8 @@ export const committedReply = (reply: unknown): "committed" | "kept" | undefined
 
 /** What the fenced append's reply says (lua/audit_append.lua's header lists the codes). */
 const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<AppendOutcome, BackingError> => {
-  const [status, head, took, headSequence] = reply as [
+  // (HeadDisagrees carries the head's sequence fourth; Conflict, whether it is unproven.)
+  const [status, head, took, fourth] = reply as [
     ReplyCode<typeof AuditAppendReply>,
     string | number | null | undefined,
     number | undefined,
@@ -182,14 +209,16 @@ const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<Appen
       return lockHeld
     case AuditAppendReply.HeadDisagrees:
       return Effect.fail(
-        disagreementError(keys, String(head), Number(took), typeof headSequence === "number" ? headSequence : null)
+        disagreementError(keys, String(head), Number(took), typeof fourth === "number" ? fourth : null)
       )
   }
   const current = typeof head === "string" ? parseIntegrity(head, keys.head) : Effect.succeed(null)
   return Effect.map(current, (integrity): AppendOutcome => {
     if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
     if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }
-    return { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1 }
+    return fourth === 1
+      ? { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1, unproven: true }
+      : { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1 }
   })
 }
 
@@ -261,7 +290,7 @@ const turnOf = (reply: unknown): Turn => {
 /** lua/audit_turn.lua's ARGV for `claim`. */
 const turnArgs = (claim: LockClaim): Array<string | number> => [claim.token, claim.ttlMs, claim.queueMs]
 
-/** lua/audit_append.lua's ARGV for `write`. */
+/** lua/audit_append.lua's ARGV for `write` (the last: how long its commit id is kept at least). */
 const appendArgs = (write: PreparedAppend): Array<string | number> => [
   write.expectedPrev,
   write.recordJson,
@@ -271,7 +300,8 @@ const appendArgs = (write: PreparedAppend): Array<string | number> => [
   write.commitId,
   ...claimArgs(write.claim),
   write.seen === null ? "" : write.seen.sequence,
-  write.seen === null ? "" : write.seen.eventHash
+  write.seen === null ? "" : write.seen.eventHash,
+  COMMIT_IDS_KEPT_SECONDS
 ]
 
 /** The chain on Redis, in haechi-store-redis's layout. */
@@ -313,16 +343,45 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongType(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
-        .run("HGET commits", (c) => c.hget(keys.commits, String(sequence)))
+        .run("HMGET commits", (c) => c.hmget(keys.commits, String(sequence), "floor"))
         .pipe(
           wrongType(keys.commits),
-          Effect.map((id) => id === commitId)
+          Effect.map(([entry, floor]): CommitLookup =>
+            isCommitOf(entry, commitId) ? "committed" : belowFloor(sequence, floor) ? "unproven" : "not committed"
+          )
         ),
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
       redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),
     readHeadKeys: readHeadKeysOn(redis, keys),
     ready: probe(redis, keys.readyProbe)
+  }
+}
+
+/**
+ * lua/audit_append.lua's `commits` in memory, by the same rule: an id is kept while among
+ * the last COMMITS_KEPT sequences or younger than COMMIT_IDS_KEPT_SECONDS, and `floor`
+ * walks up past the ones dropped (a few a commit).
+ */
+const keptCommits = (keptMs = COMMIT_IDS_KEPT_SECONDS * 1000) => {
+  const ids = new Map<number, { readonly id: string; readonly at: number }>()
+  let floor: number | undefined
+  return {
+    commit(sequence: number, id: string): void {
+      const at = Date.now()
+      ids.set(sequence, { id, at })
+      let next = floor ?? Math.max(1, sequence - COMMITS_KEPT)
+      for (let step = 0; step < 64 && next <= sequence - COMMITS_KEPT; step++, next++) {
+        const entry = ids.get(next)
+        if (entry !== undefined && at - entry.at < keptMs) break
+        ids.delete(next)
+      }
+      floor = next
+    },
+    lookup(sequence: number, id: string): CommitLookup {
+      if (ids.get(sequence)?.id === id) return "committed"
+      return floor !== undefined && sequence < floor ? "unproven" : "not committed"
+    }
   }
 }
 
@@ -336,7 +395,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
   const chain: Array<string> = []
   // hashes[i] is the eventHash of chain[i]: what "the chain holds (sequence, hash)" looks at.
   const hashes: Array<string> = []
-  const commits = new Map<number, string>()
+  const commits = keptCommits()
   let head: { integrityJson: string; hash: string } | undefined
   const holds = (sequence: number, hash: string): boolean =>
     sequence === 0 ? hash === "" : hashes[sequence - 1] === hash
@@ -366,22 +425,21 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           chain.push(write.recordJson)
           hashes.push(write.eventHash)
           head = { integrityJson: write.integrityJson, hash: write.eventHash }
-          commits.set(write.sequence, write.commitId)
-          commits.delete(write.sequence - COMMITS_KEPT)
+          commits.commit(write.sequence, write.commitId)
           return committed
         }
-        if (commits.get(write.sequence) === write.commitId) {
-          return alreadyCommitted
-        }
+        const lookup = commits.lookup(write.sequence, write.commitId)
+        if (lookup === "committed") return alreadyCommitted
         if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
         if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")
         return Effect.map(currentHead(), (integrity) => ({
           _tag: "Conflict" as const,
           current: knownHead(integrity),
-          tookLock: false
+          tookLock: false,
+          ...(lookup === "unproven" ? { unproven: true } : {})
         }))
       }),
-    isCommitted: (sequence, commitId) => Effect.sync(() => commits.get(sequence) === commitId),
+    isCommitted: (sequence, commitId) => Effect.sync(() => commits.lookup(sequence, commitId)),
     length: Effect.sync(() => chain.length),
     readRange: (start, stop) => Effect.sync(() => chain.slice(start, stop + 1)),
     readHeadKeys: Effect.sync(() => ({

@@ -7,6 +7,7 @@
 import type { AuditIntegrity } from "../../Chain.js"
 import { computeEventHash } from "./chainBuild.js"
 import { type ChainPoint, InvalidRecord } from "../../Errors.js"
+import { callMadeAt } from "../resentCalls.js"
 import { nextCommitId } from "../commitId.js"
 import { isPlainObject, jsonProblem } from "../jsonRecord.js"
 import type { LockClaim } from "../storeGuard.js"
@@ -50,6 +51,7 @@ export const prepare = (
     eventHash: integrity.eventHash,
     sequence: integrity.sequence,
     commitId: nextCommitId(),
+    madeAt: callMadeAt(),
     seen,
     claim
   }

@@ -9,7 +9,7 @@
  */
 import * as Effect from "effect/Effect"
 import { CorruptData } from "../../Errors.js"
-import { fenceKeyOf, vaultKeys, waitersKeyOf, type VaultKeys } from "../keys.js"
+import { COMMIT_IDS_KEPT_SECONDS, fenceKeyOf, vaultKeys, waitersKeyOf, type VaultKeys } from "../keys.js"
 import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
@@ -39,6 +39,8 @@ export interface VaultWrite {
   /** How many tokens the snapshot held. */
   readonly expectedSize: number
   readonly commitId: string
+  /** When the call was made (`resentCalls.callMadeAt`), before its first send. */
+  readonly madeAt: number
   readonly sets: ReadonlyArray<readonly [token: string, recordJson: string]>
   readonly deletes: ReadonlyArray<string>
   /**
@@ -55,8 +57,16 @@ export type ApplyOutcome =
   /**
    * `tookLock`: the attempt's claim asked for the lock and now holds it. `rewound`: the
    * version matched but Redis no longer holds the snapshot's history (nothing written).
+   * `unproven`: the log no longer reaches back to the version after the expected one, so
+   * that a re-sent call did not commit before cannot be told from it (see resentCalls.ts).
    */
-  | { readonly _tag: "Conflict"; readonly version: Version; readonly tookLock: boolean; readonly rewound: boolean }
+  | {
+      readonly _tag: "Conflict"
+      readonly version: Version
+      readonly tookLock: boolean
+      readonly rewound: boolean
+      readonly unproven?: boolean
+    }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld"; readonly version: Version }
 
@@ -132,7 +142,7 @@ export interface VaultBacking {
   readonly ready: Effect.Effect<Readiness>
 }
 
-/** How many commits the log keeps; a cache further behind reloads. */
+/** How many commits the log keeps at least (and any younger than COMMIT_IDS_KEPT_SECONDS); a cache further behind reloads. */
 export const LOG_BOUND = 1000
 /** Full-read page size (HSCAN COUNT): small enough never to block Redis for long. */
 export const SCAN_PAGE = 500
@@ -170,7 +180,12 @@ export const committedVersion = (reply: unknown): Version | undefined => {
 
 /** vault_apply.lua's reply as an `ApplyOutcome`. */
 const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<ApplyOutcome, CorruptData> => {
-  const [status, version, took] = reply as [ReplyCode<typeof VaultApplyReply>, string | null, number | undefined]
+  const [status, version, took, unproven] = reply as [
+    ReplyCode<typeof VaultApplyReply>,
+    string | null,
+    number | undefined,
+    number | undefined
+  ]
   if (status === VaultApplyReply.WrongType) {
     return Effect.fail(new CorruptData({ key: String(version), detail: "holds the wrong Redis type" }))
   }
@@ -181,7 +196,9 @@ const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<Apply
         ? { _tag: "AlreadyCommitted", version: v }
         : status === VaultApplyReply.LockHeld
           ? { _tag: "LockHeld", version: v }
-          : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
+          : unproven === 1
+            ? { _tag: "Conflict", version: v, tookLock: took === 1, rewound: false, unproven: true }
+            : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
   )
 }
 
@@ -285,6 +302,7 @@ const applyArgs = (write: VaultWrite): Array<string | number> => {
     write.expectedCommit,
     write.expectedSize,
     ...claimArgs(write.claim),
+    COMMIT_IDS_KEPT_SECONDS,
     write.sets.length
   ]
   for (const [token, json] of write.sets) args.push(token, json)
@@ -383,6 +401,7 @@ const deltaOf = (
  * The vault in this process's memory: the same primitives and log, atomic because each
  * runs synchronously, so the store above behaves exactly as it does on Redis.
  */
+// (No call is ever re-sent here, so the log keeps LOG_BOUND entries, with no time rule.)
 export const memoryVaultBacking = (prefix = "memory:tv:"): VaultBacking => {
   const keys = vaultKeys(prefix)
   const tokens = new Map<string, string>()

@@ -2,7 +2,8 @@
  * One mutate attempt: run `f` over a pinned snapshot, turn what it staged into a diff,
  * and apply that diff fenced on the snapshot's version (and the commit and token count
  * that prove its history). A reply lost on the way is resolved by asking the change log
- * whether this commit id landed; when the log cannot say, `CommitOutcomeUnknown`. On a
+ * whether this commit id landed; when the log cannot say, `CommitOutcomeUnknown`, as for
+ * a conflict the log cannot prove on a call this old (resentCalls.ts). On a
  * commit the cache moves to the new version by the records just written, as frozen
  * copies, with no second parse.
  */
@@ -20,6 +21,7 @@ import type { VaultFreshness } from "./freshness.js"
 import { encodeRecord, frozenCopy } from "./record.js"
 import { DELETED, StagingView } from "./views.js"
 import { resolveSchedule } from "../schedules.js"
+import { callMadeAt, cannotTell, unprovenConflict } from "../resentCalls.js"
 
 /** What a view staged: the write for the backing, and the same changes as frozen records for the cache. */
 export interface StagedDiff {
@@ -65,6 +67,7 @@ export const stagedDiff = (
     expectedCommit: snapshot.commit,
     expectedSize: snapshot.size,
     commitId: nextCommitId(),
+    madeAt: callMadeAt(),
     sets,
     deletes,
     claim
@@ -99,8 +102,13 @@ export interface CommitAttempt {
  */
 const resolvingApply = (backing: VaultBacking, prefix: string) => {
   const resolved = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
+  const trusted = (write: VaultWrite, outcome: ApplyOutcome): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> =>
+    outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
+      ? Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: unprovenConflict(write.madeAt) }))
+      : Effect.succeed(outcome)
   return (write: VaultWrite, sent?: Promise<unknown>): Effect.Effect<ApplyOutcome, StoreError> =>
     backing.apply(write, sent).pipe(
+      Effect.flatMap((outcome) => trusted(write, outcome)),
       Effect.catchTag("RedisUnavailable", (lost) =>
         backing.changes({ version: write.expected, commit: write.expectedCommit }, write.commitId).pipe(
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),

@@ -1,0 +1,285 @@
+/**
+ * A call re-sent behind the store's back (ioredis after a reconnect) meeting its own
+ * first send's commit, however many commits followed it, against real Redis: the scripts
+ * keep commit ids for the last 1,000 commits and for every commit younger than
+ * COMMIT_IDS_KEPT_SECONDS (ARGV), trim the rest a few per commit, and flag a conflict
+ * they cannot prove; the store fails such a conflict closed on a call too old for the
+ * kept ids to prove it, and retries it on a younger one (an idle replica far behind).
+ */
+import { describe, expect, it } from "vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type { Redis } from "ioredis"
+import { buildNextRecord } from "../src/Chain.js"
+import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
+import { fromClient } from "../src/RedisClient.js"
+import { appendOnce, type AppendContext } from "../src/internal/audit/append.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
+import { now } from "../src/internal/deadline.js"
+import { COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { PROVABLE_CALL_AGE_MS } from "../src/internal/resentCalls.js"
+import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
+import { LOG_BOUND, redisVaultBacking, type VaultWrite } from "../src/internal/vault/backing.js"
+import { append } from "./support/facadePaths.js"
+import { uniquePrefix } from "./support/keys.js"
+import { sleep } from "./support/replica.js"
+import { sharedConnections } from "./support/shared.js"
+
+const connect = sharedConnections()
+
+/** audit_append's ARGV as the store sends it, without a lock, keeping ids `keptSeconds`. */
+const auditArgs = (previous: Integrity | null, commitId: string, keptSeconds: number | undefined) => {
+  const record = buildNextRecord({ commitId }, previous)
+  const integrity = record.auditIntegrity as Integrity
+  const args = [previous?.eventHash ?? "", JSON.stringify(record), JSON.stringify(integrity), integrity.eventHash]
+  const rest = [integrity.sequence, commitId, "", "", "", "", "", "", ""]
+  return { args: [...args, ...rest, ...(keptSeconds === undefined ? [] : [keptSeconds])], integrity }
+}
+
+/** One audit_append call; `keptSeconds` undefined sends no ARGV[14] (what an older store sent). */
+const appendCall = async (
+  client: Redis,
+  prefix: string,
+  previous: Integrity | null,
+  commitId: string,
+  keptSeconds?: number
+) => {
+  const lock = `${prefix}lock`
+  const keys = [`${prefix}head:hash`, `${prefix}chain`, `${prefix}head`, `${prefix}commits`, lock]
+  const { args, integrity } = auditArgs(previous, commitId, keptSeconds)
+  const reply = await callScriptBySha(
+    client,
+    Scripts.auditAppend,
+    [...keys, fenceKeyOf(lock), waitersKeyOf(lock)],
+    args
+  )
+  return { reply: reply as Array<unknown>, integrity }
+}
+
+/** `n` appends in a row (ids `<tag>-1..n`), each call remembered so it can be re-sent. */
+const appendMany = async (client: Redis, prefix: string, n: number, keptSeconds?: number) => {
+  let head: Integrity | null = null
+  const calls: Array<{ previous: Integrity | null; id: string }> = []
+  for (let i = 1; i <= n; i++) {
+    const id = `id-${i}`
+    calls.push({ previous: head, id })
+    const { reply, integrity } = await appendCall(client, prefix, head, id, keptSeconds)
+    expect(reply).toEqual([1, 0])
+    head = integrity
+  }
+  return { calls, head }
+}
+
+/** The sequences `commits` keeps, and its floor. */
+const keptIds = async (client: Redis, prefix: string) => {
+  const all = await client.hgetall(`${prefix}commits`)
+  const sequences = Object.keys(all)
+    .filter((field) => field !== "floor")
+    .map(Number)
+    .sort((a, b) => a - b)
+  return { sequences, floor: all["floor"] === undefined ? undefined : Number(all["floor"]) }
+}
+
+describe("audit_append: commit ids kept by count and by time", () => {
+  // Catches: the ids of the last 1,000 records as the only proof, so a call ioredis
+  // re-sent after 1,300 commits (a quarter of a second at full speed) answered Conflict
+  // and the store appended the event twice.
+  it("a call re-sent after COMMITS_KEPT + 300 later commits, all younger than the kept seconds, is AlreadyCommitted", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("resend-time")
+    const { calls } = await appendMany(client, prefix, COMMITS_KEPT + 300, COMMIT_IDS_KEPT_SECONDS)
+    for (const index of [0, 1, 150, 299]) {
+      const call = calls[index]!
+      const again = await appendCall(client, prefix, call.previous, call.id, COMMIT_IDS_KEPT_SECONDS)
+      expect({ index, reply: again.reply }).toEqual({ index, reply: [2] })
+    }
+    expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 300)
+    expect(await keptIds(client, prefix)).toEqual({
+      sequences: Array.from({ length: COMMITS_KEPT + 300 }, (_, i) => i + 1),
+      floor: 1
+    })
+  })
+
+  it("kept by count only (no kept seconds), a call re-sent with COMMITS_KEPT - 1 records after it is AlreadyCommitted; one further back is an unproven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("resend-count")
+    const total = COMMITS_KEPT + 300
+    const { calls } = await appendMany(client, prefix, total)
+    const known = calls[total - COMMITS_KEPT]!
+    expect((await appendCall(client, prefix, known.previous, known.id)).reply).toEqual([2])
+    const older = calls[total - COMMITS_KEPT - 1]!
+    const again = (await appendCall(client, prefix, older.previous, older.id)).reply
+    expect([again[0], again[2], again[3]]).toEqual([0, 0, 1])
+    // A conflict on a place still kept is proven (the fourth element 0).
+    const other = await appendCall(client, prefix, known.previous, "another-id")
+    expect([other.reply[0], other.reply[3]]).toEqual([0, 0])
+    expect(await client.llen(`${prefix}chain`)).toBe(total)
+    const kept = await keptIds(client, prefix)
+    expect(kept.sequences).toEqual(Array.from({ length: COMMITS_KEPT }, (_, i) => total - COMMITS_KEPT + 1 + i))
+    expect(kept.floor).toBe(total - COMMITS_KEPT + 1)
+  })
+
+  it("once ids are older than the kept seconds, each commit drops at most 64 of them, down to the last COMMITS_KEPT", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("resend-trim")
+    const { head } = await appendMany(client, prefix, COMMITS_KEPT + 200, 1)
+    expect((await keptIds(client, prefix)).sequences.length).toBe(COMMITS_KEPT + 200)
+    await sleep(2100)
+    let previous = head
+    const lengths: Array<number> = []
+    for (let i = 1; i <= 5; i++) {
+      const { reply, integrity } = await appendCall(client, prefix, previous, `late-${i}`, 1)
+      expect(reply).toEqual([1, 0])
+      previous = integrity
+      lengths.push((await keptIds(client, prefix)).sequences.length)
+    }
+    // 1,201 ids: drop 64, 64, 64, then the 13 left beyond the last 1,000, then 1 a commit.
+    expect(lengths).toEqual([1137, 1074, 1011, 1000, 1000])
+    const appended = COMMITS_KEPT + 205
+    expect((await keptIds(client, prefix)).floor).toBe(appended - COMMITS_KEPT + 1)
+  })
+
+  it("with a reference writer appending every other record, the floor walks past its sequences and the ids kept are those of the last COMMITS_KEPT records", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("resend-mixed")
+    const total = COMMITS_KEPT + 400
+    let head: Integrity | null = null
+    for (let i = 1; i <= total; i++) {
+      if (i % 2 === 0) {
+        // The reference layout: the record, then the head keys; no commit id.
+        const record = buildNextRecord({ i }, head)
+        head = record.auditIntegrity as Integrity
+        await client
+          .multi()
+          .rpush(`${prefix}chain`, JSON.stringify(record))
+          .set(`${prefix}head`, JSON.stringify(head))
+          .set(`${prefix}head:hash`, head.eventHash)
+          .exec()
+      } else {
+        const { reply, integrity } = await appendCall(client, prefix, head, `ours-${i}`, 0)
+        expect(reply).toEqual([1, 0])
+        head = integrity
+      }
+    }
+    const kept = await keptIds(client, prefix)
+    expect(kept.sequences).toEqual(Array.from({ length: COMMITS_KEPT / 2 }, (_, i) => total - COMMITS_KEPT + 1 + 2 * i))
+    expect(kept.floor).toBeGreaterThan(total - COMMITS_KEPT - 2)
+    expect(kept.floor).toBeLessThanOrEqual(kept.sequences[0]!)
+  })
+})
+
+describe("the audit store on a conflict the kept ids cannot prove", () => {
+  // A chain of COMMITS_KEPT + 50 ids kept by count only, and a write of sequence 1 on it
+  // (below the floor) that no call ever sent: answered Conflict with unproven = 1.
+  const belowTheFloor = async (client: Redis, prefix: string) => {
+    await appendMany(client, prefix, COMMITS_KEPT + 50, 0)
+    const record = buildNextRecord({ commitId: "never-sent" }, null)
+    const integrity = record.auditIntegrity as Integrity
+    return {
+      backing: redisAuditBacking(fromClient(client), prefix),
+      write: (madeAt: number) => ({
+        expectedPrev: "",
+        recordJson: JSON.stringify(record),
+        integrityJson: JSON.stringify(integrity),
+        integrity,
+        eventHash: integrity.eventHash,
+        sequence: 1,
+        commitId: `call-${madeAt}`,
+        madeAt,
+        seen: null,
+        claim: undefined
+      })
+    }
+  }
+  const contextOf = (backing: AppendContext["backing"], prefix: string) => ({ backing, prefix }) as AppendContext
+
+  // Catches: an unproven conflict trusted on a call older than the kept ids can prove,
+  // so a re-send whose first send committed has the event appended twice.
+  it("on a call older than PROVABLE_CALL_AGE_MS: CommitOutcomeUnknown, nothing written", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("unproven-old")
+    const { backing, write } = await belowTheFloor(client, prefix)
+    const exit = await Effect.runPromiseExit(
+      appendOnce(contextOf(backing, prefix), write(now() - PROVABLE_CALL_AGE_MS - 1))
+    )
+    expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit).toBe(
+      "CommitOutcomeUnknown"
+    )
+    expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 50)
+  })
+
+  // Catches: every unproven conflict failed closed, so an idle replica far behind could
+  // never append again.
+  it("on a young call: a Conflict; an idle replica whose head is 1,050 commits below the floor appends on its second try", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("unproven-young")
+    const { backing, write } = await belowTheFloor(client, prefix)
+    const outcome = await Effect.runPromise(appendOnce(contextOf(backing, prefix), write(now())))
+    expect(outcome).toMatchObject({ _tag: "Conflict", unproven: true })
+
+    const idlePrefix = uniquePrefix("idle-replica")
+    const idle = createRedisAuditStore({ client, keyPrefix: idlePrefix, startupChecks: "off" })
+    await append(idle, { n: 0 })
+    // Another writer appends 1,050 records, its ids kept by count only: the floor passes 2.
+    let head = JSON.parse((await client.get(`${idlePrefix}head`))!) as Integrity
+    for (let i = 1; i <= COMMITS_KEPT + 50; i++) {
+      const { reply, integrity } = await appendCall(client, idlePrefix, head, `other-${i}`, 0)
+      expect(reply).toEqual([1, 0])
+      head = integrity
+    }
+    expect((await keptIds(client, idlePrefix)).floor).toBeGreaterThan(2)
+    let builds = 0
+    await idle.transaction(async ({ readLastIntegrity, persist }) => {
+      builds++
+      await persist(buildNextRecord({ n: "again" }, (await readLastIntegrity()) as Integrity | null))
+    })
+    // Built on its cached head (sequence 1), refused as unproven, built again on the real one.
+    expect(builds).toBe(2)
+    const chain = await client.lrange(`${idlePrefix}chain`, 0, -1)
+    expect(chain.length).toBe(COMMITS_KEPT + 52)
+    expect(chain.filter((json) => json.includes('"again"')).length).toBe(1)
+  })
+})
+
+/** A hand-built vault write of one token, fenced on `expected`. */
+const vaultWrite = (expected: string, expectedCommit: string, size: number, commitId: string): VaultWrite => ({
+  expected,
+  expectedCommit,
+  expectedSize: size,
+  commitId,
+  madeAt: now(),
+  sets: [[`tok-${commitId}`, '{"type":"t"}']],
+  deletes: [],
+  claim: undefined
+})
+
+describe("vault_apply: the change log kept by count and by time", () => {
+  // Catches: the log trimmed to its last 1,000 entries as the only proof, so an apply
+  // re-sent after 1,200 commits answered Conflict and the diff was made again (a token
+  // minted twice).
+  it("an apply re-sent after LOG_BOUND + 200 later commits is AlreadyCommitted, and the log keeps them all", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("resend-vault")
+    const backing = redisVaultBacking(fromClient(client), prefix)
+    const first = vaultWrite("", "", 0, "first")
+    expect(await Effect.runPromise(backing.apply(first))).toEqual({ _tag: "Committed", version: "1" })
+    let point = { version: "1", commit: "first" }
+    for (let i = 1; i <= LOG_BOUND + 200; i++) {
+      const write = vaultWrite(point.version, point.commit, i, `w${i}`)
+      const outcome = await Effect.runPromise(backing.apply(write))
+      expect(outcome._tag).toBe("Committed")
+      point = { version: String(i + 1), commit: `w${i}` }
+    }
+    expect(await Effect.runPromise(backing.apply(first))).toEqual({ _tag: "AlreadyCommitted", version: point.version })
+    const middle = vaultWrite("100", "w99", 100, "w100")
+    expect(await Effect.runPromise(backing.apply(middle))).toEqual({ _tag: "AlreadyCommitted", version: point.version })
+    expect(await Effect.runPromise(backing.apply(vaultWrite("1", "first", 1, "stranger")))).toEqual({
+      _tag: "Conflict",
+      version: point.version,
+      tookLock: false,
+      rewound: false
+    })
+    expect(await client.llen(`${prefix}log`)).toBe(LOG_BOUND + 201)
+    expect(await client.hlen(`${prefix}tokens`)).toBe(LOG_BOUND + 201)
+  })
+})
