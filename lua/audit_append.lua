@@ -6,10 +6,10 @@
 -- type is refused by a read before any write, and `commits` by its own HSET, the
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
--- Fast path: the lock, the head keys (one MGET) and LLEN, then TIME, HSET, RPUSH, MSET and
--- the trim of `commits` (two HGETs, more while old ids are dropped); the list's elements
--- are read only where the fence says "empty" or disagrees (or the caller last saw a head
--- other than the one the record was built on).
+-- Fast path: the lock, the head keys (one MGET) and LLEN, then TIME, HSET, RPUSH, MSET (and
+-- in one commit of seven the trim of old commit ids); the list's elements are read only
+-- where the fence says "empty" or disagrees (or the caller last saw a head other than the
+-- one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
 -- adaptive policy's turns cost no round trip of their own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
@@ -79,24 +79,28 @@ local keptSeconds = tonumber(ARGV[14] or '') or 0
 -- Keeps the commit ids of our appends while among the last COMMITS_KEPT records
 -- (src/internal/keys.ts; a test holds them equal) or younger than ARGV[14] seconds, so a
 -- call ioredis re-sends after a reconnect finds its first send's commit however fast the
--- chain grew meanwhile. `floor` walks up from the oldest id kept, a few sequences per
--- commit (each one is passed once: amortised O(1)), skipping the sequences other writers
--- appended (haechi-store-redis keeps no ids). Below it a miss proves nothing.
-local COMMITS_KEPT, TRIM_STEPS = 1000, 64
-local function trimCommits(nowSeconds, stored)
-  -- (No floor yet: an older version of this script kept exactly the last COMMITS_KEPT.)
-  local floor = tonumber(stored) or math.max(1, sequence - COMMITS_KEPT)
-  local from = floor
-  for _ = 1, TRIM_STEPS do
-    if floor > sequence - COMMITS_KEPT then break end
-    local entry = redis.call('HGET', commitsKey, floor)
-    if entry then
-      if nowSeconds - (tonumber(string.match(entry, ' (%d+)$')) or 0) < keptSeconds then break end
-      redis.call('HDEL', commitsKey, floor)
-    end
-    floor = floor + 1
+-- chain grew meanwhile. `floor` is the lowest sequence kept (absent: nothing was dropped);
+-- below it a miss proves nothing. About one commit in seven (by its id's last byte, not
+-- by sequence: other writers may own every n-th sequence, and haechi-store-redis keeps no
+-- ids) drops up to TRIM_MOST ids from the floor up that are beyond the last COMMITS_KEPT
+-- and older than ARGV[14], in one HMGET and one HDEL: amortised O(1), the rest read nothing.
+local COMMITS_KEPT, TRIM_MOST = 1000, 64
+local function isOld(entry, nowSeconds)
+  return nowSeconds - (tonumber(string.match(entry, ' (%d+)$')) or 0) >= keptSeconds
+end
+-- The sequences whose ids this commit drops (holes included), from `floor` up.
+local function droppable(floor, nowSeconds)
+  local last = math.min(sequence - COMMITS_KEPT, floor + TRIM_MOST - 1)
+  local first = floor <= last and redis.call('HGET', commitsKey, floor)
+  if floor > last or (first and not isOld(first, nowSeconds)) then return {} end
+  local drop, fields = {floor}, {}
+  for at = floor + 1, last do fields[#fields + 1] = at end
+  if #fields == 0 then return drop end
+  for i, entry in ipairs(redis.call('HMGET', commitsKey, unpack(fields))) do
+    if entry and not isOld(entry, nowSeconds) then break end
+    drop[#drop + 1] = fields[i]
   end
-  if floor ~= from or stored == false then redis.call('HSET', commitsKey, 'floor', floor) end
+  return drop
 end
 -- Whether a `commits` entry is this call's commit id ("<id> <seconds>", or an older bare "<id>").
 local function isThisCommit(entry)
@@ -201,12 +205,21 @@ if straight then
   local releaseKey = releaseWrongType()
   if releaseKey then return refused({3, releaseKey}) end
   local nowSeconds = tonumber(redis.call('TIME')[1])
+  local entry, drop = commitId .. ' ' .. nowSeconds, {}
+  if string.byte(commitId, -1) % 8 == 0 then
+    local stored = redis.pcall('HGET', commitsKey, 'floor')
+    if isError(stored) then return refusalOn(commitsKey, stored) end
+    local floor = tonumber(stored) or 1
+    drop = droppable(floor, nowSeconds)
+    if #drop > 0 then entry = {entry, 'floor', floor + #drop} end
+  end
   -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
-  local set = redis.pcall('HSET', commitsKey, sequenceArg, commitId .. ' ' .. nowSeconds)
+  local set = type(entry) == 'table' and redis.pcall('HSET', commitsKey, sequenceArg, unpack(entry))
+    or redis.pcall('HSET', commitsKey, sequenceArg, entry)
   if isError(set) then return refusalOn(commitsKey, set) end
   redis.call('RPUSH', chainKey, recordJson)
   redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
-  trimCommits(nowSeconds, redis.call('HGET', commitsKey, 'floor'))
+  if #drop > 0 then redis.call('HDEL', commitsKey, unpack(drop)) end
   return {1, release(integrityJson, true)}
 end
 local what = disagreement(true)

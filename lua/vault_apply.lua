@@ -7,7 +7,7 @@
 -- "<version> <commit id> <unix seconds> <JSON array of changed token ids>" so replica
 -- caches can catch up without reading the whole vault, and a call ioredis re-sends after
 -- a reconnect finds its first send's commit: the log keeps the last ARGV[4] entries and
--- any younger than ARGV[12] seconds (the oldest few dropped per commit: amortised O(1)).
+-- any younger than ARGV[12] seconds (the oldest dropped a few at a time: amortised O(1)).
 -- A call writes everything or nothing: a key of the wrong type fails the GET or the first
 -- HSET before any write, and `log`, written last, is checked first. A lock-free attempt may
 -- also take, queue for or hand on the store's lock here, so the adaptive policy's turns
@@ -77,15 +77,17 @@ local function loggedAlready()
   end
   return false, (tonumber(string.match(entries[1] or '', '^(%d+)')) or now + 1) <= since + 1
 end
--- Drops the oldest entries beyond the bound that are older than keptSeconds, a few per commit.
+-- Every 8th length (not version: other writers bump it unlogged), drops the oldest of the
+-- entries beyond the bound that are older than keptSeconds, up to 16, in one LRANGE and
+-- one LTRIM: amortised O(1), and nothing read at the other commits.
 local function trimLog(length, nowSeconds)
-  for _ = 1, 64 do
-    if length <= logBound then return end
-    local at = tonumber(string.match(redis.call('LINDEX', logKey, 0) or '', '^%d+ %S+ (%d+) ')) or 0
-    if nowSeconds - at < keptSeconds then return end
-    redis.call('LPOP', logKey)
-    length = length - 1
+  if length % 8 ~= 0 or length <= logBound then return end
+  local old = 0
+  for _, e in ipairs(redis.call('LRANGE', logKey, 0, math.min(length - logBound, 16) - 1)) do
+    if nowSeconds - (tonumber(string.match(e, '^%d+ %S+ (%d+) ')) or 0) < keptSeconds then break end
+    old = old + 1
   end
+  if old > 0 then redis.call('LTRIM', logKey, old, -1) end
 end
 local lockedOutNow, lockRefusal = lockedOut()
 if lockRefusal then return lockRefusal end

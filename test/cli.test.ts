@@ -337,7 +337,8 @@ describe("demo", () => {
     const run = await cli(["demo", "--url", url, "--replicas", "4", "--events", "80"])
     expect(run.code, run.stderr).toBe(0)
     expect(run.stdout).toContain("on Redis (demo keys deleted)")
-    expect((await redis.keys("*demo:*")).sort()).toEqual(before)
+    // (Only keys that were not there before: another file's demo may end meanwhile and delete its own.)
+    expect((await redis.keys("*demo:*")).filter((key) => !before.includes(key))).toEqual([])
   })
 })
 

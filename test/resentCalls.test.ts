@@ -20,6 +20,7 @@ import { COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from 
 import { PROVABLE_CALL_AGE_MS } from "../src/internal/resentCalls.js"
 import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { LOG_BOUND, redisVaultBacking, type VaultWrite } from "../src/internal/vault/backing.js"
+import { resolvingApply } from "../src/internal/vault/commit.js"
 import { append } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sleep } from "./support/replica.js"
@@ -96,10 +97,11 @@ describe("audit_append: commit ids kept by count and by time", () => {
     expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 300)
     expect(await keptIds(client, prefix)).toEqual({
       sequences: Array.from({ length: COMMITS_KEPT + 300 }, (_, i) => i + 1),
-      floor: 1
+      floor: undefined
     })
   })
 
+  // (The last call, id-1300, ends in "0": a commit whose id's last byte is a multiple of 8 trims.)
   it("kept by count only (no kept seconds), a call re-sent with COMMITS_KEPT - 1 records after it is AlreadyCommitted; one further back is an unproven Conflict", async () => {
     const client = connect()
     const prefix = uniquePrefix("resend-count")
@@ -119,16 +121,21 @@ describe("audit_append: commit ids kept by count and by time", () => {
     expect(kept.floor).toBe(total - COMMITS_KEPT + 1)
   })
 
-  it("once ids are older than the kept seconds, each commit drops at most 64 of them, down to the last COMMITS_KEPT", async () => {
+  it("once ids are older than the kept seconds, each trimming commit drops at most 64 of them, down to the last COMMITS_KEPT", async () => {
     const client = connect()
     const prefix = uniquePrefix("resend-trim")
-    const { head } = await appendMany(client, prefix, COMMITS_KEPT + 200, 1)
-    expect((await keptIds(client, prefix)).sequences.length).toBe(COMMITS_KEPT + 200)
+    // Kept 30 s while the chain fills, however slow the machine; then asked to keep 1 s.
+    const { head } = await appendMany(client, prefix, COMMITS_KEPT + 200, COMMIT_IDS_KEPT_SECONDS)
+    expect(await keptIds(client, prefix)).toEqual({
+      sequences: Array.from({ length: COMMITS_KEPT + 200 }, (_, i) => i + 1),
+      floor: undefined
+    })
     await sleep(2100)
     let previous = head
     const lengths: Array<number> = []
     for (let i = 1; i <= 5; i++) {
-      const { reply, integrity } = await appendCall(client, prefix, previous, `late-${i}`, 1)
+      // (Each id ends in "0": a commit whose id's last byte is a multiple of 8 trims.)
+      const { reply, integrity } = await appendCall(client, prefix, previous, `late-${i}0`, 1)
       expect(reply).toEqual([1, 0])
       previous = integrity
       lengths.push((await keptIds(client, prefix)).sequences.length)
@@ -139,10 +146,10 @@ describe("audit_append: commit ids kept by count and by time", () => {
     expect((await keptIds(client, prefix)).floor).toBe(appended - COMMITS_KEPT + 1)
   })
 
-  it("with a reference writer appending every other record, the floor walks past its sequences and the ids kept are those of the last COMMITS_KEPT records", async () => {
+  it("with a reference writer appending every other record, the floor walks past its sequences and keeps up with the last COMMITS_KEPT records", async () => {
     const client = connect()
     const prefix = uniquePrefix("resend-mixed")
-    const total = COMMITS_KEPT + 400
+    const total = COMMITS_KEPT + 1400
     let head: Integrity | null = null
     for (let i = 1; i <= total; i++) {
       if (i % 2 === 0) {
@@ -156,15 +163,18 @@ describe("audit_append: commit ids kept by count and by time", () => {
           .set(`${prefix}head:hash`, head.eventHash)
           .exec()
       } else {
-        const { reply, integrity } = await appendCall(client, prefix, head, `ours-${i}`, 0)
+        // Ids as the store makes them: a process part, then a base-36 counter.
+        const { reply, integrity } = await appendCall(client, prefix, head, `p-${i.toString(36)}`, 0)
         expect(reply).toEqual([1, 0])
         head = integrity
       }
     }
-    const kept = await keptIds(client, prefix)
-    expect(kept.sequences).toEqual(Array.from({ length: COMMITS_KEPT / 2 }, (_, i) => total - COMMITS_KEPT + 1 + 2 * i))
-    expect(kept.floor).toBeGreaterThan(total - COMMITS_KEPT - 2)
-    expect(kept.floor).toBeLessThanOrEqual(kept.sequences[0]!)
+    const { sequences, floor } = await keptIds(client, prefix)
+    const ours = (from: number) => Array.from({ length: (total - from) / 2 }, (_, k) => from + 1 + 2 * k)
+    // Every id of the last COMMITS_KEPT records is kept; below them, only what the floor has not passed yet.
+    expect(sequences.filter((s) => s > total - COMMITS_KEPT)).toEqual(ours(total - COMMITS_KEPT))
+    expect(floor).toBeGreaterThan(total - COMMITS_KEPT - 64)
+    expect(sequences.every((s) => s >= floor! && s % 2 === 1)).toBe(true)
   })
 })
 
@@ -281,5 +291,71 @@ describe("vault_apply: the change log kept by count and by time", () => {
     })
     expect(await client.llen(`${prefix}log`)).toBe(LOG_BOUND + 201)
     expect(await client.hlen(`${prefix}tokens`)).toBe(LOG_BOUND + 201)
+  })
+})
+
+describe("vault_apply: the change log kept by count only", () => {
+  /** vault_apply called raw, one token set, keeping entries `keptSeconds`. */
+  const applyCall = (client: Redis, prefix: string, expected: string, seen: string, size: number, id: string) =>
+    callScriptBySha(
+      client,
+      Scripts.vaultApply,
+      [
+        `${prefix}version`,
+        `${prefix}tokens`,
+        `${prefix}log`,
+        `${prefix}lock`,
+        `{${prefix}lock}:fence`,
+        `{${prefix}lock}:waiters`
+      ],
+      [
+        expected,
+        id,
+        JSON.stringify([`tok-${id}`]),
+        LOG_BOUND,
+        seen,
+        size,
+        "",
+        "",
+        "",
+        "",
+        "",
+        0,
+        1,
+        `tok-${id}`,
+        '{"type":"t"}'
+      ]
+    ) as Promise<Array<unknown>>
+
+  // Catches: a re-sent apply whose version left the log answered as a proven Conflict
+  // (fn run again on a call too old for the kept entries to prove it).
+  it("a re-send whose version left the log is an unproven Conflict, CommitOutcomeUnknown on an old call; the log stays within 16 of its bound", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("vault-count")
+    let seen = ""
+    for (let v = 0; v < LOG_BOUND + 200; v++) {
+      const id = `c${v}`
+      expect(await applyCall(client, prefix, v === 0 ? "" : String(v), seen, v, id)).toEqual([1, String(v + 1)])
+      seen = id
+    }
+    const length = await client.llen(`${prefix}log`)
+    expect(length).toBeGreaterThanOrEqual(LOG_BOUND)
+    expect(length).toBeLessThan(LOG_BOUND + 16)
+    const current = String(LOG_BOUND + 200)
+    // The first apply, re-sent: its entry is gone.
+    expect(await applyCall(client, prefix, "", "", 0, "c0")).toEqual([0, current, 0, 1])
+    // One still logged, re-sent: already committed; a stranger at that version: a proven Conflict.
+    expect(await applyCall(client, prefix, "300", "c299", 300, "c300")).toEqual([2, current])
+    expect(await applyCall(client, prefix, "300", "c299", 300, "stranger")).toEqual([0, current, 0, 0])
+
+    const backing = redisVaultBacking(fromClient(client), prefix)
+    const resend = { ...vaultWrite("", "", 0, "c0"), sets: [["tok-c0", '{"type":"t"}']] as const }
+    const young = await Effect.runPromise(resolvingApply(backing, prefix)({ ...resend, madeAt: now() }))
+    expect(young).toMatchObject({ _tag: "Conflict", unproven: true })
+    const old = await Effect.runPromiseExit(
+      resolvingApply(backing, prefix)({ ...resend, madeAt: now() - PROVABLE_CALL_AGE_MS - 1 })
+    )
+    expect(Exit.isFailure(old) && old.cause._tag === "Fail" ? old.cause.error._tag : old).toBe("CommitOutcomeUnknown")
+    expect(await client.get(`${prefix}version`)).toBe(current)
   })
 })

@@ -360,8 +360,8 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
 
 /**
  * lua/audit_append.lua's `commits` in memory, by the same rule: an id is kept while among
- * the last COMMITS_KEPT sequences or younger than COMMIT_IDS_KEPT_SECONDS, and `floor`
- * walks up past the ones dropped (a few a commit).
+ * the last COMMITS_KEPT sequences or younger than COMMIT_IDS_KEPT_SECONDS; a commit whose
+ * id's last character code is a multiple of 8 drops up to 64 from the floor up.
  */
 const keptCommits = (keptMs = COMMIT_IDS_KEPT_SECONDS * 1000) => {
   const ids = new Map<number, { readonly id: string; readonly at: number }>()
@@ -370,13 +370,15 @@ const keptCommits = (keptMs = COMMIT_IDS_KEPT_SECONDS * 1000) => {
     commit(sequence: number, id: string): void {
       const at = Date.now()
       ids.set(sequence, { id, at })
-      let next = floor ?? Math.max(1, sequence - COMMITS_KEPT)
-      for (let step = 0; step < 64 && next <= sequence - COMMITS_KEPT; step++, next++) {
+      if (id.charCodeAt(id.length - 1) % 8 !== 0) return
+      let next = floor ?? 1
+      const last = Math.min(sequence - COMMITS_KEPT, next + 63)
+      for (; next <= last; next++) {
         const entry = ids.get(next)
         if (entry !== undefined && at - entry.at < keptMs) break
         ids.delete(next)
       }
-      floor = next
+      if (floor !== undefined || next > 1) floor = next
     },
     lookup(sequence: number, id: string): CommitLookup {
       if (ids.get(sequence)?.id === id) return "committed"

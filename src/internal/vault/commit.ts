@@ -100,7 +100,7 @@ export interface CommitAttempt {
  * The apply (sent now, or by the caller: `sent`). A call that got no answer may or may
  * not have committed: the log says, by commit id.
  */
-const resolvingApply = (backing: VaultBacking, prefix: string) => {
+export const resolvingApply = (backing: VaultBacking, prefix: string) => {
   const resolved = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
   const trusted = (write: VaultWrite, outcome: ApplyOutcome): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> =>
     outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
