@@ -9,11 +9,16 @@
 -- Reply (AuditTurnReply in src/internal/replyCodes.ts), by code:
 --   1 Granted  {1, head JSON | nil}: the lock holds ARGV[1] now; build on this head
 --   0 Queued   {0}: another writer holds the lock; ARGV[1] waits in the queue (its place kept)
+-- A head or waiter queue of the wrong type fails the call (WRONGTYPE, naming the key)
+-- before anything is written, so the lock is not left taken for nobody.
 local headKey, lockKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, ttlMs, queueMs = ARGV[1], ARGV[2], ARGV[3]
 
+--- @include "include/refusal"
 --- @include "include/waiters"
 
+local refusal = wrongTypeRefusal({headKey, waitersKey}, {'string', 'zset'})
+if refusal then return refusal end
 if takeIfFree(token, ttlMs) then return {1, redis.call('GET', headKey)} end
 queueWaiter(token, ttlMs, queueMs)
 return {0}

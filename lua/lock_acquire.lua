@@ -14,11 +14,16 @@
 -- ARGV[3] how long we will wait, in ms, to join the queue ('' = do not queue)
 -- Reply: the fence number (>= 1)   acquired
 --        0                         held by someone else; queued when ARGV[3] asked
+-- A fence counter or waiter queue of the wrong type fails the call (WRONGTYPE, naming the
+-- key) before anything is written, so the lock is not left taken for nobody.
 local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
 local token, ttlMs, waitMs = ARGV[1], ARGV[2], ARGV[3]
 
+--- @include "include/refusal"
 --- @include "include/waiters"
 
+local refusal = wrongTypeRefusal({fenceKey, waitersKey}, {'string', 'zset'})
+if refusal then return refusal end
 if takeIfFree(token, ttlMs) then return redis.call('INCR', fenceKey) end
 if waitMs ~= '' then queueWaiter(token, ttlMs, waitMs) end
 return 0

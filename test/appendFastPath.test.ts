@@ -5,9 +5,13 @@
  * trimmed: test/resentCalls.test.ts.)
  */
 import { describe, expect, it } from "vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { fromClient } from "../src/RedisClient.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { append, losingRaces } from "./support/facadePaths.js"
 import { laneStore } from "./support/keptTurns.js"
@@ -210,5 +214,61 @@ describe("the vault's waiter queue of the wrong type", () => {
     expect({ failed: error !== undefined, ours }).toEqual(
       error === undefined ? { failed: false, ours: 1 } : { failed: true, ours: 0 }
     )
+  })
+})
+
+// Catches: lock_acquire and audit_turn taking the lock (SET NX) before a waiter queue,
+// fence counter or head of the wrong type failed the call, so the lock stayed taken for
+// nobody until its TTL and every writer of the store waited that long.
+describe("a script that may take the lock, and a key of the wrong type", () => {
+  const refusal = (promise: Promise<unknown>) =>
+    promise.then(
+      (reply) => ({ reply }),
+      (error: Error) => ({ error: error.message })
+    )
+  const cases = [
+    { script: "lock_acquire", key: "waiters", plant: (c: Redis, k: string) => c.sadd(k, "x") },
+    { script: "lock_acquire", key: "fence", plant: (c: Redis, k: string) => c.rpush(k, "x") },
+    { script: "audit_turn", key: "waiters", plant: (c: Redis, k: string) => c.sadd(k, "x") },
+    { script: "audit_turn", key: "head", plant: (c: Redis, k: string) => c.hset(k, "x", "y") }
+  ] as const
+  for (const { script, key, plant } of cases) {
+    it(`${script} with a ${key} of the wrong type: WRONGTYPE naming it, the lock not taken`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix(`turn-wrongtype-${key}`)
+      const lock = `${prefix}lock`
+      const named = { waiters: waitersKeyOf(lock), fence: fenceKeyOf(lock), head: `${prefix}head` }[key]
+      await plant(client, named)
+      const outcome =
+        script === "lock_acquire"
+          ? await refusal(
+              callScriptBySha(
+                client,
+                Scripts.lockAcquire,
+                [lock, fenceKeyOf(lock), waitersKeyOf(lock)],
+                ["t", 1000, 500]
+              )
+            )
+          : await refusal(
+              callScriptBySha(client, Scripts.auditTurn, [`${prefix}head`, lock, waitersKeyOf(lock)], ["t", 1000, 500])
+            )
+      expect(outcome).toEqual({ error: `WRONGTYPE ${named} holds the wrong type: nothing written` })
+      expect(await client.exists(lock)).toBe(0)
+    })
+  }
+
+  it("the Effect path's turn request names the key as CorruptData", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("turn-wrongtype-named")
+    const lock = `${prefix}lock`
+    await client.sadd(waitersKeyOf(lock), "x")
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    const claim = { token: "t", ttlMs: 1000, channel: `${lock}:released`, ask: true, queueMs: 500 }
+    const exit = await Effect.runPromiseExit(backing.requestTurn!(claim))
+    expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit).toMatchObject({
+      _tag: "CorruptData",
+      key: waitersKeyOf(lock)
+    })
+    expect(await client.exists(lock)).toBe(0)
   })
 })

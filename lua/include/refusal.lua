@@ -1,7 +1,8 @@
 -- include/refusal: a key of the wrong type refused before anything is written, in one place
 -- for the scripts that check their keys (audit_append, vault_apply, and their include/claim;
--- vault_changes, which reads only): the reply names the key, {3, key} (WrongType, in the
--- fenced scripts' replies), or is Redis's own error.
+-- vault_changes, which reads only; lock_acquire and audit_turn, through include/waiters'
+-- wrongTypeRefusal): the reply names the key, {3, key} (WrongType, in the fenced scripts'
+-- replies) or a WRONGTYPE error, or is Redis's own error.
 
 -- Whether `reply` is an error reply (of redis.pcall).
 local function isError(reply)

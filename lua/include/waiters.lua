@@ -9,6 +9,19 @@ local function nowMs()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The error a script that may take the lock refuses with before its first write, when one
+-- of `keys` (the waiter queue, or the fence counter the taking counts up, ...) holds the
+-- wrong type, or nil: found afterwards, the lock would stay taken until its TTL for nothing.
+-- `types` names each key's type. Needs include/refusal (typeIs).
+local function wrongTypeRefusal(keys, types)
+  for i, key in ipairs(keys) do
+    if not typeIs(key, types[i]) then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' holds the wrong type: nothing written')
+    end
+  end
+  return nil
+end
+
 -- Takes the lock for `token` if it is free, or renews it if it is `token`'s already (a
 -- re-sent call, or a waiter whose hand-off message went missing); leaves the queue then.
 local function takeIfFree(token, ttlMs)

@@ -49,6 +49,18 @@ export const wrongType =
   <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
     Effect.catchIf(effect, isWrongType, () => Effect.fail(wrongTypeAt(key)))
 
+/**
+ * `wrongType` for a script that names the key it refused ("WRONGTYPE <key> holds the wrong
+ * type: nothing written", include/waiters' wrongTypeRefusal): corrupt data at that key,
+ * else at `key`.
+ */
+export const wrongTypeNamed =
+  (key: string) =>
+  <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
+    Effect.catchIf(effect, isWrongType, (e) =>
+      Effect.fail(wrongTypeAt(/WRONGTYPE (\S+) holds the wrong type: nothing written/.exec(e.reply)?.[1] ?? key))
+    )
+
 /** `wrongType` for a typed error outside an Effect. */
 export const wrongTypeOf = (key: string, error: RedisError): RedisError | CorruptData =>
   isWrongType(error) ? wrongTypeAt(key) : error

@@ -15,7 +15,7 @@ import { type HeadState, knownHead } from "./headState.js"
 import { auditKeys, COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
-import { wrongType } from "../redisReply.js"
+import { wrongType, wrongTypeNamed } from "../redisReply.js"
 import { callScriptBySha, Scripts } from "../scripts.js"
 import { AuditAppendReply, AuditTurnReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim, type Turn } from "../storeGuard.js"
@@ -340,7 +340,7 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     send: (write) => callScriptBySha(redis.client, Scripts.auditAppend, appendKeys, appendArgs(write)),
     sendTurn: (claim) => callScriptBySha(redis.client, Scripts.auditTurn, turnKeys, turnArgs(claim)).then(turnOf),
     requestTurn: (claim) =>
-      redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongType(keys.lock), Effect.map(turnOf)),
+      redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongTypeNamed(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
         .run("HMGET commits", (c) => c.hmget(keys.commits, String(sequence), "floor"))
