@@ -339,6 +339,51 @@ describe("exactly once when the reply to a committed append is lost", () => {
 // ---------------------------------------------------------------------------
 // durable commits
 
+type Store = "audit" | "vault"
+
+/**
+ * A replica `w` of `store` that wrote once, then a write whose reply is lost and whose
+ * link is cut (no reconnect gets through until the proxy forwards again): `pending` is
+ * that write, `committed` whether its first send landed meanwhile.
+ */
+const cutAfterCommit = async (store: Store, name: string) => {
+  const client = await connect("resend")
+  const prefixes = prefixesFor(`${name}-${store}`)
+  const prefix = prefixes[store]
+  const r = replica("w", client, prefixes)
+  const write = () => (store === "audit" ? r.record() : r.tokenize())
+  expect(await write()).toBe(true) // warm: the next operation's first call is its fenced write
+  const landed = async () =>
+    store === "audit" ? (await raw.llen(`${prefix}chain`)) === 2 : (await raw.get(`${prefix}version`)) === "2"
+  proxy.cutAfterNextRequest()
+  proxy.setMode("refuse")
+  const pending = write()
+  for (let i = 0; i < 200 && !(await landed()); i++) await sleep(5)
+  return { r, prefixes, prefix, pending, committed: await landed() }
+}
+
+/** What Redis holds, read directly: the audit's duplicates and the vault's evidence name a second write. */
+const foundIn = (store: Store, prefix: string, ledger: Ledger) =>
+  store === "audit"
+    ? checkAudit(raw, prefix, ledger).then(({ records, duplicates, losses, valid }) => ({
+        records,
+        duplicates,
+        losses,
+        valid
+      }))
+    : checkVault(raw, prefix, ledger).then(({ tokens, version, losses, evidence }) => ({
+        tokens,
+        version,
+        losses,
+        evidence
+      }))
+
+/** `foundIn` for `n` writes, each once. */
+const writtenOnce = (store: Store, n: number) =>
+  store === "audit"
+    ? { records: n, duplicates: 0, losses: 0, valid: true }
+    : { tokens: n, version: n, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
+
 // Catches: the fenced script asking whether to yield to the lock before it looked for its
 // own commit, so a call re-sent after its first send committed answered LockHeld when
 // another writer took the lock meanwhile, and the store ran the caller's fn again: the
@@ -346,49 +391,18 @@ describe("exactly once when the reply to a committed append is lost", () => {
 describe("a call re-sent after its first send committed meets another writer's lock", () => {
   for (const store of ["audit", "vault"] as const) {
     it(`${store}: committed once, the writer's call resolves once, the other writer's lock left alone`, async () => {
-      const client = await connect("resend")
-      const prefixes = prefixesFor(`cut-locked-${store}`)
-      const prefix = prefixes[store]
-      const r = replica("w", client, prefixes)
-      const write = () => (store === "audit" ? r.record() : r.tokenize())
-      expect(await write()).toBe(true) // warm: the next operation's first call is its fenced write
-      const landed = async () =>
-        store === "audit" ? (await raw.llen(`${prefix}chain`)) === 2 : (await raw.get(`${prefix}version`)) === "2"
-      // The write runs, its reply is lost and the link cut; no reconnect gets through yet.
-      proxy.cutAfterNextRequest()
-      proxy.setMode("refuse")
-      const pending = write()
-      for (let i = 0; i < 200 && !(await landed()); i++) await sleep(5)
-      const committed = await landed()
+      const { r, prefix, pending, committed } = await cutAfterCommit(store, "cut-locked")
       // Another writer takes the lock before the call is re-sent (it lapses on its own).
       await raw.set(`${prefix}lock`, "another-writer", "PX", 1500)
       proxy.setMode("forward")
       const acknowledged = await pending
       const lock = await raw.get(`${prefix}lock`)
       await raw.del(`${prefix}lock`)
-      // (Read directly: the audit's duplicates and the vault's evidence name a second write.)
-      const found =
-        store === "audit"
-          ? await checkAudit(raw, prefix, r.ledger).then(({ records, duplicates, losses, valid }) => ({
-              records,
-              duplicates,
-              losses,
-              valid
-            }))
-          : await checkVault(raw, prefix, r.ledger).then(({ tokens, version, losses, evidence }) => ({
-              tokens,
-              version,
-              losses,
-              evidence
-            }))
-      expect({ committed, acknowledged, lock, found }).toEqual({
+      expect({ committed, acknowledged, lock, found: await foundIn(store, prefix, r.ledger) }).toEqual({
         committed: true,
         acknowledged: true,
         lock: "another-writer",
-        found:
-          store === "audit"
-            ? { records: 2, duplicates: 0, losses: 0, valid: true }
-            : { tokens: 2, version: 2, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
+        found: writtenOnce(store, 2)
       })
     })
   }
@@ -401,47 +415,18 @@ describe("a call re-sent after its first send committed meets another writer's l
 describe("a call re-sent after its first send committed and 1,200 commits by another writer", () => {
   for (const store of ["audit", "vault"] as const) {
     it(`${store}: committed once, the writer's call resolves once`, async () => {
-      const client = await connect("resend")
-      const prefixes = prefixesFor(`cut-busy-${store}`)
-      const prefix = prefixes[store]
-      const r = replica("w", client, prefixes)
+      const { r, prefixes, prefix, pending, committed } = await cutAfterCommit(store, "cut-busy")
       const other = replica("o", direct(server.port), prefixes)
-      const write = (on: typeof r) => (store === "audit" ? on.record() : on.tokenize())
-      expect(await write(r)).toBe(true)
-      const landed = async () =>
-        store === "audit" ? (await raw.llen(`${prefix}chain`)) === 2 : (await raw.get(`${prefix}version`)) === "2"
-      // The write runs, its reply is lost and the link cut; no reconnect gets through yet.
-      proxy.cutAfterNextRequest()
-      proxy.setMode("refuse")
-      const pending = write(r)
-      for (let i = 0; i < 200 && !(await landed()); i++) await sleep(5)
-      const committed = await landed()
       let others = 0
-      for (let i = 0; i < 1200; i++) if (await write(other)) others++
+      for (let i = 0; i < 1200; i++) if (await (store === "audit" ? other.record() : other.tokenize())) others++
       proxy.setMode("forward")
       const acknowledged = await pending
-      const ledger = merge([r.ledger, other.ledger])
-      const found =
-        store === "audit"
-          ? await checkAudit(raw, prefix, ledger).then(({ records, duplicates, losses, valid }) => ({
-              records,
-              duplicates,
-              losses,
-              valid
-            }))
-          : await checkVault(raw, prefix, ledger).then(({ tokens, losses, evidence }) => ({
-              tokens,
-              losses,
-              evidence
-            }))
+      const found = await foundIn(store, prefix, merge([r.ledger, other.ledger]))
       expect({ committed, others, acknowledged, found }).toEqual({
         committed: true,
         others: 1200,
         acknowledged: true,
-        found:
-          store === "audit"
-            ? { records: 1202, duplicates: 0, losses: 0, valid: true }
-            : { tokens: 1202, losses: 0, evidence: { lost: [], twice: [], reused: [] } }
+        found: writtenOnce(store, 1202)
       })
     })
   }
