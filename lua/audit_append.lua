@@ -206,7 +206,7 @@ if straight then
   if releaseKey then return refused({3, releaseKey}) end
   local nowSeconds = tonumber(redis.call('TIME')[1])
   local entry, drop = commitId .. ' ' .. nowSeconds, {}
-  if string.byte(commitId, -1) % 8 == 0 then
+  if (string.byte(commitId, -1) or 1) % 8 == 0 then
     local stored = redis.pcall('HGET', commitsKey, 'floor')
     if isError(stored) then return refusalOn(commitsKey, stored) end
     local floor = tonumber(stored) or 1
@@ -226,5 +226,6 @@ local what = disagreement(true)
 if what then return broken(what) end
 if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
 if not holds(sequence - 1, expected) then return {7, headJson} end
--- (No floor: no append of ours ever committed here, so neither did this call.)
-return {0, headJson, claim(), (kept[2] and sequence < tonumber(kept[2])) and 1 or 0}
+-- (No floor, or one that is not a number: no id was dropped, so the miss proves it.)
+local floor = tonumber(kept[2])
+return {0, headJson, claim(), (floor and sequence < floor) and 1 or 0}

@@ -178,6 +178,22 @@ describe("audit_append: commit ids kept by count and by time", () => {
   })
 })
 
+describe("audit_append: a floor that is not a number", () => {
+  // Catches: the conflict path comparing the sequence with tonumber(floor) = nil, a Lua
+  // error instead of a reply, so no replica could append behind such a floor.
+  it("is read as no floor: a stale call is a proven Conflict, a trimming commit walks from 1", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("floor-garbage")
+    const { calls, head } = await appendMany(client, prefix, 20, 0)
+    await client.hset(`${prefix}commits`, "floor", "not-a-number")
+    const stale = await appendCall(client, prefix, calls[0]!.previous, "stale", 0)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+    const next = await appendCall(client, prefix, head, "next-0", 0)
+    expect(next.reply).toEqual([1, 0])
+    expect((await keptIds(client, prefix)).sequences.length).toBe(21)
+  })
+})
+
 describe("the audit store on a conflict the kept ids cannot prove", () => {
   // A chain of COMMITS_KEPT + 50 ids kept by count only, and a write of sequence 1 on it
   // (below the floor) that no call ever sent: answered Conflict with unproven = 1.

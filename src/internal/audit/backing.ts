@@ -101,8 +101,8 @@ const isCommitOf = (entry: string | null | undefined, commitId: string): boolean
   entry === commitId || (typeof entry === "string" && entry.startsWith(`${commitId} `))
 
 /**
- * Whether a miss at `sequence` proves nothing: it is below `commits`' floor. (No floor:
- * no append of ours ever committed there, so neither did this one.)
+ * Whether a miss at `sequence` proves nothing: it is below `commits`' floor. (No floor, or
+ * one that is not a number: no id was dropped, as lua/audit_append.lua reads it.)
  */
 const belowFloor = (sequence: number, floor: string | null | undefined): boolean =>
   floor !== null && floor !== undefined && sequence < Number(floor)
