@@ -181,7 +181,7 @@ describe("audit_append: commit ids kept by count and by time", () => {
 describe("audit_append: a floor that is not a number", () => {
   // Catches: the conflict path comparing the sequence with tonumber(floor) = nil, a Lua
   // error instead of a reply, so no replica could append behind such a floor.
-  it("is read as no floor: a stale call is a proven Conflict, a trimming commit walks from 1", async () => {
+  it("is read as no floor: a stale call is a proven Conflict, and the next commit lands", async () => {
     const client = connect()
     const prefix = uniquePrefix("floor-garbage")
     const { calls, head } = await appendMany(client, prefix, 20, 0)
