@@ -16,6 +16,8 @@ import { Redis } from "ioredis"
 import { buildNextRecord, computeEventHash } from "../dist/Chain.js"
 import { createRedisAuditStore } from "../dist/haechi.js"
 import { jsonProblem } from "../dist/internal/jsonRecord.js"
+import { appendKeysOf } from "../dist/internal/audit/backing.js"
+import { auditKeys } from "../dist/internal/keys.js"
 import { luaSource } from "../scripts/luaSource.mjs"
 
 const url = process.argv[2]
@@ -58,48 +60,52 @@ const event = (i) => ({
 }
 
 const client = new Redis(url)
-const keysOf = (prefix) => [
-  `${prefix}head:hash`,
-  `${prefix}chain`,
-  `${prefix}head`,
-  `${prefix}commits`,
-  `${prefix}lock`,
-  `{${prefix}lock}:fence`,
-  `{${prefix}lock}:waiters`
-]
+const keysOf = (prefix) => appendKeysOf(auditKeys(prefix))
 
 // 2. Server-side script time, on the same records. `keptSeconds` is ARGV[14] (the store
-// sends 30: at this rate every id is kept, and each append reads two ids to learn so; 0
-// keeps the last 1,000 only, and each append past them drops one).
-const scriptTime = async (lua, prefix, n, keptSeconds = 30) => {
-  const sha = createHash("sha1").update(lua).digest("hex")
-  await client.script("LOAD", lua)
+// sends 30: at this rate every id is kept, and the floor read with the head keys says so;
+// 0 keeps the last 1,000 only, and each append past them drops one). The variants run in
+// 24 alternating batches of 250 appends, each on its own chain that grows across batches,
+// and each batch's time is compared with the baseline's batch beside it: the machine's
+// speed drifts 2x within a minute, a paired ratio does not.
+const variant = (name, lua, keptSeconds, run) => ({
+  name,
+  lua,
+  keptSeconds,
+  sha: createHash("sha1").update(lua).digest("hex"),
+  keys: keysOf(`bench:checks:${run}:${name}:`),
+  previous: null,
+  i: 0,
+  samples: []
+})
+const batch = async (v, n) => {
   await client.config("RESETSTAT")
-  let previous = null
-  for (let i = 0; i < n; i++) {
-    const record = buildNextRecord(event(i), previous)
+  for (let k = 0; k < n; k++, v.i++) {
+    const record = buildNextRecord(event(v.i), v.previous)
     const integrity = record.auditIntegrity
-    const reply = await client.evalsha(sha, 7, ...keysOf(prefix), integrity.previousHash ?? "", JSON.stringify(record),
-      JSON.stringify(integrity), integrity.eventHash, integrity.sequence, `c${i}`, "", "", "", "", "",
-      previous ? previous.sequence : "", previous ? previous.eventHash : "", keptSeconds)
-    if (!Array.isArray(reply) || reply[0] !== 1) throw new Error(`append ${i}: ${JSON.stringify(reply)}`)
-    previous = integrity
+    const reply = await client.evalsha(v.sha, 8, ...v.keys, integrity.previousHash ?? "", JSON.stringify(record),
+      JSON.stringify(integrity), integrity.eventHash, integrity.sequence, `c${v.i}`, "", "", "", "", "",
+      v.previous ? v.previous.sequence : "", v.previous ? v.previous.eventHash : "", v.keptSeconds)
+    if (!Array.isArray(reply) || reply[0] !== 1) throw new Error(`${v.name} append ${v.i}: ${JSON.stringify(reply)}`)
+    v.previous = integrity
   }
   const stats = await client.info("commandstats")
-  return Number(/cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/.exec(stats)?.[1])
+  v.samples.push(Number(/cmdstat_evalsha:calls=\d+,usec=\d+,usec_per_call=([\d.]+)/.exec(stats)?.[1]))
 }
 {
   const current = luaSource("audit_append")
-  const run = Date.now().toString(36) // a fresh chain per run, however many ran before
-  const runs = { current: [], countOnly: [], baseline: [] }
-  for (let round = 0; round < 3; round++) {
-    runs.current.push(await scriptTime(current, `bench:checks:${run}:current:${round}:`, 3_000))
-    runs.countOnly.push(await scriptTime(current, `bench:checks:${run}:count:${round}:`, 3_000, 0))
-    if (baselineFile) runs.baseline.push(await scriptTime(readFileSync(baselineFile, "utf8"), `bench:checks:${run}:baseline:${round}:`, 3_000))
+  const run = Date.now().toString(36) // fresh chains per run, however many ran before
+  const variants = [variant("current", current, 30, run), variant("count", current, 0, run)]
+  if (baselineFile) variants.push(variant("baseline", readFileSync(baselineFile, "utf8"), 30, run))
+  for (const v of variants) await client.script("LOAD", v.lua)
+  for (let round = 0; round < 24; round++) {
+    for (const v of round % 2 ? variants : [...variants].reverse()) await batch(v, 250)
   }
-  console.log(`audit_append.lua in Redis:   ${median(runs.current).toFixed(2)} µs per append (rounds ${runs.current.join(", ")})`)
-  console.log(`  ids kept by count only:    ${median(runs.countOnly).toFixed(2)} µs per append (rounds ${runs.countOnly.join(", ")})`)
-  if (baselineFile) console.log(`baseline script in Redis:    ${median(runs.baseline).toFixed(2)} µs per append (rounds ${runs.baseline.join(", ")})`)
+  const [ours, countOnly, baseline] = variants
+  const paired = (v) => baseline ? `, ${median(v.samples.map((x, k) => x / baseline.samples[k])).toFixed(3)}x the baseline's (paired)` : ""
+  console.log(`audit_append.lua in Redis:   ${median(ours.samples).toFixed(2)} µs per append${paired(ours)}`)
+  console.log(`  ids kept by count only:    ${median(countOnly.samples).toFixed(2)} µs per append${paired(countOnly)}`)
+  if (baseline) console.log(`baseline script in Redis:    ${median(baseline.samples).toFixed(2)} µs per append`)
 }
 
 // 3. End to end through the facade, one sink.

@@ -6,19 +6,20 @@
 -- type is refused by a read before any write, and `commits` by its own HSET, the
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
--- Fast path: the lock, the head keys (one MGET) and LLEN, then TIME, HSET, RPUSH, MSET (and
--- in one commit of seven the trim of old commit ids); the list's elements are read only
--- where the fence says "empty" or disagrees (or the caller last saw a head other than the
--- one the record was built on).
+-- Fast path: the lock, the head keys and the commit ids' floor (one MGET) and LLEN, then
+-- TIME, HSET, RPUSH, MSET (and now and then the trim of old commit ids); the list's elements
+-- are read only where the fence says "empty" or disagrees (or the caller last saw a head
+-- other than the one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
 -- adaptive policy's turns cost no round trip of their own (the lock only decides who goes next).
 -- KEYS[1] head:hash  (the last record's eventHash; absent = empty chain)
 -- KEYS[2] chain      (list of record JSON, one per element, in sequence order)
 -- KEYS[3] head       (the last record's auditIntegrity JSON)
 -- KEYS[4] commits    (hash: sequence -> "<commit id> <unix seconds>" of our appends, kept while
---                     among the last 1000 records or younger than ARGV[14]; field 'floor': the
---                     lowest sequence whose id is still kept, below it a miss proves nothing)
+--                     among the last 1000 records or younger than ARGV[14])
 -- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
+-- KEYS[8] commits:floor ("<lowest sequence kept in commits> <its id's stamp>"; below it a
+--                     miss proves nothing)
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
@@ -42,9 +43,10 @@
 --   0 Conflict          {0, head JSON | nil, took, unproven}: fence conflict on a head that
 --                       continues the chain the record was built on; the current head, so the
 --                       retry needs no read; took = 1 when the lock is now ARGV[8]'s;
---                       unproven = 1 when ARGV[5] is below `commits`' floor, so that this call
+--                       unproven = 1 when ARGV[5] is below the floor (KEYS[8]), so that this call
 --                       (if a re-send) did not commit before cannot be told
---   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, the lock a lock-free
+--   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, commits:floor when a
+--                       commit would move it, the lock a lock-free
 --                       attempt reads, or the waiters or fence counter an attempt that asked
 --                       or holds the lock would leave, hand on to or count up) holds the
 --                       wrong Redis type; nothing written
@@ -63,7 +65,7 @@
 --                       ARGV[1]) is not a record of the chain: it skips ahead, or names no
 --                       record; nothing written
 local headHashKey, chainKey, headKey, commitsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local lockKey, fenceKey, waitersKey = KEYS[5], KEYS[6], KEYS[7]
+local lockKey, fenceKey, waitersKey, floorKey = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local expected, recordJson, integrityJson, eventHash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local sequenceArg, commitId = ARGV[5], ARGV[6]
 local sequence = tonumber(sequenceArg)
@@ -79,28 +81,51 @@ local keptSeconds = tonumber(ARGV[14] or '') or 0
 -- Keeps the commit ids of our appends while among the last COMMITS_KEPT records
 -- (src/internal/keys.ts; a test holds them equal) or younger than ARGV[14] seconds, so a
 -- call ioredis re-sends after a reconnect finds its first send's commit however fast the
--- chain grew meanwhile. `floor` is the lowest sequence kept (absent: nothing was dropped);
--- below it a miss proves nothing. About one commit in seven (by its id's last byte, not
--- by sequence: other writers may own every n-th sequence, and haechi-store-redis keeps no
--- ids) drops up to TRIM_MOST ids from the floor up that are beyond the last COMMITS_KEPT
--- and older than ARGV[14], in one HMGET and one HDEL: amortised O(1), the rest read nothing.
-local COMMITS_KEPT, TRIM_MOST = 1000, 64
-local function isOld(entry, nowSeconds)
-  return nowSeconds - (tonumber(string.match(entry, ' (%d+)$')) or 0) >= keptSeconds
+-- chain grew meanwhile. KEYS[8] is "<sequence> <seconds>": the lowest sequence whose id
+-- is kept, and that id's stamp (0: not read yet); below it a miss proves nothing. A
+-- commit reads it with the head keys (one MGET) and, once that id is a second past its keep,
+-- drops the ids from there up that are old and beyond the last COMMITS_KEPT, walking
+-- over the sequences other writers appended (haechi-store-redis keeps no ids), up to
+-- TRIM_MOST sequences in HMGETs of 64 and one HDEL: amortised O(1).
+local COMMITS_KEPT, TRIM_MOST = 1000, 512
+-- An id's stamp is old once its keep has passed; one far in the future (hostile, or a clock
+-- stepped back by more than the keep) counts as old, so it cannot stall the trim for good.
+local function isOld(stamp, nowSeconds, slack)
+  return nowSeconds - stamp >= keptSeconds + slack or stamp - nowSeconds > keptSeconds
 end
--- The sequences whose ids this commit drops (holes included), from `floor` up.
+local function stampOf(entry)
+  return tonumber(string.match(entry, ' (%d+)$')) or 0
+end
+-- The stored floor and its id's stamp; nil for none, or for anything but "<n>[ <n>]", n >= 1.
+local function floorOf(stored)
+  local floor, stamp = string.match(stored or '', '^(%d+) ?(%d*)$')
+  floor = tonumber(floor)
+  if floor == nil or floor < 1 then return nil, 0 end
+  return floor, tonumber(stamp) or 0
+end
+-- The sequences whose ids this commit drops (holes included) from `floor` up, and the new
+-- floor with its id's stamp (0 where the walk stopped at a bound); nil when `commits` holds
+-- the wrong type.
 local function droppable(floor, nowSeconds)
-  local last = math.min(sequence - COMMITS_KEPT, floor + TRIM_MOST - 1)
-  local first = floor <= last and redis.call('HGET', commitsKey, floor)
-  if floor > last or (first and not isOld(first, nowSeconds)) then return {} end
-  local drop, fields = {floor}, {}
-  for at = floor + 1, last do fields[#fields + 1] = at end
-  if #fields == 0 then return drop end
-  for i, entry in ipairs(redis.call('HMGET', commitsKey, unpack(fields))) do
-    if entry and not isOld(entry, nowSeconds) then break end
-    drop[#drop + 1] = fields[i]
+  local last, drop, at = sequence - COMMITS_KEPT, {}, floor
+  while at <= last and at < floor + TRIM_MOST do
+    local fields = {}
+    for s = at, math.min(last, at + 63) do fields[#fields + 1] = s end
+    local entries = redis.pcall('HMGET', commitsKey, unpack(fields))
+    if isError(entries) then return nil end -- (`commits` of the wrong type: refused by the caller)
+    for i, entry in ipairs(entries) do
+      if entry and not isOld(stampOf(entry), nowSeconds, 0) then return drop, fields[i], stampOf(entry) end
+      drop[#drop + 1] = fields[i]
+    end
+    at = at + #fields
   end
-  return drop
+  return drop, at, 0
+end
+-- Whether a miss at `sequence` proves nothing: below the floor (none: below the last
+-- COMMITS_KEPT, which is all an older version of this script kept).
+local function unprovenAt(stored, length)
+  local floor = floorOf(stored)
+  return sequence < (floor or length - COMMITS_KEPT + 1)
 end
 -- Whether a `commits` entry is this call's commit id ("<id> <seconds>", or an older bare "<id>").
 local function isThisCommit(entry)
@@ -126,8 +151,8 @@ end
 
 -- The head keys in one read. MGET reads a key of another type as absent, so an absent one
 -- is read again with GET, which refuses it (nothing written).
-local heads = redis.call('MGET', headHashKey, headKey)
-local cur, headJson = heads[1], heads[2]
+local heads = redis.call('MGET', headHashKey, headKey, floorKey)
+local cur, headJson, storedFloor = heads[1], heads[2], heads[3]
 if cur == false then cur = redis.pcall('GET', headHashKey) end
 if isError(cur) then return refusalOn(headHashKey, cur) end
 if headJson == false then headJson = redis.pcall('GET', headKey) end
@@ -148,8 +173,8 @@ if lockRefusal then return lockRefusal end
 local kept = nil
 if not straight then
   if commitsWrongType() then return {3, commitsKey} end
-  kept = redis.call('HMGET', commitsKey, sequenceArg, 'floor')
-  if isThisCommit(kept[1]) then
+  kept = redis.call('HGET', commitsKey, sequenceArg)
+  if isThisCommit(kept) then
     release(headJson or '', false)
     return {2}
   end
@@ -206,19 +231,24 @@ if straight then
   if releaseKey then return refused({3, releaseKey}) end
   local nowSeconds = tonumber(redis.call('TIME')[1])
   local entry, drop = commitId .. ' ' .. nowSeconds, {}
-  if (string.byte(commitId, -1) or 1) % 8 == 0 then
-    local stored = redis.pcall('HGET', commitsKey, 'floor')
-    if isError(stored) then return refusalOn(commitsKey, stored) end
-    local floor = tonumber(stored) or 1
-    drop = droppable(floor, nowSeconds)
-    if #drop > 0 then entry = {entry, 'floor', floor + #drop} end
+  local headWrites = {headKey, integrityJson, headHashKey, eventHash}
+  local floor, stamp = floorOf(storedFloor)
+  -- (No floor, or an unreadable one: walk from the start, which also rewrites it.)
+  if floor == nil or (floor <= sequence - COMMITS_KEPT and isOld(stamp, nowSeconds, keptSeconds > 0 and 1 or 0)) then
+    local to, toStamp
+    drop, to, toStamp = droppable(floor or 1, nowSeconds)
+    if drop == nil then return {3, commitsKey} end
+    if to ~= floor or toStamp ~= stamp then
+      -- (MGET reads a floor of another type as absent: refused here, before the first write.)
+      if storedFloor == false and not typeIs(floorKey, 'string') then return refused({3, floorKey}) end
+      headWrites[5], headWrites[6] = floorKey, to .. ' ' .. toStamp
+    end
   end
   -- Only WRONGTYPE is the key's; any other refusal (READONLY on a replica, OOM) is Redis's own.
-  local set = type(entry) == 'table' and redis.pcall('HSET', commitsKey, sequenceArg, unpack(entry))
-    or redis.pcall('HSET', commitsKey, sequenceArg, entry)
+  local set = redis.pcall('HSET', commitsKey, sequenceArg, entry)
   if isError(set) then return refusalOn(commitsKey, set) end
   redis.call('RPUSH', chainKey, recordJson)
-  redis.call('MSET', headKey, integrityJson, headHashKey, eventHash)
+  redis.call('MSET', unpack(headWrites))
   if #drop > 0 then redis.call('HDEL', commitsKey, unpack(drop)) end
   return {1, release(integrityJson, true)}
 end
@@ -226,6 +256,5 @@ local what = disagreement(true)
 if what then return broken(what) end
 if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
 if not holds(sequence - 1, expected) then return {7, headJson} end
--- (No floor, or one that is not a number: no id was dropped, so the miss proves it.)
-local floor = tonumber(kept[2])
-return {0, headJson, claim(), (floor and sequence < floor) and 1 or 0}
+local unproven = unprovenAt(storedFloor, len)
+return {0, headJson, claim(), unproven and 1 or 0}

@@ -57,25 +57,18 @@ local firstSet, firstDelete = 14, 14 + 2 * setCount -- ARGV[firstSet ..] pairs, 
 --- @include "include/refusal"
 --- @include "include/waiters"
 --- @include "include/claim"
+--- @include "include/vaultlog"
 
 if not typeIs(logKey, 'list') then return {3, logKey} end
 local cur = redis.call('GET', versionKey)
 -- Whether this commit id is logged after the expected version (a re-sent call whose first
--- send committed, its reply lost), and whether a miss proves it is not. Asked before
--- yielding, since the lock may have moved to another writer since then, and a yield would
--- have the commit made again. A first send committed at version since + 1, which sits
--- now - since entries from the end unless haechi-store-redis bumped the version unlogged
--- since (then the newest ARGV[4] entries are searched).
+-- send committed, its reply lost), and whether a miss proves it is not (include/vaultlog).
+-- Asked before yielding, since the lock may have moved to another writer since then, and
+-- a yield would have the commit made again.
 local function loggedAlready()
-  local since, now = tonumber(expected) or 0, tonumber(cur)
-  if not now or now <= since then return false, true end
-  local v, commit = string.match(redis.call('LINDEX', logKey, since - now) or '', '^(%d+) (%S+)')
-  if tonumber(v) == since + 1 then return commit == commitId, true end
-  local entries = redis.call('LRANGE', logKey, math.max(since - now, -logBound), -1)
-  for _, e in ipairs(entries) do
-    if string.match(e, '^%d+ (%S+)') == commitId then return true, true end
-  end
-  return false, (tonumber(string.match(entries[1] or '', '^(%d+)')) or now + 1) <= since + 1
+  local now = tonumber(cur)
+  if not now then return false, true end
+  return loggedAfter(tonumber(expected) or 0, now, commitId)
 end
 -- Every 8th length (not version: other writers bump it unlogged), drops the oldest of the
 -- entries beyond the bound that are older than keptSeconds, up to 16, in one LRANGE and
@@ -84,7 +77,9 @@ local function trimLog(length, nowSeconds)
   if length % 8 ~= 0 or length <= logBound then return end
   local old = 0
   for _, e in ipairs(redis.call('LRANGE', logKey, 0, math.min(length - logBound, 16) - 1)) do
-    if nowSeconds - (tonumber(string.match(e, '^%d+ %S+ (%d+) ')) or 0) < keptSeconds then break end
+    local at = tonumber(string.match(e, '^%d+ %S+ (%d+) ')) or 0
+    -- (Stamped far in the future, by a hostile writer or a clock stepped back: old, not kept for good.)
+    if nowSeconds - at < keptSeconds and at - nowSeconds <= keptSeconds then break end
     old = old + 1
   end
   if old > 0 then redis.call('LTRIM', logKey, old, -1) end

@@ -20,13 +20,16 @@
 -- status (VaultChangesReply in src/internal/replyCodes.ts), by code:
 --   'same' Same        nothing changed: detail = the commit id logged at the current version ('' = none)
 --   'delta' Delta      as 'same', then the changed tokens
---   'reload' Reload    detail = '' (a gap, a trimmed log) or the version of an entry that does not decode
+--   'reload' Reload    detail = '' (a gap, a trimmed log) or the version of an entry that does not decode;
+--                      with ARGV[3], a sixth element: 1 when a miss of ARGV[3] proves nothing
+--                      (found is then looked up in the whole log)
 --   'rewound' Rewound  detail = the commit id now logged at ARGV[1] ('' = none)
 --   'wrongtype' WrongType  detail = the key that holds the wrong Redis type (version nil, size 0)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
 local known, seen, wanted, bound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 --- @include "include/refusal"
+--- @include "include/vaultlog"
 
 -- A read refused: a key of the wrong type, named (its first read here; the HGETs below
 -- cannot fail then), or Redis's own error.
@@ -39,15 +42,24 @@ local cur = redis.pcall('GET', versionKey)
 if isError(cur) then return refused(versionKey, cur) end
 local size = redis.pcall('HLEN', tokensKey)
 if isError(size) then return refused(tokensKey, size) end
-if cur ~= false and tonumber(cur) == nil then
-  return {cur, 'reload', size, '', 0}
-end
 local since, now = tonumber(known) or 0, tonumber(cur) or 0
+-- A reload, and for a lost reply (ARGV[3]) whether its commit is logged all the same:
+-- {.., found, unproven} (include/vaultlog: the whole log, not only what a replay reads).
+local function reload(detail)
+  if wanted == '' then return {cur, 'reload', size, detail, 0} end
+  if cur ~= false and tonumber(cur) == nil then return {cur, 'reload', size, detail, 0, 1} end
+  if not typeIs(logKey, 'list') then return {false, 'wrongtype', 0, logKey, 0} end
+  local found, proven = loggedAfter(since, now, wanted)
+  return {cur, 'reload', size, detail, found and 1 or 0, proven and 0 or 1}
+end
+if cur ~= false and tonumber(cur) == nil then
+  return reload('')
+end
 if now < since then
   return {cur, 'rewound', size, '', 0}
 end
 if now - since >= bound then
-  return {cur, 'reload', size, '', 0}
+  return reload('')
 end
 local proving = seen ~= '' and since > 0
 local count = now - since + (proving and 1 or 0)
@@ -75,24 +87,24 @@ if proving then
   end
 end
 if #entries - start ~= now - since then
-  return {cur, 'reload', size, '', 0}
+  return reload('')
 end
 local reply, named, found = {cur, 'delta', size, proving and seen or '', 0}, {}, 0
 for i = start + 1, #entries do
   local v, commit, ids = parse(entries[i])
   if v ~= since + i - start then
-    return {cur, 'reload', size, '', 0}
+    return reload('')
   end
   if commit == wanted then
     found = 1
   end
   local decoded, list = pcall(cjson.decode, ids)
   if not decoded or type(list) ~= 'table' then
-    return {cur, 'reload', size, tostring(v), 0}
+    return reload(tostring(v))
   end
   for _, id in ipairs(list) do
     if type(id) ~= 'string' then
-      return {cur, 'reload', size, tostring(v), 0}
+      return reload(tostring(v))
     end
     if not named[id] then
       named[id] = true

@@ -55,6 +55,7 @@ it("the key lists hold every key the stores write, the lock's included, and noth
     `${auditPrefix}head`,
     `${auditPrefix}head:hash`,
     `${auditPrefix}commits`,
+    `${auditPrefix}commits:floor`,
     `${vaultPrefix}tokens`,
     `${vaultPrefix}version`,
     `${vaultPrefix}log`

@@ -16,8 +16,8 @@ import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/internal/scripts.js"
 import type { LockClaim } from "../src/internal/storeGuard.js"
 import { redisVaultBacking } from "../src/internal/vault/backing.js"
-import { redisAuditBacking } from "../src/internal/audit/backing.js"
-import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
+import { appendKeysOf, redisAuditBacking } from "../src/internal/audit/backing.js"
+import { auditKeys, waitersKeyOf } from "../src/internal/keys.js"
 import { handedFence, handedPayload } from "../src/internal/lock/releases.js"
 import { BURST_COMMITS } from "../src/internal/lock/claimState.js"
 import * as Metrics from "../src/Metrics.js"
@@ -134,13 +134,7 @@ describe("store lock policies", () => {
     const channel = `${lockKey}:released`
     try {
       const redis = fromClient(client)
-      const keys = [
-        `${keyPrefix}head:hash`,
-        `${keyPrefix}chain`,
-        `${keyPrefix}head`,
-        `${keyPrefix}commits`,
-        ...lockKeysOf(lockKey)
-      ]
+      const keys = appendKeysOf(auditKeys(keyPrefix))
       const first = buildNextRecord({ n: 1 }, null)
       const second = buildNextRecord({ n: 2 }, first.auditIntegrity as never)
       const third = buildNextRecord({ n: 3 }, second.auditIntegrity as never)
@@ -321,13 +315,7 @@ describe("store lock policies", () => {
     const lockKey = `${keyPrefix}lock`
     try {
       const redis = fromClient(client)
-      const keys = [
-        `${keyPrefix}head:hash`,
-        `${keyPrefix}chain`,
-        `${keyPrefix}head`,
-        `${keyPrefix}commits`,
-        ...lockKeysOf(lockKey)
-      ]
+      const keys = appendKeysOf(auditKeys(keyPrefix))
       const record = buildNextRecord({ n: 1 }, null)
       const integrity = record.auditIntegrity as { eventHash: string; sequence: number }
       // A lock-free first attempt (yields to a holder; no claim token, no ask).

@@ -134,7 +134,7 @@ describe("Lua scripts", () => {
   it("the append keeps the commit ids of the last COMMITS_KEPT records, the bound the in-memory backing and the lookups use", () => {
     const kept = [...fileOf("audit_append").matchAll(/local COMMITS_KEPT, TRIM_MOST = (\d+), \d+\n/g)]
     expect(kept.map((m) => Number(m[1]))).toEqual([COMMITS_KEPT])
-    expect(fileOf("audit_append")).toContain("local last = math.min(sequence - COMMITS_KEPT, floor + TRIM_MOST - 1)")
+    expect(fileOf("audit_append")).toContain("local last, drop, at = sequence - COMMITS_KEPT, {}, floor")
     expect(headerOf(fileOf("audit_append")).join("\n")).toContain(`among the last ${COMMITS_KEPT} records`)
   })
 })

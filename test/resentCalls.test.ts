@@ -16,70 +16,17 @@ import { fromClient } from "../src/RedisClient.js"
 import { appendOnce, type AppendContext } from "../src/internal/audit/append.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { now } from "../src/internal/deadline.js"
-import { COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT } from "../src/internal/keys.js"
 import { PROVABLE_CALL_AGE_MS } from "../src/internal/resentCalls.js"
-import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
-import { LOG_BOUND, redisVaultBacking, type VaultWrite } from "../src/internal/vault/backing.js"
+import { LOG_BOUND, redisVaultBacking } from "../src/internal/vault/backing.js"
 import { resolvingApply } from "../src/internal/vault/commit.js"
 import { append } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sleep } from "./support/replica.js"
+import { appendCall, appendMany, keptIds, referenceAppend, vaultApplyCall, vaultWrite } from "./support/resentCalls.js"
 import { sharedConnections } from "./support/shared.js"
 
 const connect = sharedConnections()
-
-/** audit_append's ARGV as the store sends it, without a lock, keeping ids `keptSeconds`. */
-const auditArgs = (previous: Integrity | null, commitId: string, keptSeconds: number | undefined) => {
-  const record = buildNextRecord({ commitId }, previous)
-  const integrity = record.auditIntegrity as Integrity
-  const args = [previous?.eventHash ?? "", JSON.stringify(record), JSON.stringify(integrity), integrity.eventHash]
-  const rest = [integrity.sequence, commitId, "", "", "", "", "", "", ""]
-  return { args: [...args, ...rest, ...(keptSeconds === undefined ? [] : [keptSeconds])], integrity }
-}
-
-/** One audit_append call; `keptSeconds` undefined sends no ARGV[14] (what an older store sent). */
-const appendCall = async (
-  client: Redis,
-  prefix: string,
-  previous: Integrity | null,
-  commitId: string,
-  keptSeconds?: number
-) => {
-  const lock = `${prefix}lock`
-  const keys = [`${prefix}head:hash`, `${prefix}chain`, `${prefix}head`, `${prefix}commits`, lock]
-  const { args, integrity } = auditArgs(previous, commitId, keptSeconds)
-  const reply = await callScriptBySha(
-    client,
-    Scripts.auditAppend,
-    [...keys, fenceKeyOf(lock), waitersKeyOf(lock)],
-    args
-  )
-  return { reply: reply as Array<unknown>, integrity }
-}
-
-/** `n` appends in a row (ids `<tag>-1..n`), each call remembered so it can be re-sent. */
-const appendMany = async (client: Redis, prefix: string, n: number, keptSeconds?: number) => {
-  let head: Integrity | null = null
-  const calls: Array<{ previous: Integrity | null; id: string }> = []
-  for (let i = 1; i <= n; i++) {
-    const id = `id-${i}`
-    calls.push({ previous: head, id })
-    const { reply, integrity } = await appendCall(client, prefix, head, id, keptSeconds)
-    expect(reply).toEqual([1, 0])
-    head = integrity
-  }
-  return { calls, head }
-}
-
-/** The sequences `commits` keeps, and its floor. */
-const keptIds = async (client: Redis, prefix: string) => {
-  const all = await client.hgetall(`${prefix}commits`)
-  const sequences = Object.keys(all)
-    .filter((field) => field !== "floor")
-    .map(Number)
-    .sort((a, b) => a - b)
-  return { sequences, floor: all["floor"] === undefined ? undefined : Number(all["floor"]) }
-}
 
 describe("audit_append: commit ids kept by count and by time", () => {
   // Catches: the ids of the last 1,000 records as the only proof, so a call ioredis
@@ -97,7 +44,7 @@ describe("audit_append: commit ids kept by count and by time", () => {
     expect(await client.llen(`${prefix}chain`)).toBe(COMMITS_KEPT + 300)
     expect(await keptIds(client, prefix)).toEqual({
       sequences: Array.from({ length: COMMITS_KEPT + 300 }, (_, i) => i + 1),
-      floor: undefined
+      floor: 1
     })
   })
 
@@ -121,28 +68,27 @@ describe("audit_append: commit ids kept by count and by time", () => {
     expect(kept.floor).toBe(total - COMMITS_KEPT + 1)
   })
 
-  it("once ids are older than the kept seconds, each trimming commit drops at most 64 of them, down to the last COMMITS_KEPT", async () => {
+  it("once ids are older than the kept seconds, a commit drops them down to the last COMMITS_KEPT, at most 512 at a time", async () => {
     const client = connect()
     const prefix = uniquePrefix("resend-trim")
     // Kept 30 s while the chain fills, however slow the machine; then asked to keep 1 s.
-    const { head } = await appendMany(client, prefix, COMMITS_KEPT + 200, COMMIT_IDS_KEPT_SECONDS)
+    const { head } = await appendMany(client, prefix, COMMITS_KEPT + 800, COMMIT_IDS_KEPT_SECONDS)
     expect(await keptIds(client, prefix)).toEqual({
-      sequences: Array.from({ length: COMMITS_KEPT + 200 }, (_, i) => i + 1),
-      floor: undefined
+      sequences: Array.from({ length: COMMITS_KEPT + 800 }, (_, i) => i + 1),
+      floor: 1
     })
     await sleep(2100)
     let previous = head
     const lengths: Array<number> = []
-    for (let i = 1; i <= 5; i++) {
-      // (Each id ends in "0": a commit whose id's last byte is a multiple of 8 trims.)
-      const { reply, integrity } = await appendCall(client, prefix, previous, `late-${i}0`, 1)
+    for (let i = 1; i <= 3; i++) {
+      const { reply, integrity } = await appendCall(client, prefix, previous, `late-${i}`, 1)
       expect(reply).toEqual([1, 0])
       previous = integrity
       lengths.push((await keptIds(client, prefix)).sequences.length)
     }
-    // 1,201 ids: drop 64, 64, 64, then the 13 left beyond the last 1,000, then 1 a commit.
-    expect(lengths).toEqual([1137, 1074, 1011, 1000, 1000])
-    const appended = COMMITS_KEPT + 205
+    // 1,801 ids: drop 512, then the 289 left beyond the last 1,000 and the one that joined them, then 1.
+    expect(lengths).toEqual([1289, 1000, 1000])
+    const appended = COMMITS_KEPT + 803
     expect((await keptIds(client, prefix)).floor).toBe(appended - COMMITS_KEPT + 1)
   })
 
@@ -153,15 +99,7 @@ describe("audit_append: commit ids kept by count and by time", () => {
     let head: Integrity | null = null
     for (let i = 1; i <= total; i++) {
       if (i % 2 === 0) {
-        // The reference layout: the record, then the head keys; no commit id.
-        const record = buildNextRecord({ i }, head)
-        head = record.auditIntegrity as Integrity
-        await client
-          .multi()
-          .rpush(`${prefix}chain`, JSON.stringify(record))
-          .set(`${prefix}head`, JSON.stringify(head))
-          .set(`${prefix}head:hash`, head.eventHash)
-          .exec()
+        head = await referenceAppend(client, prefix, head, { i })
       } else {
         // Ids as the store makes them: a process part, then a base-36 counter.
         const { reply, integrity } = await appendCall(client, prefix, head, `p-${i.toString(36)}`, 0)
@@ -185,7 +123,7 @@ describe("audit_append: a floor that is not a number", () => {
     const client = connect()
     const prefix = uniquePrefix("floor-garbage")
     const { calls, head } = await appendMany(client, prefix, 20, 0)
-    await client.hset(`${prefix}commits`, "floor", "not-a-number")
+    await client.set(`${prefix}commits:floor`, "not-a-number")
     const stale = await appendCall(client, prefix, calls[0]!.previous, "stale", 0)
     expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
     const next = await appendCall(client, prefix, head, "next-0", 0)
@@ -267,18 +205,6 @@ describe("the audit store on a conflict the kept ids cannot prove", () => {
   })
 })
 
-/** A hand-built vault write of one token, fenced on `expected`. */
-const vaultWrite = (expected: string, expectedCommit: string, size: number, commitId: string): VaultWrite => ({
-  expected,
-  expectedCommit,
-  expectedSize: size,
-  commitId,
-  madeAt: now(),
-  sets: [[`tok-${commitId}`, '{"type":"t"}']],
-  deletes: [],
-  claim: undefined
-})
-
 describe("vault_apply: the change log kept by count and by time", () => {
   // Catches: the log trimmed to its last 1,000 entries as the only proof, so an apply
   // re-sent after 1,200 commits answered Conflict and the diff was made again (a token
@@ -311,38 +237,6 @@ describe("vault_apply: the change log kept by count and by time", () => {
 })
 
 describe("vault_apply: the change log kept by count only", () => {
-  /** vault_apply called raw, one token set, keeping entries `keptSeconds`. */
-  const applyCall = (client: Redis, prefix: string, expected: string, seen: string, size: number, id: string) =>
-    callScriptBySha(
-      client,
-      Scripts.vaultApply,
-      [
-        `${prefix}version`,
-        `${prefix}tokens`,
-        `${prefix}log`,
-        `${prefix}lock`,
-        `{${prefix}lock}:fence`,
-        `{${prefix}lock}:waiters`
-      ],
-      [
-        expected,
-        id,
-        JSON.stringify([`tok-${id}`]),
-        LOG_BOUND,
-        seen,
-        size,
-        "",
-        "",
-        "",
-        "",
-        "",
-        0,
-        1,
-        `tok-${id}`,
-        '{"type":"t"}'
-      ]
-    ) as Promise<Array<unknown>>
-
   // Catches: a re-sent apply whose version left the log answered as a proven Conflict
   // (fn run again on a call too old for the kept entries to prove it).
   it("a re-send whose version left the log is an unproven Conflict, CommitOutcomeUnknown on an old call; the log stays within 16 of its bound", async () => {
@@ -351,7 +245,8 @@ describe("vault_apply: the change log kept by count only", () => {
     let seen = ""
     for (let v = 0; v < LOG_BOUND + 200; v++) {
       const id = `c${v}`
-      expect(await applyCall(client, prefix, v === 0 ? "" : String(v), seen, v, id)).toEqual([1, String(v + 1)])
+      const change = { expected: v === 0 ? "" : String(v), seen, size: v, id }
+      expect(await vaultApplyCall(client, prefix, change)).toEqual([1, String(v + 1)])
       seen = id
     }
     const length = await client.llen(`${prefix}log`)
@@ -359,10 +254,16 @@ describe("vault_apply: the change log kept by count only", () => {
     expect(length).toBeLessThan(LOG_BOUND + 16)
     const current = String(LOG_BOUND + 200)
     // The first apply, re-sent: its entry is gone.
-    expect(await applyCall(client, prefix, "", "", 0, "c0")).toEqual([0, current, 0, 1])
+    expect(await vaultApplyCall(client, prefix, { expected: "", seen: "", size: 0, id: "c0" })).toEqual([
+      0,
+      current,
+      0,
+      1
+    ])
     // One still logged, re-sent: already committed; a stranger at that version: a proven Conflict.
-    expect(await applyCall(client, prefix, "300", "c299", 300, "c300")).toEqual([2, current])
-    expect(await applyCall(client, prefix, "300", "c299", 300, "stranger")).toEqual([0, current, 0, 0])
+    const at300 = { expected: "300", seen: "c299", size: 300 }
+    expect(await vaultApplyCall(client, prefix, { ...at300, id: "c300" })).toEqual([2, current])
+    expect(await vaultApplyCall(client, prefix, { ...at300, id: "stranger" })).toEqual([0, current, 0, 0])
 
     const backing = redisVaultBacking(fromClient(client), prefix)
     const resend = { ...vaultWrite("", "", 0, "c0"), sets: [["tok-c0", '{"type":"t"}']] as const }

@@ -88,6 +88,7 @@ describe("the stores' key lists", () => {
         "p:head",
         "p:head:hash",
         "p:commits",
+        "p:commits:floor",
         "p:lock",
         "p:ready:probe",
         "p:checkpoint",

@@ -10,7 +10,8 @@ import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { createAuditSink, verifyAuditChain } from "./support/haechiCore.js"
 import { sharedRedis } from "./support/shared.js"
 import { until } from "./support/laneLinks.js"
-import { lockKeysOf, waitersKeyOf } from "../src/internal/keys.js"
+import { appendKeysOf } from "../src/internal/audit/backing.js"
+import { auditKeys, waitersKeyOf } from "../src/internal/keys.js"
 import { buildNextRecord } from "../src/Chain.js"
 import { fromClient } from "../src/RedisClient.js"
 import { Scripts } from "../src/internal/scripts.js"
@@ -331,13 +332,7 @@ describe("turns: a kept turn", () => {
     const channel = `${lockKey}:released`
     try {
       const redis = fromClient(client)
-      const keys = [
-        `${keyPrefix}head:hash`,
-        `${keyPrefix}chain`,
-        `${keyPrefix}head`,
-        `${keyPrefix}commits`,
-        ...lockKeysOf(lockKey)
-      ]
+      const keys = appendKeysOf(auditKeys(keyPrefix))
       let head: unknown = null
       const append = async (claim: readonly [string, string, string, string, string]) => {
         const record = buildNextRecord({ at: Math.random() }, head as never)

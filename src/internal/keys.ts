@@ -20,10 +20,11 @@ export interface AuditKeys {
   readonly headHash: string
   /**
    * Ours: sequence -> "<commit id> <unix seconds>" of our appends (the last 1,000, and any
-   * younger than `COMMIT_IDS_KEPT_SECONDS`; field `floor`: the lowest kept), to recognise a
-   * re-sent append.
+   * younger than `COMMIT_IDS_KEPT_SECONDS`), to recognise a re-sent append.
    */
   readonly commits: string
+  /** Ours: "<lowest sequence kept in `commits`> <its id's stamp>"; below it a miss proves nothing. */
+  readonly commitsFloor: string
   readonly lock: string
   readonly readyProbe: string
   /** Ours: "<size> <eventHash>" of the last signed checkpoint, the checkpointers' fence. */
@@ -60,6 +61,7 @@ export const auditKeys = (prefix: string): AuditKeys => ({
   head: `${prefix}head`,
   headHash: `${prefix}head:hash`,
   commits: `${prefix}commits`,
+  commitsFloor: `${prefix}commits:floor`,
   lock: `${prefix}lock`,
   readyProbe: `${prefix}ready:probe`,
   checkpoint: `${prefix}checkpoint`

@@ -33,7 +33,7 @@ const define = (file: string, keys: number, readOnly = false): ScriptDefinition 
 
 /** The scripts this package defines; locks add theirs through the same registry. */
 export const Scripts = {
-  auditAppend: define("audit_append", 7),
+  auditAppend: define("audit_append", 8),
   auditTurn: define("audit_turn", 3),
   readyProbe: define("ready_probe", 1),
   ratelimitConsume: define("ratelimit_consume", 1),

@@ -101,11 +101,15 @@ const isCommitOf = (entry: string | null | undefined, commitId: string): boolean
   entry === commitId || (typeof entry === "string" && entry.startsWith(`${commitId} `))
 
 /**
- * Whether a miss at `sequence` proves nothing: it is below `commits`' floor. (No floor, or
- * one that is not a number: no id was dropped, as lua/audit_append.lua reads it.)
+ * Whether a miss at `sequence` proves nothing, as lua/audit_append.lua reads the floor of
+ * `commits` (`commits:floor`, "<sequence> <stamp>"): below it; with none (or an unreadable
+ * one), below the last COMMITS_KEPT of a chain `length` long.
  */
-const belowFloor = (sequence: number, floor: string | null | undefined): boolean =>
-  floor !== null && floor !== undefined && sequence < Number(floor)
+const unprovenAt = (sequence: number, floor: string | null | undefined, length: number): boolean => {
+  const match = /^(\d+) ?(\d*)$/.exec(floor ?? "")
+  const at = match === null ? 0 : Number(match[1])
+  return sequence < (at >= 1 ? at : length - COMMITS_KEPT + 1)
+}
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
 export type BackingError = ReadBackingError | ChainBroken
@@ -304,18 +308,22 @@ const appendArgs = (write: PreparedAppend): Array<string | number> => [
   COMMIT_IDS_KEPT_SECONDS
 ]
 
+/** lua/audit_append.lua's KEYS, in its header's order. */
+export const appendKeysOf = (keys: AuditKeys): Array<string> => [
+  keys.headHash,
+  keys.chain,
+  keys.head,
+  keys.commits,
+  keys.lock,
+  fenceKeyOf(keys.lock),
+  waitersKeyOf(keys.lock),
+  keys.commitsFloor
+]
+
 /** The chain on Redis, in haechi-store-redis's layout. */
 export const redisAuditBacking = (redis: RedisClientShape, prefix: string): AuditBacking => {
   const keys = auditKeys(prefix)
-  const appendKeys = [
-    keys.headHash,
-    keys.chain,
-    keys.head,
-    keys.commits,
-    keys.lock,
-    fenceKeyOf(keys.lock),
-    waitersKeyOf(keys.lock)
-  ]
+  const appendKeys = appendKeysOf(keys)
   const turnKeys = [keys.head, keys.lock, waitersKeyOf(keys.lock)]
   const readHead = redis
     .run("GET head", (c) => c.get(keys.head))
@@ -343,12 +351,26 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongTypeNamed(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
-        .run("HMGET commits", (c) => c.hmget(keys.commits, String(sequence), "floor"))
+        .run("MULTI HGET commits GET floor LLEN chain", (c) =>
+          c.multi().hget(keys.commits, String(sequence)).get(keys.commitsFloor).llen(keys.chain).exec()
+        )
         .pipe(
-          wrongType(keys.commits),
-          Effect.map(([entry, floor]): CommitLookup =>
-            isCommitOf(entry, commitId) ? "committed" : belowFloor(sequence, floor) ? "unproven" : "not committed"
-          )
+          Effect.flatMap((replies) => {
+            const [id, floor, length] = replies ?? []
+            const failed =
+              [id, floor, length].find((reply) => reply?.[0])?.[0] ?? (replies === null ? new Error("aborted") : null)
+            if (failed !== null && failed !== undefined) {
+              const key = id?.[0] ? keys.commits : floor?.[0] ? keys.commitsFloor : keys.chain
+              return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
+            }
+            return Effect.succeed<CommitLookup>(
+              isCommitOf(id![1] as string | null, commitId)
+                ? "committed"
+                : unprovenAt(sequence, floor![1] as string | null, Number(length![1]))
+                  ? "unproven"
+                  : "not committed"
+            )
+          })
         ),
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
@@ -360,29 +382,29 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
 
 /**
  * lua/audit_append.lua's `commits` in memory, by the same rule: an id is kept while among
- * the last COMMITS_KEPT sequences or younger than COMMIT_IDS_KEPT_SECONDS; a commit whose
- * id's last character code is a multiple of 8 drops up to 64 from the floor up.
+ * the last COMMITS_KEPT sequences or younger than COMMIT_IDS_KEPT_SECONDS; once the id at
+ * the floor is past its keep, a commit drops the old ones from there up (512 at most).
  */
 const keptCommits = (keptMs = COMMIT_IDS_KEPT_SECONDS * 1000) => {
   const ids = new Map<number, { readonly id: string; readonly at: number }>()
   let floor: number | undefined
   return {
     commit(sequence: number, id: string): void {
-      const at = Date.now()
-      ids.set(sequence, { id, at })
-      if (id.charCodeAt(id.length - 1) % 8 !== 0) return
-      let next = floor ?? 1
-      const last = Math.min(sequence - COMMITS_KEPT, next + 63)
+      const now = Date.now()
+      ids.set(sequence, { id, at: now })
+      const start = floor ?? 1
+      const last = Math.min(sequence - COMMITS_KEPT, start + 511)
+      let next = start
       for (; next <= last; next++) {
         const entry = ids.get(next)
-        if (entry !== undefined && at - entry.at < keptMs) break
+        if (entry !== undefined && now - entry.at < keptMs) break
         ids.delete(next)
       }
-      if (floor !== undefined || next > 1) floor = next
+      floor = next
     },
-    lookup(sequence: number, id: string): CommitLookup {
+    lookup(sequence: number, id: string, length: number): CommitLookup {
       if (ids.get(sequence)?.id === id) return "committed"
-      return floor !== undefined && sequence < floor ? "unproven" : "not committed"
+      return sequence < (floor ?? length - COMMITS_KEPT + 1) ? "unproven" : "not committed"
     }
   }
 }
@@ -430,7 +452,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           commits.commit(write.sequence, write.commitId)
           return committed
         }
-        const lookup = commits.lookup(write.sequence, write.commitId)
+        const lookup = commits.lookup(write.sequence, write.commitId, chain.length)
         if (lookup === "committed") return alreadyCommitted
         if (seen !== null && !holds(seen.sequence, seen.eventHash)) return outcome("Rewound")
         if (!holds(write.sequence - 1, write.expectedPrev)) return outcome("NotSuccessor")
@@ -441,7 +463,7 @@ export const memoryAuditBacking = (prefix = "memory:audit:"): AuditBacking => {
           ...(lookup === "unproven" ? { unproven: true } : {})
         }))
       }),
-    isCommitted: (sequence, commitId) => Effect.sync(() => commits.lookup(sequence, commitId)),
+    isCommitted: (sequence, commitId) => Effect.sync(() => commits.lookup(sequence, commitId, chain.length)),
     length: Effect.sync(() => chain.length),
     readRange: (start, stop) => Effect.sync(() => chain.slice(start, stop + 1)),
     readHeadKeys: Effect.sync(() => ({

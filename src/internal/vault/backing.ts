@@ -77,7 +77,17 @@ export type Changes =
    * The log cannot prove it is complete since the known version (a gap, a trimmed log):
    * read the vault in full. `unreadable`: the version of a log entry that does not decode.
    */
-  | { readonly _tag: "Reload"; readonly version: Version; readonly size: number; readonly unreadable?: string }
+  | {
+      readonly _tag: "Reload"
+      readonly version: Version
+      readonly size: number
+      readonly unreadable?: string
+      /**
+       * Asked with a commit id: whether the whole log holds it after the known version
+       * (`found`), and whether a miss proves nothing (`unproven`: that part is gone).
+       */
+      readonly lookup?: { readonly found: boolean; readonly unproven: boolean }
+    }
   /**
    * Redis no longer continues the history the cache saw: a lower version, or the commit
    * the cache saw is no longer logged at its version (`commitThere`: what is, "" = none).
@@ -246,10 +256,16 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
   switch (status) {
     case VaultChangesReply.Same:
       return { _tag: "Same", version: v, commit: detail, size }
-    case VaultChangesReply.Reload:
-      return detail === ""
-        ? { _tag: "Reload", version: v, size }
-        : { _tag: "Reload", version: v, size, unreadable: detail }
+    case VaultChangesReply.Reload: {
+      const lookup = flat.length === 1 ? { found: found === 1, unproven: Number(flat[0]) !== 0 } : undefined
+      return {
+        _tag: "Reload",
+        version: v,
+        size,
+        ...(detail === "" ? {} : { unreadable: detail }),
+        ...(lookup === undefined ? {} : { lookup })
+      }
+    }
     case VaultChangesReply.Rewound:
       return { _tag: "Rewound", version: v, size, commitThere: detail }
     case VaultChangesReply.Delta:

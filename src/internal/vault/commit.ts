@@ -14,7 +14,7 @@ import * as Metrics from "../../Metrics.js"
 import { nextCommitId } from "../commitId.js"
 import { committing, endingWith } from "../deadline.js"
 import { claimMoveOf, type LockClaim } from "../storeGuard.js"
-import type { ApplyOutcome, VaultBacking, VaultWrite } from "./backing.js"
+import type { ApplyOutcome, Changes, VaultBacking, VaultWrite } from "./backing.js"
 import type { RecordChange, Snapshot, VaultCache } from "./cache.js"
 import type { MutableView } from "./contract.js"
 import type { VaultFreshness } from "./freshness.js"
@@ -106,32 +106,47 @@ export const resolvingApply = (backing: VaultBacking, prefix: string) => {
     outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
       ? Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: unprovenConflict(write.madeAt) }))
       : Effect.succeed(outcome)
+  // What the log says about a lost call's commit id.
+  const resolvedBy = (
+    write: VaultWrite,
+    changes: Changes,
+    lost: unknown
+  ): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
+    // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
+    const conflict = {
+      _tag: "Conflict" as const,
+      version: changes.version,
+      tookLock: write.claim?.ask === true,
+      rewound: false
+    }
+    switch (changes._tag) {
+      case "Same":
+        return Effect.succeed(conflict)
+      case "Delta":
+        return Effect.succeed(changes.found ? { _tag: "AlreadyCommitted", version: changes.version } : conflict)
+      case "Reload":
+        // Too far behind to replay: the whole log was searched (a lookup), or nothing can be said.
+        if (changes.lookup === undefined) break
+        return Effect.succeed(
+          changes.lookup.found
+            ? { _tag: "AlreadyCommitted", version: changes.version }
+            : { ...conflict, unproven: changes.lookup.unproven }
+        )
+    }
+    // A history that was rewound, or cannot be read, cannot say whether the commit landed.
+    return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost }))
+  }
   return (write: VaultWrite, sent?: Promise<unknown>): Effect.Effect<ApplyOutcome, StoreError> =>
     backing.apply(write, sent).pipe(
-      Effect.flatMap((outcome) => trusted(write, outcome)),
       Effect.catchTag("RedisUnavailable", (lost) =>
         backing.changes({ version: write.expected, commit: write.expectedCommit }, write.commitId).pipe(
           Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
           Effect.mapError(() => new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause })),
-          Effect.flatMap((changes): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> => {
-            // (A lost call that asked for the lock may have taken it: count it as ours, so it is released.)
-            const tookLock = write.claim?.ask === true
-            if (changes._tag === "Same") {
-              return Effect.succeed({ _tag: "Conflict", version: changes.version, tookLock, rewound: false })
-            }
-            // A history that cannot be replayed, or was rewound, cannot say whether the commit landed.
-            if (changes._tag === "Reload" || changes._tag === "Rewound") {
-              return Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: lost.cause }))
-            }
-            return Effect.succeed(
-              changes.found
-                ? { _tag: "AlreadyCommitted" as const, version: changes.version }
-                : { _tag: "Conflict" as const, version: changes.version, tookLock, rewound: false }
-            )
-          }),
+          Effect.flatMap((changes) => resolvedBy(write, changes, lost.cause)),
           Effect.tap(() => Metric.update(resolved, 1))
         )
-      )
+      ),
+      Effect.flatMap((outcome) => trusted(write, outcome))
     )
 }
 

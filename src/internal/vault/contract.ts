@@ -32,6 +32,11 @@ export interface MutableView extends ReadView {
 export interface VaultStats {
   readonly version: Version
   readonly size: number
+  /**
+   * Entries in the change log. On Redis: the last LOG_BOUND (1,000) and any younger than
+   * 30 s (a re-sent call proves itself there); in memory, where nothing is re-sent, the
+   * last LOG_BOUND only. Not a measure of the vault, only of what a replica can replay.
+   */
   readonly logLength: number
 }
 

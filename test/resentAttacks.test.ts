@@ -1,0 +1,228 @@
+/**
+ * Attacks on the kept commit ids (audit `commits`, the vault's change log), against real
+ * Redis: fleets mixed with haechi-store-redis writers, commit ids whose shape could starve
+ * a trim, stamps and floors that do not read, re-sent and lost calls in a log with gaps.
+ * Each holds that no call commits twice, no script writes half of anything, and what is
+ * kept stays bounded.
+ */
+import { describe, expect, it } from "vitest"
+import * as Effect from "effect/Effect"
+import type { Redis } from "ioredis"
+import type { Integrity } from "../src/haechi.js"
+import { fromClient } from "../src/RedisClient.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
+import { now } from "../src/internal/deadline.js"
+import { COMMITS_KEPT } from "../src/internal/keys.js"
+import { LOG_BOUND, redisVaultBacking, type VaultWrite } from "../src/internal/vault/backing.js"
+import { resolvingApply } from "../src/internal/vault/commit.js"
+import { uniquePrefix } from "./support/keys.js"
+import {
+  appendCall,
+  keptIds,
+  referenceAppend,
+  referenceApply,
+  vaultApplyCall,
+  vaultWrite
+} from "./support/resentCalls.js"
+import { sharedConnections } from "./support/shared.js"
+
+const connect = sharedConnections()
+
+/** `n` appends of ours (ids `<tag><i>`, kept by count only), with `between` run before each. */
+const ourAppends = async (
+  client: Redis,
+  prefix: string,
+  n: number,
+  idOf: (i: number) => string,
+  between: (i: number, head: Integrity | null) => Promise<Integrity | null> = async (_, head) => head
+) => {
+  let head: Integrity | null = null
+  for (let i = 1; i <= n; i++) {
+    head = await between(i, head)
+    const { reply, integrity } = await appendCall(client, prefix, head, idOf(i), 0)
+    expect(reply[0]).toBe(1)
+    head = integrity
+  }
+  return head
+}
+
+describe("audit `commits` stays bounded", () => {
+  it("one of our appends per 50 records (the rest haechi-store-redis writers): the ids of the last COMMITS_KEPT records, the floor just below", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("bound-fleet")
+    let n = 0
+    await ourAppends(
+      client,
+      prefix,
+      300,
+      (i) => `p-${i.toString(36)}`,
+      async (_, head) => {
+        for (let j = 0; j < 49; j++) head = await referenceAppend(client, prefix, head, { ref: n++ })
+        return head
+      }
+    )
+    const total = 300 * 50
+    const { sequences, floor } = await keptIds(client, prefix)
+    expect(sequences.length).toBeLessThanOrEqual(COMMITS_KEPT / 50 + 1)
+    expect(floor).toBeGreaterThan(total - COMMITS_KEPT - 50)
+  }, 60_000)
+
+  // One process's audit and vault stores share the id counter: 1 append and 3 vault
+  // commits a request leave the audit ids one shape of last character.
+  it("ids of one shape (a counter at a period of 4): the last COMMITS_KEPT kept, no more", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("bound-period")
+    await ourAppends(client, prefix, COMMITS_KEPT + 400, (i) => `proc${(4 * i + 2).toString(36)}`)
+    expect((await keptIds(client, prefix)).sequences.length).toBe(COMMITS_KEPT)
+  }, 60_000)
+
+  it("an id stamped far in the future (hostile, or a clock stepped back) at the floor does not stall the trim", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("bound-future")
+    await ourAppends(
+      client,
+      prefix,
+      COMMITS_KEPT + 300,
+      (i) => `f-${i}`,
+      async (i, head) => {
+        if (i === 2) await client.hset(`${prefix}commits`, "1", "f-1 99999999999")
+        return head
+      }
+    )
+    expect((await keptIds(client, prefix)).sequences.length).toBe(COMMITS_KEPT)
+  }, 60_000)
+
+  for (const floor of ["-50", "2.5", "garbage", "9 x"]) {
+    it(`a floor of ${JSON.stringify(floor)} reads as none: the trim walks from the start and rewrites it`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix("bound-floor")
+      await ourAppends(
+        client,
+        prefix,
+        COMMITS_KEPT + 200,
+        (i) => `o-${i}`,
+        async (i, head) => {
+          if (i === 10) await client.set(`${prefix}commits:floor`, floor)
+          return head
+        }
+      )
+      expect(await keptIds(client, prefix)).toEqual({
+        sequences: Array.from({ length: COMMITS_KEPT }, (_, i) => 201 + i),
+        floor: 201
+      })
+    }, 60_000)
+  }
+})
+
+describe("audit re-sends against odd state", () => {
+  const twoRecords = async (client: Redis, prefix: string) => {
+    const a = await appendCall(client, prefix, null, "a-1", 30)
+    await appendCall(client, prefix, a.integrity, "a-2", 30)
+  }
+
+  it("a floor that does not read: a stale call that asks for the lock is a Conflict, the lock taken as asked", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("odd-floor-claim")
+    await twoRecords(client, prefix)
+    await client.set(`${prefix}commits:floor`, "garbage")
+    const stale = await appendCall(client, prefix, null, "stale", 30, { token: "tok", ttl: 5000 })
+    expect([stale.reply[0], stale.reply[2], stale.reply[3]]).toEqual([0, 1, 0])
+    expect(await client.get(`${prefix}lock`)).toBe("tok")
+  })
+
+  it("a floor above the call's sequence: the script and the lost-reply lookup both call it unproven", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("odd-floor-agree")
+    await twoRecords(client, prefix)
+    await client.set(`${prefix}commits:floor`, "9 0")
+    const script = (await appendCall(client, prefix, null, "stale", 30)).reply[3]
+    const lookup = await Effect.runPromise(redisAuditBacking(fromClient(client), prefix).isCommitted(1, "stale"))
+    expect({ script, lookup }).toEqual({ script: 1, lookup: "unproven" })
+  })
+
+  it("`commits` of the wrong type on a re-send that asks for the lock: WrongType, no lock, no append", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("odd-wrongtype")
+    await twoRecords(client, prefix)
+    await client.del(`${prefix}commits`)
+    await client.set(`${prefix}commits`, "x")
+    const again = await appendCall(client, prefix, null, "a-1", 30, { token: "tok", ttl: 5000 })
+    expect(again.reply).toEqual([3, `${prefix}commits`])
+    expect(await client.get(`${prefix}lock`)).toBeNull()
+    expect(await client.llen(`${prefix}chain`)).toBe(2)
+  })
+})
+
+describe("vault re-sends in a log with gaps", () => {
+  /** The vault's backing with `target` committed, then `unlogged` haechi-store-redis bumps and `later` commits of ours. */
+  const afterTarget = async (client: Redis, prefix: string, unlogged: number, later: number) => {
+    const backing = redisVaultBacking(fromClient(client), prefix)
+    const apply = (w: VaultWrite) => Effect.runPromise(backing.apply(w))
+    expect(await apply(vaultWrite("", "", 0, "v1"))).toMatchObject({ _tag: "Committed" })
+    const target = vaultWrite("1", "v1", 1, "target")
+    expect(await apply(target)).toMatchObject({ _tag: "Committed", version: "2" })
+    for (let i = 0; i < unlogged; i++) await referenceApply(client, prefix, `ref-${i}`)
+    let point = { version: String(2 + unlogged), commit: unlogged > 0 ? "" : "target" }
+    for (let i = 0; i < later; i++) {
+      const o = await apply(vaultWrite(point.version, point.commit, 2 + unlogged + i, `w${i}`))
+      expect(o._tag).toBe("Committed")
+      point = { version: (o as { version: string }).version, commit: `w${i}` }
+    }
+    return { backing, target, version: point.version }
+  }
+
+  // Catches: the search for the re-sent call's entry limited to the newest LOG_BOUND
+  // entries once a version went unlogged: an unproven Conflict on a young call, retried:
+  // the token minted twice.
+  for (const [unlogged, later] of [
+    [1, LOG_BOUND],
+    [5, 10],
+    [40, LOG_BOUND + 30]
+  ] as const) {
+    it(`re-sent after ${unlogged} unlogged bumps and ${later} commits of ours: AlreadyCommitted`, async () => {
+      const client = connect()
+      const prefix = uniquePrefix("gap-resend")
+      const { backing, target, version } = await afterTarget(client, prefix, unlogged, later)
+      const again = await Effect.runPromise(resolvingApply(backing, prefix)({ ...target, madeAt: now() }))
+      expect(again).toEqual({ _tag: "AlreadyCommitted", version })
+      expect(await client.hlen(`${prefix}tokens`)).toBe(2 + unlogged + later)
+    }, 60_000)
+  }
+
+  // Catches: the lost-reply lookup replaying at most LOG_BOUND entries, so a young call
+  // whose first send committed failed with CommitOutcomeUnknown though the log held it.
+  it("a lost reply after LOG_BOUND + 10 later commits resolves as AlreadyCommitted", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("gap-lost")
+    const { backing, target, version } = await afterTarget(client, prefix, 0, LOG_BOUND + 10)
+    const lost = Promise.reject(new Error("Connection is closed."))
+    lost.catch(() => {})
+    const outcome = await Effect.runPromise(resolvingApply(backing, prefix)({ ...target, madeAt: now() }, lost))
+    expect(outcome).toEqual({ _tag: "AlreadyCommitted", version })
+  }, 60_000)
+
+  it("an entry that does not read where the re-sent call's would be: an unproven Conflict, nothing written", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("gap-garbage")
+    const { backing, target } = await afterTarget(client, prefix, 0, 5)
+    await client.lset(`${prefix}log`, 1, "garbage")
+    expect(await Effect.runPromise(backing.apply(target))).toMatchObject({ _tag: "Conflict", unproven: true })
+    expect(await client.get(`${prefix}version`)).toBe("7")
+  })
+
+  it("a log entry stamped far in the future does not stall the log's trim", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("gap-future")
+    let seen = ""
+    for (let v = 0; v < LOG_BOUND + 200; v++) {
+      const id = `c${v}`
+      expect(await vaultApplyCall(client, prefix, { expected: v === 0 ? "" : String(v), seen, size: v, id })).toEqual([
+        1,
+        String(v + 1)
+      ])
+      seen = id
+      if (v === 0) await client.lset(`${prefix}log`, 0, '1 c0 99999999999 ["tok-c0"]')
+    }
+    expect(await client.llen(`${prefix}log`)).toBeLessThan(LOG_BOUND + 16)
+  }, 60_000)
+})
