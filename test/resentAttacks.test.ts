@@ -21,7 +21,7 @@ import {
   keptIds,
   referenceAppend,
   referenceApply,
-  vaultApplyCall,
+  vaultCommits,
   vaultWrite
 } from "./support/resentCalls.js"
 import { sharedConnections } from "./support/shared.js"
@@ -45,6 +45,14 @@ const ourAppends = async (
   }
   return head
 }
+
+/** A `between` for `ourAppends` that runs `action` once, before the `step`-th append. */
+const at =
+  (step: number, action: () => Promise<unknown>) =>
+  async (i: number, head: Integrity | null): Promise<Integrity | null> => {
+    if (i === step) await action()
+    return head
+  }
 
 describe("audit `commits` stays bounded", () => {
   it("one of our appends per 50 records (the rest haechi-store-redis writers): the ids of the last COMMITS_KEPT records, the floor just below", async () => {
@@ -84,10 +92,7 @@ describe("audit `commits` stays bounded", () => {
       prefix,
       COMMITS_KEPT + 300,
       (i) => `f-${i}`,
-      async (i, head) => {
-        if (i === 2) await client.hset(`${prefix}commits`, "1", "f-1 99999999999")
-        return head
-      }
+      at(2, () => client.hset(`${prefix}commits`, "1", "f-1 99999999999"))
     )
     expect((await keptIds(client, prefix)).sequences.length).toBe(COMMITS_KEPT)
   }, 60_000)
@@ -101,10 +106,7 @@ describe("audit `commits` stays bounded", () => {
         prefix,
         COMMITS_KEPT + 200,
         (i) => `o-${i}`,
-        async (i, head) => {
-          if (i === 10) await client.set(`${prefix}commits:floor`, floor)
-          return head
-        }
+        at(10, () => client.set(`${prefix}commits:floor`, floor))
       )
       expect(await keptIds(client, prefix)).toEqual({
         sequences: Array.from({ length: COMMITS_KEPT }, (_, i) => 201 + i),
@@ -213,16 +215,9 @@ describe("vault re-sends in a log with gaps", () => {
   it("a log entry stamped far in the future does not stall the log's trim", async () => {
     const client = connect()
     const prefix = uniquePrefix("gap-future")
-    let seen = ""
-    for (let v = 0; v < LOG_BOUND + 200; v++) {
-      const id = `c${v}`
-      expect(await vaultApplyCall(client, prefix, { expected: v === 0 ? "" : String(v), seen, size: v, id })).toEqual([
-        1,
-        String(v + 1)
-      ])
-      seen = id
+    await vaultCommits(client, prefix, LOG_BOUND + 200, async (v) => {
       if (v === 0) await client.lset(`${prefix}log`, 0, '1 c0 99999999999 ["tok-c0"]')
-    }
+    })
     expect(await client.llen(`${prefix}log`)).toBeLessThan(LOG_BOUND + 16)
   }, 60_000)
 })

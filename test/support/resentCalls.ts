@@ -112,3 +112,20 @@ export const vaultWrite = (expected: string, expectedCommit: string, size: numbe
 export const referenceApply = async (client: Redis, prefix: string, token: string) => {
   await client.multi().hset(`${prefix}tokens`, token, '{"type":"t"}').incr(`${prefix}version`).exec()
 }
+
+/** `n` raw vault applies in a row (ids c0, c1, ...), each checked committed; `after(v)` runs after the v-th. */
+export const vaultCommits = async (
+  client: Redis,
+  prefix: string,
+  n: number,
+  after: (v: number) => Promise<unknown> = async () => undefined
+) => {
+  let seen = ""
+  for (let v = 0; v < n; v++) {
+    const id = `c${v}`
+    const reply = await vaultApplyCall(client, prefix, { expected: v === 0 ? "" : String(v), seen, size: v, id })
+    if (reply[0] !== 1 || reply[1] !== String(v + 1)) throw new Error(`apply ${v}: ${JSON.stringify(reply)}`)
+    seen = id
+    await after(v)
+  }
+}
