@@ -103,6 +103,18 @@ local function floorOf(stored)
   if floor == nil or floor < 1 then return nil, 0 end
   return floor, tonumber(stamp) or 0
 end
+-- Where the floor may jump after TRIM_MOST sequences of other writers' records: the lowest
+-- sequence `commits` keeps at `at` or above (no further than last + 1). Read only while
+-- `commits` is small (which it is when our appends are that sparse), else `at`.
+local function nextKept(at, last)
+  if redis.call('HLEN', commitsKey) > 2 * TRIM_MOST then return at end
+  local lowest = last + 1
+  for _, field in ipairs(redis.call('HKEYS', commitsKey)) do
+    local kept = tonumber(field)
+    if kept and kept >= at and kept < lowest then lowest = kept end
+  end
+  return lowest
+end
 -- The sequences whose ids this commit drops (holes included) from `floor` up, and the new
 -- floor with its id's stamp (0 where the walk stopped at a bound); nil when `commits` holds
 -- the wrong type.
@@ -119,6 +131,8 @@ local function droppable(floor, nowSeconds)
     end
     at = at + #fields
   end
+  -- (Stopped by TRIM_MOST, not by the last COMMITS_KEPT or a young id: other writers' records.)
+  if at <= last then at = nextKept(at, last) end
   return drop, at, 0
 end
 -- Whether a miss at `sequence` proves nothing: below the floor (none: below the last

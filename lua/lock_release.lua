@@ -23,8 +23,8 @@ local token, releaseChannel, ownEntry = ARGV[1], ARGV[2], ARGV[3]
 --- @include "include/waiters"
 
 local ours = redis.call('GET', lockKey) == token
-if ours and not typeIs(fenceKey, 'string') then
-  return redis.error_reply('WRONGTYPE ' .. fenceKey .. ' (the fence counter) holds the wrong type: nothing released')
+if ours and not fenceCountable() then
+  return redis.error_reply('WRONGTYPE ' .. fenceKey .. ' (the fence counter) holds the wrong type or no integer: nothing released')
 end
 if ownEntry ~= '' then redis.call('ZREM', waitersKey, ownEntry) end
 if not ours then return 0 end

@@ -96,10 +96,13 @@ if lockedOutNow then
   return {4, cur}
 end
 -- Whether the vault at the expected version is the one the snapshot was read from.
+-- (`lastLogged`: the version of the log's last entry, for the commit below.)
+local lastLogged = nil
 local function continues()
   if redis.call('HLEN', tokensKey) ~= size then return false end
-  if expected == '' then return true end
   local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')
+  lastLogged = tonumber(v)
+  if expected == '' then return true end
   if seen == '' then return v ~= expected end
   return v == expected and commit == seen
 end
@@ -121,6 +124,10 @@ if (cur == false and expected == '') or cur == expected then
     local nv = (tonumber(cur) or 0) + 1
     redis.call('SET', versionKey, nv)
     local nowSeconds = tonumber(redis.call('TIME')[1])
+    -- A log that goes up to this version or past it tells of a history Redis no longer holds
+    -- (the version key lost, restarted by other writers): dropped, so versions in the log
+    -- only rise and include/vaultlog's search holds.
+    if lastLogged and lastLogged >= nv then redis.call('DEL', logKey) end
     trimLog(redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. nowSeconds .. ' ' .. changedJson), nowSeconds)
     release('', false)
     return {1, tostring(nv)}

@@ -8,11 +8,13 @@
 import { describe, expect, it } from "vitest"
 import * as Effect from "effect/Effect"
 import type { Redis } from "ioredis"
+import { buildNextRecord } from "../src/Chain.js"
 import type { Integrity } from "../src/haechi.js"
 import { fromClient } from "../src/RedisClient.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { now } from "../src/internal/deadline.js"
-import { COMMITS_KEPT } from "../src/internal/keys.js"
+import { COMMITS_KEPT, fenceKeyOf, waitersKeyOf } from "../src/internal/keys.js"
+import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { LOG_BOUND, redisVaultBacking, type VaultWrite } from "../src/internal/vault/backing.js"
 import { resolvingApply } from "../src/internal/vault/commit.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -21,6 +23,7 @@ import {
   keptIds,
   referenceAppend,
   referenceApply,
+  vaultApplyCall,
   vaultCommits,
   vaultWrite
 } from "./support/resentCalls.js"
@@ -220,4 +223,89 @@ describe("vault re-sends in a log with gaps", () => {
     })
     expect(await client.llen(`${prefix}log`)).toBeLessThan(LOG_BOUND + 16)
   }, 60_000)
+})
+
+describe("state that Redis lost or others wrote, round two", () => {
+  // Catches: the vault's log going 1..10 and then 1, 2 after the version key was lost, so
+  // the binary search read a miss as proof and the re-sent call ran again.
+  it("a vault whose version key was deleted: the log restarts with it, and a re-sent call is AlreadyCommitted (script, store, lost reply)", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("lost-version")
+    await vaultCommits(client, prefix, 10)
+    await client.del(`${prefix}version`)
+    expect(await vaultApplyCall(client, prefix, { expected: "", seen: "", size: 10, id: "k" })).toEqual([1, "1"])
+    const target = { expected: "1", seen: "k", size: 11, id: "target" }
+    expect(await vaultApplyCall(client, prefix, target)).toEqual([1, "2"])
+    for (let i = 0; i < 3; i++) await referenceApply(client, prefix, `ref-${i}`)
+    expect((await client.lrange(`${prefix}log`, 0, -1)).map((e) => e.split(" ")[0])).toEqual(["1", "2"])
+    expect(await vaultApplyCall(client, prefix, target)).toEqual([2, "5"])
+    const backing = redisVaultBacking(fromClient(client), prefix)
+    const write = vaultWrite("1", "k", 11, "target")
+    expect(await Effect.runPromise(resolvingApply(backing, prefix)(write))).toMatchObject({ _tag: "AlreadyCommitted" })
+    const lost = Promise.reject(new Error("Connection is closed."))
+    lost.catch(() => {})
+    expect(await Effect.runPromise(resolvingApply(backing, prefix)(write, lost))).toMatchObject({
+      _tag: "AlreadyCommitted"
+    })
+  })
+
+  // Catches: the walk of 512 sequences a trim falling behind for good when more than 512
+  // haechi-store-redis records come between two appends of ours.
+  it("one of our appends per 2,000 records: the floor jumps past the other writers' records, a couple of ids kept", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("sparse")
+    let head: Integrity | null = null
+    for (let i = 1; i <= 40; i++) {
+      const records: Array<string> = []
+      for (let j = 0; j < 1999; j++) {
+        const record = buildNextRecord({ ref: `${i}-${j}` }, head)
+        head = record.auditIntegrity as Integrity
+        records.push(JSON.stringify(record))
+      }
+      const batch = client.multi()
+      for (let k = 0; k < records.length; k += 500) batch.rpush(`${prefix}chain`, ...records.slice(k, k + 500))
+      await batch.set(`${prefix}head`, JSON.stringify(head)).set(`${prefix}head:hash`, head!.eventHash).exec()
+      const { reply, integrity } = await appendCall(client, prefix, head, `sparse-${i}`, 0)
+      expect(reply[0]).toBe(1)
+      head = integrity
+    }
+    const { sequences, floor } = await keptIds(client, prefix)
+    expect(sequences.length).toBeLessThanOrEqual(2)
+    expect(floor).toBeGreaterThan(40 * 2000 - COMMITS_KEPT - 2000)
+  }, 120_000)
+
+  // Catches: a fence counter that is a string but no integer passing the type check, so the
+  // INCR after the lock was taken (lock_acquire) or the record written (a hand-off) failed.
+  it("a fence counter holding no integer: lock_acquire leaves the lock free, a commit that would hand the lock on is refused with nothing written", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("fence-abc")
+    const lock = `${prefix}lock`
+    await client.set(fenceKeyOf(lock), "abc")
+    const acquire = await callScriptBySha(
+      client,
+      Scripts.lockAcquire,
+      [lock, fenceKeyOf(lock), waitersKeyOf(lock)],
+      ["tok", 60_000, ""]
+    ).then(
+      () => "answered",
+      (error: Error) => error.message
+    )
+    expect(acquire).toBe(`WRONGTYPE ${fenceKeyOf(lock)} holds the wrong type: nothing written (no integer)`)
+    expect(await client.get(lock)).toBeNull()
+    await client.set(lock, "mine")
+    await client.zadd(waitersKeyOf(lock), Date.now() + 60_000, "other 5000")
+    const { reply } = await appendCall(client, prefix, null, "fenced-1", 0, { token: "mine", ttl: 5000 })
+    expect(reply).toEqual([3, fenceKeyOf(lock)])
+    expect(await client.llen(`${prefix}chain`)).toBe(0)
+    expect(await client.get(lock)).toBe("mine")
+  })
+
+  it("commits:floor of the wrong type: the commit is refused naming it, nothing written", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("floor-list")
+    await client.rpush(`${prefix}commits:floor`, "x")
+    const { reply } = await appendCall(client, prefix, null, "f-1", 30)
+    expect(reply).toEqual([3, `${prefix}commits:floor`])
+    expect(await client.exists(`${prefix}chain`, `${prefix}commits`, `${prefix}head`)).toBe(0)
+  })
 })

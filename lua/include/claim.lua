@@ -37,7 +37,7 @@ end
 local function releaseWrongType()
   if claimTtl == '' and (not claimed or keepTtl) then return nil end
   if not typeIs(waitersKey, 'zset') then return waitersKey end
-  if claimed and not keepTtl and not typeIs(fenceKey, 'string') then return fenceKey end
+  if claimed and not keepTtl and not fenceCountable() then return fenceKey end
   return nil
 end
 

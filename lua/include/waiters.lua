@@ -22,6 +22,14 @@ local function wrongTypeRefusal(keys, types)
   return nil
 end
 
+-- Whether the fence counter can be counted up (INCR): absent, or a string holding an
+-- integer. Checked before a script's first write where it will INCR it (needs include/refusal).
+local function fenceCountable()
+  if not typeIs(fenceKey, 'string') then return false end
+  local value = redis.call('GET', fenceKey)
+  return value == false or string.match(value, '^%-?%d+$') ~= nil
+end
+
 -- Takes the lock for `token` if it is free, or renews it if it is `token`'s already (a
 -- re-sent call, or a waiter whose hand-off message went missing); leaves the queue then.
 local function takeIfFree(token, ttlMs)

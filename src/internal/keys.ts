@@ -1,7 +1,8 @@
 /**
  * The key layout, shared with haechi-store-redis so a fleet can switch replica by
  * replica: the same keys hold the same data with the same fence semantics. Keys we
- * add (the vault's change log) are an accelerator that nothing's correctness needs.
+ * add (the vault's change log, the audit's commit ids) hold no record, but they are the
+ * proof a re-sent call looks for (see internal/resentCalls.ts).
  *
  * On a Redis Cluster every key of one store must live in one hash slot (the scripts
  * touch several at once), which a hash tag in the prefix guarantees. A prefix that
