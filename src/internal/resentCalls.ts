@@ -10,6 +10,8 @@
  * of the span is a margin for Redis's clock against ours (a step, a failover to a server
  * whose clock is ahead).
  */
+import * as Effect from "effect/Effect"
+import { CommitOutcomeUnknown, type StoreKind } from "../Errors.js"
 import { now } from "./deadline.js"
 import { COMMIT_IDS_KEPT_SECONDS } from "./keys.js"
 
@@ -26,8 +28,18 @@ export const callMadeAt = (): number => now()
 export const cannotTell = (unproven: boolean | undefined, madeAt: number): boolean =>
   unproven === true && now() - madeAt >= PROVABLE_CALL_AGE_MS
 
+/** `outcome`, or `CommitOutcomeUnknown` for a Conflict of a call made at `madeAt` that `cannotTell`. */
+export const trustedOutcome = <O extends { readonly _tag: string; readonly unproven?: boolean }>(
+  where: { readonly store: StoreKind; readonly prefix: string },
+  madeAt: number,
+  outcome: O
+): Effect.Effect<O, CommitOutcomeUnknown> =>
+  outcome._tag === "Conflict" && cannotTell(outcome.unproven, madeAt)
+    ? Effect.fail(new CommitOutcomeUnknown({ ...where, cause: unprovenConflict(madeAt) }))
+    : Effect.succeed(outcome)
+
 /** The cause of the `CommitOutcomeUnknown` a Conflict that `cannotTell` fails with. */
-export const unprovenConflict = (madeAt: number): Error =>
+const unprovenConflict = (madeAt: number): Error =>
   new Error(
     `a conflict on a call made ${Math.round(now() - madeAt)} ms ago, after Redis dropped the commit ids ` +
       `that would prove it had not committed before (a re-sent call may have)`

@@ -19,7 +19,7 @@ import type { HeadCache } from "./headCache.js"
 import { unknownHead } from "./headState.js"
 import type { OnRewind } from "./options.js"
 import { resolveSchedule } from "../schedules.js"
-import { cannotTell, unprovenConflict } from "../resentCalls.js"
+import { trustedOutcome } from "../resentCalls.js"
 
 /** What the append path of one store needs, built once per store. */
 export interface AppendContext {
@@ -78,12 +78,7 @@ const resolvedAppend = (
         )
       )
     ),
-    (outcome) =>
-      outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
-        ? Effect.fail(
-            new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: unprovenConflict(write.madeAt) })
-          )
-        : Effect.succeed(outcome)
+    (outcome) => trustedOutcome({ store: "audit", prefix: ctx.prefix }, write.madeAt, outcome)
   )
 
 /** The `FenceConflict` a rejected append fails with. */

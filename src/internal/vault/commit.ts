@@ -21,7 +21,7 @@ import type { VaultFreshness } from "./freshness.js"
 import { encodeRecord, frozenCopy } from "./record.js"
 import { DELETED, StagingView } from "./views.js"
 import { resolveSchedule } from "../schedules.js"
-import { callMadeAt, cannotTell, unprovenConflict } from "../resentCalls.js"
+import { callMadeAt, trustedOutcome } from "../resentCalls.js"
 
 /** What a view staged: the write for the backing, and the same changes as frozen records for the cache. */
 export interface StagedDiff {
@@ -102,10 +102,6 @@ export interface CommitAttempt {
  */
 export const resolvingApply = (backing: VaultBacking, prefix: string) => {
   const resolved = Metrics.ambiguousCommitsResolved.pipe(Metric.tagged("store", "vault"))
-  const trusted = (write: VaultWrite, outcome: ApplyOutcome): Effect.Effect<ApplyOutcome, CommitOutcomeUnknown> =>
-    outcome._tag === "Conflict" && cannotTell(outcome.unproven, write.madeAt)
-      ? Effect.fail(new CommitOutcomeUnknown({ store: "vault", prefix, cause: unprovenConflict(write.madeAt) }))
-      : Effect.succeed(outcome)
   // What the log says about a lost call's commit id.
   const resolvedBy = (
     write: VaultWrite,
@@ -146,7 +142,7 @@ export const resolvingApply = (backing: VaultBacking, prefix: string) => {
           Effect.tap(() => Metric.update(resolved, 1))
         )
       ),
-      Effect.flatMap((outcome) => trusted(write, outcome))
+      Effect.flatMap((outcome) => trustedOutcome({ store: "vault", prefix }, write.madeAt, outcome))
     )
 }
 
