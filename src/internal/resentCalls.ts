@@ -25,7 +25,7 @@ export const callMadeAt = (): number => now()
  * Whether a Conflict cannot be trusted: the script could not prove the call did not
  * commit before (`unproven`), and the call is too old for the kept ids to prove it.
  */
-export const cannotTell = (unproven: boolean | undefined, madeAt: number): boolean =>
+const cannotTell = (unproven: boolean | undefined, madeAt: number): boolean =>
   unproven === true && now() - madeAt >= PROVABLE_CALL_AGE_MS
 
 /** `outcome`, or `CommitOutcomeUnknown` for a Conflict of a call made at `madeAt` that `cannotTell`. */
