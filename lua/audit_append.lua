@@ -7,7 +7,8 @@
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
 -- Fast path: the lock, the head keys and the commit ids' floor (one MGET) and LLEN, then
--- TIME, HSET, RPUSH, MSET (and now and then the trim of old commit ids); the list's elements
+-- EXISTS commits (the kept ids not lost), TIME, HSET, RPUSH, MSET (and now and then the trim
+-- of old commit ids); the list's elements
 -- are read only where the fence says "empty" or disagrees (or the caller last saw a head
 -- other than the one the record was built on).
 -- A lock-free attempt may also take, queue for or hand on the store's lock here, so the
@@ -18,8 +19,8 @@
 -- KEYS[4] commits    (hash: sequence -> "<commit id> <unix seconds>" of our appends, kept while
 --                     among the last 1000 records or younger than ARGV[14])
 -- KEYS[5] lock       (the store's lock key)   KEYS[6] its fence counter   KEYS[7] its waiters
--- KEYS[8] commits:floor ("<lowest sequence kept in commits> <its id's stamp>"; below it a
---                     miss proves nothing)
+-- KEYS[8] commits:floor ("<lowest sequence kept in commits> <its id's stamp>[ <when the ids
+--                     were found lost>]"; below it a miss proves nothing)
 -- ARGV[1] expected head hash: the record's previousHash ('' = empty chain)
 -- ARGV[2] record JSON   ARGV[3] its auditIntegrity JSON   ARGV[4] its eventHash
 -- ARGV[5] its sequence  ARGV[6] the commit id, unique to this call (a re-send repeats it)
@@ -44,7 +45,8 @@
 --                       continues the chain the record was built on; the current head, so the
 --                       retry needs no read; took = 1 when the lock is now ARGV[8]'s;
 --                       unproven = 1 when ARGV[5] is below the floor (KEYS[8]), so that this call
---                       (if a re-send) did not commit before cannot be told
+--                       (if a re-send) did not commit before cannot be told; 2 when the kept
+--                       ids were lost (see `idsLost`): no call's age makes a miss proof then
 --   3 WrongType         {3, key}: `key` (head:hash, head, chain, commits, commits:floor when a
 --                       commit would move it, the lock a lock-free
 --                       attempt reads, or the waiters or fence counter an attempt that asked
@@ -96,12 +98,20 @@ end
 local function stampOf(entry)
   return tonumber(string.match(entry, ' (%d+)$')) or 0
 end
--- The stored floor and its id's stamp; nil for none, or for anything but "<n>[ <n>]", n >= 1.
+-- The stored floor, its id's stamp and when the ids were found lost (0: never); nil for
+-- none, or for anything but "<n>[ <n>[ <n>]]", n >= 1.
 local function floorOf(stored)
-  local floor, stamp = string.match(stored or '', '^(%d+) ?(%d*)$')
+  local floor, stamp, lostAt = string.match(stored or '', '^(%d+) ?(%d*) ?(%d*)$')
   floor = tonumber(floor)
-  if floor == nil or floor < 1 then return nil, 0 end
-  return floor, tonumber(stamp) or 0
+  if floor == nil or floor < 1 then return nil, 0, 0 end
+  return floor, tonumber(stamp) or 0, tonumber(lostAt) or 0
+end
+-- Whether the kept ids are gone while the chain says they should be there: each of our
+-- commits writes `commits` and the floor together and the trim never drops the newest id,
+-- so a floor with no `commits` is a loss (eviction, DEL). Neither on a non-empty chain is
+-- a chain only haechi-store-redis wrote so far, or both lost together: not told apart.
+local function idsLost(floor)
+  return floor ~= nil and redis.call('EXISTS', commitsKey) == 0
 end
 -- Where the floor may jump after TRIM_MOST sequences of other writers' records: the lowest
 -- sequence `commits` keeps at `at` or above (no further than last + 1). Read only while
@@ -135,11 +145,15 @@ local function droppable(floor, nowSeconds)
   if at <= last then at = nextKept(at, last) end
   return drop, at, 0
 end
--- Whether a miss at `sequence` proves nothing: below the floor (none: below the last
--- COMMITS_KEPT, which is all an older version of this script kept).
-local function unprovenAt(stored, length)
-  local floor = floorOf(stored)
-  return sequence < (floor or length - COMMITS_KEPT + 1)
+-- What a miss at `sequence` proves: 0 that the call did not commit; 1 nothing, below the
+-- floor (none: below the last COMMITS_KEPT); 2 nothing whatever the call's age, the ids
+-- lost now or within the keep (a restarted floor, below it).
+local function unprovenCode(stored, length)
+  local floor, _, lostAt = floorOf(stored)
+  if idsLost(floor) then return 2 end
+  if sequence >= (floor or length - COMMITS_KEPT + 1) then return 0 end
+  if lostAt > 0 and not isOld(lostAt, tonumber(redis.call('TIME')[1]), 1) then return 2 end
+  return 1
 end
 -- Whether a `commits` entry is this call's commit id ("<id> <seconds>", or an older bare "<id>").
 local function isThisCommit(entry)
@@ -247,8 +261,12 @@ if straight then
   local entry, drop = commitId .. ' ' .. nowSeconds, {}
   local headWrites = {headKey, integrityJson, headHashKey, eventHash}
   local floor, stamp = floorOf(storedFloor)
+  if idsLost(floor) then
+    -- The floor restarts here: below it, within the keep, no miss is proof.
+    if storedFloor == false and not typeIs(floorKey, 'string') then return refused({3, floorKey}) end
+    headWrites[5], headWrites[6] = floorKey, sequence .. ' ' .. nowSeconds .. ' ' .. nowSeconds
   -- (No floor, or an unreadable one: walk from the start, which also rewrites it.)
-  if floor == nil or (floor <= sequence - COMMITS_KEPT and isOld(stamp, nowSeconds, keptSeconds > 0 and 1 or 0)) then
+  elseif floor == nil or (floor <= sequence - COMMITS_KEPT and isOld(stamp, nowSeconds, keptSeconds > 0 and 1 or 0)) then
     local to, toStamp
     drop, to, toStamp = droppable(floor or 1, nowSeconds)
     if drop == nil then return {3, commitsKey} end
@@ -270,5 +288,4 @@ local what = disagreement(true)
 if what then return broken(what) end
 if seenHash ~= '' and not holds(seenSeq, seenHash) then return {6, headJson} end
 if not holds(sequence - 1, expected) then return {7, headJson} end
-local unproven = unprovenAt(storedFloor, len)
-return {0, headJson, claim(), unproven and 1 or 0}
+return {0, headJson, claim(), unprovenCode(storedFloor, len)}

@@ -278,3 +278,110 @@ describe("vault_apply: the change log kept by count only", () => {
     expect(await client.get(`${prefix}version`)).toBe(current)
   })
 })
+
+describe("audit_append: kept ids that Redis lost", () => {
+  const floorOf = async (client: Redis, prefix: string) => (await client.get(`${prefix}commits:floor`)) ?? ""
+
+  // Catches: a floor trusted with `commits` gone (evicted, DEL), so a call re-sent after
+  // the loss missed its own first send's commit, answered a proven Conflict, and the store
+  // appended the event twice.
+  it("`commits` deleted: a re-sent call is a Conflict with unproven 2, and the store fails it closed at any age", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-lost")
+    const { calls } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`)
+    const again = await appendCall(client, prefix, calls[4]!.previous, calls[4]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect([again.reply[0], again.reply[3]]).toEqual([0, 2])
+
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    const record = buildNextRecord({ commitId: "young" }, calls[4]!.previous)
+    const integrity = record.auditIntegrity as Integrity
+    const write = {
+      expectedPrev: integrity.previousHash ?? "",
+      recordJson: JSON.stringify(record),
+      integrityJson: JSON.stringify(integrity),
+      integrity,
+      eventHash: integrity.eventHash,
+      sequence: integrity.sequence,
+      commitId: "young",
+      madeAt: now(),
+      seen: null,
+      claim: undefined
+    }
+    const exit = await Effect.runPromiseExit(appendOnce({ backing, prefix } as AppendContext, write))
+    expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit).toBe(
+      "CommitOutcomeUnknown"
+    )
+    expect(await Effect.runPromise(backing.isCommitted(5, calls[4]!.id))).toBe("ids lost")
+    expect(await client.llen(`${prefix}chain`)).toBe(5)
+  })
+
+  // Catches: the next commit after the loss trimming as usual, so the floor went on
+  // vouching for ids it never held and the re-send after it appended twice.
+  it("the next commit restarts the floor at its own sequence; below it, a re-send is unproven 2 and a later call a proven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-restart")
+    const { calls, head } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`)
+    const next = await appendCall(client, prefix, head, "after-loss", COMMIT_IDS_KEPT_SECONDS)
+    expect(next.reply).toEqual([1, 0])
+    const [floor, stamp, lostAt] = (await floorOf(client, prefix)).split(" ").map(Number)
+    expect(floor).toBe(6)
+    expect(lostAt).toBe(stamp)
+    const resent = await appendCall(client, prefix, calls[3]!.previous, calls[3]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect([resent.reply[0], resent.reply[3]]).toEqual([0, 2])
+    // Built on the head the restart committed on: its place (6) is kept, so a miss is proof.
+    const later = await appendCall(client, prefix, head, "built-on-5", COMMIT_IDS_KEPT_SECONDS)
+    expect([later.reply[0], later.reply[3]]).toEqual([0, 0])
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    expect(await Effect.runPromise(backing.isCommitted(4, calls[3]!.id))).toBe("ids lost")
+    expect(await Effect.runPromise(backing.isCommitted(6, "after-loss"))).toBe("committed")
+    expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  // Catches: a chain that only haechi-store-redis wrote so far (neither key: it keeps no ids)
+  // taken for a loss, so our first commit there restarted the floor and every young call
+  // of ours racing it failed CommitOutcomeUnknown. (Both keys lost together look the same:
+  // that loss is not told apart, as the README says.)
+  it("neither `commits` nor its floor on a non-empty chain is no loss: the first commit writes a plain floor, and a stale call is a proven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-none-yet")
+    const { calls, head } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+    const stranger = await appendCall(client, prefix, calls[2]!.previous, "before-ours", COMMIT_IDS_KEPT_SECONDS)
+    expect([stranger.reply[0], stranger.reply[3]]).toEqual([0, 0])
+    expect((await appendCall(client, prefix, head, "first-ours", COMMIT_IDS_KEPT_SECONDS)).reply).toEqual([1, 0])
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    const stale = await appendCall(client, prefix, calls[2]!.previous, "racing-ours", COMMIT_IDS_KEPT_SECONDS)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+    expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  it("the restart ages out with the keep: below it, a stale call is then unproven 1 (the age rule), not 2", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-restart-old")
+    const { calls, head } = await appendMany(client, prefix, 3, 1)
+    await client.del(`${prefix}commits`)
+    expect((await appendCall(client, prefix, head, "after-loss", 1)).reply).toEqual([1, 0])
+    const young = await appendCall(client, prefix, calls[0]!.previous, "stale-young", 1)
+    expect(young.reply[3]).toBe(2)
+    // Kept 1 s on Redis's clock, whole seconds, and a second's slack: past it after 3 s.
+    await sleep(3_100)
+    const old = await appendCall(client, prefix, calls[0]!.previous, "stale-old", 1)
+    expect([old.reply[0], old.reply[3]]).toEqual([0, 1])
+  })
+
+  it("no loss: a first commit on an empty chain and the commits after it write a floor with no loss mark; the floor lost alone still finds a re-send", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-not-lost")
+    const { calls, head } = await appendMany(client, prefix, 4, COMMIT_IDS_KEPT_SECONDS)
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    await client.del(`${prefix}commits:floor`)
+    const again = await appendCall(client, prefix, calls[3]!.previous, calls[3]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect(again.reply).toEqual([2])
+    expect((await appendCall(client, prefix, head, "next", COMMIT_IDS_KEPT_SECONDS)).reply).toEqual([1, 0])
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    const stale = await appendCall(client, prefix, calls[1]!.previous, "stale", COMMIT_IDS_KEPT_SECONDS)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+  })
+})

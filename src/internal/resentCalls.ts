@@ -8,7 +8,8 @@
  * script could not prove (the call's place is below what Redis still keeps) on an older
  * call fails closed: the outcome is unknown, and `fn` is not run again. The other half
  * of the span is a margin for Redis's clock against ours (a step, a failover to a server
- * whose clock is ahead).
+ * whose clock is ahead). A Conflict met where Redis lost the kept ids (`idsLost`: now, or
+ * within their keep) fails closed on a call of any age.
  */
 import * as Effect from "effect/Effect"
 import { CommitOutcomeUnknown, type StoreKind } from "../Errors.js"
@@ -21,26 +22,36 @@ export const PROVABLE_CALL_AGE_MS = (COMMIT_IDS_KEPT_SECONDS * 1000) / 2
 /** When a call is made: what `cannotTell` measures its age from (before its first send). */
 export const callMadeAt = (): number => now()
 
+/** What a Conflict says of the proof that the call did not commit before. */
+interface Proof {
+  readonly unproven?: boolean
+  readonly idsLost?: boolean
+}
+
 /**
- * Whether a Conflict cannot be trusted: the script could not prove the call did not
- * commit before (`unproven`), and the call is too old for the kept ids to prove it.
+ * Whether a Conflict cannot be trusted: Redis lost the kept ids, or the script could not
+ * prove the call did not commit before (`unproven`) and the call is too old for the kept
+ * ids to prove it.
  */
-const cannotTell = (unproven: boolean | undefined, madeAt: number): boolean =>
-  unproven === true && now() - madeAt >= PROVABLE_CALL_AGE_MS
+const cannotTell = (proof: Proof, madeAt: number): boolean =>
+  proof.idsLost === true || (proof.unproven === true && now() - madeAt >= PROVABLE_CALL_AGE_MS)
 
 /** `outcome`, or `CommitOutcomeUnknown` for a Conflict of a call made at `madeAt` that `cannotTell`. */
-export const trustedOutcome = <O extends { readonly _tag: string; readonly unproven?: boolean }>(
+export const trustedOutcome = <O extends { readonly _tag: string } & Proof>(
   where: { readonly store: StoreKind; readonly prefix: string },
   madeAt: number,
   outcome: O
 ): Effect.Effect<O, CommitOutcomeUnknown> =>
-  outcome._tag === "Conflict" && cannotTell(outcome.unproven, madeAt)
-    ? Effect.fail(new CommitOutcomeUnknown({ ...where, cause: unprovenConflict(madeAt) }))
+  outcome._tag === "Conflict" && cannotTell(outcome, madeAt)
+    ? Effect.fail(new CommitOutcomeUnknown({ ...where, cause: unprovenConflict(outcome, madeAt) }))
     : Effect.succeed(outcome)
 
 /** The cause of the `CommitOutcomeUnknown` a Conflict that `cannotTell` fails with. */
-const unprovenConflict = (madeAt: number): Error =>
+const unprovenConflict = (proof: Proof, madeAt: number): Error =>
   new Error(
-    `a conflict on a call made ${Math.round(now() - madeAt)} ms ago, after Redis dropped the commit ids ` +
-      `that would prove it had not committed before (a re-sent call may have)`
+    `a conflict on a call made ${Math.round(now() - madeAt)} ms ago, ` +
+      (proof.idsLost === true
+        ? "after Redis lost the commit ids (evicted or deleted) "
+        : "after Redis dropped the commit ids ") +
+      "that would prove it had not committed before (a re-sent call may have)"
   )

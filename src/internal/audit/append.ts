@@ -73,7 +73,8 @@ const resolvedAppend = (
                 _tag: "Conflict",
                 current: unknownHead,
                 tookLock: write.claim?.ask === true,
-                unproven: lookup === "unproven"
+                unproven: lookup === "unproven" || lookup === "ids lost",
+                idsLost: lookup === "ids lost"
               }
         )
       )

@@ -58,13 +58,15 @@ export type AppendOutcome =
    * to retry (`Unknown` when the reply was lost and the call found not committed).
    * `tookLock`: the attempt's claim asked for the lock and now holds it. `unproven`: the
    * record's sequence is below the commit ids Redis still keeps, so that a re-sent call
-   * did not commit before cannot be told from them (see resentCalls.ts).
+   * did not commit before cannot be told from them (see resentCalls.ts). `idsLost`: Redis
+   * lost the kept ids (now, or within their keep): no miss is proof, whatever the call's age.
    */
   | {
       readonly _tag: "Conflict"
       readonly current: HeadState
       readonly tookLock: boolean
       readonly unproven?: boolean
+      readonly idsLost?: boolean
     }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld" }
@@ -94,21 +96,53 @@ const recordHas = (json: string | null, eventHash: string): boolean => {
 }
 
 /** What `isCommitted` found. */
-export type CommitLookup = "committed" | "not committed" | "unproven"
+export type CommitLookup = "committed" | "not committed" | "unproven" | "ids lost"
 
 /** Whether a `commits` entry ("<id> <seconds>", or an older bare "<id>") is `commitId`'s. */
 const isCommitOf = (entry: string | null | undefined, commitId: string): boolean =>
   entry === commitId || (typeof entry === "string" && entry.startsWith(`${commitId} `))
 
 /**
- * Whether a miss at `sequence` proves nothing, as lua/audit_append.lua reads the floor of
- * `commits` (`commits:floor`, "<sequence> <stamp>"): below it; with none (or an unreadable
- * one), below the last COMMITS_KEPT of a chain `length` long.
+ * What a miss at `sequence` proves, by lua/audit_append.lua's `unprovenCode` on the floor
+ * of `commits` (`commits:floor`, "<sequence> <stamp>[ <lost at>]"): "ids lost" with a floor
+ * but no `commits`, or below a floor restarted within the keep (`nowSeconds`, Redis's
+ * clock); "unproven" below the floor (none or unreadable: below the last COMMITS_KEPT of a
+ * chain `length` long); else "not committed".
  */
-const unprovenAt = (sequence: number, floor: string | null | undefined, length: number): boolean => {
-  const match = /^(\d+) ?(\d*)$/.exec(floor ?? "")
+const missAt = (
+  sequence: number,
+  floor: string | null | undefined,
+  length: number,
+  commitsExist: boolean,
+  nowSeconds: number
+): CommitLookup => {
+  const match = /^(\d+) ?(\d*) ?(\d*)$/.exec(floor ?? "")
   const at = match === null ? 0 : Number(match[1])
-  return sequence < (at >= 1 ? at : length - COMMITS_KEPT + 1)
+  const lostAt = match === null ? 0 : Number(match[3])
+  if (at >= 1 && !commitsExist) return "ids lost"
+  if (sequence >= (at >= 1 ? at : length - COMMITS_KEPT + 1)) return "not committed"
+  const lostWithinKeep =
+    lostAt > 0 && nowSeconds - lostAt < COMMIT_IDS_KEPT_SECONDS + 1 && lostAt - nowSeconds <= COMMIT_IDS_KEPT_SECONDS
+  return lostWithinKeep ? "ids lost" : "unproven"
+}
+
+/** `isCommitted`'s answer from its MULTI's replies (HGET, GET, LLEN, EXISTS, TIME). */
+const lookupOf = (
+  keys: AuditKeys,
+  sequence: number,
+  commitId: string,
+  replies: Array<[Error | null, unknown]> | null
+): Effect.Effect<CommitLookup, CorruptData> => {
+  const [id, floor, length, exists, time] = replies ?? []
+  const read = [id, floor, length, exists, time]
+  const failed = read.find((reply) => reply?.[0])?.[0] ?? (replies === null ? new Error("aborted") : null)
+  if (failed !== null && failed !== undefined) {
+    const key = id?.[0] ? keys.commits : floor?.[0] ? keys.commitsFloor : keys.chain
+    return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
+  }
+  if (isCommitOf(id![1] as string | null, commitId)) return Effect.succeed("committed")
+  const nowSeconds = Number((time![1] as Array<string>)[0])
+  return Effect.succeed(missAt(sequence, floor![1] as string | null, Number(length![1]), exists![1] === 1, nowSeconds))
 }
 
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
@@ -220,6 +254,8 @@ const decodeAppendReply = (keys: AuditKeys, reply: unknown): Effect.Effect<Appen
   return Effect.map(current, (integrity): AppendOutcome => {
     if (status === AuditAppendReply.Rewound) return { _tag: "Rewound", head: integrity }
     if (status === AuditAppendReply.NotSuccessor) return { _tag: "NotSuccessor", head: integrity }
+    if (fourth === 2)
+      return { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1, unproven: true, idsLost: true }
     return fourth === 1
       ? { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1, unproven: true }
       : { _tag: "Conflict", current: knownHead(integrity), tookLock: took === 1 }
@@ -351,27 +387,17 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
       redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongTypeNamed(keys.lock), Effect.map(turnOf)),
     isCommitted: (sequence, commitId) =>
       redis
-        .run("MULTI HGET commits GET floor LLEN chain", (c) =>
-          c.multi().hget(keys.commits, String(sequence)).get(keys.commitsFloor).llen(keys.chain).exec()
+        .run("MULTI HGET commits GET floor LLEN chain EXISTS commits TIME", (c) =>
+          c
+            .multi()
+            .hget(keys.commits, String(sequence))
+            .get(keys.commitsFloor)
+            .llen(keys.chain)
+            .exists(keys.commits)
+            .time()
+            .exec()
         )
-        .pipe(
-          Effect.flatMap((replies) => {
-            const [id, floor, length] = replies ?? []
-            const failed =
-              [id, floor, length].find((reply) => reply?.[0])?.[0] ?? (replies === null ? new Error("aborted") : null)
-            if (failed !== null && failed !== undefined) {
-              const key = id?.[0] ? keys.commits : floor?.[0] ? keys.commitsFloor : keys.chain
-              return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
-            }
-            return Effect.succeed<CommitLookup>(
-              isCommitOf(id![1] as string | null, commitId)
-                ? "committed"
-                : unprovenAt(sequence, floor![1] as string | null, Number(length![1]))
-                  ? "unproven"
-                  : "not committed"
-            )
-          })
-        ),
+        .pipe(Effect.flatMap((replies) => lookupOf(keys, sequence, commitId, replies))),
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
       redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),
