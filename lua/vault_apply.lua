@@ -14,6 +14,8 @@
 -- cost no round trip of their own.
 -- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] the store's lock
 -- KEYS[5] the lock's fence counter  KEYS[6] the lock's waiters
+-- KEYS[7] log:mark ("0" once the log exists; "<unix seconds>" when it was found lost then
+--         and restarted; see include/vaultlog's missCode)
 -- ARGV[1] expected version ('' = never mutated)
 -- ARGV[2] commit id   ARGV[3] JSON array of changed token ids   ARGV[4] log bound
 -- ARGV[5] the commit id the snapshot saw logged at ARGV[1] ('' = none: never mutated, or
@@ -37,16 +39,17 @@
 --   0 Conflict          {0, current version|nil, took, unproven}: fence conflict, nothing written
 --                       but the lock: took = 1 when the lock is now ARGV[8]'s; unproven = 1 when
 --                       the log no longer reaches back to version ARGV[1] + 1, so that this call
---                       (if a re-send) did not commit before cannot be told
+--                       (if a re-send) did not commit before cannot be told; 2 when Redis lost
+--                       the log (now, or within the keep): no call's age makes a miss proof then
 --   5 Rewound           {5, current version|nil, took, 0}: the version matches but Redis no
 --                       longer holds the snapshot's history (rewound); otherwise as Conflict
---   3 WrongType         {3, key}: `log`, the lock a lock-free attempt reads, or the waiters or
+--   3 WrongType         {3, key}: `log`, `log:mark`, the lock a lock-free attempt reads, or the waiters or
 --                       fence counter a commit's lock release would leave, hand on to or count
 --                       up, holds the wrong Redis type; nothing written
 --   4 LockHeld          {4, current version|nil}: another writer holds the lock and ARGV[7]
 --                       asked to yield (nothing written but the waiter entry ARGV[11] asked for)
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
-local lockKey, fenceKey, waitersKey = KEYS[4], KEYS[5], KEYS[6]
+local lockKey, fenceKey, waitersKey, markKey = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local expected, commitId, changedJson, logBound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local seen, size = ARGV[5], tonumber(ARGV[6])
 local lockFree, keepTtl = ARGV[7] ~= '', nil
@@ -60,7 +63,12 @@ local firstSet, firstDelete = 14, 14 + 2 * setCount -- ARGV[firstSet ..] pairs, 
 --- @include "include/vaultlog"
 
 if not typeIs(logKey, 'list') then return {3, logKey} end
-local cur = redis.call('GET', versionKey)
+-- (MGET reads a key of another type as absent: the version is read again with GET, which
+-- refuses it, and the mark checked, before anything is written.)
+local heads = redis.call('MGET', versionKey, markKey)
+local cur, mark = heads[1], heads[2]
+if cur == false then cur = redis.call('GET', versionKey) end
+if mark == false and not typeIs(markKey, 'string') then return {3, markKey} end
 -- Whether this commit id is logged after the expected version (a re-sent call whose first
 -- send committed, its reply lost), and whether a miss proves it is not (include/vaultlog).
 -- Asked before yielding, since the lock may have moved to another writer since then, and
@@ -127,11 +135,19 @@ if (cur == false and expected == '') or cur == expected then
     -- A log that goes up to this version or past it tells of a history Redis no longer holds
     -- (the version key lost, restarted by other writers): dropped, so versions in the log
     -- only rise and include/vaultlog's search holds.
-    if lastLogged and lastLogged >= nv then redis.call('DEL', logKey) end
-    trimLog(redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. nowSeconds .. ' ' .. changedJson), nowSeconds)
+    local restarted = lastLogged and lastLogged >= nv
+    if restarted then redis.call('DEL', logKey) end
+    local length = redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. nowSeconds .. ' ' .. changedJson)
+    -- The mark: "0" with the log's first entry; the time, where a marked log was lost.
+    if mark == false then
+      redis.call('SET', markKey, '0')
+    elseif length == 1 and not restarted then
+      redis.call('SET', markKey, tostring(nowSeconds))
+    end
+    trimLog(length, nowSeconds)
     release('', false)
     return {1, tostring(nv)}
   end
   status = 5
 end
-return {status, cur, claim(), (status == 0 and not proven) and 1 or 0}
+return {status, cur, claim(), status == 0 and missCode(proven, mark) or 0}

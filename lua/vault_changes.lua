@@ -9,24 +9,27 @@
 -- lagging replica, FLUSHALL, eviction, a restored snapshot). A gap (haechi-store-redis
 -- bumps the version without logging), a trimmed log or an entry that does not decode
 -- means 'reload'. `size` lets the replica check its token count against Redis's.
--- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)
+-- KEYS[1] version  KEYS[2] tokens (hash)  KEYS[3] log (list)  KEYS[4] log:mark (read only for ARGV[3])
 -- ARGV[1] known version ('' = never mutated)
 -- ARGV[2] the commit id the cache saw logged at ARGV[1] ('' = none: never mutated, or a
 --         version written without a log entry)
 -- ARGV[3] a commit id to look for among the entries after ARGV[1] ('' = none)
 -- ARGV[4] most entries worth replaying before a reload is cheaper (the log's bound)
+-- ARGV[5] how many seconds a log entry is kept at least (absent = 0)
 -- Reply: {version|nil, status, size, detail, found, token, value|nil, token, value|nil, ...}
 --   size: HLEN of tokens; found: 1 when ARGV[3] is logged after ARGV[1], else 0
 -- status (VaultChangesReply in src/internal/replyCodes.ts), by code:
 --   'same' Same        nothing changed: detail = the commit id logged at the current version ('' = none)
 --   'delta' Delta      as 'same', then the changed tokens
 --   'reload' Reload    detail = '' (a gap, a trimmed log) or the version of an entry that does not decode;
---                      with ARGV[3], a sixth element: 1 when a miss of ARGV[3] proves nothing
---                      (found is then looked up in the whole log)
+--                      with ARGV[3], a sixth element: 1 when a miss of ARGV[3] proves nothing,
+--                      2 nothing at any age (the log lost: include/vaultlog's missCode);
+--                      found is then looked up in the whole log
 --   'rewound' Rewound  detail = the commit id now logged at ARGV[1] ('' = none)
 --   'wrongtype' WrongType  detail = the key that holds the wrong Redis type (version nil, size 0)
-local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
+local versionKey, tokensKey, logKey, markKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local known, seen, wanted, bound = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local keptSeconds = tonumber(ARGV[5] or '') or 0
 
 --- @include "include/refusal"
 --- @include "include/vaultlog"
@@ -50,7 +53,9 @@ local function reload(detail)
   if cur ~= false and tonumber(cur) == nil then return {cur, 'reload', size, detail, 0, 1} end
   if not typeIs(logKey, 'list') then return {false, 'wrongtype', 0, logKey, 0} end
   local found, proven = loggedAfter(since, now, wanted)
-  return {cur, 'reload', size, detail, found and 1 or 0, proven and 0 or 1}
+  local mark = redis.pcall('GET', markKey)
+  if isError(mark) then return refused(markKey, mark) end
+  return {cur, 'reload', size, detail, found and 1 or 0, found and 0 or missCode(proven, mark)}
 end
 if cur ~= false and tonumber(cur) == nil then
   return reload('')

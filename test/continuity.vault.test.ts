@@ -50,6 +50,8 @@ const rewinds = (prefix: string): number =>
   Effect.runSync(Metric.value(Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix)))).count
 
 const VAULT_KEYS = ["version", "tokens", "log"] as const
+// A snapshot holds every key, the log's mark too: a restore or failover rewinds them together.
+const SNAPSHOT_KEYS = [...VAULT_KEYS, "log:mark"] as const
 
 /** A vault under test: its prefix, an inspector connection and every token ever acknowledged with its value. */
 interface Fleet {
@@ -98,7 +100,7 @@ const expectAnswersFromRedis = async (f: Fleet, vault: TokenVault): Promise<void
 
 const dumpVault = async (f: Fleet): Promise<Map<string, Buffer | null>> => {
   const dump = new Map<string, Buffer | null>()
-  for (const key of VAULT_KEYS) dump.set(key, await f.raw.dumpBuffer(`${f.prefix}${key}`))
+  for (const key of SNAPSHOT_KEYS) dump.set(key, await f.raw.dumpBuffer(`${f.prefix}${key}`))
   return dump
 }
 

@@ -101,6 +101,7 @@ describe("the stores' key lists", () => {
         "{v}:tokens",
         "{v}:version",
         "{v}:log",
+        "{v}:log:mark",
         "{v}:lock",
         "{v}:ready:probe",
         "{v}:lock:fence",

@@ -253,12 +253,12 @@ describe("the facade's read under faults and hostile input", () => {
 
   const samples = () => Effect.runSync(Metric.value(latencyMetric("vault", "read"))).count
 
-  /** A client whose vault_changes replies (3 KEYS, 4 ARGV) are replaced by `lie` while it is set. */
+  /** A client whose vault_changes replies (4 KEYS, 5 ARGV) are replaced by `lie` while it is set. */
   class LyingRedis extends Redis {
     lie: unknown = undefined
     override evalsha(...args: Array<unknown>): never {
       const call = (Redis.prototype.evalsha as (...a: Array<unknown>) => Promise<unknown>).apply(this, args)
-      if (this.lie === undefined || args[1] !== 3 || args.length !== 9) return call as never
+      if (this.lie === undefined || args[1] !== 4 || args.length !== 11) return call as never
       const lie = this.lie
       return call.then(() => lie) as never
     }

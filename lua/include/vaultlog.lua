@@ -1,7 +1,8 @@
 -- include/vaultlog: where a commit id stands in the vault's change log, in one place for
 -- vault_apply (a re-sent call) and vault_changes (a lost reply looked up). Entries are
 -- "<version> <commit id> <seconds> <ids JSON>" in version order; haechi-store-redis bumps
--- the version without logging, so versions may skip. Uses the including script's logKey.
+-- the version without logging, so versions may skip. Uses the including script's logKey,
+-- markKey (the log's mark, "<seconds>": see `missCode`) and keptSeconds.
 
 -- The version and commit id of the log entry at `index`, or nil for none or an unreadable one.
 local function logEntryAt(index)
@@ -30,4 +31,20 @@ local function loggedAfter(since, now, commitId)
   end
   local oldest = length > 0 and logEntryAt(0) or nil
   return false, oldest ~= nil and oldest <= want
+end
+
+-- What a miss found by `loggedAfter` proves (`proven` its answer): 0 that the call did not
+-- commit; 1 nothing (the log no longer reaches back that far); 2 nothing whatever the
+-- call's age, as Redis lost the log: the mark (written with the log's first entry, "0", or
+-- "<seconds>" when the log was found lost and restarted then) is there and the log is not,
+-- or the log restarted within the keep. (The mark lost with the log is not told apart from
+-- a vault only haechi-store-redis wrote: it logs nothing.)
+local function missCode(proven, mark)
+  local lostAt = tonumber(string.match(mark or '', '^(%d+)$'))
+  if lostAt ~= nil and redis.call('EXISTS', logKey) == 0 then return 2 end
+  if proven then return 0 end
+  if lostAt == nil or lostAt == 0 then return 1 end
+  local nowSeconds = tonumber(redis.call('TIME')[1])
+  if nowSeconds - lostAt < keptSeconds + 1 and lostAt - nowSeconds <= keptSeconds then return 2 end
+  return 1
 end

@@ -41,6 +41,11 @@ export interface VaultKeys {
    * `LOG_BOUND` and any younger than `COMMIT_IDS_KEPT_SECONDS` kept.
    */
   readonly log: string
+  /**
+   * Ours: "0" once the log exists, "<unix seconds>" when it was found lost then and
+   * restarted: with the mark and no log, Redis lost the log (a miss proves nothing).
+   */
+  readonly logMark: string
   readonly lock: string
   readonly readyProbe: string
 }
@@ -73,6 +78,7 @@ export const vaultKeys = (prefix: string): VaultKeys => ({
   tokens: `${prefix}tokens`,
   version: `${prefix}version`,
   log: `${prefix}log`,
+  logMark: `${prefix}log:mark`,
   lock: `${prefix}lock`,
   readyProbe: `${prefix}ready:probe`
 })

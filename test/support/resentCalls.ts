@@ -9,7 +9,7 @@ import { buildNextRecord } from "../../src/Chain.js"
 import type { Integrity } from "../../src/haechi.js"
 import { now } from "../../src/internal/deadline.js"
 import { appendKeysOf } from "../../src/internal/audit/backing.js"
-import { auditKeys } from "../../src/internal/keys.js"
+import { auditKeys, fenceKeyOf, vaultKeys, waitersKeyOf } from "../../src/internal/keys.js"
 import { callScriptBySha, Scripts } from "../../src/internal/scripts.js"
 import { LOG_BOUND, type VaultWrite } from "../../src/internal/vault/backing.js"
 
@@ -72,6 +72,12 @@ export const keptIds = async (client: Redis, prefix: string) => {
   return { sequences, floor: floor === null ? undefined : Number(floor.split(" ")[0]) }
 }
 
+/** vault_apply's KEYS, in its header's order. */
+const vaultApplyKeys = (prefix: string): Array<string> => {
+  const keys = vaultKeys(prefix)
+  return [keys.version, keys.tokens, keys.log, keys.lock, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock), keys.logMark]
+}
+
 /** vault_apply called raw: one token set on `expected`, the log keeping entries `keptSeconds`. */
 export const vaultApplyCall = (
   client: Redis,
@@ -79,22 +85,10 @@ export const vaultApplyCall = (
   change: { readonly expected: string; readonly seen: string; readonly size: number; readonly id: string },
   keptSeconds = 0
 ) =>
-  callScriptBySha(
-    client,
-    Scripts.vaultApply,
-    [
-      `${prefix}version`,
-      `${prefix}tokens`,
-      `${prefix}log`,
-      `${prefix}lock`,
-      `{${prefix}lock}:fence`,
-      `{${prefix}lock}:waiters`
-    ],
-    [
-      ...[change.expected, change.id, JSON.stringify([`tok-${change.id}`]), LOG_BOUND, change.seen, change.size],
-      ...["", "", "", "", "", keptSeconds, 1, `tok-${change.id}`, '{"type":"t"}']
-    ]
-  ) as Promise<Array<unknown>>
+  callScriptBySha(client, Scripts.vaultApply, vaultApplyKeys(prefix), [
+    ...[change.expected, change.id, JSON.stringify([`tok-${change.id}`]), LOG_BOUND, change.seen, change.size],
+    ...["", "", "", "", "", keptSeconds, 1, `tok-${change.id}`, '{"type":"t"}']
+  ]) as Promise<Array<unknown>>
 
 /** A hand-built vault write of one token (`tok-<id>`), fenced on `expected`, made now. */
 export const vaultWrite = (expected: string, expectedCommit: string, size: number, commitId: string): VaultWrite => ({
@@ -113,17 +107,19 @@ export const referenceApply = async (client: Redis, prefix: string, token: strin
   await client.multi().hset(`${prefix}tokens`, token, '{"type":"t"}').incr(`${prefix}version`).exec()
 }
 
-/** `n` raw vault applies in a row (ids c0, c1, ...), each checked committed; `after(v)` runs after the v-th. */
+/** `n` raw vault applies in a row (ids c0, c1, ...), each checked committed; `after(v)` runs after the v-th; the log keeping entries `keptSeconds`. */
 export const vaultCommits = async (
   client: Redis,
   prefix: string,
   n: number,
-  after: (v: number) => Promise<unknown> = async () => undefined
+  after: (v: number) => Promise<unknown> = async () => undefined,
+  keptSeconds = 0
 ) => {
   let seen = ""
   for (let v = 0; v < n; v++) {
     const id = `c${v}`
-    const reply = await vaultApplyCall(client, prefix, { expected: v === 0 ? "" : String(v), seen, size: v, id })
+    const change = { expected: v === 0 ? "" : String(v), seen, size: v, id }
+    const reply = await vaultApplyCall(client, prefix, change, keptSeconds)
     if (reply[0] !== 1 || reply[1] !== String(v + 1)) throw new Error(`apply ${v}: ${JSON.stringify(reply)}`)
     seen = id
     await after(v)

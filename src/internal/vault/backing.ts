@@ -59,6 +59,7 @@ export type ApplyOutcome =
    * version matched but Redis no longer holds the snapshot's history (nothing written).
    * `unproven`: the log no longer reaches back to the version after the expected one, so
    * that a re-sent call did not commit before cannot be told from it (see resentCalls.ts).
+   * `idsLost`: Redis lost the log (now, or within its keep), so no call's age makes it proof.
    */
   | {
       readonly _tag: "Conflict"
@@ -66,6 +67,7 @@ export type ApplyOutcome =
       readonly tookLock: boolean
       readonly rewound: boolean
       readonly unproven?: boolean
+      readonly idsLost?: boolean
     }
   /** Another writer holds the lock and the attempt was asked to yield; nothing written. */
   | { readonly _tag: "LockHeld"; readonly version: Version }
@@ -84,9 +86,10 @@ export type Changes =
       readonly unreadable?: string
       /**
        * Asked with a commit id: whether the whole log holds it after the known version
-       * (`found`), and whether a miss proves nothing (`unproven`: that part is gone).
+       * (`found`), and whether a miss proves nothing (`unproven`: that part is gone;
+       * `idsLost`: Redis lost the log, so not on a call of any age).
        */
-      readonly lookup?: { readonly found: boolean; readonly unproven: boolean }
+      readonly lookup?: { readonly found: boolean; readonly unproven: boolean; readonly idsLost?: boolean }
     }
   /**
    * Redis no longer continues the history the cache saw: a lower version, or the commit
@@ -206,8 +209,8 @@ const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<Apply
         ? { _tag: "AlreadyCommitted", version: v }
         : status === VaultApplyReply.LockHeld
           ? { _tag: "LockHeld", version: v }
-          : unproven === 1
-            ? { _tag: "Conflict", version: v, tookLock: took === 1, rewound: false, unproven: true }
+          : unproven === 1 || unproven === 2
+            ? { _tag: "Conflict", version: v, tookLock: took === 1, rewound: false, unproven: true, idsLost: unproven === 2 }
             : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
   )
 }
@@ -257,7 +260,8 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
     case VaultChangesReply.Same:
       return { _tag: "Same", version: v, commit: detail, size }
     case VaultChangesReply.Reload: {
-      const lookup = flat.length === 1 ? { found: found === 1, unproven: Number(flat[0]) !== 0 } : undefined
+      const code = Number(flat[0])
+      const lookup = flat.length === 1 ? { found: found === 1, unproven: code !== 0, idsLost: code === 2 } : undefined
       return {
         _tag: "Reload",
         version: v,
@@ -283,11 +287,17 @@ const changesOf = (reply: unknown, versionKey: string): Changes | CorruptData =>
 
 /** `changes` and `changesThen` on Redis: vault_changes.lua, decoded synchronously (this is every read's one round trip). */
 const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBacking, "changes" | "changesThen"> => {
-  const three = [keys.version, keys.tokens, keys.log]
-  const argsOf = (known: VaultPoint, commitId: string) => [known.version, known.commit, commitId, LOG_BOUND]
+  const four = [keys.version, keys.tokens, keys.log, keys.logMark]
+  const argsOf = (known: VaultPoint, commitId: string) => [
+    known.version,
+    known.commit,
+    commitId,
+    LOG_BOUND,
+    COMMIT_IDS_KEPT_SECONDS
+  ]
   return {
     changes: (known, commitId) =>
-      redis.script(Scripts.vaultChanges, three, argsOf(known, commitId)).pipe(
+      redis.script(Scripts.vaultChanges, four, argsOf(known, commitId)).pipe(
         Effect.flatMap((reply) => {
           const decoded = changesOf(reply, keys.version)
           return decoded instanceof CorruptData ? Effect.fail(decoded) : Effect.succeed(decoded)
@@ -297,7 +307,7 @@ const changeReadsOn = (redis: RedisClientShape, keys: VaultKeys): Pick<VaultBack
       callScriptByShaThen(
         redis.client,
         Scripts.vaultChanges,
-        three,
+        four,
         argsOf(known, commitId),
         (reply) => {
           const decoded = changesOf(reply, keys.version)
@@ -330,7 +340,7 @@ const applyArgs = (write: VaultWrite): Array<string | number> => {
 export const redisVaultBacking = (redis: RedisClientShape, prefix: string): VaultBacking => {
   const keys = vaultKeys(prefix)
   const three = [keys.version, keys.tokens, keys.log]
-  const applyKeys = [...three, keys.lock, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock)]
+  const applyKeys = [...three, keys.lock, fenceKeyOf(keys.lock), waitersKeyOf(keys.lock), keys.logMark]
   // By SHA as a plain command (a NOSCRIPT means it did not run: resent with the text).
   const send = (write: VaultWrite) => callScriptBySha(redis.client, Scripts.vaultApply, applyKeys, applyArgs(write))
   return {

@@ -126,7 +126,7 @@ export const resolvingApply = (backing: VaultBacking, prefix: string) => {
         return Effect.succeed(
           changes.lookup.found
             ? { _tag: "AlreadyCommitted", version: changes.version }
-            : { ...conflict, unproven: changes.lookup.unproven }
+            : { ...conflict, unproven: changes.lookup.unproven, idsLost: changes.lookup.idsLost === true }
         )
     }
     // A history that was rewound, or cannot be read, cannot say whether the commit landed.

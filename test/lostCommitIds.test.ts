@@ -1,0 +1,241 @@
+/**
+ * Kept commit ids that Redis lost (eviction, a manual DEL) while the chain or vault stayed,
+ * against real Redis: the audit's `commits` with its floor kept, the vault's `log` with its
+ * mark kept. A re-sent call then cannot prove it did not commit before, so the scripts flag
+ * its conflict (unproven 2) and the store fails it closed at any age; the next commit
+ * restarts the proof with a loss mark that holds for the keep. Neither key at all is a
+ * store only haechi-store-redis wrote so far, and no alarm.
+ */
+import { describe, expect, it } from "vitest"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type { Redis } from "ioredis"
+import { buildNextRecord } from "../src/Chain.js"
+import type { Integrity } from "../src/haechi.js"
+import { fromClient } from "../src/RedisClient.js"
+import { appendOnce, type AppendContext } from "../src/internal/audit/append.js"
+import { redisAuditBacking } from "../src/internal/audit/backing.js"
+import { now } from "../src/internal/deadline.js"
+import { COMMIT_IDS_KEPT_SECONDS } from "../src/internal/keys.js"
+import { redisVaultBacking } from "../src/internal/vault/backing.js"
+import { resolvingApply } from "../src/internal/vault/commit.js"
+import { uniquePrefix } from "./support/keys.js"
+import { sleep } from "./support/replica.js"
+import {
+  appendCall,
+  appendMany,
+  referenceApply,
+  vaultApplyCall,
+  vaultCommits,
+  vaultWrite
+} from "./support/resentCalls.js"
+import { sharedConnections } from "./support/shared.js"
+
+const connect = sharedConnections()
+
+/** The failure's tag of a failed exit, else the exit. */
+const failureTag = (exit: Exit.Exit<unknown, { readonly _tag: string }>) =>
+  Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit
+
+describe("audit_append: kept ids that Redis lost", () => {
+  const floorOf = async (client: Redis, prefix: string) => (await client.get(`${prefix}commits:floor`)) ?? ""
+
+  // Catches: a floor trusted with `commits` gone (evicted, DEL), so a call re-sent after
+  // the loss missed its own first send's commit, answered a proven Conflict, and the store
+  // appended the event twice.
+  it("`commits` deleted: a re-sent call is a Conflict with unproven 2, and the store fails it closed at any age", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-lost")
+    const { calls } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`)
+    const again = await appendCall(client, prefix, calls[4]!.previous, calls[4]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect([again.reply[0], again.reply[3]]).toEqual([0, 2])
+
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    const record = buildNextRecord({ commitId: "young" }, calls[4]!.previous)
+    const integrity = record.auditIntegrity as Integrity
+    const write = {
+      expectedPrev: integrity.previousHash ?? "",
+      recordJson: JSON.stringify(record),
+      integrityJson: JSON.stringify(integrity),
+      integrity,
+      eventHash: integrity.eventHash,
+      sequence: integrity.sequence,
+      commitId: "young",
+      madeAt: now(),
+      seen: null,
+      claim: undefined
+    }
+    const exit = await Effect.runPromiseExit(appendOnce({ backing, prefix } as AppendContext, write))
+    expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit).toBe(
+      "CommitOutcomeUnknown"
+    )
+    expect(await Effect.runPromise(backing.isCommitted(5, calls[4]!.id))).toBe("ids lost")
+    expect(await client.llen(`${prefix}chain`)).toBe(5)
+  })
+
+  // Catches: the next commit after the loss trimming as usual, so the floor went on
+  // vouching for ids it never held and the re-send after it appended twice.
+  it("the next commit restarts the floor at its own sequence; below it, a re-send is unproven 2 and a later call a proven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-restart")
+    const { calls, head } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`)
+    const next = await appendCall(client, prefix, head, "after-loss", COMMIT_IDS_KEPT_SECONDS)
+    expect(next.reply).toEqual([1, 0])
+    const [floor, stamp, lostAt] = (await floorOf(client, prefix)).split(" ").map(Number)
+    expect(floor).toBe(6)
+    expect(lostAt).toBe(stamp)
+    const resent = await appendCall(client, prefix, calls[3]!.previous, calls[3]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect([resent.reply[0], resent.reply[3]]).toEqual([0, 2])
+    // Built on the head the restart committed on: its place (6) is kept, so a miss is proof.
+    const later = await appendCall(client, prefix, head, "built-on-5", COMMIT_IDS_KEPT_SECONDS)
+    expect([later.reply[0], later.reply[3]]).toEqual([0, 0])
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    expect(await Effect.runPromise(backing.isCommitted(4, calls[3]!.id))).toBe("ids lost")
+    expect(await Effect.runPromise(backing.isCommitted(6, "after-loss"))).toBe("committed")
+    expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  // Catches: a chain that only haechi-store-redis wrote so far (neither key: it keeps no ids)
+  // taken for a loss, so our first commit there restarted the floor and every young call
+  // of ours racing it failed CommitOutcomeUnknown. (Both keys lost together look the same:
+  // that loss is not told apart, as the README says.)
+  it("neither `commits` nor its floor on a non-empty chain is no loss: the first commit writes a plain floor, and a stale call is a proven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-none-yet")
+    const { calls, head } = await appendMany(client, prefix, 5, COMMIT_IDS_KEPT_SECONDS)
+    await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+    const stranger = await appendCall(client, prefix, calls[2]!.previous, "before-ours", COMMIT_IDS_KEPT_SECONDS)
+    expect([stranger.reply[0], stranger.reply[3]]).toEqual([0, 0])
+    expect((await appendCall(client, prefix, head, "first-ours", COMMIT_IDS_KEPT_SECONDS)).reply).toEqual([1, 0])
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    const stale = await appendCall(client, prefix, calls[2]!.previous, "racing-ours", COMMIT_IDS_KEPT_SECONDS)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+    expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  it("the restart ages out with the keep: below it, a stale call is then unproven 1 (the age rule), not 2", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-restart-old")
+    const { calls, head } = await appendMany(client, prefix, 3, 1)
+    await client.del(`${prefix}commits`)
+    expect((await appendCall(client, prefix, head, "after-loss", 1)).reply).toEqual([1, 0])
+    const young = await appendCall(client, prefix, calls[0]!.previous, "stale-young", 1)
+    expect(young.reply[3]).toBe(2)
+    // Kept 1 s on Redis's clock, whole seconds, and a second's slack: past it after 3 s.
+    await sleep(3_100)
+    const old = await appendCall(client, prefix, calls[0]!.previous, "stale-old", 1)
+    expect([old.reply[0], old.reply[3]]).toEqual([0, 1])
+  })
+
+  it("no loss: a first commit on an empty chain and the commits after it write a floor with no loss mark; the floor lost alone still finds a re-send", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-not-lost")
+    const { calls, head } = await appendMany(client, prefix, 4, COMMIT_IDS_KEPT_SECONDS)
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    await client.del(`${prefix}commits:floor`)
+    const again = await appendCall(client, prefix, calls[3]!.previous, calls[3]!.id, COMMIT_IDS_KEPT_SECONDS)
+    expect(again.reply).toEqual([2])
+    expect((await appendCall(client, prefix, head, "next", COMMIT_IDS_KEPT_SECONDS)).reply).toEqual([1, 0])
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    const stale = await appendCall(client, prefix, calls[1]!.previous, "stale", COMMIT_IDS_KEPT_SECONDS)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+  })
+})
+
+describe("vault_apply: a change log that Redis lost", () => {
+  const markOf = async (client: Redis, prefix: string) => client.get(`${prefix}log:mark`)
+  const kept = COMMIT_IDS_KEPT_SECONDS
+
+  // Catches: an empty log read as "the log no longer reaches back", so a young call re-sent
+  // after the log was deleted answered a Conflict the store retried, and the diff was made
+  // twice (a token minted again).
+  it("`log` deleted: a re-sent apply is a Conflict with unproven 2, failed closed at any age; the lost-reply lookup says so too", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("log-lost")
+    await vaultCommits(client, prefix, 3, undefined, kept)
+    expect(await markOf(client, prefix)).toBe("0")
+    await client.del(`${prefix}log`)
+    const again = await vaultApplyCall(client, prefix, { expected: "2", seen: "c1", size: 2, id: "c2" }, kept)
+    expect(again).toEqual([0, "3", 0, 2])
+
+    const backing = redisVaultBacking(fromClient(client), prefix)
+    const resend = { ...vaultWrite("2", "c1", 2, "c2"), sets: [["tok-c2", '{"type":"t"}']] as const }
+    const young = await Effect.runPromiseExit(resolvingApply(backing, prefix)({ ...resend, madeAt: now() }))
+    expect(failureTag(young)).toBe("CommitOutcomeUnknown")
+    const lookup = await Effect.runPromise(backing.changes({ version: "", commit: "" }, "c0"))
+    expect(lookup).toMatchObject({ _tag: "Reload", lookup: { found: false, unproven: true, idsLost: true } })
+    expect(await client.get(`${prefix}version`)).toBe("3")
+    expect(await client.hlen(`${prefix}tokens`)).toBe(3)
+  })
+
+  // Catches: the next commit after the loss starting a log no one could tell from a whole
+  // one, so a re-send below it answered a proven-looking Conflict and ran again.
+  it("the next commit restarts the log and stamps the mark; below it a re-send is unproven 2, at it a stranger a proven Conflict", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("log-restart")
+    await vaultCommits(client, prefix, 3, undefined, kept)
+    await client.del(`${prefix}log`)
+    expect(await vaultApplyCall(client, prefix, { expected: "3", seen: "", size: 3, id: "after" }, kept)).toEqual([
+      1,
+      "4"
+    ])
+    const [seconds] = (await client.time()) as [number | string, number | string]
+    expect(Number(await markOf(client, prefix))).toBeGreaterThan(Number(seconds) - 5)
+    const below = await vaultApplyCall(client, prefix, { expected: "1", seen: "c0", size: 1, id: "c1" }, kept)
+    expect(below).toEqual([0, "4", 0, 2])
+    const at = await vaultApplyCall(client, prefix, { expected: "3", seen: "", size: 3, id: "stranger" }, kept)
+    expect(at).toEqual([0, "4", 0, 0])
+    expect(await client.llen(`${prefix}log`)).toBe(1)
+  })
+
+  it("the restart ages out with the keep: below it a stale call is then unproven 1 (the age rule), not 2", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("log-restart-old")
+    await vaultCommits(client, prefix, 2, undefined, 1)
+    await client.del(`${prefix}log`)
+    expect((await vaultApplyCall(client, prefix, { expected: "2", seen: "", size: 2, id: "after" }, 1))[0]).toBe(1)
+    const young = await vaultApplyCall(client, prefix, { expected: "1", seen: "c0", size: 1, id: "stale-young" }, 1)
+    expect(young[3]).toBe(2)
+    // Kept 1 s on Redis's clock, whole seconds, and a second's slack: past it after 3 s.
+    await sleep(3_100)
+    const old = await vaultApplyCall(client, prefix, { expected: "1", seen: "c0", size: 1, id: "stale-old" }, 1)
+    expect(old).toEqual([0, "3", 0, 1])
+  })
+
+  // Catches: a vault only haechi-store-redis wrote so far (it logs nothing) taken for a
+  // lost log, so every conflict of ours there failed CommitOutcomeUnknown.
+  it('no loss: on a vault only haechi-store-redis wrote, our first commit writes the mark "0" and a stale call stays unproven 1', async () => {
+    const client = connect()
+    const prefix = uniquePrefix("log-none-yet")
+    for (const token of ["r1", "r2", "r3"]) await referenceApply(client, prefix, token)
+    expect(await vaultApplyCall(client, prefix, { expected: "3", seen: "", size: 3, id: "ours" }, kept)).toEqual([
+      1,
+      "4"
+    ])
+    expect(await markOf(client, prefix)).toBe("0")
+    const stale = await vaultApplyCall(client, prefix, { expected: "1", seen: "", size: 1, id: "stale" }, kept)
+    expect(stale).toEqual([0, "4", 0, 1])
+  })
+
+  it("the mark lost alone costs nothing: a re-send is still AlreadyCommitted and the next commit writes it again; a mark of the wrong type is refused, nothing written", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("mark-lost")
+    await vaultCommits(client, prefix, 3, undefined, kept)
+    await client.del(`${prefix}log:mark`)
+    expect(await vaultApplyCall(client, prefix, { expected: "2", seen: "c1", size: 2, id: "c2" }, kept)).toEqual([
+      2,
+      "3"
+    ])
+    expect((await vaultApplyCall(client, prefix, { expected: "3", seen: "c2", size: 3, id: "c3" }, kept))[0]).toBe(1)
+    expect(await markOf(client, prefix)).toBe("0")
+
+    await client.del(`${prefix}log:mark`)
+    await client.hset(`${prefix}log:mark`, "f", "v")
+    const refused = await vaultApplyCall(client, prefix, { expected: "4", seen: "c3", size: 4, id: "c4" }, kept)
+    expect(refused).toEqual([3, `${prefix}log:mark`])
+    expect(await client.get(`${prefix}version`)).toBe("4")
+    expect(await client.llen(`${prefix}log`)).toBe(4)
+  })
+})
