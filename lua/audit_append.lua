@@ -37,6 +37,8 @@
 -- ARGV[12] the sequence of the head the caller last saw, ARGV[13] its eventHash
 --          ('' or absent = none): the chain must still hold that record
 -- ARGV[14] how many seconds a commit id is kept at least (absent = 0: the last 1000 only)
+-- ARGV[15] the sequence of the caller's own last commit, ARGV[16] its commit id ('' or
+--          absent = none): where no floor is, `commits` missing it is a loss (see `idsLost`)
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, kept}: committed; kept = 1 when the attempt keeps the lock (ARGV[7] 'keep')
 --   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
@@ -75,6 +77,8 @@ local lockFree, keepTtl = ARGV[7] ~= '', string.match(ARGV[7], '^keep (%d+)$')
 local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local seenSeq, seenHash = tonumber(ARGV[12] or ''), ARGV[13] or ''
 local keptSeconds = tonumber(ARGV[14] or '') or 0
+local witnessArg, witnessId = ARGV[15] or '', ARGV[16] or ''
+local witnessSeq = tonumber(witnessArg)
 
 --- @include "include/refusal"
 --- @include "include/waiters"
@@ -106,12 +110,23 @@ local function floorOf(stored)
   if floor == nil or floor < 1 then return nil, 0, 0 end
   return floor, tonumber(stamp) or 0, tonumber(lostAt) or 0
 end
+-- Whether `entry` (of `commits`: "<id> <seconds>", or an older bare "<id>") is commit `id`'s.
+local function isCommitOf(entry, id)
+  return entry == id or (entry and string.sub(entry, 1, #id + 1) == id .. ' ')
+end
 -- Whether the kept ids are gone while the chain says they should be there: each of our
 -- commits writes `commits` and the floor together and the trim never drops the newest id,
--- so a floor with no `commits` is a loss (eviction, DEL). Neither on a non-empty chain is
--- a chain only haechi-store-redis wrote so far, or both lost together: not told apart.
-local function idsLost(floor)
-  return floor ~= nil and redis.call('EXISTS', commitsKey) == 0
+-- so a floor with no `commits` is a loss (eviction, DEL). With no floor (a chain only
+-- haechi-store-redis wrote so far, or both keys lost together), the caller's own last
+-- commit tells: among the last COMMITS_KEPT records of a chain `length` long, the trim
+-- keeps its id, so a miss there is a loss.
+local function idsLost(floor, length)
+  if floor ~= nil then return redis.call('EXISTS', commitsKey) == 0 end
+  if witnessSeq == nil or witnessId == '' or witnessSeq > length or witnessSeq <= length - COMMITS_KEPT then
+    return false
+  end
+  local entry = redis.pcall('HGET', commitsKey, witnessArg)
+  return not isError(entry) and not isCommitOf(entry, witnessId)
 end
 -- Where the floor may jump after TRIM_MOST sequences of other writers' records: the lowest
 -- sequence `commits` keeps at `at` or above (no further than last + 1). Read only while
@@ -150,14 +165,14 @@ end
 -- lost now or within the keep (a restarted floor, below it).
 local function unprovenCode(stored, length)
   local floor, _, lostAt = floorOf(stored)
-  if idsLost(floor) then return 2 end
+  if idsLost(floor, length) then return 2 end
   if sequence >= (floor or length - COMMITS_KEPT + 1) then return 0 end
   if lostAt > 0 and not isOld(lostAt, tonumber(redis.call('TIME')[1]), 1) then return 2 end
   return 1
 end
--- Whether a `commits` entry is this call's commit id ("<id> <seconds>", or an older bare "<id>").
+-- Whether a `commits` entry is this call's commit id.
 local function isThisCommit(entry)
-  return entry == commitId or (entry and string.sub(entry, 1, #commitId + 1) == commitId .. ' ')
+  return isCommitOf(entry, commitId)
 end
 
 local function commitsWrongType()
@@ -261,7 +276,7 @@ if straight then
   local entry, drop = commitId .. ' ' .. nowSeconds, {}
   local headWrites = {headKey, integrityJson, headHashKey, eventHash}
   local floor, stamp = floorOf(storedFloor)
-  if idsLost(floor) then
+  if idsLost(floor, len) then
     -- The floor restarts here: below it, within the keep, no miss is proof.
     if storedFloor == false and not typeIs(floorKey, 'string') then return refused({3, floorKey}) end
     headWrites[5], headWrites[6] = floorKey, sequence .. ' ' .. nowSeconds .. ' ' .. nowSeconds

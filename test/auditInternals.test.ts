@@ -32,7 +32,7 @@ const integrityOf = (sequence: number, extra: Record<string, unknown> = {}): Aud
 })
 
 const prepared = (record: unknown): PreparedAppend => {
-  const write = prepare(record, undefined, null, false)
+  const write = prepare(record, undefined, null, false, null)
   if (write instanceof InvalidRecord) throw new Error(`refused: ${write.reason}`)
   return write
 }

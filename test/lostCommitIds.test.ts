@@ -11,14 +11,17 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
-import type { Integrity } from "../src/haechi.js"
+import * as AuditStore from "../src/AuditStore.js"
+import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
+import * as RedisClient from "../src/RedisClient.js"
 import { fromClient } from "../src/RedisClient.js"
 import { appendOnce, type AppendContext } from "../src/internal/audit/append.js"
 import { redisAuditBacking } from "../src/internal/audit/backing.js"
 import { now } from "../src/internal/deadline.js"
-import { COMMIT_IDS_KEPT_SECONDS } from "../src/internal/keys.js"
+import { COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT } from "../src/internal/keys.js"
 import { redisVaultBacking } from "../src/internal/vault/backing.js"
 import { resolvingApply } from "../src/internal/vault/commit.js"
+import { append } from "./support/facadePaths.js"
 import { uniquePrefix } from "./support/keys.js"
 import { sleep } from "./support/replica.js"
 import {
@@ -33,11 +36,31 @@ import { sharedConnections } from "./support/shared.js"
 
 const connect = sharedConnections()
 
+/** Appends `event` as haechi's core does, through the Promise facade. */
+const facadeAppender = (client: Redis, prefix: string) => {
+  const store = createRedisAuditStore({ client, keyPrefix: prefix })
+  return (event: object) => append(store, event)
+}
+
+/** Appends `event` through the Effect store (`AuditStore.make`). */
+const effectAppender = async (client: Redis, prefix: string) => {
+  const store = await Effect.runPromise(
+    AuditStore.make({ keyPrefix: prefix }).pipe(Effect.provide(RedisClient.layerFromClient(client)))
+  )
+  return (event: object) =>
+    Effect.runPromise(
+      store.transaction((tx) =>
+        Effect.flatMap(tx.readLastIntegrity, (head) => tx.persist(buildNextRecord(event, head as Integrity | null)))
+      )
+    )
+}
+
 /** The failure's tag of a failed exit, else the exit. */
 const failureTag = (exit: Exit.Exit<unknown, { readonly _tag: string }>) =>
   Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit
 
 describe("audit_append: kept ids that Redis lost", () => {
+  const kept = COMMIT_IDS_KEPT_SECONDS
   const floorOf = async (client: Redis, prefix: string) => (await client.get(`${prefix}commits:floor`)) ?? ""
 
   // Catches: a floor trusted with `commits` gone (evicted, DEL), so a call re-sent after
@@ -64,13 +87,14 @@ describe("audit_append: kept ids that Redis lost", () => {
       commitId: "young",
       madeAt: now(),
       seen: null,
-      claim: undefined
+      claim: undefined,
+      witness: null
     }
     const exit = await Effect.runPromiseExit(appendOnce({ backing, prefix } as AppendContext, write))
     expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error._tag : exit).toBe(
       "CommitOutcomeUnknown"
     )
-    expect(await Effect.runPromise(backing.isCommitted(5, calls[4]!.id))).toBe("ids lost")
+    expect(await Effect.runPromise(backing.isCommitted(5, calls[4]!.id, null))).toBe("ids lost")
     expect(await client.llen(`${prefix}chain`)).toBe(5)
   })
 
@@ -92,8 +116,8 @@ describe("audit_append: kept ids that Redis lost", () => {
     const later = await appendCall(client, prefix, head, "built-on-5", COMMIT_IDS_KEPT_SECONDS)
     expect([later.reply[0], later.reply[3]]).toEqual([0, 0])
     const backing = redisAuditBacking(fromClient(client), prefix)
-    expect(await Effect.runPromise(backing.isCommitted(4, calls[3]!.id))).toBe("ids lost")
-    expect(await Effect.runPromise(backing.isCommitted(6, "after-loss"))).toBe("committed")
+    expect(await Effect.runPromise(backing.isCommitted(4, calls[3]!.id, null))).toBe("ids lost")
+    expect(await Effect.runPromise(backing.isCommitted(6, "after-loss", null))).toBe("committed")
     expect(await client.llen(`${prefix}chain`)).toBe(6)
   })
 
@@ -113,6 +137,64 @@ describe("audit_append: kept ids that Redis lost", () => {
     const stale = await appendCall(client, prefix, calls[2]!.previous, "racing-ours", COMMIT_IDS_KEPT_SECONDS)
     expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
     expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  // Catches: `commits` lost with its floor read as a chain only haechi-store-redis wrote,
+  // so a call re-sent after that loss answered a proven Conflict and appended twice: the
+  // caller's own last commit, sent with every append, is missing where the trim keeps it.
+  it("`commits` and its floor lost together: the caller's own last commit, missing, makes a re-send unproven 2 and the next commit restart the floor", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-both-lost")
+    const { calls, head } = await appendMany(client, prefix, 5, kept)
+    await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+    const own = { sequence: 4, commitId: "id-4" }
+    const resent = await appendCall(client, prefix, calls[4]!.previous, calls[4]!.id, kept, undefined, own)
+    expect([resent.reply[0], resent.reply[3]]).toEqual([0, 2])
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    expect(await Effect.runPromise(backing.isCommitted(5, calls[4]!.id, own))).toBe("ids lost")
+    const next = await appendCall(client, prefix, head, "after", kept, undefined, { sequence: 5, commitId: "id-5" })
+    expect(next.reply).toEqual([1, 0])
+    const [floor, stamp, lostAt] = (await floorOf(client, prefix)).split(" ").map(Number)
+    expect([floor, lostAt]).toEqual([6, stamp])
+    expect(await client.llen(`${prefix}chain`)).toBe(6)
+  })
+
+  // Catches: a witness read where the trim may have dropped it, or past a chain that got
+  // shorter (a rewind), as a loss: a false alarm failing every young call closed.
+  it("no false alarm from the witness: kept and found, beyond the chain's end, or older than the last COMMITS_KEPT records", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-witness-ok")
+    const { calls } = await appendMany(client, prefix, 5, kept)
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    const found = await appendCall(client, prefix, calls[2]!.previous, "stranger", kept, undefined, {
+      sequence: 5,
+      commitId: "id-5"
+    })
+    expect([found.reply[0], found.reply[3]]).toEqual([0, 0])
+    await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+    for (const witness of [
+      { sequence: 9, commitId: "id-9" },
+      { sequence: 5 - COMMITS_KEPT, commitId: "old" }
+    ]) {
+      const call = await appendCall(client, prefix, calls[2]!.previous, "stranger", kept, undefined, witness)
+      expect({ witness, code: call.reply[3] }).toEqual({ witness, code: 0 })
+      expect(await Effect.runPromise(backing.isCommitted(3, "stranger", witness))).toBe("not committed")
+    }
+  })
+
+  // Catches: the stores not sending their own last commit, so the rule above never ran.
+  it("the facade and the Effect store send their own last commit: after both keys are lost, their next commit restarts the floor with a loss mark", async () => {
+    const client = connect()
+    for (const style of ["facade", "layer"] as const) {
+      const prefix = uniquePrefix(`ids-own-${style}`)
+      const add = style === "facade" ? facadeAppender(client, prefix) : await effectAppender(client, prefix)
+      for (let n = 0; n < 3; n++) await add({ n })
+      await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+      await add({ n: 3 })
+      expect({ style, fields: (await floorOf(client, prefix)).split(" ").length }).toEqual({ style, fields: 3 })
+      await add({ n: 4 })
+      expect(await client.llen(`${prefix}chain`)).toBe(5)
+    }
   })
 
   it("the restart ages out with the keep: below it, a stale call is then unproven 1 (the age rule), not 2", async () => {

@@ -141,7 +141,7 @@ describe("audit re-sends against odd state", () => {
     await twoRecords(client, prefix)
     await client.set(`${prefix}commits:floor`, "9 0")
     const script = (await appendCall(client, prefix, null, "stale", 30)).reply[3]
-    const lookup = await Effect.runPromise(redisAuditBacking(fromClient(client), prefix).isCommitted(1, "stale"))
+    const lookup = await Effect.runPromise(redisAuditBacking(fromClient(client), prefix).isCommitted(1, "stale", null))
     expect({ script, lookup }).toEqual({ script: 1, lookup: "unproven" })
   })
 

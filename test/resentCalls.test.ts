@@ -159,7 +159,8 @@ describe("the audit store on a conflict the kept ids cannot prove", () => {
         commitId: `call-${madeAt}`,
         madeAt,
         seen: null,
-        claim: undefined
+        claim: undefined,
+        witness: null
       })
     }
   }

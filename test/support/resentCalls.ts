@@ -15,7 +15,8 @@ import { LOG_BOUND, type VaultWrite } from "../../src/internal/vault/backing.js"
 
 /**
  * One audit_append call building on `previous`, keeping ids `keptSeconds` (undefined: no
- * ARGV[14]), lock-free with `claim` (its token and TTL), else ignoring the lock.
+ * ARGV[14]), lock-free with `claim` (its token and TTL), else ignoring the lock; `witness`:
+ * the caller's own last commit (ARGV[15..16]).
  */
 export const appendCall = async (
   client: Redis,
@@ -23,7 +24,8 @@ export const appendCall = async (
   previous: Integrity | null,
   commitId: string,
   keptSeconds?: number,
-  claim?: { readonly token: string; readonly ttl: number }
+  claim?: { readonly token: string; readonly ttl: number },
+  witness?: { readonly sequence: number; readonly commitId: string }
 ) => {
   const record = buildNextRecord({ commitId }, previous)
   const integrity = record.auditIntegrity as Integrity
@@ -31,7 +33,8 @@ export const appendCall = async (
   const args = [
     ...[previous?.eventHash ?? "", JSON.stringify(record), JSON.stringify(integrity), integrity.eventHash],
     ...[integrity.sequence, commitId, ...lockArgs, "", ""],
-    ...(keptSeconds === undefined ? [] : [keptSeconds])
+    ...(keptSeconds === undefined && witness === undefined ? [] : [keptSeconds ?? 0]),
+    ...(witness === undefined ? [] : [witness.sequence, witness.commitId])
   ]
   const keys = appendKeysOf(auditKeys(prefix))
   const reply = (await callScriptBySha(client, Scripts.auditAppend, keys, args)) as Array<unknown>

@@ -61,7 +61,7 @@ const resolvedAppend = (
 ): Effect.Effect<AppendOutcome, StoreError> =>
   Effect.flatMap(
     Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
-      ctx.backing.isCommitted(write.sequence, write.commitId).pipe(
+      ctx.backing.isCommitted(write.sequence, write.commitId, write.witness).pipe(
         Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
         Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
         Effect.tap(() => Metric.update(resolvedCounter, 1)),
@@ -109,7 +109,7 @@ export const settleAppended = (
   switch (outcome._tag) {
     case "Committed":
     case "AlreadyCommitted":
-      ctx.cache.learn(write.integrity)
+      ctx.cache.learnCommit(write)
       return ctx.afterCommit
     case "LockHeld":
       return Effect.fail(conflict(ctx, write, outcome))

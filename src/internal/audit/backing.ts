@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import type { AuditIntegrity } from "../../Chain.js"
 import { type ChainBroken, type ChainPoint, CorruptData } from "../../Errors.js"
 import { disagreementError, type HeadKeys } from "./chainHead.js"
+import { type CommitLookup, lookupOf, type OwnCommit } from "./commitLookup.js"
 import { type HeadState, knownHead } from "./headState.js"
 import { auditKeys, COMMIT_IDS_KEPT_SECONDS, COMMITS_KEPT, fenceKeyOf, waitersKeyOf, type AuditKeys } from "../keys.js"
 import { probe, READY, type Readiness } from "../readiness.js"
@@ -46,6 +47,12 @@ export interface PreparedAppend {
    * store's lock, and it takes or gives back the lock as the claim says.
    */
   readonly claim: LockClaim | undefined
+  /**
+   * This replica's own last commit (null: none yet, or forgotten on a rewind): where
+   * `commits` has no floor, a chain whose last COMMITS_KEPT records hold it while
+   * `commits` does not lost its ids (lua/audit_append.lua's `idsLost`).
+   */
+  readonly witness: OwnCommit | null
 }
 
 export type AppendOutcome =
@@ -95,56 +102,6 @@ const recordHas = (json: string | null, eventHash: string): boolean => {
   }
 }
 
-/** What `isCommitted` found. */
-export type CommitLookup = "committed" | "not committed" | "unproven" | "ids lost"
-
-/** Whether a `commits` entry ("<id> <seconds>", or an older bare "<id>") is `commitId`'s. */
-const isCommitOf = (entry: string | null | undefined, commitId: string): boolean =>
-  entry === commitId || (typeof entry === "string" && entry.startsWith(`${commitId} `))
-
-/**
- * What a miss at `sequence` proves, by lua/audit_append.lua's `unprovenCode` on the floor
- * of `commits` (`commits:floor`, "<sequence> <stamp>[ <lost at>]"): "ids lost" with a floor
- * but no `commits`, or below a floor restarted within the keep (`nowSeconds`, Redis's
- * clock); "unproven" below the floor (none or unreadable: below the last COMMITS_KEPT of a
- * chain `length` long); else "not committed".
- */
-const missAt = (
-  sequence: number,
-  floor: string | null | undefined,
-  length: number,
-  commitsExist: boolean,
-  nowSeconds: number
-): CommitLookup => {
-  const match = /^(\d+) ?(\d*) ?(\d*)$/.exec(floor ?? "")
-  const at = match === null ? 0 : Number(match[1])
-  const lostAt = match === null ? 0 : Number(match[3])
-  if (at >= 1 && !commitsExist) return "ids lost"
-  if (sequence >= (at >= 1 ? at : length - COMMITS_KEPT + 1)) return "not committed"
-  const lostWithinKeep =
-    lostAt > 0 && nowSeconds - lostAt < COMMIT_IDS_KEPT_SECONDS + 1 && lostAt - nowSeconds <= COMMIT_IDS_KEPT_SECONDS
-  return lostWithinKeep ? "ids lost" : "unproven"
-}
-
-/** `isCommitted`'s answer from its MULTI's replies (HGET, GET, LLEN, EXISTS, TIME). */
-const lookupOf = (
-  keys: AuditKeys,
-  sequence: number,
-  commitId: string,
-  replies: Array<[Error | null, unknown]> | null
-): Effect.Effect<CommitLookup, CorruptData> => {
-  const [id, floor, length, exists, time] = replies ?? []
-  const read = [id, floor, length, exists, time]
-  const failed = read.find((reply) => reply?.[0])?.[0] ?? (replies === null ? new Error("aborted") : null)
-  if (failed !== null && failed !== undefined) {
-    const key = id?.[0] ? keys.commits : floor?.[0] ? keys.commitsFloor : keys.chain
-    return Effect.fail(new CorruptData({ key, detail: `could not be read (${failed.message})` }))
-  }
-  if (isCommitOf(id![1] as string | null, commitId)) return Effect.succeed("committed")
-  const nowSeconds = Number((time![1] as Array<string>)[0])
-  return Effect.succeed(missAt(sequence, floor![1] as string | null, Number(length![1]), exists![1] === 1, nowSeconds))
-}
-
 /** `ChainBroken`: the head keys disagree with the list (nothing written). */
 export type BackingError = ReadBackingError | ChainBroken
 /** What the backing's reads can fail with. */
@@ -176,7 +133,12 @@ export interface AuditBacking {
    * Whether the append with this commit id committed (at this sequence): "unproven" when
    * it is not kept there and the sequence is below the ids Redis still keeps.
    */
-  readonly isCommitted: (sequence: number, commitId: string) => Effect.Effect<CommitLookup, BackingError>
+  /** Whether `commitId` committed at `sequence`; `witness`: the replica's own last commit, as the append sends it. */
+  readonly isCommitted: (
+    sequence: number,
+    commitId: string,
+    witness: OwnCommit | null
+  ) => Effect.Effect<CommitLookup, BackingError>
   readonly length: Effect.Effect<number, ReadBackingError>
   /** Stored record JSON for list indexes `start..stop` (inclusive), in order. */
   readonly readRange: (start: number, stop: number) => Effect.Effect<ReadonlyArray<string>, ReadBackingError>
@@ -330,7 +292,7 @@ const turnOf = (reply: unknown): Turn => {
 /** lua/audit_turn.lua's ARGV for `claim`. */
 const turnArgs = (claim: LockClaim): Array<string | number> => [claim.token, claim.ttlMs, claim.queueMs]
 
-/** lua/audit_append.lua's ARGV for `write` (the last: how long its commit id is kept at least). */
+/** lua/audit_append.lua's ARGV for `write` (its header lists them). */
 const appendArgs = (write: PreparedAppend): Array<string | number> => [
   write.expectedPrev,
   write.recordJson,
@@ -341,7 +303,9 @@ const appendArgs = (write: PreparedAppend): Array<string | number> => [
   ...claimArgs(write.claim),
   write.seen === null ? "" : write.seen.sequence,
   write.seen === null ? "" : write.seen.eventHash,
-  COMMIT_IDS_KEPT_SECONDS
+  COMMIT_IDS_KEPT_SECONDS,
+  write.witness === null ? "" : write.witness.sequence,
+  write.witness === null ? "" : write.witness.commitId
 ]
 
 /** lua/audit_append.lua's KEYS, in its header's order. */
@@ -385,9 +349,9 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
     sendTurn: (claim) => callScriptBySha(redis.client, Scripts.auditTurn, turnKeys, turnArgs(claim)).then(turnOf),
     requestTurn: (claim) =>
       redis.script(Scripts.auditTurn, turnKeys, turnArgs(claim)).pipe(wrongTypeNamed(keys.lock), Effect.map(turnOf)),
-    isCommitted: (sequence, commitId) =>
+    isCommitted: (sequence, commitId, witness) =>
       redis
-        .run("MULTI HGET commits GET floor LLEN chain EXISTS commits TIME", (c) =>
+        .run("MULTI HGET commits GET floor LLEN chain EXISTS commits TIME HGET commits", (c) =>
           c
             .multi()
             .hget(keys.commits, String(sequence))
@@ -395,9 +359,10 @@ export const redisAuditBacking = (redis: RedisClientShape, prefix: string): Audi
             .llen(keys.chain)
             .exists(keys.commits)
             .time()
+            .hget(keys.commits, String(witness?.sequence ?? 0))
             .exec()
         )
-        .pipe(Effect.flatMap((replies) => lookupOf(keys, sequence, commitId, replies))),
+        .pipe(Effect.flatMap((replies) => lookupOf(keys, sequence, commitId, witness, replies))),
     length: redis.run("LLEN chain", (c) => c.llen(keys.chain)).pipe(wrongType(keys.chain)),
     readRange: (start, stop) =>
       redis.run("LRANGE chain", (c) => c.lrange(keys.chain, start, stop)).pipe(wrongType(keys.chain)),

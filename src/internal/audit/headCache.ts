@@ -9,12 +9,15 @@
  *   to check the chain still holds it, so a rewind is seen however the head was learned
  *   since. Re-reading the head never clears it.
  * - `reported`: the last rewind counted and logged (once, however many attempts meet it).
+ * - `ownCommit`: this replica's last commit, which its appends send as the witness that
+ *   `commits` still holds its ids; forgotten once a rewind is met (Redis lost it then).
  */
 import type { AuditIntegrity } from "../../Chain.js"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { ChainPoint } from "../../Errors.js"
-import type { AuditBacking, ReadBackingError } from "./backing.js"
+import type { AuditBacking, PreparedAppend, ReadBackingError } from "./backing.js"
+import type { OwnCommit } from "./commitLookup.js"
 import { type HeadState, knownHead, pointOf, samePoint, unknownHead } from "./headState.js"
 
 const copyOf = (head: AuditIntegrity | null): AuditIntegrity | null => (head === null ? null : { ...head })
@@ -25,6 +28,7 @@ export class HeadCache {
   private reportedPoint: ChainPoint | null = null
   /** The last head offered with a turn (kept when the hint moves on): a record built on it is no caller's mistake. */
   private offeredPoint: ChainPoint | null = null
+  private ownCommitState: OwnCommit | null = null
 
   constructor(private readonly backing: AuditBacking) {}
 
@@ -40,6 +44,16 @@ export class HeadCache {
 
   get seen(): ChainPoint | null {
     return this.seenPoint
+  }
+
+  get ownCommit(): OwnCommit | null {
+    return this.ownCommitState
+  }
+
+  /** This replica's own commit of `write`: its record is the head, and its id the witness. */
+  learnCommit(write: PreparedAppend): void {
+    this.learn(write.integrity)
+    this.ownCommitState = { sequence: write.sequence, commitId: write.commitId }
   }
 
   /** A head learned from a commit or from a reply the script checked against `seen`: handed out and proven. */
@@ -83,6 +97,7 @@ export class HeadCache {
 
   /** True the first time a rewind of `lost` is met (then it is reported), false after. */
   firstReport(lost: ChainPoint): boolean {
+    this.ownCommitState = null
     if (samePoint(lost, this.reportedPoint)) return false
     this.reportedPoint = lost
     return true

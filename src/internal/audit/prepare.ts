@@ -12,6 +12,7 @@ import { nextCommitId } from "../commitId.js"
 import { isPlainObject, jsonProblem } from "../jsonRecord.js"
 import type { LockClaim } from "../storeGuard.js"
 import { isIntegrity, type PreparedAppend } from "./backing.js"
+import type { OwnCommit } from "./commitLookup.js"
 
 const invalid = (reason: string) => new InvalidRecord({ store: "audit", reason })
 
@@ -20,7 +21,8 @@ export const prepare = (
   record: unknown,
   claim: LockClaim | undefined,
   seen: ChainPoint | null,
-  fullCheck: boolean
+  fullCheck: boolean,
+  witness: OwnCommit | null
 ): PreparedAppend | InvalidRecord => {
   if (!isPlainObject(record)) return invalid("a record must be a plain JSON object")
   const integrity = record.auditIntegrity
@@ -53,7 +55,8 @@ export const prepare = (
     commitId: nextCommitId(),
     madeAt: callMadeAt(),
     seen,
-    claim
+    claim,
+    witness
   }
 }
 

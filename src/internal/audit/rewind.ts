@@ -55,7 +55,7 @@ const recordRewind = (
     const gap = buildNextRecord(event, current as AuditIntegrity | null)
     // The gap record never keeps a turn: the conflict it ends with says the lock was given back.
     const gapClaim = claim?.keepMs === undefined ? claim : { ...claim, keepMs: undefined }
-    const write = prepare(gap, gapClaim, error.current, ctx.fullCheck)
+    const write = prepare(gap, gapClaim, error.current, ctx.fullCheck, null)
     if (write instanceof InvalidRecord) return yield* Effect.fail(write)
     const outcome = yield* appendOnce(ctx, write)
     if (outcome._tag === "Rewound" || outcome._tag === "NotSuccessor") return yield* Effect.fail(error)

@@ -96,7 +96,7 @@ export class Pipeline {
       if (late !== undefined) return Effect.fail(late)
       if (attempt.first !== undefined)
         return Effect.fail(new PersistCalledTwice({ prefix: this.ctx.prefix, first: attempt.first }))
-      const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck)
+      const write = prepare(record, attempt.claim, this.ctx.cache.seen, this.ctx.fullCheck, this.ctx.cache.ownCommit)
       if (write instanceof InvalidRecord) {
         attempt.first = "failed"
         return Effect.fail(write)

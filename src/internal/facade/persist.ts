@@ -34,7 +34,7 @@ export const persistFromCaller = (
   const pipeline = tx.pipeline
   const { backing, cache, fullCheck, afterCommit } = pipeline.ctx
   if (backing.send === undefined || afterCommit !== Effect.void) return slow()
-  const write = prepare(record, tx.claim, cache.seen, fullCheck)
+  const write = prepare(record, tx.claim, cache.seen, fullCheck, cache.ownCommit)
   if (write instanceof InvalidRecord) return slow()
   return new Promise<void>((resolve, reject) => {
     let settled = false
@@ -70,7 +70,7 @@ export const persistFromCaller = (
         if (committed === undefined) return handOver()
         settled = true
         inFlight.settled(true)
-        cache.learn(write.integrity)
+        cache.learnCommit(write)
         tx.first = "committed"
         if (committed === "kept") tx.kept = true
         resolve()
