@@ -38,7 +38,7 @@
 --          ('' or absent = none): the chain must still hold that record
 -- ARGV[14] how many seconds a commit id is kept at least (absent = 0: the last 1000 only)
 -- ARGV[15] the sequence of the caller's own last commit, ARGV[16] its commit id ('' or
---          absent = none): where no floor is, `commits` missing it is a loss (see `idsLost`)
+--          absent = none): `commits` missing it where it is kept is a loss (see `idsLost`)
 -- Reply (AuditAppendReply in src/internal/replyCodes.ts), by code:
 --   1 Committed         {1, kept}: committed; kept = 1 when the attempt keeps the lock (ARGV[7] 'keep')
 --   2 AlreadyCommitted  {2}: this call already committed (a re-sent call whose reply was
@@ -116,15 +116,17 @@ local function isCommitOf(entry, id)
 end
 -- Whether the kept ids are gone while the chain says they should be there: each of our
 -- commits writes `commits` and the floor together and the trim never drops the newest id,
--- so a floor with no `commits` is a loss (eviction, DEL). With no floor (a chain only
--- haechi-store-redis wrote so far, or both keys lost together), the caller's own last
--- commit tells: among the last COMMITS_KEPT records of a chain `length` long, the trim
--- keeps its id, so a miss there is a loss.
+-- so a floor with no `commits` is a loss (eviction, DEL). Both lost together look like a
+-- chain only haechi-store-redis wrote so far (neither key), and another replica's commit
+-- may have written a new floor since: the caller's own last commit tells. At or above the
+-- floor (if any) and among the last COMMITS_KEPT records of a chain `length` long, the
+-- trim keeps its id, so a miss there is a loss.
 local function idsLost(floor, length)
-  if floor ~= nil then return redis.call('EXISTS', commitsKey) == 0 end
+  if floor ~= nil and redis.call('EXISTS', commitsKey) == 0 then return true end
   if witnessSeq == nil or witnessId == '' or witnessSeq > length or witnessSeq <= length - COMMITS_KEPT then
     return false
   end
+  if floor ~= nil and witnessSeq < floor then return false end
   local entry = redis.pcall('HGET', commitsKey, witnessArg)
   return not isError(entry) and not isCommitOf(entry, witnessId)
 end

@@ -56,6 +56,7 @@ local lockFree, keepTtl = ARGV[7] ~= '', nil
 local claimToken, claimTtl, releaseChannel, queueMs = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local keptSeconds, setCount = tonumber(ARGV[12]), tonumber(ARGV[13])
 local firstSet, firstDelete = 14, 14 + 2 * setCount -- ARGV[firstSet ..] pairs, ARGV[firstDelete ..] deletes
+local SCAN_MOST = 4096
 
 --- @include "include/refusal"
 --- @include "include/waiters"
@@ -75,8 +76,15 @@ if mark == false and not typeIs(markKey, 'string') then return {3, markKey} end
 -- a yield would have the commit made again.
 local function loggedAlready()
   local now = tonumber(cur)
-  if not now then return false, true end
-  return loggedAfter(tonumber(expected) or 0, now, commitId)
+  if now then return loggedAfter(tonumber(expected) or 0, now, commitId) end
+  -- No version (lost, or never written): the log may hold the commit all the same. Its
+  -- last SCAN_MOST entries are searched (a rare path); a miss there proves nothing.
+  if cur == false then
+    for _, entry in ipairs(redis.call('LRANGE', logKey, -SCAN_MOST, -1)) do
+      if string.match(entry, '^%d+ (%S+)') == commitId then return true, true end
+    end
+  end
+  return false, false
 end
 -- Every 8th length (not version: other writers bump it unlogged), drops the oldest of the
 -- entries beyond the bound that are older than keptSeconds, up to 16, in one LRANGE and
@@ -138,11 +146,14 @@ if (cur == false and expected == '') or cur == expected then
     local restarted = lastLogged and lastLogged >= nv
     if restarted then redis.call('DEL', logKey) end
     local length = redis.call('RPUSH', logKey, nv .. ' ' .. commitId .. ' ' .. nowSeconds .. ' ' .. changedJson)
-    -- The mark: "0" with the log's first entry; the time, where a marked log was lost.
-    if mark == false then
-      redis.call('SET', markKey, '0')
-    elseif length == 1 and not restarted then
+    -- The mark: the time where a marked log was lost, else "0" with the log's first entry
+    -- (and in place of an unreadable one). A log dropped above with the version lost is no
+    -- loss of ours to stamp: stamping it would fail every replica's stale write closed for
+    -- the keep, and a re-send then finds no version it was built on (unproven, the age rule).
+    if mark and length == 1 and not restarted then
       redis.call('SET', markKey, tostring(nowSeconds))
+    elseif not (mark and string.match(mark, '^%d+$')) then
+      redis.call('SET', markKey, '0')
     end
     trimLog(length, nowSeconds)
     release('', false)

@@ -197,6 +197,38 @@ describe("audit_append: kept ids that Redis lost", () => {
     }
   })
 
+  // Catches: the witness read only where no floor was, so a fresh replica (no commit of
+  // its own) committing after the double loss wrote a plain floor, and the re-send after
+  // it was a proven Conflict again.
+  it("after the double loss a replica with no commit of its own writes a plain floor; a re-send with a witness at or above it is still unproven 2", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-both-lost-fresh")
+    const { calls, head } = await appendMany(client, prefix, 4, kept)
+    await client.del(`${prefix}commits`, `${prefix}commits:floor`)
+    expect((await appendCall(client, prefix, head, "fresh-replica", kept)).reply).toEqual([1, 0])
+    expect((await floorOf(client, prefix)).split(" ")).toHaveLength(2)
+    const own = { sequence: 3, commitId: "id-3" }
+    const resent = await appendCall(client, prefix, calls[3]!.previous, calls[3]!.id, kept, undefined, own)
+    expect([resent.reply[0], resent.reply[3]]).toEqual([0, 2])
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    expect(await Effect.runPromise(backing.isCommitted(4, calls[3]!.id, own))).toBe("ids lost")
+    expect(await client.llen(`${prefix}chain`)).toBe(5)
+  })
+
+  // Catches: the lookup reading the lost-at field of a floor that reads as none, where the
+  // script does not ("ids lost" against the script's unproven 1).
+  it("a floor whose first number is 0 reads as none in the script and the lookup alike", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("ids-floor-zero")
+    await appendMany(client, prefix, COMMITS_KEPT + 5)
+    const [seconds] = (await client.time()) as [number | string, number | string]
+    await client.set(`${prefix}commits:floor`, `0 5 ${seconds}`)
+    const stale = await appendCall(client, prefix, null, "stale", kept)
+    expect([stale.reply[0], stale.reply[3]]).toEqual([0, 1])
+    const backing = redisAuditBacking(fromClient(client), prefix)
+    expect(await Effect.runPromise(backing.isCommitted(1, "stale", null))).toBe("unproven")
+  })
+
   it("the restart ages out with the keep: below it, a stale call is then unproven 1 (the age rule), not 2", async () => {
     const client = connect()
     const prefix = uniquePrefix("ids-restart-old")
@@ -320,4 +352,39 @@ describe("vault_apply: a change log that Redis lost", () => {
     expect(await client.get(`${prefix}version`)).toBe("4")
     expect(await client.llen(`${prefix}log`)).toBe(4)
   })
+
+  // Catches: the version key lost while the log stayed read as proof (a re-sent apply a
+  // proven Conflict, made again), and a version below the call's read as proof after the
+  // restart dropped the log.
+  it("`version` deleted: a re-send is found in the log, a stranger is unproven 1; after the restart drops the log, a re-send is unproven 1, not proven", async () => {
+    const client = connect()
+    const prefix = uniquePrefix("version-lost")
+    await vaultCommits(client, prefix, 5, undefined, kept)
+    await client.del(`${prefix}version`)
+    const resend = { expected: "4", seen: "c3", size: 4, id: "c4" }
+    expect(await vaultApplyCall(client, prefix, resend, kept)).toEqual([2, null])
+    const stranger = await vaultApplyCall(client, prefix, { ...resend, id: "stranger" }, kept)
+    expect(stranger).toEqual([0, null, 0, 1])
+    expect((await vaultApplyCall(client, prefix, { expected: "", seen: "", size: 5, id: "y" }, kept))[0]).toBe(1)
+    expect(await client.llen(`${prefix}log`)).toBe(1)
+    expect(await markOf(client, prefix)).toBe("0")
+    expect(await vaultApplyCall(client, prefix, resend, kept)).toEqual([0, "1", 0, 1])
+  })
+
+  // Catches: an unreadable mark taken for no mark, so the log lost after it went unseen.
+  it.each(["", "abc", "-1", " 0", "0 "])(
+    "a mark %j that does not read still counts: the log lost is unproven 2, and a commit rewrites it",
+    async (mark) => {
+      const client = connect()
+      const prefix = uniquePrefix("mark-garbage")
+      await vaultCommits(client, prefix, 3, undefined, kept)
+      await client.set(`${prefix}log:mark`, mark)
+      expect((await vaultApplyCall(client, prefix, { expected: "3", seen: "c2", size: 3, id: "c3" }, kept))[0]).toBe(1)
+      expect(await markOf(client, prefix)).toBe("0")
+      await client.set(`${prefix}log:mark`, mark)
+      await client.del(`${prefix}log`)
+      const again = await vaultApplyCall(client, prefix, { expected: "3", seen: "c2", size: 3, id: "c3" }, kept)
+      expect(again).toEqual([0, "4", 0, 2])
+    }
+  )
 })

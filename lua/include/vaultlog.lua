@@ -16,7 +16,8 @@ end
 -- is where it sits when no version went unlogged since). Unproven when that entry is gone
 -- (trimmed, or an entry on the way does not read): the oldest entry kept is later.
 local function loggedAfter(since, now, commitId)
-  if now <= since then return false, true end
+  -- (A version below the one the call was built on: the history it saw is gone, no proof.)
+  if now <= since then return false, now == since end
   local want = since + 1
   local lo, hi = -(now - since), -1
   local length = redis.call('LLEN', logKey)
@@ -36,13 +37,13 @@ end
 -- What a miss found by `loggedAfter` proves (`proven` its answer): 0 that the call did not
 -- commit; 1 nothing (the log no longer reaches back that far); 2 nothing whatever the
 -- call's age, as Redis lost the log: the mark (written with the log's first entry, "0", or
--- "<seconds>" when the log was found lost and restarted then) is there and the log is not,
--- or the log restarted within the keep. (The mark lost with the log is not told apart from
--- a vault only haechi-store-redis wrote: it logs nothing.)
+-- "<seconds>" when the log was found lost and restarted then; any value at all counts)
+-- is there and the log is not, or the log restarted within the keep. (The mark lost with
+-- the log is not told apart from a vault only haechi-store-redis wrote: it logs nothing.)
 local function missCode(proven, mark)
-  local lostAt = tonumber(string.match(mark or '', '^(%d+)$'))
-  if lostAt ~= nil and redis.call('EXISTS', logKey) == 0 then return 2 end
+  if mark and redis.call('EXISTS', logKey) == 0 then return 2 end
   if proven then return 0 end
+  local lostAt = tonumber(string.match(mark or '', '^(%d+)$'))
   if lostAt == nil or lostAt == 0 then return 1 end
   local nowSeconds = tonumber(redis.call('TIME')[1])
   if nowSeconds - lostAt < keptSeconds + 1 and lostAt - nowSeconds <= keptSeconds then return 2 end

@@ -23,7 +23,8 @@ const isCommitOf = (entry: string | null | undefined, commitId: string): boolean
 /**
  * What a miss at `sequence` proves, by lua/audit_append.lua's `unprovenCode` on the floor
  * of `commits` (`commits:floor`, "<sequence> <stamp>[ <lost at>]"): "ids lost" with a floor
- * but no `commits`, or below a floor restarted within the keep (`nowSeconds`, Redis's
+ * but no `commits`, with the caller's own last commit missing where it is kept (its
+ * `idsLost`), or below a floor restarted within the keep (`nowSeconds`, Redis's
  * clock); "unproven" below the floor (none or unreadable: below the last COMMITS_KEPT of a
  * chain `length` long); else "not committed".
  */
@@ -33,23 +34,25 @@ const missAt = (
   length: number,
   commitsExist: boolean,
   nowSeconds: number,
-  witnessMissing: (length: number) => boolean
+  witnessMissing: (length: number, floor: number) => boolean
 ): CommitLookup => {
   const match = /^(\d+) ?(\d*) ?(\d*)$/.exec(floor ?? "")
   const at = match === null ? 0 : Number(match[1])
-  const lostAt = match === null ? 0 : Number(match[3])
-  if (at >= 1 ? !commitsExist : witnessMissing(length)) return "ids lost"
+  // (A floor below 1 reads as none, its stamps too, as the script's `floorOf` has it.)
+  const lostAt = match === null || at < 1 ? 0 : Number(match[3])
+  if ((at >= 1 && !commitsExist) || witnessMissing(length, at >= 1 ? at : 1)) return "ids lost"
   if (sequence >= (at >= 1 ? at : length - COMMITS_KEPT + 1)) return "not committed"
   const lostWithinKeep =
     lostAt > 0 && nowSeconds - lostAt < COMMIT_IDS_KEPT_SECONDS + 1 && lostAt - nowSeconds <= COMMIT_IDS_KEPT_SECONDS
   return lostWithinKeep ? "ids lost" : "unproven"
 }
 
-/** Whether `commits` misses `witness` (its `entry` there) where a chain `length` long keeps it. */
+/** Whether `commits` misses `witness` (its `entry` there) where a chain `length` long keeps it (at or above `floor`). */
 const missesWitness =
   (witness: OwnCommit | null, entry: unknown) =>
-  (length: number): boolean =>
+  (length: number, floor: number): boolean =>
     witness !== null &&
+    witness.sequence >= floor &&
     witness.sequence <= length &&
     witness.sequence > length - COMMITS_KEPT &&
     !isCommitOf(entry as string | null, witness.commitId)
