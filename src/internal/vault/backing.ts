@@ -191,6 +191,12 @@ export const committedVersion = (reply: unknown): Version | undefined => {
   return typeof version === "string" && /^\d+$/.test(version) ? version : undefined
 }
 
+/** A conflict's `rewound` and proof fields from vault_apply's status and its fourth element (0, 1 or 2). */
+const proofOf = (status: ReplyCode<typeof VaultApplyReply>, unproven: number | undefined) =>
+  unproven === 1 || unproven === 2
+    ? { rewound: false, unproven: true, idsLost: unproven === 2 }
+    : { rewound: status === VaultApplyReply.Rewound }
+
 /** vault_apply.lua's reply as an `ApplyOutcome`. */
 const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<ApplyOutcome, CorruptData> => {
   const [status, version, took, unproven] = reply as [
@@ -209,9 +215,7 @@ const applyOutcomeOf = (reply: unknown, versionKey: string): Effect.Effect<Apply
         ? { _tag: "AlreadyCommitted", version: v }
         : status === VaultApplyReply.LockHeld
           ? { _tag: "LockHeld", version: v }
-          : unproven === 1 || unproven === 2
-            ? { _tag: "Conflict", version: v, tookLock: took === 1, rewound: false, unproven: true, idsLost: unproven === 2 }
-            : { _tag: "Conflict", version: v, tookLock: took === 1, rewound: status === VaultApplyReply.Rewound }
+          : { _tag: "Conflict", version: v, tookLock: took === 1, ...proofOf(status, unproven) }
   )
 }
 
