@@ -103,11 +103,12 @@ local function stampOf(entry)
   return tonumber(string.match(entry, ' (%d+)$')) or 0
 end
 -- The stored floor, its id's stamp and when the ids were found lost (0: never); nil for
--- none, or for anything but "<n>[ <n>[ <n>]]", n >= 1.
-local function floorOf(stored)
+-- none, for anything but "<n>[ <n>[ <n>]]", n >= 1, and for a floor past the end of a chain
+-- `length` long (no commit writes one: hostile, or left by a rewind), which would stall the trim.
+local function floorOf(stored, length)
   local floor, stamp, lostAt = string.match(stored or '', '^(%d+) ?(%d*) ?(%d*)$')
   floor = tonumber(floor)
-  if floor == nil or floor < 1 then return nil, 0, 0 end
+  if floor == nil or floor < 1 or floor > length + 1 then return nil, 0, 0 end
   return floor, tonumber(stamp) or 0, tonumber(lostAt) or 0
 end
 -- Whether `entry` (of `commits`: "<id> <seconds>", or an older bare "<id>") is commit `id`'s.
@@ -166,7 +167,7 @@ end
 -- floor (none: below the last COMMITS_KEPT); 2 nothing whatever the call's age, the ids
 -- lost now or within the keep (a restarted floor, below it).
 local function unprovenCode(stored, length)
-  local floor, _, lostAt = floorOf(stored)
+  local floor, _, lostAt = floorOf(stored, length)
   if idsLost(floor, length) then return 2 end
   if sequence >= (floor or length - COMMITS_KEPT + 1) then return 0 end
   if lostAt > 0 and not isOld(lostAt, tonumber(redis.call('TIME')[1]), 1) then return 2 end
@@ -277,7 +278,7 @@ if straight then
   local nowSeconds = tonumber(redis.call('TIME')[1])
   local entry, drop = commitId .. ' ' .. nowSeconds, {}
   local headWrites = {headKey, integrityJson, headHashKey, eventHash}
-  local floor, stamp = floorOf(storedFloor)
+  local floor, stamp = floorOf(storedFloor, len)
   if idsLost(floor, len) then
     -- The floor restarts here: below it, within the keep, no miss is proof.
     if storedFloor == false and not typeIs(floorKey, 'string') then return refused({3, floorKey}) end

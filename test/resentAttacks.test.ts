@@ -135,11 +135,11 @@ describe("audit re-sends against odd state", () => {
     expect(await client.get(`${prefix}lock`)).toBe("tok")
   })
 
-  it("a floor above the call's sequence: the script and the lost-reply lookup both call it unproven", async () => {
+  it("a floor above the call's sequence (at the chain's end): the script and the lost-reply lookup both call it unproven", async () => {
     const client = connect()
     const prefix = uniquePrefix("odd-floor-agree")
     await twoRecords(client, prefix)
-    await client.set(`${prefix}commits:floor`, "9 0")
+    await client.set(`${prefix}commits:floor`, "3 0")
     const script = (await appendCall(client, prefix, null, "stale", 30)).reply[3]
     const lookup = await Effect.runPromise(redisAuditBacking(fromClient(client), prefix).isCommitted(1, "stale", null))
     expect({ script, lookup }).toEqual({ script: 1, lookup: "unproven" })

@@ -138,6 +138,24 @@ describe("audit_append: a floor that is not a number", () => {
     expect(next.reply).toEqual([1, 0])
     expect((await keptIds(client, prefix)).sequences.length).toBe(21)
   })
+
+  // Catches: a floor past the chain's end (no commit writes one: a hostile write, or left
+  // by a rewind) trusted, so the trim never ran again and every stale call was unproven.
+  it.each(["5000 0", "99999999999999999999 0"])(
+    "past the chain's end (%s), is read as no floor: a stale call is proven in the script and the lookup, and the next commit rewrites it",
+    async (floor) => {
+      const client = connect()
+      const prefix = uniquePrefix("floor-past-end")
+      const { calls, head } = await appendMany(client, prefix, 20, 0)
+      await client.set(`${prefix}commits:floor`, floor)
+      const stale = await appendCall(client, prefix, calls[2]!.previous, "stale", 0)
+      expect([stale.reply[0], stale.reply[3]]).toEqual([0, 0])
+      const backing = redisAuditBacking(fromClient(client), prefix)
+      expect(await Effect.runPromise(backing.isCommitted(3, "stale", null))).toBe("not committed")
+      expect((await appendCall(client, prefix, head, "next", 0)).reply).toEqual([1, 0])
+      expect((await keptIds(client, prefix)).floor).toBe(1)
+    }
+  )
 })
 
 describe("the audit store on a conflict the kept ids cannot prove", () => {

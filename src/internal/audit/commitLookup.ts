@@ -37,9 +37,9 @@ const missAt = (
   witnessMissing: (length: number, floor: number) => boolean
 ): CommitLookup => {
   const match = /^(\d+) ?(\d*) ?(\d*)$/.exec(floor ?? "")
-  const at = match === null ? 0 : Number(match[1])
-  // (A floor below 1 reads as none, its stamps too, as the script's `floorOf` has it.)
-  const lostAt = match === null || at < 1 ? 0 : Number(match[3])
+  // (A floor below 1 or past the chain's end reads as none, its stamps too, as the script's `floorOf` has it.)
+  const at = match === null || Number(match[1]) > length + 1 ? 0 : Number(match[1])
+  const lostAt = at < 1 ? 0 : Number(match![3])
   if ((at >= 1 && !commitsExist) || witnessMissing(length, at >= 1 ? at : 1)) return "ids lost"
   if (sequence >= (at >= 1 ? at : length - COMMITS_KEPT + 1)) return "not committed"
   const lostWithinKeep =
