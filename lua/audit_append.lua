@@ -7,7 +7,7 @@
 -- first write, where the record commits (checked with TYPE before any other reply).
 -- Nothing is ever repaired here: inconsistent keys are reported as found.
 -- Fast path: the lock, the head keys and the commit ids' floor (one MGET) and LLEN, then
--- EXISTS commits (the kept ids not lost), TIME, HSET, RPUSH, MSET (and now and then the trim
+-- an HGET or EXISTS of commits (the kept ids not lost), TIME, HSET, RPUSH, MSET (and now and then the trim
 -- of old commit ids); the list's elements
 -- are read only where the fence says "empty" or disagrees (or the caller last saw a head
 -- other than the one the record was built on).
@@ -121,15 +121,16 @@ end
 -- chain only haechi-store-redis wrote so far (neither key), and another replica's commit
 -- may have written a new floor since: the caller's own last commit tells. At or above the
 -- floor (if any) and among the last COMMITS_KEPT records of a chain `length` long, the
--- trim keeps its id, so a miss there is a loss.
+-- trim keeps its id, so a miss there is a loss. One read either way (the witness's HGET
+-- also misses where `commits` is gone).
 local function idsLost(floor, length)
-  if floor ~= nil and redis.call('EXISTS', commitsKey) == 0 then return true end
-  if witnessSeq == nil or witnessId == '' or witnessSeq > length or witnessSeq <= length - COMMITS_KEPT then
-    return false
+  local witnessKept = witnessSeq ~= nil and witnessId ~= '' and witnessSeq <= length
+    and witnessSeq > length - COMMITS_KEPT and (floor == nil or witnessSeq >= floor)
+  if witnessKept then
+    local entry = redis.pcall('HGET', commitsKey, witnessArg)
+    return not isError(entry) and not isCommitOf(entry, witnessId)
   end
-  if floor ~= nil and witnessSeq < floor then return false end
-  local entry = redis.pcall('HGET', commitsKey, witnessArg)
-  return not isError(entry) and not isCommitOf(entry, witnessId)
+  return floor ~= nil and redis.call('EXISTS', commitsKey) == 0
 end
 -- Where the floor may jump after TRIM_MOST sequences of other writers' records: the lowest
 -- sequence `commits` keeps at `at` or above (no further than last + 1). Read only while
