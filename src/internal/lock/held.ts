@@ -15,7 +15,7 @@ import { outcomeOf } from "../observe.js"
 import { Acquisition } from "./acquire.js"
 import { release } from "./commands.js"
 import type { Lease } from "./contract.js"
-import { lossSignal, type LossSignal } from "./loss.js"
+import { LeaseOf, lossSignal, type LossSignal } from "./loss.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
 import type { ReleaseSubscriber } from "./releases.js"
@@ -105,17 +105,7 @@ const hold = (
       span.attribute("haechi.lock.waited_ms", waitedMs)
       const lost = lossSignal(key, sentAt + options.ttlMs)
       renewal.start(runtime, { redis, key, token, options, sentAt, lost })
-      const lease: Lease = {
-        key,
-        token,
-        fence,
-        get lost() {
-          return lost.await
-        },
-        get signal() {
-          return lost.signal
-        }
-      }
+      const lease: Lease = new LeaseOf(key, token, fence, lost)
       return Effect.succeed<Held>({ lease, release: giveBack, lost })
     })
   )

@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import { LockLost } from "../../Errors.js"
 import { now } from "../deadline.js"
+import type { Lease } from "./contract.js"
 import { locksLostOf } from "./metrics.js"
 
 /** A lease's state: until when it is vouched for, and its loss, awaited by the work it guards. */
@@ -91,3 +92,35 @@ class Loss implements LossSignal {
 }
 
 export const lossSignal = (key: string, validUntil: number): LossSignal => new Loss(key, validUntil)
+
+// Classes, not object literals with getters: a literal's getters are new closures each
+// time, so every lease got a hidden class of its own, which kept its whole lock cycle
+// alive through every GC scavenge until a full GC (about 0.7 MB more survivors per
+// scavenge, and longer scavenges in the hand-off's tail).
+
+/** A lease over its loss signal. */
+export class LeaseOf implements Lease {
+  constructor(
+    readonly key: string,
+    readonly token: string,
+    readonly fence: number,
+    private readonly loss: LossSignal
+  ) {}
+
+  get lost(): Effect.Effect<never, LockLost> {
+    return this.loss.await
+  }
+
+  get signal(): AbortSignal {
+    return this.loss.signal
+  }
+}
+
+/** What the Promise facade's `fn` gets: the loss signal's `signal` (its AbortController made on first read). */
+export class SignalOf {
+  constructor(private readonly loss: LossSignal) {}
+
+  get signal(): AbortSignal {
+    return this.loss.signal
+  }
+}
