@@ -1,13 +1,17 @@
 /**
  * The lock's three Redis commands (acquire, extend, release), each one script call
  * bounded in time. The release only frees the lock early (the TTL frees it regardless),
- * so it never fails: one that gets no answer in time is abandoned.
+ * so it never fails: one that gets no answer in time is abandoned. The acquire and the
+ * release come as effects and, for the Promise facade's fiber-free lane, as promises
+ * built from the same arguments and reply rule.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { RedisCommandFailed, type RedisError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
-import { Scripts } from "../scripts.js"
+import { timerDelay } from "../deadline.js"
+import { toRedisError } from "../redisReply.js"
+import { callScript, type ScriptDefinition, Scripts } from "../scripts.js"
 import { lockKeysOf, releaseChannelOf } from "./keys.js"
 
 /** Longest time one acquire attempt may take when the wait bound is shorter. */
@@ -18,10 +22,30 @@ export const RELEASE_BOUND_MS = 1000
 const QUEUE_CAP_MS = 86_400_000
 
 /** A script's integer reply, else `RedisCommandFailed` naming the operation. */
-const integerReply = (operation: string, value: unknown): Effect.Effect<number, RedisCommandFailed> =>
+const integerOf = (operation: string, value: unknown): number | RedisCommandFailed =>
   typeof value === "number" && Number.isSafeInteger(value)
-    ? Effect.succeed(value)
-    : Effect.fail(new RedisCommandFailed({ operation, reply: `unexpected reply ${String(value)}`, cause: value }))
+    ? value
+    : new RedisCommandFailed({ operation, reply: `unexpected reply ${String(value)}`, cause: value })
+
+const integerReply = (operation: string, value: unknown): Effect.Effect<number, RedisCommandFailed> => {
+  const n = integerOf(operation, value)
+  return typeof n === "number" ? Effect.succeed(n) : Effect.fail(n)
+}
+
+/** The acquire script's arguments: the token, the TTL, and how long to stay queued ("" for not at all). */
+const acquireArgs = (token: string, ttlMs: number, queueMs: number): Array<string | number> => {
+  const queue = Math.ceil(Math.min(queueMs, QUEUE_CAP_MS))
+  return [token, ttlMs, queue > 0 ? queue : ""]
+}
+
+/** The release script's arguments: the token, the channel it announces on, and the queue entry to leave. */
+const releaseArgs = (key: string, token: string, ttlMs: number, queued: boolean): Array<string> => [
+  token,
+  releaseChannelOf(key),
+  queued ? `${token} ${ttlMs}` : ""
+]
+
+const releaseBoundMs = (ttlMs: number) => Math.min(ttlMs, RELEASE_BOUND_MS)
 
 /**
  * One acquire attempt for `token`, queueing it for a hand-off for `queueMs` (none if 0):
@@ -34,13 +58,11 @@ export const tryAcquire = (
   ttlMs: number,
   queueMs: number,
   boundMs: number
-): Effect.Effect<number | undefined, RedisError> => {
-  const queue = Math.ceil(Math.min(queueMs, QUEUE_CAP_MS))
-  return Effect.flatMap(
-    redis.scriptWithin(Scripts.lockAcquire, lockKeysOf(key), [token, ttlMs, queue > 0 ? queue : ""], boundMs),
+): Effect.Effect<number | undefined, RedisError> =>
+  Effect.flatMap(
+    redis.scriptWithin(Scripts.lockAcquire, lockKeysOf(key), acquireArgs(token, ttlMs, queueMs), boundMs),
     (value) => (Option.isNone(value) ? Effect.succeed(undefined) : integerReply("lock acquire", value.value))
   )
-}
 
 /**
  * Extends the TTL of `key` if it still holds `token`: 1 extended, 0 gone, another
@@ -75,12 +97,80 @@ export const release = (
     redis.scriptWithin(
       Scripts.lockRelease,
       lockKeysOf(key),
-      [token, releaseChannelOf(key), queued ? `${token} ${ttlMs}` : ""],
-      Math.min(ttlMs, RELEASE_BOUND_MS)
+      releaseArgs(key, token, ttlMs, queued),
+      releaseBoundMs(ttlMs)
     ),
     {
-      onFailure: (error) => Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error),
-      onSuccess: (answered) =>
-        Option.isNone(answered) ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`) : Effect.void
+      onFailure: (error) => releaseNotDone(key, error),
+      onSuccess: (answered) => (Option.isNone(answered) ? releaseNotDone(key) : Effect.void)
+    }
+  )
+
+const releaseNotDone = (key: string, error?: RedisError) =>
+  error === undefined
+    ? Effect.logDebug(`lock ${key}: release unanswered; the TTL frees it`)
+    : Effect.logDebug(`lock ${key}: release failed; the TTL frees it`, error)
+
+// ---------------------------------------------------------------------------
+// the same commands as promises (the facade's lane: no fiber per lock)
+
+/** No answer within the bound. */
+export const UNANSWERED: unique symbol = Symbol("unanswered")
+
+/** `call`'s value, or `UNANSWERED` once `ms` have passed first (a rejection stays one). */
+const answerWithin = <A>(call: Promise<A>, ms: number): Promise<A | typeof UNANSWERED> =>
+  new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(UNANSWERED), timerDelay(ms))
+    call.then(
+      (value) => (clearTimeout(timer), resolve(value)),
+      (error) => (clearTimeout(timer), reject(error))
+    )
+  })
+
+const scriptCall = (
+  redis: RedisClientShape,
+  script: ScriptDefinition,
+  key: string,
+  args: ReadonlyArray<string | number>
+): Promise<unknown> => {
+  try {
+    return callScript(redis.client, script, lockKeysOf(key), args)
+  } catch (error) {
+    return Promise.reject(error)
+  }
+}
+
+/**
+ * `tryAcquire` as a promise: the new fence, 0 when someone else holds the lock,
+ * `UNANSWERED`; rejects with the `RedisError`.
+ */
+export const tryAcquireNow = (
+  redis: RedisClientShape,
+  key: string,
+  token: string,
+  ttlMs: number,
+  queueMs: number,
+  boundMs: number
+): Promise<number | typeof UNANSWERED> =>
+  answerWithin(scriptCall(redis, Scripts.lockAcquire, key, acquireArgs(token, ttlMs, queueMs)), boundMs).then(
+    (value) => {
+      if (value === UNANSWERED) return value
+      const fence = integerOf("lock acquire", value)
+      return typeof fence === "number" ? fence : Promise.reject(fence)
+    },
+    (error) => Promise.reject(toRedisError(Scripts.lockAcquire.name, error))
+  )
+
+/** `release` as a promise: never rejects (what it could not do is logged, like `release`). */
+export const releaseNow = (redis: RedisClientShape, key: string, token: string, ttlMs: number): Promise<void> =>
+  answerWithin(
+    scriptCall(redis, Scripts.lockRelease, key, releaseArgs(key, token, ttlMs, true)),
+    releaseBoundMs(ttlMs)
+  ).then(
+    (value) => {
+      if (value === UNANSWERED) Effect.runFork(releaseNotDone(key))
+    },
+    (error) => {
+      Effect.runFork(releaseNotDone(key, toRedisError(Scripts.lockRelease.name, error)))
     }
   )

@@ -107,6 +107,8 @@ export interface RedisLockHandle {
    * script), and at each hand-off to `token`.
    */
   readonly releases: (key: string, token: string) => Wakeup
+  /** Whether the release channel of `key` is subscribed already (a listener opened now misses nothing). */
+  readonly listening: (key: string) => boolean
   /**
    * Releases `key` if it still holds `token` (compare-and-delete, or hand-off to the next
    * waiter), for a lock taken outside `acquire` (a store's fenced script), and leaves the

@@ -15,6 +15,7 @@
  * `fn` settles the promise rejects with `LockLost`. `fn` is not interrupted (a `fn` that
  * ignores its argument runs as before): the lock only reduces contention over writes
  * fenced on the server. The lock's timing runs on real time, never an Effect Clock.
+ * A call runs the protocol of RedisLock's `withLease` without a fiber (`facadeLane.ts`).
  *
  * Failures reject with the original error, never an Effect wrapper: `LockTimeout`,
  * `LockLost`, `RedisUnavailable`, `RedisCommandFailed` (so `instanceof` and `_tag`
@@ -22,54 +23,58 @@
  */
 import { isIoredisClient } from "../client.js"
 import * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type { Cluster, Redis } from "ioredis"
-import { lockOf } from "./policy.js"
-import type { LockOptions } from "./options.js"
-import type { RedisLockShape } from "./contract.js"
-import { fromClient } from "../../RedisClient.js"
-import { originalFailure } from "../facade/run.js"
+import { lockHandleOf } from "./policy.js"
+import { resolveOptions, type LockOptions, type ResolvedLockOptions } from "./options.js"
+import type { RedisLockHandle } from "./contract.js"
+import { fromClient, type RedisClientShape } from "../../RedisClient.js"
+import { runSyncOrThrow } from "../facade/run.js"
+import { checkKey, keyProblem } from "./keys.js"
+import { type LockContext, withLockLane } from "./facadeLane.js"
+
+export type { LockContext } from "./facadeLane.js"
 
 /**
- * The client's RedisLock, built once per client object and shared with the stores made
- * on the same client (one subscriber connection, which closes itself when idle).
+ * The client's RedisLock handle, built once per client object and shared with the stores
+ * made on the same client (one subscriber connection, which closes itself when idle).
  */
-const lockFor = (client: Redis | Cluster): RedisLockShape => {
+const lockFor = (client: Redis | Cluster): ClientLock => {
   let lock = locks.get(client)
   if (lock === undefined) {
-    lock = lockOf(fromClient(client))
+    const redis = fromClient(client)
+    lock = { redis, handle: lockHandleOf(redis) }
     locks.set(client, lock)
   }
   return lock
 }
+interface ClientLock {
+  readonly redis: RedisClientShape
+  readonly handle: RedisLockHandle
+}
 /** The lock per client object, so a call does not wrap the client again to look it up. */
-const locks = new WeakMap<object, RedisLockShape>()
+const locks = new WeakMap<object, ClientLock>()
 
-/** Options per (ttlMs, retryMs, timeoutMs), frozen so RedisLock resolves each once. */
-const optionsCache = new Map<string, LockOptions>()
+/** The resolved options of one (ttlMs, retryMs, timeoutMs). */
+type FacadeOptions = ResolvedLockOptions & { readonly retryMs: number }
+const optionsCache = new Map<string, FacadeOptions>()
 const OPTIONS_CACHE_SIZE = 64
 
-const lockOptionsFor = (ttlMs: number, retryMs: number, timeoutMs: number): LockOptions => {
+const lockOptionsFor = (ttlMs: number, retryMs: number, timeoutMs: number): FacadeOptions => {
   const id = `${ttlMs} ${retryMs} ${timeoutMs}`
-  let options = optionsCache.get(id)
-  if (options === undefined) {
+  let entry = optionsCache.get(id)
+  if (entry === undefined) {
     if (optionsCache.size >= OPTIONS_CACHE_SIZE) optionsCache.clear()
-    options = Object.freeze({
+    const options: LockOptions = {
       ttl: Duration.millis(ttlMs),
       waitTimeout: Duration.millis(timeoutMs),
       retrySchedule: Schedule.spaced(Duration.millis(retryMs)),
       onLost: "after"
-    } as const)
-    optionsCache.set(id, options)
+    }
+    entry = Object.freeze({ ...runSyncOrThrow(resolveOptions(options)), retryMs })
+    optionsCache.set(id, entry)
   }
-  return options
-}
-
-/** What `fn` gets: `signal` aborts (its `reason` a `LockLost`) as soon as the lease is known to be lost. */
-export interface LockContext {
-  readonly signal: AbortSignal
+  return entry
 }
 
 /**
@@ -104,20 +109,8 @@ export async function withRedisLock<T>(
     throw new Error("withRedisLock timeoutMs must be a non-negative integer")
   }
 
-  const program = lockFor(client).withLease(
-    lockKey,
-    (lease) => {
-      // The AbortController is made only if `fn` reads `signal`.
-      const context: LockContext = {
-        get signal() {
-          return lease.signal
-        }
-      }
-      return Effect.tryPromise({ try: async () => fn(context), catch: (error) => error })
-    },
-    lockOptionsFor(ttlMs, retryMs, timeoutMs)
-  )
-  const exit = await Effect.runPromiseExit(program)
-  if (Exit.isSuccess(exit)) return exit.value
-  throw originalFailure(exit.cause)
+  const { redis, handle } = lockFor(client)
+  // A key the scripts cannot use rejects with the InvalidConfig that names the problem, as RedisLock's does.
+  if (keyProblem(lockKey, redis.isCluster) !== undefined) runSyncOrThrow(checkKey(lockKey, redis.isCluster))
+  return withLockLane(redis, handle, lockKey, lockOptionsFor(ttlMs, retryMs, timeoutMs), fn)
 }

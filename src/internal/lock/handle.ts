@@ -119,6 +119,7 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
     lock: { acquire, withLock, withLockIfAvailable, withLease },
     close: wakeups.close,
     releases: (key, token) => wakeups.open(releaseChannelOf(key), token),
+    listening: (key) => wakeups.isLive(releaseChannelOf(key)),
     releaseToken: (key, token, queuedTtlMs) =>
       release(redis, key, token, queuedTtlMs ?? RELEASE_BOUND_MS, queuedTtlMs !== undefined)
   }
