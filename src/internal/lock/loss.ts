@@ -81,7 +81,11 @@ class Loss implements LossSignal {
   get check(): Effect.Effect<void, LockLost> {
     return Effect.suspend(() => {
       if (this.loss === undefined && now() >= this.validUntil)
-        return Effect.zipRight(this.fail("expired"), Effect.fail(this.loss!))
+        // (The loss is read once `fail` has set it: built eagerly, it was still undefined.)
+        return Effect.zipRight(
+          this.fail("expired"),
+          Effect.suspend(() => Effect.fail(this.loss!))
+        )
       return this.loss === undefined ? Effect.void : Effect.fail(this.loss)
     })
   }
