@@ -21,7 +21,7 @@ import type { Wakeup } from "./contract.js"
 import { releaseChannelOf } from "./keys.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
-import { handedFence, type ReleaseSubscriber } from "./releases.js"
+import { handedFence, handedSince, type ReleaseSubscriber } from "./releases.js"
 import { stepper, type ScheduleStepper } from "../schedules.js"
 
 /** The lock taken: its fence, and when the attempt that took it was sent (its TTL counts from there). */
@@ -37,6 +37,8 @@ export class Acquisition {
   readonly deadline: number
   /** Whether an attempt was sent: then the lock may be ours, or we may be queued. */
   sent = false
+  /** When the last attempt was sent (a hand-off after it starts its lease no earlier). */
+  private lastSentAt = 0
 
   constructor(
     readonly redis: RedisClientShape,
@@ -86,6 +88,7 @@ export class Acquisition {
   private readonly attempt: Effect.Effect<Taken, LockTimeout | RedisError> = Effect.suspend(() => {
     const sentAt = now()
     this.sent = true
+    this.lastSentAt = sentAt
     return Effect.flatMap(
       tryAcquire(
         this.redis,
@@ -95,7 +98,11 @@ export class Acquisition {
         this.deadline - sentAt,
         Math.max(this.deadline - sentAt, ATTEMPT_FLOOR_MS)
       ),
-      (fence) => (fence === undefined ? this.timedOut : Effect.succeed({ fence, sentAt }))
+      (fence) => {
+        if (fence === undefined) return this.timedOut
+        if (fence === 0) this.wakeup?.attemptRefused()
+        return Effect.succeed({ fence, sentAt })
+      }
     )
   })
 
@@ -118,8 +125,8 @@ export class Acquisition {
         ? this.timedOut
         : Effect.flatMap(wakeup.next(Math.min(pollAt, this.deadline) - at), (woken) => {
             // Handed to us by the release: ours already, no round trip.
-            const handed = woken === undefined ? 0 : handedFence(woken, this.token)
-            if (handed > 0) return Effect.succeed({ fence: handed, sentAt: now() })
+            const since = handedSince(woken, this.token, this.lastSentAt, this.options.renewMs, now())
+            if (since !== undefined) return Effect.succeed({ fence: handedFence(woken!, this.token), sentAt: since })
             return Effect.flatMap(this.attempt, (got) =>
               got.fence > 0 ? Effect.succeed(got) : this.waitStep(polls, wakeup)
             )

@@ -93,6 +93,12 @@ export interface Wakeup {
    * the caller keeps its own.
    */
   readonly nextThen: (ms: number, upToMs: number, settle: (message: string | undefined) => void) => () => void
+  /**
+   * An attempt found the lock held: a hand-off to us that came before its answer may be
+   * stale (the lock lapsed and was taken since), so the next wake-up is a plain one (the
+   * waiter attempts again at once and learns whether the lock is its own).
+   */
+  readonly attemptRefused: () => void
   /** Stops listening (idempotent). */
   readonly close: () => void
 }

@@ -25,7 +25,7 @@ import type { RedisLockHandle, Wakeup } from "./contract.js"
 import { lossSignal, type LossSignal, SignalOf } from "./loss.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
-import { handedFence } from "./releases.js"
+import { handedSince } from "./releases.js"
 import { Renewal } from "./renewal.js"
 
 /** What `fn` gets: `signal` aborts (its `reason` a `LockLost`) as soon as the lease is known to be lost. */
@@ -45,6 +45,8 @@ class LockCall<T> {
   private readonly renewal = new Renewal()
   /** The listener for release messages, from the first wait (or before the first attempt) on. */
   private wakeup: Wakeup | undefined
+  /** When the last attempt was sent (a hand-off after it starts its lease no earlier). */
+  private lastSentAt = 0
 
   constructor(
     private readonly redis: RedisClientShape,
@@ -65,12 +67,18 @@ class LockCall<T> {
 
   /** One acquire attempt, queueing the token for a hand-off until the deadline. */
   private attempt(): void {
-    const sentAt = now()
+    const sentAt = (this.lastSentAt = now())
     const left = this.deadline - sentAt
     tryAcquireNow(this.redis, this.key, this.token, this.options.ttlMs, left, Math.max(left, ATTEMPT_FLOOR_MS)).then(
-      (fence) => (fence === UNANSWERED ? this.timedOut() : fence > 0 ? this.hold(sentAt) : this.wait()),
+      (fence) => (fence === UNANSWERED ? this.timedOut() : fence > 0 ? this.hold(sentAt) : this.refused()),
       (error) => this.giveUp(error)
     )
+  }
+
+  /** Someone else holds the lock (we are queued): a hand-off read before this is not trusted. */
+  private refused(): void {
+    this.wakeup?.attemptRefused()
+    this.wait()
   }
 
   /** Waits for a release message or the next poll (the facade's `retryMs`), whichever comes first. */
@@ -80,8 +88,8 @@ class LockCall<T> {
     const wakeup = (this.wakeup ??= this.handle.releases(this.key, this.token))
     wakeup.nextThen(Math.min(this.options.retryMs, this.deadline - at), 0, (message) => {
       // Handed to us by the release: ours already, no round trip.
-      const handed = message === undefined ? 0 : handedFence(message, this.token)
-      if (handed > 0) this.hold(now())
+      const since = handedSince(message, this.token, this.lastSentAt, this.options.renewMs, now())
+      if (since !== undefined) this.hold(since)
       else this.attempt()
     })
   }

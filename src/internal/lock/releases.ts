@@ -36,6 +36,23 @@ export const handedPayload = (message: string, token: string): string | undefine
   return end < 0 ? "" : message.slice(end + 1)
 }
 
+/**
+ * When a hand-off to `token` read at `at` starts the lease, if it may be taken as ours: not
+ * when it is read (a message held by a frozen link, or read by a blocked loop, past the TTL
+ * would pass for a fresh lease while someone else holds the lock) but at `attemptSentAt`,
+ * the send of the last attempt, which found the lock held before the release handed it on.
+ * Undefined when the message is no hand-off to `token`, or that attempt is `renewMs` ago or
+ * more: then the waiter attempts again, and the script confirms (its own token: a fresh TTL).
+ */
+export const handedSince = (
+  message: string | undefined,
+  token: string,
+  attemptSentAt: number,
+  renewMs: number,
+  at: number
+): number | undefined =>
+  message !== undefined && handedFence(message, token) > 0 && at - attemptSentAt < renewMs ? attemptSentAt : undefined
+
 interface Listener {
   /** The waiter's token, whose hand-offs wake it (others' do not). */
   readonly token: string | undefined
@@ -143,6 +160,9 @@ export class ReleaseSubscriber {
     return {
       next: (ms, upToMs = 0) => nextWakeup(listener, isOpen, ms, upToMs),
       nextThen: (ms, upToMs, settle) => startWait(listener, isOpen, ms, upToMs, settle),
+      attemptRefused: () => {
+        if (listener.pending) listener.pending = ""
+      },
       close: () => {
         if (!open) return
         open = false
