@@ -17,7 +17,7 @@ import { promisify } from "node:util"
 import { build, type Plugin } from "esbuild"
 import { describe, expect, it } from "vitest"
 import { uniquePrefix } from "./support/keys.js"
-import { freePort } from "./support/redisServer.js"
+import { refusedPort } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
 import { tempDirs } from "./support/tempDirs.js"
 
@@ -154,7 +154,7 @@ describe("an esbuild bundle of a consumer", () => {
   it("with a damaged or missing script fails at store creation with InvalidConfig, even with Redis down", async () => {
     const dir = await tempDir("haechi-bundle-broken-")
     const file = await bundle(broken, dir, [breakScripts])
-    const { stdout } = await node(file, { REDIS_URL: `redis://127.0.0.1:${await freePort()}` })
+    const { stdout } = await node(file, { REDIS_URL: `redis://127.0.0.1:${await refusedPort()}` })
     const lines = stdout.trim().split("\n")
     expect(lines).toHaveLength(3)
     for (const line of lines) {

@@ -30,7 +30,7 @@ import * as RedisClient from "../src/RedisClient.js"
 import * as TokenStore from "../src/TokenStore.js"
 import { auditKeyList, vaultKeyList } from "../src/internal/keys.js"
 import { uniquePrefix } from "./support/keys.js"
-import { freePort, startRedis, type RedisServer } from "./support/redisServer.js"
+import { refusedPort, startRedis, type RedisServer } from "./support/redisServer.js"
 import { sharedRedis } from "./support/shared.js"
 import { refVerify } from "./support/oracle.js"
 
@@ -364,7 +364,7 @@ describe("errors", () => {
   }, 120_000) // ten runs, each a Node start-up of the launcher and the CLI: slow on a loaded machine
 
   it("an unreachable Redis fails fast with one line, never showing the password", async () => {
-    const port = await freePort()
+    const port = await refusedPort()
     const password = `pw-${randomBytes(8).toString("hex")}`
     const target = `redis://:${password}@127.0.0.1:${port}`
     for (const [args, env] of [

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest"
 import { createRedisRateLimiter, type FailMode } from "../src/haechi.js"
 import * as Metrics from "../src/Metrics.js"
 import { uniquePrefix } from "./support/keys.js"
-import { freePort, tcpProxy, type TcpProxy } from "./support/redisServer.js"
+import { refusedPort, tcpProxy, type TcpProxy } from "./support/redisServer.js"
 import { sleep, summary } from "./support/replica.js"
 import { sharedRedis } from "./support/shared.js"
 import { withTags } from "../src/internal/metricTags.js"
@@ -69,7 +69,7 @@ const expectWithin = (timed: { slowestMs: number; timerMs: number }, timeoutMs: 
 
 describe("rate limiter when Redis cannot decide", () => {
   it("refused (nothing listening): the fail mode within the timeout, every call, counted; a client without an offline queue answers at once", async () => {
-    const port = await freePort()
+    const port = await refusedPort()
     for (const mode of ["deny", "allow"] as const) {
       const keyPrefix = uniquePrefix(`rl-down-${mode}`)
       const limiter = createRedisRateLimiter({ client: client(port), keyPrefix, onUnavailable: mode, timeout: 300 })

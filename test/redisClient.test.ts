@@ -15,7 +15,7 @@ import * as Redacted from "effect/Redacted"
 import type { Redis } from "ioredis"
 import * as RedisClient from "../src/RedisClient.js"
 import { sharedRedis } from "./support/shared.js"
-import { freePort } from "./support/redisServer.js"
+import { refusedPort } from "./support/redisServer.js"
 import { uniquePrefix } from "./support/keys.js"
 import { wrongType } from "../src/internal/redisReply.js"
 
@@ -72,7 +72,7 @@ describe("RedisClient", () => {
   })
 
   it("types a refused connection as RedisUnavailable", async () => {
-    const port = await freePort()
+    const port = await refusedPort()
     const program = Effect.flatMap(RedisClient.RedisClient, (redis) => redis.run("PING", (c) => c.ping())).pipe(
       Effect.provide(
         RedisClient.layer(`redis://127.0.0.1:${port}`, { maxRetriesPerRequest: 0, retryStrategy: () => null })

@@ -110,6 +110,27 @@ export function freePort(): Promise<number> {
   })
 }
 
+/**
+ * A port where nothing listens, for "connection refused" tests. It lies below Linux's
+ * ephemeral range (32768+), where `freePort` and every outgoing connection take theirs:
+ * a server another test starts cannot land on it, and a client that keeps reconnecting
+ * cannot connect to itself (a TCP self-connect, when the kernel picks the very port the
+ * client dials as its local one). Free a moment ago: checked by binding it.
+ */
+export async function refusedPort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000)
+    const bound = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer()
+      srv.unref()
+      srv.once("error", () => resolve(false))
+      srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)))
+    })
+    if (bound) return port
+  }
+  throw new Error("no free port between 20000 and 30000 on 127.0.0.1")
+}
+
 /** An error reply (`-ERR ...`) from Redis. */
 export class RedisReplyError extends Error {
   override readonly name = "RedisReplyError"
