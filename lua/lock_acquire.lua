@@ -13,7 +13,10 @@
 -- ARGV[1] our random token   ARGV[2] ttl in milliseconds
 -- ARGV[3] how long we will wait, in ms, to join the queue ('' = do not queue)
 -- Reply: the fence number (>= 1)   acquired
---        0                         held by someone else; queued when ARGV[3] asked
+--        -(the fence counter)      held by someone else (0 when nothing was counted yet);
+--                                  queued when ARGV[3] asked. A hand-off message whose
+--                                  fence is at or below that counter was made before this
+--                                  refusal, and so was already over: stale.
 -- A fence counter or waiter queue of the wrong type fails the call (WRONGTYPE, naming the
 -- key) before anything is written, so the lock is not left taken for nobody.
 local lockKey, fenceKey, waitersKey = KEYS[1], KEYS[2], KEYS[3]
@@ -29,4 +32,4 @@ if not fenceCountable() then
 end
 if takeIfFree(token, ttlMs) then return redis.call('INCR', fenceKey) end
 if waitMs ~= '' then queueWaiter(token, ttlMs, waitMs) end
-return 0
+return -(tonumber(redis.call('GET', fenceKey)) or 0)

@@ -1,8 +1,11 @@
 /**
- * Two ways a lease could pass for sound when it is not, on both the Promise facade's lane
+ * Ways a lease could pass for sound when it is not, on both the Promise facade's lane
  * and RedisLock's `withLease`, against a real redis-server: a hand-off message held past
- * the TTL (a frozen link) while another waiter took the lock, and a holder whose event
- * loop was blocked past its TTL (the loss found only once the work ends).
+ * the TTL (a frozen link) while another waiter took the lock, also when only the
+ * subscriber link froze and the waiter's poll was refused meanwhile (the refusal's fence
+ * counter proves the message stale); a holder whose event loop was blocked past its TTL
+ * (the loss found only once the work ends); and a holder whose key was deleted and taken
+ * by another while the work ran (the loss found by the release: LockLost, "taken").
  */
 import { Effect, Exit, Schedule } from "effect"
 import { Redis } from "ioredis"
@@ -10,7 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LockLost } from "../src/Errors.js"
 import { withRedisLock } from "../src/internal/lock/facade.js"
 import { makeLockHandle } from "../src/internal/lock/handle.js"
-import { waitersKeyOf } from "../src/internal/lock/keys.js"
+import { fenceKeyOf, waitersKeyOf } from "../src/internal/lock/keys.js"
+import { handedFence, handedSince } from "../src/internal/lock/releases.js"
+import { callScriptBySha, Scripts } from "../src/internal/scripts.js"
 import { fromClient } from "../src/RedisClient.js"
 import { uniquePrefix } from "./support/keys.js"
 import { startRedis, tcpProxy, type RedisServer } from "./support/redisServer.js"
@@ -102,6 +107,107 @@ describe.each(["lane", "withLease"] as const)("%s", (path) => {
     }
   }, 15_000)
 
+  it("a hand-off held on the subscriber link alone past the TTL, read after a refused poll, does not run the work", async () => {
+    const key = `${uniquePrefix("stale-sub")}lock`
+    const proxy = await tcpProxy(server.port)
+    // The late waiter's commands go straight to Redis; only its release messages freeze.
+    const late = new Redis(server.port, "127.0.0.1")
+    late.duplicate = () => new Redis(proxy.port, "127.0.0.1")
+    const first = new Redis(server.port, "127.0.0.1")
+    const other = new Redis(server.port, "127.0.0.1")
+    const handle = makeLockHandle(fromClient(late))
+    const entered: Array<string> = []
+    let inside = 0
+    let maxInside = 0
+    const work = (who: string, ms: number) => async () => {
+      entered.push(who)
+      maxInside = Math.max(maxInside, ++inside)
+      await sleep(ms)
+      inside--
+    }
+    try {
+      let letGo!: () => void
+      let holding!: () => void
+      const held = new Promise<void>((resolve) => (holding = resolve))
+      const holder = withRedisLock(
+        first,
+        key,
+        async () => {
+          holding()
+          await new Promise<void>((resolve) => (letGo = resolve))
+        },
+        { ttlMs: 300 }
+      )
+      await held
+      const start = performance.now()
+      // The late waiter polls every 600 ms: its poll at about 600 ms is refused (the other holds it).
+      const lateWaiter =
+        path === "lane"
+          ? withRedisLock(late, key, work("late", 300), { ttlMs: 300, retryMs: 600, timeoutMs: 5000 })
+          : Effect.runPromise(
+              handle.lock.withLock(key, Effect.promise(work("late", 300)), {
+                ttl: 300,
+                waitTimeout: 5000,
+                retrySchedule: Schedule.spaced(600)
+              })
+            )
+      await queued(key, 1)
+      await sleep(100) // the late waiter's subscription is live
+      const otherWaiter = withRedisLock(other, key, work("other", 1500), { ttlMs: 3000, retryMs: 20, timeoutMs: 5000 })
+      await queued(key, 2)
+      proxy.freeze()
+      letGo()
+      await holder // handed to the late waiter, whose message the frozen subscriber link holds
+      // Thawed after the refused poll (about 600 ms) and within renewMs (100 ms) of it.
+      await sleep(Math.max(0, start + 640 - performance.now()))
+      proxy.thaw()
+      const settled = await Promise.allSettled([lateWaiter, otherWaiter])
+      expect(settled.map((s) => s.status)).toEqual(["fulfilled", "fulfilled"])
+      expect(maxInside).toBe(1)
+      expect(entered).toEqual(["other", "late"])
+    } finally {
+      late.disconnect()
+      first.disconnect()
+      other.disconnect()
+      await Effect.runPromise(handle.close)
+      await proxy.stop()
+    }
+  }, 15_000)
+
+  it("a holder whose key is deleted and taken by another while the work runs gets LockLost (taken), its signal aborted", async () => {
+    const key = `${uniquePrefix("taken")}lock`
+    const a = new Redis(server.port, "127.0.0.1")
+    const b = new Redis(server.port, "127.0.0.1")
+    const handle = makeLockHandle(fromClient(a))
+    let aborted: unknown
+    const work = async (signal: AbortSignal) => {
+      await raw.del(key) // lost, as after a failover to a replica that never had it
+      await withRedisLock(b, key, () => sleep(10), { ttlMs: 3000, retryMs: 5, timeoutMs: 1000 })
+      signal.addEventListener("abort", () => (aborted = signal.reason))
+      return "done"
+    }
+    try {
+      const outcome =
+        path === "lane"
+          ? await withRedisLock(a, key, ({ signal }) => work(signal), { ttlMs: 3000 }).then(
+              (value) => value,
+              (e: unknown) => e
+            )
+          : await Effect.runPromiseExit(
+              handle.lock.withLease(key, (lease) => Effect.promise(() => work(lease.signal)), {
+                ttl: 3000,
+                onLost: "after"
+              })
+            ).then((exit) => (Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit))
+      expect(outcome).toEqual(new LockLost({ key, reason: "taken" }))
+      expect(aborted).toEqual(new LockLost({ key, reason: "taken" }))
+      expect(await raw.exists(key)).toBe(0)
+    } finally {
+      await Effect.runPromise(handle.close)
+      await Promise.all([a.quit(), b.quit()])
+    }
+  })
+
   it("a holder whose event loop was blocked past its TTL gets LockLost (expired), not an untyped failure", async () => {
     const key = `${uniquePrefix("blocked")}lock`
     const client = new Redis(server.port, "127.0.0.1")
@@ -125,5 +231,33 @@ describe.each(["lane", "withLease"] as const)("%s", (path) => {
       await Effect.runPromise(handle.close)
       await client.quit()
     }
+  })
+})
+
+describe("what a hand-off message proves", () => {
+  it("its fence is a positive decimal integer as the scripts write it: anything else is no hand-off", () => {
+    expect(handedFence("tok 42", "tok")).toBe(42)
+    expect(handedFence("tok 42 {head}", "tok")).toBe(42)
+    for (const forged of ["Infinity", "1e999", "0x10", "-3", "0", "007", "4.5", "", "9007199254740993"])
+      expect([forged, handedFence(`tok ${forged}`, "tok")]).toEqual([forged, 0])
+    expect(handedFence("other 42", "tok")).toBe(0)
+  })
+
+  it("a refused attempt answers the fence counter, negated: a hand-off at or below it is stale, one above it is ours", async () => {
+    const key = `${uniquePrefix("refused-fence")}lock`
+    const keys = [key, fenceKeyOf(key), waitersKeyOf(key)]
+    const acquire = (token: string) => callScriptBySha(raw, Scripts.lockAcquire, keys, [token, 5000, 1000])
+    expect(await acquire("holder")).toBe(1)
+    expect(await acquire("waiter")).toBe(-1)
+    await raw.set(fenceKeyOf(key), "41")
+    expect(await acquire("waiter")).toBe(-41)
+    await raw.del(key, fenceKeyOf(key))
+    await raw.set(key, "a-reference-holder") // haechi-store-redis's SET NX: nothing counted yet
+    expect(await acquire("waiter")).toBe(0)
+    await raw.del(key, waitersKeyOf(key))
+    const at = 1_000
+    expect(handedSince("tok 41", "tok", at, 41, 100, at + 10)).toBeUndefined()
+    expect(handedSince("tok 42", "tok", at, 41, 100, at + 10)).toBe(at)
+    expect(handedSince("tok 42", "tok", at, 41, 100, at + 100)).toBeUndefined() // confirmed by an attempt instead
   })
 })

@@ -39,6 +39,8 @@ export class Acquisition {
   sent = false
   /** When the last attempt was sent (a hand-off after it starts its lease no earlier). */
   private lastSentAt = 0
+  /** The highest fence counter an attempt was refused at: a hand-off at or below it is stale. */
+  private refusedFence = 0
 
   constructor(
     readonly redis: RedisClientShape,
@@ -84,7 +86,7 @@ export class Acquisition {
     return Effect.zipRight(Metric.update(lockWaitOf(this.key), waitedMs), new LockTimeout({ key: this.key, waitedMs }))
   })
 
-  /** One acquire attempt: fence 0 when someone else holds the lock (then we are queued). */
+  /** One acquire attempt: a fence of 0 or less when someone else holds the lock (then we are queued). */
   private readonly attempt: Effect.Effect<Taken, LockTimeout | RedisError> = Effect.suspend(() => {
     const sentAt = now()
     this.sent = true
@@ -100,7 +102,10 @@ export class Acquisition {
       ),
       (fence) => {
         if (fence === undefined) return this.timedOut
-        if (fence === 0) this.wakeup?.attemptRefused()
+        if (fence <= 0) {
+          this.refusedFence = Math.max(this.refusedFence, -fence)
+          this.wakeup?.attemptRefused()
+        }
         return Effect.succeed({ fence, sentAt })
       }
     )
@@ -125,7 +130,14 @@ export class Acquisition {
         ? this.timedOut
         : Effect.flatMap(wakeup.next(Math.min(pollAt, this.deadline) - at), (woken) => {
             // Handed to us by the release: ours already, no round trip.
-            const since = handedSince(woken, this.token, this.lastSentAt, this.options.renewMs, now())
+            const since = handedSince(
+              woken,
+              this.token,
+              this.lastSentAt,
+              this.refusedFence,
+              this.options.renewMs,
+              now()
+            )
             if (since !== undefined) return Effect.succeed({ fence: handedFence(woken!, this.token), sentAt: since })
             return Effect.flatMap(this.attempt, (got) =>
               got.fence > 0 ? Effect.succeed(got) : this.waitStep(polls, wakeup)

@@ -12,6 +12,7 @@ import type { RedisClientShape } from "../../RedisClient.js"
 import { timerDelay } from "../deadline.js"
 import { toRedisError } from "../redisReply.js"
 import { callScript, type ScriptDefinition, Scripts } from "../scripts.js"
+import { LockReleaseReply } from "../replyCodes.js"
 import { lockKeysOf, releaseChannelOf } from "./keys.js"
 
 /** Longest time one acquire attempt may take when the wait bound is shorter. */
@@ -49,7 +50,8 @@ const releaseBoundMs = (ttlMs: number) => Math.min(ttlMs, RELEASE_BOUND_MS)
 
 /**
  * One acquire attempt for `token`, queueing it for a hand-off for `queueMs` (none if 0):
- * the new fence, 0 when someone else holds the lock, undefined when no answer came in `boundMs`.
+ * the new fence (> 0); when someone else holds the lock, the fence counter negated (0 or
+ * less: a hand-off at or below that counter is stale); undefined when no answer came in `boundMs`.
  */
 export const tryAcquire = (
   redis: RedisClientShape,
@@ -84,7 +86,9 @@ export const extend = (
 /**
  * Releases `key` if it holds `token` (compare-and-delete, or hand-off to the first
  * waiter). `queued`: our waiter entry's TTL, when we may have queued (the release also
- * leaves the queue). Never fails.
+ * leaves the queue). Never fails; true when Redis answered that the lock was no longer
+ * ours (expired, or taken: while the lease was vouched for, a loss), false when it was
+ * released or handed on, or no answer came.
  */
 export const release = (
   redis: RedisClientShape,
@@ -92,7 +96,7 @@ export const release = (
   token: string,
   ttlMs: number,
   queued = true
-): Effect.Effect<void> =>
+): Effect.Effect<boolean> =>
   Effect.matchEffect(
     redis.scriptWithin(
       Scripts.lockRelease,
@@ -101,10 +105,14 @@ export const release = (
       releaseBoundMs(ttlMs)
     ),
     {
-      onFailure: (error) => releaseNotDone(key, error),
-      onSuccess: (answered) => (Option.isNone(answered) ? releaseNotDone(key) : Effect.void)
+      onFailure: (error) => Effect.as(releaseNotDone(key, error), false),
+      onSuccess: (answered) =>
+        Option.isNone(answered) ? Effect.as(releaseNotDone(key), false) : Effect.succeed(isNotOurs(answered.value))
     }
   )
+
+/** The release script's NotOurs answer: the lock held another token, or none. */
+const isNotOurs = (reply: unknown): boolean => reply === LockReleaseReply.NotOurs
 
 const releaseNotDone = (key: string, error?: RedisError) =>
   error === undefined
@@ -141,8 +149,8 @@ const scriptCall = (
 }
 
 /**
- * `tryAcquire` as a promise: the new fence, 0 when someone else holds the lock,
- * `UNANSWERED`; rejects with the `RedisError`.
+ * `tryAcquire` as a promise: the new fence, the negated fence counter when someone else
+ * holds the lock, `UNANSWERED`; rejects with the `RedisError`.
  */
 export const tryAcquireNow = (
   redis: RedisClientShape,
@@ -161,16 +169,19 @@ export const tryAcquireNow = (
     (error) => Promise.reject(toRedisError(Scripts.lockAcquire.name, error))
   )
 
-/** `release` as a promise: never rejects (what it could not do is logged, like `release`). */
-export const releaseNow = (redis: RedisClientShape, key: string, token: string, ttlMs: number): Promise<void> =>
+/** `release` as a promise: never rejects (what it could not do is logged, like `release`); true when not ours. */
+export const releaseNow = (redis: RedisClientShape, key: string, token: string, ttlMs: number): Promise<boolean> =>
   answerWithin(
     scriptCall(redis, Scripts.lockRelease, key, releaseArgs(key, token, ttlMs, true)),
     releaseBoundMs(ttlMs)
   ).then(
     (value) => {
-      if (value === UNANSWERED) Effect.runFork(releaseNotDone(key))
+      if (value !== UNANSWERED) return isNotOurs(value)
+      Effect.runFork(releaseNotDone(key))
+      return false
     },
     (error) => {
       Effect.runFork(releaseNotDone(key, toRedisError(Scripts.lockRelease.name, error)))
+      return false
     }
   )

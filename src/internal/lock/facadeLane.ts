@@ -47,6 +47,8 @@ class LockCall<T> {
   private wakeup: Wakeup | undefined
   /** When the last attempt was sent (a hand-off after it starts its lease no earlier). */
   private lastSentAt = 0
+  /** The highest fence counter an attempt was refused at: a hand-off at or below it is stale. */
+  private refusedFence = 0
 
   constructor(
     private readonly redis: RedisClientShape,
@@ -70,13 +72,17 @@ class LockCall<T> {
     const sentAt = (this.lastSentAt = now())
     const left = this.deadline - sentAt
     tryAcquireNow(this.redis, this.key, this.token, this.options.ttlMs, left, Math.max(left, ATTEMPT_FLOOR_MS)).then(
-      (fence) => (fence === UNANSWERED ? this.timedOut() : fence > 0 ? this.hold(sentAt) : this.refused()),
+      (fence) => (fence === UNANSWERED ? this.timedOut() : fence > 0 ? this.hold(sentAt) : this.refused(-fence)),
       (error) => this.giveUp(error)
     )
   }
 
-  /** Someone else holds the lock (we are queued): a hand-off read before this is not trusted. */
-  private refused(): void {
+  /**
+   * Someone else holds the lock at fence counter `counter` (we are queued): a hand-off read
+   * before this, or made at or below that counter, is not trusted.
+   */
+  private refused(counter: number): void {
+    this.refusedFence = Math.max(this.refusedFence, counter)
     this.wakeup?.attemptRefused()
     this.wait()
   }
@@ -88,7 +94,7 @@ class LockCall<T> {
     const wakeup = (this.wakeup ??= this.handle.releases(this.key, this.token))
     wakeup.nextThen(Math.min(this.options.retryMs, this.deadline - at), 0, (message) => {
       // Handed to us by the release: ours already, no round trip.
-      const since = handedSince(message, this.token, this.lastSentAt, this.options.renewMs, now())
+      const since = handedSince(message, this.token, this.lastSentAt, this.refusedFence, this.options.renewMs, now())
       if (since !== undefined) this.hold(since)
       else this.attempt()
     })
@@ -119,7 +125,11 @@ class LockCall<T> {
     )
   }
 
-  /** `fn` settled: a lease lost meanwhile turns its outcome into the `LockLost` (`onLost: "after"`). */
+  /**
+   * `fn` settled: a lease lost meanwhile turns its outcome into the `LockLost` (`onLost:
+   * "after"`), and so does a release that finds the lock no longer ours while the lease
+   * was vouched for (the key deleted, or lost in a failover: "taken").
+   */
   private finish(lost: LossSignal, outcome: Outcome<T>): void {
     const checked = lost.sound() ? undefined : Effect.runSyncExit(lost.check)
     const settled: Outcome<T> =
@@ -128,7 +138,7 @@ class LockCall<T> {
     const halted = renewing === undefined ? Promise.resolve() : Effect.runPromise(Fiber.interrupt(renewing))
     void halted
       .then(() => releaseNow(this.redis, this.key, this.token, this.options.ttlMs))
-      .then(() => this.settle(settled))
+      .then((notOurs) => this.settle(notOurs && settled === outcome ? takenAway(lost) : settled))
   }
 
   /** Records the wait so far as a lock wait; returns it. */
@@ -142,6 +152,12 @@ class LockCall<T> {
     this.wakeup?.close()
     this.wakeup = undefined
   }
+}
+
+/** The lease found taken at its release: set as lost ("taken": logged, counted, signalled), as an outcome. */
+const takenAway = (lost: LossSignal): Outcome<never> => {
+  const exit = Effect.runSyncExit(Effect.zipRight(lost.fail("taken"), lost.check))
+  return { ok: false, error: Exit.isFailure(exit) ? originalFailure(exit.cause) : exit }
 }
 
 /**

@@ -25,7 +25,9 @@ type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, 
 /**
  * The work under the lock, then the lease's check (for "fail" and "after": a loss the
  * renewal had no chance to see, as no timer runs while the event loop is blocked, is
- * never silent), then the release, whatever way the work ended. Runs inside
+ * never silent), then the release, whatever way the work ended. A release that finds the
+ * lock no longer ours while the lease was vouched for (the key deleted, or lost in a
+ * failover, and maybe taken by another holder) is the same loss ("taken"). Runs inside
  * `uninterruptibleMask`: one `exit` per cycle instead of an `ensuring` over an `exit`.
  */
 const guarded = <A, E, R>(
@@ -35,12 +37,20 @@ const guarded = <A, E, R>(
   work: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | LockLost, R> =>
   Effect.flatMap(Effect.exit(restore(o.onLost === "fail" ? Effect.raceFirst(work, held.lease.lost) : work)), (exit) =>
-    o.onLost === "ignore" || held.lost.sound()
+    o.onLost === "ignore"
       ? Effect.zipRight(held.release, exit)
-      : Effect.flatMap(Effect.exit(restore(held.lost.check)), (checked) =>
-          Effect.zipRight(held.release, Exit.isFailure(checked) ? (checked as Exit.Exit<never, LockLost>) : exit)
-        )
+      : held.lost.sound()
+        ? Effect.flatMap(held.release, (notOurs) => (notOurs ? takenAway(held) : exit))
+        : Effect.flatMap(Effect.exit(restore(held.lost.check)), (checked) =>
+            Effect.flatMap(held.release, (notOurs) =>
+              Exit.isFailure(checked) ? (checked as Exit.Exit<never, LockLost>) : notOurs ? takenAway(held) : exit
+            )
+          )
   )
+
+/** The lease found taken at its release: set as lost ("taken": logged, counted, signalled), and its `LockLost`. */
+const takenAway = (held: Held): Effect.Effect<never, LockLost> =>
+  Effect.zipRight(held.lost.fail("taken"), held.lease.lost)
 
 const isLockTimeout = (error: unknown): error is LockTimeout => (error as { _tag?: string })._tag === "LockTimeout"
 
@@ -83,7 +93,13 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
       Effect.flatMap(Effect.scope, (scope) =>
         Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(held(key, o, restore), (held) =>
-            Effect.as(Scope.addFinalizer(scope, held.release), held.lease)
+            Effect.as(
+              Scope.addFinalizer(
+                scope,
+                Effect.flatMap(held.release, (notOurs) => (notOurs ? held.lost.fail("taken") : Effect.void))
+              ),
+              held.lease
+            )
           )
         )
       )
@@ -121,6 +137,6 @@ export const makeLockHandle = (redis: RedisClientShape, config: LockHandleOption
     releases: (key, token) => wakeups.open(releaseChannelOf(key), token),
     listening: (key) => wakeups.isLive(releaseChannelOf(key)),
     releaseToken: (key, token, queuedTtlMs) =>
-      release(redis, key, token, queuedTtlMs ?? RELEASE_BOUND_MS, queuedTtlMs !== undefined)
+      Effect.asVoid(release(redis, key, token, queuedTtlMs ?? RELEASE_BOUND_MS, queuedTtlMs !== undefined))
   }
 }

@@ -24,7 +24,8 @@ import { Renewal } from "./renewal.js"
 /** A lease, the effect that gives it back, and its check when the work ends. */
 export interface Held {
   readonly lease: Lease
-  readonly release: Effect.Effect<void>
+  /** Gives the lock back: true when Redis answered that it was no longer ours. */
+  readonly release: Effect.Effect<boolean>
   /** The lease's loss signal: `check` (and `sound`) when the work ends. */
   readonly lost: LossSignal
 }
@@ -86,7 +87,7 @@ const noSpan: SpanAttributes = { attribute: () => {} }
 const hold = (
   acquisition: Acquisition,
   renewal: Renewal,
-  giveBack: Effect.Effect<void>,
+  giveBack: Effect.Effect<boolean>,
   span: SpanAttributes
 ): Effect.Effect<Held, LockTimeout | RedisError> =>
   Effect.flatMap(acquisition.take(), ({ fence, sentAt }) =>

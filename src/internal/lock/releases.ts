@@ -19,11 +19,16 @@ const CHANNEL_LINGER_MS = 1000
 const isAddressedTo = (message: string, token: string): boolean =>
   token.length > 0 && message.length > token.length && message.startsWith(token) && message[token.length] === " "
 
+/** A fence as the scripts write it: a positive decimal integer (no sign, exponent, hex or "Infinity"). */
+const FENCE = /^[1-9][0-9]{0,15}$/
+
 /** The fence of a hand-off message ("<token> <fence>[ <payload>]") addressed to `token`, else 0. */
 export const handedFence = (message: string, token: string): number => {
   if (!isAddressedTo(message, token)) return 0
   const end = message.indexOf(" ", token.length + 1)
-  return Number(message.slice(token.length + 1, end < 0 ? undefined : end)) || 0
+  const text = message.slice(token.length + 1, end < 0 ? undefined : end)
+  const fence = FENCE.test(text) ? Number(text) : 0
+  return Number.isSafeInteger(fence) ? fence : 0
 }
 
 /**
@@ -41,17 +46,23 @@ export const handedPayload = (message: string, token: string): string | undefine
  * when it is read (a message held by a frozen link, or read by a blocked loop, past the TTL
  * would pass for a fresh lease while someone else holds the lock) but at `attemptSentAt`,
  * the send of the last attempt, which found the lock held before the release handed it on.
- * Undefined when the message is no hand-off to `token`, or that attempt is `renewMs` ago or
- * more: then the waiter attempts again, and the script confirms (its own token: a fresh TTL).
+ * Undefined when the message is no hand-off to `token`, when its fence is at or below
+ * `refusedFence` (the fence counter an attempt was refused at: the hand-off was made
+ * before that refusal, so its lease was over by then, however late the message came), or
+ * when that attempt is `renewMs` ago or more: then the waiter attempts again, and the
+ * script confirms (its own token: a fresh TTL).
  */
 export const handedSince = (
   message: string | undefined,
   token: string,
   attemptSentAt: number,
+  refusedFence: number,
   renewMs: number,
   at: number
 ): number | undefined =>
-  message !== undefined && handedFence(message, token) > 0 && at - attemptSentAt < renewMs ? attemptSentAt : undefined
+  message !== undefined && handedFence(message, token) > refusedFence && at - attemptSentAt < renewMs
+    ? attemptSentAt
+    : undefined
 
 interface Listener {
   /** The waiter's token, whose hand-offs wake it (others' do not). */
