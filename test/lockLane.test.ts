@@ -179,6 +179,31 @@ describe("withRedisLock's lane: the protocol", () => {
   })
 })
 
+describe("withRedisLock's lane: the subscriber connection", () => {
+  it("goes with its parent client: once the client quits, the subscriber ends at once, not after its linger", async () => {
+    const key = lockKey("lane-parent-quit")
+    const parent = new Redis(server.port, "127.0.0.1")
+    const subscribers: Array<Redis> = []
+    const duplicate = parent.duplicate.bind(parent)
+    parent.duplicate = (...args: Parameters<Redis["duplicate"]>) => {
+      const subscriber = duplicate(...args)
+      subscribers.push(subscriber)
+      return subscriber
+    }
+    const holder = await holdUntilLetGo(clientA, key)
+    const waiter = withRedisLock(parent, key, async () => "ran", { retryMs: 10_000 })
+    await queued(key)
+    for (let i = 0; i < 200 && subscribers[0]?.status !== "ready"; i++) await sleep(5)
+    holder.letGo()
+    await holder.done
+    expect(await waiter).toBe("ran")
+    expect(subscribers.map((c) => c.status)).toEqual(["ready"]) // still subscribed: it lingers for the next wait
+    await parent.quit()
+    await sleep(50)
+    expect(subscribers.map((c) => c.status)).toEqual(["end"])
+  })
+})
+
 describe("withRedisLock's lane: failures", () => {
   it("Redis unreachable before fn runs: RedisUnavailable, fn never runs", async () => {
     const dead = new Redis(1, "127.0.0.1", { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })

@@ -196,9 +196,13 @@ export class ReleaseSubscriber {
     this.disconnect()
   })
 
+  /** The parent client ended (quit, or gave up reconnecting): its subscriber goes with it, not after a linger. */
+  private readonly parentEnded = () => this.disconnect()
+
   private disconnect() {
     const c = this.connection
     this.connection = undefined
+    this.client.off("end", this.parentEnded)
     this.channels.forEach((entry) => (entry.ready = false))
     c?.disconnect()
   }
@@ -208,6 +212,9 @@ export class ReleaseSubscriber {
     if (this.connection === undefined) {
       const c = this.client.duplicate()
       c.on("error", () => {})
+      // (A subscriber left connected after its parent quit kept reconnecting, and the
+      // process alive, until its linger and idle time ran out.)
+      this.client.once("end", this.parentEnded)
       c.on("message", (channel: string, message: string) => {
         this.channels.get(channel)?.listeners.forEach((listener) => notify(listener, message))
       })
