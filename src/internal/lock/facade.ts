@@ -10,9 +10,10 @@
  *
  * Added: the TTL is renewed while `fn` runs, so a long `fn` no longer lets a second
  * writer in; waiters are woken by the release instead of only polling every `retryMs`.
- * A lease lost anyway (Redis unreachable past the TTL, an event loop blocked past it) is
- * never silent: `fn({ signal })` gets an AbortSignal that fires at the loss, and once
- * `fn` settles the promise rejects with `LockLost`. `fn` is not interrupted (a `fn` that
+ * A lease lost anyway (Redis unreachable past the TTL, an event loop blocked past it, the
+ * key deleted or lost in a failover, found by the renewal or at the release) is never
+ * silent: `fn({ signal })` gets an AbortSignal that fires at the loss, and once `fn`
+ * settles the promise rejects with `LockLost`. `fn` is not interrupted (a `fn` that
  * ignores its argument runs as before): the lock only reduces contention over writes
  * fenced on the server. The lock's timing runs on real time, never an Effect Clock.
  * A call runs the protocol of RedisLock's `withLease` without a fiber (`facadeLane.ts`).
