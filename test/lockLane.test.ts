@@ -204,6 +204,54 @@ describe("withRedisLock's lane: the subscriber connection", () => {
   })
 })
 
+describe("withRedisLock's lane: a client that ends and connects again", () => {
+  /** How long after the holder's release the waiter on `client` ran (a hand-off: a few ms; the poll: 2 s). */
+  const handOffMs = async (client: Redis, key: string) => {
+    const holder = await holdUntilLetGo(clientA, key)
+    let ranAt = 0
+    const waiter = withRedisLock(client, key, async () => void (ranAt = performance.now()), { retryMs: 2000 })
+    await queued(key)
+    await sleep(100) // subscribed
+    const releasedAt = performance.now()
+    holder.letGo()
+    await Promise.all([holder.done, waiter])
+    return ranAt - releasedAt
+  }
+
+  it("still gets hand-offs: its subscriber subscribes afresh", async () => {
+    const key = lockKey("lane-reconnect")
+    const client = new Redis(server.port, "127.0.0.1")
+    try {
+      expect(await handOffMs(client, key)).toBeLessThan(500)
+      const ended = new Promise((resolve) => client.once("end", resolve))
+      await client.quit()
+      await ended
+      await client.connect()
+      expect(await handOffMs(client, key)).toBeLessThan(500)
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it("many lock handles on one client follow its end with one listener, not one each", async () => {
+    const client = new Redis(server.port, "127.0.0.1")
+    const handles = Array.from({ length: 12 }, () => makeLockHandle(fromClient(client)))
+    const keys = handles.map((_, i) => lockKey(`lane-many-${i}`))
+    const listenersBefore = client.listenerCount("end")
+    const holders = await Promise.all(keys.map((key) => holdUntilLetGo(clientA, key)))
+    const waits = handles.map((handle, i) =>
+      Effect.runPromise(handle.lock.withLock(keys[i]!, Effect.void, { waitTimeout: 5000 }))
+    )
+    for (const key of keys) await queued(key)
+    await sleep(200) // every handle's subscriber is open
+    expect(client.listenerCount("end") - listenersBefore).toBe(1)
+    holders.forEach((holder) => holder.letGo())
+    await Promise.all([...waits, ...holders.map((holder) => holder.done)])
+    await Promise.all(handles.map((handle) => Effect.runPromise(handle.close)))
+    await client.quit()
+  })
+})
+
 describe("withRedisLock's lane: failures", () => {
   it("Redis unreachable before fn runs: RedisUnavailable, fn never runs", async () => {
     const dead = new Redis(1, "127.0.0.1", { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })

@@ -208,6 +208,63 @@ describe.each(["lane", "withLease"] as const)("%s", (path) => {
     }
   })
 
+  it("a release whose reply was lost, re-sent by ioredis after the reconnect (it finds its own first run's work), is no loss", async () => {
+    const key = `${uniquePrefix("resent-release")}lock`
+    const proxy = await tcpProxy(server.port)
+    const client = new Redis(proxy.port, "127.0.0.1")
+    const handle = makeLockHandle(fromClient(client))
+    const work = async () => {
+      proxy.cutAfterNextRequest() // the release runs, its reply is lost, the link drops
+      return "done"
+    }
+    try {
+      await client.ping()
+      const outcome =
+        path === "lane"
+          ? await withRedisLock(client, key, work, { ttlMs: 3000 }).then(
+              (value) => value,
+              (e: unknown) => e
+            )
+          : await Effect.runPromiseExit(handle.lock.withLock(key, Effect.promise(work), { ttl: 3000 })).then((exit) =>
+              Exit.isSuccess(exit) ? exit.value : exit.cause
+            )
+      expect(outcome).toBe("done")
+      expect(await raw.exists(key)).toBe(0)
+    } finally {
+      client.disconnect()
+      await Effect.runPromise(handle.close)
+      await proxy.stop()
+    }
+  })
+
+  it("a fence counter below zero fails the acquire closed: the work never runs while another holds the lock", async () => {
+    const key = `${uniquePrefix("negative-fence")}lock`
+    const client = new Redis(server.port, "127.0.0.1")
+    const handle = makeLockHandle(fromClient(client))
+    await raw.set(fenceKeyOf(key), "-5")
+    await raw.set(key, "a-reference-holder", "PX", 3000)
+    let ran = false
+    const work = async () => void (ran = true)
+    try {
+      const error =
+        path === "lane"
+          ? await withRedisLock(client, key, work, { ttlMs: 3000, timeoutMs: 300 }).then(
+              () => undefined,
+              (e: unknown) => e
+            )
+          : await Effect.runPromiseExit(
+              handle.lock.withLock(key, Effect.promise(work), { ttl: 3000, waitTimeout: 300 })
+            ).then((exit) => (Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit))
+      expect(ran).toBe(false)
+      expect(error).toMatchObject({ _tag: "RedisCommandFailed" })
+      expect(await raw.get(key)).toBe("a-reference-holder")
+    } finally {
+      await raw.del(key, fenceKeyOf(key), waitersKeyOf(key))
+      await Effect.runPromise(handle.close)
+      await client.quit()
+    }
+  })
+
   it("a holder whose event loop was blocked past its TTL gets LockLost (expired), not an untyped failure", async () => {
     const key = `${uniquePrefix("blocked")}lock`
     const client = new Redis(server.port, "127.0.0.1")
@@ -230,6 +287,34 @@ describe.each(["lane", "withLease"] as const)("%s", (path) => {
     } finally {
       await Effect.runPromise(handle.close)
       await client.quit()
+    }
+  })
+})
+
+describe("what a release proves", () => {
+  it("a release Redis runs only after the lease's TTL (Redis stalled) is no loss: the work ended inside its lease", async () => {
+    const key = `${uniquePrefix("late-release")}lock`
+    const client = new Redis(server.port, "127.0.0.1")
+    const stalling = new Redis(server.port, "127.0.0.1")
+    const handle = makeLockHandle(fromClient(client))
+    const stall =
+      "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] " +
+      "while true do local u = redis.call('TIME') if u[1] * 1000000 + u[2] - s > 150000 then break end end return 1"
+    const work = async () => {
+      await sleep(250)
+      void stalling.eval(stall, 0) // Redis busy 150 ms: the release runs after the 300 ms TTL
+      await sleep(5)
+      return "done"
+    }
+    try {
+      await stalling.ping()
+      const exit = await Effect.runPromiseExit(
+        handle.lock.withLock(key, Effect.promise(work), { ttl: 300, renewEvery: 10_000, onLost: "after" })
+      )
+      expect(exit).toEqual(Exit.succeed("done"))
+    } finally {
+      await Effect.runPromise(handle.close)
+      await Promise.all([client.quit(), stalling.quit()])
     }
   })
 })

@@ -18,6 +18,7 @@ import type { RedisClientShape } from "../../RedisClient.js"
 import { now } from "../deadline.js"
 import { ATTEMPT_FLOOR_MS, tryAcquire } from "./commands.js"
 import type { Wakeup } from "./contract.js"
+import type { LossSignal } from "./loss.js"
 import { releaseChannelOf } from "./keys.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
@@ -50,6 +51,14 @@ export class Acquisition {
     readonly options: ResolvedLockOptions
   ) {
     this.deadline = this.start + options.waitMs
+  }
+
+  /** The lease's loss signal, once the lock is held. */
+  lost: LossSignal | undefined
+
+  /** Until when the lease is vouched for (0 before it is held). */
+  vouchedUntil(): number {
+    return this.lost?.validUntil ?? 0
   }
 
   /** Milliseconds waited so far. */

@@ -9,10 +9,11 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { RedisCommandFailed, type RedisError } from "../../Errors.js"
 import type { RedisClientShape } from "../../RedisClient.js"
-import { timerDelay } from "../deadline.js"
+import { now, timerDelay } from "../deadline.js"
 import { toRedisError } from "../redisReply.js"
 import { callScript, type ScriptDefinition, Scripts } from "../scripts.js"
 import { LockReleaseReply } from "../replyCodes.js"
+import { closesOf } from "./clientLife.js"
 import { lockKeysOf, releaseChannelOf } from "./keys.js"
 
 /** Longest time one acquire attempt may take when the wait bound is shorter. */
@@ -86,33 +87,52 @@ export const extend = (
 /**
  * Releases `key` if it holds `token` (compare-and-delete, or hand-off to the first
  * waiter). `queued`: our waiter entry's TTL, when we may have queued (the release also
- * leaves the queue). Never fails; true when Redis answered that the lock was no longer
- * ours (expired, or taken: while the lease was vouched for, a loss), false when it was
- * released or handed on, or no answer came.
+ * leaves the queue). Never fails. True only when the answer proves the lease was lost
+ * (see `provesLoss`; `vouchedUntil`: until when the lease is vouched for), else false:
+ * released, handed on, no answer, or an answer that proves nothing.
  */
 export const release = (
   redis: RedisClientShape,
   key: string,
   token: string,
   ttlMs: number,
-  queued = true
+  queued = true,
+  vouchedUntil: () => number = NOT_VOUCHED
 ): Effect.Effect<boolean> =>
-  Effect.matchEffect(
-    redis.scriptWithin(
-      Scripts.lockRelease,
-      lockKeysOf(key),
-      releaseArgs(key, token, ttlMs, queued),
-      releaseBoundMs(ttlMs)
-    ),
-    {
-      onFailure: (error) => Effect.as(releaseNotDone(key, error), false),
-      onSuccess: (answered) =>
-        Option.isNone(answered) ? Effect.as(releaseNotDone(key), false) : Effect.succeed(isNotOurs(answered.value))
-    }
-  )
+  Effect.suspend(() => {
+    const closes = closesOf(redis.client)
+    return Effect.matchEffect(
+      redis.scriptWithin(
+        Scripts.lockRelease,
+        lockKeysOf(key),
+        releaseArgs(key, token, ttlMs, queued),
+        releaseBoundMs(ttlMs)
+      ),
+      {
+        onFailure: (error) => Effect.as(releaseNotDone(key, error), false),
+        onSuccess: (answered) =>
+          Option.isNone(answered)
+            ? Effect.as(releaseNotDone(key), false)
+            : Effect.succeed(provesLoss(redis, answered.value, closes, vouchedUntil()))
+      }
+    )
+  })
 
-/** The release script's NotOurs answer: the lock held another token, or none. */
-const isNotOurs = (reply: unknown): boolean => reply === LockReleaseReply.NotOurs
+const NOT_VOUCHED = () => 0
+
+/**
+ * Whether a release's answer proves the lease was lost while vouched for: NotOurs (the
+ * lock held another token, or none), answered before `vouchedUntil` (so Redis ran it
+ * before the TTL the last acquire or extension set could lapse), on a connection that did
+ * not close since the release was sent (ioredis re-sends an unanswered command after a
+ * reconnect, and a re-sent release finds its own first run's work: not ours). A Cluster
+ * client's node connections close unseen here, so there it proves nothing.
+ */
+const provesLoss = (redis: RedisClientShape, reply: unknown, closesAtSend: number, vouchedUntil: number): boolean =>
+  reply === LockReleaseReply.NotOurs &&
+  !redis.isCluster &&
+  closesOf(redis.client) === closesAtSend &&
+  now() < vouchedUntil
 
 const releaseNotDone = (key: string, error?: RedisError) =>
   error === undefined
@@ -169,14 +189,21 @@ export const tryAcquireNow = (
     (error) => Promise.reject(toRedisError(Scripts.lockAcquire.name, error))
   )
 
-/** `release` as a promise: never rejects (what it could not do is logged, like `release`); true when not ours. */
-export const releaseNow = (redis: RedisClientShape, key: string, token: string, ttlMs: number): Promise<boolean> =>
-  answerWithin(
+/** `release` as a promise: never rejects (what it could not do is logged, like `release`); true when it proves a loss. */
+export const releaseNow = (
+  redis: RedisClientShape,
+  key: string,
+  token: string,
+  ttlMs: number,
+  vouchedUntil: () => number = NOT_VOUCHED
+): Promise<boolean> => {
+  const closes = closesOf(redis.client)
+  return answerWithin(
     scriptCall(redis, Scripts.lockRelease, key, releaseArgs(key, token, ttlMs, true)),
     releaseBoundMs(ttlMs)
   ).then(
     (value) => {
-      if (value !== UNANSWERED) return isNotOurs(value)
+      if (value !== UNANSWERED) return provesLoss(redis, value, closes, vouchedUntil())
       Effect.runFork(releaseNotDone(key))
       return false
     },
@@ -185,3 +212,4 @@ export const releaseNow = (redis: RedisClientShape, key: string, token: string, 
       return false
     }
   )
+}

@@ -137,8 +137,8 @@ class LockCall<T> {
     const renewing = this.renewal.halt()
     const halted = renewing === undefined ? Promise.resolve() : Effect.runPromise(Fiber.interrupt(renewing))
     void halted
-      .then(() => releaseNow(this.redis, this.key, this.token, this.options.ttlMs))
-      .then((notOurs) => this.settle(notOurs && settled === outcome ? takenAway(lost) : settled))
+      .then(() => releaseNow(this.redis, this.key, this.token, this.options.ttlMs, () => lost.validUntil))
+      .then((lostAtRelease) => this.settle(lostAtRelease && settled === outcome ? takenAway(lost) : settled))
   }
 
   /** Records the wait so far as a lock wait; returns it. */

@@ -24,7 +24,7 @@ import { Renewal } from "./renewal.js"
 /** A lease, the effect that gives it back, and its check when the work ends. */
 export interface Held {
   readonly lease: Lease
-  /** Gives the lock back: true when Redis answered that it was no longer ours. */
+  /** Gives the lock back: true when the answer proves the lease was lost meanwhile (`commands.release`). */
   readonly release: Effect.Effect<boolean>
   /** The lease's loss signal: `check` (and `sound`) when the work ends. */
   readonly lost: LossSignal
@@ -50,7 +50,7 @@ export const acquireHeld = (
   Effect.withFiberRuntime<Held, LockTimeout | RedisError>((fiber) => {
     const acquisition = new Acquisition(redis, wakeups, key, randomToken(), o)
     const renewal = new Renewal()
-    const releasing = release(redis, key, acquisition.token, o.ttlMs)
+    const releasing = release(redis, key, acquisition.token, o.ttlMs, true, () => acquisition.vouchedUntil())
     // Most holds end before the renewal started: then the release is all there is.
     const giveBack = Effect.suspend(() => {
       const fiber = renewal.halt()
@@ -104,7 +104,7 @@ const hold = (
       lockWaitOf(key).unsafeUpdate(waitedMs, fiber.getFiberRef(FiberRef.currentMetricLabels))
       span.attribute("haechi.lock.fence", fence)
       span.attribute("haechi.lock.waited_ms", waitedMs)
-      const lost = lossSignal(key, sentAt + options.ttlMs)
+      const lost = (acquisition.lost = lossSignal(key, sentAt + options.ttlMs))
       renewal.start(runtime, { redis, key, token, options, sentAt, lost })
       const lease: Lease = new LeaseOf(key, token, fence, lost)
       return Effect.succeed<Held>({ lease, release: giveBack, lost })

@@ -7,6 +7,7 @@
 import * as Effect from "effect/Effect"
 import type { RedisConnection } from "../../RedisClient.js"
 import { watchedWait } from "../deadline.js"
+import { onClientEnd } from "./clientLife.js"
 import type { Wakeup } from "./contract.js"
 
 /**
@@ -196,13 +197,24 @@ export class ReleaseSubscriber {
     this.disconnect()
   })
 
-  /** The parent client ended (quit, or gave up reconnecting): its subscriber goes with it, not after a linger. */
-  private readonly parentEnded = () => this.disconnect()
+  /** Stops following the parent client's end (set while a subscriber connection is open). */
+  private unfollow: (() => void) | undefined
+
+  /**
+   * The parent client ended (quit, or gave up reconnecting): its subscriber goes with it,
+   * not after a linger, and so do the channels (a client connected again subscribes afresh).
+   */
+  private readonly parentEnded = () => {
+    this.channels.forEach((entry) => entry.linger !== undefined && clearTimeout(entry.linger))
+    this.channels.clear()
+    this.disconnect()
+  }
 
   private disconnect() {
     const c = this.connection
     this.connection = undefined
-    this.client.off("end", this.parentEnded)
+    this.unfollow?.()
+    this.unfollow = undefined
     this.channels.forEach((entry) => (entry.ready = false))
     c?.disconnect()
   }
@@ -214,7 +226,7 @@ export class ReleaseSubscriber {
       c.on("error", () => {})
       // (A subscriber left connected after its parent quit kept reconnecting, and the
       // process alive, until its linger and idle time ran out.)
-      this.client.once("end", this.parentEnded)
+      this.unfollow = onClientEnd(this.client, this.parentEnded)
       c.on("message", (channel: string, message: string) => {
         this.channels.get(channel)?.listeners.forEach((listener) => notify(listener, message))
       })
