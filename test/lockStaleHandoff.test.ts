@@ -43,135 +43,96 @@ const queued = async (key: string, n: number) => {
   expect(await raw.zcard(waitersKeyOf(key))).toBe(n)
 }
 
+/**
+ * A hand-off to a late waiter whose link freezes (all of it, or only its subscriber
+ * connection) as the holder releases, thawed `thawAfterMs` after the late waiter queued;
+ * meanwhile the handed lock's 300 ms TTL lapses and another waiter's poll takes it. The
+ * late waiter polls every `lateRetryMs`. Returns who ran, in order, and the most at once.
+ */
+const staleHandoff = async (
+  path: "lane" | "withLease",
+  freezing: "link" | "subscriber",
+  lateRetryMs: number,
+  thawAfterMs: number
+) => {
+  const key = `${uniquePrefix(`stale-${freezing}`)}lock`
+  const proxy = await tcpProxy(server.port)
+  const late = new Redis(freezing === "link" ? proxy.port : server.port, "127.0.0.1")
+  if (freezing === "subscriber") late.duplicate = () => new Redis(proxy.port, "127.0.0.1")
+  const first = new Redis(server.port, "127.0.0.1")
+  const other = new Redis(server.port, "127.0.0.1")
+  const handle = makeLockHandle(fromClient(late))
+  const entered: Array<string> = []
+  let inside = 0
+  let maxInside = 0
+  const work = (who: string, ms: number) => async () => {
+    entered.push(who)
+    maxInside = Math.max(maxInside, ++inside)
+    await sleep(ms)
+    inside--
+  }
+  try {
+    await late.ping()
+    let letGo!: () => void
+    let holding!: () => void
+    const held = new Promise<void>((resolve) => (holding = resolve))
+    const holder = withRedisLock(
+      first,
+      key,
+      async () => {
+        holding()
+        await new Promise<void>((resolve) => (letGo = resolve))
+      },
+      { ttlMs: 300 }
+    )
+    await held
+    const start = performance.now()
+    // The late waiter queues first, then the other behind it.
+    const lateWaiter =
+      path === "lane"
+        ? withRedisLock(late, key, work("late", 20), { ttlMs: 300, retryMs: lateRetryMs, timeoutMs: 5000 })
+        : Effect.runPromise(
+            handle.lock.withLock(key, Effect.promise(work("late", 20)), {
+              ttl: 300,
+              waitTimeout: 5000,
+              retrySchedule: Schedule.spaced(lateRetryMs)
+            })
+          )
+    await queued(key, 1)
+    await sleep(100) // the late waiter's subscription is live
+    const otherWaiter = withRedisLock(other, key, work("other", 1500), { ttlMs: 3000, retryMs: 20, timeoutMs: 5000 })
+    await queued(key, 2)
+    proxy.freeze()
+    letGo()
+    await holder // handed to the late waiter, whose message the frozen link holds
+    await sleep(Math.max(0, start + thawAfterMs - performance.now()))
+    proxy.thaw()
+    const settled = await Promise.allSettled([lateWaiter, otherWaiter])
+    expect(await raw.exists(key, waitersKeyOf(key))).toBe(0)
+    return { entered, maxInside, settled: settled.map((s) => s.status) }
+  } finally {
+    late.disconnect()
+    first.disconnect()
+    other.disconnect()
+    await Effect.runPromise(handle.close)
+    await proxy.stop()
+  }
+}
+
 describe.each(["lane", "withLease"] as const)("%s", (path) => {
   it("a hand-off message held by a frozen link past the TTL does not run the work while another holds the lock", async () => {
-    const key = `${uniquePrefix("stale-handoff")}lock`
-    const proxy = await tcpProxy(server.port)
-    const late = new Redis(proxy.port, "127.0.0.1")
-    const first = new Redis(server.port, "127.0.0.1")
-    const other = new Redis(server.port, "127.0.0.1")
-    const handle = makeLockHandle(fromClient(late))
-    let inside = 0
-    let maxInside = 0
-    const work = async (ms: number) => {
-      maxInside = Math.max(maxInside, ++inside)
-      await sleep(ms)
-      inside--
-    }
-    try {
-      await late.ping()
-      let letGo!: () => void
-      let holding!: () => void
-      const held = new Promise<void>((resolve) => (holding = resolve))
-      const holder = withRedisLock(
-        first,
-        key,
-        async () => {
-          maxInside = Math.max(maxInside, ++inside)
-          holding()
-          await new Promise<void>((resolve) => (letGo = resolve))
-          inside--
-        },
-        { ttlMs: 300 }
-      )
-      await held
-      // The late waiter queues first (its poll is far off), then the other behind it.
-      const lateWaiter =
-        path === "lane"
-          ? withRedisLock(late, key, () => work(20), { ttlMs: 300, retryMs: 4000, timeoutMs: 5000 })
-          : Effect.runPromise(
-              handle.lock.withLock(
-                key,
-                Effect.promise(() => work(20)),
-                { ttl: 300, waitTimeout: 5000, retrySchedule: Schedule.spaced(4000) }
-              )
-            )
-      await queued(key, 1)
-      await sleep(100) // the late waiter's subscription is live
-      const otherWaiter = withRedisLock(other, key, () => work(1500), { ttlMs: 3000, retryMs: 20, timeoutMs: 5000 })
-      await queued(key, 2)
-      proxy.freeze()
-      letGo()
-      await holder // handed to the late waiter, whose message the frozen link holds
-      await sleep(700) // the handed lock's 300 ms TTL lapses, and the other waiter's poll takes it
-      proxy.thaw()
-      await Promise.allSettled([lateWaiter, otherWaiter])
-      expect(maxInside).toBe(1)
-      expect(await raw.exists(key, waitersKeyOf(key))).toBe(0)
-    } finally {
-      late.disconnect()
-      first.disconnect()
-      other.disconnect()
-      await Effect.runPromise(handle.close)
-      await proxy.stop()
-    }
+    // Thawed at 900 ms, long after the late waiter's last attempt (its poll is 4 s off).
+    const { maxInside } = await staleHandoff(path, "link", 4000, 900)
+    expect(maxInside).toBe(1)
   }, 15_000)
 
   it("a hand-off held on the subscriber link alone past the TTL, read after a refused poll, does not run the work", async () => {
-    const key = `${uniquePrefix("stale-sub")}lock`
-    const proxy = await tcpProxy(server.port)
-    // The late waiter's commands go straight to Redis; only its release messages freeze.
-    const late = new Redis(server.port, "127.0.0.1")
-    late.duplicate = () => new Redis(proxy.port, "127.0.0.1")
-    const first = new Redis(server.port, "127.0.0.1")
-    const other = new Redis(server.port, "127.0.0.1")
-    const handle = makeLockHandle(fromClient(late))
-    const entered: Array<string> = []
-    let inside = 0
-    let maxInside = 0
-    const work = (who: string, ms: number) => async () => {
-      entered.push(who)
-      maxInside = Math.max(maxInside, ++inside)
-      await sleep(ms)
-      inside--
-    }
-    try {
-      let letGo!: () => void
-      let holding!: () => void
-      const held = new Promise<void>((resolve) => (holding = resolve))
-      const holder = withRedisLock(
-        first,
-        key,
-        async () => {
-          holding()
-          await new Promise<void>((resolve) => (letGo = resolve))
-        },
-        { ttlMs: 300 }
-      )
-      await held
-      const start = performance.now()
-      // The late waiter polls every 600 ms: its poll at about 600 ms is refused (the other holds it).
-      const lateWaiter =
-        path === "lane"
-          ? withRedisLock(late, key, work("late", 300), { ttlMs: 300, retryMs: 600, timeoutMs: 5000 })
-          : Effect.runPromise(
-              handle.lock.withLock(key, Effect.promise(work("late", 300)), {
-                ttl: 300,
-                waitTimeout: 5000,
-                retrySchedule: Schedule.spaced(600)
-              })
-            )
-      await queued(key, 1)
-      await sleep(100) // the late waiter's subscription is live
-      const otherWaiter = withRedisLock(other, key, work("other", 1500), { ttlMs: 3000, retryMs: 20, timeoutMs: 5000 })
-      await queued(key, 2)
-      proxy.freeze()
-      letGo()
-      await holder // handed to the late waiter, whose message the frozen subscriber link holds
-      // Thawed after the refused poll (about 600 ms) and within renewMs (100 ms) of it.
-      await sleep(Math.max(0, start + 640 - performance.now()))
-      proxy.thaw()
-      const settled = await Promise.allSettled([lateWaiter, otherWaiter])
-      expect(settled.map((s) => s.status)).toEqual(["fulfilled", "fulfilled"])
-      expect(maxInside).toBe(1)
-      expect(entered).toEqual(["other", "late"])
-    } finally {
-      late.disconnect()
-      first.disconnect()
-      other.disconnect()
-      await Effect.runPromise(handle.close)
-      await proxy.stop()
-    }
+    // The late waiter's poll at about 600 ms is refused (the other holds the lock); thawed
+    // at 640 ms, within renewMs (100 ms) of that attempt: only the refusal's fence tells.
+    const { entered, maxInside, settled } = await staleHandoff(path, "subscriber", 600, 640)
+    expect(settled).toEqual(["fulfilled", "fulfilled"])
+    expect(maxInside).toBe(1)
+    expect(entered).toEqual(["other", "late"])
   }, 15_000)
 
   it("a holder whose key is deleted and taken by another while the work runs gets LockLost (taken), its signal aborted", async () => {
