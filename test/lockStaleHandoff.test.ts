@@ -53,7 +53,8 @@ const staleHandoff = async (
   path: "lane" | "withLease",
   freezing: "link" | "subscriber",
   lateRetryMs: number,
-  thawAfterMs: number
+  thawAfterMs: number,
+  renewEvery?: number
 ) => {
   const key = `${uniquePrefix(`stale-${freezing}`)}lock`
   const proxy = await tcpProxy(server.port)
@@ -95,7 +96,8 @@ const staleHandoff = async (
             handle.lock.withLock(key, Effect.promise(work("late", 20)), {
               ttl: 300,
               waitTimeout: 5000,
-              retrySchedule: Schedule.spaced(lateRetryMs)
+              retrySchedule: Schedule.spaced(lateRetryMs),
+              ...(renewEvery === undefined ? {} : { renewEvery })
             })
           )
     await queued(key, 1)
@@ -252,6 +254,16 @@ describe.each(["lane", "withLease"] as const)("%s", (path) => {
   })
 })
 
+describe("a hand-off read late, with a renewal interval past the TTL", () => {
+  it("is still confirmed by an attempt a third of the TTL after the last one: the work does not run beside another holder", async () => {
+    // renewEvery 10 s on a 300 ms TTL: the renewal interval alone would trust a message read 800 ms late.
+    const { entered, maxInside, settled } = await staleHandoff("withLease", "subscriber", 6000, 900, 10_000)
+    expect(settled).toEqual(["fulfilled", "fulfilled"])
+    expect(maxInside).toBe(1)
+    expect(entered).toEqual(["other", "late"])
+  }, 15_000)
+})
+
 describe("what a release proves", () => {
   it("a release Redis runs only after the lease's TTL (Redis stalled) is no loss: the work ended inside its lease", async () => {
     const key = `${uniquePrefix("late-release")}lock`
@@ -287,6 +299,26 @@ describe("what a hand-off message proves", () => {
     for (const forged of ["Infinity", "1e999", "0x10", "-3", "0", "007", "4.5", "", "9007199254740993"])
       expect([forged, handedFence(`tok ${forged}`, "tok")]).toEqual([forged, 0])
     expect(handedFence("other 42", "tok")).toBe(0)
+  })
+
+  it("a fence counter INCR could not count up to a safe integer is refused before anything is written", async () => {
+    const key = `${uniquePrefix("bad-fence")}lock`
+    const keys = [key, fenceKeyOf(key), waitersKeyOf(key)]
+    for (const counter of ["007", "-5", "9007199254740992", "99999999999999999999", "1.5"]) {
+      await raw.set(fenceKeyOf(key), counter)
+      const answer = await callScriptBySha(raw, Scripts.lockAcquire, keys, ["tok", 5000, ""]).then(
+        (reply) => reply,
+        (error: Error) => error.message
+      )
+      expect([counter, answer]).toEqual([
+        counter,
+        `WRONGTYPE ${fenceKeyOf(key)} holds the wrong type: nothing written (no integer)`
+      ])
+      expect(await raw.exists(key)).toBe(0)
+    }
+    await raw.set(fenceKeyOf(key), "999999999999999") // 15 digits: the largest counted
+    expect(await callScriptBySha(raw, Scripts.lockAcquire, keys, ["tok", 5000, ""])).toBe(1_000_000_000_000_000)
+    await raw.del(...keys)
   })
 
   it("a refused attempt answers the fence counter, negated: a hand-off at or below it is stale, one above it is ours", async () => {

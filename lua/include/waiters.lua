@@ -22,14 +22,15 @@ local function wrongTypeRefusal(keys, types)
   return nil
 end
 
--- Whether the fence counter can be counted up (INCR): absent, or a string holding a
--- non-negative integer (a negative one would hand out fences of 0 or less, which read as
--- refusals, and make a refusal's negated counter read as a fence). Checked before a
--- script's first write where it will INCR it (needs include/refusal).
+-- Whether the fence counter can be counted up (INCR): absent, or a non-negative integer
+-- as INCR writes it (no sign, no leading zero, which INCR refuses) of at most 15 digits,
+-- so the next fence is a safe integer for the client. A negative one would hand out fences
+-- of 0 or less, which read as refusals, and make a refusal's negated counter read as a
+-- fence. Checked before a script's first write where it will INCR it (needs include/refusal).
 local function fenceCountable()
   if not typeIs(fenceKey, 'string') then return false end
   local value = redis.call('GET', fenceKey)
-  return value == false or string.match(value, '^%d+$') ~= nil
+  return value == false or value == '0' or (string.match(value, '^[1-9]%d*$') ~= nil and #value <= 15)
 end
 
 -- Takes the lock for `token` if it is free, or renews it if it is `token`'s already (a

@@ -22,7 +22,7 @@ import type { LossSignal } from "./loss.js"
 import { releaseChannelOf } from "./keys.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
-import { handedFence, handedSince, type ReleaseSubscriber } from "./releases.js"
+import { handedFence, handedSince, handOffWindowMs, type ReleaseSubscriber } from "./releases.js"
 import { stepper, type ScheduleStepper } from "../schedules.js"
 
 /** The lock taken: its fence, and when the attempt that took it was sent (its TTL counts from there). */
@@ -144,7 +144,7 @@ export class Acquisition {
               this.token,
               this.lastSentAt,
               this.refusedFence,
-              this.options.renewMs,
+              handOffWindowMs(this.options),
               now()
             )
             if (since !== undefined) return Effect.succeed({ fence: handedFence(woken!, this.token), sentAt: since })

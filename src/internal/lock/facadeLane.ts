@@ -25,7 +25,7 @@ import type { RedisLockHandle, Wakeup } from "./contract.js"
 import { lossSignal, type LossSignal, SignalOf } from "./loss.js"
 import { lockWaitOf } from "./metrics.js"
 import type { ResolvedLockOptions } from "./options.js"
-import { handedSince } from "./releases.js"
+import { handedSince, handOffWindowMs } from "./releases.js"
 import { Renewal } from "./renewal.js"
 
 /** What `fn` gets: `signal` aborts (its `reason` a `LockLost`) as soon as the lease is known to be lost. */
@@ -94,7 +94,14 @@ class LockCall<T> {
     const wakeup = (this.wakeup ??= this.handle.releases(this.key, this.token))
     wakeup.nextThen(Math.min(this.options.retryMs, this.deadline - at), 0, (message) => {
       // Handed to us by the release: ours already, no round trip.
-      const since = handedSince(message, this.token, this.lastSentAt, this.refusedFence, this.options.renewMs, now())
+      const since = handedSince(
+        message,
+        this.token,
+        this.lastSentAt,
+        this.refusedFence,
+        handOffWindowMs(this.options),
+        now()
+      )
       if (since !== undefined) this.hold(since)
       else this.attempt()
     })

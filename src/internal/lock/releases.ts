@@ -50,20 +50,28 @@ export const handedPayload = (message: string, token: string): string | undefine
  * Undefined when the message is no hand-off to `token`, when its fence is at or below
  * `refusedFence` (the fence counter an attempt was refused at: the hand-off was made
  * before that refusal, so its lease was over by then, however late the message came), or
- * when that attempt is `renewMs` ago or more: then the waiter attempts again, and the
- * script confirms (its own token: a fresh TTL).
+ * when that attempt is `windowMs` ago or more (`handOffWindowMs`): then the waiter
+ * attempts again, and the script confirms (its own token: a fresh TTL).
  */
 export const handedSince = (
   message: string | undefined,
   token: string,
   attemptSentAt: number,
   refusedFence: number,
-  renewMs: number,
+  windowMs: number,
   at: number
 ): number | undefined =>
-  message !== undefined && handedFence(message, token) > refusedFence && at - attemptSentAt < renewMs
+  message !== undefined && handedFence(message, token) > refusedFence && at - attemptSentAt < windowMs
     ? attemptSentAt
     : undefined
+
+/**
+ * How long after an attempt a hand-off is taken without confirming it: the renewal
+ * interval, and never more than a third of the TTL (a `renewEvery` at or past the TTL
+ * would let a message read after the handed lease lapsed pass for a lease).
+ */
+export const handOffWindowMs = (options: { readonly renewMs: number; readonly ttlMs: number }): number =>
+  Math.min(options.renewMs, options.ttlMs / 3)
 
 interface Listener {
   /** The waiter's token, whose hand-offs wake it (others' do not). */
