@@ -624,7 +624,9 @@ describe("RedisLock: service, options, cluster", () => {
         ["ttl", A.lock.acquire(key, { ttl: 0 })],
         ["ttl", A.lock.acquire(key, { ttl: Duration.infinity })],
         ["ttl", A.lock.acquire(key, { ttl: "soon" as Duration.DurationInput })],
+        ["ttl", A.lock.acquire(key, { ttl: "40000 days" })],
         ["renewEvery", A.lock.acquire(key, { renewEvery: 0 })],
+        ["renewEvery", A.lock.acquire(key, { renewEvery: "1 nanos" })],
         ["waitTimeout", A.lock.acquire(key, { waitTimeout: {} as Duration.DurationInput })],
         ["retrySchedule", A.lock.acquire(key, { retrySchedule: 5 as unknown as Schedule.Schedule<unknown> })],
         ["onLost", A.lock.withLock(key, Effect.void, { onLost: "panic" as "fail" })]

@@ -11,7 +11,7 @@ import { InvalidConfig, LockTimeout, RedisUnavailable } from "../src/Errors.js"
 import type { RedisLockHandle } from "../src/internal/lock/contract.js"
 import { withRedisLock } from "../src/internal/lock/facade.js"
 import { makeLockHandle } from "../src/internal/lock/handle.js"
-import { fenceKeyOf, waitersKeyOf } from "../src/internal/lock/keys.js"
+import { fenceKeyOf, releaseChannelOf, waitersKeyOf } from "../src/internal/lock/keys.js"
 import { lockWaitOf } from "../src/internal/lock/metrics.js"
 import { fromClient } from "../src/RedisClient.js"
 import { uniquePrefix } from "./support/keys.js"
@@ -249,6 +249,32 @@ describe("withRedisLock's lane: a client that ends and connects again", () => {
     await Promise.all([...waits, ...holders.map((holder) => holder.done)])
     await Promise.all(handles.map((handle) => Effect.runPromise(handle.close)))
     await client.quit()
+  })
+})
+
+describe("a poll interval longer than a Node timer can wait", () => {
+  it("does not poll at once (Node runs a delay past 2^31 - 1 ms after 1 ms): the waiter waits for the release", async () => {
+    for (const path of ["lane", "withLock"] as const) {
+      const key = lockKey(`long-poll-${path}`)
+      await raw.set(key, "someone", "PX", 400)
+      const before = await scriptCalls()
+      const waiting =
+        path === "lane"
+          ? withRedisLock(clientB, key, async () => "ran", { retryMs: 3e9, timeoutMs: 6e9 })
+          : Effect.runPromise(
+              E.lock.withLock(key, Effect.succeed("ran"), {
+                waitTimeout: "60 days",
+                retrySchedule: Schedule.spaced("30 days")
+              })
+            )
+      await sleep(300)
+      // The first attempt, and one more when the new subscription goes live (a release may
+      // have come just before); with the delay taken as 1 ms, about 200.
+      expect([path, (await scriptCalls()) - before <= 2]).toEqual([path, true])
+      await raw.del(key)
+      await raw.publish(releaseChannelOf(key), "") // a plain release, as the lock announces it
+      expect(await waiting).toBe("ran")
+    }
   })
 })
 

@@ -13,13 +13,13 @@ import { InvalidConfig } from "../../Errors.js"
 export interface LockOptions {
   /**
    * How long the lock outlives a holder that stops renewing it (a crash, a partition).
-   * Default 10 seconds, like haechi-store-redis. At least 1 ms.
+   * Default 10 seconds, like haechi-store-redis. From 1 ms to 10^12 ms (about 31 years).
    */
   readonly ttl?: Duration.DurationInput
   /**
-   * How often the holder extends the TTL. Default a third of `ttl`. A value at or above
-   * `ttl` (or `Duration.infinity`) effectively disables renewal: the lease is then
-   * reported lost once `ttl` has run out.
+   * How often the holder extends the TTL. Default a third of `ttl`; at least 1 ms. A value
+   * at or above `ttl` (or `Duration.infinity`) effectively disables renewal: the lease is
+   * then reported lost once `ttl` has run out.
    */
   readonly renewEvery?: Duration.DurationInput
   /**
@@ -87,18 +87,23 @@ export const resolveOptions = (options: LockOptions = {}): Effect.Effect<Resolve
 export const resolvedAlready = (options: LockOptions | undefined): ResolvedLockOptions | undefined =>
   typeof options === "object" && options !== null ? resolvedFrozen.get(options) : undefined
 
+/** The longest TTL, about 31.7 years: past any lock's work, and short of the waiter queue's PEXPIRE in Lua's number format. */
+const MAX_TTL_MS = 1e12
+
 const resolveFresh = (options: LockOptions): Effect.Effect<ResolvedLockOptions, InvalidConfig> =>
   Effect.gen(function* () {
     if (typeof options !== "object" || options === null) {
       return yield* invalid("options", "must be an object")
     }
     const ttlMs = options.ttl === undefined ? Duration.toMillis(DEFAULT_TTL) : yield* duration("ttl", options.ttl)
-    if (!Number.isFinite(ttlMs) || ttlMs < 1) {
-      return yield* invalid("ttl", `must be a finite duration of at least 1 ms, got ${ttlMs} ms`)
+    // (Longer, and the queue's PEXPIRE gets a number Redis prints in exponent form and refuses.)
+    if (!Number.isFinite(ttlMs) || ttlMs < 1 || ttlMs > MAX_TTL_MS) {
+      return yield* invalid("ttl", `must be a duration from 1 ms to ${MAX_TTL_MS} ms (about 31 years), got ${ttlMs} ms`)
     }
     const renewMs = options.renewEvery === undefined ? ttlMs / 3 : yield* duration("renewEvery", options.renewEvery)
-    if (!(renewMs > 0)) {
-      return yield* invalid("renewEvery", `must be a positive duration, got ${renewMs} ms`)
+    // (Shorter, and the renewal runs extend after extend at the round trip's rate.)
+    if (!(renewMs > 0) || (options.renewEvery !== undefined && !(renewMs >= 1))) {
+      return yield* invalid("renewEvery", `must be a duration of at least 1 ms, got ${renewMs} ms`)
     }
     const waitMs =
       options.waitTimeout === undefined

@@ -6,7 +6,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { RedisConnection } from "../../RedisClient.js"
-import { watchedWait } from "../deadline.js"
+import { timerDelay, watchedWait } from "../deadline.js"
 import { onClientEnd } from "./clientLife.js"
 import type { Wakeup } from "./contract.js"
 
@@ -133,14 +133,15 @@ const startWait = (
     settle(message)
   }
   const timedOut = () => once(undefined)
-  let timer = setTimeout(timedOut, wait)
+  // (Node runs a delay past 2^31 - 1 ms, Infinity too, after 1 ms: a poll that never waited.)
+  let timer = setTimeout(timedOut, timerDelay(wait))
   listener.wake = once
   if (upToMs > wait) {
     listener.moved = () => {
       const left = endsBy - performance.now()
       if (left <= 0) return
       clearTimeout(timer)
-      timer = setTimeout(timedOut, Math.min(wait, left))
+      timer = setTimeout(timedOut, timerDelay(Math.min(wait, left)))
     }
   }
   return stop
