@@ -27,9 +27,10 @@ local token, ttlMs, waitMs = ARGV[1], ARGV[2], ARGV[3]
 
 local refusal = wrongTypeRefusal({fenceKey, waitersKey}, {'string', 'zset'})
 if refusal then return refusal end
-if not fenceCountable() then
+local countable, counter = fenceCountable()
+if not countable then
   return redis.error_reply('WRONGTYPE ' .. fenceKey .. ' holds the wrong type: nothing written (no integer)')
 end
 if takeIfFree(token, ttlMs) then return redis.call('INCR', fenceKey) end
 if waitMs ~= '' then queueWaiter(token, ttlMs, waitMs) end
-return -(tonumber(redis.call('GET', fenceKey)) or 0)
+return -(tonumber(counter) or 0)

@@ -27,10 +27,11 @@ end
 -- so the next fence is a safe integer for the client. A negative one would hand out fences
 -- of 0 or less, which read as refusals, and make a refusal's negated counter read as a
 -- fence. Checked before a script's first write where it will INCR it (needs include/refusal).
+-- Second: the counter as read (false when absent), so a caller need not read it again.
 local function fenceCountable()
-  if not typeIs(fenceKey, 'string') then return false end
+  if not typeIs(fenceKey, 'string') then return false, false end
   local value = redis.call('GET', fenceKey)
-  return value == false or value == '0' or (string.match(value, '^[1-9]%d*$') ~= nil and #value <= 15)
+  return value == false or value == '0' or (string.match(value, '^[1-9]%d*$') ~= nil and #value <= 15), value
 end
 
 -- Takes the lock for `token` if it is free, or renews it if it is `token`'s already (a
