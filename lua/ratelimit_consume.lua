@@ -4,32 +4,52 @@
 -- window (t - W, t] ever holds more than `limit` allowed requests, whatever clocks the
 -- callers have. Denied requests are not logged. The key expires once its newest entry
 -- has left the window (an idle key is gone, and its whole limit is back).
--- KEYS[1] log      (sorted set: member unique per request, score = microseconds of TIME)
+-- KEYS[1] log      (sorted set: member = the call's id, score = microseconds of TIME)
 -- ARGV[1] limit    (integer >= 1)
 -- ARGV[2] window   (milliseconds, integer >= 1)
--- Reply: {allowed, count, now, pivot, newest}
---   allowed 1 | 0; count = entries in the window (this request included if allowed);
---   now = Redis's time in us; pivot = score of the entry that must leave the window before
---   another request is allowed ('' when one would be allowed now); newest = the newest
---   entry's score ('' when the log is empty). Times are decimal strings.
+-- ARGV[3] call id  (unique per call: a re-send of a call the log already took takes nothing)
+-- Reply (RateLimitConsumeReply in src/internal/replyCodes.ts), by code:
+--   1 Allowed   {1, count, now, pivot, newest}: taken (or taken already by this call)
+--   0 Denied    {0, count, now, pivot, newest}: nothing taken
+--  -1 Corrupt   {-1}: the key holds another type, or an entry this script cannot have
+--               written (not whole microseconds, or more than a day ahead of now): nothing
+--               taken, and the key is set to expire within one window
+--   count = entries in the window (this request included if allowed); now = Redis's time
+--   in us; pivot = score of the entry that must leave the window before another request
+--   is allowed ('' when one would be allowed now); newest = the newest entry's score (''
+--   when the log is empty). Times are decimal strings.
 local log = KEYS[1]
-local limit, windowMs = tonumber(ARGV[1]), tonumber(ARGV[2])
+local limit, windowMs, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 
 local time = redis.call('TIME')
 local stamp = time[1] .. string.format('%06d', tonumber(time[2]))
 local now = tonumber(stamp)
 local window = windowMs * 1000
+
+-- A score this script writes: whole microseconds of TIME, at most a day ahead (a clock stepped back).
+local function written(score)
+  return score == nil or (string.match(score, '^%d+$') ~= nil and #score <= 17 and tonumber(score) <= now + 86400000000)
+end
+local function corrupt()
+  local ttl = redis.call('PTTL', log)
+  if ttl < 0 or ttl > windowMs then redis.call('PEXPIRE', log, windowMs) end
+  return {-1}
+end
+
+local kind = redis.call('TYPE', log).ok
+if kind ~= 'zset' and kind ~= 'none' then return corrupt() end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.0f', now - window))
+if not written(redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2])
+  or not written(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2]) then
+  return corrupt()
+end
 local count = redis.call('ZCARD', log)
 local allowed = 0
-if count < limit then
-  -- A member is unique even if the clock repeats a microsecond or steps back.
-  local member, n = stamp, 0
-  while redis.call('ZADD', log, 'NX', stamp, member) == 0 do
-    n = n + 1
-    if n > 100 then return redis.error_reply('ERR ratelimit_consume: no unique member') end
-    member = stamp .. '-' .. n
-  end
+if redis.call('ZSCORE', log, id) then
+  -- ioredis re-sent a call whose reply was lost: its first run took the request already
+  allowed = 1
+elseif count < limit then
+  redis.call('ZADD', log, stamp, id)
   allowed = 1
   count = count + 1
 end

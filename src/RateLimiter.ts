@@ -28,6 +28,7 @@ import { RedisClient } from "./RedisClient.js"
 import { isTimeout, memoryBacking, redisBacking, type RateLimitBacking } from "./internal/ratelimit/backing.js"
 import { checkPeek, checkRequest, timing, type Decision, type Request } from "./internal/ratelimit/rule.js"
 import { withTags } from "./internal/metricTags.js"
+import { checkScripts } from "./internal/scripts.js"
 
 export { DEFAULT_RATELIMIT_PREFIX as DEFAULT_PREFIX } from "./internal/keys.js"
 export { checkWindow, MAX_KEY_LENGTH, MAX_LIMIT, MAX_WINDOW_MS } from "./internal/ratelimit/rule.js"
@@ -150,6 +151,8 @@ export const checkTimeout = (timeout: unknown): Effect.Effect<number, InvalidCon
 export const make = (options: RateLimiterOptions = {}): Effect.Effect<RateLimiterShape, InvalidConfig, RedisClient> =>
   Effect.gen(function* () {
     const redis = yield* RedisClient
+    // a damaged or missing script is a broken build: refused here, as the stores do (not a fail-mode answer per call)
+    yield* checkScripts
     const prefix = yield* checkRateLimitPrefix(options.keyPrefix ?? DEFAULT_RATELIMIT_PREFIX)
     const timeoutMs = yield* checkTimeout(options.timeout)
     return fromBacking(redisBacking(redis, prefix, timeoutMs))
@@ -218,55 +221,63 @@ const reasonOf = (error: RedisError | CorruptData): "timeout" | "unavailable" | 
       ? "refused"
       : "corrupt"
 
-/** The fail mode's answer, and its count in `haechi_store_ratelimit_unavailable_total` by reason. */
+/**
+ * The fail mode's answers, each counted in `haechi_store_ratelimit_unavailable_total` by
+ * answer and reason. A log Redis holds that the script did not write (`CorruptData`) is
+ * refused whatever the mode: it is not an outage, and "allow" would let that key through
+ * for as long as the damage stays.
+ */
 export const failModeOf = (mode: FailMode, prefix: string) => {
   const counters = new Map<string, Metric.Metric.Counter<number>>()
-  const counter = (reason: string) => {
-    let metric = counters.get(reason)
+  const counter = (answer: FailMode, reason: string) => {
+    let metric = counters.get(`${answer} ${reason}`)
     if (metric === undefined) {
-      metric = withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer: mode, reason })
-      counters.set(reason, metric)
+      metric = withTags(Metrics.ratelimitKeys.unavailable, { prefix, answer, reason })
+      counters.set(`${answer} ${reason}`, metric)
     }
     return metric
   }
-  const answer: RateLimitResult = {
-    allowed: mode === "allow",
-    remaining: 0,
-    retryAfterMs: 0,
-    resetAfterMs: 0,
-    unavailable: true
-  }
-  return {
-    answer,
-    /** Counts one answer; `undefined` = no reply within the timeout. */
-    count: (error: RedisError | CorruptData | undefined): Effect.Effect<void> => {
-      const metric = Metric.increment(counter(error === undefined ? "timeout" : reasonOf(error)))
-      return error === undefined
-        ? metric
-        : Effect.zipRight(
-            metric,
-            Effect.logDebug(`rate limiter ${prefix}: ${error.message}; answered "${mode}"`).pipe(
-              Effect.annotateLogs("cause", Cause.pretty(Cause.fail(error)))
-            )
-          )
+  /** The answer to one call Redis gave no decision for (`undefined`: no reply within the timeout), counted. */
+  return (error: RedisError | CorruptData | undefined): Effect.Effect<RateLimitResult> => {
+    const reason = error === undefined ? "timeout" : reasonOf(error)
+    const answer: FailMode = reason === "corrupt" ? "deny" : mode
+    // (A new object per call: a caller that edits its answer changes no other caller's.)
+    const result: RateLimitResult = {
+      allowed: answer === "allow",
+      remaining: 0,
+      retryAfterMs: 0,
+      resetAfterMs: 0,
+      unavailable: true
     }
+    const metric = Metric.increment(counter(answer, reason))
+    return error === undefined
+      ? Effect.as(metric, result)
+      : Effect.zipRight(
+          metric,
+          Effect.as(
+            Effect.logDebug(`rate limiter ${prefix}: ${error.message}; answered "${answer}"`).pipe(
+              Effect.annotateLogs("cause", Cause.pretty(Cause.fail(error)))
+            ),
+            result
+          )
+        )
   }
 }
 
 /**
  * Answers with `mode` when Redis gave no decision (no reply in time, unreachable, an error
- * reply, a key that is not a rate limit log), counting it in
+ * reply), and refuses a key whose log is corrupt, counting each in
  * `haechi_store_ratelimit_unavailable_total`; a bad argument still fails.
  */
 export const withFailMode = (mode: FailMode, prefix: string) => {
-  const failMode = failModeOf(mode, prefix)
+  const answerTo = failModeOf(mode, prefix)
   return <R>(
     effect: Effect.Effect<RateLimitResult, RateLimitError, R>
   ): Effect.Effect<RateLimitResult, InvalidConfig, R> =>
     Effect.catchIf(
       effect,
       (error): error is RedisError | CorruptData => error._tag !== "InvalidConfig",
-      (error) => Effect.as(failMode.count(error), failMode.answer)
+      (error) => answerTo(error)
     )
 }
 

@@ -6,7 +6,7 @@
  * the facade's audit and vault stores, the Effect layers and `withRedisLock`.
  *
  * And a bundle whose embedded scripts are broken (one damaged, one missing) fails when
- * the store is made, with `InvalidConfig` naming the script, even with Redis unreachable:
+ * a store or the rate limiter is made, with `InvalidConfig` naming the script, even with Redis unreachable:
  * never `RedisUnavailable`, never at the first write.
  */
 import { execFile } from "node:child_process"
@@ -117,10 +117,11 @@ client.on("error", () => {})
 const outcome = (f) => { try { f(); return "created" } catch (e) { return e._tag + ": " + e.message } }
 console.log("facade " + outcome(() => Haechi.createRedisAuditStore({ client, keyPrefix: "b:audit:" })))
 console.log("facade " + outcome(() => Haechi.createRedisTokenStore({ client, keyPrefix: "b:tv:" })))
-const exit = await Effect.runPromiseExit(
-  Lib.TokenStore.make({ keyPrefix: "b:tv:" }).pipe(Effect.provide(Lib.RedisClient.layerFromClient(client)))
-)
-console.log("effect " + (exit._tag === "Failure" && exit.cause._tag === "Fail" ? exit.cause.error._tag + ": " + exit.cause.error.message : exit._tag))
+console.log("facade " + outcome(() => Haechi.createRedisRateLimiter({ client, onUnavailable: "allow" })))
+for (const made of [Lib.TokenStore.make({ keyPrefix: "b:tv:" }), Lib.RateLimiter.make()]) {
+  const exit = await Effect.runPromiseExit(made.pipe(Effect.provide(Lib.RedisClient.layerFromClient(client))))
+  console.log("effect " + (exit._tag === "Failure" && exit.cause._tag === "Fail" ? exit.cause.error._tag + ": " + exit.cause.error.message : exit._tag))
+}
 client.disconnect()
 `
 
@@ -156,7 +157,8 @@ describe("an esbuild bundle of a consumer", () => {
     const file = await bundle(broken, dir, [breakScripts])
     const { stdout } = await node(file, { REDIS_URL: `redis://127.0.0.1:${await refusedPort()}` })
     const lines = stdout.trim().split("\n")
-    expect(lines).toHaveLength(3)
+    // the audit store, the vault and the rate limiter (whose own script is intact) on the facade; the vault and the rate limiter on the Effect API
+    expect(lines).toHaveLength(5)
     for (const line of lines) {
       expect(line).toMatch(/^(facade|effect) InvalidConfig: invalid scripts: /)
       expect(line).toContain("lua/audit_append.lua is damaged in this build")

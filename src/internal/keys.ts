@@ -171,11 +171,22 @@ export const checkPrefix = (
 /** The rate limiter's default prefix (haechi's satellite uses the same one). */
 export const DEFAULT_RATELIMIT_PREFIX = "haechi:rl:"
 
+/** The window whose logs keep the plain layout (haechi's: requests per minute). */
+export const RATELIMIT_PLAIN_WINDOW_MS = 60_000
+/** Starts a log key that names its window (no plain-window log key starts with it). */
+const WINDOW_MARK = "\u001f"
+
 /**
- * The one key of a rate limit: `${prefix}${key}`, a sorted set of the allowed requests'
- * times. Its scripts touch only it, so any prefix works on a Redis Cluster.
+ * The one key of a rate limit, a sorted set of the allowed requests' times: one per key
+ * and window, so a per-second rule never trims a per-minute log. A one-minute log is
+ * `${prefix}${key}`; any other window's, or one of a key that starts with U+001F, is
+ * `${prefix}\x1f${windowMs}\x1f${key}`: no two (key, window) pairs share a log. Its
+ * scripts touch only it, so any prefix works on a Redis Cluster.
  */
-export const rateLimitKey = (prefix: string, key: string): string => `${prefix}${key}`
+export const rateLimitKey = (prefix: string, key: string, windowMs: number): string =>
+  windowMs === RATELIMIT_PLAIN_WINDOW_MS && !key.startsWith(WINDOW_MARK)
+    ? `${prefix}${key}`
+    : `${prefix}${WINDOW_MARK}${windowMs}${WINDOW_MARK}${key}`
 
 /**
  * Refuses a rate limiter prefix that is not a string, or under which some caller's key
@@ -183,9 +194,14 @@ export const rateLimitKey = (prefix: string, key: string): string => `${prefix}$
  */
 export const checkRateLimitPrefix = (prefix: unknown): Effect.Effect<string, InvalidConfig> =>
   Effect.flatMap(
-    checkPrefix("keyPrefix", prefix, (p) => ({ log: rateLimitKey(p, "") }), false),
+    checkPrefix("keyPrefix", prefix, (p) => ({ log: rateLimitKey(p, "", RATELIMIT_PLAIN_WINDOW_MS) }), false),
     (p) => {
-      const store = [DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX].find((storePrefix) => storePrefix.startsWith(p))
+      // A key names a store key when the prefix is a start of one (the prefix is shorter) or
+      // starts with a store prefix (the key completes it); the lock's fence and waiter keys
+      // put a "{" before the store prefix.
+      const store = [DEFAULT_AUDIT_PREFIX, DEFAULT_VAULT_PREFIX].find((storePrefix) =>
+        [storePrefix, `{${storePrefix}`].some((start) => start.startsWith(p) || p.startsWith(start))
+      )
       return store === undefined
         ? Effect.succeed(p)
         : Effect.fail(

@@ -64,6 +64,13 @@ export const LockReleaseReply = {
   NotOurs: 0
 } as const
 
+/** `ratelimit_consume`: the reply's first element. */
+export const RateLimitConsumeReply = {
+  Allowed: 1,
+  Denied: 0,
+  Corrupt: -1
+} as const
+
 /** A code of one of the tables above. */
 export type ReplyCode<Table extends Readonly<Record<string, number | string>>> = Table[keyof Table]
 
@@ -75,5 +82,6 @@ export const replyTables = {
   vault_changes: { name: "VaultChangesReply", codes: VaultChangesReply },
   checkpoint_advance: { name: "CheckpointAdvanceReply", codes: CheckpointAdvanceReply },
   lock_extend: { name: "LockExtendReply", codes: LockExtendReply },
-  lock_release: { name: "LockReleaseReply", codes: LockReleaseReply }
+  lock_release: { name: "LockReleaseReply", codes: LockReleaseReply },
+  ratelimit_consume: { name: "RateLimitConsumeReply", codes: RateLimitConsumeReply }
 } as const

@@ -13,11 +13,8 @@ import { timerDelay } from "../deadline.js"
 import { DeadlineQueue, type QueuedDeadline } from "../deadlineQueue.js"
 import { promiseRunner } from "./run.js"
 
-/** What the fail mode answers, and how it counts an answer (`undefined`: no reply within the timeout). */
-export interface FailModeAnswer<A, E> {
-  readonly answer: A
-  readonly count: (error: E | undefined) => Effect.Effect<void>
-}
+/** The fail mode's answer to one call, counted (`undefined`: no reply within the timeout). */
+export type FailModeAnswer<A, E> = (error: E | undefined) => Effect.Effect<A>
 
 /** A call in flight: its deadline, and the fail mode's answer when that passes. */
 interface Call extends QueuedDeadline {
@@ -32,10 +29,7 @@ export const promiseConsume = <A, E>(
   runtime?: Runtime.Runtime<never>
 ) => {
   const run = promiseRunner(runtime)
-  const answer = (error: E | undefined): A => {
-    Effect.runSync(failMode.count(error))
-    return failMode.answer
-  }
+  const answer = (error: E | undefined): A => Effect.runSync(failMode(error))
   const deadlines =
     timeoutMs === undefined ? undefined : new DeadlineQueue<Call>(timerDelay(timeoutMs), (call) => call.timedOut())
   return (key: string, limit: number): Promise<A> =>

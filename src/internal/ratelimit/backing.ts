@@ -5,6 +5,7 @@
  * the same steps on an Effect `Clock`. What callers are told is derived above, in
  * RateLimiter, from the `Decision` either returns.
  */
+import { randomBytes } from "node:crypto"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -13,6 +14,7 @@ import { CorruptData, RedisUnavailable } from "../../Errors.js"
 import { rateLimitKey } from "../keys.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
+import { RateLimitConsumeReply } from "../replyCodes.js"
 import { Scripts } from "../scripts.js"
 import type { BackingError } from "../backingError.js"
 import type { Decision, Request } from "./rule.js"
@@ -45,6 +47,13 @@ const decisionOf = (
 ): Decision | CorruptData => {
   const offset = allowedAt === undefined ? 0 : 1
   const parts = Array.isArray(reply) ? reply : []
+  if (allowedAt !== undefined && parts.length === 1 && parts[0] === RateLimitConsumeReply.Corrupt) {
+    return new CorruptData({
+      key,
+      detail:
+        "holds another type, or an entry the rate limit script cannot have written: refused, and set to expire within one window"
+    })
+  }
   const count = parts[offset]
   const nowUs = time(parts[offset + 1])
   const pivotUs = time(parts[offset + 2])
@@ -58,9 +67,15 @@ const decisionOf = (
   ) {
     return new CorruptData({ key, detail: "the rate limit script's reply is not what the script returns" })
   }
-  const allowed = allowedAt === undefined ? limit > 0 && count < limit : parts[0] === 1
+  const allowed = allowedAt === undefined ? limit > 0 && count < limit : parts[0] === RateLimitConsumeReply.Allowed
   return { allowed, count, nowUs, pivotUs, newestUs }
 }
+
+/**
+ * A call's id, its log entry's member: 63 random bits in decimal, which Redis keeps as an
+ * integer in a small log (8 bytes an entry, as the time stamps it replaced).
+ */
+const callId = (): string => (randomBytes(8).readBigUInt64BE() >> 1n).toString()
 
 const noReply = (operation: string, ms: number) =>
   new RedisUnavailable({ operation, cause: new Cause.TimeoutException(`no reply within ${ms} ms`) })
@@ -73,8 +88,10 @@ export const redisBacking = (redis: RedisClientShape, prefix: string, timeoutMs:
     request: Request,
     consume: boolean
   ): Effect.Effect<Decision, BackingError> => {
-    const key = rateLimitKey(prefix, request.key)
-    return redis.scriptWithin(script, [key], [request.limit, request.windowMs], timeoutMs).pipe(
+    const key = rateLimitKey(prefix, request.key, request.windowMs)
+    // consume: a call id, so a re-send of this call (a reply lost, ioredis re-sends after a reconnect) takes nothing more
+    const args = consume ? [request.limit, request.windowMs, callId()] : [request.limit, request.windowMs]
+    return redis.scriptWithin(script, [key], args, timeoutMs).pipe(
       wrongType(key),
       Effect.flatMap((reply): Effect.Effect<Decision, BackingError> => {
         if (Option.isNone(reply)) return Effect.fail(noReply(operation, timeoutMs))
@@ -150,7 +167,7 @@ export const memoryBacking = (prefix: string): RateLimitBacking => {
       Effect.map(Clock.currentTimeNanos, (nanos) => {
         const nowUs = Number(nanos / 1000n)
         const windowUs = request.windowMs * 1000
-        const key = rateLimitKey(prefix, request.key)
+        const key = rateLimitKey(prefix, request.key, request.windowMs)
         sweep(nowUs)
         const log = live(key, nowUs) ?? { times: [], expiresAtUs: 0 }
         log.times.splice(0, after(log.times, nowUs - windowUs))
@@ -167,7 +184,7 @@ export const memoryBacking = (prefix: string): RateLimitBacking => {
     peek: (request) =>
       Effect.map(Clock.currentTimeNanos, (nanos) => {
         const nowUs = Number(nanos / 1000n)
-        const log = live(rateLimitKey(prefix, request.key), nowUs)
+        const log = live(rateLimitKey(prefix, request.key, request.windowMs), nowUs)
         const times = log?.times ?? []
         const start = after(times, nowUs - request.windowMs * 1000)
         const decision = decide(times, start, request.limit, nowUs, false)

@@ -44,6 +44,9 @@ export interface Request {
   readonly windowMs: number
 }
 
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one (UTF-8 turns either into U+FFFD). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 /** What is wrong with a key, or undefined. */
 const keyProblem = (key: unknown): InvalidConfig | undefined =>
   typeof key !== "string"
@@ -58,7 +61,13 @@ const keyProblem = (key: unknown): InvalidConfig | undefined =>
             option: "rate limit key",
             reason: `is ${key.length} characters long; at most ${MAX_KEY_LENGTH} are accepted`
           })
-        : undefined
+        : LONE_SURROGATE.test(key)
+          ? new InvalidConfig({
+              option: "rate limit key",
+              reason:
+                "is not well-formed UTF-16 (a lone surrogate): Redis would store it as U+FFFD, the key of other ids"
+            })
+          : undefined
 
 const limitProblem = (limit: unknown): InvalidConfig | undefined =>
   typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT
