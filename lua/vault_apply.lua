@@ -64,11 +64,11 @@ local SCAN_MOST = 4096
 --- @include "include/vaultlog"
 
 if not typeIs(logKey, 'list') then return {3, logKey} end
--- (MGET reads a key of another type as absent: the version is read again with GET, which
--- refuses it, and the mark checked, before anything is written.)
+-- (MGET reads a key of another type as absent: the version's type is checked then, and
+-- named as itself, and the mark checked, before anything is written.)
 local heads = redis.call('MGET', versionKey, markKey)
 local cur, mark = heads[1], heads[2]
-if cur == false then cur = redis.call('GET', versionKey) end
+if cur == false and not typeIs(versionKey, 'string') then return {3, versionKey} end
 if mark == false and not typeIs(markKey, 'string') then return {3, markKey} end
 -- Whether this commit id is logged after the expected version (a re-sent call whose first
 -- send committed, its reply lost), and whether a miss proves it is not (include/vaultlog).

@@ -104,7 +104,13 @@ for i = start + 1, #entries do
     found = 1
   end
   local decoded, list = pcall(cjson.decode, ids)
-  if not decoded or type(list) ~= 'table' then
+  -- (A JSON object decodes to a table too, and names no id to ipairs: only a non-empty
+  -- list, as every commit logs, is taken.)
+  local keys = 0
+  if decoded and type(list) == 'table' then
+    for _ in pairs(list) do keys = keys + 1 end
+  end
+  if keys == 0 or keys ~= #list then
     return reload(tostring(v))
   end
   for _, id in ipairs(list) do

@@ -8,6 +8,15 @@
 local versionKey, tokensKey, logKey = KEYS[1], KEYS[2], KEYS[3]
 local cursor, pageSize = ARGV[1], ARGV[2]
 
+--- @include "include/refusal"
+
+-- A key of the wrong type is named as itself (the tokens hash is not the only one read).
+for key, want in pairs({[versionKey] = 'string', [tokensKey] = 'hash', [logKey] = 'list'}) do
+  if not typeIs(key, want) then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds the wrong type: nothing written')
+  end
+end
+
 local page = redis.call('HSCAN', tokensKey, cursor, 'COUNT', pageSize)
 local version = redis.call('GET', versionKey)
 local v, commit = string.match(redis.call('LINDEX', logKey, -1) or '', '^(%d+) (%S+)')

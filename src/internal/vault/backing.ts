@@ -13,7 +13,7 @@ import { COMMIT_IDS_KEPT_SECONDS, fenceKeyOf, vaultKeys, waitersKeyOf, type Vaul
 import type { BackingError } from "../backingError.js"
 import { probe, READY, type Readiness } from "../readiness.js"
 import { type RedisClientShape } from "../../RedisClient.js"
-import { toRedisError, wrongType, wrongTypeAt } from "../redisReply.js"
+import { toRedisError, wrongType, wrongTypeAt, wrongTypeNamed } from "../redisReply.js"
 import { callScriptBySha, callScriptByShaThen, Scripts } from "../scripts.js"
 import { VaultApplyReply, VaultChangesReply, type ReplyCode } from "../replyCodes.js"
 import { claimArgs, type LockClaim } from "../storeGuard.js"
@@ -363,7 +363,7 @@ export const redisVaultBacking = (redis: RedisClientShape, prefix: string): Vaul
     ...changeReadsOn(redis, keys),
     scan: (cursor) =>
       redis.script(Scripts.vaultScan, three, [cursor, SCAN_PAGE]).pipe(
-        wrongType(keys.tokens),
+        wrongTypeNamed(keys.tokens),
         Effect.flatMap((reply) => {
           const [version, next, flat, commit] = reply as [string | null, string, Array<string>, string]
           return Effect.map(parseVersion(version, keys.version), (v) => ({

@@ -87,11 +87,13 @@ export class VaultCache {
 
   /**
    * Moves the cache from `from` to `to` by records already decoded and frozen (true),
-   * unless it no longer stands at `from` (true: a newer state is already there). With
+   * unless it no longer stands at `from` (true: a newer state is already there; false
+   * when it was dropped). With
    * `to.size`, changes that would leave another number of tokens are not applied: false.
    */
   advance(from: Version, to: Target, changes: ReadonlyArray<RecordChange>): boolean {
-    if (this.version !== from) return true
+    // (Dropped meanwhile: nothing newer is there, and the caller reads in full.)
+    if (this.version !== from) return this.version !== undefined
     if (to.size !== undefined) {
       let size = this.positions.size
       for (const [token, record] of changes)

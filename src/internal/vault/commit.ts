@@ -169,7 +169,8 @@ export const commitAttempts = (
         return Effect.as(afterCommit, result)
       }
       case "AlreadyCommitted":
-        return Effect.as(freshness.bringUpToDate, result)
+        // (Its first send committed and was never confirmed durable: the step runs now, as for the audit store.)
+        return Effect.as(Effect.zipRight(freshness.bringUpToDate, afterCommit), result)
       case "LockHeld":
         return Effect.fail(
           new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })

@@ -9,7 +9,8 @@
  * - `applyLog`: applies one change-log answer to the cache (no round trip), or says a
  *   full read is needed.
  * - `readInFull`: the whole vault again, page by page.
- * A cache Redis no longer backs (a rewind) is counted, logged and dropped (`dropRewound`).
+ * A cache Redis no longer backs (a rewind) is counted, logged and dropped (`dropRewound`);
+ * a dropped cache is never taken as current: whoever finds it dropped reads in full.
  */
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -29,7 +30,9 @@ const numeric = (version: Version): number => (version === "" ? 0 : Number(versi
  * nothing changed and the token count agrees (or the cache has moved on meanwhile).
  */
 export const isCurrent = (cache: VaultCache, from: VaultPoint, changes: Changes): boolean =>
-  changes._tag === "Same" && (cache.version !== from.version || cache.size === changes.size)
+  changes._tag === "Same" &&
+  cache.version !== undefined &&
+  (cache.version !== from.version || cache.size === changes.size)
 
 export interface VaultFreshness {
   /** Counts and logs a cache Redis no longer backs (both points named), and drops it. */
@@ -58,7 +61,8 @@ export interface VaultFreshness {
 const rewindsOf = (prefix: string, cache: VaultCache) => {
   const rewinds = Metrics.vaultRewinds.pipe(Metric.tagged("prefix", prefix))
 
-  const dropRewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
+  // Counted and logged only: the cache already holds what Redis holds now.
+  const reportRewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
     Effect.zipRight(
       Metric.update(rewinds, 1),
       Effect.logWarning(
@@ -68,18 +72,25 @@ const rewindsOf = (prefix: string, cache: VaultCache) => {
       ).pipe(
         Effect.annotateLogs({ "haechi.prefix": prefix, "haechi.cached_version": seen.version, "haechi.version": now })
       )
-    ).pipe(Effect.zipLeft(Effect.sync(() => cache.drop())))
+    )
 
-  /** A full read that lands below, or on another commit at, where the cache stood saw a rewind. */
+  const dropRewound = (seen: VaultPoint, now: Version, detail: string): Effect.Effect<void> =>
+    reportRewound(seen, now, detail).pipe(Effect.zipLeft(Effect.sync(() => cache.drop())))
+
+  /**
+   * A full read that lands below, or on another commit at, where the cache stood saw a
+   * rewind: counted and logged, and the cache it just read kept (dropping it here would
+   * hand the read that asked for it an empty vault).
+   */
   const checkLanding = (before: VaultPoint | undefined): Effect.Effect<void> =>
     Effect.suspend(() => {
       const after = cache.point()
       if (before === undefined || after === undefined) return Effect.void
       if (numeric(after.version) < numeric(before.version)) {
-        return dropRewound(before, after.version, "the version went down")
+        return reportRewound(before, after.version, "the version went down")
       }
       if (after.version === before.version && after.commit !== before.commit) {
-        return dropRewound(before, after.version, `another commit at that version (${after.commit || "none logged"})`)
+        return reportRewound(before, after.version, `another commit at that version (${after.commit || "none logged"})`)
       }
       return Effect.void
     })
@@ -91,6 +102,8 @@ const rewindsOf = (prefix: string, cache: VaultCache) => {
 const logApplier =
   (prefix: string, cache: VaultCache, dropRewound: VaultFreshness["dropRewound"]) =>
   (from: VaultPoint, changes: Changes): Effect.Effect<boolean, CorruptData> => {
+    // (Dropped meanwhile, by a rewind another operation found and reported: nothing to answer from.)
+    if (cache.version === undefined) return Effect.succeed(false)
     switch (changes._tag) {
       case "Same":
         return cache.version === from.version && cache.size !== changes.size
