@@ -36,7 +36,8 @@ local lastSize, lastHash = 0, ''
 local stored = redis.call('GET', fence)
 if stored then
   local s, h = string.match(stored, '^(%d+) (%S+)$')
-  if not s then return {4, fence} end
+  -- (More than 15 digits is no size a chain has, and would reach LINDEX as 1e+17.)
+  if not s or #s > 15 then return {4, fence} end
   lastSize, lastHash = tonumber(s), h
 end
 

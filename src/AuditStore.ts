@@ -28,6 +28,7 @@ import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { InvalidConfig } from "./Errors.js"
+import { timeoutMsOf } from "./internal/deadline.js"
 import { memoryAuditBacking, redisAuditBacking } from "./internal/audit/backing.js"
 import { checkAuditOptions, type AuditStoreOptions } from "./internal/audit/options.js"
 import type { AuditStoreShape } from "./internal/audit/shape.js"
@@ -66,7 +67,8 @@ export function make(
     const invalid = checkAuditOptions(options)
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     const setup = yield* setupRedisStore(redis, options, DEFAULT_AUDIT_PREFIX, auditKeys)
-    if (options.witness !== undefined) yield* checkWitness(redis, auditKeys(setup.prefix), options.witness)
+    if (options.witness !== undefined)
+      yield* checkWitness(redis, auditKeys(setup.prefix), options.witness, yield* timeoutMsOf(options.timeout))
     return storeOnBacking(redisAuditBacking(redis, setup.prefix), {
       ...options,
       guard: setup.guard,

@@ -28,7 +28,7 @@
  * chain against checkpoints (`against`).
  */
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
@@ -65,6 +65,7 @@ import type { VerifierKey } from "./internal/checkpoint/note.js"
 import { readLastNote, type CheckpointSink } from "./internal/checkpoint/sinks.js"
 import { signWhenDue } from "./internal/checkpoint/schedule.js"
 import { spanned } from "./internal/observe.js"
+import { timeoutAfter, timeoutMsOf } from "./internal/deadline.js"
 
 export type { SignedCheckpoint } from "./internal/checkpoint/checkpoints.js"
 export type { VerifierKey } from "./internal/checkpoint/note.js"
@@ -172,7 +173,8 @@ export type CheckpointOutcome =
   /** Another checkpointer already recorded a checkpoint at or past this head: nothing signed here. */
   | { readonly _tag: "Behind"; readonly size: number; readonly recorded: number }
 
-export type CheckpointError = ChainMissesCheckpoint | CheckpointSinkFailed | StoreError | InvalidConfig
+export type CheckpointError =
+  ChainMissesCheckpoint | CheckpointSinkFailed | CheckpointNoteRejected | StoreError | InvalidConfig
 
 export interface CheckpointShape {
   /** The origin (the key's name). */
@@ -211,6 +213,8 @@ export interface CheckpointOptions {
   readonly trusted?: string | undefined
   /** Records per LRANGE when verifying; default `Verify.DEFAULT_PAGE_SIZE` (1000). */
   readonly pageSize?: number | undefined
+  /** How long the fence's script may wait for Redis (default 10 s): past it nothing is signed. */
+  readonly timeout?: Duration.DurationInput | undefined
 }
 
 const positive = (option: string, value: number | undefined, integer: boolean) =>
@@ -276,25 +280,42 @@ const checkpointer = (
   signer: Signer,
   sink: CheckpointSink,
   trusted: SignedCheckpoint | undefined,
-  pageSize: number | undefined
+  pageSize: number | undefined,
+  timeoutMs: number
 ): Effect.Effect<CheckpointShape> =>
   Effect.map(Effect.makeSemaphore(1), (semaphore) => {
     let current = trusted
+    const key = Either.getOrThrow(verifierFromText(signer.verifierKey))
+    // The sink is outside Redis and may be shared: what another checkpointer appended to it
+    // is a floor too (after a failover the fence in Redis can be as far behind as the chain).
+    const newestKnown = Effect.gen(function* () {
+      if (sink.latest === undefined) return current
+      const text = yield* sink.latest
+      if (text === undefined || text === "") return current
+      const fromSink = newestOf(yield* openCheckpoints(text, key))
+      return fromSink !== undefined && (current === undefined || fromSink.size > current.size) ? fromSink : current
+    })
 
     const checkpoint: Effect.Effect<CheckpointOutcome, CheckpointError> = Effect.gen(function* () {
-      const from = current
+      const from = yield* newestKnown
       const head = yield* verifiedHead(store, from, pageSize)
       if (head === undefined || (from !== undefined && head.size === from.size)) {
         return { _tag: "Unchanged", size: head?.size ?? 0 } as const
       }
-      const outcome = yield* fence.advance(head, from === undefined ? undefined : { size: from.size, hash: from.hash })
+      // Bounded: a fence write that timed out and landed is AtOrPast at this head next time.
+      const outcome = yield* fence
+        .advance(head, from === undefined ? undefined : { size: from.size, hash: from.hash })
+        .pipe(timeoutAfter("checkpoint fence", timeoutMs))
       const signed = signCheckpoint(signer, head.size, head.hash)
-      current = signed
       // At exactly this head, the fence's point is this very note (Ed25519 is deterministic).
       if (outcome._tag === "AtOrPast" && outcome.point.size !== head.size) {
+        current = signed
         return { _tag: "Behind", size: head.size, recorded: outcome.point.size } as const
       }
+      // Only a note the sink took is the newest: after a failed emit the next call finds the
+      // fence at this head (AtOrPast at the same size) and emits it again.
       yield* sink.emit(signed)
+      current = signed
       yield* Metric.increment(Metric.tagged(Metrics.checkpointsSigned, "prefix", store.prefix))
       return { _tag: "Signed", checkpoint: signed } as const
     }).pipe(semaphore.withPermits(1), spanned("haechi.audit.checkpoint", { "haechi.prefix": store.prefix }))
@@ -307,17 +328,28 @@ const checkpointer = (
     }
   })
 
+/** A poll interval is a finite duration of at least 1 ms (0 would poll without pause; a bad one threw). */
+const checkPollInterval = (interval: Duration.DurationInput | undefined): Effect.Effect<void, InvalidConfig> => {
+  if (interval === undefined) return Effect.void
+  const decoded = Duration.decodeUnknown(interval)
+  return decoded._tag === "Some" && Duration.isFinite(decoded.value) && Duration.toMillis(decoded.value) >= 1
+    ? Effect.void
+    : Effect.fail(new InvalidConfig({ option: "pollInterval", reason: "must be a finite duration of at least 1 ms" }))
+}
+
 const setup = (options: CheckpointOptions) =>
   Effect.gen(function* () {
     yield* positive("everyRecords", options.everyRecords, true)
     yield* positive("everySeconds", options.everySeconds, false)
+    yield* checkPollInterval(options.pollInterval)
+    const timeoutMs = yield* timeoutMsOf(options.timeout)
     const signer = typeof options.key === "string" ? yield* loadKey(options.key) : options.key
     const text = options.trusted ?? (options.sink.latest === undefined ? undefined : yield* options.sink.latest)
     const trusted =
       text === undefined || text === ""
         ? undefined
         : newestOf(yield* openCheckpoints(text, yield* verifierKey(signer.verifierKey)))
-    return { signer, trusted }
+    return { signer, trusted, timeoutMs }
   })
 
 /** The checkpointer over `store` with the fence `fenceFor` makes for its signer, signing on its schedule for the scope's life. */
@@ -327,8 +359,16 @@ const start = (
   options: CheckpointOptions
 ): Effect.Effect<CheckpointShape, CheckpointMakeError, Scope.Scope> =>
   Effect.gen(function* () {
-    const { signer, trusted } = yield* setup(options)
-    const made = yield* checkpointer(store, fenceFor(signer), signer, options.sink, trusted, options.pageSize)
+    const { signer, trusted, timeoutMs } = yield* setup(options)
+    const made = yield* checkpointer(
+      store,
+      fenceFor(signer),
+      signer,
+      options.sink,
+      trusted,
+      options.pageSize,
+      timeoutMs
+    )
     yield* signWhenDue(
       { prefix: store.prefix, head: store.head, latest: made.latest, checkpoint: made.checkpoint },
       options

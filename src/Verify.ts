@@ -244,7 +244,7 @@ export const verifyCheckpoints = (
     const newest = sorted.at(-1)
     const store = yield* AuditStore
     const fromNewest = options.fromCheckpoint === true && newest !== undefined
-    const pinned = fromNewest ? sorted.filter((c) => c === newest) : sorted
+    const pinned = fromNewest ? sorted.filter((c) => c.size === newest.size) : sorted
     const from = fromNewest ? { sequence: newest.size, eventHash: newest.hash } : undefined
     const start = from === undefined ? 0 : from.sequence - 1
     const { check, state } = pinCheck(pinned, start)

@@ -17,6 +17,7 @@ import type { AuditStoreShape, Integrity } from "./AuditStore.js"
 import { type AppendLane, appendStoreOnBacking } from "./internal/audit/store.js"
 import type * as Checkpoint from "./Checkpoint.js"
 import { CheckpointNoteRejected } from "./Errors.js"
+import { unsafeTimeoutMsOf } from "./internal/deadline.js"
 import { memoryAuditBacking, redisAuditBacking } from "./internal/audit/backing.js"
 import { clientOf } from "./internal/facade/client.js"
 import { promiseConsume } from "./internal/facade/rateLimiter.js"
@@ -215,7 +216,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
     options,
     DEFAULT_AUDIT_PREFIX,
     auditKeys,
-    witnessCheck(options?.witness)
+    witnessCheck(options?.witness, options?.timeout)
   )
   const { retry, timeout, onRewind, verifyRecords } = options
   const { store, lane } = appendStoreOnBacking(redisAuditBacking(setup.redis, setup.prefix), {
@@ -231,7 +232,7 @@ export const createRedisAuditStore = (options: RedisAuditStoreOptions): HaechiAu
 }
 
 /** The witness check of `createRedisAuditStore`'s `witness` option, run by its start-up gate. */
-const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
+const witnessCheck = (witness: RedisAuditStoreOptions["witness"], timeout: RedisAuditStoreOptions["timeout"]) =>
   witness === undefined
     ? undefined
     : (redis: RedisClientShape, prefix: string) =>
@@ -239,14 +240,19 @@ const witnessCheck = (witness: RedisAuditStoreOptions["witness"]) =>
         Effect.flatMap(
           Effect.promise(() => import("./internal/checkpoint/witness.js")),
           ({ checkWitness }) =>
-            checkWitness(redis, auditKeys(prefix), {
-              verifierKey: witness.verifierKey,
-              latest: Effect.tryPromise({
-                try: async () => witness.latest(),
-                catch: (cause) =>
-                  new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
-              })
-            })
+            checkWitness(
+              redis,
+              auditKeys(prefix),
+              {
+                verifierKey: witness.verifierKey,
+                latest: Effect.tryPromise({
+                  try: async () => witness.latest(),
+                  catch: (cause) =>
+                    new CheckpointNoteRejected({ reason: `the witness's latest() failed: ${messageOf(cause)}` })
+                })
+              },
+              unsafeTimeoutMsOf(timeout)
+            )
         )
 
 /** The shared token store on Redis: `{ mutate(fn), read(fn), ready(), checked() }`, keys under `keyPrefix`. */

@@ -142,7 +142,7 @@ export const checkpointCommand = Command.make(
       const signer = yield* Effect.mapError(Checkpoint.loadKey(key), keyFailure)
       const sink = Option.isSome(out) ? Checkpoint.fileSink(out.value) : Checkpoint.stdoutSink
       const outcome = yield* withRedis(url, () =>
-        Effect.scoped(Effect.flatMap(Checkpoint.make({ key: signer, sink }), (c) => c.checkpoint)).pipe(
+        Effect.scoped(Effect.flatMap(Checkpoint.make({ key: signer, sink, timeout }), (c) => c.checkpoint)).pipe(
           Effect.provide(AuditStore.layer({ keyPrefix: prefix, timeout })),
           Effect.catchTags({
             ChainMissesCheckpoint: (e) => Effect.fail(fail(`refused: ${e.message}`, ExitCode.invalid)),

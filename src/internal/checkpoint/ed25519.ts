@@ -61,6 +61,9 @@ export class Signer {
 
   /** A signer from a 32-byte seed; the seed buffer is zeroed afterwards. */
   static fromSeed(name: string, seed: Uint8Array): Signer {
+    // A name a verifier refuses would sign notes nobody can open.
+    const problem = checkKeyName(name)
+    if (problem !== undefined) throw new TypeError(`Signer.fromSeed: the key name ${problem}`)
     const der = Buffer.concat([PKCS8_PREFIX, seed])
     try {
       return new Signer(name, createPrivateKey({ key: der, format: "der", type: "pkcs8" }))
@@ -124,6 +127,17 @@ export const signerFromText = (text: string, source: string): Either.Either<Sign
 
 /** Reads a key file written by `writeKeyFile` (or Go's note.GenerateKey). One typed error for every problem. */
 export const readKeyFile = (path: string): Effect.Effect<Signer, CheckpointKeyInvalid> =>
+  // A key text given where a path belongs must not become an error's `source` (it would be logged).
+  /PRIVATE\+KEY\+/i.test(path)
+    ? Effect.fail(
+        new CheckpointKeyInvalid({
+          source: "signing key",
+          reason: "a key text was given where a key file path was expected (use signerFromKey)"
+        })
+      )
+    : readKeyFileAt(path)
+
+const readKeyFileAt = (path: string): Effect.Effect<Signer, CheckpointKeyInvalid> =>
   Effect.flatMap(
     Effect.tryPromise({
       try: () => readFile(path, "utf8"),

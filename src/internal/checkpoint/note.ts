@@ -76,8 +76,12 @@ const UNICODE_SPACE = /[\s\u0085]/u
 const CONTROL = /[\u0000-\u0009\u000b-\u001f]/
 
 /** A key name (and an origin): non-empty, no Unicode space, no "+", no control character. */
+/** Longer names make notes past what `readLastNote`'s tail (16 KiB) or `parseNote` (64 KiB) reads. */
+export const MAX_KEY_NAME_LENGTH = 1024
+
 export const checkKeyName = (name: string): string | undefined => {
   if (name.length === 0) return "is empty"
+  if (name.length > MAX_KEY_NAME_LENGTH) return `is longer than ${MAX_KEY_NAME_LENGTH} characters`
   if (UNICODE_SPACE.test(name)) return "contains a space"
   if (name.includes("+")) return 'contains "+"'
   if (CONTROL.test(name) || name.includes("\n")) return "contains a control character"

@@ -96,11 +96,20 @@ export const readLastNote = async (path: string, missingIsEmpty: boolean): Promi
     if (length < size) text = text.slice(text.indexOf("\n") + 1)
     if (!text.endsWith("\n")) return text
     const lines = text.slice(0, -1).split("\n")
-    let start = lines.length
-    while (start > 0 && lines[start - 1]!.startsWith(SIGNATURE_PREFIX)) start--
-    start -= 4
-    if (start < 0 || start === lines.length - 4 || lines[start + 3] !== "") return text
-    return lines.slice(start).join("\n") + "\n"
+    // Every whole note of the tail, last first: notes appended by several checkpointers
+    // need not land in size order, so the caller takes the newest of them, not the last.
+    let end = lines.length
+    let from = end
+    for (;;) {
+      let start = end
+      while (start > 0 && lines[start - 1]!.startsWith(SIGNATURE_PREFIX)) start--
+      start -= 4
+      if (start < 0 || start === end - 4 || lines[start + 3] !== "") break
+      from = start
+      end = start
+    }
+    if (from === lines.length) return text
+    return lines.slice(from).join("\n") + "\n"
   } finally {
     await file.close()
   }

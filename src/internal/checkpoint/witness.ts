@@ -15,8 +15,10 @@ import {
   type CheckpointKeyInvalid,
   type CheckpointNoteRejected,
   type CorruptData,
+  type OperationTimeout,
   type RedisError
 } from "../../Errors.js"
+import { DEFAULT_TIMEOUT_MS, timeoutAfter } from "../deadline.js"
 import type { AuditKeys } from "../keys.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
@@ -35,7 +37,7 @@ export interface WitnessOptions {
 }
 
 export type WitnessError =
-  CheckpointKeyInvalid | CheckpointNoteRejected | ChainMissesCheckpoint | RedisError | CorruptData
+  CheckpointKeyInvalid | CheckpointNoteRejected | ChainMissesCheckpoint | RedisError | CorruptData | OperationTimeout
 
 /** Fails with `ChainMissesCheckpoint` unless the chain under `keys` holds `checkpoint`. */
 export const checkChainHolds = (
@@ -79,7 +81,8 @@ export const checkChainHolds = (
 export const checkWitness = (
   redis: RedisClientShape,
   keys: AuditKeys,
-  witness: WitnessOptions
+  witness: WitnessOptions,
+  timeoutMs: number = DEFAULT_TIMEOUT_MS
 ): Effect.Effect<void, WitnessError> =>
   Effect.gen(function* () {
     const key = verifierFromText(witness.verifierKey)
@@ -88,4 +91,8 @@ export const checkWitness = (
     if (text === undefined || text === "") return
     const newest = newestOf(yield* openCheckpoints(text, key.right))
     if (newest !== undefined) yield* checkChainHolds(redis, keys, newest)
-  }).pipe(Effect.withSpan("haechi.audit.witness", { attributes: { "haechi.prefix": keys.prefix } }))
+  }).pipe(
+    // Bounded like the start-up checks: a frozen or paused Redis cannot hold the first call.
+    timeoutAfter("witness check", timeoutMs),
+    Effect.withSpan("haechi.audit.witness", { attributes: { "haechi.prefix": keys.prefix } })
+  )
