@@ -46,6 +46,7 @@ import {
   type CheckpointSinkFailed,
   CorruptData,
   InvalidConfig,
+  type RedisError,
   type StoreError
 } from "./Errors.js"
 import { auditKeys } from "./internal/keys.js"
@@ -60,7 +61,9 @@ import {
   type SignedCheckpoint
 } from "./internal/checkpoint/checkpoints.js"
 import { readKeyFile, Signer, signerFromText, verifierFromText, writeKeyFile } from "./internal/checkpoint/ed25519.js"
-import { memoryFence, redisFence, type CheckpointFence, type Point } from "./internal/checkpoint/fence.js"
+import { durableFence, memoryFence, redisFence, type CheckpointFence, type Point } from "./internal/checkpoint/fence.js"
+import * as Durability from "./internal/durability.js"
+import type { DurabilityOptions } from "./internal/durability.js"
 import type { VerifierKey } from "./internal/checkpoint/note.js"
 import { readLastNote, type CheckpointSink } from "./internal/checkpoint/sinks.js"
 import { signWhenDue } from "./internal/checkpoint/schedule.js"
@@ -215,6 +218,13 @@ export interface CheckpointOptions {
   readonly pageSize?: number | undefined
   /** How long the fence's script may wait for Redis (default 10 s): past it nothing is signed. */
   readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * Sign only once the fence's write is on this many replicas (`WAIT`) and/or the AOF
+   * (`WAITAOF`), as the stores' option: a failover to an acknowledging replica then keeps
+   * the fence, so checkpointers with separate sinks never sign two heads for one size.
+   * Otherwise `DurabilityTimeout`, and nothing is signed. Redis only.
+   */
+  readonly durability?: DurabilityOptions | undefined
 }
 
 const positive = (option: string, value: number | undefined, integer: boolean) =>
@@ -376,7 +386,8 @@ const start = (
     return made
   })
 
-export type CheckpointMakeError = CheckpointKeyInvalid | CheckpointNoteRejected | CheckpointSinkFailed | InvalidConfig
+export type CheckpointMakeError =
+  CheckpointKeyInvalid | CheckpointNoteRejected | CheckpointSinkFailed | InvalidConfig | RedisError
 
 /**
  * The checkpointer on the Redis store in context: the fence is the Lua script, and when
@@ -389,7 +400,17 @@ export const make = (
   Effect.gen(function* () {
     const store = yield* AuditStore
     const redis = yield* RedisClient
-    return yield* start(store, (signer) => redisFence(redis, auditKeys(store.prefix), signer.name), options)
+    const keys = auditKeys(store.prefix)
+    const durable = yield* Durability.make(redis, options.durability, {
+      prefix: store.prefix,
+      probeKey: keys.readyProbe
+    })
+    const fenceOf = (signer: Signer) => redisFence(redis, keys, signer.name)
+    return yield* start(
+      store,
+      durable === undefined ? fenceOf : (signer) => durableFence(fenceOf(signer), durable),
+      options
+    )
   })
 
 /** The checkpointer as a layer over `AuditStore` and `RedisClient`. */

@@ -143,8 +143,10 @@ export interface CheckpointerOptions extends FacadeOptions {
   readonly everyRecords?: number
   /** Sign every this many seconds when the chain has grown. */
   readonly everySeconds?: number
-  /** The newest checkpoint note known outside Redis, to start from; default the file sink's last note. */
+  /** The newest checkpoint note known outside Redis, to start from; default the file sink's newest note. */
   readonly trusted?: string
+  /** Sign only once the fence is on these replicas / the AOF (see `Checkpoint.CheckpointOptions.durability`). */
+  readonly durability?: Checkpoint.CheckpointOptions["durability"]
 }
 
 export interface Checkpointer {
@@ -341,7 +343,8 @@ export const startCheckpointer = async (options: CheckpointerOptions): Promise<C
       sink,
       everyRecords: options.everyRecords,
       everySeconds: options.everySeconds,
-      trusted: options.trusted
+      trusted: options.trusted,
+      durability: options.durability
     }).pipe(
       Effect.provideServiceEffect(
         AuditStore.AuditStore,

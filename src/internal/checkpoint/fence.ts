@@ -113,3 +113,17 @@ export const memoryFence = (
       })
   }
 }
+
+/**
+ * `fence` whose recorded point is acknowledged by `durable` (the store's `durability`
+ * step: `WAIT` / `WAITAOF`) before the caller may sign it. The fence is replicated in order
+ * with the chain, so without it a failover to a replica that had not received the fence
+ * takes it back, and a checkpointer that never saw the other's note could sign another
+ * head for a size already signed. An outcome that leaves the fence elsewhere needs none.
+ */
+export const durableFence = <E>(fence: CheckpointFence, durable: Effect.Effect<void, E>) => ({
+  advance: (candidate: Point, floor: Point | undefined) =>
+    Effect.tap(fence.advance(candidate, floor), (outcome) =>
+      outcome.point.size === candidate.size && outcome.point.hash === candidate.hash ? durable : Effect.void
+    )
+})
