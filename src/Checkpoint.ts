@@ -316,6 +316,7 @@ const checkpointer = (
       const outcome = yield* fence
         .advance(head, from === undefined ? undefined : { size: from.size, hash: from.hash })
         .pipe(timeoutAfter("checkpoint fence", timeoutMs))
+      if (fence.acknowledge !== undefined) yield* fence.acknowledge(head, outcome)
       const signed = signCheckpoint(signer, head.size, head.hash)
       // At exactly this head, the fence's point is this very note (Ed25519 is deterministic).
       if (outcome._tag === "AtOrPast" && outcome.point.size !== head.size) {

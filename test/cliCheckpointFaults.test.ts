@@ -35,7 +35,7 @@ afterAll(async () => {
 })
 
 const cli = (args: ReadonlyArray<string>, killAfterMs: number) =>
-  new Promise<{ code: number | null; killed: boolean; ms: number; stderr: string }>((done, fail) => {
+  new Promise<{ code: number | null; killed: boolean; ms: number; stderr: string; stdout: string }>((done, fail) => {
     const { REDIS_URL: _drop, ...env } = process.env
     const started = performance.now()
     const child = spawn(process.execPath, [bin, ...args], {
@@ -45,9 +45,10 @@ const cli = (args: ReadonlyArray<string>, killAfterMs: number) =>
       detached: true
     })
     let stderr = ""
+    let stdout = ""
     let killed = false
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
-    child.stdout.resume()
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
     const timer = setTimeout(() => {
       killed = true
       process.kill(-child.pid!, "SIGKILL")
@@ -55,7 +56,7 @@ const cli = (args: ReadonlyArray<string>, killAfterMs: number) =>
     child.on("error", fail)
     child.on("close", (code) => {
       clearTimeout(timer)
-      done({ code, killed, ms: performance.now() - started, stderr })
+      done({ code, killed, ms: performance.now() - started, stderr, stdout })
     })
   })
 
@@ -83,6 +84,32 @@ describe("CLI checkpoint deadlines", () => {
       proxy.thaw()
       expect(run.killed, `still running after 15 s; stderr: ${run.stderr}`).toBe(false)
       expect(run.code).toBe(3)
+    },
+    { timeout: 60_000 }
+  )
+})
+
+describe("CLI checkpoint --wait-replicas", () => {
+  it(
+    "with no replica to acknowledge the fence: exit 3, not signed, no note printed",
+    async () => {
+      const shared = sharedRedis()
+      const prefix = uniquePrefix("ck-cli-wait")
+      await Effect.runPromise(
+        Effect.flatMap(AuditLog.make, (log) => Effect.forEach([1, 2], (i) => log.record({ i }))).pipe(
+          Effect.provide(
+            AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(shared.url)))
+          )
+        )
+      )
+      const args = ["checkpoint", "--url", shared.url, "--prefix", prefix, "--key", keyFile, "--timeout", "300"]
+      const run = await cli([...args, "--wait-replicas", "1"], 30_000)
+      expect(run.code, run.stderr).toBe(3)
+      expect(run.stderr).toMatch(/not signed: .*1 replica/)
+      expect(run.stdout).toBe("")
+      const plain = await cli(args, 30_000)
+      expect(plain.code, plain.stderr).toBe(0)
+      expect(plain.stdout).toMatch(/^test\.example\/log\n2\n/)
     },
     { timeout: 60_000 }
   )

@@ -135,21 +135,42 @@ export const checkpointCommand = Command.make(
       Options.withDescription("append the note to FILE (its newest note is where verification starts); default stdout"),
       Options.optional
     ),
-    timeout: timeoutOption
+    timeout: timeoutOption,
+    waitReplicas: Options.integer("wait-replicas").pipe(
+      Options.withPseudoName("N"),
+      Options.withDescription(
+        "sign only once N replicas acknowledged the fence (WAIT, within --timeout): a failover to one keeps it"
+      ),
+      Options.optional
+    )
   },
-  ({ url, prefix, key, out, timeout }) =>
+  ({ url, prefix, key, out, timeout, waitReplicas }) =>
     Effect.gen(function* () {
       const signer = yield* Effect.mapError(Checkpoint.loadKey(key), keyFailure)
       const sink = Option.isSome(out) ? Checkpoint.fileSink(out.value) : Checkpoint.stdoutSink
       const outcome = yield* withRedis(url, () =>
-        Effect.scoped(Effect.flatMap(Checkpoint.make({ key: signer, sink, timeout }), (c) => c.checkpoint)).pipe(
+        Effect.scoped(
+          Effect.flatMap(
+            Checkpoint.make({
+              key: signer,
+              sink,
+              timeout,
+              durability: Option.match(waitReplicas, {
+                onNone: () => undefined,
+                onSome: (replicas) => ({ replicas, timeout })
+              })
+            }),
+            (c) => c.checkpoint
+          )
+        ).pipe(
           Effect.provide(AuditStore.layer({ keyPrefix: prefix, timeout })),
           Effect.catchTags({
             ChainMissesCheckpoint: (e) => Effect.fail(fail(`refused: ${e.message}`, ExitCode.invalid)),
             CorruptData: (e) => Effect.fail(fail(`refused: ${e.message}`, ExitCode.invalid)),
             CheckpointNoteRejected: (e) =>
               Effect.fail(fail(`refused: ${e.message} (in ${Option.getOrElse(out, () => "")})`, ExitCode.invalid)),
-            CheckpointSinkFailed: (e) => Effect.fail(fail(e.message, ExitCode.failed))
+            CheckpointSinkFailed: (e) => Effect.fail(fail(e.message, ExitCode.failed)),
+            DurabilityTimeout: (e) => Effect.fail(fail(`not signed: ${e.message}`, ExitCode.failed))
           })
         )
       )

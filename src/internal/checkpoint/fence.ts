@@ -36,6 +36,8 @@ export interface CheckpointFence {
     candidate: Point,
     floor: Point | undefined
   ) => Effect.Effect<AdvanceOutcome, ChainMissesCheckpoint | StoreError>
+  /** What must hold before `candidate` is signed, once `advance` answered `outcome` (see `durableFence`). */
+  readonly acknowledge?: (candidate: Point, outcome: AdvanceOutcome) => Effect.Effect<void, StoreError>
 }
 
 const missing = (prefix: string, origin: string, point: Point, at: string | null): ChainMissesCheckpoint =>
@@ -116,14 +118,14 @@ export const memoryFence = (
 
 /**
  * `fence` whose recorded point is acknowledged by `durable` (the store's `durability`
- * step: `WAIT` / `WAITAOF`) before the caller may sign it. The fence is replicated in order
- * with the chain, so without it a failover to a replica that had not received the fence
- * takes it back, and a checkpointer that never saw the other's note could sign another
- * head for a size already signed. An outcome that leaves the fence elsewhere needs none.
+ * step: `WAIT` / `WAITAOF`, bounded by its own timeout) before the caller may sign it. The
+ * fence is replicated in order with the chain, so without it a failover to a replica that
+ * had not received the fence takes it back, and a checkpointer that never saw the other's
+ * note could sign another head for a size already signed. An outcome that leaves the
+ * fence elsewhere needs none.
  */
-export const durableFence = <E>(fence: CheckpointFence, durable: Effect.Effect<void, E>) => ({
-  advance: (candidate: Point, floor: Point | undefined) =>
-    Effect.tap(fence.advance(candidate, floor), (outcome) =>
-      outcome.point.size === candidate.size && outcome.point.hash === candidate.hash ? durable : Effect.void
-    )
+export const durableFence = (fence: CheckpointFence, durable: Effect.Effect<void, StoreError>): CheckpointFence => ({
+  advance: fence.advance,
+  acknowledge: (candidate, outcome) =>
+    outcome.point.size === candidate.size && outcome.point.hash === candidate.hash ? durable : Effect.void
 })
