@@ -11,9 +11,10 @@
 -- Reply (RateLimitConsumeReply in src/internal/replyCodes.ts), by code:
 --   1 Allowed   {1, count, now, pivot, newest}: taken (or taken already by this call)
 --   0 Denied    {0, count, now, pivot, newest}: nothing taken
---  -1 Corrupt   {-1}: the key holds another type, or an entry this script cannot have
---               written (not whole microseconds, or more than a day ahead of now): nothing
---               taken, and the key is set to expire within one window
+--  -1 Corrupt   {-1}: the key holds another type (left as it is), or a first or last
+--               entry this script cannot have written (not whole microseconds, or more
+--               than a day ahead of now; the log is then set to expire within one
+--               window): nothing taken
 --   count = entries in the window (this request included if allowed); now = Redis's time
 --   in us; pivot = score of the entry that must leave the window before another request
 --   is allowed ('' when one would be allowed now); newest = the newest entry's score (''
@@ -26,22 +27,25 @@ local stamp = time[1] .. string.format('%06d', tonumber(time[2]))
 local now = tonumber(stamp)
 local window = windowMs * 1000
 
--- A score this script writes: whole microseconds of TIME, at most a day ahead (a clock stepped back).
-local function written(score)
-  return score == nil or (string.match(score, '^%d+$') ~= nil and #score <= 17 and tonumber(score) <= now + 86400000000)
-end
-local function corrupt()
-  local ttl = redis.call('PTTL', log)
-  if ttl < 0 or ttl > windowMs then redis.call('PEXPIRE', log, windowMs) end
+--- @include "include/ratelimitlog"
+
+-- A log this script cannot have written is refused before anything is written. Only a
+-- sorted set, the type it writes, is set to expire: a key of another type is no log of
+-- ours, and may be another store's data under a prefix that reaches it.
+local function corrupt(ours)
+  if ours then
+    local ttl = redis.call('PTTL', log)
+    if ttl < 0 or ttl > windowMs then redis.call('PEXPIRE', log, windowMs) end
+  end
   return {-1}
 end
 
-local kind = redis.call('TYPE', log).ok
-if kind ~= 'zset' and kind ~= 'none' then return corrupt() end
+if not logType(log) then return corrupt(false) end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.0f', now - window))
-if not written(redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2])
-  or not written(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2]) then
-  return corrupt()
+-- (The first and the last entry: O(1). One in the middle is found when it becomes the pivot.)
+if not logScore(redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2], now)
+  or not logScore(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2], now) then
+  return corrupt(true)
 end
 local count = redis.call('ZCARD', log)
 local allowed = 0

@@ -43,7 +43,7 @@ import {
   ChainMissesCheckpoint,
   type CheckpointKeyInvalid,
   CheckpointNoteRejected,
-  type CheckpointSinkFailed,
+  CheckpointSinkFailed,
   CorruptData,
   InvalidConfig,
   type RedisError,
@@ -300,7 +300,13 @@ const checkpointer = (
     // is a floor too (after a failover the fence in Redis can be as far behind as the chain).
     const newestKnown = Effect.gen(function* () {
       if (sink.latest === undefined) return current
-      const text = yield* sink.latest
+      // (Bounded as the fence is: a sink that hangs cannot hold every later round.)
+      const text = yield* sink.latest.pipe(
+        Effect.timeoutFail({
+          duration: timeoutMs,
+          onTimeout: () => new CheckpointSinkFailed({ sink: sink.name, cause: `no newest note within ${timeoutMs} ms` })
+        })
+      )
       if (text === undefined || text === "") return current
       const fromSink = newestOf(yield* openCheckpoints(text, key))
       return fromSink !== undefined && (current === undefined || fromSink.size > current.size) ? fromSink : current
@@ -309,6 +315,8 @@ const checkpointer = (
     const checkpoint: Effect.Effect<CheckpointOutcome, CheckpointError> = Effect.gen(function* () {
       const from = yield* newestKnown
       const head = yield* verifiedHead(store, from, pageSize)
+      // (The chain holds the sink's newest note: it is this checkpointer's newest too.)
+      current = from
       if (head === undefined || (from !== undefined && head.size === from.size)) {
         return { _tag: "Unchanged", size: head?.size ?? 0 } as const
       }
@@ -375,7 +383,8 @@ const start = (
       store,
       fenceFor(signer),
       signer,
-      options.sink,
+      // `trusted` stands in for the sink's notes (as at start-up): the sink is not read for them then.
+      options.trusted === undefined ? options.sink : { name: options.sink.name, emit: options.sink.emit },
       trusted,
       options.pageSize,
       timeoutMs

@@ -111,16 +111,15 @@ describe("rate limiter: one caller cannot reach another's budget", () => {
 })
 
 describe("rate limiter: a log holding what the script never writes", () => {
-  // Another type (an INCR counter), a score past every window, one a day and more ahead, one not whole microseconds.
+  // A score past every window, one a day and more ahead, one not whole microseconds.
   const damage: Record<string, (client: Redis, key: string) => Promise<unknown>> = {
-    counter: (client, key) => client.set(key, "0"),
     infinite: (client, key) => client.zadd(key, "+inf", "x"),
     years: (client, key) => client.zadd(key, "1e17", "x"),
     fraction: (client, key) => client.time().then(([s]) => client.zadd(key, `${s}000000.5`, "x"))
   }
 
   for (const [name, write] of Object.entries(damage)) {
-    it(`${name}: refused even under onUnavailable "allow", nothing logged, the key set to expire within a window`, async () => {
+    it(`${name}: refused even under onUnavailable "allow", nothing logged, the log set to expire within a window; peek says corrupt too`, async () => {
       const client = connect()
       const keyPrefix = uniquePrefix(`rl-damage-${name}`)
       const key = `${keyPrefix}eve`
@@ -139,18 +138,63 @@ describe("rate limiter: a log holding what the script never writes", () => {
       const ttl = await client.pttl(key)
       expect(ttl).toBeGreaterThan(0)
       expect(ttl).toBeLessThanOrEqual(60_000)
+      const peeked = await Effect.runPromise(
+        Effect.flip((await limiterOn(client, keyPrefix)).peek("eve", { limit: 5 }))
+      )
+      expect(peeked).toBeInstanceOf(CorruptData)
       // Another key is decided as ever.
       expect(await limiter.allow("frank", 5)).toBe(true)
     })
   }
 
-  it("a key whose TTL is already shorter than a window keeps it", async () => {
+  it("a key of another type is refused and left exactly as it is: no TTL (it may be another store's data)", async () => {
+    const client = connect()
+    const app = uniquePrefix("rl-other-type")
+    // A deployment whose audit store sits under the limiter's prefix (only the default store prefixes are checked).
+    await client.rpush(`${app}audit:chain`, "a record")
+    await client.set(`${app}counter`, "0")
+    const limiter = createRedisRateLimiter({ client, keyPrefix: app, onUnavailable: "allow" })
+    for (const key of ["audit:chain", "counter"]) {
+      expect(await limiter.allow(key, 5)).toBe(false)
+      expect(await client.pttl(`${app}${key}`)).toBe(-1)
+    }
+    expect(await client.lrange(`${app}audit:chain`, 0, -1)).toEqual(["a record"])
+    const peeked = await Effect.runPromise(Effect.flip((await limiterOn(client, app)).peek("counter")))
+    expect(peeked).toBeInstanceOf(CorruptData)
+  })
+
+  it("a log whose TTL is already shorter than a window keeps it", async () => {
     const client = connect()
     const keyPrefix = uniquePrefix("rl-damage-ttl")
-    await client.set(`${keyPrefix}eve`, "0", "PX", 500)
+    await client.zadd(`${keyPrefix}eve`, "+inf", "x")
+    await client.pexpire(`${keyPrefix}eve`, 500)
     const limiter = createRedisRateLimiter({ client, keyPrefix })
     expect(await limiter.allow("eve", 5)).toBe(false)
     expect(await client.pttl(`${keyPrefix}eve`)).toBeLessThanOrEqual(500)
+  })
+
+  it("an entry a day or more ahead is refused by consume and peek alike", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("rl-ahead")
+    const [s] = (await client.time()) as [number, number]
+    await client.zadd(`${keyPrefix}eve`, `${BigInt(s) * 1_000_000n + 2n * 86_400_000_000n}`, "x")
+    const limiter = await limiterOn(client, keyPrefix)
+    expect(await Effect.runPromise(Effect.flip(limiter.consume("eve", { limit: 5 })))).toBeInstanceOf(CorruptData)
+    expect(await Effect.runPromise(Effect.flip(limiter.peek("eve", { limit: 5 })))).toBeInstanceOf(CorruptData)
+  })
+
+  it("an impossible entry in the middle of the log is found when it becomes the pivot: refused then", async () => {
+    const client = connect()
+    const keyPrefix = uniquePrefix("rl-middle")
+    const [s] = (await client.time()) as [number, number]
+    const now = BigInt(s) * 1_000_000n
+    const key = `${keyPrefix}eve`
+    await client.zadd(key, `${now - 3_000_000n}`, "a", `${now - 2_000_000n}.5`, "b", `${now - 1_000_000n}`, "c")
+    const limiter = await limiterOn(client, keyPrefix)
+    // Limit 4: allowed, the fourth entry's pivot is the oldest, "a" (whole microseconds).
+    expect((await Effect.runPromise(limiter.consume("eve", { limit: 4 }))).allowed).toBe(true)
+    // Limit 3 over those 4: the pivot is the second entry, the broken one.
+    expect(await Effect.runPromise(Effect.flip(limiter.consume("eve", { limit: 3 })))).toBeInstanceOf(CorruptData)
   })
 })
 

@@ -58,7 +58,7 @@ export const wrongTypeNamed =
   (key: string) =>
   <A>(effect: Effect.Effect<A, RedisError>): Effect.Effect<A, RedisError | CorruptData> =>
     Effect.catchIf(effect, isWrongType, (e) =>
-      Effect.fail(wrongTypeAt(/WRONGTYPE (\S+) holds the wrong type: nothing written/.exec(e.reply)?.[1] ?? key))
+      Effect.fail(wrongTypeAt(/WRONGTYPE (.+) holds the wrong type: nothing written/.exec(e.reply)?.[1] ?? key))
     )
 
 /** `wrongType` for a typed error outside an Effect. */

@@ -94,22 +94,30 @@ export const readLastNote = async (path: string, missingIsEmpty: boolean): Promi
     let text = buffer.toString("utf8")
     // A tail that starts mid-file starts mid-line (or mid-character): drop that line.
     if (length < size) text = text.slice(text.indexOf("\n") + 1)
-    if (!text.endsWith("\n")) return text
-    const lines = text.slice(0, -1).split("\n")
-    // Every whole note of the tail, last first: notes appended by several checkpointers
-    // need not land in size order, so the caller takes the newest of them, not the last.
-    let end = lines.length
-    let from = end
-    for (;;) {
-      let start = end
+    // A tail that does not end in a newline ends in a note torn by a crash mid-append: that
+    // last line is no note's end. Every whole note of the tail is taken, last first, past
+    // any fragment between them (notes appended by several checkpointers need not land in
+    // size order, so the caller takes the newest of them, not the last).
+    const lines = (text.endsWith("\n") ? text.slice(0, -1) : text.slice(0, Math.max(0, text.lastIndexOf("\n")))).split(
+      "\n"
+    )
+    const notes: Array<string> = []
+    let i = lines.length - 1
+    while (i >= 0) {
+      if (!lines[i]!.startsWith(SIGNATURE_PREFIX)) {
+        i--
+        continue
+      }
+      let start = i
       while (start > 0 && lines[start - 1]!.startsWith(SIGNATURE_PREFIX)) start--
-      start -= 4
-      if (start < 0 || start === end - 4 || lines[start + 3] !== "") break
-      from = start
-      end = start
+      const top = start - 4
+      const body = top >= 0 ? lines.slice(top, top + 3) : []
+      if (top >= 0 && lines[start - 1] === "" && body.every((l) => l !== "" && !l.startsWith(SIGNATURE_PREFIX))) {
+        notes.unshift(lines.slice(top, i + 1).join("\n") + "\n")
+        i = top - 1
+      } else i = start - 1
     }
-    if (from === lines.length) return text
-    return lines.slice(from).join("\n") + "\n"
+    return notes.length === 0 ? text : notes.join("")
   } finally {
     await file.close()
   }

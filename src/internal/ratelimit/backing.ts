@@ -47,7 +47,7 @@ const decisionOf = (
 ): Decision | CorruptData => {
   const offset = allowedAt === undefined ? 0 : 1
   const parts = Array.isArray(reply) ? reply : []
-  if (allowedAt !== undefined && parts.length === 1 && parts[0] === RateLimitConsumeReply.Corrupt) {
+  if (parts.length === 1 && parts[0] === RateLimitConsumeReply.Corrupt) {
     return new CorruptData({
       key,
       detail:

@@ -170,7 +170,9 @@ export const commitAttempts = (
       }
       case "AlreadyCommitted":
         // (Its first send committed and was never confirmed durable: the step runs now, as for the audit store.)
-        return Effect.as(Effect.zipRight(freshness.bringUpToDate, afterCommit), result)
+        // (The commit landed: a refresh that fails leaves the cache where it was, for the next
+        // operation to bring up to date, and neither skips the durability step nor fails the mutate.)
+        return Effect.as(Effect.zipRight(Effect.ignore(freshness.bringUpToDate), afterCommit), result)
       case "LockHeld":
         return Effect.fail(
           new FenceConflict({ store: "vault", prefix, expected: snapshot.version, lockHeld: true, lockClaim: "left" })
