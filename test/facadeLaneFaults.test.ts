@@ -343,8 +343,8 @@ const misuses: ReadonlyArray<{
     }
   },
   {
-    name: "commits, then throws a FenceConflict of its own (its record is there; the retry builds again)",
-    expected: { outcome: { value: 2 }, events: [{ warm: true }, { ours: 1 }, { ours: 2 }] },
+    name: "commits, then throws a FenceConflict of its own (its record is there: not retried, the error as thrown)",
+    expected: { outcome: { error: "FenceConflict" }, builds: 1, events: [{ warm: true }, { ours: 1 }] },
     fn: async ({ readLastIntegrity, persist }, _rival, build) => {
       await persist(buildNextRecord({ ours: build }, (await readLastIntegrity()) as Integrity | null))
       if (build === 1) throw new FenceConflict({ store: "audit", prefix: "its own", expected: "" })

@@ -60,7 +60,7 @@ const resolvedAppend = (
   sent: Promise<unknown> | undefined
 ): Effect.Effect<AppendOutcome, StoreError> =>
   Effect.flatMap(
-    Effect.catchTag(ctx.backing.append(write, sent), "RedisUnavailable", (lost) =>
+    Effect.catchTag(refusedOrResent(ctx, write, ctx.backing.append(write, sent)), "RedisUnavailable", (lost) =>
       ctx.backing.isCommitted(write.sequence, write.commitId, write.witness).pipe(
         Effect.retry({ schedule: resolveSchedule, while: (e) => e._tag === "RedisUnavailable" }),
         Effect.mapError(() => new CommitOutcomeUnknown({ store: "audit", prefix: ctx.prefix, cause: lost.cause })),
@@ -80,6 +80,26 @@ const resolvedAppend = (
       )
     ),
     (outcome) => trustedOutcome({ store: "audit", prefix: ctx.prefix }, write.madeAt, outcome)
+  )
+
+/**
+ * An error reply is the command's own only on its first send: ioredis re-sends an
+ * unanswered command after a reconnect, and the re-send's refusal (NOPERM, BUSY, ...)
+ * says nothing of the first send, which may have committed. Looked up by commit id.
+ */
+const refusedOrResent = (
+  ctx: AppendContext,
+  write: PreparedAppend,
+  append: Effect.Effect<AppendOutcome, StoreError>
+): Effect.Effect<AppendOutcome, StoreError> =>
+  Effect.catchTag(append, "RedisCommandFailed", (refused) =>
+    ctx.backing.isCommitted(write.sequence, write.commitId, write.witness).pipe(
+      // (A lookup Redis refuses too, say a cluster slot mid-migration, leaves the refusal as it was.)
+      Effect.mapError(() => refused),
+      Effect.flatMap((lookup) =>
+        lookup === "committed" ? Effect.succeed<AppendOutcome>({ _tag: "AlreadyCommitted" }) : Effect.fail(refused)
+      )
+    )
   )
 
 /** The `FenceConflict` a rejected append fails with. */
@@ -114,8 +134,10 @@ export const settleAppended = (
     case "LockHeld":
       return Effect.fail(conflict(ctx, write, outcome))
     case "Conflict":
-      // The script checked the reply's head continues `seen`; a lost reply's is unknown.
-      if (outcome.current._tag === "Known") ctx.cache.learn(outcome.current.head)
+      // The script checked the reply's head continues `seen`; a lost reply's is unknown. A
+      // reply settled after this replica learned a newer head (another of its operations
+      // committed meanwhile) is stale: learning it would take `seen` back.
+      if (outcome.current._tag === "Known" && ctx.cache.seen === write.seen) ctx.cache.learn(outcome.current.head)
       else ctx.cache.forget()
       return Effect.fail(conflict(ctx, write, outcome))
   }

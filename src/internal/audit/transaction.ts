@@ -17,7 +17,7 @@ import {
   type StoreError
 } from "../../Errors.js"
 import type { RetrySchedule } from "../../Retry.js"
-import { withRetryBudget } from "../retryBudget.js"
+import { isFenceConflict, withRetryBudget } from "../retryBudget.js"
 import { attempted, type LentTurn, type LockClaim, type StoreGuard } from "../storeGuard.js"
 import { type AppendContext, appendOnce, settleAppended } from "./append.js"
 import { type AppendOutcome, isIntegrity, type PreparedAppend } from "./backing.js"
@@ -78,7 +78,13 @@ export class Attempt implements AuditTransaction {
   private readonly close = Effect.sync(() => void (this.closed = true))
   /** `build`'s run over this attempt, which closes it however it ends (a `tx` it leaked persists nothing). */
   running<A, E, R>(build: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
-    return Effect.ensuring(build, this.close)
+    // A conflict `build` fails with once its record committed is not retried: a re-run would append a second record.
+    const once = Effect.catchIf(
+      build,
+      (e) => this.first === "committed" && isFenceConflict(e),
+      (e) => Effect.die(e)
+    )
+    return Effect.ensuring(once, this.close)
   }
 }
 

@@ -15,6 +15,7 @@
  * (`GuardedOperation.first`), inside the same deadline. So every outcome, retry and
  * count means exactly what it means on the Effect path.
  */
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
@@ -27,7 +28,7 @@ import type { AuditTransaction } from "../audit/shape.js"
 import type { AppendLane } from "../audit/store.js"
 import { Attempt, offerHanded, refusedLate } from "../audit/transaction.js"
 import { CallerDeadline, type CommitInFlight, sendCommitIn } from "../callerDeadline.js"
-import { linked } from "../deadline.js"
+import { currentBudget, linked } from "../deadline.js"
 import { tracesNothing } from "../observe.js"
 import { isFenceConflict } from "../retryBudget.js"
 import type { LentTurn, TurnWait } from "../storeGuard.js"
@@ -65,7 +66,11 @@ const callerContext = (
     const late = tx instanceof Attempt ? refusedLate(tx) : undefined
     return late !== undefined
       ? Promise.reject(late)
-      : persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect))
+      : persistFromCaller(tx, record, commitIn, (effect) => promiseRunner(inside())(effect)).catch((error: unknown) => {
+          // Cut off by the operation's deadline: the deadline's own failure, not Effect's interruption.
+          const budget = FiberRefs.getOrDefault(inside().fiberRefs, currentBudget)
+          throw Cause.isInterruptedException(error) && budget?.failure !== undefined ? budget.failure : error
+        })
   }
 })
 
@@ -214,7 +219,7 @@ class LaneCall<T> {
       (error: unknown) => {
         attempt.closed = true
         if (this.ended) return
-        if (!isFenceConflict(error)) return this.end(Exit.fail(error), onEnd)
+        if (!isFenceConflict(error) || attempt.first === "committed") return this.end(Exit.fail(error), onEnd)
         resumed = true
         this.resume(error, turn)
       }
