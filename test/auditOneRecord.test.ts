@@ -4,25 +4,14 @@
  * stored as the verifier accepts it; a getter whose value changes between reads is refused.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
-import { Redis } from "ioredis"
 import { FenceConflict } from "../src/Errors.js"
 import { buildNextRecord, verifyRecords } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
 import { PATHS, runtimeFor, chainOf } from "./support/facadePaths.js"
-import { sharedRedis } from "./support/shared.js"
+import { laneLinks } from "./support/laneLinks.js"
 
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(() => {
-  for (const c of clients) c.disconnect()
-})
+const { connect } = laneLinks()
 const settled = async (promise: Promise<unknown>) => {
   try {
     return { value: await promise }

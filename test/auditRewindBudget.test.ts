@@ -3,24 +3,13 @@
  * rewind's gap record written and nothing of the caller's (as the README says).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Schedule } from "effect"
-import { Redis } from "ioredis"
 import { createRedisAuditStore } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
 import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
-import { sharedRedis } from "./support/shared.js"
+import { laneLinks } from "./support/laneLinks.js"
 
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(() => {
-  for (const c of clients) c.disconnect()
-})
+const { connect } = laneLinks()
 
 describe("RetriesExhausted after a recorded rewind", () => {
   for (const path of PATHS) {

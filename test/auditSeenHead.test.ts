@@ -4,25 +4,15 @@
  * acknowledged commit would go unreported.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Schedule } from "effect"
-import { Redis } from "ioredis"
+import { type Redis } from "ioredis"
 import { buildNextRecord } from "../src/Chain.js"
 import { createRedisAuditStore, type Integrity } from "../src/haechi.js"
 import { uniquePrefix } from "./support/keys.js"
 import { append, chainOf, PATHS, runtimeFor } from "./support/facadePaths.js"
-import { sharedRedis } from "./support/shared.js"
+import { laneLinks } from "./support/laneLinks.js"
 
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(() => {
-  for (const c of clients) c.disconnect()
-})
+const { connect } = laneLinks()
 
 const headOf = async (client: Redis, prefix: string) => JSON.parse((await client.get(`${prefix}head`))!) as Integrity
 

@@ -7,27 +7,14 @@
  * durability it was configured with.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { afterAll } from "vitest"
 import { Effect, FiberRef, HashSet, Logger } from "effect"
-import { Redis } from "ioredis"
 import { createRedisAuditStore, createRedisTokenStore } from "../src/haechi.js"
 import { vaultKeys } from "../src/internal/keys.js"
 import { uniquePrefix } from "./support/keys.js"
 import { append, runtimeFor } from "./support/facadePaths.js"
 import { laneLinks, vaultOf } from "./support/laneLinks.js"
-import { sharedRedis } from "./support/shared.js"
 
-const { connect: linkClient, proxied } = laneLinks()
-const clients: Array<Redis> = []
-const connect = () => {
-  const client = new Redis(sharedRedis().port, "127.0.0.1")
-  client.on("error", () => {})
-  clients.push(client)
-  return client
-}
-afterAll(() => {
-  for (const c of clients) c.disconnect()
-})
+const { connect, proxied } = laneLinks()
 const failure = (p: Promise<unknown>) =>
   p.then(
     () => "resolved",
@@ -147,7 +134,7 @@ describe("a key of the wrong type is named as itself", () => {
 describe("durability on a re-sent commit", () => {
   for (const path of ["lane", "effect"] as const) {
     it(`${path}: a vault commit found already committed still waits for its replicas (no replica here: DurabilityTimeout)`, async () => {
-      const direct = linkClient()
+      const direct = connect()
       const { proxy, client } = await proxied()
       const prefix = uniquePrefix(`vault-durable-${path}`)
       const store = createRedisTokenStore({
