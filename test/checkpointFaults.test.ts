@@ -6,10 +6,9 @@
  * a checkpoints file two checkpointers append to (the newest note is taken, whatever
  * order they landed in, and read again before every round).
  */
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as AuditLog from "../src/AuditLog.js"
 import * as AuditStore from "../src/AuditStore.js"
 import * as Checkpoint from "../src/Checkpoint.js"
 import { createRedisAuditStore } from "../src/haechi.js"
@@ -18,6 +17,7 @@ import { promiseRunner } from "../src/internal/facade/run.js"
 import * as Verify from "../src/Verify.js"
 import { uniquePrefix } from "./support/keys.js"
 import { tcpProxy, type TcpProxy } from "./support/redisServer.js"
+import { append, storeLayer } from "./support/auditChains.js"
 import { sharedRedis } from "./support/shared.js"
 
 let url: string
@@ -37,19 +37,6 @@ afterAll(async () => {
   await Promise.all(proxies.map((p) => p.stop()))
   await redis.quit()
 })
-
-const storeLayer = (prefix: string) =>
-  AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(url)))
-
-const append = (prefix: string, n: number, tag = "event") =>
-  Effect.runPromise(
-    Effect.flatMap(AuditLog.make, (log) =>
-      Effect.forEach(
-        Array.from({ length: n }, (_, i) => i),
-        (i) => log.record({ tag, i })
-      )
-    ).pipe(Effect.provide(storeLayer(prefix)))
-  )
 
 describe("checkpointer and its sink", () => {
   it("a checkpoint whose sink failed is emitted again on the next call (not reported Unchanged)", async () => {

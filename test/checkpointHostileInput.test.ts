@@ -4,15 +4,13 @@
  * duration or zero, key names that would sign notes no verifier opens, and a private key
  * text passed where a key file path belongs (refused without echoing the key).
  */
-import { Cause, Effect, Exit, Layer } from "effect"
+import { Cause, Effect, Exit } from "effect"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as AuditLog from "../src/AuditLog.js"
-import * as AuditStore from "../src/AuditStore.js"
 import * as Checkpoint from "../src/Checkpoint.js"
-import * as RedisClient from "../src/RedisClient.js"
 import { verifyCheckpoints } from "../src/Verify.js"
 import { uniquePrefix } from "./support/keys.js"
+import { append, storeLayer } from "./support/auditChains.js"
 import { sharedRedis } from "./support/shared.js"
 
 let url: string
@@ -26,17 +24,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await redis.quit()
 })
-const storeLayer = (prefix: string) =>
-  AuditStore.layer({ keyPrefix: prefix, timeout: 2000 }).pipe(Layer.provideMerge(RedisClient.layer(url)))
-const append = (prefix: string, n: number) =>
-  Effect.runPromise(
-    Effect.flatMap(AuditLog.make, (log) =>
-      Effect.forEach(
-        Array.from({ length: n }, (_, i) => i),
-        (i) => log.record({ i })
-      )
-    ).pipe(Effect.provide(storeLayer(prefix)))
-  )
 const describeExit = (exit: Exit.Exit<unknown, unknown>) =>
   Exit.isSuccess(exit)
     ? `ok ${JSON.stringify(exit.value).slice(0, 80)}`
@@ -51,7 +38,7 @@ const checkpointOnce = (prefix: string, options: Partial<Checkpoint.CheckpointOp
         Checkpoint.make({ key: signer, sink: Checkpoint.functionSink(() => {}), ...options }),
         (c) => c.checkpoint
       )
-    ).pipe(Effect.provide(storeLayer(prefix)))
+    ).pipe(Effect.provide(storeLayer(prefix, 2000)))
   )
 
 describe("hostile data at the checkpoint keys", () => {
@@ -86,7 +73,7 @@ describe("hostile data at the checkpoint keys", () => {
     const prefix = uniquePrefix("ck-hostile")
     await redis.hset(`${prefix}chain`, "a", "b")
     const note = Checkpoint.sign(signer, { size: 1, hash: "A".repeat(42) + "A" })
-    const exit = await Effect.runPromiseExit(verifyCheckpoints([note]).pipe(Effect.provide(storeLayer(prefix))))
+    const exit = await Effect.runPromiseExit(verifyCheckpoints([note]).pipe(Effect.provide(storeLayer(prefix, 2000))))
     expect(describeExit(exit)).toMatch(/^fail /)
     expect(describeExit(await checkpointOnce(prefix))).toMatch(/^fail /)
   })

@@ -7,37 +7,20 @@
 import { appendFile, mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as AuditLog from "../src/AuditLog.js"
-import * as AuditStore from "../src/AuditStore.js"
 import * as Checkpoint from "../src/Checkpoint.js"
-import * as RedisClient from "../src/RedisClient.js"
 import { promiseRunner } from "../src/internal/facade/run.js"
 import { uniquePrefix } from "./support/keys.js"
-import { sharedRedis } from "./support/shared.js"
+import { append, storeLayer } from "./support/auditChains.js"
 
-let url: string
 let signer: Checkpoint.Signer
 let dir: string
 beforeAll(async () => {
-  url = sharedRedis().url
   signer = (await Effect.runPromise(Checkpoint.generateKey("test.example/log"))).signer
   dir = await mkdtemp(join(tmpdir(), "ck2-ck-"))
 })
 afterAll(() => rm(dir, { recursive: true, force: true }))
-
-const storeLayer = (prefix: string) =>
-  AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(url)))
-const append = (prefix: string, n: number) =>
-  Effect.runPromise(
-    Effect.flatMap(AuditLog.make, (log) =>
-      Effect.forEach(
-        Array.from({ length: n }, (_, i) => i),
-        (i) => log.record({ tag: "e", i })
-      )
-    ).pipe(Effect.provide(storeLayer(prefix)))
-  )
 
 describe("a running checkpointer and its sink", () => {
   it("a torn note another checkpointer left in the shared file (it crashed mid-append) does not stop this one signing", async () => {

@@ -2,15 +2,13 @@
  * Verify.verifyCheckpoints given checkpoints opened one by one (Checkpoint.open),
  * two of which sign different heads for one size: a forked log.
  */
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as AuditLog from "../src/AuditLog.js"
-import * as AuditStore from "../src/AuditStore.js"
 import * as Checkpoint from "../src/Checkpoint.js"
-import * as RedisClient from "../src/RedisClient.js"
 import { verifyCheckpoints } from "../src/Verify.js"
 import { uniquePrefix } from "./support/keys.js"
+import { append, storeLayer } from "./support/auditChains.js"
 import { sharedRedis } from "./support/shared.js"
 
 let url: string
@@ -24,17 +22,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await redis.quit()
 })
-const storeLayer = (prefix: string) =>
-  AuditStore.layer({ keyPrefix: prefix }).pipe(Layer.provideMerge(RedisClient.layer(url)))
-const append = (prefix: string, n: number, tag: string) =>
-  Effect.runPromise(
-    Effect.flatMap(AuditLog.make, (log) =>
-      Effect.forEach(
-        Array.from({ length: n }, (_, i) => i),
-        (i) => log.record({ tag, i })
-      )
-    ).pipe(Effect.provide(storeLayer(prefix)))
-  )
 const hashAt = async (prefix: string, size: number) =>
   JSON.parse((await redis.lindex(`${prefix}chain`, size - 1))!).auditIntegrity.eventHash as string
 
