@@ -11,10 +11,10 @@
 -- Reply (RateLimitConsumeReply in src/internal/replyCodes.ts), by code:
 --   1 Allowed   {1, count, now, pivot, newest}: taken (or taken already by this call)
 --   0 Denied    {0, count, now, pivot, newest}: nothing taken
---  -1 Corrupt   {-1}: the key holds another type (left as it is), or a first or last
---               entry this script cannot have written (not whole microseconds, or more
---               than a day ahead of now; the log is then set to expire within one
---               window): nothing taken
+--  -1 Corrupt   {-1}: the key holds another type or a first or last member that is no
+--               call id (left as it is), or a first or last score this script cannot
+--               have written (not whole microseconds, or more than a day ahead of now;
+--               the log is then set to expire within one window): nothing taken
 --   count = entries in the window (this request included if allowed); now = Redis's time
 --   in us; pivot = score of the entry that must leave the window before another request
 --   is allowed ('' when one would be allowed now); newest = the newest entry's score (''
@@ -30,8 +30,8 @@ local window = windowMs * 1000
 --- @include "include/ratelimitlog"
 
 -- A log this script cannot have written is refused before anything is written. Only a
--- sorted set, the type it writes, is set to expire: a key of another type is no log of
--- ours, and may be another store's data under a prefix that reaches it.
+-- sorted set of call ids is set to expire: a key of another type, or of other members, is
+-- no log of ours, and may be another store's data under a prefix that reaches it.
 local function corrupt(ours)
   if ours then
     local ttl = redis.call('PTTL', log)
@@ -41,12 +41,13 @@ local function corrupt(ours)
 end
 
 if not logType(log) then return corrupt(false) end
+-- (The first and the last entry, O(1), before anything is written: one in the middle is
+-- found when it becomes the pivot.)
+local first = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+if not logMember(first[1]) or not logMember(last[1]) then return corrupt(false) end
+if not logScore(first[2], now) or not logScore(last[2], now) then return corrupt(true) end
 redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.0f', now - window))
--- (The first and the last entry: O(1). One in the middle is found when it becomes the pivot.)
-if not logScore(redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2], now)
-  or not logScore(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2], now) then
-  return corrupt(true)
-end
 local count = redis.call('ZCARD', log)
 local allowed = 0
 if redis.call('ZSCORE', log, id) then

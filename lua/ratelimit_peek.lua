@@ -14,11 +14,12 @@ local now = tonumber(stamp)
 local from = '(' .. string.format('%.0f', now - window)
 --- @include "include/ratelimitlog"
 
--- The logs ratelimit_consume refuses ({-1}: another type, or a first or last entry in the
--- window it cannot have written) are reported as such, read only.
+-- The logs ratelimit_consume refuses ({-1}: another type, or a first or last entry it
+-- cannot have written) are reported as such, read only.
 if not logType(log) then return {-1} end
-if not logScore(redis.call('ZRANGEBYSCORE', log, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2], now)
-  or not logScore(redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2], now) then
+local first = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+if not logMember(first[1]) or not logMember(last[1]) or not logScore(first[2], now) or not logScore(last[2], now) then
   return {-1}
 end
 local count = redis.call('ZCOUNT', log, from, '+inf')

@@ -283,6 +283,18 @@ const verifiedHead = (
     }
   ).pipe(Effect.provideService(AuditStore, store))
 
+/** The sink's newest notes, bounded as the fence is: a sink that hangs holds neither `make` nor a round. */
+const latestWithin = (
+  sink: CheckpointSink,
+  timeoutMs: number
+): Effect.Effect<string | undefined, CheckpointSinkFailed> =>
+  sink.latest === undefined
+    ? Effect.succeed(undefined)
+    : Effect.timeoutFail(sink.latest, {
+        duration: timeoutMs,
+        onTimeout: () => new CheckpointSinkFailed({ sink: sink.name, cause: `no newest note within ${timeoutMs} ms` })
+      })
+
 /** The checkpointer over `store` and `fence` (no schedule): `make` and the layers add one. */
 const checkpointer = (
   store: AuditStoreShape,
@@ -299,14 +311,7 @@ const checkpointer = (
     // The sink is outside Redis and may be shared: what another checkpointer appended to it
     // is a floor too (after a failover the fence in Redis can be as far behind as the chain).
     const newestKnown = Effect.gen(function* () {
-      if (sink.latest === undefined) return current
-      // (Bounded as the fence is: a sink that hangs cannot hold every later round.)
-      const text = yield* sink.latest.pipe(
-        Effect.timeoutFail({
-          duration: timeoutMs,
-          onTimeout: () => new CheckpointSinkFailed({ sink: sink.name, cause: `no newest note within ${timeoutMs} ms` })
-        })
-      )
+      const text = yield* latestWithin(sink, timeoutMs)
       if (text === undefined || text === "") return current
       const fromSink = newestOf(yield* openCheckpoints(text, key))
       return fromSink !== undefined && (current === undefined || fromSink.size > current.size) ? fromSink : current
@@ -363,7 +368,7 @@ const setup = (options: CheckpointOptions) =>
     yield* checkPollInterval(options.pollInterval)
     const timeoutMs = yield* timeoutMsOf(options.timeout)
     const signer = typeof options.key === "string" ? yield* loadKey(options.key) : options.key
-    const text = options.trusted ?? (options.sink.latest === undefined ? undefined : yield* options.sink.latest)
+    const text = options.trusted ?? (yield* latestWithin(options.sink, timeoutMs))
     const trusted =
       text === undefined || text === ""
         ? undefined

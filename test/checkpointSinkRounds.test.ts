@@ -4,7 +4,7 @@
  * one, a sink whose `latest` hangs is bounded by the timeout, `trusted` still stands in
  * for the sink's notes, and a newer note found there becomes its `latest`.
  */
-import { appendFile, mkdtemp, rm } from "node:fs/promises"
+import { appendFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -128,5 +128,68 @@ describe("what latest reports once the sink holds a newer note", () => {
       )
     )
     expect(result).toEqual({ outcome: "Unchanged", latest: 20 })
+  })
+})
+
+describe("a note torn mid-line", () => {
+  it("a note torn mid-line (no newline), then appended to, does not stop later rounds: the next note starts on a line of its own", async () => {
+    const prefix = uniquePrefix("ck2-torn")
+    const path = join(dir, `${prefix.replace(/:/g, "_")}.notes`)
+    await append(prefix, 5)
+    const outcome = await promiseRunner()(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const c = yield* Checkpoint.make({ key: signer, sink: Checkpoint.fileSink(path) })
+          const first = yield* c.checkpoint
+          // Another replica, same file, crashes in the middle of its note's hash line.
+          yield* Effect.promise(() => appendFile(path, "test.example/log\n7\nAAAAAAAA"))
+          yield* Effect.promise(() => append(prefix, 5))
+          const second = yield* Effect.either(c.checkpoint)
+          yield* Effect.promise(() => append(prefix, 5))
+          const third = yield* Effect.either(c.checkpoint)
+          return { first, second, third }
+        })
+      ).pipe(Effect.provide(storeLayer(prefix)))
+    )
+    const tag = (e: (typeof outcome)["second"]) => (e._tag === "Right" ? e.right._tag : e.left._tag)
+    expect([outcome.first._tag, tag(outcome.second), tag(outcome.third)]).toEqual(["Signed", "Signed", "Signed"])
+    expect(await readFile(path, "utf8")).toContain("AAAAAAAA\ntest.example/log\n10\n")
+  })
+
+  for (const torn of ["test.example/log\n7\n", "test.example/log\n7\nAAAA"]) {
+    it(`a sink file holding only a torn first note (${JSON.stringify(torn)}) does not stop the checkpointer`, async () => {
+      const prefix = uniquePrefix("ck2-torn-first")
+      const path = join(dir, `${prefix.replace(/:/g, "_")}.notes`)
+      await append(prefix, 5)
+      // The first checkpointer ever crashed halfway through its first append.
+      await writeFile(path, torn)
+      const outcome = await promiseRunner()(
+        Effect.scoped(
+          Effect.flatMap(Checkpoint.make({ key: signer, sink: Checkpoint.fileSink(path) }), (c) => c.checkpoint)
+        ).pipe(
+          Effect.either,
+          Effect.map((e) => (e._tag === "Right" ? e.right._tag : e.left._tag)),
+          Effect.provide(storeLayer(prefix))
+        )
+      )
+      expect(outcome).toBe("Signed")
+    })
+  }
+})
+
+describe("the sink read at start-up", () => {
+  it("a sink whose latest hangs from the start fails make within the checkpointer's timeout", async () => {
+    const prefix = uniquePrefix("ck2-slow-start")
+    await append(prefix, 5)
+    const sink: Checkpoint.CheckpointSink = { name: "slow", emit: () => Effect.void, latest: Effect.never }
+    const result = await promiseRunner()(
+      Effect.scoped(Effect.flatMap(Checkpoint.make({ key: signer, sink, timeout: 300 }), (c) => c.checkpoint)).pipe(
+        Effect.either,
+        Effect.map((e) => (e._tag === "Right" ? e.right._tag : e.left._tag)),
+        Effect.timeoutTo({ duration: "3 seconds", onTimeout: () => "still running after 3 s", onSuccess: (x) => x }),
+        Effect.provide(storeLayer(prefix))
+      )
+    )
+    expect(result).toBe("CheckpointSinkFailed")
   })
 })

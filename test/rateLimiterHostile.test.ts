@@ -113,9 +113,9 @@ describe("rate limiter: one caller cannot reach another's budget", () => {
 describe("rate limiter: a log holding what the script never writes", () => {
   // A score past every window, one a day and more ahead, one not whole microseconds.
   const damage: Record<string, (client: Redis, key: string) => Promise<unknown>> = {
-    infinite: (client, key) => client.zadd(key, "+inf", "x"),
-    years: (client, key) => client.zadd(key, "1e17", "x"),
-    fraction: (client, key) => client.time().then(([s]) => client.zadd(key, `${s}000000.5`, "x"))
+    infinite: (client, key) => client.zadd(key, "+inf", "1"),
+    years: (client, key) => client.zadd(key, "1e17", "1"),
+    fraction: (client, key) => client.time().then(([s]) => client.zadd(key, `${s}000000.5`, "1"))
   }
 
   for (const [name, write] of Object.entries(damage)) {
@@ -163,10 +163,25 @@ describe("rate limiter: a log holding what the script never writes", () => {
     expect(peeked).toBeInstanceOf(CorruptData)
   })
 
+  it("another store's sorted set (a lock's waiter queue) under the prefix is refused and left exactly as it is", async () => {
+    const client = connect()
+    const app = uniquePrefix("rl-foreign-zset")
+    const waiters = `${app}audit:lock:waiters`
+    const nowMs = Date.now()
+    await client.zadd(waiters, nowMs + 30_000, "tokenA 10000", nowMs + 31_000, "tokenB 10000")
+    const before = await client.zrange(waiters, 0, -1, "WITHSCORES")
+    const limiter = createRedisRateLimiter({ client, keyPrefix: app, onUnavailable: "allow" })
+    expect(await limiter.allow("audit:lock:waiters", 5)).toBe(false)
+    expect(await client.zrange(waiters, 0, -1, "WITHSCORES")).toEqual(before)
+    expect(await client.pttl(waiters)).toBe(-1)
+    const peeked = await Effect.runPromise(Effect.flip((await limiterOn(client, app)).peek("audit:lock:waiters")))
+    expect(peeked).toBeInstanceOf(CorruptData)
+  })
+
   it("a log whose TTL is already shorter than a window keeps it", async () => {
     const client = connect()
     const keyPrefix = uniquePrefix("rl-damage-ttl")
-    await client.zadd(`${keyPrefix}eve`, "+inf", "x")
+    await client.zadd(`${keyPrefix}eve`, "+inf", "1")
     await client.pexpire(`${keyPrefix}eve`, 500)
     const limiter = createRedisRateLimiter({ client, keyPrefix })
     expect(await limiter.allow("eve", 5)).toBe(false)
@@ -177,7 +192,7 @@ describe("rate limiter: a log holding what the script never writes", () => {
     const client = connect()
     const keyPrefix = uniquePrefix("rl-ahead")
     const [s] = (await client.time()) as [number, number]
-    await client.zadd(`${keyPrefix}eve`, `${BigInt(s) * 1_000_000n + 2n * 86_400_000_000n}`, "x")
+    await client.zadd(`${keyPrefix}eve`, `${BigInt(s) * 1_000_000n + 2n * 86_400_000_000n}`, "1")
     const limiter = await limiterOn(client, keyPrefix)
     expect(await Effect.runPromise(Effect.flip(limiter.consume("eve", { limit: 5 })))).toBeInstanceOf(CorruptData)
     expect(await Effect.runPromise(Effect.flip(limiter.peek("eve", { limit: 5 })))).toBeInstanceOf(CorruptData)
@@ -189,7 +204,7 @@ describe("rate limiter: a log holding what the script never writes", () => {
     const [s] = (await client.time()) as [number, number]
     const now = BigInt(s) * 1_000_000n
     const key = `${keyPrefix}eve`
-    await client.zadd(key, `${now - 3_000_000n}`, "a", `${now - 2_000_000n}.5`, "b", `${now - 1_000_000n}`, "c")
+    await client.zadd(key, `${now - 3_000_000n}`, "1", `${now - 2_000_000n}.5`, "2", `${now - 1_000_000n}`, "3")
     const limiter = await limiterOn(client, keyPrefix)
     // Limit 4: allowed, the fourth entry's pivot is the oldest, "a" (whole microseconds).
     expect((await Effect.runPromise(limiter.consume("eve", { limit: 4 }))).allowed).toBe(true)

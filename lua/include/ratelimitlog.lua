@@ -11,6 +11,12 @@ local function logScore(score, now)
     or (string.match(score, '^%d+$') ~= nil and #score <= 17 and tonumber(score) <= now + LOG_AHEAD_US)
 end
 
+-- Whether `member` (nil for no entry) is one ratelimit_consume writes: a call id, decimal.
+-- A sorted set of other members (a lock's waiter queue, ...) is another store's.
+local function logMember(member)
+  return member == nil or string.match(member, '^%d+$') ~= nil
+end
+
 -- Whether `log` is a log at all: a sorted set, or absent.
 local function logType(log)
   local kind = redis.call('TYPE', log).ok

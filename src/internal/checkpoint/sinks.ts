@@ -31,9 +31,14 @@ export const fileSink = (path: string): CheckpointSink => {
     emit: (checkpoint) =>
       Effect.tryPromise({
         try: async () => {
-          const file = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND, 0o644)
+          const file = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_APPEND, 0o644)
           try {
-            await file.write(checkpoint.note)
+            // A tail torn by a crash mid-append ends mid-line: end that line first, or this
+            // note's first line would join it and the note would never open again.
+            const { size } = await file.stat()
+            const last = Buffer.alloc(1)
+            const torn = size > 0 && (await file.read(last, 0, 1, size - 1)).bytesRead === 1 && last[0] !== 0x0a
+            await file.write(torn ? "\n" + checkpoint.note : checkpoint.note)
             await file.sync()
           } finally {
             await file.close()
@@ -117,7 +122,11 @@ export const readLastNote = async (path: string, missingIsEmpty: boolean): Promi
         i = top - 1
       } else i = start - 1
     }
-    return notes.length === 0 ? text : notes.join("")
+    if (notes.length > 0) return notes.join("")
+    // The whole file is one note's first lines, torn by a crash mid-append (the first note
+    // ever appended): no note yet. Anything else is handed on, to be refused as no note.
+    const torn = length === size && lines.length <= 4 && lines.every((l) => !l.startsWith(SIGNATURE_PREFIX))
+    return torn ? undefined : text
   } finally {
     await file.close()
   }

@@ -51,7 +51,7 @@ const decisionOf = (
     return new CorruptData({
       key,
       detail:
-        "holds another type, or an entry the rate limit script cannot have written: refused, and set to expire within one window"
+        "is not a rate limit log (another type or other members: left as it is), or holds an entry the script cannot have written (consume sets it to expire within one window): refused"
     })
   }
   const count = parts[offset]
