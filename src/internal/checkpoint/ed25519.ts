@@ -26,6 +26,7 @@ import {
   formatPrivateKey,
   formatSignatureLine,
   formatVerifierKey,
+  holdsPrivateKey,
   keyIdHex,
   keyIdOf,
   parseNote,
@@ -128,7 +129,7 @@ export const signerFromText = (text: string, source: string): Either.Either<Sign
 /** Reads a key file written by `writeKeyFile` (or Go's note.GenerateKey). One typed error for every problem. */
 export const readKeyFile = (path: string): Effect.Effect<Signer, CheckpointKeyInvalid> =>
   // A key text given where a path belongs must not become an error's `source` (it would be logged).
-  /PRIVATE\+KEY\+/i.test(path)
+  holdsPrivateKey(path)
     ? Effect.fail(
         new CheckpointKeyInvalid({
           source: "signing key",

@@ -140,6 +140,9 @@ export const parseVerifierKey = (text: string): Either.Either<VerifierKey, strin
 
 const PRIVATE_PREFIX = "PRIVATE+KEY+"
 
+/** Whether `text` holds a private key text (so it must never be echoed, say as a path). */
+export const holdsPrivateKey = (text: string): boolean => text.includes(PRIVATE_PREFIX)
+
 export const formatPrivateKey = (name: string, keyId: number, seed: Uint8Array): string =>
   `${PRIVATE_PREFIX}${name}+${keyIdHex(keyId)}+${Buffer.concat([Uint8Array.of(ED25519), seed]).toString("base64")}`
 

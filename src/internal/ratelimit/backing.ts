@@ -5,12 +5,12 @@
  * the same steps on an Effect `Clock`. What callers are told is derived above, in
  * RateLimiter, from the `Decision` either returns.
  */
-import { randomBytes } from "node:crypto"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { CorruptData, RedisUnavailable } from "../../Errors.js"
+import { randomDecimalId } from "../commitId.js"
 import { rateLimitKey } from "../keys.js"
 import { type RedisClientShape } from "../../RedisClient.js"
 import { wrongType } from "../redisReply.js"
@@ -71,12 +71,6 @@ const decisionOf = (
   return { allowed, count, nowUs, pivotUs, newestUs }
 }
 
-/**
- * A call's id, its log entry's member: 63 random bits in decimal, which Redis keeps as an
- * integer in a small log (8 bytes an entry, as the time stamps it replaced).
- */
-const callId = (): string => (randomBytes(8).readBigUInt64BE() >> 1n).toString()
-
 const noReply = (operation: string, ms: number) =>
   new RedisUnavailable({ operation, cause: new Cause.TimeoutException(`no reply within ${ms} ms`) })
 
@@ -89,8 +83,9 @@ export const redisBacking = (redis: RedisClientShape, prefix: string, timeoutMs:
     consume: boolean
   ): Effect.Effect<Decision, BackingError> => {
     const key = rateLimitKey(prefix, request.key, request.windowMs)
-    // consume: a call id, so a re-send of this call (a reply lost, ioredis re-sends after a reconnect) takes nothing more
-    const args = consume ? [request.limit, request.windowMs, callId()] : [request.limit, request.windowMs]
+    // consume: a call id, its log entry's member (an integer Redis keeps in 8 bytes), so a
+    // re-send of this call (a reply lost, ioredis re-sends after a reconnect) takes nothing more
+    const args = consume ? [request.limit, request.windowMs, randomDecimalId()] : [request.limit, request.windowMs]
     return redis.scriptWithin(script, [key], args, timeoutMs).pipe(
       wrongType(key),
       Effect.flatMap((reply): Effect.Effect<Decision, BackingError> => {

@@ -8,6 +8,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { InvalidConfig } from "../../Errors.js"
+import { isWellFormed } from "../jsonRecord.js"
 
 /** What a backing saw for one request, on its clock (microseconds). */
 export interface Decision {
@@ -44,9 +45,6 @@ export interface Request {
   readonly windowMs: number
 }
 
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one (UTF-8 turns either into U+FFFD). */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
 /** What is wrong with a key, or undefined. */
 const keyProblem = (key: unknown): InvalidConfig | undefined =>
   typeof key !== "string"
@@ -61,7 +59,7 @@ const keyProblem = (key: unknown): InvalidConfig | undefined =>
             option: "rate limit key",
             reason: `is ${key.length} characters long; at most ${MAX_KEY_LENGTH} are accepted`
           })
-        : LONE_SURROGATE.test(key)
+        : !isWellFormed(key)
           ? new InvalidConfig({
               option: "rate limit key",
               reason:
