@@ -540,7 +540,11 @@ describe("a busy store's turn in the lane after its deadline", () => {
     await sleep(20)
     expect(await lockLeft(direct, prefix)).toEqual({ holder: null, waiters: 0 })
     await append(store, { next: true })
-    expect(await eventsOf(direct, prefix)).toEqual(["warm", "waited", "next"])
+    // (CommitOutcomeUnknown: the append was in flight at the deadline, and may have landed;
+    // OperationTimeout: nothing of it was sent.)
+    const events = await eventsOf(direct, prefix)
+    if (outcome === "OperationTimeout") expect(events).toEqual(["warm", "waited", "next"])
+    else expect(events.filter((e) => e !== "ours")).toEqual(["warm", "waited", "next"])
   })
 })
 
